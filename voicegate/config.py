@@ -1,0 +1,90 @@
+"""Settings from ``VOICEGATE_*`` environment variables (pydantic-settings).
+
+Every field here is listed by ``voicegate serve --help`` and in README's configuration table.
+Owns: the Settings model. Must not import any other voicegate module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "EngineKind"]
+
+EngineKind = Literal["personaplex", "tiny", "echo"]
+
+
+class Settings(BaseSettings):
+    """Gateway settings; each field is read from ``VOICEGATE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEGATE_", extra="ignore")
+
+    # --- HTTP ---
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics).")
+    public_url: str = Field(
+        "http://localhost:8000",
+        description="Public https base URL that Twilio reaches (used to sign-check and build stream URLs).",
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- engine ---
+    engine: EngineKind = Field("tiny", description="Model backend: personaplex, tiny or echo.")
+    model_dir: Path | None = Field(
+        None, description="Folder with the PersonaPlex release files (engine=personaplex)."
+    )
+    device: str = Field("auto", description="Torch device for the engine: auto, cpu or cuda[:N].")
+    max_calls: int = Field(
+        0, ge=0, description="Most simultaneous calls; 0 = as many as the engine's slots allow."
+    )
+    kv_cache_dtype: Literal["bf16", "fp8"] = Field(
+        "bf16", description="KV cache precision on the GPU (fp8 is opt-in)."
+    )
+
+    # --- personas and routing ---
+    personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files and voice clips.")
+    numbers_file: Path = Field(
+        Path("telephony/numbers.yaml"), description="Called number / SIP user -> persona map."
+    )
+    reload_interval_s: float = Field(
+        0.5, gt=0, description="How often persona and numbers files are checked for edits."
+    )
+
+    # --- events ---
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for call events.")
+    events_retention_s: int = Field(
+        7 * 24 * 3600, ge=60, description="TTL of a call's Redis keys after it ends."
+    )
+    events_queue_max: int = Field(10_000, ge=100, description="Bound of the in-memory event queue.")
+    events_journal_dir: Path = Field(
+        Path("var/journal"), description="On-disk journal for events while Redis is down."
+    )
+    events_stream_maxlen: int = Field(
+        100_000, ge=1000, description="Approximate MAXLEN of the global events stream."
+    )
+
+    # --- Twilio ---
+    twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long active calls may run before they are ended."
+    )
+
+    # --- SIP ---
+    sip_enabled: bool = Field(True, description="Start the SIP user-agent server with `serve`.")
+    sip_host: str = Field("0.0.0.0", description="Address the SIP server binds to.")
+    sip_port: int = Field(5060, ge=0, le=65535, description="SIP port (UDP and TCP).")
+    sip_public_host: str = Field(
+        "", description="Address advertised in SDP/Contact (empty: the bound or local address)."
+    )
+    sip_allow: str = Field(
+        "", description="Comma-separated CIDRs allowed to send SIP; empty = any source."
+    )
+    rtp_port_min: int = Field(20000, ge=1024, le=65534, description="Lowest RTP port.")
+    rtp_port_max: int = Field(20999, ge=1025, le=65535, description="Highest RTP port.")
+
+    # --- WebRTC and the persona editor ---
+    webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
+    editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")

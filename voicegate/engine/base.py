@@ -1,0 +1,145 @@
+"""The engine's public contract: what a Call sees of the model runtime.
+
+The engine serves every call of the process as one slot of a batch. It ticks every 80 ms in
+its own thread (never on the event loop); on each tick it takes one 1920-sample 24 kHz frame
+from every active slot and hands each slot's sink 1920 samples of agent audio and a text piece.
+
+Usage::
+
+    engine.start()                                  # warm-up; blocks until ready
+    engine.load_persona(PersonaPrompt(...))         # once per persona (load or reload)
+    slot = engine.join("bank_teller", sink)         # between ticks; raises NoFreeSlot
+    slot.push(pcm_24k_float32_1920)                 # from any thread, once per 80 ms
+    ...                                             # sink.on_tick(out) runs on the engine thread
+    slot.leave()
+
+Owns: the Engine protocol and the data that crosses it. Imports nothing of telephony.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FRAME_MS",
+    "FRAME_SAMPLES",
+    "MODEL_RATE_HZ",
+    "Engine",
+    "PersonaPrompt",
+    "SamplingParams",
+    "Slot",
+    "SlotSink",
+    "SlotStats",
+    "TickOutput",
+]
+
+MODEL_RATE_HZ = 24_000
+FRAME_SAMPLES = 1920
+FRAME_MS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-persona sampling settings (defaults from the PersonaPlex reference)."""
+
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+    audio_temperature: float = 0.8
+    audio_top_k: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaPrompt:
+    """What the engine needs of a persona: its prompt state depends only on voice and text."""
+
+    key: str
+    text_prompt: str
+    voice: str  # a preset name (NATF0 ...) or an absolute path to a WAV clip
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    voice_path: Path | None = None  # resolved WAV path when voice is a clip
+
+
+@dataclass(slots=True)
+class TickOutput:
+    """One tick's result for one slot. ``pcm`` is only valid during the callback: copy it."""
+
+    frame_index: int  # live frames since the call joined, 0-based
+    pcm: npt.NDArray[np.float32]  # 1920 samples, 24 kHz, [-1, 1]
+    text_token: int
+    text: str  # detokenised piece ('' for PAD/EPAD); a leading space marks a word start
+
+
+@dataclass(slots=True)
+class SlotStats:
+    """Counters for one slot (plain ints, read from the metrics path)."""
+
+    frames: int = 0
+    underruns: int = 0  # a tick found no caller frame: silence was used
+    overruns: int = 0  # caller frames arrived faster than ticks: the oldest was dropped
+
+
+class SlotSink(Protocol):
+    """Receives a slot's output. Runs on the engine thread: must not block; copy ``out.pcm``."""
+
+    def on_tick(self, out: TickOutput) -> None: ...
+
+
+class Slot(Protocol):
+    """A call's place in the batch."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def persona_key(self) -> str: ...
+
+    @property
+    def stats(self) -> SlotStats: ...
+
+    def push(self, pcm: npt.NDArray[np.float32]) -> None:
+        """Queue one 1920-sample 24 kHz caller frame; thread-safe; copies the data."""
+        ...
+
+    def leave(self) -> None:
+        """Free the slot; idempotent. No sink call happens after this returns... or at most one in flight."""
+        ...
+
+
+class Engine(Protocol):
+    """A batched model runtime: ``personaplex``, ``tiny`` or ``echo``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_slots(self) -> int: ...
+
+    @property
+    def active_slots(self) -> int: ...
+
+    def start(self) -> None:
+        """Build, warm up and start the tick thread; returns when ready to join calls."""
+        ...
+
+    def close(self) -> None:
+        """Stop the tick thread and free every slot."""
+        ...
+
+    def load_persona(self, prompt: PersonaPrompt) -> None:
+        """Compute (or recompute) the persona's prompt state; blocking, call off the event loop."""
+        ...
+
+    def has_persona(self, key: str) -> bool: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Number of model text tokens the persona prompt ``text`` takes."""
+        ...
+
+    def join(self, persona_key: str, sink: SlotSink) -> Slot:
+        """Take a free slot with the persona's prompt state; raises NoFreeSlot / UnknownPersona."""
+        ...
