@@ -1,4 +1,12 @@
-"""The model runtime: every call of the process is one slot of a batch (see ``base``)."""
+"""The model runtime: every call of the process is one slot of a batch (see ``base``).
+
+``create_engine(settings)`` builds one of three backends behind the same ``BatchedEngine``:
+``personaplex`` (the 7B release from VOICEGATE_MODEL_DIR), ``tiny`` (random weights, small
+shapes, CPU) and ``echo`` (each caller frame back one tick later). Sink callbacks run on the
+engine thread.
+
+Importing this package pulls numpy only: torch loads when a torch backend is built.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from voicegate.engine.base import (
     FRAME_SAMPLES,
     MODEL_RATE_HZ,
     Engine,
+    EngineStats,
     PersonaPrompt,
     SamplingParams,
     Slot,
@@ -14,16 +23,27 @@ from voicegate.engine.base import (
     SlotStats,
     TickOutput,
 )
+from voicegate.engine.echo import EchoModel
+from voicegate.engine.factory import create_engine, create_model
+from voicegate.engine.runtime import BatchedEngine, TickMode
+from voicegate.engine.stepper import TickModel
 
 __all__ = [
     "FRAME_MS",
     "FRAME_SAMPLES",
     "MODEL_RATE_HZ",
+    "BatchedEngine",
+    "EchoModel",
     "Engine",
+    "EngineStats",
     "PersonaPrompt",
     "SamplingParams",
     "Slot",
     "SlotSink",
     "SlotStats",
+    "TickMode",
+    "TickModel",
     "TickOutput",
+    "create_engine",
+    "create_model",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "SamplingParams",
     "Slot",
     "SlotSink",
+    "EngineStats",
     "SlotStats",
     "TickOutput",
 ]
@@ -83,6 +84,23 @@ class SlotStats:
     overruns: int = 0  # caller frames arrived faster than ticks: the oldest was dropped
 
 
+@dataclass(slots=True)
+class EngineStats:
+    """A snapshot of the engine's counters (for /metrics and benchmarks)."""
+
+    ticks: int = 0
+    late_ticks: int = 0  # serving mode: a tick ended after the next tick was due
+    skipped_ticks: int = 0  # serving mode: ticks dropped to catch up after falling far behind
+    tick_errors: int = 0  # a model step raised; the tick's output was silence
+    sink_errors: int = 0  # a sink's on_tick raised (the engine carries on)
+    underruns: int = 0  # summed over slots since start
+    overruns: int = 0
+    active_slots: int = 0
+    max_slots: int = 0
+    tick_ms_p50: float = 0.0  # over the last ticks that did model work
+    tick_ms_p99: float = 0.0
+
+
 class SlotSink(Protocol):
     """Receives a slot's output. Runs on the engine thread: must not block; copy ``out.pcm``."""
 
@@ -106,7 +124,8 @@ class Slot(Protocol):
         ...
 
     def leave(self) -> None:
-        """Free the slot; idempotent. No sink call happens after this returns... or at most one in flight."""
+        """Free the slot; idempotent; thread-safe. At most one sink call already in flight
+        on the engine thread may still complete after this returns; none starts later."""
         ...
 
 
@@ -141,5 +160,12 @@ class Engine(Protocol):
         ...
 
     def join(self, persona_key: str, sink: SlotSink) -> Slot:
-        """Take a free slot with the persona's prompt state; raises NoFreeSlot / UnknownPersona."""
+        """Take a free slot with the persona's prompt state; raises NoFreeSlot / UnknownPersona.
+
+        Thread-safe and cheap: the state copy happens on the engine thread before the next tick.
+        """
+        ...
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the counters; thread-safe."""
         ...

@@ -1,0 +1,392 @@
+"""The batched tick loop: fixed slots, one thread, one model step per tick for every call.
+
+Usage::
+
+    engine = BatchedEngine(model, mode=TickMode.SERVING)
+    engine.start()                                   # warm-up, then the tick thread
+    engine.load_persona(PersonaPrompt("bank", "You are ...", "NATF0"))
+    slot = engine.join("bank", sink)                 # any thread; NoFreeSlot when full
+    slot.push(frame_1920)                            # any thread, once per 80 ms
+    # sink.on_tick(out) is called ON THE ENGINE THREAD once per tick: copy out.pcm, don't block
+    # (an asyncio Call hops to its loop with loop.call_soon_threadsafe).
+    slot.leave()
+    engine.close()
+
+Serving mode ticks every 80 ms on the monotonic clock; a tick that ends after the next one was
+due counts as late, and after falling more than two ticks behind the missed ticks are skipped
+(counted) rather than run back to back. Offline mode ticks as soon as every active slot has a
+frame queued (``voicegate call``, tests): no underruns, no clock. Manual mode runs no thread:
+the owner calls ``tick()`` (tests, benchmarks).
+
+Joins and leaves take effect between ticks: a join marks the slot and the engine thread copies
+the persona's prompt state into the row (``TickModel.reset_slot``) before the next step.
+
+Owns: BatchedEngine, TickMode. Must not import pydantic, voicegate.config or torch (the model
+behind ``TickModel`` does the torch work).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from voicegate.engine.base import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    EngineStats,
+    PersonaPrompt,
+    SamplingParams,
+    SlotSink,
+)
+from voicegate.engine.slots import SlotHandle, SlotState
+from voicegate.engine.stepper import TickModel
+from voicegate.errors import EngineError, InvalidStateError, NoFreeSlot, UnknownPersona
+
+__all__ = ["BatchedEngine", "TickMode"]
+
+log = logging.getLogger("voicegate.engine")
+
+TICK_S = FRAME_MS / 1000.0
+SERVING_QUEUE_FRAMES = 4  # 320 ms of caller audio at most; older frames are dropped (overrun)
+OFFLINE_QUEUE_FRAMES = 64
+TICK_HISTORY = 512  # tick durations kept for p50/p99
+MAX_BEHIND_TICKS = 2
+
+
+class TickMode(enum.Enum):
+    SERVING = "serving"  # 12.5 Hz on the monotonic clock
+    OFFLINE = "offline"  # as fast as every active slot has input
+    MANUAL = "manual"  # no thread: the owner calls tick() (tests, benchmarks)
+
+
+@dataclass(frozen=True, slots=True)
+class _PersonaEntry:
+    prompt: PersonaPrompt
+    state: object
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingReset:
+    state: object
+    sampling: SamplingParams
+    seed: int
+
+
+class BatchedEngine:
+    """An ``Engine`` over any ``TickModel`` (echo, tiny, personaplex)."""
+
+    def __init__(
+        self,
+        model: TickModel,
+        *,
+        mode: TickMode = TickMode.SERVING,
+        max_calls: int = 0,
+        input_queue_frames: int | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._model = model
+        self._mode = mode
+        self._clock = clock
+        self._max_slots = model.max_slots if max_calls <= 0 else min(model.max_slots, max_calls)
+        if self._max_slots < 1:
+            raise EngineError(f"engine {model.name}: no slot fits (max_slots={model.max_slots})")
+        if input_queue_frames is None:
+            input_queue_frames = (
+                SERVING_QUEUE_FRAMES if mode is TickMode.SERVING else OFFLINE_QUEUE_FRAMES
+            )
+        self._slots = [SlotState(i, input_queue_frames) for i in range(self._max_slots)]
+        self._pending: list[_PendingReset | None] = [None] * self._max_slots
+        self._inputs = np.zeros((model.max_slots, FRAME_SAMPLES), dtype=np.float32)
+        self._lock = threading.Lock()  # slots' active/generation/sink, personas
+        self._wake = threading.Condition()  # offline mode: input, join, leave, close
+        self._persona_lock = threading.Lock()  # one prompt computation at a time
+        self._personas: dict[str, _PersonaEntry] = {}
+        self._prompt_cache: dict[tuple[str, str, str], object] = {}
+        self._base_seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
+        self._joins = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._is_started = False
+        self._stats = EngineStats(max_slots=self._max_slots)
+        self._tick_ms = np.zeros(TICK_HISTORY, dtype=np.float64)
+        self._tick_ms_n = 0
+        self._slot_underruns_retired = 0
+        self._slot_overruns_retired = 0
+        if mode is TickMode.OFFLINE:
+            for state in self._slots:
+                state.notify = self._notify
+
+    # --- Engine protocol -------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._model.name
+
+    @property
+    def mode(self) -> TickMode:
+        return self._mode
+
+    @property
+    def max_slots(self) -> int:
+        return self._max_slots
+
+    @property
+    def active_slots(self) -> int:
+        return sum(1 for s in self._slots if s.active)
+
+    @property
+    def model(self) -> TickModel:
+        return self._model
+
+    def start(self) -> None:
+        if self._is_started:
+            raise InvalidStateError(f"engine {self.name}: already started")
+        self._model.warmup()
+        self._is_started = True
+        if self._mode is TickMode.MANUAL:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name=f"voicegate-engine-{self.name}", daemon=True
+        )
+        self._thread.start()
+        log.info(
+            "engine %s started: %d slots, %s mode", self.name, self._max_slots, self._mode.value
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            for state in self._slots:
+                self._retire(state)
+        self._model.close()
+
+    def load_persona(self, prompt: PersonaPrompt) -> None:
+        cache_key = (
+            prompt.voice,
+            str(prompt.voice_path) if prompt.voice_path else "",
+            prompt.text_prompt,
+        )
+        with self._persona_lock:
+            state = self._prompt_cache.get(cache_key)
+            if state is None:
+                started = time.perf_counter()
+                state = self._model.prepare_persona(prompt)
+                self._prompt_cache[cache_key] = state
+                log.info(
+                    "persona %s: prompt state computed in %.0f ms",
+                    prompt.key,
+                    (time.perf_counter() - started) * 1000,
+                )
+            with self._lock:
+                old = self._personas.get(prompt.key)
+                self._personas[prompt.key] = _PersonaEntry(prompt, state)
+                in_use = {
+                    (e.prompt.voice, str(e.prompt.voice_path or ""), e.prompt.text_prompt)
+                    for e in self._personas.values()
+                }
+            if old is not None:
+                # drop prompt states no persona refers to (slots keep their own copies)
+                for key in list(self._prompt_cache):
+                    if key not in in_use:
+                        del self._prompt_cache[key]
+
+    def has_persona(self, key: str) -> bool:
+        return key in self._personas
+
+    def count_tokens(self, text: str) -> int:
+        return self._model.count_tokens(text)
+
+    def join(self, persona_key: str, sink: SlotSink, *, seed: int | None = None) -> SlotHandle:
+        if not self._is_started or self._stop.is_set():
+            raise InvalidStateError(f"engine {self.name}: cannot join a call when not running")
+        with self._lock:
+            entry = self._personas.get(persona_key)
+            if entry is None:
+                raise UnknownPersona(f"engine {self.name}: persona {persona_key!r} is not loaded")
+            state = next((s for s in self._slots if not s.active), None)
+            if state is None:
+                raise NoFreeSlot(f"engine {self.name}: all {self._max_slots} slots are taken")
+            self._joins += 1
+            if seed is None:
+                seed = (self._base_seed * 1_000_003 + self._joins) & 0x7FFF_FFFF
+            state.clear_ring()
+            state.generation += 1
+            state.persona_key = persona_key
+            state.sink = sink
+            state.stats = type(state.stats)()
+            state.frames = 0
+            state.active = True
+            self._pending[state.index] = _PendingReset(entry.state, entry.prompt.sampling, seed)
+            handle = SlotHandle(state, state.generation, self._leave)
+        self._notify()
+        return handle
+
+    def stats(self) -> EngineStats:
+        s = self._stats
+        n = min(self._tick_ms_n, TICK_HISTORY)
+        p50 = p99 = 0.0
+        if n:
+            window = self._tick_ms[:n]
+            p50 = float(np.percentile(window, 50))
+            p99 = float(np.percentile(window, 99))
+        underruns = self._slot_underruns_retired
+        overruns = self._slot_overruns_retired
+        active = 0
+        for state in self._slots:
+            if state.active:
+                active += 1
+                underruns += state.stats.underruns
+                overruns += state.stats.overruns
+        return EngineStats(
+            ticks=s.ticks,
+            late_ticks=s.late_ticks,
+            skipped_ticks=s.skipped_ticks,
+            tick_errors=s.tick_errors,
+            sink_errors=s.sink_errors,
+            underruns=underruns,
+            overruns=overruns,
+            active_slots=active,
+            max_slots=self._max_slots,
+            tick_ms_p50=p50,
+            tick_ms_p99=p99,
+        )
+
+    # --- slots ------------------------------------------------------------------------------
+
+    def _leave(self, state: SlotState, generation: int) -> None:
+        with self._lock:
+            if state.generation != generation or not state.active:
+                return
+            self._retire(state)
+            state.generation += 1  # stale handles become inert
+        self._notify()
+
+    def _retire(self, state: SlotState) -> None:
+        if not state.active:
+            return
+        self._slot_underruns_retired += state.stats.underruns
+        self._slot_overruns_retired += state.stats.overruns
+        state.active = False
+        state.sink = None
+        self._pending[state.index] = None
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # --- the tick ---------------------------------------------------------------------------
+
+    def tick(self) -> bool:
+        """Run one tick now; returns True when the model stepped.
+
+        The engine thread calls this; in manual mode the owner does, from one thread only.
+        """
+        model = self._model
+        inputs = self._inputs
+        with self._lock:
+            for i, pending in enumerate(self._pending):
+                if pending is not None:
+                    self._pending[i] = None
+                    model.reset_slot(i, pending.state, pending.sampling, pending.seed)
+            active = [(s, s.generation, s.sink) for s in self._slots if s.active]
+        if not active:
+            return False
+        highest = 0
+        is_active = [False] * self._max_slots
+        for state, _, _ in active:
+            state.pop_into(inputs[state.index])
+            is_active[state.index] = True
+            highest = max(highest, state.index)
+        n_rows = model.batch_rows(highest)
+        for i in range(min(n_rows, self._max_slots)):
+            if not is_active[i]:
+                inputs[i].fill(0.0)
+        started = time.perf_counter()
+        try:
+            pcm_out, tokens = model.step(inputs, n_rows)
+        except Exception:
+            self._stats.tick_errors += 1
+            if self._stats.tick_errors == 1 or self._stats.tick_errors % 1000 == 0:
+                log.exception(
+                    "engine %s: model step failed (%d so far)", self.name, self._stats.tick_errors
+                )
+            return False
+        self._tick_ms[self._tick_ms_n % TICK_HISTORY] = (time.perf_counter() - started) * 1000.0
+        self._tick_ms_n += 1
+        self._stats.ticks += 1
+        for state, generation, sink in active:
+            if sink is None or state.generation != generation:
+                continue  # left during the step
+            index = state.index
+            token = int(tokens[index])
+            out = state.output
+            out.frame_index = state.frames
+            out.pcm = pcm_out[index]
+            out.text_token = token
+            out.text = model.text_piece(token)
+            state.frames += 1
+            state.stats.frames += 1
+            try:
+                sink.on_tick(out)
+            except Exception:
+                self._stats.sink_errors += 1
+                if self._stats.sink_errors == 1 or self._stats.sink_errors % 1000 == 0:
+                    log.exception("engine %s: sink of slot %d raised", self.name, index)
+        return True
+
+    def _run(self) -> None:
+        try:
+            if self._mode is TickMode.SERVING:
+                self._run_serving()
+            else:
+                self._run_offline()
+        except Exception:  # the thread must say why it died
+            log.exception("engine %s: tick thread died", self.name)
+            raise
+
+    def _run_serving(self) -> None:
+        clock = self._clock
+        due = clock() + TICK_S
+        while not self._stop.is_set():
+            delay = due - clock()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            self.tick()
+            due += TICK_S
+            now = clock()
+            if now > due:
+                self._stats.late_ticks += 1
+                behind = int((now - due) / TICK_S)
+                if behind >= MAX_BEHIND_TICKS:
+                    self._stats.skipped_ticks += behind
+                    due += behind * TICK_S
+
+    def _offline_ready(self) -> bool:
+        has_active = False
+        for state in self._slots:
+            if state.active:
+                has_active = True
+                if state.queued() == 0:
+                    return False
+        return has_active
+
+    def _run_offline(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stop.is_set() and not self._offline_ready():
+                    self._wake.wait()
+            if self._stop.is_set():
+                return
+            self.tick()

@@ -1,0 +1,151 @@
+"""Per-slot input rings and the Slot handle a call holds.
+
+A slot is a row of the batch. Its input ring holds whole 1920-sample caller frames in a
+preallocated array; ``push`` (any thread) copies into it, the tick thread pops one frame per
+tick. A full ring drops its oldest frame (overrun); an empty ring at a tick gives silence
+(underrun). Each join bumps the slot's generation, so a handle kept after ``leave`` is inert.
+
+Owns: SlotState, SlotHandle. Imports numpy and the engine contract only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from voicegate.engine.base import FRAME_SAMPLES, SlotSink, SlotStats, TickOutput
+
+__all__ = ["SlotHandle", "SlotState"]
+
+
+class SlotState:
+    """One row's bookkeeping; guarded by ``lock`` (push/pop) and the engine lock (join/leave)."""
+
+    __slots__ = (
+        "active",
+        "count",
+        "frames",
+        "generation",
+        "head",
+        "index",
+        "lock",
+        "notify",
+        "output",
+        "persona_key",
+        "ring",
+        "sink",
+        "stats",
+    )
+
+    def __init__(self, index: int, capacity_frames: int) -> None:
+        if capacity_frames < 1:
+            raise ValueError(f"input ring needs at least 1 frame, got {capacity_frames}")
+        self.index = index
+        self.lock = threading.Lock()
+        self.ring: npt.NDArray[np.float32] = np.zeros(
+            (capacity_frames, FRAME_SAMPLES), dtype=np.float32
+        )
+        self.head = 0  # index of the oldest queued frame
+        self.count = 0  # frames queued
+        self.generation = 0
+        self.active = False
+        self.notify: Callable[[], None] | None = None  # offline mode: wake the tick thread
+        self.persona_key = ""
+        self.sink: SlotSink | None = None
+        self.stats = SlotStats()
+        self.frames = 0  # live frames delivered since join
+        self.output = TickOutput(
+            frame_index=0,
+            pcm=np.zeros(FRAME_SAMPLES, dtype=np.float32),
+            text_token=0,
+            text="",
+        )
+
+    def clear_ring(self) -> None:
+        with self.lock:
+            self.head = 0
+            self.count = 0
+
+    def push(self, pcm: npt.NDArray[np.float32], generation: int) -> bool:
+        """Queue a copy of ``pcm``; False if the slot was left or rejoined since."""
+        capacity = self.ring.shape[0]
+        with self.lock:
+            if generation != self.generation or not self.active:
+                return False
+            if self.count == capacity:
+                self.head = (self.head + 1) % capacity
+                self.count -= 1
+                self.stats.overruns += 1
+            tail = (self.head + self.count) % capacity
+            np.copyto(self.ring[tail], pcm, casting="same_kind")
+            self.count += 1
+        if self.notify is not None:
+            self.notify()
+        return True
+
+    def pop_into(self, out: npt.NDArray[np.float32]) -> bool:
+        """Move the oldest frame into ``out``; silence and an underrun when none is queued."""
+        with self.lock:
+            if self.count == 0:
+                out.fill(0.0)
+                self.stats.underruns += 1
+                return False
+            np.copyto(out, self.ring[self.head])
+            self.head = (self.head + 1) % self.ring.shape[0]
+            self.count -= 1
+            return True
+
+    def queued(self) -> int:
+        return self.count
+
+
+class SlotHandle:
+    """The ``Slot`` a call holds: push frames, read counters, leave."""
+
+    __slots__ = ("_generation", "_leave", "_persona_key", "_state", "_stats")
+
+    def __init__(
+        self, state: SlotState, generation: int, leave: Callable[[SlotState, int], None]
+    ) -> None:
+        self._state = state
+        self._generation = generation
+        self._leave = leave
+        # kept by the handle so a call can read its final counters after leaving
+        self._stats = state.stats
+        self._persona_key = state.persona_key
+
+    @property
+    def index(self) -> int:
+        return self._state.index
+
+    @property
+    def persona_key(self) -> str:
+        return self._persona_key
+
+    @property
+    def stats(self) -> SlotStats:
+        return self._stats
+
+    @property
+    def is_active(self) -> bool:
+        state = self._state
+        return state.active and state.generation == self._generation
+
+    def push(self, pcm: npt.NDArray[np.float32]) -> None:
+        """Queue one 1920-sample 24 kHz frame (float32 in [-1, 1]); thread-safe; copies."""
+        if pcm.shape != (FRAME_SAMPLES,):
+            raise ValueError(
+                f"slot {self.index}: expected a ({FRAME_SAMPLES},) frame, got {pcm.shape}"
+            )
+        self._state.push(pcm, self._generation)
+
+    def leave(self) -> None:
+        self._leave(self._state, self._generation)
+
+    def __repr__(self) -> str:
+        return (
+            f"SlotHandle(index={self.index}, persona={self.persona_key!r}, active={self.is_active})"
+        )
