@@ -1,0 +1,142 @@
+"""Reading and writing LM checkpoints (``model.safetensors``) with the release's tensor names.
+
+A released PersonaPlex file has a 16-step depformer; a Moshi-layout file has 8 steps. Both
+load: the served steps (``config.dep_q``) are read and the rest is never materialised (the
+stacked per-step attention weights are sliced row-wise at read time). Tensors are converted
+one at a time straight to the target device and dtype, so a bf16 file becomes a bf16 model
+on the GPU without a float32 copy. Anything missing, extra or misshapen is refused with a
+``CheckpointError`` that names it.
+
+Owns: ``checkpoint_layout``, ``load_lm_model``, ``random_lm_model``, ``write_random_checkpoint``.
+Imports torch and safetensors.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from voicegate.engine.lm.config import LMConfig
+from voicegate.engine.lm.model import LMModel
+from voicegate.errors import CheckpointError
+
+__all__ = ["checkpoint_layout", "load_lm_model", "random_lm_model", "write_random_checkpoint"]
+
+_STACKED_PROBE = "depformer.layers.0.self_attn.in_proj_weight"
+_LIST_LIMIT = 12
+
+
+def checkpoint_layout(config: LMConfig, dep_steps: int | None = None) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a checkpoint with ``dep_steps`` depformer steps (meta build)."""
+    with torch.device("meta"):
+        model = LMModel(config, dep_steps)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:_LIST_LIMIT])
+    more = len(items) - _LIST_LIMIT
+    return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+def _check_layout(
+    path: Path, found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]
+) -> None:
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    misshapen = sorted(
+        f"{k} {list(found[k])} (expected {list(expected[k])})"
+        for k in set(found) & set(expected)
+        if found[k] != expected[k]
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_names(missing)}")
+    if extra:
+        problems.append(f"extra {len(extra)}: {_names(extra)}")
+    if misshapen:
+        problems.append(f"misshapen {len(misshapen)}: {_names(misshapen)}")
+    if problems:
+        raise CheckpointError(
+            f"LM checkpoint {path} does not match the model: " + "; ".join(problems)
+        )
+
+
+def _dep_steps(path: Path, found: dict[str, tuple[int, ...]], config: LMConfig) -> int:
+    rows = found.get(_STACKED_PROBE, (0,))[0]
+    steps, rest = divmod(rows, 3 * config.dep_dim)
+    if rest or steps not in (config.dep_q, config.dep_q_release):
+        steps = config.dep_q_release  # report against the release layout
+    return steps
+
+
+def load_lm_model(
+    path: Path, config: LMConfig, device: torch.device | str, dtype: torch.dtype
+) -> LMModel:
+    """Load ``path`` (16-step release or 8-step layout) as a ``config.dep_q``-step model."""
+    path = Path(path)
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:  # safetensors raises its own error type or OSError
+        raise CheckpointError(f"cannot read LM checkpoint {path}: {exc}") from exc
+    with handle as f:
+        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+        _check_layout(path, found, checkpoint_layout(config, _dep_steps(path, found, config)))
+        with torch.device("meta"):
+            model = LMModel(config)
+        state: dict[str, torch.Tensor] = {}
+        for name, meta in model.state_dict().items():
+            if tuple(meta.shape) == found[name]:
+                tensor = f.get_tensor(name)
+            else:  # per-step stack of a 16-step file: keep the first dep_q steps
+                tensor = f.get_slice(name)[: meta.shape[0]]
+            state[name] = tensor.to(device=device, dtype=dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _fill_random_(name: str, t: torch.Tensor, generator: torch.Generator) -> None:
+    if name.endswith(".alpha"):
+        t.fill_(1.0)
+    else:  # variance 1 / fan_in, as the reference initialises (uniform is faster than normal)
+        bound = math.sqrt(3.0 / t.shape[-1])
+        t.uniform_(-bound, bound, generator=generator)
+
+
+def random_lm_model(
+    config: LMConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0
+) -> LMModel:
+    """A model with random weights made directly on ``device`` (no file, no float32 copy)."""
+    with torch.device("meta"):
+        model = LMModel(config)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, meta in model.state_dict().items():
+        t = torch.empty(meta.shape, device=device, dtype=dtype)
+        _fill_random_(name, t, generator)
+        state[name] = t
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def write_random_checkpoint(
+    path: Path,
+    config: LMConfig,
+    *,
+    dep_steps: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.bfloat16,
+) -> None:
+    """Write random weights with the exact names/shapes (default: the 16-step release layout)."""
+    steps = config.dep_q_release if dep_steps is None else dep_steps
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, shape in checkpoint_layout(config, steps).items():
+        t = torch.empty(shape, dtype=torch.float32)
+        _fill_random_(name, t, generator)
+        tensors[name] = t.to(dtype)
+    save_file(tensors, str(path))

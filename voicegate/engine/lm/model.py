@@ -1,0 +1,212 @@
+"""The LM's weights and its forward primitives: embeddings, temporal transformer, depformer.
+
+Parameter names and shapes are the checkpoint's (``model.safetensors``), with the depformer
+cut to ``config.dep_q`` steps. Holds no streaming state: KV caches and token caches are passed
+in (``voicegate.engine.lm.state``), so one model serves any number of slots.
+
+Owns: ``LMModel``. Imports torch and the lm config/ops only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from voicegate.engine.lm import _ops
+from voicegate.engine.lm.config import LMConfig
+
+__all__ = ["LMModel"]
+
+
+class _Weight(nn.Module):
+    """A bare ``weight`` parameter (a linear map, or a stack of per-step ones)."""
+
+    def __init__(self, rows: int, cols: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, cols), requires_grad=False)
+
+
+class _RMSNorm(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim), requires_grad=False)
+
+
+class _Gating(nn.Module):
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.linear_in = _Weight(2 * inner, dim)
+        self.linear_out = _Weight(dim, inner)
+
+
+class _Attention(nn.Module):
+    """``in_proj_weight`` [steps * 3 * dim, dim] and ``out_proj.weight`` [steps * dim, dim]."""
+
+    def __init__(self, dim: int, steps: int) -> None:
+        super().__init__()
+        self.in_proj_weight = nn.Parameter(torch.empty(steps * 3 * dim, dim), requires_grad=False)
+        self.out_proj = _Weight(steps * dim, dim)
+
+
+class _TemporalLayer(nn.Module):
+    def __init__(self, config: LMConfig) -> None:
+        super().__init__()
+        self.norm1 = _RMSNorm(config.dim)
+        self.self_attn = _Attention(config.dim, 1)
+        self.norm2 = _RMSNorm(config.dim)
+        self.gating = _Gating(config.dim, config.ffn_inner)
+
+
+class _DepformerLayer(nn.Module):
+    def __init__(self, config: LMConfig, steps: int) -> None:
+        super().__init__()
+        self.norm1 = _RMSNorm(config.dep_dim)
+        self.self_attn = _Attention(config.dep_dim, steps)
+        self.norm2 = _RMSNorm(config.dep_dim)
+        self.gating = nn.ModuleList(
+            [_Gating(config.dep_dim, config.dep_ffn_inner) for _ in range(steps)]
+        )
+
+
+class _Stack(nn.Module):
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+class LMModel(nn.Module):
+    """PersonaPlex LM weights (checkpoint names) plus stateless forward primitives.
+
+    Build on the meta device and load with ``voicegate.engine.lm.checkpoint``; never trained.
+    """
+
+    def __init__(self, config: LMConfig, dep_steps: int | None = None) -> None:
+        super().__init__()
+        c = config
+        steps = c.dep_q if dep_steps is None else dep_steps
+        self.config = c
+        self.dep_steps = steps
+        self.emb = nn.ModuleList([_Weight(c.audio_card + 1, c.dim) for _ in range(c.n_q)])
+        self.text_emb = _Weight(c.text_card + 1, c.dim)
+        self.text_linear = _Weight(c.text_card, c.dim)
+        self.transformer = _Stack([_TemporalLayer(c) for _ in range(c.num_layers)])
+        self.out_norm = _RMSNorm(c.dim)
+        self.depformer_in = nn.ModuleList([_Weight(c.dep_dim, c.dim) for _ in range(steps)])
+        self.depformer_emb = nn.ModuleList(
+            [_Weight(c.audio_card + 1, c.dep_dim) for _ in range(steps - 1)]
+        )
+        self.depformer_text_emb = _Weight(c.text_card + 1, c.dep_dim)
+        self.depformer = _Stack([_DepformerLayer(c, steps) for _ in range(c.dep_num_layers)])
+        self.linears = nn.ModuleList([_Weight(c.audio_card, c.dep_dim) for _ in range(steps)])
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_emb.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.text_emb.weight.dtype
+
+    # -- temporal transformer -------------------------------------------------------------
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Input embedding of delayed tokens [B, 17, T] -> [B, T, dim] (audio rows, then text)."""
+        x: torch.Tensor | None = None
+        for cb, table in enumerate(self.emb):
+            e = _ops.embed(table.weight, tokens[:, cb + 1])
+            x = e if x is None else x + e
+        text = _ops.embed(self.text_emb.weight, tokens[:, 0])
+        return text if x is None else x + text
+
+    def _attention_in(
+        self, layer: _TemporalLayer, x: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c = self.config
+        h = _ops.rms_norm(x, layer.norm1.alpha, c.norm_eps)
+        q, k, v = _ops.split_qkv(F.linear(h, layer.self_attn.in_proj_weight), c.num_heads)
+        q, k = _ops.apply_rope(q, k, positions, c.max_period)
+        return q, k, v
+
+    def _layer_out(
+        self, layer: _TemporalLayer, x: torch.Tensor, attn: torch.Tensor
+    ) -> torch.Tensor:
+        x = x + F.linear(_ops.merge_heads(attn), layer.self_attn.out_proj.weight)
+        h = _ops.rms_norm(x, layer.norm2.alpha, self.config.norm_eps)
+        return x + _ops.gated_ffn(h, layer.gating.linear_in.weight, layer.gating.linear_out.weight)
+
+    def temporal_prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal pass over positions 0..T-1 of one sequence: x [1, T, dim].
+
+        Returns the normed hidden states [1, T, dim] and the keys/values [L, 2, H, T, D].
+        """
+        t = x.shape[1]
+        if t > self.config.context:
+            raise ValueError(f"prefill of {t} positions exceeds the context {self.config.context}")
+        positions = torch.arange(t, device=x.device)[None]
+        kv = x.new_empty(self.config.num_layers, 2, self.config.num_heads, t, self.config.head_dim)
+        for i, layer in enumerate(self.transformer.layers):
+            q, k, v = self._attention_in(layer, x, positions)
+            kv[i, 0], kv[i, 1] = k[0], v[0]
+            x = self._layer_out(layer, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+        return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps), kv
+
+    def temporal_step(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        kv_cache: torch.Tensor,
+        write_index: torch.Tensor,
+        key_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """One position per slot: x [B, 1, dim] at ``positions`` [B].
+
+        ``kv_cache`` [L, 2, B, H, C', D] receives this step's keys/values at ``write_index`` [B]
+        (a scratch column for inactive slots); attention reads the first ``key_mask.shape[-1]``
+        columns where ``key_mask`` [B, 1, 1, kv_len] is True. Returns normed hidden [B, 1, dim].
+        """
+        rows = torch.arange(x.shape[0], device=x.device)
+        kv_len = key_mask.shape[-1]
+        for i, layer in enumerate(self.transformer.layers):
+            q, k, v = self._attention_in(layer, x, positions[:, None])
+            kv_cache[i, 0][rows, :, write_index] = k[:, :, 0]
+            kv_cache[i, 1][rows, :, write_index] = v[:, :, 0]
+            keys, values = kv_cache[i, 0, :, :, :kv_len], kv_cache[i, 1, :, :, :kv_len]
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)
+            x = self._layer_out(layer, x, attn)
+        return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.text_linear.weight)
+
+    # -- depformer ------------------------------------------------------------------------
+
+    def depformer_step(
+        self, step: int, hidden: torch.Tensor, prev_token: torch.Tensor, dep_kv: torch.Tensor
+    ) -> torch.Tensor:
+        """Logits [B, card] of agent codebook ``step`` given the previous token [B].
+
+        ``prev_token`` is the text token at step 0, else codebook ``step - 1``; ``dep_kv``
+        [Ld, 2, B, H, steps, D] holds this frame's earlier steps and receives this one.
+        """
+        c = self.config
+        emb = self.depformer_text_emb if step == 0 else self.depformer_emb[step - 1]
+        x = F.linear(hidden, self.depformer_in[step].weight) + _ops.embed(
+            emb.weight, prev_token[:, None]
+        )
+        d = c.dep_dim
+        for i, layer in enumerate(self.depformer.layers):
+            h = _ops.rms_norm(x, layer.norm1.alpha, c.norm_eps)
+            w_in = layer.self_attn.in_proj_weight[step * 3 * d : (step + 1) * 3 * d]
+            q, k, v = _ops.split_qkv(F.linear(h, w_in), c.dep_num_heads)
+            dep_kv[i, 0, :, :, step] = k[:, :, 0]
+            dep_kv[i, 1, :, :, step] = v[:, :, 0]
+            attn = F.scaled_dot_product_attention(
+                q, dep_kv[i, 0, :, :, : step + 1], dep_kv[i, 1, :, :, : step + 1]
+            )
+            w_out = layer.self_attn.out_proj.weight[step * d : (step + 1) * d]
+            x = x + F.linear(_ops.merge_heads(attn), w_out)
+            h = _ops.rms_norm(x, layer.norm2.alpha, c.norm_eps)
+            gate = layer.gating[step]
+            x = x + _ops.gated_ffn(h, gate.linear_in.weight, gate.linear_out.weight)
+        return F.linear(x[:, 0], self.linears[step].weight)

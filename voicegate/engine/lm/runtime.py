@@ -1,0 +1,286 @@
+"""The batched LM runtime: prefill persona prompts, load/reset slots, step all slots at once.
+
+A step takes each slot's user codes for the current frame, writes them into the slot's
+delayed-token cache, runs one temporal position per slot, samples the text token and the 8
+agent codebooks with the depformer, and returns each slot's frame-aligned output (text token
+and 8 agent codes of the same frame), exactly as the reference ``LMGen.step`` orders it.
+Slots are rows of preallocated tensors; inactive rows compute but change nothing.
+
+Owns: ``LM`` and ``StepOutput``. Imports torch, numpy and the lm package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from voicegate.engine.base import SamplingParams
+from voicegate.engine.lm.checkpoint import load_lm_model, random_lm_model
+from voicegate.engine.lm.config import LMConfig
+from voicegate.engine.lm.model import LMModel
+from voicegate.engine.lm.prompt import (
+    PromptState,
+    VoicePrompt,
+    build_prompt_frames,
+    delayed_layout,
+)
+from voicegate.engine.lm.sampling import sample_top_k
+from voicegate.engine.lm.state import LMState
+
+__all__ = ["LM", "StepOutput"]
+
+_TEXT_STREAM = 0  # RNG stream ids: text, then audio codebook k is 1 + k
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutput:
+    """One step's result per slot (device tensors; rows with ``is_valid`` False carry no frame).
+
+    ``text_tokens`` [B] and ``agent_codes`` [B, dep_q] belong to the same frame (decode the
+    codes with Mimi). Logits are only kept when asked for (tests, quality checks).
+    """
+
+    text_tokens: torch.Tensor
+    agent_codes: torch.Tensor
+    is_valid: torch.Tensor
+    text_logits: torch.Tensor | None = None  # [B, text_card] of this step's text sample
+    audio_logits: torch.Tensor | None = None  # [B, dep_q, card]
+
+
+class LM:
+    """PersonaPlex LM serving many slots; see the package docstring for the call order."""
+
+    def __init__(self, model: LMModel, *, kv_block: int = 64) -> None:
+        self.model = model.eval()
+        self.config: LMConfig = model.config
+        self.kv_block = kv_block
+        c = self.config
+        self._delays = torch.tensor(c.delays, device=model.device, dtype=torch.long)
+        initial = [c.text_initial_id] + [c.audio_initial_id] * c.n_q
+        self._initial = torch.tensor(initial, device=model.device, dtype=torch.long)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: Path, config: LMConfig, device: torch.device | str, dtype: torch.dtype
+    ) -> LM:
+        return cls(load_lm_model(path, config, device, dtype))
+
+    @classmethod
+    def random(
+        cls, config: LMConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0
+    ) -> LM:
+        return cls(random_lm_model(config, device, dtype, seed))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def new_state(self, n_slots: int) -> LMState:
+        """Preallocate every per-slot buffer (the KV ring dominates: see ``kv_bytes_per_slot``)."""
+        return LMState.allocate(self.config, n_slots, self.device, self.dtype)
+
+    # -- prompts and slots ----------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill(self, voice: VoicePrompt, text_tokens: Sequence[int]) -> PromptState:
+        """Run the 4 prompt phases as one causal pass; ``text_tokens`` already wrapped in tags."""
+        c = self.config
+        grid = delayed_layout(c, build_prompt_frames(c, voice, text_tokens))
+        n = grid.shape[1] - 1
+        given = 0 if voice.embeddings is None else int(voice.embeddings.shape[0])
+        if given >= n or bool((grid[:, given:n] < 0).any()):
+            raise ValueError("voice prompt does not determine every prompt position")
+        x = self.model.embed_tokens(grid[None, :, :n].to(self.device))
+        if voice.embeddings is not None:
+            x[0, :given] = voice.embeddings.to(self.device, self.dtype)
+        hidden, kv = self.model.temporal_prefill(x)
+        return PromptState(
+            kv=kv, hidden=hidden[0, -1], tokens=grid[:, n - 1 :].to(self.device), length=n
+        )
+
+    def set_sampling(
+        self, state: LMState, slot: int, sampling: SamplingParams, seed: int | None = None
+    ) -> None:
+        """Per-slot sampling settings (and RNG seed); temperature <= 0 is greedy."""
+        state.text_temperature[slot] = sampling.text_temperature
+        state.text_top_k[slot] = sampling.text_top_k
+        state.audio_temperature[slot] = sampling.audio_temperature
+        state.audio_top_k[slot] = sampling.audio_top_k
+        if seed is not None:
+            state.seeds[slot] = seed
+            state.counters[slot] = 0
+
+    @torch.inference_mode()
+    def reset_slot(
+        self, state: LMState, slot: int, sampling: SamplingParams | None = None, seed: int = 0
+    ) -> None:
+        """Empty the slot (position 0, no prompt); touches no other row."""
+        state.positions[slot] = 0
+        state.positions_host[slot] = 0
+        state.tokens[slot] = -2
+        self.set_sampling(state, slot, sampling or SamplingParams(), seed)
+
+    @torch.inference_mode()
+    def load_slot(
+        self,
+        state: LMState,
+        slot: int,
+        prompt: PromptState,
+        sampling: SamplingParams | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Put a fresh call with ``prompt`` in ``slot`` (between steps); touches no other row.
+
+        Copies the prompt's keys/values and delayed tokens, then samples the slot's first text
+        and semantic tokens from the prompt's last output with the slot's own settings/seed.
+        """
+        c = self.config
+        n = prompt.length
+        self.reset_slot(state, slot, sampling, seed)
+        state.kv[:, :, slot, :, :n] = prompt.kv
+        ct = c.token_cache_size
+        for i, pos in enumerate(range(n - 1, n + 1)):
+            state.tokens[slot, :, pos % ct] = prompt.tokens[:, i]
+        rows = slice(slot, slot + 1)
+        hidden = prompt.hidden.view(1, 1, -1)
+        text = sample_top_k(
+            self.model.text_logits(hidden)[:, 0],
+            state.text_temperature[rows],
+            state.text_top_k[rows],
+            state.seeds[rows],
+            state.counters[rows],
+            _TEXT_STREAM,
+            c.top_k_cap,
+        )
+        dep_kv = state.dep_kv[:, :, rows].clone()
+        semantic = sample_top_k(
+            self.model.depformer_step(0, hidden, text, dep_kv),
+            state.audio_temperature[rows],
+            state.audio_top_k[rows],
+            state.seeds[rows],
+            state.counters[rows],
+            _TEXT_STREAM + 1,
+            c.top_k_cap,
+        )
+        state.tokens[slot, 0, n % ct] = text[0]
+        state.tokens[slot, 1, n % ct] = semantic[0]
+        state.positions[slot] = n
+        state.positions_host[slot] = n
+        state.counters[slot] = 1
+
+    # -- stepping -------------------------------------------------------------------------
+
+    def kv_len_for(self, state: LMState, active: npt.NDArray[np.bool_]) -> int:
+        """Key columns the next step must read: the most any active slot has filled, rounded up."""
+        c = self.config
+        if not active.any():
+            return min(c.context, self.kv_block)
+        filled = min(int(state.positions_host[active].max()) + 1, c.context)
+        return min(c.context, -(-filled // self.kv_block) * self.kv_block)
+
+    def step(
+        self,
+        state: LMState,
+        user_codes: torch.Tensor,
+        active: npt.NDArray[np.bool_] | Sequence[bool],
+        *,
+        kv_len: int | None = None,
+        return_logits: bool = False,
+    ) -> StepOutput:
+        """Advance every active slot by one frame: user codes [B, n_q - dep_q] -> StepOutput."""
+        active_host = np.asarray(active, dtype=bool)
+        if kv_len is None:
+            kv_len = self.kv_len_for(state, active_host)
+        active_dev = torch.from_numpy(active_host).to(self.device, non_blocking=True)
+        out = self.step_tensors(state, user_codes, active_dev, kv_len, return_logits=return_logits)
+        self.note_step(state, active_host)
+        return out
+
+    @staticmethod
+    def note_step(state: LMState, active: npt.NDArray[np.bool_]) -> None:
+        """Host bookkeeping of a step (kept out of ``step_tensors`` so that can be graphed)."""
+        state.positions_host += active
+
+    @torch.inference_mode()
+    def step_tensors(
+        self,
+        state: LMState,
+        user_codes: torch.Tensor,
+        active: torch.Tensor,
+        kv_len: int,
+        *,
+        return_logits: bool = False,
+    ) -> StepOutput:
+        """The device part of ``step``: only tensor ops, fixed shapes for a given ``kv_len``."""
+        c, m = self.config, self.model
+        ct, n_gen = c.token_cache_size, 1 + c.dep_q
+        pos, delays, act = state.positions, self._delays, active[:, None]
+        tokens = state.tokens
+        # The caller's codes of this frame go where their delays put them.
+        user_rows = tokens[:, n_gen:]
+        at = ((pos[:, None] + delays[None, n_gen:]) % ct)[..., None]
+        kept = user_rows.gather(2, at)[..., 0]
+        user_rows.scatter_(2, at, torch.where(act, user_codes.to(torch.long), kept)[..., None])
+        # Input of this position; initial tokens before each row's delay has passed.
+        at = (pos % ct)[:, None, None].expand(-1, c.num_codebooks, 1)
+        inp = tokens.gather(2, at)[..., 0]
+        inp = torch.where((pos[:, None] <= delays[None]) | ~act, self._initial[None], inp)
+        x = m.embed_tokens(inp[:, :, None])
+        write = torch.where(active, pos % c.context, torch.full_like(pos, c.context))
+        filled = torch.clamp(pos + 1, max=c.context)
+        key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
+        hidden = m.temporal_step(x, pos, state.kv, write, key_mask[:, None, None])
+        text_logits = m.text_logits(hidden)[:, 0]
+        seeds, counters = state.seeds, state.counters
+        text = sample_top_k(
+            text_logits,
+            state.text_temperature,
+            state.text_top_k,
+            seeds,
+            counters,
+            _TEXT_STREAM,
+            c.top_k_cap,
+        )
+        prev, codes, audio_logits = text, [], []
+        for step in range(c.dep_q):
+            logits = m.depformer_step(step, hidden, prev, state.dep_kv)
+            prev = sample_top_k(
+                logits,
+                state.audio_temperature,
+                state.audio_top_k,
+                seeds,
+                counters,
+                _TEXT_STREAM + 1 + step,
+                c.top_k_cap,
+            )
+            codes.append(prev)
+            if return_logits:
+                audio_logits.append(logits)
+        # Advance and store what was generated at the next position (delayed layout).
+        new_pos = pos + active.long()
+        state.positions.copy_(new_pos)
+        state.counters.add_(active.long())
+        gen_rows = tokens[:, :n_gen]
+        at = (new_pos % ct)[:, None, None].expand(-1, n_gen, 1)
+        generated = torch.stack([text, *codes], dim=1)
+        kept = gen_rows.gather(2, at)[..., 0]
+        gen_rows.scatter_(2, at, torch.where(act, generated, kept)[..., None])
+        # Frame-aligned output: the frame whose last (most delayed) row was just generated.
+        at = ((new_pos[:, None] - c.max_delay + delays[None, :n_gen]) % ct)[..., None]
+        out = gen_rows.gather(2, at)[..., 0]
+        return StepOutput(
+            text_tokens=out[:, 0],
+            agent_codes=out[:, 1:],
+            is_valid=active & (new_pos > c.max_delay),
+            text_logits=text_logits if return_logits else None,
+            audio_logits=torch.stack(audio_logits, 1) if return_logits else None,
+        )

@@ -1,0 +1,90 @@
+"""Per-slot streaming state of the LM, preallocated once for ``n_slots`` slots.
+
+Each slot has its own position (frames it has been through), its own ring of keys/values over
+the attention window, its own delayed-token cache, sampling settings and RNG counter. Slots
+advance independently; a slot is reset or loaded without touching the other rows.
+
+Owns: ``LMState``. Imports torch only (and the lm config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from voicegate.engine.lm.config import LMConfig
+
+__all__ = ["LMState"]
+
+
+@dataclass(eq=False, slots=True)
+class LMState:
+    """Preallocated buffers for ``n_slots`` slots; make with ``LM.new_state``.
+
+    ``kv`` is [layers, 2, slots, heads, context + 1, head_dim]: column ``p % context`` holds
+    position p; the extra last column is scratch that inactive slots write into.
+    ``positions`` (device) and ``positions_host`` (numpy mirror, no sync needed) count the
+    positions each slot has been through, prompt included.
+    """
+
+    config: LMConfig
+    n_slots: int
+    kv: torch.Tensor
+    positions: torch.Tensor
+    positions_host: npt.NDArray[np.int64]
+    tokens: torch.Tensor  # [slots, 17, token_cache_size] delayed tokens (ring over positions)
+    dep_kv: torch.Tensor  # [dep_layers, 2, slots, dep_heads, dep_q, dep_head_dim] scratch
+    text_temperature: torch.Tensor  # [slots] float32; <= 0 is greedy
+    text_top_k: torch.Tensor  # [slots] int64
+    audio_temperature: torch.Tensor
+    audio_top_k: torch.Tensor
+    seeds: torch.Tensor  # [slots] int64
+    counters: torch.Tensor  # [slots] int64: steps sampled since the slot was loaded
+
+    @classmethod
+    def allocate(
+        cls, config: LMConfig, n_slots: int, device: torch.device, dtype: torch.dtype
+    ) -> LMState:
+        c = config
+        f32 = {"device": device, "dtype": torch.float32}
+        i64 = {"device": device, "dtype": torch.int64}
+        return cls(
+            config=c,
+            n_slots=n_slots,
+            kv=torch.zeros(
+                c.num_layers,
+                2,
+                n_slots,
+                c.num_heads,
+                c.context + 1,
+                c.head_dim,
+                device=device,
+                dtype=dtype,
+            ),
+            positions=torch.zeros(n_slots, **i64),
+            positions_host=np.zeros(n_slots, dtype=np.int64),
+            tokens=torch.full((n_slots, c.num_codebooks, c.token_cache_size), -2, **i64),
+            dep_kv=torch.zeros(
+                c.dep_num_layers,
+                2,
+                n_slots,
+                c.dep_num_heads,
+                c.dep_q,
+                c.dep_head_dim,
+                device=device,
+                dtype=dtype,
+            ),
+            text_temperature=torch.full((n_slots,), 0.7, **f32),
+            text_top_k=torch.full((n_slots,), 25, **i64),
+            audio_temperature=torch.full((n_slots,), 0.8, **f32),
+            audio_top_k=torch.full((n_slots,), 250, **i64),
+            seeds=torch.zeros(n_slots, **i64),
+            counters=torch.zeros(n_slots, **i64),
+        )
+
+    @property
+    def kv_bytes_per_slot(self) -> int:
+        return self.kv[:, :, 0].numel() * self.kv.element_size()
