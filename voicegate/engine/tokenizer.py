@@ -1,0 +1,89 @@
+"""The model's text tokenizer (SentencePiece): prompt encoding and per-token text pieces.
+
+Usage::
+
+    tok = load_text_tokenizer(model_dir)   # None: the tiny backend's bundled model
+    ids = tok.encode("<system> You are a bank teller. <system>")
+    tok.decode_piece(ids[0])                # ' You' ('▁' becomes a space; PAD/EPAD give '')
+
+The release ships ``tokenizer_spm_32k_3.model`` (32000 pieces). The tiny backend's model is
+``assets/tiny_spm.model``, made by ``scripts/make_tiny_tokenizer.py`` from text written for
+this project. In both, ids 0 (EPAD) and 3 (PAD) are not text.
+
+Owns: TextTokenizer, load_text_tokenizer. Imports sentencepiece and voicegate.errors only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sentencepiece as spm
+
+from voicegate.errors import CheckpointError
+
+__all__ = [
+    "EPAD_ID",
+    "PAD_ID",
+    "RELEASE_TOKENIZER_NAME",
+    "TINY_TOKENIZER_PATH",
+    "TextTokenizer",
+    "load_text_tokenizer",
+]
+
+EPAD_ID = 0
+PAD_ID = 3
+RELEASE_TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
+TINY_TOKENIZER_PATH = Path(__file__).resolve().parent / "assets" / "tiny_spm.model"
+_WORD_START = "\u2581"  # '▁'
+
+
+class TextTokenizer:
+    """SentencePiece with a precomputed piece table, so the tick path only indexes a list."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor, source: str) -> None:
+        self._sp = processor
+        self.source = source
+        self.vocab_size: int = processor.get_piece_size()
+        self._pieces: list[str] = [self._piece_text(i) for i in range(self.vocab_size)]
+
+    def _piece_text(self, token: int) -> str:
+        sp = self._sp
+        if token in (EPAD_ID, PAD_ID) or sp.is_control(token) or sp.is_unknown(token):
+            return ""
+        if sp.is_byte(token):
+            # a lone byte of a multi-byte character has no text of its own
+            value = int(sp.id_to_piece(token)[3:5], 16)
+            return chr(value) if value < 0x80 else ""
+        return sp.id_to_piece(token).replace(_WORD_START, " ")
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._sp.encode(text))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._sp.decode(ids))
+
+    def decode_piece(self, token: int) -> str:
+        """Text of one token ('' for PAD, EPAD, control and out-of-range ids)."""
+        if 0 <= token < self.vocab_size:
+            return self._pieces[token]
+        return ""
+
+    def count(self, text: str) -> int:
+        return len(self._sp.encode(text))
+
+
+def load_text_tokenizer(model_dir: Path | None) -> TextTokenizer:
+    """The release tokenizer from ``model_dir``, or the bundled tiny one when it is None."""
+    path = TINY_TOKENIZER_PATH if model_dir is None else Path(model_dir) / RELEASE_TOKENIZER_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"text tokenizer: expected a SentencePiece model at {path}, none found"
+        )
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.Load(str(path))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"text tokenizer: {path} is not a SentencePiece model: {exc}"
+        ) from exc
+    return TextTokenizer(processor, str(path))
