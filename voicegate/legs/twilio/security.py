@@ -1,0 +1,194 @@
+"""Who may use the Twilio leg: request signatures and one-time call tokens.
+
+Signatures (https://www.twilio.com/docs/usage/security#validating-requests): Twilio signs every
+webhook with ``X-Twilio-Signature``, an HMAC of the full public URL plus the sorted POST
+parameters keyed by the account's auth token, and signs the Media Streams WebSocket upgrade the
+same way over ``wss://host/path`` with no parameters. Behind a proxy the URL Twilio signed is the
+public one, so it is rebuilt from the configured public base URL, never from the Host header.
+The twilio SDK's ``RequestValidator`` does the HMAC (it tries the URL with and without a port).
+
+Call tokens: the voice webhook issues a random token, binds it to the CallSid and persona, and
+puts it in a ``<Parameter>``; the stream's ``start`` message must carry it back. A token works
+once and expires, so a replayed or forged ``start`` cannot take an engine slot.
+
+Owns: ``SignatureChecker``, ``CallTokens``, ``CallGrant``. Pure: no asyncio, no sockets.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from twilio.request_validator import RequestValidator
+
+from voicegate.errors import ConfigError, TwilioError
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "CallGrant",
+    "CallTokens",
+    "SignatureChecker",
+    "public_http_url",
+    "public_ws_url",
+]
+
+SIGNATURE_HEADER = "X-Twilio-Signature"
+DEFAULT_TOKEN_TTL_S = 60.0
+MAX_OUTSTANDING_TOKENS = 10_000
+
+
+def _split_base(public_url: str) -> tuple[str, str, str]:
+    parts = urlsplit(public_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"public URL must be http(s)://host[:port][/prefix], got {public_url!r}")
+    return parts.scheme, parts.netloc, parts.path.rstrip("/")
+
+
+def public_http_url(public_url: str, path: str, query: str = "") -> str:
+    """The URL Twilio requested for ``path`` (a webhook), as seen from outside."""
+    scheme, netloc, prefix = _split_base(public_url)
+    return urlunsplit((scheme, netloc, prefix + path, query, ""))
+
+
+def public_ws_url(public_url: str, path: str) -> str:
+    """The WebSocket URL for ``path``: ``wss://`` for an https base, ``ws://`` for http."""
+    scheme, netloc, prefix = _split_base(public_url)
+    return urlunsplit(("wss" if scheme == "https" else "ws", netloc, prefix + path, "", ""))
+
+
+class SignatureChecker:
+    """Checks ``X-Twilio-Signature`` on webhooks and on the stream upgrade.
+
+    Each check returns ``None`` when the signature is good, else a short reason to log.
+    An empty auth token refuses everything: an unchecked gateway would run the GPU for anyone.
+    """
+
+    def __init__(self, auth_token: str, public_url: str) -> None:
+        self._validator = RequestValidator(auth_token) if auth_token else None
+        self._public_url = public_url
+        _split_base(public_url)  # fail at start-up, not on the first call
+
+    def _check(
+        self, url: str, params: Mapping[str, str | Sequence[str]], signature: str | None
+    ) -> str | None:
+        if self._validator is None:
+            return "VOICEGATE_TWILIO_AUTH_TOKEN is not set: every Twilio request is refused"
+        if not signature:
+            return f"no {SIGNATURE_HEADER} header (url {url})"
+        if not self._validator.validate(url, _MultiParams(params), signature):
+            return f"{SIGNATURE_HEADER} does not match url {url} with {len(params)} parameter(s)"
+        return None
+
+    def check_webhook(
+        self,
+        path: str,
+        query: str,
+        params: Mapping[str, str | Sequence[str]],
+        signature: str | None,
+    ) -> str | None:
+        """A POST webhook: the public URL (with its query string) plus the form parameters."""
+        return self._check(public_http_url(self._public_url, path, query), params, signature)
+
+    def check_upgrade(self, path: str, signature: str | None) -> str | None:
+        """The Media Streams WebSocket upgrade: ``wss://host/path`` with no parameters."""
+        return self._check(public_ws_url(self._public_url, path), {}, signature)
+
+    def sign_webhook(
+        self, path: str, params: Mapping[str, str | Sequence[str]], query: str = ""
+    ) -> str:
+        """The signature Twilio would send (the simulator and the demo use it)."""
+        return self._sign(public_http_url(self._public_url, path, query), params)
+
+    def sign_upgrade(self, path: str) -> str:
+        """The signature Twilio would send on the stream upgrade."""
+        return self._sign(public_ws_url(self._public_url, path), {})
+
+    def _sign(self, url: str, params: Mapping[str, str | Sequence[str]]) -> str:
+        if self._validator is None:
+            raise ConfigError("cannot sign without an auth token")
+        return str(self._validator.compute_signature(url, _MultiParams(params)))
+
+
+class _MultiParams(dict[str, list[str]]):
+    """Form parameters with repeated names, in the shape ``RequestValidator`` reads (``getall``)."""
+
+    def __init__(self, params: Mapping[str, str | Sequence[str]]) -> None:
+        super().__init__(
+            (name, [value] if isinstance(value, str) else list(value))
+            for name, value in params.items()
+        )
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+@dataclass(frozen=True, slots=True)
+class CallGrant:
+    """What the voice webhook decided for a call; redeemed once when its stream starts."""
+
+    call_id: str
+    call_sid: str
+    persona: str
+    from_: str = ""
+    to: str = ""
+
+
+class CallTokens:
+    """One-time, expiring tokens that tie a stream ``start`` to the webhook that admitted it."""
+
+    def __init__(
+        self,
+        ttl_s: float = DEFAULT_TOKEN_TTL_S,
+        max_outstanding: int = MAX_OUTSTANDING_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_outstanding
+        self._clock = clock
+        self._grants: OrderedDict[str, tuple[float, CallGrant]] = OrderedDict()
+        self.expired = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._grants)
+
+    def issue(self, grant: CallGrant) -> str:
+        """A fresh token for ``grant``; the oldest outstanding one is dropped past the bound."""
+        self._purge()
+        while len(self._grants) >= self._max:
+            self._grants.popitem(last=False)
+            self.evicted += 1
+        token = secrets.token_urlsafe(24)
+        self._grants[token] = (self._clock() + self._ttl_s, grant)
+        return token
+
+    def consume(self, token: str | None, call_sid: str) -> CallGrant:
+        """Redeem ``token`` for the stream of ``call_sid``; raises ``TwilioError`` if it cannot."""
+        if not token:
+            raise TwilioError(f"call {call_sid or '?'}: stream start carries no token parameter")
+        entry = self._grants.pop(token, None)
+        if entry is None:
+            raise TwilioError(f"call {call_sid or '?'}: unknown, used or expired call token")
+        expires_at, grant = entry
+        if self._clock() > expires_at:
+            self.expired += 1
+            raise TwilioError(f"call {call_sid or '?'}: call token expired")
+        if grant.call_sid and call_sid != grant.call_sid:
+            raise TwilioError(
+                f"call {grant.call_id}: token was issued for CallSid {grant.call_sid}, "
+                f"stream started for {call_sid or '?'}"
+            )
+        return grant
+
+    def _purge(self) -> None:
+        now = self._clock()
+        while self._grants:
+            token, (expires_at, _) = next(iter(self._grants.items()))
+            if expires_at > now:
+                break
+            del self._grants[token]
+            self.expired += 1
