@@ -1,1 +1,49 @@
-"""See DESIGN.md."""
+"""Call events: the schema (``schema``), the non-blocking Redis writer (``log.EventLog``) with its
+disk journal, and the local live fan-out (``fanout.Subscription``). See DESIGN.md "Redis"."""
+
+from __future__ import annotations
+
+from voicegate.events.fanout import Subscription
+from voicegate.events.log import EventLog, EventLogStats
+from voicegate.events.schema import (
+    EVENT_TYPES,
+    GLOBAL_EVENTS_KEY,
+    MAX_EVENT_BYTES,
+    BargeIn,
+    CallDynamics,
+    CallEnded,
+    CallError,
+    CallStarted,
+    Dtmf,
+    Event,
+    EventSchemaError,
+    LegStatus,
+    TranscriptAgent,
+    call_events_key,
+    call_key,
+    decode_fields,
+    encode_fields,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "GLOBAL_EVENTS_KEY",
+    "MAX_EVENT_BYTES",
+    "BargeIn",
+    "CallDynamics",
+    "CallEnded",
+    "CallError",
+    "CallStarted",
+    "Dtmf",
+    "Event",
+    "EventLog",
+    "EventLogStats",
+    "EventSchemaError",
+    "LegStatus",
+    "Subscription",
+    "TranscriptAgent",
+    "call_events_key",
+    "call_key",
+    "decode_fields",
+    "encode_fields",
+]

@@ -1,0 +1,713 @@
+"""EventLog: call events to Redis without ever blocking the caller, journaled to disk in outages.
+
+Usage (on the event loop)::
+
+    log = EventLog.from_settings(settings, registry)
+    await log.start()                       # never fails because Redis is down
+    log.emit(CallStarted(call_id="c1", leg="twilio", t_ms=0, persona="teller"))   # sync, O(us)
+    async with log.subscribe(call_id="c1") as sub: ...                            # live fan-out
+    await log.aclose(timeout_s=2.0)         # flush what it can; the rest stays journaled
+
+Design (see DESIGN.md "Redis" and the Budgets row "Redis outage of 60 s mid-call"):
+
+* ``emit()`` encodes the event, stamps it with this writer's next sequence number, appends it to
+  a bounded in-memory deque and wakes the writer. It never awaits, never does I/O, never raises.
+* One writer task drains the deque in batches into one pipeline of EVALSHA calls. Each call runs
+  a Lua script that atomically XADDs the event to the call's stream and the global stream
+  (``MAXLEN ~``), updates the call hash, and sets TTLs: the retention TTL on ``call.ended``, and
+  a safety TTL (retention + 1 day) on keys that have none yet, so a call whose end was never
+  logged (a crashed process) does not live forever.
+* Idempotency: the script keeps ``w:<writer_id> = <last seq>`` in the call hash and skips an
+  event whose seq is not above it. A writer's events reach Redis in seq order (one connection,
+  one pipeline at a time, journal replay in order) and each script runs atomically, so after a
+  failure mid-batch the whole batch can be re-sent (or replayed from the journal after a
+  crash): what was written is skipped, each event lands exactly once in both streams. Every
+  entry also carries the event's unique ``id`` for consumers that dedupe their own processing.
+* Outage: a connection error or timeout (1 s socket / 0.5 s connect by default; redis-py's own
+  retries are off) moves the in-flight batch and then the queue to the on-disk journal
+  (``_journal.py``: append-only segments, fsync per appended batch). While Redis is down the
+  writer spills newly emitted events to the journal every ``spill_interval_s`` and retries the
+  connection with jittered exponential backoff (``backoff_min_s`` .. ``backoff_max_s``). When
+  Redis is back, the journal is replayed in order before anything newer; events emitted during
+  the replay wait in memory (and are spilled behind the journal if the queue gets half full).
+  A journal left by a process that died is adopted and replayed at ``start()``.
+* Drop policy: the deque holds at most ``queue_max`` events and ``queue_max_bytes`` bytes
+  (in-flight batches included). It only fills when the writer cannot empty it into either Redis
+  or the journal (journal full or failing, or a burst larger than the bound emitted without
+  yielding to the loop). Then the NEWEST event is dropped and counted: what is already queued
+  is older, may be half-sent, and keeps its order; a call's log keeps a consistent prefix.
+* Not supported: Redis Cluster (the script touches the call keys and the global stream).
+
+Owns: the writer task, the Redis connection it uses, the journal, the events' Prometheus
+metrics. Must not import calls, legs or engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from voicegate.events._journal import Journal, Record
+from voicegate.events.fanout import FanOut, Subscription
+from voicegate.events.schema import (
+    GLOBAL_EVENTS_KEY,
+    Event,
+    call_events_key,
+    call_key,
+    encode_fields,
+)
+
+if TYPE_CHECKING:
+    from voicegate.config import Settings
+
+__all__ = ["EventLog", "EventLogStats"]
+
+log = logging.getLogger("voicegate.events")
+
+T = TypeVar("T")
+
+# Per Lua call: KEYS = call hash, call stream, global stream.
+# ARGV = writer, seq, call maxlen, global maxlen, is_end, retention s, open-call ttl s,
+#        n hash pairs, n field pairs, hash pairs..., field pairs...
+WRITE_SCRIPT = """
+local mark = 'w:' .. ARGV[1]
+local seq = tonumber(ARGV[2])
+local last = redis.call('HGET', KEYS[1], mark)
+if last and tonumber(last) >= seq then return 0 end
+local nh = tonumber(ARGV[8])
+local nf = tonumber(ARGV[9])
+local i = 10
+local h = {mark, ARGV[2]}
+for _ = 1, nh * 2 do h[#h + 1] = ARGV[i]; i = i + 1 end
+redis.call('HSET', KEYS[1], unpack(h))
+local f = {}
+for _ = 1, nf * 2 do f[#f + 1] = ARGV[i]; i = i + 1 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(f))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(f))
+if ARGV[5] == '1' then
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+else
+  for k = 1, 2 do
+    if redis.call('TTL', KEYS[k]) == -1 then redis.call('EXPIRE', KEYS[k], ARGV[7]) end
+  end
+end
+return 1
+"""
+
+# Server replies that mean "not now" rather than "never": handled like an outage.
+_TRANSIENT_PREFIXES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOSCRIPT")
+_OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+_LOG_EVERY = 1000  # repeated problems (drops, malformed events) are logged once per this many
+
+
+class _Outage(Exception):
+    """Redis cannot take writes now; the batch goes to the journal."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogStats:
+    """A snapshot of the EventLog's counters (the same numbers /metrics shows)."""
+
+    emitted: int
+    queued: int
+    queued_bytes: int
+    written: int
+    duplicates_skipped: int
+    journaled: int
+    replayed: int
+    dropped_queue_full: int
+    dropped_malformed: int
+    dropped_redis_rejected: int
+    dropped_closed: int
+    subscriber_dropped: int
+    journal_bytes: int
+    journal_corrupt_lines: int
+    queue_peak: int
+    is_redis_up: bool
+
+    @property
+    def dropped(self) -> int:
+        return (
+            self.dropped_queue_full
+            + self.dropped_malformed
+            + self.dropped_redis_rejected
+            + self.dropped_closed
+        )
+
+
+class EventLog:
+    """Non-blocking writer of call events to Redis streams, with a disk journal for outages."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        journal_dir: Path | str,
+        registry: CollectorRegistry | None = None,
+        retention_s: int = 7 * 24 * 3600,
+        open_call_ttl_s: int | None = None,
+        queue_max: int = 10_000,
+        queue_max_bytes: int = 16 << 20,
+        global_maxlen: int = 100_000,
+        call_maxlen: int = 10_000,
+        batch_max: int = 256,
+        journal_max_bytes: int = 1 << 30,
+        journal_segment_bytes: int = 4 << 20,
+        socket_timeout_s: float = 1.0,
+        connect_timeout_s: float = 0.5,
+        backoff_min_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        spill_interval_s: float = 0.05,
+    ) -> None:
+        if queue_max < 2 or batch_max < 1:
+            raise ValueError(
+                f"queue_max must be >= 2 and batch_max >= 1 (got {queue_max}, {batch_max})"
+            )
+        self.redis_url = redis_url
+        self.writer_id = f"{os.urandom(6).hex()}"
+        self.retention_s = retention_s
+        self.open_call_ttl_s = open_call_ttl_s or retention_s + 24 * 3600
+        self.queue_max = queue_max
+        self.queue_max_bytes = queue_max_bytes
+        self.global_maxlen = global_maxlen
+        self.call_maxlen = call_maxlen
+        self.batch_max = batch_max
+        self.socket_timeout_s = socket_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.spill_interval_s = spill_interval_s
+        self._journal = Journal(
+            Path(journal_dir),
+            self.writer_id,
+            max_bytes=journal_max_bytes,
+            segment_bytes=journal_segment_bytes,
+        )
+        self._is_journal_ok = False
+        self._queue: deque[Record] = deque()
+        self._queue_bytes = 0
+        self._held: list[Record] = []  # out of the queue, not yet safe (in flight or spilling)
+        self._held_bytes = 0
+        self._replay: list[Record] = []  # the journal segment being replayed
+        self._replay_pos = 0
+        self._seq = 0
+        self._fanout = FanOut()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._client: Redis | None = None
+        self._sha = ""
+        self._is_closed = False
+        self._is_closing = False
+        self._is_started = False
+        self._outage_since = 0.0
+        # plain-int counters, published by the collector at scrape time
+        self.n_emitted = 0
+        self.n_written = 0
+        self.n_duplicates = 0
+        self.n_journaled = 0
+        self.n_replayed = 0
+        self.n_dropped_full = 0
+        self.n_dropped_malformed = 0
+        self.n_dropped_rejected = 0
+        self.n_dropped_closed = 0
+        self.queue_peak = 0
+        self.is_redis_up = False
+        self._registry = registry
+        self._collector: _Collector | None = None
+        if registry is not None:
+            self._collector = _Collector(self)
+            registry.register(self._collector)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, registry: CollectorRegistry | None = None
+    ) -> EventLog:
+        """An EventLog configured from ``VOICEGATE_REDIS_URL`` and the ``events_*`` settings."""
+        return cls(
+            settings.redis_url,
+            journal_dir=settings.events_journal_dir,
+            registry=registry,
+            retention_s=settings.events_retention_s,
+            queue_max=settings.events_queue_max,
+            global_maxlen=settings.events_stream_maxlen,
+        )
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Open the journal (adopting any left by a dead process) and start the writer task."""
+        if self._is_started:
+            raise RuntimeError("EventLog.start() called twice")
+        self._is_started = True
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="voicegate-journal")
+        try:
+            await self._in_thread(self._journal.open)
+            self._is_journal_ok = True
+        except OSError as exc:
+            log.error(
+                "event journal %s unusable (%s): outages will drop events", self._journal.root, exc
+            )
+        self._task = asyncio.create_task(self._run(), name="voicegate-events-writer")
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """Stop accepting events, write what can be written within ``timeout_s``, journal the rest."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        self._is_closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        leftover = self._held + list(self._queue)
+        self._held = []
+        self._queue.clear()
+        self._queue_bytes = self._held_bytes = 0
+        if self._executor is not None:
+            if leftover:
+                if self._is_journal_ok:
+                    try:
+                        await self._in_thread(self._journal.append, leftover)
+                        self.n_journaled += len(leftover)
+                    except OSError as exc:
+                        self.n_dropped_closed += len(leftover)
+                        log.error(
+                            "closing: %d event(s) lost, journal failed: %s", len(leftover), exc
+                        )
+                else:
+                    self.n_dropped_closed += len(leftover)
+                    log.error("closing: %d event(s) lost, no journal", len(leftover))
+            with contextlib.suppress(OSError):
+                await self._in_thread(self._journal.close)
+            self._executor.shutdown(wait=True)
+        await self._drop_client()
+        self._fanout.close_all()
+        if self._collector is not None and self._registry is not None:
+            self._registry.unregister(self._collector)
+            self._collector = None
+
+    # --- the hot path ---
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` for Redis and the live subscribers. Sync, never blocks, never raises.
+
+        Callable from the event loop; from another thread it hops onto the loop first.
+        """
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            try:
+                self._loop.call_soon_threadsafe(self.emit, event)
+            except RuntimeError:  # loop closed
+                self.n_dropped_closed += 1
+            return
+        self.n_emitted += 1
+        try:
+            fields = encode_fields(event)
+            hash_fields = event.hash_fields()
+        except Exception as exc:  # never raise on the audio path: count, log now and then
+            self.n_dropped_malformed += 1
+            if self.n_dropped_malformed % _LOG_EVERY == 1:
+                log.error("event dropped (%d so far): %s", self.n_dropped_malformed, exc)
+            return
+        if self._is_closed:
+            self.n_dropped_closed += 1
+            if self.n_dropped_closed % _LOG_EVERY == 1:
+                log.warning("event emitted after EventLog.aclose() dropped: %s", fields["type"])
+            return
+        nbytes = 64
+        for k, v in fields.items():
+            nbytes += len(k) + len(v)
+        n_held = len(self._queue) + len(self._held)
+        if (
+            n_held >= self.queue_max
+            or self._queue_bytes + self._held_bytes + nbytes > self.queue_max_bytes
+        ):
+            self.n_dropped_full += 1
+            if self.n_dropped_full % _LOG_EVERY == 1:
+                log.error(
+                    "event queue full (%d events) and journal %s: dropped %s of call %s (%d so far)",
+                    n_held,
+                    "ok" if self._is_journal_ok else "unavailable",
+                    fields["type"],
+                    event.call_id,
+                    self.n_dropped_full,
+                )
+            self._fanout.publish(event)
+            return
+        self._seq += 1
+        self._queue.append(
+            Record(
+                self.writer_id,
+                self._seq,
+                event.call_id,
+                event.is_call_end,
+                fields,
+                hash_fields,
+                nbytes,
+            )
+        )
+        self._queue_bytes += nbytes
+        if n_held + 1 > self.queue_peak:
+            self.queue_peak = n_held + 1
+        self._wake.set()
+        if self._fanout._subs:
+            self._fanout.publish(event)
+
+    def subscribe(self, call_id: str | None = None, maxsize: int = 1024) -> Subscription:
+        """A live feed of emitted events (all calls, or one); a slow consumer loses events."""
+        return self._fanout.subscribe(call_id, maxsize)
+
+    def stats(self) -> EventLogStats:
+        """A snapshot of the counters."""
+        return EventLogStats(
+            emitted=self.n_emitted,
+            queued=len(self._queue) + len(self._held),
+            queued_bytes=self._queue_bytes + self._held_bytes,
+            written=self.n_written,
+            duplicates_skipped=self.n_duplicates,
+            journaled=self.n_journaled,
+            replayed=self.n_replayed,
+            dropped_queue_full=self.n_dropped_full,
+            dropped_malformed=self.n_dropped_malformed,
+            dropped_redis_rejected=self.n_dropped_rejected,
+            dropped_closed=self.n_dropped_closed,
+            subscriber_dropped=self._fanout.dropped,
+            journal_bytes=self._journal.pending_bytes,
+            journal_corrupt_lines=self._journal.corrupt_lines,
+            queue_peak=self.queue_peak,
+            is_redis_up=self.is_redis_up,
+        )
+
+    async def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything emitted so far reached Redis (queue and journal empty).
+
+        For tests, the demo and shutdown paths; False if that did not happen in ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if (
+                not self._queue
+                and not self._held
+                and not self._journal.has_pending()
+                and self.is_redis_up
+            ):
+                return True
+            await asyncio.sleep(0.005)
+        return False
+
+    # --- the writer task ---
+
+    async def _run(self) -> None:
+        backoff = self.backoff_min_s
+        while True:
+            if self._client is None:
+                if self._is_closing:
+                    return
+                if self._outage_since:  # not before the first attempt: start() with Redis up
+                    await self._spill()
+                if self._outage_since and await self._sleep_spilling(
+                    backoff * random.uniform(0.5, 1.0)
+                ):
+                    return
+                if await self._connect():
+                    backoff = self.backoff_min_s
+                else:
+                    backoff = min(backoff * 2, self.backoff_max_s)
+                    if not self._outage_since:
+                        self._outage_since = time.monotonic()
+                continue
+            try:
+                if self._replay or self._journal.has_pending():
+                    if self._is_closing:
+                        return  # the queue is journaled behind the pending segments
+                    await self._replay_step()
+                    if len(self._queue) >= self.queue_max // 2:
+                        await self._spill()
+                    continue
+                if not self._queue:
+                    if self._is_closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                batch = self._take_batch()
+                await self._write(batch, is_replay=False)
+                self._release(batch)
+            except _Outage as exc:
+                await self._on_outage(exc)
+
+    def _take_batch(self) -> list[Record]:
+        n = min(len(self._queue), self.batch_max)
+        batch = [self._queue.popleft() for _ in range(n)]
+        nbytes = sum(r.nbytes for r in batch)
+        self._queue_bytes -= nbytes
+        self._held.extend(batch)
+        self._held_bytes += nbytes
+        return batch
+
+    def _release(self, batch: list[Record]) -> None:
+        # batches are taken and released in order, so they are always the head of _held
+        del self._held[: len(batch)]
+        self._held_bytes -= sum(r.nbytes for r in batch)
+
+    async def _connect(self) -> bool:
+        client = Redis.from_url(
+            self.redis_url,
+            socket_timeout=self.socket_timeout_s,
+            socket_connect_timeout=self.connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            max_connections=2,
+        )
+        try:
+            await asyncio.wait_for(client.ping(), self.connect_timeout_s + self.socket_timeout_s)
+            self._sha = str(await client.script_load(WRITE_SCRIPT))
+        except (RedisError, *_OUTAGE_ERRORS) as exc:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            if not self._outage_since:
+                log.warning("redis %s unreachable (%s); journaling events", self.redis_url, exc)
+            return False
+        self._client = client
+        self.is_redis_up = True
+        if self._outage_since:
+            log.warning(
+                "redis %s back after %.1f s; replaying %d journaled bytes",
+                self.redis_url,
+                time.monotonic() - self._outage_since,
+                self._journal.pending_bytes,
+            )
+            self._outage_since = 0.0
+        return True
+
+    async def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        self.is_redis_up = False
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 1.0)
+
+    async def _on_outage(self, exc: BaseException) -> None:
+        if not self._outage_since:
+            self._outage_since = time.monotonic()
+            log.warning("redis %s failed (%s); journaling events", self.redis_url, exc)
+        await self._drop_client()
+        await self._spill()
+
+    async def _write(self, batch: list[Record], *, is_replay: bool) -> None:
+        """Send ``batch`` in one pipeline; raises _Outage if Redis did not take it all."""
+        client = self._client
+        assert client is not None
+        pipe = client.pipeline(transaction=False)
+        for r in batch:
+            pipe.evalsha(
+                self._sha,
+                3,
+                call_key(r.call_id),
+                call_events_key(r.call_id),
+                GLOBAL_EVENTS_KEY,
+                r.writer,
+                r.seq,
+                self.call_maxlen,
+                self.global_maxlen,
+                1 if r.is_end else 0,
+                self.retention_s,
+                self.open_call_ttl_s,
+                len(r.hash_fields),
+                len(r.fields),
+                *chain.from_iterable(r.hash_fields.items()),
+                *chain.from_iterable(r.fields.items()),
+            )
+        try:
+            results: list[Any] = await asyncio.wait_for(
+                pipe.execute(raise_on_error=False), self.socket_timeout_s * 2 + 1.0
+            )
+        except (RedisError, *_OUTAGE_ERRORS) as exc:
+            raise _Outage(repr(exc)) from exc
+        n_written = n_dup = 0
+        for r, res in zip(batch, results, strict=True):
+            if isinstance(res, ResponseError):
+                text = str(res)
+                if text.startswith(_TRANSIENT_PREFIXES):
+                    # everything before it counts; the rest is re-sent (deduped) after reconnect
+                    self._count(n_written, n_dup, is_replay)
+                    raise _Outage(text)
+                self.n_dropped_rejected += 1
+                log.error("redis rejected %s of call %s: %s", r.fields.get("type"), r.call_id, text)
+            elif isinstance(res, Exception):
+                self._count(n_written, n_dup, is_replay)
+                raise _Outage(repr(res))
+            elif res == 1:
+                n_written += 1
+            else:
+                n_dup += 1
+        self._count(n_written, n_dup, is_replay)
+
+    def _count(self, n_written: int, n_dup: int, is_replay: bool) -> None:
+        self.n_written += n_written
+        self.n_duplicates += n_dup
+        if is_replay:
+            self.n_replayed += n_written
+
+    async def _replay_step(self) -> None:
+        if not self._replay:
+            try:
+                self._replay = await self._in_thread(self._journal.read_oldest)
+            except OSError as exc:
+                log.error("journal segment unreadable, left on disk: %s", exc)
+                self._replay = []
+            self._replay_pos = 0
+            if not self._replay:
+                await self._in_thread(self._journal.drop_oldest)
+                return
+        end = min(self._replay_pos + self.batch_max, len(self._replay))
+        await self._write(self._replay[self._replay_pos : end], is_replay=True)
+        self._replay_pos = end
+        if end >= len(self._replay):
+            self._replay = []
+            self._replay_pos = 0
+            await self._in_thread(self._journal.drop_oldest)
+
+    async def _spill(self) -> None:
+        """Move everything held in memory to the journal, oldest first."""
+        if not self._is_journal_ok or not (self._queue or self._held):
+            return
+        # _held first: a failed in-flight batch is older than anything still queued
+        self._held.extend(self._queue)
+        self._held_bytes += self._queue_bytes
+        self._queue.clear()
+        self._queue_bytes = 0
+        batch = list(self._held)
+        try:
+            await self._in_thread(self._journal.append, batch)
+        except OSError as exc:
+            # put them back in front of anything emitted meanwhile; emit() drops when full
+            self._release(batch)
+            self._queue.extendleft(reversed(batch))
+            self._queue_bytes += sum(r.nbytes for r in batch)
+            log.error("event journal append failed (%s); %d events held in memory", exc, len(batch))
+            return
+        self._release(batch)
+        self.n_journaled += len(batch)
+
+    async def _sleep_spilling(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` while journaling what is emitted meanwhile; True if closing."""
+        assert self._loop is not None
+        deadline = self._loop.time() + delay_s
+        while not self._is_closing:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            if not self._queue:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                # gather a few before paying for an fsync, unless the queue is filling up
+                if len(self._queue) < self.queue_max // 4 and not self._is_closing:
+                    await asyncio.sleep(
+                        min(self.spill_interval_s, max(0.0, deadline - self._loop.time()))
+                    )
+            await self._spill()
+        return True
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        assert self._loop is not None and self._executor is not None
+        return await self._loop.run_in_executor(self._executor, fn, *args)
+
+
+class _Collector(Collector):
+    """Publishes the EventLog's plain-int counters at scrape time."""
+
+    def __init__(self, owner: EventLog) -> None:
+        self._owner = owner
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()  # lets the registry refuse a second EventLog on it
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._owner.stats()
+        yield _gauge(
+            "voicegate_events_queued",
+            "Events held in memory, not yet in Redis or the journal.",
+            s.queued,
+        )
+        yield _gauge(
+            "voicegate_events_queued_bytes", "Bytes of events held in memory.", s.queued_bytes
+        )
+        yield _gauge(
+            "voicegate_events_journal_bytes",
+            "Bytes of journaled events not yet replayed.",
+            s.journal_bytes,
+        )
+        yield _gauge(
+            "voicegate_events_redis_up",
+            "1 when the event writer is connected to Redis.",
+            int(s.is_redis_up),
+        )
+        yield _counter("voicegate_events_emitted", "Events emitted.", s.emitted)
+        yield _counter(
+            "voicegate_events_written", "Events written to Redis (replays included).", s.written
+        )
+        yield _counter(
+            "voicegate_events_duplicates_skipped",
+            "Re-sent events Redis already had (skipped).",
+            s.duplicates_skipped,
+        )
+        yield _counter(
+            "voicegate_events_journaled", "Events written to the on-disk journal.", s.journaled
+        )
+        yield _counter(
+            "voicegate_events_replayed", "Journaled events written to Redis.", s.replayed
+        )
+        dropped = CounterMetricFamily(
+            "voicegate_events_dropped", "Events lost, by reason.", labels=["reason"]
+        )
+        dropped.add_metric(["queue_full"], s.dropped_queue_full)
+        dropped.add_metric(["malformed"], s.dropped_malformed)
+        dropped.add_metric(["redis_rejected"], s.dropped_redis_rejected)
+        dropped.add_metric(["closed"], s.dropped_closed)
+        yield dropped
+        yield _counter(
+            "voicegate_events_subscriber_dropped",
+            "Events a slow live subscriber missed.",
+            s.subscriber_dropped,
+        )
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
