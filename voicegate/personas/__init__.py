@@ -1,1 +1,57 @@
-"""See DESIGN.md."""
+"""Personas: the YAML schema, loading with file:line:col problems, hot reload, and number routing.
+
+Usage::
+
+    store = PersonaStore(Path("personas"), on_change=reload_in_engine)
+    store.load(); store.start()
+    router = Router(load_numbers(Path("telephony/numbers.yaml"), store.names()), store.has)
+    persona = store.get(router.route(called_number))
+
+Owns: voicegate/personas/*. Imports only ``voicegate.engine.base`` of the engine (and the
+engine's tokenizer lazily, to count prompt tokens); never calls, legs or app.
+"""
+
+from __future__ import annotations
+
+from voicegate.personas.loader import load_persona, persona_files, read_persona
+from voicegate.personas.numbers import (
+    NumbersMap,
+    NumbersValidationError,
+    Router,
+    load_numbers,
+    normalise_called,
+    read_numbers,
+)
+from voicegate.personas.problems import Problem, format_problems, has_errors
+from voicegate.personas.schema import (
+    VOICE_PRESETS,
+    Limits,
+    Persona,
+    PersonaSpec,
+    Sampling,
+    persona_json_schema,
+)
+from voicegate.personas.tokens import default_token_counter, estimate_tokens
+
+__all__ = [
+    "VOICE_PRESETS",
+    "Limits",
+    "NumbersMap",
+    "NumbersValidationError",
+    "Persona",
+    "PersonaSpec",
+    "Problem",
+    "Router",
+    "Sampling",
+    "default_token_counter",
+    "estimate_tokens",
+    "format_problems",
+    "has_errors",
+    "load_numbers",
+    "load_persona",
+    "normalise_called",
+    "persona_files",
+    "persona_json_schema",
+    "read_numbers",
+    "read_persona",
+]

@@ -1,0 +1,294 @@
+"""Load and check persona files: every problem, with file:line:col, in one pass.
+
+Usage::
+
+    persona, problems = read_persona(Path("personas/bank_teller.yaml"), Path("personas"))
+    persona = load_persona(path, personas_dir)          # raises PersonaValidationError
+
+Owns: turning a persona YAML file into a ``Persona`` or a list of ``Problem``. Does file I/O
+(the YAML file, the voice clip); no threads, no asyncio. Must not import calls, legs or app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from voicegate.errors import PersonaValidationError
+from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
+from voicegate.personas.schema import (
+    NAME_PATTERN,
+    VOICE_PRESETS,
+    Limits,
+    Persona,
+    PersonaSpec,
+    Sampling,
+)
+from voicegate.personas.tokens import (
+    PROMPT_TOKEN_GUIDANCE,
+    TokenCounter,
+    estimate_tokens,
+    is_estimate,
+)
+from voicegate.personas.wav import WavError, inspect_wav
+from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
+
+__all__ = [
+    "PERSONA_SUFFIXES",
+    "load_persona",
+    "persona_files",
+    "read_persona",
+    "validation_error",
+]
+
+PERSONA_SUFFIXES = (".yaml", ".yml")
+
+# Keys people reach for that mean something else here.
+_SYNONYMS: dict[str, str] = {
+    "prompt": "text_prompt",
+    "role": "text_prompt",
+    "system_prompt": "text_prompt",
+    "instructions": "text_prompt",
+    "voice_prompt": "voice",
+    "temperature": "sampling.text_temperature",
+    "top_k": "sampling.text_top_k",
+    "max_duration": "limits.max_duration_s",
+    "silence_timeout": "limits.silence_timeout_s",
+    "timeout": "limits.silence_timeout_s",
+}
+_SUBMODELS: dict[str, type[BaseModel]] = {"sampling": Sampling, "limits": Limits}
+
+
+def persona_files(personas_dir: Path) -> list[Path]:
+    """The persona YAML files directly inside ``personas_dir``, sorted (hidden files skipped)."""
+    try:
+        entries = list(personas_dir.iterdir())
+    except OSError:
+        return []
+    return sorted(
+        p
+        for p in entries
+        if p.suffix in PERSONA_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    if not loc:
+        return PersonaSpec
+    if len(loc) == 1 and isinstance(loc[0], str):
+        return _SUBMODELS.get(loc[0])
+    return None
+
+
+def _key_suggestion(loc: Loc) -> str | None:
+    key = loc[-1]
+    if not isinstance(key, str):
+        return None
+    model = _model_at(loc[:-1])
+    if model is None:
+        return None
+    fields = list(model.model_fields)
+    if model is PersonaSpec:  # a top-level key may belong one level down
+        for sub_name, sub in _SUBMODELS.items():
+            fields += [f"{sub_name}.{f}" for f in sub.model_fields]
+        if key.casefold() in _SYNONYMS:
+            return _SYNONYMS[key.casefold()]
+    best = suggest(key, fields)
+    if best is None and model is PersonaSpec:
+        # 'text_temprature' at the top level: compare with the leaf names too
+        leaf = {f.rsplit(".", 1)[-1]: f for f in fields}
+        hit = suggest(key, leaf)
+        best = leaf[hit] if hit else None
+    return best
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc) or "document"
+
+
+def _schema_problems(
+    exc: ValidationError, file: Path, smap: SourceMap, data: dict[str, Any]
+) -> list[Problem]:
+    out: list[Problem] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc: Loc = tuple(err["loc"])
+        kind = err["type"]
+        message = str(err["msg"]).removeprefix("Value error, ")
+        suggestion: str | None = None
+        if kind == "extra_forbidden":
+            line, col = smap.key_pos(loc)
+            if loc == ("name",):
+                message = (
+                    f"unknown key 'name': a persona's name is its file name ('{file.stem}'); "
+                    "remove this key"
+                )
+            else:
+                message = f"unknown key '{_dotted(loc)}'"
+                suggestion = _key_suggestion(loc)
+        elif kind == "missing":
+            line, col = smap.value_pos(loc[:-1])
+            message = f"missing required key '{_dotted(loc)}'"
+        elif kind in ("model_type", "dict_type") and not loc:
+            line, col = smap.value_pos(())
+            message = "expected a mapping of persona fields (description, text_prompt, voice, ...)"
+        else:
+            line, col = smap.value_pos(loc)
+            if kind != "value_error":  # our own validators' messages already name the field
+                message = f"{_dotted(loc)}: {message}"
+            if loc == ("voice",) and isinstance(data.get("voice"), str):
+                suggestion = suggest(data["voice"], VOICE_PRESETS)
+        out.append(Problem(file, line, col, "error", message, suggestion))
+    return out
+
+
+def _voice_problems(
+    voice: str, file: Path, personas_dir: Path, pos: tuple[int, int], digest: Any
+) -> tuple[Path | None, list[Problem]]:
+    line, col = pos
+
+    def err(message: str) -> tuple[None, list[Problem]]:
+        return None, [Problem(file, line, col, "error", message)]
+
+    base = personas_dir.resolve()
+    candidate = personas_dir / voice
+    if not os.path.lexists(candidate):
+        return err(f"voice clip '{voice}' not found in {personas_dir}")
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(base):
+        return err(f"voice clip '{voice}' resolves to {resolved}, outside the personas folder")
+    if not resolved.is_file():
+        return err(f"voice clip '{voice}' is not a file")
+    try:
+        info = inspect_wav(resolved)
+    except WavError as exc:
+        return err(f"voice clip '{voice}': {exc}")
+    try:
+        digest.update(resolved.read_bytes())
+    except OSError as exc:  # vanished between the check and now
+        return err(f"voice clip '{voice}': cannot read: {exc.strerror or exc}")
+    warnings: list[Problem] = []
+    if info.peak == 0.0:
+        warnings.append(Problem(file, line, col, "warning", f"voice clip '{voice}' is silent"))
+    return resolved, warnings
+
+
+def _token_problem(
+    prompt: str, file: Path, pos: tuple[int, int], count_tokens: TokenCounter
+) -> tuple[int, list[Problem]]:
+    try:
+        tokens = int(count_tokens(prompt.strip()))
+        counter = count_tokens
+    except Exception:  # a broken tokenizer must not reject a persona: estimate instead
+        tokens = estimate_tokens(prompt.strip())
+        counter = estimate_tokens
+    if tokens <= PROMPT_TOKEN_GUIDANCE:
+        return tokens, []
+    how = (
+        "estimated as words x 1.3; the model tokenizer was not available"
+        if is_estimate(counter)
+        else "counted with the model tokenizer"
+    )
+    message = (
+        f"text_prompt is {tokens} tokens ({how}); PersonaPlex prompts are guided to about "
+        f"{PROMPT_TOKEN_GUIDANCE}: longer prompts are followed less reliably"
+    )
+    return tokens, [Problem(file, pos[0], pos[1], "warning", message)]
+
+
+def read_persona(
+    path: Path,
+    personas_dir: Path | None = None,
+    count_tokens: TokenCounter = estimate_tokens,
+) -> tuple[Persona | None, list[Problem]]:
+    """Read one persona file; the Persona is None when any problem is an error.
+
+    ``personas_dir`` (default: the file's folder) is where WAV voice paths are resolved and must
+    stay. Never raises for bad content or an unreadable file: problems say what is wrong.
+    """
+    personas_dir = personas_dir if personas_dir is not None else path.parent
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [Problem(path, 1, 1, "error", f"cannot read: {exc.strerror or exc}")]
+    digest = hashlib.sha256(raw)
+    parsed = parse_yaml(raw, path)
+    problems = list(parsed.problems)
+    if not NAME_PATTERN.match(path.stem):
+        problems.append(
+            Problem(
+                path,
+                1,
+                1,
+                "error",
+                f"file name '{path.stem}' is not a persona name: use lowercase letters, digits, "
+                "'_' and '-' (at most 64, starting with a letter or digit)",
+            )
+        )
+    if parsed.data is None and problems:
+        return None, problems
+    smap = parsed.source_map
+    data = parsed.data
+    spec: PersonaSpec | None = None
+    bad_locs: set[Loc] = set()
+    try:
+        spec = PersonaSpec.model_validate(data)
+    except ValidationError as exc:
+        bad_locs = {tuple(e["loc"]) for e in exc.errors(include_input=False)}
+        problems += _schema_problems(exc, path, smap, data if isinstance(data, dict) else {})
+    except RecursionError:
+        problems.append(Problem(path, 1, 1, "error", "document nesting is too deep"))
+    voice_path: Path | None = None
+    tokens = 0
+    if isinstance(data, dict):
+        voice = data.get("voice")
+        if isinstance(voice, str) and voice not in VOICE_PRESETS and ("voice",) not in bad_locs:
+            voice_path, voice_problems = _voice_problems(
+                voice, path, personas_dir, smap.value_pos(("voice",)), digest
+            )
+            problems += voice_problems
+        prompt = data.get("text_prompt")
+        if isinstance(prompt, str):
+            tokens, token_problems = _token_problem(
+                prompt, path, smap.value_pos(("text_prompt",)), count_tokens
+            )
+            problems += token_problems
+    problems.sort(key=lambda p: (p.line, p.col))
+    if spec is None or has_errors(problems):
+        return None, problems
+    persona = Persona(
+        name=path.stem,
+        description=spec.description,
+        text_prompt=spec.text_prompt,
+        voice=spec.voice,
+        sampling=spec.sampling,
+        limits=spec.limits,
+        voice_path=voice_path,
+        source=path,
+        digest=digest.hexdigest(),
+        prompt_tokens=tokens,
+    )
+    return persona, problems
+
+
+def validation_error(what: str, problems: list[Problem]) -> PersonaValidationError:
+    """A PersonaValidationError listing ``problems`` (errors first in the message)."""
+    errors = [p for p in problems if p.is_error]
+    return PersonaValidationError(
+        f"{what}: {len(errors)} error(s)\n{format_problems(errors)}", list(problems)
+    )
+
+
+def load_persona(
+    path: Path,
+    personas_dir: Path | None = None,
+    count_tokens: TokenCounter = estimate_tokens,
+) -> Persona:
+    """Read one persona file; raises PersonaValidationError carrying every problem."""
+    persona, problems = read_persona(path, personas_dir, count_tokens)
+    if persona is None:
+        raise validation_error(f"persona {path}", problems)
+    return persona
