@@ -28,9 +28,26 @@ class Readiness:
     """Named checks; each returns None when fine or a short reason when not ready."""
 
     checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+    # informational: shown by /readyz but never make the gateway unready (e.g. a broken persona
+    # edit while its last good version still serves)
+    details: dict[str, Callable[[], object]] = field(default_factory=dict)
 
     def add(self, name: str, check: Callable[[], str | None]) -> None:
         self.checks[name] = check
+
+    def add_detail(self, name: str, detail: Callable[[], object]) -> None:
+        self.details[name] = detail
+
+    def detail(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, fn in self.details.items():
+            try:
+                value = fn()
+            except Exception as exc:  # a broken detail must not take /readyz down
+                value = f"detail failed: {exc!r}"
+            if value:
+                out[name] = value
+        return out
 
     def problems(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -68,9 +85,12 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         problems = readiness.problems()
+        details = readiness.detail()
         if problems:
-            return JSONResponse({"ready": False, "problems": problems}, status_code=503)
-        return JSONResponse({"ready": True, "problems": {}})
+            return JSONResponse(
+                {"ready": False, "problems": problems, "details": details}, status_code=503
+            )
+        return JSONResponse({"ready": True, "problems": {}, "details": details})
 
     @app.get("/metrics")
     async def metrics() -> Response:
