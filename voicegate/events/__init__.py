@@ -26,20 +26,20 @@ from voicegate.events.schema import (
 )
 
 __all__ = [
-    "EVENT_TYPES",
-    "GLOBAL_EVENTS_KEY",
-    "MAX_EVENT_BYTES",
     "BargeIn",
     "CallDynamics",
     "CallEnded",
     "CallError",
     "CallStarted",
     "Dtmf",
+    "EVENT_TYPES",
     "Event",
     "EventLog",
     "EventLogStats",
     "EventSchemaError",
+    "GLOBAL_EVENTS_KEY",
     "LegStatus",
+    "MAX_EVENT_BYTES",
     "Subscription",
     "TranscriptAgent",
     "call_events_key",

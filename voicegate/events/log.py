@@ -135,6 +135,7 @@ class EventLogStats:
     queued: int
     queued_bytes: int
     written: int
+    batches: int
     duplicates_skipped: int
     journaled: int
     replayed: int
@@ -226,9 +227,11 @@ class EventLog:
         self._is_closing = False
         self._is_started = False
         self._outage_since = 0.0
+        self._is_spill_failing = False
         # plain-int counters, published by the collector at scrape time
         self.n_emitted = 0
         self.n_written = 0
+        self.n_batches = 0
         self.n_duplicates = 0
         self.n_journaled = 0
         self.n_replayed = 0
@@ -395,6 +398,7 @@ class EventLog:
             queued=len(self._queue) + len(self._held),
             queued_bytes=self._queue_bytes + self._held_bytes,
             written=self.n_written,
+            batches=self.n_batches,
             duplicates_skipped=self.n_duplicates,
             journaled=self.n_journaled,
             replayed=self.n_replayed,
@@ -555,6 +559,7 @@ class EventLog:
             )
         except (RedisError, *_OUTAGE_ERRORS) as exc:
             raise _Outage(repr(exc)) from exc
+        self.n_batches += 1
         n_written = n_dup = 0
         for r, res in zip(batch, results, strict=True):
             if isinstance(res, ResponseError):
@@ -616,10 +621,17 @@ class EventLog:
             self._release(batch)
             self._queue.extendleft(reversed(batch))
             self._queue_bytes += sum(r.nbytes for r in batch)
-            log.error("event journal append failed (%s); %d events held in memory", exc, len(batch))
+            if not self._is_spill_failing:
+                self._is_spill_failing = True
+                log.error(
+                    "event journal append failed (%s); %d events held in memory", exc, len(batch)
+                )
             return
         self._release(batch)
         self.n_journaled += len(batch)
+        if self._is_spill_failing:
+            self._is_spill_failing = False
+            log.warning("event journal writable again")
 
     async def _sleep_spilling(self, delay_s: float) -> bool:
         """Wait ``delay_s`` while journaling what is emitted meanwhile; True if closing."""

@@ -30,23 +30,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voicegate.errors import EventError
 
 __all__ = [
-    "EVENT_TYPES",
-    "MAX_EVENT_BYTES",
     "BargeIn",
     "CallDynamics",
     "CallEnded",
     "CallError",
     "CallStarted",
     "Dtmf",
+    "EVENT_TYPES",
     "Event",
     "EventSchemaError",
+    "GLOBAL_EVENTS_KEY",
     "LegStatus",
+    "MAX_EVENT_BYTES",
     "TranscriptAgent",
     "call_events_key",
     "call_key",
     "decode_fields",
     "encode_fields",
-    "GLOBAL_EVENTS_KEY",
 ]
 
 KEY_PREFIX = "voicegate:"
