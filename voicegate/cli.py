@@ -7,6 +7,7 @@ import logging
 import typer
 
 from voicegate.config import Settings
+from voicegate.personas.cli import personas_app
 
 __all__ = ["app", "main"]
 
@@ -34,6 +35,9 @@ def serve() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+app.add_typer(personas_app, name="personas")
 
 
 def main() -> None:

@@ -31,15 +31,19 @@ from voicegate.personas.schema import (
     Sampling,
     persona_json_schema,
 )
+from voicegate.personas.store import NumbersStore, OnPersonaChange, PersonaStore
 from voicegate.personas.tokens import default_token_counter, estimate_tokens
 
 __all__ = [
     "VOICE_PRESETS",
     "Limits",
     "NumbersMap",
+    "NumbersStore",
     "NumbersValidationError",
+    "OnPersonaChange",
     "Persona",
     "PersonaSpec",
+    "PersonaStore",
     "Problem",
     "Router",
     "Sampling",

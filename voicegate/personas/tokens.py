@@ -1,7 +1,7 @@
 """Counting a text prompt in model tokens: the engine's SentencePiece tokenizer, or an estimate.
 
 Owns: ``estimate_tokens`` and ``default_token_counter``. Imports the engine tokenizer lazily
-(it may be absent, or the model folder may not be configured).
+(only when a model folder is configured).
 """
 
 from __future__ import annotations
@@ -31,17 +31,24 @@ def is_estimate(counter: TokenCounter) -> bool:
 
 
 def default_token_counter(model_dir: Path | None = None) -> TokenCounter:
-    """The engine's tokenizer for ``model_dir`` (the release's SentencePiece model) or the estimate."""
-    try:
-        from voicegate.engine import tokenizer as engine_tokenizer  # type: ignore[attr-defined]
-    except ImportError:
+    """The release's SentencePiece count when ``model_dir`` holds it, else ``estimate_tokens``.
+
+    The tiny backend's bundled tokenizer is not used: its small vocabulary would overstate a
+    prompt's length against the release's 32k pieces.
+    """
+    if model_dir is None:
         return estimate_tokens
-    factory = getattr(engine_tokenizer, "prompt_token_counter", None)
-    if factory is None:
+    from voicegate.engine.tokenizer import RELEASE_TOKENIZER_NAME, load_text_tokenizer
+    from voicegate.errors import CheckpointError
+
+    if not (Path(model_dir) / RELEASE_TOKENIZER_NAME).is_file():
+        log.warning(
+            "%s has no %s; counting prompt tokens by estimate", model_dir, RELEASE_TOKENIZER_NAME
+        )
         return estimate_tokens
     try:
-        counter: TokenCounter | None = factory(model_dir)
-    except Exception as exc:  # a missing or broken model folder must not stop validation
+        tokenizer = load_text_tokenizer(Path(model_dir))
+    except CheckpointError as exc:  # a broken model folder must not stop validation
         log.warning("model tokenizer unavailable (%s); counting prompt tokens by estimate", exc)
         return estimate_tokens
-    return counter or estimate_tokens
+    return tokenizer.count
