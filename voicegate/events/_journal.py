@@ -165,25 +165,38 @@ class Journal:
 
     # --- writing ---
 
-    def append(self, records: list[Record]) -> None:
-        """Append records in order, then flush and fsync; raises OSError (JournalFull too)."""
-        if not records or self._own is None:
-            if self._own is None:
-                raise OSError("journal is closed")
-            return
-        data = b"".join(r.to_line() for r in records)
-        if self.pending_bytes + len(data) > self.max_bytes:
-            raise JournalFull(f"journal would exceed its limit of {self.max_bytes} bytes")
+    def append(self, records: list[Record]) -> int:
+        """Append records in order, then flush and fsync; returns how many were appended.
+
+        Fewer than all only when the byte limit is reached (the rest is not written);
+        raises OSError when nothing could be written.
+        """
+        if self._own is None:
+            raise OSError("journal is closed")
+        lines = [r.to_line() for r in records]
+        room = self.max_bytes - self.pending_bytes
+        n = 0
+        size = 0
+        for line in lines:
+            if size + len(line) > room:
+                break
+            size += len(line)
+            n += 1
+        if n == 0:
+            if not lines:
+                return 0
+            raise JournalFull(f"journal is at its limit of {self.max_bytes} bytes")
         if self._active is None or self._active_seg is None:
             self._open_segment()
         assert self._active is not None and self._active_seg is not None
-        self._active.write(data)
+        self._active.write(b"".join(lines[:n]))
         self._active.flush()
         os.fsync(self._active.fileno())
-        self._active_seg.nbytes += len(data)
-        self.pending_bytes += len(data)
+        self._active_seg.nbytes += size
+        self.pending_bytes += size
         if self._active_seg.nbytes >= self.segment_bytes:
             self._rotate()
+        return n
 
     def _open_segment(self) -> None:
         assert self._own is not None

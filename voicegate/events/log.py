@@ -300,18 +300,16 @@ class EventLog:
         self._queue_bytes = self._held_bytes = 0
         if self._executor is not None:
             if leftover:
+                n = 0
                 if self._is_journal_ok:
-                    try:
-                        await self._in_thread(self._journal.append, leftover)
-                        self.n_journaled += len(leftover)
-                    except OSError as exc:
-                        self.n_dropped_closed += len(leftover)
-                        log.error(
-                            "closing: %d event(s) lost, journal failed: %s", len(leftover), exc
-                        )
-                else:
-                    self.n_dropped_closed += len(leftover)
-                    log.error("closing: %d event(s) lost, no journal", len(leftover))
+                    with contextlib.suppress(OSError):
+                        n = await self._in_thread(self._journal.append, leftover)
+                self.n_journaled += n
+                if n < len(leftover):
+                    self.n_dropped_closed += len(leftover) - n
+                    log.error(
+                        "closing: %d event(s) lost, the journal took no more", len(leftover) - n
+                    )
             with contextlib.suppress(OSError):
                 await self._in_thread(self._journal.close)
             self._executor.shutdown(wait=True)
@@ -359,9 +357,11 @@ class EventLog:
             self.n_dropped_full += 1
             if self.n_dropped_full % _LOG_EVERY == 1:
                 log.error(
-                    "event queue full (%d events) and journal %s: dropped %s of call %s (%d so far)",
+                    "event queue full (%d events), journal %s: dropped %s of call %s (%d so far)",
                     n_held,
-                    "ok" if self._is_journal_ok else "unavailable",
+                    "full or failing"
+                    if self._is_spill_failing or not self._is_journal_ok
+                    else "slow",
                     fields["type"],
                     event.call_id,
                     self.n_dropped_full,
@@ -615,21 +615,27 @@ class EventLog:
         self._queue_bytes = 0
         batch = list(self._held)
         try:
-            await self._in_thread(self._journal.append, batch)
+            n = await self._in_thread(self._journal.append, batch)
         except OSError as exc:
+            n = 0
+            error: BaseException | None = exc
+        else:
+            error = None
+        self._release(batch)
+        self.n_journaled += n
+        rest = batch[n:]
+        if rest:
             # put them back in front of anything emitted meanwhile; emit() drops when full
-            self._release(batch)
-            self._queue.extendleft(reversed(batch))
-            self._queue_bytes += sum(r.nbytes for r in batch)
+            self._queue.extendleft(reversed(rest))
+            self._queue_bytes += sum(r.nbytes for r in rest)
             if not self._is_spill_failing:
                 self._is_spill_failing = True
                 log.error(
-                    "event journal append failed (%s); %d events held in memory", exc, len(batch)
+                    "event journal cannot take more (%s); %d events held in memory",
+                    error or "at its byte limit",
+                    len(rest),
                 )
-            return
-        self._release(batch)
-        self.n_journaled += len(batch)
-        if self._is_spill_failing:
+        elif self._is_spill_failing:
             self._is_spill_failing = False
             log.warning("event journal writable again")
 

@@ -1,0 +1,236 @@
+"""EventLog through Redis outages: a killed server, a hung server, restarts, full journals."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from voicegate.events import (
+    GLOBAL_EVENTS_KEY,
+    CallEnded,
+    CallStarted,
+    Dtmf,
+    EventLog,
+    call_events_key,
+)
+
+MakeLog = Callable[..., EventLog]
+
+
+def dtmf(call_id: str, t_ms: int) -> Dtmf:
+    return Dtmf(call_id=call_id, leg="twilio", t_ms=t_ms, digit="5")
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll until predicate() holds (a deadline only against hangs, not a timing assert)."""
+    for _ in range(int(timeout_s / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("condition not reached")
+
+
+async def stream_ts(url: str, call_id: str) -> tuple[list[int], list[int]]:
+    """The ``t`` of a call's entries in its own stream and in the global stream, in order."""
+    r = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        own = [int(f["t"]) for _, f in await r.xrange(call_events_key(call_id))]
+        glob = [
+            int(f["t"]) for _, f in await r.xrange(GLOBAL_EVENTS_KEY) if f["call_id"] == call_id
+        ]
+    finally:
+        await r.aclose()
+    return own, glob
+
+
+def segments(journal: Path) -> list[Path]:
+    return sorted(journal.rglob("*.jnl"))
+
+
+async def test_kill_and_restart_mid_call(
+    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+) -> None:
+    server = redis_factory(is_durable=True)
+    journal = tmp_path / "journal"
+    log = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    await log.start()
+    calls = ["a1", "b2"]
+    n = 300
+    for c in calls:
+        log.emit(CallStarted(call_id=c, leg="twilio", t_ms=0, persona="teller"))
+    for i in range(1, n):
+        if i == 100:
+            await until(lambda: log.stats().queued == 0)
+            assert log.stats().written > 0
+            server.kill()  # type: ignore[attr-defined]
+        if i == 200:
+            assert not log.stats().is_redis_up and log.stats().journaled > 0
+            assert segments(journal)
+            server.start()  # type: ignore[attr-defined]
+        for c in calls:
+            # returns at once while Redis is dead: emit is synchronous and only appends to memory
+            assert log.emit(dtmf(c, i)) is None
+        await asyncio.sleep(0.002)  # a call emits between 20 ms frames, not in one burst
+    for c in calls:
+        log.emit(CallEnded(call_id=c, leg="twilio", t_ms=n, reason="caller_hangup", duration_ms=n))
+    assert await log.wait_idle(timeout_s=20)
+    s = log.stats()
+    assert s.dropped == 0 and s.replayed > 0 and s.journal_bytes == 0
+    assert s.written == len(calls) * (n + 1)
+    assert segments(journal) == []
+    for c in calls:
+        own, glob = await stream_ts(server.url, c)  # type: ignore[attr-defined]
+        assert own == list(range(n + 1))  # every event once, in order
+        assert glob == own
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers (a hung Redis)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def black_hole() -> AsyncIterator[BlackHole]:
+    hole = BlackHole()
+    yield hole  # type: ignore[misc]
+    hole.close()
+
+
+async def test_hung_redis_times_out_into_the_journal(
+    make_log: MakeLog, black_hole: BlackHole
+) -> None:
+    log = make_log(black_hole.url)
+    await log.start()
+    for i in range(50):
+        log.emit(dtmf("hung1", i))
+        await asyncio.sleep(0.001)
+    # the short socket timeout, not redis-py's retries, decides: everything ends up journaled
+    await until(lambda: log.stats().journaled == 50)
+    s = log.stats()
+    assert not s.is_redis_up and s.written == 0 and s.queued == 0 and s.dropped == 0
+
+
+async def test_journal_survives_a_restart(
+    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+) -> None:
+    server = redis_factory()
+    server.kill()  # type: ignore[attr-defined]
+    journal = tmp_path / "journal"
+    first = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    await first.start()
+    for i in range(40):
+        first.emit(dtmf("r1", i))
+    await first.aclose(timeout_s=1.0)  # Redis down: everything stays journaled
+    assert first.stats().journaled == 40 and first.stats().dropped == 0
+    kept = segments(journal)
+    assert kept
+    backup = tmp_path / "backup"
+    shutil.copytree(journal / kept[0].parent.name, backup)
+
+    server.start()  # type: ignore[attr-defined]
+    second = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    await second.start()
+    second.emit(dtmf("r1", 40))  # newer than the journal: must land after it
+    assert await second.wait_idle()
+    assert second.stats().replayed == 40
+    assert segments(journal) == []
+    assert await stream_ts(server.url, "r1") == (list(range(41)), list(range(41)))  # type: ignore[attr-defined]
+
+    # a crash after the replay but before the segment was deleted: the same journal again,
+    # plus a torn last line; the replay writes nothing twice
+    shutil.copytree(backup, journal / "crashed")
+    seg = segments(journal)[0]
+    with open(seg, "ab") as f:
+        f.write(b'["half a rec')
+    third = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    await third.start()
+    assert await third.wait_idle()
+    s = third.stats()
+    assert s.duplicates_skipped == 40 and s.written == 0 and s.journal_corrupt_lines == 1
+    assert segments(journal) == [] and not (journal / "crashed").exists()
+    assert await stream_ts(server.url, "r1") == (list(range(41)), list(range(41)))  # type: ignore[attr-defined]
+
+
+async def test_live_writer_journal_is_not_adopted(
+    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+) -> None:
+    server = redis_factory()
+    server.kill()  # type: ignore[attr-defined]
+    journal = tmp_path / "journal"
+    a = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    await a.start()
+    for i in range(10):
+        a.emit(dtmf("live1", i))
+    await until(lambda: a.stats().journaled == 10)
+    b = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    await b.start()
+    assert b.stats().journal_bytes == 0  # a's folder is locked: a replays it itself
+    assert a.stats().journal_bytes > 0
+
+
+async def test_memory_stays_bounded_while_redis_is_down(
+    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+) -> None:
+    server = redis_factory()
+    server.kill()  # type: ignore[attr-defined]
+    bound = 200
+    log = make_log(server.url, queue_max=bound)  # type: ignore[attr-defined]
+    await log.start()
+    n = 0
+    for _ in range(40):
+        for _ in range(bound // 4):
+            log.emit(dtmf("m1", n))
+            n += 1
+        await until(lambda: log.stats().queued < bound // 2)  # the writer keeps up via the journal
+    s = log.stats()
+    assert s.queue_peak <= bound and s.dropped == 0
+    await until(lambda: log.stats().journaled == n)
+    server.start()  # type: ignore[attr-defined]
+    assert await log.wait_idle(timeout_s=20)
+    assert log.stats().replayed == n
+    assert (await stream_ts(server.url, "m1"))[0] == list(range(n))  # type: ignore[attr-defined]
+
+
+async def test_drops_only_when_the_journal_is_also_unavailable(
+    make_log: MakeLog, redis_factory: Callable[..., object]
+) -> None:
+    server = redis_factory()
+    server.kill()  # type: ignore[attr-defined]
+    bound = 100
+    # a journal that fills after a few events
+    log = make_log(server.url, queue_max=bound, journal_max_bytes=3000)  # type: ignore[attr-defined]
+    await log.start()
+    for i in range(50):
+        log.emit(dtmf("d1", i))  # never raises, never blocks
+        await asyncio.sleep(0.001)
+    await until(lambda: log.stats().journaled > 0 and log.stats().queued < 50)
+    s = log.stats()
+    assert s.dropped == 0 and s.journaled + s.queued == 50  # journal full: the rest held in memory
+    for i in range(50, 600):
+        log.emit(dtmf("d1", i))
+        if i % 10 == 0:
+            await asyncio.sleep(0.001)
+    s = log.stats()
+    assert s.queue_peak == bound and s.queued <= bound
+    assert s.dropped_queue_full > 0 and s.dropped == s.dropped_queue_full
+    assert s.journaled + s.queued + s.dropped_queue_full == 600
+    kept = s.journaled + s.queued
+    server.start()  # type: ignore[attr-defined]
+    assert await log.wait_idle(timeout_s=20)
+    own, glob = await stream_ts(server.url, "d1")  # type: ignore[attr-defined]
+    # the oldest events survive in order; the newest were dropped (drop-newest policy)
+    assert own == list(range(kept)) and glob == own
