@@ -1,0 +1,181 @@
+"""Counters of the Twilio leg: plain ints bumped on the hot path, published at scrape time.
+
+Every stream adds into one ``TwilioLegStats``; a Prometheus collector reads it when /metrics is
+scraped. Delays are kept in ``FixedHistogram``s (bisect into fixed buckets, no locks, no
+allocation): ``ingress`` is a caller media message's arrival to its audio handed to the Call,
+``egress`` is an agent frame pulled from the Call to its media message written to the socket,
+``ahead`` is the agent audio not yet confirmed played at each send.
+
+Owns: ``TwilioLegStats``, ``FixedHistogram``, ``TwilioLegCollector``. No asyncio, no I/O.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+__all__ = ["FixedHistogram", "TwilioLegCollector", "TwilioLegStats"]
+
+DELAY_BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+AHEAD_BUCKETS_MS = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 200.0)
+
+
+class FixedHistogram:
+    """Counts of observations per fixed upper bound (the last bucket is +Inf)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (inf when it is the last bucket)."""
+        total = self.count
+        if total == 0:
+            return 0.0
+        rank = q * total
+        seen = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            seen += n
+            if seen >= rank:
+                return bound
+        return float("inf")
+
+    def prometheus(self, name: str, doc: str, scale: float = 1.0) -> HistogramMetricFamily:
+        buckets: list[tuple[str, float]] = []
+        seen = 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            seen += n
+            buckets.append((repr(bound * scale), seen))
+        buckets.append(("+Inf", seen + self.counts[-1]))
+        family = HistogramMetricFamily(name, doc)
+        family.add_metric([], buckets, self.sum * scale)
+        return family
+
+
+class TwilioLegStats:
+    """All Twilio streams' counters (one instance per app)."""
+
+    def __init__(self) -> None:
+        self.webhooks = 0
+        self.webhooks_refused = 0  # bad or missing signature
+        self.rejected_busy = 0  # answered <Reject reason="busy"/>
+        self.status_callbacks = 0
+        self.streams_started = 0
+        self.streams_active = 0
+        self.streams_refused_signature = 0
+        self.streams_refused_token = 0
+        self.streams_refused_busy = 0
+        self.malformed_messages = 0
+        self.unknown_events = 0
+        self.media_in = 0
+        self.media_in_bytes = 0
+        self.media_before_start = 0
+        self.sequence_missing = 0
+        self.sequence_reordered = 0
+        self.media_out = 0
+        self.media_out_bytes = 0
+        self.marks_out = 0
+        self.marks_in = 0
+        self.marks_unknown = 0
+        self.clears = 0
+        self.cleared_ms = 0
+        self.dtmf = 0
+        self.late_ticks = 0  # a 20 ms send tick ran more than one frame late
+        self.skipped_ticks = 0  # ticks given up after the loop stalled for long
+        self.held_frames_dropped = 0  # agent frames dropped because marks stopped coming back
+        self.ingress_ms = FixedHistogram(DELAY_BUCKETS_MS)
+        self.egress_ms = FixedHistogram(DELAY_BUCKETS_MS)
+        self.ahead_ms = FixedHistogram(AHEAD_BUCKETS_MS)
+
+    def snapshot(self) -> dict[str, float]:
+        """Counters and delay quantiles as a flat dict (benchmarks, debugging)."""
+        out: dict[str, float] = {
+            k: v for k, v in vars(self).items() if isinstance(v, int) and not isinstance(v, bool)
+        }
+        for name in ("ingress_ms", "egress_ms", "ahead_ms"):
+            hist: FixedHistogram = getattr(self, name)
+            out[f"{name}_count"] = hist.count
+            out[f"{name}_p50"] = hist.quantile(0.5)
+            out[f"{name}_p99"] = hist.quantile(0.99)
+            out[f"{name}_max_bucket"] = hist.quantile(1.0)
+        return out
+
+
+_COUNTERS = (
+    ("webhooks", "voice webhooks received"),
+    ("webhooks_refused", "webhooks refused for a bad or missing signature"),
+    ("rejected_busy", "calls answered with Reject busy (full or draining)"),
+    ("status_callbacks", "stream status callbacks recorded"),
+    ("streams_started", "media streams that started a call"),
+    ("streams_refused_signature", "stream upgrades refused for a bad or missing signature"),
+    ("streams_refused_token", "streams refused for a missing, used or expired call token"),
+    ("streams_refused_busy", "streams refused because no slot was free"),
+    ("malformed_messages", "malformed messages received (answered with an error event)"),
+    ("unknown_events", "messages with an event name we do not know"),
+    ("media_in", "caller media messages"),
+    ("media_in_bytes", "caller mu-law bytes"),
+    ("sequence_missing", "gaps in Twilio sequence numbers"),
+    ("sequence_reordered", "repeated or out-of-order Twilio sequence numbers"),
+    ("media_out", "agent media messages sent"),
+    ("media_out_bytes", "agent mu-law bytes sent"),
+    ("marks_out", "marks sent"),
+    ("marks_in", "mark echoes received"),
+    ("clears", "clear messages sent"),
+    ("cleared_ms", "agent audio dropped from Twilio's queue by clear, ms"),
+    ("dtmf", "DTMF digits received"),
+    ("late_ticks", "send ticks that ran more than a frame late"),
+    ("skipped_ticks", "send ticks skipped after a stall"),
+    ("held_frames_dropped", "agent frames dropped because Twilio stopped confirming playout"),
+)
+
+
+class TwilioLegCollector(Collector):
+    """Publishes a ``TwilioLegStats`` as ``voicegate_twilio_*`` metrics."""
+
+    def __init__(self, stats: TwilioLegStats) -> None:
+        self._stats = stats
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        for name, doc in _COUNTERS:
+            yield CounterMetricFamily(f"voicegate_twilio_{name}", doc, value=getattr(s, name))
+        yield GaugeMetricFamily(
+            "voicegate_twilio_streams_active", "open media streams", value=s.streams_active
+        )
+        yield s.ingress_ms.prometheus(
+            "voicegate_twilio_ingress_seconds",
+            "caller media message arrival to audio handed to the call",
+            scale=1e-3,
+        )
+        yield s.egress_ms.prometheus(
+            "voicegate_twilio_egress_seconds",
+            "agent frame pulled from the call to its media message written",
+            scale=1e-3,
+        )
+        yield s.ahead_ms.prometheus(
+            "voicegate_twilio_ahead_seconds",
+            "agent audio sent and not yet confirmed played, at each send",
+            scale=1e-3,
+        )

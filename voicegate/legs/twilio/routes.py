@@ -1,0 +1,248 @@
+"""The Twilio leg's HTTP surface: voice webhook, stream status callback, media WebSocket.
+
+* ``POST /twilio/voice``: checks ``X-Twilio-Signature`` (403 and a logged reason otherwise),
+  routes the called number to a persona, and answers ``<Connect><Stream>`` with the persona and
+  a one-time call token as ``<Parameter>``s; ``<Reject reason="busy"/>`` when no call can be
+  admitted (every slot taken, or the gateway draining).
+* ``POST /twilio/status``: signed stream status callbacks, recorded as ``leg.status`` events.
+* ``WS /twilio/media``: one ``TwilioMediaStream`` per socket (see ``stream``).
+
+URLs are signed and built from ``VOICEGATE_PUBLIC_URL`` so that the gateway works behind a
+proxy. Twilio posts ``application/x-www-form-urlencoded`` forms; they are parsed here (bounded
+size) rather than through a multipart dependency.
+
+Owns: ``TwilioLeg`` (its parts and its ``APIRouter``). Wired by ``voicegate.app``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from typing import Protocol
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import Response
+
+from voicegate.calls.base import CallInfo, CallLike, LegTransport
+from voicegate.errors import NoFreeSlot
+from voicegate.events.schema import CALL_ID_PATTERN, CallError, Event, LegStatus
+from voicegate.legs.twilio.metrics import TwilioLegCollector, TwilioLegStats
+from voicegate.legs.twilio.security import (
+    SIGNATURE_HEADER,
+    CallGrant,
+    CallTokens,
+    SignatureChecker,
+    public_http_url,
+    public_ws_url,
+)
+from voicegate.legs.twilio.stream import TwilioMediaStream
+from voicegate.legs.twilio.twiml import TWIML_MEDIA_TYPE, connect_stream, reject
+
+__all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioLeg"]
+
+log = logging.getLogger("voicegate.legs.twilio")
+
+VOICE_PATH = "/twilio/voice"
+STATUS_PATH = "/twilio/status"
+MEDIA_PATH = "/twilio/media"
+MAX_FORM_BYTES = 64 * 1024
+MAX_REMEMBERED_CALLS = 10_000
+_CALL_ID_RE = re.compile(CALL_ID_PATTERN)
+
+
+class Admission(Protocol):
+    """What the leg needs of the CallManager."""
+
+    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike: ...
+
+    def can_admit(self) -> bool: ...
+
+
+class PersonaRouter(Protocol):
+    def route(self, to: str) -> str: ...
+
+
+class EventSink(Protocol):
+    def emit(self, event: Event) -> None: ...
+
+
+class TwilioLeg:
+    """The Twilio leg of one gateway: signature checks, tokens, counters and the routes."""
+
+    def __init__(
+        self,
+        *,
+        auth_token: str,
+        public_url: str,
+        calls: Admission | None = None,
+        personas: PersonaRouter | None = None,
+        events: EventSink | None = None,
+        tokens: CallTokens | None = None,
+        stats: TwilioLegStats | None = None,
+        max_ahead_ms: int = 100,
+    ) -> None:
+        self.signatures = SignatureChecker(auth_token, public_url)
+        self.public_url = public_url
+        self.calls = calls
+        self.personas = personas
+        self.events = events
+        self.tokens = tokens or CallTokens()
+        self.stats = stats or TwilioLegStats()
+        self.max_ahead_ms = max_ahead_ms
+        self.is_draining = False
+        self._calls_seen: OrderedDict[str, tuple[str, float]] = OrderedDict()  # CallSid -> id, t0
+
+    def collector(self) -> TwilioLegCollector:
+        """Prometheus collector for this leg's counters (register it on the app's registry)."""
+        return TwilioLegCollector(self.stats)
+
+    def begin_drain(self) -> None:
+        """Answer every new call with busy from now on."""
+        self.is_draining = True
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    async def _signed_form(self, request: Request) -> tuple[dict[str, list[str]], str | None]:
+        body = await request.body()
+        if len(body) > MAX_FORM_BYTES:
+            return {}, f"form of {len(body)} bytes exceeds {MAX_FORM_BYTES}"
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            return {}, "form is not UTF-8"
+        params: dict[str, list[str]] = {}
+        for name, value in pairs:
+            params.setdefault(name, []).append(value)
+        problem = self.signatures.check_webhook(
+            request.url.path, request.url.query, params, request.headers.get(SIGNATURE_HEADER)
+        )
+        return params, problem
+
+    async def voice(self, request: Request) -> Response:
+        """``POST /twilio/voice``: TwiML for an incoming call."""
+        self.stats.webhooks += 1
+        params, problem = await self._signed_form(request)
+        if problem is not None:
+            self.stats.webhooks_refused += 1
+            log.warning("twilio voice webhook refused (403) from %s: %s", _peer(request), problem)
+            return Response("invalid signature\n", status_code=403, media_type="text/plain")
+        call_sid = _first(params, "CallSid")
+        from_, to = _first(params, "From"), _first(params, "To")
+        calls, personas = self.calls, self.personas
+        if self.is_draining or calls is None or personas is None or not calls.can_admit():
+            self.stats.rejected_busy += 1
+            log.info(
+                "twilio call %s from %s to %s rejected busy (%s)",
+                call_sid,
+                from_,
+                to,
+                "draining" if self.is_draining else "no free slot" if calls else "not started",
+            )
+            return Response(reject("busy"), media_type=TWIML_MEDIA_TYPE)
+        persona = personas.route(to)
+        call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
+        self._remember(call_sid, call_id)
+        token = self.tokens.issue(CallGrant(call_id, call_sid, persona, from_, to))
+        twiml = connect_stream(
+            public_ws_url(self.public_url, MEDIA_PATH),
+            {"persona": persona, "token": token},
+            status_callback=public_http_url(self.public_url, STATUS_PATH),
+        )
+        log.info("twilio call %s from %s to %s -> persona %s", call_id, from_, to, persona)
+        return Response(twiml, media_type=TWIML_MEDIA_TYPE)
+
+    async def status(self, request: Request) -> Response:
+        """``POST /twilio/status``: a stream status callback, recorded as a ``leg.status`` event."""
+        params, problem = await self._signed_form(request)
+        if problem is not None:
+            self.stats.webhooks_refused += 1
+            log.warning("twilio status callback refused (403) from %s: %s", _peer(request), problem)
+            return Response("invalid signature\n", status_code=403, media_type="text/plain")
+        self.stats.status_callbacks += 1
+        call_sid = _first(params, "CallSid")
+        status = _first(params, "StreamEvent") or "unknown"
+        detail = f"stream {_first(params, 'StreamSid')}"
+        error = _first(params, "StreamError")
+        if error:
+            detail += f": {error}"
+            log.warning("twilio call %s stream status %s: %s", call_sid, status, error)
+        call_id, t0 = self._calls_seen.get(call_sid, ("", 0.0))
+        if not call_id and _CALL_ID_RE.match(call_sid):
+            call_id = call_sid
+        if call_id and self.events is not None:
+            t_ms = int((time.monotonic() - t0) * 1000) if t0 else 0
+            self.events.emit(
+                LegStatus(
+                    call_id=call_id,
+                    leg="twilio",
+                    t_ms=t_ms,
+                    status=status[:200],
+                    detail=detail[:2000],
+                )
+            )
+        return Response(status_code=204)
+
+    async def media(self, ws: WebSocket) -> None:
+        """``WS /twilio/media``: one stream, owned by this task until the call ends."""
+        problem = self.signatures.check_upgrade(ws.url.path, ws.headers.get(SIGNATURE_HEADER))
+        if problem is not None:
+            problem = f"{problem} (from {ws.client.host if ws.client else '?'})"
+        if self.calls is None:
+            problem = problem or "the gateway is not started"
+        stream = TwilioMediaStream(
+            ws,
+            calls=self.calls or _NoCalls(),
+            tokens=self.tokens,
+            stats=self.stats,
+            report_error=self._report_error,
+            max_ahead_ms=self.max_ahead_ms,
+        )
+        await stream.run(problem)
+
+    def _report_error(
+        self, call_id: str, t_ms: int, code: str, message: str, is_fatal: bool
+    ) -> None:
+        if self.events is not None:
+            self.events.emit(
+                CallError(
+                    call_id=call_id,
+                    leg="twilio",
+                    t_ms=t_ms,
+                    code=code,
+                    message=message,
+                    is_fatal=is_fatal,
+                )
+            )
+
+    def _remember(self, call_sid: str, call_id: str) -> None:
+        seen = self._calls_seen
+        seen[call_sid] = (call_id, time.monotonic())
+        seen.move_to_end(call_sid)
+        while len(seen) > MAX_REMEMBERED_CALLS:
+            seen.popitem(last=False)
+
+    def router(self) -> APIRouter:
+        """The routes, for ``app.include_router``."""
+        router = APIRouter(tags=["twilio"])
+        router.add_api_route(VOICE_PATH, self.voice, methods=["POST"], include_in_schema=True)
+        router.add_api_route(STATUS_PATH, self.status, methods=["POST"], status_code=204)
+        router.add_api_websocket_route(MEDIA_PATH, self.media)
+        return router
+
+
+class _NoCalls:
+    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike:
+        raise NoFreeSlot(f"call {info.call_id}: the gateway is not started")
+
+
+def _first(params: dict[str, list[str]], name: str) -> str:
+    values = params.get(name)
+    return values[0] if values else ""
+
+
+def _peer(request: Request) -> str:
+    return request.client.host if request.client else "?"

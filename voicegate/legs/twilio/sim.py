@@ -1,0 +1,493 @@
+"""A Twilio stand-in: places a call on the gateway the way Twilio's cloud does, byte for byte.
+
+It POSTs the signed voice webhook, reads the TwiML, opens the signed Media Streams WebSocket,
+sends ``connected`` and ``start`` (with the TwiML's ``<Parameter>``s), streams caller audio as
+20 ms mu-law ``media`` messages at real time on a monotonic clock, sends ``dtmf`` and ``stop``,
+and POSTs signed stream status callbacks. On the way back it keeps a simulated playout clock:
+agent ``media`` is queued and "played" in real time, a ``mark`` is echoed only once the audio
+queued before it would have played, and ``clear`` drops the queue and returns every pending mark
+at once. It records what the caller would have heard and how far the gateway ran ahead.
+
+Used by ``voicegate demo``, the Twilio leg's tests and ``bench/load_bench.py``; Twilio's cloud
+cannot run here, so this is the only peer those can talk to.
+
+Owns: ``TwilioSimulator``, ``SimulatedStream``. Must not import the gateway app or engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from voicegate.audio import mulaw_decode, mulaw_encode
+from voicegate.errors import TwilioError, TwilioProtocolError
+from voicegate.legs.twilio.protocol import (
+    Clear,
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    OutboundMark,
+    OutboundMedia,
+    Start,
+    Stop,
+    parse_command,
+)
+from voicegate.legs.twilio.security import SIGNATURE_HEADER, SignatureChecker
+
+__all__ = ["PlacedCall", "SimulatedStream", "StreamReport", "TwilioSimulator"]
+
+RATE_HZ = 8000
+FRAME_MS = 20
+FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
+SAMPLES_PER_MS = RATE_HZ // 1000
+MULAW_SILENCE = 0xFF
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedCall:
+    """The voice webhook's answer: a stream to open, or a rejection."""
+
+    status_code: int
+    twiml: str
+    call_sid: str
+    from_: str
+    to: str
+    stream_url: str = ""
+    status_callback: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    reject_reason: str = ""
+
+    @property
+    def is_connect(self) -> bool:
+        return bool(self.stream_url)
+
+
+@dataclass(slots=True)
+class StreamReport:
+    """What the simulated Twilio side saw of the gateway's output on one stream."""
+
+    media_messages: int = 0
+    media_bytes: int = 0
+    marks_received: int = 0
+    marks_echoed: int = 0
+    clears: int = 0
+    cleared_ms: float = 0.0  # audio dropped from the playout queue by clear
+    max_ahead_ms: float = 0.0  # the longest the playout queue ever got (at a media arrival)
+    ahead_samples_ms: list[float] = field(default_factory=list)  # queue length at each arrival
+    protocol_errors: list[str] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    wrong_stream_sid: int = 0
+    # arrival time (monotonic) of each media message and its sample offset on the playout timeline
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
+
+
+class SimulatedStream:
+    """One open Media Stream. Start with ``TwilioSimulator.open_stream``; close with ``stop()``."""
+
+    def __init__(
+        self, ws: ClientConnection, call: PlacedCall, stream_sid: str, account_sid: str
+    ) -> None:
+        self._ws = ws
+        self.call = call
+        self.stream_sid = stream_sid
+        self.account_sid = account_sid
+        self.report = StreamReport()
+        self._seq = 0
+        self._chunk = 0
+        self._t0 = time.monotonic()
+        self._queue_end = self._t0  # monotonic time at which queued agent audio runs out
+        self._heard = bytearray()  # agent mu-law on the playout timeline (what the caller hears)
+        self._pending_marks: deque[tuple[float, str]] = deque()  # (due time, name)
+        self._mark_wakeup = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._recv_task = asyncio.create_task(self._receive(), name=f"sim-recv-{stream_sid[-6:]}")
+        self._mark_task = asyncio.create_task(
+            self._echo_marks(), name=f"sim-marks-{stream_sid[-6:]}"
+        )
+        self._send_lock = asyncio.Lock()
+
+    # -- caller side ------------------------------------------------------------------------
+
+    @property
+    def t0(self) -> float:
+        """Monotonic time the stream started (media timestamps count from here)."""
+        return self._t0
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def wait_closed(self, timeout_s: float | None = None) -> None:
+        """Wait until the gateway (or we) closed the socket."""
+        await asyncio.wait_for(self._closed.wait(), timeout_s)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def send_text(self, text: str) -> None:
+        """Send one raw text frame (tests use it for malformed messages)."""
+        async with self._send_lock:
+            await self._ws.send(text)
+
+    async def _send_start(self) -> None:
+        await self.send_text(Connected().to_wire())
+        start = Start(
+            stream_sid=self.stream_sid,
+            account_sid=self.account_sid,
+            call_sid=self.call.call_sid,
+            tracks=("inbound",),
+            custom_parameters=dict(self.call.parameters),
+            sequence_number=self._next_seq(),
+        )
+        await self.send_text(start.to_wire())
+        self._t0 = time.monotonic()
+        self._queue_end = self._t0
+
+    async def send_mulaw(self, payload: bytes) -> float:
+        """Send one ``media`` message now; returns its monotonic send time."""
+        self._chunk += 1
+        media = Media(
+            stream_sid=self.stream_sid,
+            payload=payload,
+            track="inbound",
+            chunk=self._chunk,
+            timestamp_ms=int((time.monotonic() - self._t0) * 1000),
+            sequence_number=self._next_seq(),
+        )
+        text = media.to_wire()
+        async with self._send_lock:
+            sent_at = time.monotonic()
+            await self._ws.send(text)
+        return sent_at
+
+    async def play(
+        self,
+        pcm: npt.NDArray[np.int16],
+        *,
+        realtime: bool = True,
+        on_frame: Callable[[int, float], None] | None = None,
+    ) -> int:
+        """Stream 8 kHz PCM as 20 ms frames at real time; returns how many frames were sent.
+
+        Frame k leaves at ``start + k * 20 ms`` on the monotonic clock (no drift); stops early if
+        the gateway closes the stream. ``on_frame(k, sent_at)`` runs after each send.
+        """
+        mulaw = mulaw_encode(np.asarray(pcm, dtype=np.int16))
+        start = time.monotonic()
+        frames = 0
+        for k, offset in enumerate(range(0, len(mulaw), FRAME_SAMPLES)):
+            if self.is_closed:
+                break
+            if realtime:
+                delay = start + k * FRAME_MS / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            try:
+                sent_at = await self.send_mulaw(mulaw[offset : offset + FRAME_SAMPLES])
+            except ConnectionClosed:
+                break
+            frames += 1
+            if on_frame is not None:
+                on_frame(k, sent_at)
+        return frames
+
+    async def play_silence(self, duration_ms: int) -> int:
+        """Stream ``duration_ms`` of caller silence at real time."""
+        return await self.play(np.zeros(duration_ms * SAMPLES_PER_MS, dtype=np.int16))
+
+    async def dtmf(self, digit: str) -> None:
+        """The caller presses a key."""
+        await self.send_text(
+            Dtmf(self.stream_sid, digit, sequence_number=self._next_seq()).to_wire()
+        )
+
+    async def stop(self) -> None:
+        """The caller hangs up: ``stop``, then Twilio closes the socket."""
+        if not self.is_closed:
+            with contextlib.suppress(ConnectionClosed):
+                stop = Stop(
+                    self.stream_sid,
+                    self.account_sid,
+                    self.call.call_sid,
+                    sequence_number=self._next_seq(),
+                )
+                await self.send_text(stop.to_wire())
+        await self.close()
+
+    async def drop(self) -> None:
+        """The socket dies without a ``stop`` (network loss)."""
+        self._ws.transport.abort()
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the socket and end this stream's tasks."""
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.close()
+        self._closed.set()
+        for task in (self._recv_task, self._mark_task):
+            task.cancel()
+        for task in (self._recv_task, self._mark_task):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- Twilio's playout side --------------------------------------------------------------
+
+    def heard_pcm(self) -> npt.NDArray[np.int16]:
+        """What the caller heard of the agent (8 kHz), on the stream's playout timeline."""
+        return mulaw_decode(bytes(self._heard))
+
+    def queued_ms(self, now: float | None = None) -> float:
+        """Agent audio in the simulated playout queue now."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, self._queue_end - now) * 1000
+
+    def _on_media(self, payload: bytes) -> None:
+        now = time.monotonic()
+        start = max(now, self._queue_end)
+        duration_s = len(payload) / RATE_HZ
+        self._queue_end = start + duration_s
+        ahead_ms = (self._queue_end - now) * 1000
+        report = self.report
+        report.media_messages += 1
+        report.media_bytes += len(payload)
+        report.ahead_samples_ms.append(ahead_ms)
+        if ahead_ms > report.max_ahead_ms:
+            report.max_ahead_ms = ahead_ms
+        offset = int(round((start - self._t0) * RATE_HZ))
+        report.arrivals.append((now, offset))
+        heard = self._heard
+        if len(heard) < offset:
+            heard.extend(bytes([MULAW_SILENCE]) * (offset - len(heard)))
+        heard[offset : offset + len(payload)] = payload
+
+    def _on_mark(self, name: str) -> None:
+        self.report.marks_received += 1
+        self._pending_marks.append((self._queue_end, name))
+        self._mark_wakeup.set()
+
+    def _on_clear(self) -> None:
+        now = time.monotonic()
+        report = self.report
+        report.clears += 1
+        cut_s = max(0.0, self._queue_end - now)
+        report.cleared_ms += cut_s * 1000
+        self._queue_end = now
+        keep = max(0, int(round((now - self._t0) * RATE_HZ)))
+        del self._heard[keep:]
+        # every pending mark comes back at once
+        for index in range(len(self._pending_marks)):
+            due, name = self._pending_marks[index]
+            self._pending_marks[index] = (0.0, name)
+        self._mark_wakeup.set()
+
+    async def _echo_marks(self) -> None:
+        pending = self._pending_marks
+        while True:
+            if not pending:
+                self._mark_wakeup.clear()
+                await self._mark_wakeup.wait()
+                continue
+            due, name = pending[0]
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._mark_wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._mark_wakeup.wait(), delay)
+                continue
+            pending.popleft()
+            echo = Mark(self.stream_sid, name, sequence_number=self._next_seq())
+            try:
+                await self.send_text(echo.to_wire())
+            except ConnectionClosed:
+                return
+            self.report.marks_echoed += 1
+
+    async def _receive(self) -> None:
+        report = self.report
+        try:
+            async for message in self._ws:
+                if isinstance(message, bytes):
+                    report.protocol_errors.append("binary frame from the gateway")
+                    continue
+                try:
+                    command = parse_command(message)
+                except TwilioProtocolError as exc:
+                    report.protocol_errors.append(str(exc))
+                    continue
+                if command.stream_sid != self.stream_sid:
+                    report.wrong_stream_sid += 1
+                    continue
+                if isinstance(command, OutboundMedia):
+                    self._on_media(command.payload)
+                elif isinstance(command, OutboundMark):
+                    self._on_mark(command.name)
+                elif isinstance(command, Clear):
+                    self._on_clear()
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._ws.close_code is not None:
+                report.close_code = self._ws.close_code
+                report.close_reason = self._ws.close_reason or ""
+            self._closed.set()
+
+
+class TwilioSimulator:
+    """Twilio's cloud for one gateway: signs with ``auth_token`` against ``public_url``.
+
+    ``base_url`` is where the gateway really listens (``http://127.0.0.1:PORT``); URLs in the
+    TwiML are public ones and are mapped back onto ``base_url`` before connecting.
+    """
+
+    def __init__(self, base_url: str, public_url: str, auth_token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.public_url = public_url.rstrip("/")
+        self.account_sid = "AC" + "0" * 30 + "01"
+        self._signer = SignatureChecker(auth_token, public_url)
+        self._auth_token = auth_token
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=10.0, trust_env=False)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> TwilioSimulator:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _local_path(self, public: str) -> str:
+        parts = urlsplit(public)
+        prefix = urlsplit(self.public_url).path.rstrip("/")
+        path = parts.path
+        if prefix and path.startswith(prefix):
+            path = path[len(prefix) :]
+        return path
+
+    def voice_params(self, call_sid: str, from_: str, to: str) -> dict[str, str]:
+        """The form Twilio POSTs to the voice URL of an inbound call."""
+        return {
+            "AccountSid": self.account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call_sid,
+            "CallStatus": "ringing",
+            "Called": to,
+            "Caller": from_,
+            "Direction": "inbound",
+            "From": from_,
+            "To": to,
+        }
+
+    async def post_signed(
+        self, path: str, params: dict[str, str], *, signature: str | None = ""
+    ) -> httpx.Response:
+        """POST a form as Twilio does; ``signature=""`` signs it, ``None`` sends none."""
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if signature == "":
+            signature = self._signer.sign_webhook(path, params)
+        if signature is not None:
+            headers[SIGNATURE_HEADER] = signature
+        return await self._http.post(path, data=params, headers=headers)
+
+    async def place_call(
+        self, from_: str = "+15550100", to: str = "+15550199", *, call_sid: str | None = None
+    ) -> PlacedCall:
+        """POST the signed voice webhook and read the TwiML answer."""
+        call_sid = call_sid or _sid("CA")
+        response = await self.post_signed("/twilio/voice", self.voice_params(call_sid, from_, to))
+        twiml = response.text
+        placed = PlacedCall(response.status_code, twiml, call_sid, from_, to)
+        if response.status_code != 200:
+            return placed
+        root = ET.fromstring(twiml)
+        stream = root.find("./Connect/Stream")
+        if stream is not None:
+            params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+            return PlacedCall(
+                200,
+                twiml,
+                call_sid,
+                from_,
+                to,
+                stream_url=stream.attrib["url"],
+                status_callback=stream.attrib.get("statusCallback", ""),
+                parameters=params,
+            )
+        reject = root.find("./Reject")
+        if reject is not None:
+            return PlacedCall(
+                200, twiml, call_sid, from_, to, reject_reason=reject.attrib.get("reason", "")
+            )
+        raise TwilioError(
+            f"voice webhook answered TwiML with neither Connect/Stream nor Reject: {twiml[:200]}"
+        )
+
+    async def open_stream(
+        self,
+        call: PlacedCall,
+        *,
+        signature: str | None = "",
+        send_start: bool = True,
+    ) -> SimulatedStream:
+        """Open the signed WebSocket, send ``connected`` + ``start``; ``signature=None`` omits it."""
+        if not call.is_connect:
+            raise TwilioError(f"call {call.call_sid} has no stream to open: {call.twiml[:200]}")
+        path = self._local_path(call.stream_url)
+        headers: dict[str, str] = {}
+        if signature == "":
+            signature = self._signer.sign_upgrade(path)
+        if signature is not None:
+            headers[SIGNATURE_HEADER] = signature
+        ws_base = "ws" + self.base_url[len("http") :]
+        ws = await connect(
+            ws_base + path,
+            additional_headers=headers,
+            compression=None,
+            proxy=None,
+            max_queue=None,
+            ping_interval=None,
+            user_agent_header="Twilio.TmeWs/1.0",
+        )
+        stream = SimulatedStream(ws, call, _sid("MZ"), self.account_sid)
+        if send_start:
+            await stream._send_start()
+            if call.status_callback:
+                await self.stream_status(call, stream.stream_sid, "stream-started")
+        return stream
+
+    async def stream_status(
+        self, call: PlacedCall, stream_sid: str, event: str, error: str = ""
+    ) -> int:
+        """POST a signed stream status callback (``stream-started``/``-stopped``/``-error``)."""
+        params = {
+            "AccountSid": self.account_sid,
+            "CallSid": call.call_sid,
+            "StreamSid": stream_sid,
+            "StreamName": stream_sid,
+            "StreamEvent": event,
+            "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        }
+        if error:
+            params["StreamError"] = error
+        response = await self.post_signed(self._local_path(call.status_callback), params)
+        return response.status_code

@@ -1,0 +1,469 @@
+"""One Twilio Media Stream on the gateway side: the socket's single owner and the Call's leg.
+
+``TwilioMediaStream.run()`` owns the WebSocket from accept to close (STYLE rule 8: one task per
+socket). It accepts, refuses with 1008 (policy violation) when the upgrade's signature or the
+``start`` message's call token is bad, starts the Call, and then multiplexes in one loop:
+
+* inbound: ``media`` -> mu-law decode -> ``Call.feed_caller_audio``; ``dtmf`` -> ``Call.on_dtmf``;
+  ``mark`` -> playout accounting; ``stop`` or a dropped socket -> ``Call.on_leg_closed`` at once.
+  A malformed message is logged (first few per call, then counted) and reported as an ``error``
+  event; the call goes on.
+* outbound: every 20 ms of a monotonic clock (no drift: deadlines are ``t0 + k * 20 ms``) one
+  160-sample frame is pulled from the Call, mu-law encoded and sent as ``media`` followed by a
+  ``mark``; a frame is held back while Twilio may already have ``max_ahead_ms`` queued (marks
+  not yet echoed), so an interruption never leaves more than that to hear.
+* ``clear_playout()`` (the Call, at barge-in) drops held frames and sends ``clear``;
+  ``request_hangup()`` closes the socket (Twilio then ends the call: nothing follows
+  ``</Connect>`` in our TwiML).
+
+Owns: ``TwilioMediaStream``. Imports audio and the calls contract; never the engine or the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from starlette.websockets import WebSocket, WebSocketState
+
+from voicegate.audio import mulaw_decode, mulaw_encode
+from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
+from voicegate.errors import NoFreeSlot, TwilioError, TwilioProtocolError, VoiceGateError
+from voicegate.legs.twilio.metrics import TwilioLegStats
+from voicegate.legs.twilio.playout import DEFAULT_MAX_AHEAD_MS, PlayoutTracker
+from voicegate.legs.twilio.protocol import (
+    Connected,
+    Dtmf,
+    InboundEvent,
+    Mark,
+    Media,
+    SequenceTracker,
+    Start,
+    Stop,
+    UnknownEvent,
+    encode_clear,
+    encode_mark,
+    encode_media,
+    parse_event,
+)
+from voicegate.legs.twilio.security import CallGrant, CallTokens
+
+__all__ = [
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_TRY_AGAIN_LATER",
+    "CallStarter",
+    "ErrorReporter",
+    "TwilioMediaStream",
+]
+
+log = logging.getLogger("voicegate.legs.twilio")
+
+RATE_HZ = 8000
+FRAME_MS = 20
+FRAME_S = FRAME_MS / 1000
+FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
+CLOSE_NORMAL = 1000
+CLOSE_POLICY_VIOLATION = 1008  # RFC 6455 7.4.1
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+START_TIMEOUT_S = 10.0
+MAX_HELD_FRAMES = 10  # 200 ms: beyond this Twilio has stopped echoing marks; drop the oldest
+MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
+LOGGED_ERRORS_PER_CALL = 5
+MAX_MALFORMED_PER_CALL = 1000  # a peer this broken is not a phone call: hang up
+
+
+class CallStarter(Protocol):
+    """What the stream needs of the CallManager."""
+
+    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike: ...
+
+
+class ErrorReporter(Protocol):
+    """Reports a non-fatal call error as an ``error`` event (``code``, ``message``, call time)."""
+
+    def __call__(
+        self, call_id: str, t_ms: int, code: str, message: str, is_fatal: bool
+    ) -> None: ...
+
+
+class TwilioMediaStream:
+    """The Twilio leg of one call. Create per WebSocket, then ``await run()``."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        *,
+        calls: CallStarter,
+        tokens: CallTokens,
+        stats: TwilioLegStats,
+        report_error: ErrorReporter | None = None,
+        max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+        start_timeout_s: float = START_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ws = ws
+        self._calls = calls
+        self._tokens = tokens
+        self._stats = stats
+        self._report_error = report_error
+        self._start_timeout_s = start_timeout_s
+        self._clock = clock
+        self._playout = PlayoutTracker(max_ahead_ms)
+        self._sequence = SequenceTracker()
+        self._held: deque[npt.NDArray[np.int16]] = deque()
+        self._call: CallLike | None = None
+        self._grant: CallGrant | None = None
+        self._stream_sid = ""
+        self._t0 = 0.0
+        self._wake: asyncio.Future[None] | None = None
+        self._is_clear_requested = False
+        self._hangup_reason: EndReason | None = None
+        self._is_leg_closed = False
+        self._malformed = 0
+        self._pending_close = (CLOSE_POLICY_VIOLATION, "refused")
+
+    # -- LegTransport (called by the Call, on the event loop) --------------------------------
+
+    @property
+    def rate_hz(self) -> int:
+        return RATE_HZ
+
+    @property
+    def queued_ms(self) -> int:
+        """Agent audio sent and not yet confirmed played, plus frames held back here."""
+        return self._playout.ahead_ms + len(self._held) * FRAME_MS
+
+    @property
+    def call_id(self) -> str:
+        return self._grant.call_id if self._grant else ""
+
+    def clear_playout(self) -> None:
+        """Drop the agent audio queued at Twilio (sends ``clear`` from the owner task)."""
+        self._is_clear_requested = True
+        self._wakeup()
+
+    def request_hangup(self, reason: EndReason) -> None:
+        """Close the stream from our side; Twilio then hangs up. Idempotent."""
+        if self._hangup_reason is None:
+            self._hangup_reason = reason
+            self._wakeup()
+
+    def _wakeup(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    # -- the owner task ----------------------------------------------------------------------
+
+    async def run(self, signature_problem: str | None) -> None:
+        """Own the socket until the call ends; never raises for a peer's misbehaviour."""
+        ws = self._ws
+        await ws.accept()
+        if signature_problem is not None:
+            self._stats.streams_refused_signature += 1
+            log.warning(
+                "twilio stream refused (close %d): %s", CLOSE_POLICY_VIOLATION, signature_problem
+            )
+            await self._close(CLOSE_POLICY_VIOLATION, "invalid signature")
+            return
+        try:
+            start = await asyncio.wait_for(self._await_start(), self._start_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "twilio stream refused: no start message within %.0f s", self._start_timeout_s
+            )
+            await self._close(CLOSE_POLICY_VIOLATION, "no start message")
+            return
+        if start is None:
+            return  # the peer closed or stopped before starting
+        if not self._admit(start):
+            await self._close(*self._pending_close)
+            return
+        self._stats.streams_started += 1
+        self._stats.streams_active += 1
+        try:
+            await self._serve()
+        except Exception:
+            log.exception("twilio stream %s (call %s) failed", self._stream_sid, self.call_id)
+            self._leg_closed(EndReason.ERROR)
+            await self._close(CLOSE_INTERNAL_ERROR, "internal error")
+        finally:
+            self._stats.streams_active -= 1
+            self._leg_closed(EndReason.CALLER_HANGUP)  # no-op if already closed
+
+    async def _await_start(self) -> Start | None:
+        while True:
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            try:
+                event = parse_event(_text_of(message))
+            except TwilioProtocolError as exc:
+                self._on_malformed(exc)
+                continue
+            if isinstance(event, Start):
+                return event
+            if isinstance(event, Stop):
+                await self._close(CLOSE_NORMAL, "stopped")
+                return None
+            if isinstance(event, Media):
+                self._stats.media_before_start += 1
+
+    def _admit(self, start: Start) -> bool:
+        """Redeem the call token and start the Call; closes the socket when refused."""
+        self._stream_sid = start.stream_sid
+        try:
+            grant = self._tokens.consume(start.custom_parameters.get("token"), start.call_sid)
+        except TwilioError as exc:
+            self._stats.streams_refused_token += 1
+            log.warning(
+                "twilio stream %s refused (close %d): %s",
+                start.stream_sid,
+                CLOSE_POLICY_VIOLATION,
+                exc,
+            )
+            self._schedule_close(CLOSE_POLICY_VIOLATION, "invalid call token")
+            return False
+        self._grant = grant
+        info = CallInfo(
+            call_id=grant.call_id,
+            leg="twilio",
+            persona=grant.persona,
+            from_=grant.from_,
+            to=grant.to,
+            leg_call_ref=start.call_sid,
+        )
+        try:
+            self._call = self._calls.start_call(info, self)
+        except NoFreeSlot as exc:
+            self._stats.streams_refused_busy += 1
+            log.warning("twilio call %s refused at stream start: %s", grant.call_id, exc)
+            self._schedule_close(CLOSE_TRY_AGAIN_LATER, "no free slot")
+            return False
+        except VoiceGateError as exc:
+            log.error("twilio call %s could not start: %s", grant.call_id, exc)
+            self._schedule_close(CLOSE_INTERNAL_ERROR, "call could not start")
+            return False
+        self._t0 = self._clock()
+        log.info(
+            "twilio call %s started: CallSid %s stream %s persona %s",
+            grant.call_id,
+            start.call_sid,
+            start.stream_sid,
+            grant.persona,
+        )
+        return True
+
+    def _schedule_close(self, code: int, reason: str) -> None:
+        self._pending_close = (code, reason)
+
+    async def _serve(self) -> None:
+        ws = self._ws
+        loop = asyncio.get_running_loop()
+        clock = self._clock
+        receive = loop.create_task(ws.receive())
+        self._wake = loop.create_future()
+        next_tick = self._t0 + FRAME_S
+        try:
+            while True:
+                timeout = next_tick - clock()
+                if timeout > 0 and not receive.done() and not self._wake.done():
+                    await asyncio.wait(
+                        (receive, self._wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                if receive.done():
+                    message = receive.result()
+                    if message["type"] == "websocket.disconnect":
+                        self._leg_closed(EndReason.CALLER_HANGUP)
+                        return
+                    if not await self._on_message(message, clock()):
+                        return
+                    receive = loop.create_task(ws.receive())
+                if self._wake.done():
+                    self._wake = loop.create_future()
+                    if self._hangup_reason is not None:
+                        await self._close(CLOSE_NORMAL, self._hangup_reason.value)
+                        self._leg_closed(self._hangup_reason)
+                        return
+                    if self._is_clear_requested:
+                        await self._send_clear()
+                now = clock()
+                if now >= next_tick:
+                    behind = int((now - next_tick) / FRAME_S)
+                    if behind >= MAX_CATCH_UP_FRAMES:
+                        self._stats.skipped_ticks += behind
+                        next_tick += behind * FRAME_S
+                    elif behind:
+                        self._stats.late_ticks += 1
+                    while next_tick <= now:
+                        await self._on_tick()
+                        next_tick += FRAME_S
+        finally:
+            if not receive.done():
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receive
+
+    async def _on_message(self, message: dict[str, object], arrived: float) -> bool:
+        """Handle one inbound message; False when the stream is over."""
+        call = self._call
+        assert call is not None
+        stats = self._stats
+        try:
+            event: InboundEvent = parse_event(_text_of(message))
+        except TwilioProtocolError as exc:
+            self._on_malformed(exc)
+            if self._malformed > MAX_MALFORMED_PER_CALL:
+                log.error(
+                    "twilio call %s: %d malformed messages, hanging up",
+                    self.call_id,
+                    self._malformed,
+                )
+                self._leg_closed(EndReason.ERROR)
+                await self._close(CLOSE_POLICY_VIOLATION, "too many malformed messages")
+                return False
+            return True
+        self._sequence.note(event.sequence_number if not isinstance(event, Connected) else None)
+        if isinstance(event, Media):
+            payload = event.payload
+            stats.media_in += 1
+            stats.media_in_bytes += len(payload)
+            if payload:
+                call.feed_caller_audio(mulaw_decode(payload))
+                stats.ingress_ms.observe((self._clock() - arrived) * 1000)
+        elif isinstance(event, Mark):
+            stats.marks_in += 1
+            if not self._playout.on_mark(event.name):
+                stats.marks_unknown += 1
+            elif self._held:
+                await self._flush_held(self._clock())
+        elif isinstance(event, Dtmf):
+            stats.dtmf += 1
+            call.on_dtmf(event.digit)
+        elif isinstance(event, Stop):
+            log.info("twilio call %s: stop (caller hung up)", self.call_id)
+            self._leg_closed(EndReason.CALLER_HANGUP)
+            await self._close(CLOSE_NORMAL, "stopped")
+            return False
+        elif isinstance(event, UnknownEvent):
+            stats.unknown_events += 1
+        elif isinstance(event, Start):
+            self._on_malformed(TwilioProtocolError(f"call {self.call_id}: a second start message"))
+        return True
+
+    async def _on_tick(self) -> None:
+        """One 20 ms step of the agent's playout clock: pull a frame and send it (or hold it)."""
+        call = self._call
+        assert call is not None
+        pulled = self._clock()
+        pcm = call.pull_agent_audio(FRAME_SAMPLES)
+        if self._held:
+            if len(self._held) >= MAX_HELD_FRAMES:
+                self._held.popleft()
+                self._stats.held_frames_dropped += 1
+            self._held.append(pcm.copy())
+            await self._flush_held(pulled)
+            return
+        if not pcm.any():
+            return  # silence: Twilio plays silence when its queue is empty
+        if self._playout.room_ms() < FRAME_MS:
+            self._held.append(pcm.copy())
+            return
+        await self._send_audio(mulaw_encode(pcm), pulled)
+
+    async def _flush_held(self, since: float) -> None:
+        held = self._held
+        n = min(len(held), max(0, self._playout.room_ms()) // FRAME_MS)
+        if n == 0:
+            return
+        frames = [held.popleft() for _ in range(n)]
+        pcm = frames[0] if n == 1 else np.concatenate(frames)
+        await self._send_audio(mulaw_encode(pcm), since)
+
+    async def _send_audio(self, payload: bytes, pulled: float) -> None:
+        stats = self._stats
+        duration_ms = len(payload) * 1000 // RATE_HZ
+        await self._ws.send_text(encode_media(self._stream_sid, payload))
+        stats.egress_ms.observe((self._clock() - pulled) * 1000)
+        name = self._playout.on_sent(duration_ms)
+        stats.ahead_ms.observe(self._playout.ahead_ms)
+        await self._ws.send_text(encode_mark(self._stream_sid, name))
+        stats.media_out += 1
+        stats.media_out_bytes += len(payload)
+        stats.marks_out += 1
+
+    async def _send_clear(self) -> None:
+        self._is_clear_requested = False
+        held_ms = len(self._held) * FRAME_MS
+        self._held.clear()
+        if self._playout.ahead_ms == 0:
+            return  # nothing queued at Twilio: a clear would be a no-op
+        cut_ms = self._playout.on_clear()
+        await self._ws.send_text(encode_clear(self._stream_sid))
+        self._stats.clears += 1
+        self._stats.cleared_ms += cut_ms + held_ms
+        log.info(
+            "twilio call %s: clear, cut %d ms queued at Twilio and %d ms held",
+            self.call_id,
+            cut_ms,
+            held_ms,
+        )
+
+    # -- endings and errors ------------------------------------------------------------------
+
+    def _leg_closed(self, reason: EndReason) -> None:
+        if self._is_leg_closed or self._call is None:
+            return
+        self._is_leg_closed = True
+        self._wake = None
+        stats = self._stats
+        stats.sequence_missing += self._sequence.missing
+        stats.sequence_reordered += self._sequence.reordered
+        self._call.on_leg_closed(reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        ws = self._ws
+        if (
+            ws.application_state == WebSocketState.DISCONNECTED
+            or ws.client_state == WebSocketState.DISCONNECTED
+        ):
+            return
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await ws.close(code, reason[:120])
+
+    def _on_malformed(self, exc: TwilioProtocolError) -> None:
+        self._malformed += 1
+        self._stats.malformed_messages += 1
+        if self._malformed <= LOGGED_ERRORS_PER_CALL or self._malformed % 100 == 0:
+            log.warning(
+                "twilio call %s stream %s: malformed message #%d: %s",
+                self.call_id or "?",
+                self._stream_sid or "?",
+                self._malformed,
+                exc,
+            )
+            if self._report_error is not None and self._grant is not None:
+                t_ms = max(0, int((self._clock() - self._t0) * 1000)) if self._t0 else 0
+                self._report_error(
+                    self._grant.call_id, t_ms, "malformed_message", str(exc)[:2000], False
+                )
+
+
+def _text_of(message: dict[str, object]) -> str | bytes:
+    text = message.get("text")
+    if isinstance(text, str):
+        return text
+    data = message.get("bytes")
+    if isinstance(data, bytes):
+        return data
+    raise TwilioProtocolError(
+        f"expected a text or binary frame, got ASGI message {message.get('type')!r}"
+    )
