@@ -1,0 +1,623 @@
+"""The Call: one phone call between its Leg and its engine slot.
+
+Caller side (event loop): ``feed_caller_audio`` resamples the leg's PCM to 24 kHz, cuts it into
+1920-sample frames for ``slot.push`` and runs the caller's voice activity. Agent side: the slot's
+``on_tick`` runs on the ENGINE THREAD and only copies the tick into a preallocated ring of
+``TICK_RING`` frames and bumps a counter (single writer, single reader; CPython's GIL orders
+the copy before the counter). The loop reads that ring whenever the leg feeds or pulls, so no
+hop per tick is needed: the audio could not be played sooner than the next pull anyway, and
+``call_soon_threadsafe`` would cost a self-pipe write and a handle per call per tick.
+``pull_agent_audio`` serves exactly the leg's frame from the ``PlayoutBuffer``.
+
+Timelines are in ms since the call started: the caller clock counts samples received from the
+leg, the playout clock samples the leg pulled (the caller hears a pulled sample at its playout
+time; a leg that sends ahead reports ``queued_ms``). Barge-in, transcripts and dynamics use
+them; no wall clock enters a decision, so tests drive a call sample by sample.
+
+Owns: Call, CallState, CallLimits, CallConfig, BargeInRecord. Imports audio (through factories),
+events, engine.base and the calls modules; never a concrete engine or a leg.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from voicegate.calls.bargein import BargeInTracker
+from voicegate.calls.base import CallInfo, EndReason, LegTransport
+from voicegate.calls.dynamics import Dynamics, analyse
+from voicegate.calls.playout import TICK_MS, PlayoutBuffer
+from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
+from voicegate.calls.voice import AgentVoice, CallerVoice, VadLike
+from voicegate.engine.base import FRAME_SAMPLES, MODEL_RATE_HZ, Slot, TickOutput
+from voicegate.errors import InvalidStateError
+from voicegate.events.schema import (
+    BargeIn,
+    CallDynamics,
+    CallEnded,
+    CallError,
+    CallStarted,
+    Dtmf,
+    Event,
+    TranscriptAgent,
+)
+
+__all__ = [
+    "BargeInRecord",
+    "Call",
+    "CallConfig",
+    "CallLimits",
+    "CallState",
+    "EventSink",
+    "ResamplerLike",
+]
+
+log = logging.getLogger("voicegate.calls")
+
+TICK_RING = 8  # engine -> loop frames (640 ms): the loop reads at least every 20 ms
+_TRANSCRIPT_HAS_CUT_TEXT = "cut_text" in TranscriptAgent.model_fields
+
+
+class EventSink(Protocol):
+    """Where call events go (``voicegate.events.EventLog``): sync, never blocks."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class ResamplerLike(Protocol):
+    """What the Call needs of ``voicegate.audio.StreamingResampler``."""
+
+    def process(
+        self, x: npt.NDArray[np.int16] | npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]: ...
+
+
+def _default_resampler(in_rate_hz: int, out_rate_hz: int) -> ResamplerLike:
+    from voicegate.audio import StreamingResampler
+
+    resampler: ResamplerLike = StreamingResampler(in_rate_hz, out_rate_hz)
+    return resampler
+
+
+def _default_vad(rate_hz: int) -> VadLike:
+    from voicegate.audio import VoiceActivityDetector
+
+    vad: VadLike = VoiceActivityDetector(rate_hz=rate_hz)
+    return vad
+
+
+class CallState(enum.Enum):
+    ACTIVE = "active"  # joined its slot, audio flows
+    ENDED = "ended"  # slot freed, call.ended emitted
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.ACTIVE: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """From the persona; 0 switches a limit off."""
+
+    max_duration_s: float = 0.0
+    silence_timeout_s: float = 0.0  # without caller speech
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    """Tuning shared by every call of a manager."""
+
+    is_caller_vad_enabled: bool = True
+    agent_speech_dbfs: float = -42.0  # a 20 ms sub-block louder than this is agent speech
+    agent_silence_ms: int = 80  # this much quiet after speech = the model has yielded
+    prebuffer_ms: int = 20  # silence primed ahead of the first tick (tick/pull jitter)
+    max_queue_ms: int = 200  # agent audio queued beyond this is dropped (overrun)
+    is_cut_on_caller_speech: bool = False  # True: mute the agent at the caller's onset
+    bargein_grace_ms: int = 500  # the model may yield this long after the caller stops
+    transcript_pad_run_ms: int = 640
+    transcript_silence_run_ms: int = 240
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInRecord:
+    """One barge-in: times in ms since the call started."""
+
+    caller_onset_ms: int  # caller clock (the VAD's backdated onset)
+    agent_stop_ms: int  # when the caller stopped hearing the agent
+    latency_ms: int
+    discarded_ms: int  # queued agent audio dropped here and at the far side
+    cut_text: str
+
+
+_DEFAULT_CONFIG = CallConfig()
+_NO_LIMITS = CallLimits()
+
+
+class Call:
+    """One call: implements ``CallLike`` for its leg and ``SlotSink`` for its engine slot.
+
+    Built by ``CallManager.start_call``; a leg then calls, on the event loop::
+
+        call.feed_caller_audio(pcm)        # int16 at leg.rate_hz, any length
+        pcm = call.pull_agent_audio(n)     # exactly n int16 samples; a view valid until the next pull
+        call.on_dtmf("5")
+        call.on_leg_closed(EndReason.CALLER_HANGUP)
+    """
+
+    def __init__(
+        self,
+        info: CallInfo,
+        leg: LegTransport,
+        events: EventSink,
+        *,
+        limits: CallLimits = _NO_LIMITS,
+        config: CallConfig = _DEFAULT_CONFIG,
+        resampler_factory: Callable[[int, int], ResamplerLike] = _default_resampler,
+        vad_factory: Callable[[int], VadLike] = _default_vad,
+        on_end: Callable[[Call], None] | None = None,
+        on_bargein: Callable[[Call, BargeInRecord], None] | None = None,
+    ) -> None:
+        self.info = info
+        self._leg = leg
+        self._events = events
+        self._limits = limits
+        self._config = config
+        self._on_end = on_end
+        self._on_bargein = on_bargein
+        rate = int(leg.rate_hz)
+        self.rate_hz = rate
+        self._state = CallState.ACTIVE
+        self._slot: Slot | None = None
+        self.end_reason: EndReason | None = None
+        self.end_detail = ""
+        # caller side
+        self._in_rs = resampler_factory(rate, MODEL_RATE_HZ)
+        self._frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
+        self._frame_fill = 0
+        self._caller_samples = 0
+        self.frames_pushed = 0
+        self._caller = CallerVoice(rate, vad_factory) if config.is_caller_vad_enabled else None
+        # engine thread -> loop
+        self._tick_pcm = np.zeros((TICK_RING, FRAME_SAMPLES), dtype=np.float32)
+        self._tick_text = [""] * TICK_RING
+        self._tick_w = 0  # written by the engine thread only
+        self._tick_r = 0  # read by the loop only
+        self.ticks = 0
+        self.ticks_lost = 0
+        # agent side
+        self._out_rs: ResamplerLike | None = (
+            None if rate == MODEL_RATE_HZ else resampler_factory(MODEL_RATE_HZ, rate)
+        )
+        self._agent = AgentVoice(
+            speech_dbfs=config.agent_speech_dbfs, silence_ms=config.agent_silence_ms
+        )
+        self._segmenter = TranscriptSegmenter(
+            pad_run_ms=config.transcript_pad_run_ms,
+            silence_run_ms=config.transcript_silence_run_ms,
+        )
+        self.playout = PlayoutBuffer(
+            rate,
+            prebuffer_ms=config.prebuffer_ms,
+            max_queue_ms=config.max_queue_ms,
+            on_tick_played=self._on_tick_played,
+        )
+        self._bargein = BargeInTracker(config.bargein_grace_ms)
+        self._model_silent_since_ms: int | None = 0  # caller clock; None while the model speaks
+        self._is_muting = False
+        self._muted_text: list[str] = []
+        self.bargeins: list[BargeInRecord] = []
+        self.segments: list[AgentSegment] = []
+        self.dtmf_digits: list[str] = []
+        self.errors = 0
+        self.dynamics: Dynamics | None = None
+        self._max_ms = int(limits.max_duration_s * 1000) if limits.max_duration_s > 0 else 0
+        self._silence_ms = (
+            int(limits.silence_timeout_s * 1000) if limits.silence_timeout_s > 0 else 0
+        )
+        self._last_caller_voice_ms = 0
+
+    # --- life cycle --------------------------------------------------------------------------
+
+    @property
+    def call_id(self) -> str:
+        return self.info.call_id
+
+    @property
+    def state(self) -> CallState:
+        return self._state
+
+    @property
+    def is_active(self) -> bool:
+        return self._state is CallState.ACTIVE
+
+    @property
+    def slot(self) -> Slot | None:
+        return self._slot
+
+    @property
+    def leg(self) -> LegTransport:
+        return self._leg
+
+    def _set_state(self, state: CallState) -> None:
+        if state not in _TRANSITIONS[self._state]:
+            raise InvalidStateError(
+                f"call {self.call_id}: cannot go from {self._state.value} to {state.value}"
+            )
+        self._state = state
+
+    def bind(self, slot: Slot) -> None:
+        """Attach the engine slot this call joined (the manager does this) and announce it."""
+        if self._slot is not None:
+            raise InvalidStateError(
+                f"call {self.call_id}: already bound to slot {self._slot.index}"
+            )
+        self._slot = slot
+        info = self.info
+        self._emit(
+            lambda: CallStarted(
+                call_id=info.call_id,
+                leg=info.leg,
+                t_ms=0,
+                persona=info.persona,
+                from_=info.from_,
+                to=info.to,
+                leg_call_ref=info.leg_call_ref,
+            )
+        )
+
+    @property
+    def caller_ms(self) -> int:
+        return self._caller_samples * 1000 // self.rate_hz
+
+    @property
+    def now_ms(self) -> int:
+        """Call time: the later of the caller clock and the playout clock."""
+        return max(self._caller_samples, self.playout.played) * 1000 // self.rate_hz
+
+    def end(self, reason: EndReason, detail: str = "") -> None:
+        """End the call from our side: hang up the leg and free the slot now; idempotent."""
+        if self._state is CallState.ENDED:
+            return
+        try:
+            self._leg.request_hangup(reason)
+        except Exception:
+            log.exception("call %s: leg hang-up failed", self.call_id)
+        self._finish(reason, detail)
+
+    def on_leg_closed(self, reason: EndReason) -> None:
+        """The leg is gone (BYE, stop, socket closed): free the slot now; idempotent."""
+        self._finish(reason, "")
+
+    def _finish(self, reason: EndReason, detail: str) -> None:
+        if self._state is CallState.ENDED:
+            return
+        self._set_state(CallState.ENDED)
+        self.end_reason = reason
+        self.end_detail = detail
+        if self._slot is not None:
+            try:
+                self._slot.leave()
+            except Exception:
+                log.exception("call %s: leaving slot failed", self.call_id)
+        try:
+            self._wrap_up(reason, detail)
+        except Exception:
+            log.exception("call %s: wrapping up failed", self.call_id)
+        if self._on_end is not None:
+            self._on_end(self)
+
+    def _wrap_up(self, reason: EndReason, detail: str) -> None:
+        now = self.now_ms
+        self._bargein.cancel()
+        unplayed = self.playout.unplayed_text() + "".join(self._muted_text)
+        seg = self._segmenter.flush(now, unplayed)
+        if seg is not None:
+            self._emit_segment(seg)
+        self.playout.close_intervals()
+        caller_intervals: list[tuple[int, int]] = []
+        if self._caller is not None:
+            self._caller.close(self.caller_ms)
+            caller_intervals = self._caller.intervals
+        self.dynamics = dyn = analyse(caller_intervals, self.playout.agent_intervals)
+        slot_stats = self._slot.stats if self._slot is not None else None
+        counters: dict[str, int | float] = {
+            "overruns": self.playout.overruns,
+            "ticks_lost": self.ticks_lost,
+            "caller_frames": self.frames_pushed,
+            "slot_underruns": slot_stats.underruns if slot_stats else 0,
+            "slot_overruns": slot_stats.overruns if slot_stats else 0,
+            "errors": self.errors,
+            "dtmf": len(self.dtmf_digits),
+        }
+        info = self.info
+        self._emit(
+            lambda: CallEnded(
+                call_id=info.call_id,
+                leg=info.leg,
+                t_ms=now,
+                reason=reason.value,
+                result=reason.result.value,
+                detail=detail[:2048],
+                duration_ms=now,
+                frames=self.ticks,
+                underruns=self.playout.underruns,
+                bargeins=len(self.bargeins),
+                dynamics=CallDynamics(
+                    caller_talk_ms=dyn.caller_talk_ms,
+                    agent_talk_ms=dyn.agent_talk_ms,
+                    overlap_ms=dyn.overlap_ms,
+                    backchannels=dyn.backchannels,
+                    response_gaps=len(dyn.response_gaps_ms),
+                    response_gap_p50_ms=dyn.response_gap_p50_ms,
+                    response_gap_p90_ms=dyn.response_gap_p90_ms,
+                ),
+                counters=counters,
+            )
+        )
+        log.info(
+            "call %s ended: %s %s, %d ms, %d frames, %d underruns, %d barge-ins",
+            info.call_id,
+            reason.value,
+            detail,
+            now,
+            self.ticks,
+            self.playout.underruns,
+            len(self.bargeins),
+        )
+
+    def fail(self, exc: BaseException, code: str = "internal") -> None:
+        """An error inside this call: report it and end this call only (EndReason.ERROR)."""
+        self.errors += 1
+        log.error("call %s: %s: %r", self.call_id, code, exc, exc_info=exc)
+        info = self.info
+        now = self.now_ms
+        self._emit(
+            lambda: CallError(
+                call_id=info.call_id,
+                leg=info.leg,
+                t_ms=now,
+                code=code,
+                message=f"{type(exc).__name__}: {exc}"[:2048],
+                is_fatal=True,
+            )
+        )
+        self.end(EndReason.ERROR, f"{code}: {type(exc).__name__}")
+
+    # --- engine thread -----------------------------------------------------------------------
+
+    def on_tick(self, out: TickOutput) -> None:
+        """SlotSink: ENGINE THREAD. Copy the tick into the ring; the loop picks it up."""
+        w = self._tick_w
+        i = w & (TICK_RING - 1)
+        np.copyto(self._tick_pcm[i], out.pcm)
+        self._tick_text[i] = out.text
+        self._tick_w = w + 1
+
+    # --- leg -> call (event loop) ------------------------------------------------------------
+
+    def feed_caller_audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        """The caller's audio at the leg's rate, any length."""
+        if self._state is not CallState.ACTIVE:
+            return
+        try:
+            self._caller_samples += len(pcm)
+            caller = self._caller
+            if caller is not None:
+                change = caller.feed(pcm)
+                if change is not None:
+                    self._on_caller_change(change[0], change[1])
+            self._accumulate(self._in_rs.process(pcm))
+            if self._tick_w != self._tick_r:
+                self._drain_ticks()
+            self._check_limits()
+        except Exception as exc:
+            self.fail(exc, "caller_audio")
+
+    def pull_agent_audio(self, n_samples: int) -> npt.NDArray[np.int16]:
+        """Exactly ``n_samples`` of agent audio (silence when none): a view valid until the next pull."""
+        if self._state is not CallState.ACTIVE:
+            return np.zeros(n_samples, dtype=np.int16)
+        try:
+            if self._tick_w != self._tick_r:
+                self._drain_ticks()
+            out = self.playout.pull(n_samples)
+            self._check_limits()
+            return out
+        except Exception as exc:
+            self.fail(exc, "agent_audio")
+            return np.zeros(n_samples, dtype=np.int16)
+
+    def on_dtmf(self, digit: str) -> None:
+        """A DTMF digit from the caller."""
+        if self._state is not CallState.ACTIVE:
+            return
+        self.dtmf_digits.append(digit)
+        info = self.info
+        now = self.caller_ms
+        self._last_caller_voice_ms = max(self._last_caller_voice_ms, now)  # the caller is there
+        self._emit(lambda: Dtmf(call_id=info.call_id, leg=info.leg, t_ms=now, digit=digit))
+
+    # --- caller side -------------------------------------------------------------------------
+
+    def _accumulate(self, x: npt.NDArray[np.float32]) -> None:
+        frame = self._frame
+        fill = self._frame_fill
+        n = len(x)
+        pos = 0
+        while pos < n:
+            take = min(FRAME_SAMPLES - fill, n - pos)
+            frame[fill : fill + take] = x[pos : pos + take]
+            fill += take
+            pos += take
+            if fill == FRAME_SAMPLES:
+                if self._slot is not None:
+                    self._slot.push(frame)
+                self.frames_pushed += 1
+                fill = 0
+        self._frame_fill = fill
+
+    def _on_caller_change(self, is_speech: bool, t_ms: int) -> None:
+        if not is_speech:
+            self._last_caller_voice_ms = t_ms
+            self._bargein.on_caller_stop(t_ms)
+            return
+        pb = self.playout
+        is_audible = pb.is_audible or pb.last_audible_end_ms >= t_ms
+        if self._config.is_cut_on_caller_speech and is_audible and self._agent.is_speaking:
+            self._is_muting = True
+            self._bargein.cancel()
+            self._fire_bargein(t_ms)
+            return
+        onset = self._bargein.on_caller_onset(
+            t_ms,
+            is_agent_audible=is_audible,
+            model_silent_since_ms=self._model_silent_since_ms,
+        )
+        if onset is not None:
+            self._fire_bargein(onset)
+
+    # --- agent side --------------------------------------------------------------------------
+
+    def _drain_ticks(self) -> None:
+        w = self._tick_w
+        r = self._tick_r
+        if w - r > TICK_RING:
+            self.ticks_lost += w - r - TICK_RING
+            r = w - TICK_RING
+        while r < w:
+            i = r & (TICK_RING - 1)
+            r += 1
+            self._tick_r = r
+            self._process_tick(self._tick_pcm[i], self._tick_text[i])
+
+    def _process_tick(self, pcm: npt.NDArray[np.float32], text: str) -> None:
+        self.ticks += 1
+        agent = self._agent
+        bits, silent_back_ms = agent.analyse_tick(pcm)
+        y = pcm if self._out_rs is None else self._out_rs.process(pcm)
+        if self._is_muting:
+            if agent.is_speaking:
+                y = y * 0.0
+                bits = 0
+                if text:
+                    self._muted_text.append(text)
+                    text = ""
+            else:
+                self._is_muting = False
+        self.playout.write_tick(y, text, bits)
+        if silent_back_ms >= 0:
+            since = max(0, self.caller_ms - silent_back_ms)
+            self._model_silent_since_ms = since
+            onset = self._bargein.on_model_silent(since)
+            if onset is not None:
+                self._fire_bargein(onset)
+        elif agent.is_speaking:
+            self._model_silent_since_ms = None
+
+    def _on_tick_played(self, t_ms: int, text: str, is_speech: bool) -> None:
+        seg = self._segmenter.on_tick(t_ms, t_ms + TICK_MS, text, is_speech)
+        if seg is not None:
+            self._emit_segment(seg)
+
+    def _fire_bargein(self, onset_ms: int) -> None:
+        pb = self.playout
+        was_audible = pb.is_audible
+        far_ms = int(getattr(self._leg, "queued_ms", 0) or 0)
+        self._leg.clear_playout()
+        dropped, had_speech, cut_text = pb.drop()
+        if self._muted_text:
+            cut_text += "".join(self._muted_text)
+            self._muted_text.clear()
+        now = pb.played_ms
+        if had_speech or was_audible:
+            agent_stop = max(onset_ms, now - far_ms)
+        else:
+            agent_stop = max(onset_ms, pb.last_audible_end_ms)
+        discarded_ms = dropped * 1000 // self.rate_hz + far_ms
+        record = BargeInRecord(
+            caller_onset_ms=onset_ms,
+            agent_stop_ms=agent_stop,
+            latency_ms=agent_stop - onset_ms,
+            discarded_ms=discarded_ms,
+            cut_text=cut_text.strip(),
+        )
+        self.bargeins.append(record)
+        seg = self._segmenter.on_cut(agent_stop, cut_text)
+        if seg is not None:
+            self._emit_segment(seg)
+        info = self.info
+        self._emit(
+            lambda: BargeIn(
+                call_id=info.call_id,
+                leg=info.leg,
+                t_ms=agent_stop,
+                caller_onset_ms=record.caller_onset_ms,
+                agent_stop_ms=record.agent_stop_ms,
+                latency_ms=record.latency_ms,
+                discarded_ms=record.discarded_ms,
+                cut_text=record.cut_text[:8192],
+            )
+        )
+        log.info(
+            "call %s: barge-in at %d ms, agent stopped at %d ms (%d ms), %d ms dropped, cut %r",
+            info.call_id,
+            onset_ms,
+            agent_stop,
+            record.latency_ms,
+            discarded_ms,
+            record.cut_text,
+        )
+        if self._on_bargein is not None:
+            self._on_bargein(self, record)
+
+    # --- limits and events -------------------------------------------------------------------
+
+    def _check_limits(self) -> None:
+        now = self.now_ms
+        if self._max_ms and now >= self._max_ms:
+            self.end(EndReason.MAX_DURATION, f"{self._max_ms} ms reached")
+            return
+        caller = self._caller
+        if self._silence_ms and caller is not None:  # without caller VAD there is no silence
+            if caller.is_speech:
+                return
+            if now - self._last_caller_voice_ms >= self._silence_ms:
+                self.end(EndReason.SILENCE_TIMEOUT, f"no caller speech for {self._silence_ms} ms")
+
+    def _emit_segment(self, seg: AgentSegment) -> None:
+        self.segments.append(seg)
+        info = self.info
+        extra: dict[str, str] = (
+            {"cut_text": seg.cut_text[:8192]} if _TRANSCRIPT_HAS_CUT_TEXT else {}
+        )
+        self._emit(
+            lambda: TranscriptAgent(
+                call_id=info.call_id,
+                leg=info.leg,
+                t_ms=seg.end_ms,
+                text=seg.text[:8192],
+                start_ms=seg.start_ms,
+                end_ms=seg.end_ms,
+                is_heard=seg.is_heard,
+                cut_at_ms=seg.cut_at_ms,
+                **extra,
+            )
+        )
+
+    def _emit(self, build: Callable[[], Event]) -> None:
+        # an event that cannot be built or queued must never take the call down
+        try:
+            self._events.emit(build())
+        except Exception:
+            log.exception("call %s: event dropped", self.call_id)
+
+    def __repr__(self) -> str:
+        return f"Call({self.call_id!r}, leg={self.info.leg}, state={self._state.value})"
