@@ -54,7 +54,7 @@ class EchoModel:
         self._previous[index].fill(0.0)
 
     def step(
-        self, pcm_in: npt.NDArray[np.float32], n_rows: int
+        self, pcm_in: npt.NDArray[np.float32], active: npt.NDArray[np.bool_], n_rows: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         np.copyto(self._out[:n_rows], self._previous[:n_rows])
         np.copyto(self._previous[:n_rows], pcm_in[:n_rows])

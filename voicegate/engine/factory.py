@@ -33,11 +33,11 @@ def create_model(settings: Settings | Any) -> TickModel:
     if kind == "echo":
         return EchoModel(max_calls or ECHO_DEFAULT_SLOTS)
     if kind == "tiny":
-        from voicegate.engine.tiny import build_tiny_model
+        from voicegate.engine.backends import build_tiny_model
 
         return build_tiny_model(settings)
     if kind == "personaplex":
-        from voicegate.engine.personaplex import build_personaplex_model
+        from voicegate.engine.backends import build_personaplex_model
 
         return build_personaplex_model(settings)
     raise ConfigError(f"VOICEGATE_ENGINE: expected personaplex, tiny or echo, got {kind!r}")

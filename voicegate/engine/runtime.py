@@ -105,6 +105,7 @@ class BatchedEngine:
         self._slots = [SlotState(i, input_queue_frames) for i in range(self._max_slots)]
         self._pending: list[_PendingReset | None] = [None] * self._max_slots
         self._inputs = np.zeros((model.max_slots, FRAME_SAMPLES), dtype=np.float32)
+        self._active = np.zeros(model.max_slots, dtype=bool)
         self._lock = threading.Lock()  # slots' active/generation/sink, personas
         self._wake = threading.Condition()  # offline mode: input, join, leave, close
         self._persona_lock = threading.Lock()  # one prompt computation at a time
@@ -304,7 +305,8 @@ class BatchedEngine:
         if not active:
             return False
         highest = 0
-        is_active = [False] * self._max_slots
+        is_active = self._active
+        is_active.fill(False)
         for state, _, _ in active:
             state.pop_into(inputs[state.index])
             is_active[state.index] = True
@@ -315,7 +317,7 @@ class BatchedEngine:
                 inputs[i].fill(0.0)
         started = time.perf_counter()
         try:
-            pcm_out, tokens = model.step(inputs, n_rows)
+            pcm_out, tokens = model.step(inputs, is_active, n_rows)
         except Exception:
             self._stats.tick_errors += 1
             if self._stats.tick_errors == 1 or self._stats.tick_errors % 1000 == 0:

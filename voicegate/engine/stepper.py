@@ -57,11 +57,16 @@ class TickModel(Protocol):
         ...
 
     def step(
-        self, pcm_in: npt.NDArray[np.float32], n_rows: int
+        self,
+        pcm_in: npt.NDArray[np.float32],
+        active: npt.NDArray[np.bool_],
+        n_rows: int,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """One tick: ``pcm_in[:n_rows]`` (1920 samples per row) -> (pcm_out, text_tokens).
 
-        The arrays returned may be reused by the next step; the runtime reads them before then.
+        ``active`` [max_slots] says which rows hold a call: only those advance their state
+        (the others' rows are ignored and left exactly as they were). The arrays returned
+        may be reused by the next step; the runtime reads them before then.
         """
         ...
 

@@ -1,0 +1,132 @@
+"""Building the torch backends: ``tiny`` (random weights, small shapes) and ``personaplex``.
+
+Settings are read by attribute (``device``, ``max_calls``, ``model_dir``, ``kv_cache_dtype``),
+so a benchmark can pass a ``SimpleNamespace`` where pydantic is not installed.
+
+Owns: build_tiny_model, build_personaplex_model, resolve_device. Imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voicegate.engine.capacity import measure_state_bytes, slots_that_fit
+from voicegate.engine.lm import LM, LMConfig
+from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer, load_mimi
+from voicegate.engine.modeldir import ModelFiles, check_model_dir
+from voicegate.engine.tokenizer import load_text_tokenizer
+from voicegate.engine.torch_model import TorchTickModel
+from voicegate.engine.voices import VoiceBank
+from voicegate.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "TINY_CONTEXT",
+    "TINY_DEFAULT_SLOTS",
+    "TINY_SEED",
+    "build_personaplex_model",
+    "build_tiny_model",
+    "load_release_model",
+    "resolve_device",
+    "tiny_lm_config",
+]
+
+log = logging.getLogger("voicegate.engine")
+
+TINY_SEED = 1234
+TINY_DEFAULT_SLOTS = 4
+TINY_CONTEXT = 1024  # long enough for a persona prompt of a few hundred tiny tokens
+CPU_DEFAULT_SLOTS = 1
+
+
+def resolve_device(name: str, *, prefer_cuda: bool) -> torch.device:
+    """``auto`` is CUDA when present and preferred, else CPU; ``cpu``/``cuda[:N]`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if prefer_cuda and torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"VOICEGATE_DEVICE: expected auto, cpu or cuda[:N], got {name!r}"
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"VOICEGATE_DEVICE={name}: CUDA is not available on this machine")
+    return device
+
+
+def tiny_lm_config(text_card: int) -> LMConfig:
+    return dataclasses.replace(LMConfig.tiny(text_card=text_card), context=TINY_CONTEXT)
+
+
+def build_tiny_model(settings: Any) -> TorchTickModel:
+    """Random weights with a fixed seed, small shapes, the bundled tokenizer; CPU by default."""
+    device = resolve_device(str(getattr(settings, "device", "auto")), prefer_cuda=False)
+    if device.type == "cpu":
+        # tiny ops gain nothing from intra-op threads, and spinning OpenMP workers make ticks
+        # 10-50x slower on a busy 2-core machine (measured); process-wide, on purpose
+        torch.set_num_threads(1)
+    tokenizer = load_text_tokenizer(None)
+    lm = LM.random(tiny_lm_config(tokenizer.vocab_size), device, torch.float32, seed=TINY_SEED)
+    mimi = MimiModel(MimiConfig.tiny()).init_random_(seed=TINY_SEED).to(device)
+    slots = int(getattr(settings, "max_calls", 0) or 0) or TINY_DEFAULT_SLOTS
+    voices = VoiceBank(mimi, None, fake_presets=True)
+    log.info("engine tiny: %d slots on %s", slots, device)
+    return TorchTickModel("tiny", lm, mimi, tokenizer, voices, slots)
+
+
+def build_personaplex_model(settings: Any) -> TorchTickModel:
+    """Load the release from VOICEGATE_MODEL_DIR (nothing downloaded) and size the batch."""
+    model_dir = getattr(settings, "model_dir", None)
+    files = check_model_dir(Path(model_dir) if model_dir is not None else None)
+    if str(getattr(settings, "kv_cache_dtype", "bf16")) != "bf16":
+        raise ConfigError("VOICEGATE_KV_CACHE_DTYPE=fp8 is not implemented yet; use bf16")
+    device = resolve_device(str(getattr(settings, "device", "auto")), prefer_cuda=True)
+    return load_release_model(
+        files,
+        lm_config=LMConfig.personaplex_7b(),
+        mimi_config=MimiConfig.release(),
+        device=device,
+        max_calls=int(getattr(settings, "max_calls", 0) or 0),
+    )
+
+
+def load_release_model(
+    files: ModelFiles,
+    *,
+    lm_config: LMConfig,
+    mimi_config: MimiConfig,
+    device: torch.device,
+    max_calls: int = 0,
+    name: str = "personaplex",
+) -> TorchTickModel:
+    """Load a release folder with the given shapes (7B in production; tests pass tiny ones)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tokenizer = load_text_tokenizer(files.root)
+    if tokenizer.vocab_size != lm_config.text_card:
+        raise CheckpointError(
+            f"{files.tokenizer}: {tokenizer.vocab_size} pieces, the LM expects {lm_config.text_card}"
+        )
+    started = time.perf_counter()
+    lm = LM.from_checkpoint(files.lm, lm_config, device, dtype)
+    mimi = load_mimi(files.mimi, mimi_config, device=device, dtype=torch.float32)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    load_s = time.perf_counter() - started
+    if device.type == "cuda":
+        per_slot = measure_state_bytes(lambda: (lm.new_state(1), MimiStreamer(mimi, 1)), device)
+        free, total = torch.cuda.mem_get_info(device)
+        budget = slots_that_fit(free, total, per_slot, max_calls)
+        log.info("engine %s: loaded in %.1f s on %s; %s", name, load_s, device, budget.describe())
+        slots = budget.slots
+        if slots < 1:
+            raise CheckpointError(f"engine {name}: no slot fits on {device}: {budget.describe()}")
+    else:
+        slots = max_calls or CPU_DEFAULT_SLOTS
+        log.info("engine %s: loaded in %.1f s on CPU; %d slots", name, load_s, slots)
+    voices = VoiceBank(mimi, files.voices, fake_presets=False)
+    return TorchTickModel(name, lm, mimi, tokenizer, voices, slots)

@@ -1,0 +1,154 @@
+"""The torch ``TickModel``: Mimi encode -> LM step -> Mimi decode for every slot per tick.
+
+Shared by the ``tiny`` and ``personaplex`` backends (they differ in shapes and loading only).
+Per tick there is one host-to-device copy (the batch's caller frames, from a pinned buffer on
+CUDA) and one device-to-host copy (agent audio and text token packed in one [S, 1921] float32
+buffer: token ids < 2**24 are exact in float32). Rows of slots without a call are masked: their
+LM, Mimi encoder and decoder states do not move.
+
+Owns: TorchTickModel. Imports torch, numpy, the lm and mimi packages, the tokenizer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, SamplingParams
+from voicegate.engine.lm import LM, PromptState, system_prompt_text
+from voicegate.engine.mimi import MimiModel, MimiStreamer
+from voicegate.engine.tokenizer import PAD_ID, TextTokenizer
+from voicegate.engine.voices import VoiceBank
+from voicegate.errors import PersonaError
+
+__all__ = ["TorchTickModel"]
+
+log = logging.getLogger("voicegate.engine")
+
+WARMUP_STEPS = 3
+
+
+class TorchTickModel:
+    """A ``TickModel`` over an ``LM``, a ``MimiModel`` and a tokenizer, for ``n_slots`` rows."""
+
+    def __init__(
+        self,
+        name: str,
+        lm: LM,
+        mimi: MimiModel,
+        tokenizer: TextTokenizer,
+        voices: VoiceBank,
+        n_slots: int,
+    ) -> None:
+        if n_slots < 1:
+            raise ValueError(f"{name}: need at least one slot, got {n_slots}")
+        self._name = name
+        self.lm = lm
+        self.mimi_model = mimi
+        self.tokenizer = tokenizer
+        self.voices = voices
+        self.n_slots = n_slots
+        self.device = lm.device
+        self.state = lm.new_state(n_slots)
+        self.mimi = MimiStreamer(mimi, n_slots)
+        is_cuda = self.device.type == "cuda"
+        self._pcm_host = torch.zeros(
+            (n_slots, FRAME_SAMPLES), dtype=torch.float32, pin_memory=is_cuda
+        )
+        self._pcm_host_np = self._pcm_host.numpy()
+        self._pcm_dev = torch.zeros(
+            (n_slots, FRAME_SAMPLES), dtype=torch.float32, device=self.device
+        )
+        self._out_dev = torch.zeros(
+            (n_slots, FRAME_SAMPLES + 1), dtype=torch.float32, device=self.device
+        )
+        self._out_host = torch.zeros(
+            (n_slots, FRAME_SAMPLES + 1), dtype=torch.float32, pin_memory=is_cuda
+        )
+        self._out_host_np = self._out_host.numpy()
+        self._tokens = np.full(n_slots, PAD_ID, dtype=np.int64)
+        self._active_dev = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
+        self._reset_mask = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
+        self._pad = torch.tensor(float(PAD_ID), device=self.device)
+        self._prefill_lock = threading.Lock()
+        self._is_cuda = is_cuda
+
+    # --- TickModel ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def max_slots(self) -> int:
+        return self.n_slots
+
+    def batch_rows(self, highest_active: int) -> int:
+        # one fixed batch: every row's numerics stay the same whoever else is in the batch
+        return self.n_slots
+
+    def warmup(self) -> None:
+        idle = np.zeros(self.n_slots, dtype=bool)  # nothing advances: states stay clean
+        frames = np.zeros((self.n_slots, FRAME_SAMPLES), dtype=np.float32)
+        for _ in range(WARMUP_STEPS):
+            self.step(frames, idle, self.n_slots)
+
+    def prepare_persona(self, prompt: PersonaPrompt) -> object:
+        voice = self.voices.resolve(prompt)
+        ids = self.tokenizer.encode(system_prompt_text(prompt.text_prompt))
+        frames = voice.n_frames + 12 + len(ids)
+        context = self.lm.config.context
+        if frames >= context:
+            raise PersonaError(
+                f"persona {prompt.key}: prompt of {frames} frames (voice {voice.n_frames}, "
+                f"text {len(ids)} tokens) does not fit the {context}-frame context"
+            )
+        with self._prefill_lock, torch.inference_mode():
+            return self.lm.prefill(voice, ids)
+
+    def reset_slot(
+        self, index: int, persona_state: object, sampling: SamplingParams, seed: int
+    ) -> None:
+        if not isinstance(persona_state, PromptState):
+            raise TypeError(f"{self._name}: expected a PromptState, got {type(persona_state)}")
+        with torch.inference_mode():
+            self.lm.load_slot(self.state, index, persona_state, sampling, seed)
+            self._reset_mask.zero_()
+            self._reset_mask[index] = True
+            self.mimi.reset_slots(self._reset_mask)
+
+    @torch.inference_mode()
+    def step(
+        self, pcm_in: npt.NDArray[np.float32], active: npt.NDArray[np.bool_], n_rows: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        n = self.n_slots
+        np.copyto(self._pcm_host_np, pcm_in[:n])
+        self._pcm_dev.copy_(self._pcm_host, non_blocking=True)
+        active_host = active[:n]
+        self._active_dev.copy_(torch.from_numpy(active_host), non_blocking=True)
+        user_codes = self.mimi.encode_step(self._pcm_dev, self._active_dev)
+        out = self.lm.step(self.state, user_codes, active_host)
+        valid = out.is_valid
+        # rows without a frame carry placeholder ids (initial/unknown): give Mimi a real code
+        codes = torch.where(valid[:, None], out.agent_codes, 0)
+        pcm = self.mimi.decode_step(codes, self._active_dev & valid)
+        self._out_dev[:, :FRAME_SAMPLES] = torch.where(valid[:, None], pcm.clamp(-1.0, 1.0), 0.0)
+        self._out_dev[:, FRAME_SAMPLES] = torch.where(valid, out.text_tokens.float(), self._pad)
+        self._out_host.copy_(self._out_dev, non_blocking=self._is_cuda)
+        if self._is_cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+        np.copyto(self._tokens, self._out_host_np[:, FRAME_SAMPLES], casting="unsafe")
+        return self._out_host_np[:, :FRAME_SAMPLES], self._tokens
+
+    def text_piece(self, token: int) -> str:
+        return self.tokenizer.decode_piece(token)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(system_prompt_text(text)))
+
+    def close(self) -> None:
+        pass
