@@ -189,7 +189,8 @@ class PersonaStore:
     def _poll(self) -> bool:
         changed = False
         present: dict[str, Path] = {}
-        for path in persona_files(self._dir):
+        listed = persona_files(self._dir)
+        for path in listed:
             name = path.stem
             if name in present:
                 state = self._files.setdefault(path, _FileState(path))
@@ -204,11 +205,13 @@ class PersonaStore:
                 changed |= self._check_file(path)
             except Exception:  # one odd file must not stop the others from reloading
                 log.exception("persona %s: reload failed", path)
-        for path in [p for p in self._files if p not in set(present.values())]:
+        for path in [p for p in self._files if p not in set(listed)]:
             state = self._files.pop(path)
             name = path.stem
-            if present.get(name) is not None:
-                continue  # a duplicate that went away; the other file still defines it
+            other = present.get(name)
+            if other is not None:  # a duplicate went away; the other file still defines it
+                self._m_broken.labels(name).set(int(self._files[other].is_broken))
+                continue
             self._m_broken.labels(name).set(0)
             if name in self._personas:
                 self._notify(name, None)

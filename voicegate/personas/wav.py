@@ -94,15 +94,25 @@ def inspect_wav(path: Path) -> WavInfo:
         raise WavError(f"{channels} channels; expected 1 to {MAX_CHANNELS} (the first is used)")
     if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
         raise WavError(f"sample rate {rate_hz} Hz; expected {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz")
-    dtype = _dtype(fmt_tag, bits)
-    if block_align != channels * dtype.itemsize:
+    is_24 = fmt_tag == _PCM and bits == 24
+    dtype = np.dtype("<i4") if is_24 else _dtype(fmt_tag, bits)
+    sample_bytes = 3 if is_24 else dtype.itemsize
+    if block_align != channels * sample_bytes:
         raise WavError(f"block align {block_align} does not match {channels} x {bits}-bit samples")
     data = chunks.get(b"data")
     if data is None:
         raise WavError("no 'data' chunk")
     frames = len(data) // block_align
-    samples = np.frombuffer(data[: frames * block_align], dtype=dtype).reshape(frames, channels)
-    first = samples[:, 0].astype(np.float64)
+    body = np.frombuffer(data[: frames * block_align], dtype=np.uint8)
+    if is_24:
+        # first channel only: three little-endian bytes, sign-extended through the top byte
+        triples = body.reshape(frames, block_align)[:, :3].astype(np.int32)
+        first = ((triples[:, 0] << 8 | triples[:, 1] << 16 | triples[:, 2] << 24) >> 8).astype(
+            np.float64
+        )
+    else:
+        samples = body.view(dtype).reshape(frames, channels)
+        first = samples[:, 0].astype(np.float64)
     if dtype.kind == "u":
         first = (first - 128.0) / 128.0
     elif dtype.kind == "i":

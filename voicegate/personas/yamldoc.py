@@ -142,8 +142,9 @@ def parse_yaml(raw: bytes, file: Path) -> ParsedYaml:
         line, col = _offset_pos(prefix, len(prefix))
         msg = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} cannot be decoded"
         return ParsedYaml(None, smap, [Problem(file, line, col, "error", msg)])
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
         node = loader.get_single_node()
         if node is None:
             msg = "the file is empty; expected a mapping of fields"
@@ -161,7 +162,8 @@ def parse_yaml(raw: bytes, file: Path) -> ParsedYaml:
         return ParsedYaml(None, smap, [Problem(file, line, col, "error", msg)])
     except yaml.reader.ReaderError as exc:
         line, col = _offset_pos(text, min(exc.position, len(text)))
-        msg = f"YAML syntax: character {exc.character!r} is not allowed"
+        code = exc.character if isinstance(exc.character, int) else 0
+        msg = f"YAML syntax: character U+{code:04X} is not allowed (control characters)"
         return ParsedYaml(None, smap, [Problem(file, line, col, "error", msg)])
     except yaml.YAMLError as exc:  # any other PyYAML complaint: still a problem, never a crash
         return ParsedYaml(None, smap, [Problem(file, 1, 1, "error", f"YAML: {exc}")])
@@ -174,5 +176,6 @@ def parse_yaml(raw: bytes, file: Path) -> ParsedYaml:
         msg = "YAML nesting is too deep"
         return ParsedYaml(None, smap, [Problem(file, 1, 1, "error", msg)])
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return ParsedYaml(data, builder.source_map, builder.problems)

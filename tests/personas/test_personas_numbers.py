@@ -1,0 +1,111 @@
+"""numbers.yaml: problems at their line/col with suggestions; Router normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from personas_helpers import DATA_DIR, EXPECT, NUMBERS_FILE, PERSONAS_DIR
+
+from voicegate.personas import (
+    NumbersMap,
+    NumbersValidationError,
+    Router,
+    load_numbers,
+    normalise_called,
+    persona_files,
+    read_numbers,
+)
+
+CASES = sorted((DATA_DIR / "numbers").glob("*.yaml"))
+SHIPPED = {p.stem for p in persona_files(PERSONAS_DIR)}
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
+def test_captured_numbers_file_reports_every_problem(path: Path) -> None:
+    expected = [m.groups() for line in path.read_text().splitlines() if (m := EXPECT.match(line))]
+    assert expected
+    numbers, problems = read_numbers(path, SHIPPED)
+    assert numbers is None
+    got = [(str(p.line), str(p.col), p.severity, p.suggestion) for p in problems]
+    assert got == [(line, col, sev, hint) for line, col, sev, _, hint in expected], [
+        str(p) for p in problems
+    ]
+    for problem, (_, _, _, text, _) in zip(problems, expected, strict=True):
+        assert problem.message.startswith(text)
+
+
+def test_unknown_persona_line_format(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text("default: bank_teler\n")
+    with pytest.raises(NumbersValidationError) as info:
+        load_numbers(path, {"bank_teller"})
+    assert str(info.value.problems[0]) == (
+        f"{path}:1:10: error: unknown persona 'bank_teler' (known: bank_teller) "
+        "(did you mean 'bank_teller'?)"
+    )
+
+
+def test_shipped_numbers_route_to_shipped_personas() -> None:
+    numbers = load_numbers(NUMBERS_FILE, SHIPPED)
+    assert numbers.personas() <= SHIPPED
+    assert numbers.numbers and numbers.sip_users and numbers.default in SHIPPED
+
+
+def test_persona_names_unchecked_without_a_known_list(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text("default: anyone\n")
+    assert load_numbers(path).default == "anyone"
+
+
+ROUTES = NumbersMap(
+    default="support_agent",
+    numbers={"+14155550100": "bank_teller", "+442079460750": "mars_astronaut"},
+    sip_users={"teller": "bank_teller", "1000": "wise_teacher"},
+)
+
+
+@pytest.mark.parametrize(
+    ("to", "persona"),
+    [
+        ("+14155550100", "bank_teller"),
+        (" +1 415 555 0100 ", "bank_teller"),
+        ("+1 (415) 555-0100", "bank_teller"),
+        ("14155550100", "bank_teller"),  # carriers drop the '+'
+        ("tel:+1-415-555-0100", "bank_teller"),
+        ("TEL:+14155550100;phone-context=example.com", "bank_teller"),
+        ("sip:+14155550100@gw.example.com;user=phone", "bank_teller"),
+        ("<sips:14155550100@gw.example.com:5061>", "bank_teller"),
+        ("sip:%2B14155550100@gw", "bank_teller"),
+        ("0044 20 7946 0750", "mars_astronaut"),
+        ("sip:teller@10.0.0.1", "bank_teller"),
+        ("Teller", "bank_teller"),
+        ("sip:1000@pbx", "wise_teacher"),  # a SIP user wins over a number reading
+        ("+15555555555", "support_agent"),
+        ("sip:nobody@host", "support_agent"),
+        ("", "support_agent"),
+        ("sip:", "support_agent"),
+        ("\x00\ufffd", "support_agent"),
+    ],
+)
+def test_route_normalises_the_called_party(to: str, persona: str) -> None:
+    assert Router(ROUTES).route(to) == persona
+
+
+def test_normalise_called_parts() -> None:
+    assert normalise_called("sip:+1-415-555-0100@h;user=phone") == (
+        "+14155550100",
+        "+1-415-555-0100",
+    )
+    assert normalise_called("teller") == (None, "teller")
+    assert normalise_called("+0123") == (None, "+0123")
+
+
+def test_router_replace_and_unknown_fallback() -> None:
+    loaded = {"support_agent"}
+    router = Router(ROUTES, is_known=loaded.__contains__)
+    assert router.route("+14155550100") == "support_agent"  # bank_teller not loaded
+    loaded.add("bank_teller")
+    assert router.route("+14155550100") == "bank_teller"
+    router.replace(NumbersMap(default="bank_teller"))
+    assert router.route("sip:teller@x") == "bank_teller" and router.numbers.sip_users == {}
