@@ -111,7 +111,7 @@ async def test_entries_decode_to_the_emitted_events(
 async def test_writer_pipelines_many_events(
     make_log: MakeLog, redis_url: str, rclient: aioredis.Redis, call_id: str
 ) -> None:
-    n = 5000
+    n = 3000
     log = make_log(redis_url, batch_max=256)
     await log.start()
     log.emit(started(call_id))

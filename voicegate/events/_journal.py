@@ -85,13 +85,14 @@ class _Folder:
     path: Path
     lock_fd: int
     is_own: bool
+    is_kept: bool = False
 
 
 class Journal:
     """The append-only segment files of one writer, plus adopted folders of dead writers."""
 
     def __init__(
-        self, root: Path, writer_id: str, *, max_bytes: int, segment_bytes: int = 4 << 20
+        self, root: Path, writer_id: str, *, max_bytes: int, segment_bytes: int = 1 << 20
     ) -> None:
         self.root = root
         self.writer_id = writer_id
@@ -159,7 +160,7 @@ class Journal:
         elif own is not None:
             os.close(own.lock_fd)
         for folder in {id(s.folder): s.folder for s in self._segments}.values():
-            if not folder.is_own:
+            if not folder.is_own and folder.lock_fd >= 0:
                 os.close(folder.lock_fd)
         self._segments.clear()
 
@@ -237,10 +238,15 @@ class Journal:
                 log.warning("journal %s: skipping a malformed line (%s)", seg.path, exc)
         return records
 
-    def drop_oldest(self) -> None:
-        """Delete the oldest segment: every record of it reached Redis."""
+    def drop_oldest(self, delete: bool = True) -> None:
+        """Forget the oldest segment, deleting it (every record of it reached Redis) or not."""
         seg = self._segments.pop(0)
         self.pending_bytes -= seg.nbytes
+        if seg is self._active_seg:
+            self._rotate()
+        if not delete:
+            seg.folder.is_kept = True  # a person should look at it: never delete this folder
+            return
         with contextlib.suppress(FileNotFoundError):
             seg.path.unlink()
         folder = seg.folder
@@ -248,8 +254,11 @@ class Journal:
             self._drop_folder(folder)
 
     def _drop_folder(self, folder: _Folder) -> None:
-        shutil.rmtree(folder.path, ignore_errors=True)
-        os.close(folder.lock_fd)
+        if not folder.is_kept:
+            shutil.rmtree(folder.path, ignore_errors=True)
+        if folder.lock_fd >= 0:
+            os.close(folder.lock_fd)
+            folder.lock_fd = -1
 
 
 def _mtime(path: Path) -> float:
