@@ -106,7 +106,9 @@ class ScriptedEngine:
         return slot
 
     def stats(self) -> EngineStats:
-        return EngineStats(ticks=self.ticks, active_slots=self.active_slots, max_slots=self._max_slots)
+        return EngineStats(
+            ticks=self.ticks, active_slots=self.active_slots, max_slots=self._max_slots
+        )
 
     def tick(self) -> None:
         self.ticks += 1

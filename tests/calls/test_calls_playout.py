@@ -11,7 +11,7 @@ TICK = 640  # 80 ms at 8 kHz
 
 
 def ramp(n: int, start: int = 1) -> np.ndarray:
-    return (np.arange(start, start + n) / 32767.0).astype(np.float32)
+    return (np.arange(start, start + n) / 32768.0).astype(np.float32)
 
 
 def test_prebuffer_then_samples_in_order_and_exact_lengths() -> None:
@@ -110,7 +110,7 @@ def test_48k_ring_wraps_correctly() -> None:
     for _ in range(100):
         x = rng.uniform(-0.5, 0.5, 3840).astype(np.float32)
         pb.write_tick(x, "", 0)
-        sent.append(np.clip(x * 32767.0, -32768, 32767).astype(np.int16))
+        sent.append(np.clip(x * 32768.0, -32768, 32767).astype(np.int16))
         for _ in range(4):
             got.append(pb.pull(960).copy())
     assert np.array_equal(np.concatenate(sent), np.concatenate(got))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 
 
-def feed(seg: TranscriptSegmenter, ticks: list[tuple[str, bool]], t0: int = 0) -> list[AgentSegment]:
+def feed(
+    seg: TranscriptSegmenter, ticks: list[tuple[str, bool]], t0: int = 0
+) -> list[AgentSegment]:
     out = []
     for k, (text, is_speech) in enumerate(ticks):
         s = seg.on_tick(t0 + 80 * k, t0 + 80 * k + 80, text, is_speech)
@@ -63,11 +65,14 @@ def test_cut_with_nothing_heard_reports_only_cut_text() -> None:
     assert cut is not None and cut.text == "" and cut.cut_text == "Sure" and not cut.is_heard
 
 
-def test_cut_with_only_audio_dropped_keeps_segment_heard() -> None:
+def test_cut_of_audio_only_marks_segment_cut_unless_nothing_audible_was_dropped() -> None:
     seg = TranscriptSegmenter()
     feed(seg, [(" Hi", True)])
-    s = seg.on_cut(200, "")
-    assert s is not None and s.is_heard and s.cut_at_ms is None and s.end_ms == 200
+    s = seg.on_cut(200, "")  # the end of "Hi" was dropped
+    assert s is not None and not s.is_heard and s.cut_at_ms == 200 and s.cut_text == ""
+    feed(seg, [(" Yes", True)], t0=400)
+    s = seg.on_cut(600, "", is_speech_cut=False)  # only trailing silence was dropped
+    assert s is not None and s.is_heard and s.cut_at_ms is None and s.end_ms == 600
 
 
 def test_flush_at_end() -> None:

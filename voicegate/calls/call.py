@@ -532,7 +532,7 @@ class Call:
         was_audible = pb.is_audible
         far_ms = int(getattr(self._leg, "queued_ms", 0) or 0)
         self._leg.clear_playout()
-        dropped, had_speech, cut_text = pb.drop()
+        dropped, had_speech, cut_text = pb.drop(max(0, pb.played_ms - far_ms))
         if self._muted_text:
             cut_text += "".join(self._muted_text)
             self._muted_text.clear()
@@ -550,7 +550,7 @@ class Call:
             cut_text=cut_text.strip(),
         )
         self.bargeins.append(record)
-        seg = self._segmenter.on_cut(agent_stop, cut_text)
+        seg = self._segmenter.on_cut(agent_stop, cut_text, is_speech_cut=had_speech or was_audible)
         if seg is not None:
             self._emit_segment(seg)
         info = self.info

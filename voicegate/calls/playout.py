@@ -111,7 +111,7 @@ class PlayoutBuffer:
         self._m_text[k] = text
         self._m_w += 1
         scratch = self._scratch[:n]
-        np.multiply(pcm, 32767.0, out=scratch)
+        np.multiply(pcm, 32768.0, out=scratch)  # int16 in -> float -> int16 out is exact
         np.clip(scratch, -32768.0, 32767.0, out=scratch)
         self._write(scratch)
         excess = self.written - self.read - self._max_queue_samples
@@ -204,10 +204,11 @@ class PlayoutBuffer:
 
     # --- barge-in and end --------------------------------------------------------------------
 
-    def drop(self) -> tuple[int, bool, str]:
+    def drop(self, at_ms: int | None = None) -> tuple[int, bool, str]:
         """Drop everything queued: (samples dropped, whether it held speech, its text).
 
-        The agent falls silent now on the playout clock; the next tick primes the ring again.
+        The agent falls silent at ``at_ms`` (default: now on the playout clock; earlier when the
+        leg had audio queued beyond our clock); the next tick primes the ring again.
         """
         dropped = self.written - self.read
         has_speech = False
@@ -223,7 +224,10 @@ class PlayoutBuffer:
             self._m_sub = 0
         self.read = self.written
         self.is_primed = False
-        self._set_audible(False, self.played_ms)
+        end_ms = self.played_ms if at_ms is None else at_ms
+        if self.is_audible:
+            end_ms = max(end_ms, self._audible_start_ms)
+        self._set_audible(False, end_ms)
         return dropped, has_speech, "".join(pieces)
 
     def unplayed_text(self) -> str:

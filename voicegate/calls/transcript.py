@@ -84,36 +84,41 @@ class TranscriptSegmenter:
             end_ms - self._pad_since_ms >= self._pad_run_ms
             or end_ms - self._quiet_since_ms >= self._silence_run_ms
         ):
-            closed = self._close("", None)
+            closed = self._close("", None, is_cut=False)
         return closed
 
-    def on_cut(self, t_ms: int, cut_text: str) -> AgentSegment | None:
-        """Queued audio was dropped at ``t_ms`` (barge-in); ``cut_text`` was never played."""
+    def on_cut(
+        self, t_ms: int, cut_text: str, *, is_speech_cut: bool = True
+    ) -> AgentSegment | None:
+        """Queued audio was dropped at ``t_ms`` (barge-in); ``cut_text`` was never played.
+
+        ``is_speech_cut``: the agent was audible or speech was dropped, so the open segment was
+        cut off even when no whole text piece was lost (the end of its last word was).
+        """
         if not self._is_open and not cut_text:
             return None
         if not self._is_open:
             self._start_ms = t_ms
         self._end_ms = t_ms
-        return self._close(cut_text, t_ms)
+        return self._close(cut_text, t_ms, is_cut=is_speech_cut or bool(cut_text.strip()))
 
     def flush(self, t_ms: int, unplayed_text: str = "") -> AgentSegment | None:
         """The call ended at ``t_ms``; text generated but not yet played counts as cut."""
-        if unplayed_text:
+        if unplayed_text.strip():
             return self.on_cut(t_ms, unplayed_text)
         if not self._is_open:
             return None
-        return self._close("", None)
+        return self._close("", None, is_cut=False)
 
-    def _close(self, cut_text: str, cut_at_ms: int | None) -> AgentSegment:
+    def _close(self, cut_text: str, cut_at_ms: int | None, *, is_cut: bool) -> AgentSegment:
         text = "".join(self._pieces).strip()
-        cut = cut_text.strip()
         seg = AgentSegment(
             text=text,
             start_ms=self._start_ms,
             end_ms=max(self._end_ms, self._start_ms),
-            is_heard=not cut,
-            cut_text=cut,
-            cut_at_ms=cut_at_ms if cut else None,
+            is_heard=not is_cut,
+            cut_text=cut_text.strip(),
+            cut_at_ms=cut_at_ms if is_cut else None,
         )
         self._pieces.clear()
         self._is_open = False

@@ -1,0 +1,280 @@
+"""Call: audio round trip, barge-in, transcripts, DTMF, limits, error isolation.
+
+Driven on a simulated clock (``run_call``: one 20 ms leg frame per step, an engine tick every
+fourth step) so every time below is exact, in samples of the leg's rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from calls_fakes import SILENCE, ScriptedEngine, speech
+from utils import EnergyVad, LoopbackLeg, RecordingEvents, run_call, tone
+
+from voicegate.calls import CallConfig, CallInfo, CallLimits, CallManager, CallState, EndReason
+from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
+from voicegate.events.schema import (
+    BargeIn,
+    CallEnded,
+    CallError,
+    CallStarted,
+    Dtmf,
+    TranscriptAgent,
+)
+
+RATE = 8000
+MS = RATE // 1000  # samples per ms
+
+
+class ExactResampler:
+    """Integer-ratio resampler with no filter and no delay: positions stay exact."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate, self.out_rate = in_rate, out_rate
+
+    def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        y = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
+        if self.out_rate >= self.in_rate:
+            return np.repeat(y, self.out_rate // self.in_rate)
+        return y[:: self.in_rate // self.out_rate].copy()
+
+
+def make_manager(engine: object, events: RecordingEvents, **kw: object) -> CallManager:
+    kw.setdefault("resampler_factory", ExactResampler)
+    kw.setdefault("vad_factory", lambda rate: EnergyVad(rate))
+    return CallManager(engine, events, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def echo_engine():
+    engine = BatchedEngine(EchoModel(), mode=TickMode.MANUAL)
+    engine.start()
+    engine.load_persona(PersonaPrompt("p", "You echo.", "NATF0"))
+    yield engine
+    engine.close()
+
+
+def test_round_trip_through_echo_engine_has_the_expected_delay(echo_engine) -> None:
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(echo_engine, events)
+    call = calls.start_call(CallInfo("c1", "sip", "p", from_="a", to="b", leg_call_ref="x"), leg)
+    caller = np.zeros(2 * RATE, dtype=np.int16)
+    caller[800:1600] = tone(800)
+    out = run_call(call, caller, tick=echo_engine.tick, leg=leg, extra_frames=20)
+    # frame alignment (80 ms: the sample waits for its 1920-sample frame) + echo's one tick
+    # (80 ms) + 20 ms primed - 20 ms because a step pulls after that step's tick
+    delay = int(np.flatnonzero(out)[0]) - int(np.flatnonzero(caller)[0])
+    assert delay == 160 * MS
+    assert np.array_equal(out[800 + delay : 1600 + delay], caller[800:1600])
+    assert call.playout.underruns == 0
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    started = events.of_type(CallStarted)[0]
+    assert (started.persona, started.from_, started.to, started.leg_call_ref) == (
+        "p",
+        "a",
+        "b",
+        "x",
+    )
+    ended = events.of_type(CallEnded)[0]
+    assert ended.reason == "caller_hangup" and ended.result == "success"
+    assert ended.frames == call.ticks > 0 and ended.underruns == 0
+    assert ended.dynamics is not None
+    assert ended.dynamics.caller_talk_ms == 100 and ended.dynamics.agent_talk_ms == 100
+    assert ended.dynamics.response_gaps == 1  # the echo "answers" 60 ms after the caller stops
+    assert not echo_engine.active_slots  # the slot is free at once
+
+
+def agent_until_interrupted(yield_after_loud_frames: int = 2):
+    """Script: speak ' w<k>' every tick until the caller's input was loud for N frames."""
+    loud = [0]
+
+    def script(call_index: int, k: int, frame: np.ndarray) -> tuple[np.ndarray, str]:
+        if float(np.abs(frame).max()) > 0.05:
+            loud[0] += 1
+        if loud[0] >= yield_after_loud_frames:
+            return SILENCE, ""
+        return speech(), f" w{k}"
+
+    return script
+
+
+def test_scripted_barge_in_clears_and_reports() -> None:
+    engine = ScriptedEngine(agent_until_interrupted())
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE, queued_ms=60)
+    calls = make_manager(engine, events, config=CallConfig(prebuffer_ms=20))
+    call = calls.start_call(CallInfo("c2", "twilio", "p"), leg)
+    caller = np.zeros(2 * RATE, dtype=np.int16)
+    caller[1000 * MS : 2000 * MS] = tone(1000 * MS)
+    run_call(call, caller, tick=engine.tick, leg=leg, extra_frames=10)
+    # The caller starts at 1000 ms. Their frame 12 (960-1040 ms) reaches the model at the tick
+    # of step 51, frame 13 at step 55: the model yields, its tick 13 is silent. That tick is
+    # read at step 55's pull, when 8800 samples (1100 ms) were pulled: the clear happens then.
+    assert leg.clears == [8800]
+    (b,) = events.of_type(BargeIn)
+    assert b.caller_onset_ms == 1000
+    assert b.agent_stop_ms == 1100 - 60  # the leg still had 60 ms queued: heard until 1040
+    assert b.latency_ms == 40
+    # queued here: content written (20 ms primed + 14 ticks) - content played (since step 3)
+    assert b.discarded_ms == (160 + 14 * 640 - (8800 - 480)) // MS + 60
+    assert call.bargeins[0].latency_ms == 40
+    segs = events.of_type(TranscriptAgent)
+    assert len(segs) == 1 and not segs[0].is_heard and segs[0].cut_at_ms == 1040
+    assert segs[0].text == " ".join(f"w{k}" for k in range(13))
+    assert segs[0].start_ms == 80  # tick 0 plays after 60 ms of pre-call silence and 20 primed
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    ended = events.of_type(CallEnded)[0]
+    assert ended.bargeins == 1
+    assert ended.dynamics is not None and ended.dynamics.overlap_ms == 1040 - 1000
+
+
+def test_cut_text_is_what_was_queued_but_never_played() -> None:
+    # a leg that holds more agent audio (prebuffer 200 ms): the clear drops words not yet heard
+    engine = ScriptedEngine(agent_until_interrupted())
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, config=CallConfig(prebuffer_ms=200, max_queue_ms=400))
+    call = calls.start_call(CallInfo("c3", "twilio", "p"), leg)
+    caller = np.zeros(2 * RATE, dtype=np.int16)
+    caller[1000 * MS : 2000 * MS] = tone(1000 * MS)
+    run_call(call, caller, tick=engine.tick, leg=leg, extra_frames=10)
+    (b,) = events.of_type(BargeIn)
+    # 200 ms primed: ticks play 200 ms later; at the clear (1100 ms pulled), ticks 11 and 12
+    # (content from 1100 and 1180 ms) had not started
+    assert b.cut_text == "w11 w12"
+    (seg,) = events.of_type(TranscriptAgent)
+    assert seg.text.endswith("w10") and not seg.is_heard
+    assert call.segments[0].cut_text == "w11 w12"
+
+
+def test_agent_that_keeps_talking_through_a_backchannel_is_not_cut() -> None:
+    engine = ScriptedEngine(agent_until_interrupted(yield_after_loud_frames=99))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events)
+    call = calls.start_call(CallInfo("c4", "twilio", "p"), leg)
+    caller = np.zeros(3 * RATE, dtype=np.int16)
+    caller[1000 * MS : 1300 * MS] = tone(300 * MS)  # "mm-hm"
+    run_call(call, caller, tick=engine.tick, leg=leg)
+    assert leg.clears == [] and not events.of_type(BargeIn)
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    (seg,) = events.of_type(TranscriptAgent)
+    assert seg.is_heard and seg.text.endswith("w36")  # every word had started playing
+    assert events.of_type(CallEnded)[0].dynamics.overlap_ms == 300
+
+
+def test_cut_on_caller_speech_mutes_at_onset_when_configured() -> None:
+    engine = ScriptedEngine(agent_until_interrupted(yield_after_loud_frames=6))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, config=CallConfig(is_cut_on_caller_speech=True))
+    call = calls.start_call(CallInfo("c5", "twilio", "p"), leg)
+    caller = np.zeros(2 * RATE, dtype=np.int16)
+    caller[1000 * MS : 2000 * MS] = tone(1000 * MS)
+    out = run_call(call, caller, tick=engine.tick, leg=leg)
+    # the onset is seen while feeding step 50: the clear happens before that step's pull
+    assert leg.clears == [50 * 160]
+    (b,) = events.of_type(BargeIn)
+    assert b.caller_onset_ms == 1000 and b.agent_stop_ms == 1000 and b.latency_ms == 0
+    assert not out[50 * 160 :].any()  # muted until the model yielded, silent after
+
+
+def test_transcript_segments_heard_on_the_playout_timeline() -> None:
+    words = {2: " Hello", 3: " there", 10: " Bye"}
+
+    def script(call_index: int, k: int, frame: np.ndarray) -> tuple[np.ndarray, str]:
+        is_talking = 2 <= k <= 4 or 10 <= k <= 11
+        return (speech() if is_talking else SILENCE), words.get(k, "")
+
+    engine = ScriptedEngine(script)
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events)
+    call = calls.start_call(CallInfo("c6", "sip", "p"), leg)
+    run_call(call, np.zeros(2 * RATE, dtype=np.int16), tick=engine.tick, leg=leg)
+    segs = events.of_type(TranscriptAgent)
+    # tick k plays from 80 + 80 k ms
+    assert [(s.text, s.start_ms, s.end_ms, s.is_heard) for s in segs] == [
+        ("Hello there", 240, 480, True),
+        ("Bye", 880, 1040, True),
+    ]
+    assert call.playout.agent_intervals == [(240, 480), (880, 1040)]
+
+
+def test_dtmf_events() -> None:
+    engine = ScriptedEngine(lambda c, k, f: (SILENCE, ""))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    call = make_manager(engine, events).start_call(CallInfo("c7", "twilio", "p"), leg)
+    run_call(call, np.zeros(RATE // 2, dtype=np.int16), tick=engine.tick, leg=leg)
+    call.on_dtmf("5")
+    call.on_dtmf("#")
+    call.on_dtmf("not a digit")  # refused by the schema: logged, the call goes on
+    digits = events.of_type(Dtmf)
+    assert [(d.digit, d.t_ms) for d in digits] == [("5", 500), ("#", 500)]
+    assert call.is_active
+
+
+def test_max_duration_ends_the_call_and_frees_the_slot() -> None:
+    engine = ScriptedEngine(lambda c, k, f: (speech(), ""))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, limits=CallLimits(max_duration_s=1.0))
+    call = calls.start_call(CallInfo("c8", "twilio", "p"), leg)
+    run_call(call, tone(3 * RATE), tick=engine.tick, leg=leg)
+    assert call.state is CallState.ENDED and call.end_reason is EndReason.MAX_DURATION
+    assert leg.hangups == [EndReason.MAX_DURATION]
+    assert engine.active_slots == 0 and calls.active_count == 0
+    ended = events.of_type(CallEnded)[0]
+    assert ended.reason == "max_duration" and ended.duration_ms == 1000
+    call.on_leg_closed(EndReason.CALLER_HANGUP)  # the leg's close afterwards changes nothing
+    assert len(events.of_type(CallEnded)) == 1 and call.end_reason is EndReason.MAX_DURATION
+
+
+def test_silence_timeout_counts_from_the_callers_last_speech() -> None:
+    engine = ScriptedEngine(lambda c, k, f: (speech(), ""))  # the agent talking does not count
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, limits=CallLimits(silence_timeout_s=1.0))
+    call = calls.start_call(CallInfo("c9", "twilio", "p"), leg)
+    caller = np.zeros(5 * RATE, dtype=np.int16)
+    caller[500 * MS : 1500 * MS] = tone(1000 * MS)
+    run_call(call, caller, tick=engine.tick, leg=leg)
+    assert call.end_reason is EndReason.SILENCE_TIMEOUT
+    assert leg.hangups == [EndReason.SILENCE_TIMEOUT]
+    # speech stopped at 1500 ms (EnergyVad backdates its stop): the timeout is at 2500 ms
+    assert events.of_type(CallEnded)[0].duration_ms == 2500
+
+
+def test_an_error_in_one_call_ends_only_that_call() -> None:
+    class Boom(ExactResampler):
+        def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+            if self.in_rate == RATE and len(x) and int(np.abs(x).max()) == 12345:
+                raise RuntimeError("resampler exploded")
+            return super().process(x)
+
+    engine = ScriptedEngine(lambda c, k, f: (f, ""))  # echo with no delay
+    events = RecordingEvents()
+    calls = make_manager(engine, events, resampler_factory=Boom)
+    leg_a, leg_b = LoopbackLeg(RATE), LoopbackLeg(RATE)
+    a = calls.start_call(CallInfo("ca", "twilio", "p"), leg_a)
+    b = calls.start_call(CallInfo("cb", "twilio", "p"), leg_b)
+    bad = np.full(160, 12345, dtype=np.int16)
+    good = tone(160)
+    out_b = []
+    for k in range(40):
+        a.feed_caller_audio(bad if k == 10 else good)
+        b.feed_caller_audio(good)
+        if k % 4 == 3:
+            engine.tick()
+        a.pull_agent_audio(160)
+        out_b.append(b.pull_agent_audio(160).copy())
+    assert a.end_reason is EndReason.ERROR and leg_a.hangups == [EndReason.ERROR]
+    (err,) = events.of_type(CallError)
+    assert err.call_id == "ca" and err.is_fatal and "resampler exploded" in err.message
+    assert b.is_active and calls.active_count == 1 and leg_b.hangups == []
+    assert np.abs(np.concatenate(out_b)[-1600:]).max() > 5000  # b still hears its audio
+    a.on_leg_closed(EndReason.CALLER_HANGUP)
+    assert [e.reason for e in events.of_type(CallEnded)] == ["error"]
