@@ -97,14 +97,11 @@ local last = redis.call('HGET', KEYS[1], mark)
 if last and tonumber(last) >= seq then return 0 end
 local nh = tonumber(ARGV[8])
 local nf = tonumber(ARGV[9])
-local i = 10
-local h = {mark, ARGV[2]}
-for _ = 1, nh * 2 do h[#h + 1] = ARGV[i]; i = i + 1 end
-redis.call('HSET', KEYS[1], unpack(h))
-local f = {}
-for _ = 1, nf * 2 do f[#f + 1] = ARGV[i]; i = i + 1 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(f))
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(f))
+local h_end = 9 + 2 * nh
+redis.call('HSET', KEYS[1], mark, ARGV[2], unpack(ARGV, 10, h_end))
+local f_end = h_end + 2 * nf
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, h_end + 1, f_end))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, h_end + 1, f_end))
 if ARGV[5] == '1' then
   redis.call('EXPIRE', KEYS[1], ARGV[6])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
