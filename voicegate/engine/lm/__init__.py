@@ -59,12 +59,12 @@ from voicegate.engine.lm.state import LMState
 
 __all__ = [
     "LM",
-    "SILENCE_CODES",
-    "SINE_CODES",
     "LMConfig",
     "LMModel",
     "LMState",
     "PromptState",
+    "SILENCE_CODES",
+    "SINE_CODES",
     "StepOutput",
     "VoicePrompt",
     "checkpoint_layout",

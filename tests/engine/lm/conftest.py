@@ -1,0 +1,98 @@
+"""Fixtures for the LM tests: small configs, random checkpoints and the moshi 0.2.13 oracle."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from voicegate.engine.lm import LMConfig, write_random_checkpoint
+
+
+@pytest.fixture(scope="session")
+def parity_config() -> LMConfig:
+    """Tiny shapes with a short context, so a few dozen steps wrap the KV ring."""
+    return dataclasses.replace(LMConfig.tiny(text_card=300), context=16)
+
+
+@pytest.fixture(scope="session")
+def release_checkpoint(tmp_path_factory: pytest.TempPathFactory, parity_config: LMConfig) -> Path:
+    """A float32 random checkpoint in the 16-step release layout."""
+    path = tmp_path_factory.mktemp("lm") / "model.safetensors"
+    write_random_checkpoint(path, parity_config, seed=7, dtype=torch.float32)
+    return path
+
+
+@pytest.fixture(scope="session")
+def moshi_lm() -> Callable[[LMConfig, int, Path], torch.nn.Module]:
+    """Build moshi 0.2.13's LMModel with our shapes and load our checkpoint into it (strict)."""
+    pytest.importorskip("moshi")
+    from moshi.models.lm import LMModel as MoshiLMModel
+    from safetensors.torch import load_file
+
+    def build(config: LMConfig, dep_q: int, path: Path) -> torch.nn.Module:
+        ffn = (3 * config.ffn_inner + 1) // 2
+        dep_ffn = (3 * config.dep_ffn_inner + 1) // 2
+        assert 2 * ffn // 3 == config.ffn_inner and ffn != 4 * config.dim
+        assert 2 * dep_ffn // 3 == config.dep_ffn_inner and dep_ffn != 4 * config.dep_dim
+        model = MoshiLMModel(
+            delays=list(config.delays),
+            n_q=config.n_q,
+            dep_q=dep_q,
+            card=config.audio_card,
+            text_card=config.text_card,
+            dim=config.dim,
+            num_heads=config.num_heads,
+            num_layers=config.num_layers,
+            hidden_scale=ffn / config.dim,
+            norm="rms_norm_f32",
+            causal=True,
+            layer_scale=None,
+            context=config.context,
+            max_period=config.max_period,
+            gating="silu",
+            positional_embedding="rope",
+            existing_text_padding_id=config.text_padding_id,
+            depformer_dim=config.dep_dim,
+            depformer_dim_feedforward=dep_ffn,
+            depformer_num_heads=config.dep_num_heads,
+            depformer_num_layers=config.dep_num_layers,
+            depformer_layer_scale=None,
+            depformer_multi_linear=True,
+            depformer_context=dep_q,
+            depformer_max_period=config.max_period,
+            depformer_gating="silu",
+            depformer_pos_emb="none",
+            depformer_weights_per_step=True,
+            device="cpu",
+            dtype=torch.float32,
+        )
+        model.load_state_dict(load_file(str(path)), strict=True)
+        return model.eval()
+
+    return build
+
+
+def _assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-4) -> None:
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    err = (actual.double() - expected.double()).abs().max().item()
+    scale = expected.double().abs().max().item()
+    assert err <= rel * scale, f"max abs error {err:.3e} > {rel} x {scale:.3e}"
+
+
+@pytest.fixture(scope="session")
+def rel_close() -> Callable[..., None]:
+    """``rel_close(actual, expected, rel=1e-4)``: max abs error <= rel x max |expected|."""
+    return _assert_rel_close
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny matmuls: one thread is ~20x faster than two when the cores are shared (CI)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
