@@ -33,6 +33,7 @@ from voicegate.personas.schema import (
 )
 from voicegate.personas.store import NumbersStore, OnPersonaChange, PersonaStore
 from voicegate.personas.tokens import default_token_counter, estimate_tokens
+from voicegate.personas.validate import validate_paths
 
 __all__ = [
     "VOICE_PRESETS",
@@ -58,4 +59,5 @@ __all__ = [
     "persona_json_schema",
     "read_numbers",
     "read_persona",
+    "validate_paths",
 ]
