@@ -1,0 +1,121 @@
+"""Random-weights release folders with the real file names, tensor names and shapes.
+
+The real weights are gated and never fetched here; tests (tiny shapes) and the GPU smoke run
+(7B shapes) load these folders through the same code as a real release: ``check_model_dir``,
+``LM.from_checkpoint`` (16-step release layout, sliced to 8 at load), ``load_mimi``, the
+SentencePiece loader and the ``.pt`` voice presets.
+
+Owns: make_release_dir and its parts. Imports torch, safetensors, sentencepiece (and protobuf,
+through sentencepiece's model proto, to pad the tokenizer to the LM's text vocabulary).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from voicegate.engine.lm import LMConfig, checkpoint_layout
+from voicegate.engine.mimi import MimiConfig, write_random_mimi
+from voicegate.engine.modeldir import (
+    LM_FILE_NAME,
+    MIMI_FILE_NAME,
+    TOKENIZER_FILE_NAME,
+    VOICES_DIR_NAME,
+    ModelFiles,
+    check_model_dir,
+)
+from voicegate.engine.tokenizer import TINY_TOKENIZER_PATH
+
+__all__ = [
+    "SYNTHETIC_VOICES",
+    "make_release_dir",
+    "write_random_lm",
+    "write_synthetic_tokenizer",
+    "write_voice_preset",
+]
+
+SYNTHETIC_VOICES = ("NATF0", "NATM1")
+PRESET_FRAMES = 20
+
+
+def write_synthetic_tokenizer(path: Path, vocab_size: int) -> None:
+    """The bundled tiny SentencePiece model padded with unused pieces to ``vocab_size``."""
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(TINY_TOKENIZER_PATH.read_bytes())
+    have = len(proto.pieces)
+    if vocab_size < have:
+        raise ValueError(f"vocab_size {vocab_size} is below the tiny model's {have} pieces")
+    lowest = min(p.score for p in proto.pieces) - 1.0
+    for i in range(vocab_size - have):
+        piece = proto.pieces.add()
+        piece.piece = f"\u2581filler{i}"
+        piece.score = lowest - i * 1e-3
+        piece.type = model_pb2.ModelProto.SentencePiece.NORMAL
+    path.write_bytes(proto.SerializeToString())
+
+
+def write_random_lm(
+    path: Path,
+    config: LMConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+) -> int:
+    """Random LM weights in the 16-step release layout, generated on ``device`` (fast on a GPU);
+    returns the parameter count."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    count = 0
+    for name, shape in checkpoint_layout(config, config.dep_q_release).items():
+        t = torch.empty(shape, device=device, dtype=torch.float32)
+        if name.endswith(".alpha"):
+            t.fill_(1.0)
+        else:
+            bound = math.sqrt(3.0 / shape[-1])
+            t.uniform_(-bound, bound, generator=generator)
+        tensors[name] = t.to(dtype).cpu()
+        count += t.numel()
+        del t
+    save_file(tensors, str(path))
+    return count
+
+
+def write_voice_preset(path: Path, dim: int, *, seed: int, card: int = 2048) -> None:
+    """A ``.pt`` preset shaped like the release's: embeddings [N, 1, 1, dim], cache [1, 17, 4]."""
+    g = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(PRESET_FRAMES, 1, 1, dim, generator=g) * 0.02
+    cache = torch.randint(0, card, (1, 17, 4), generator=g)
+    torch.save({"embeddings": embeddings, "cache": cache}, path)
+
+
+def make_release_dir(
+    root: Path,
+    lm_config: LMConfig,
+    mimi_config: MimiConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    lm_dtype: torch.dtype = torch.bfloat16,
+) -> tuple[ModelFiles, dict[str, float]]:
+    """Write a complete release folder; returns its files and seconds spent per part."""
+    root.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    write_random_lm(root / LM_FILE_NAME, lm_config, seed=seed, device=device, dtype=lm_dtype)
+    times["lm_write_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    write_random_mimi(root / MIMI_FILE_NAME, mimi_config, seed=seed)
+    times["mimi_write_s"] = time.perf_counter() - started
+    write_synthetic_tokenizer(root / TOKENIZER_FILE_NAME, lm_config.text_card)
+    voices = root / VOICES_DIR_NAME
+    voices.mkdir(exist_ok=True)
+    for i, name in enumerate(SYNTHETIC_VOICES):
+        write_voice_preset(voices / f"{name}.pt", lm_config.dim, seed=seed + i)
+    return check_model_dir(root), times
