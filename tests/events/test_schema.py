@@ -59,7 +59,13 @@ SAMPLES: list[Event] = [
     CallEnded(**COMMON, reason="drain", duration_ms=0),
     TranscriptAgent(**COMMON, text="Hello, this is Sanni.", start_ms=100, end_ms=900),
     TranscriptAgent(
-        **COMMON, text="Let me chec", start_ms=1000, end_ms=1400, is_heard=False, cut_at_ms=1400
+        **COMMON,
+        text="Let me chec",
+        start_ms=1000,
+        end_ms=1400,
+        is_heard=False,
+        cut_at_ms=1400,
+        cut_text="k your balance",
     ),
     BargeIn(
         **COMMON,

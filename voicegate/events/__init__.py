@@ -6,6 +6,7 @@ from __future__ import annotations
 from voicegate.events.fanout import Subscription
 from voicegate.events.log import EventLog, EventLogStats
 from voicegate.events.schema import (
+    CALL_ID_PATTERN,
     EVENT_TYPES,
     GLOBAL_EVENTS_KEY,
     MAX_EVENT_BYTES,
@@ -27,6 +28,7 @@ from voicegate.events.schema import (
 
 __all__ = [
     "BargeIn",
+    "CALL_ID_PATTERN",
     "CallDynamics",
     "CallEnded",
     "CallError",

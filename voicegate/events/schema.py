@@ -31,6 +31,7 @@ from voicegate.errors import EventError
 
 __all__ = [
     "BargeIn",
+    "CALL_ID_PATTERN",
     "CallDynamics",
     "CallEnded",
     "CallError",
@@ -224,6 +225,7 @@ class TranscriptAgent(Event):
     end_ms: int = Field(ge=0, description="call time the segment ended")
     is_heard: bool = Field(True, description="False when an interruption cut it off")
     cut_at_ms: int | None = Field(None, ge=0, description="call time it was cut, if it was")
+    cut_text: str = Field("", max_length=MAX_TEXT_CHARS, description="the part not heard")
 
 
 class BargeIn(Event):
