@@ -6,6 +6,8 @@ fourth step) so every time below is exact, in samples of the leg's rate.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -278,3 +280,72 @@ def test_an_error_in_one_call_ends_only_that_call() -> None:
     assert np.abs(np.concatenate(out_b)[-1600:]).max() > 5000  # b still hears its audio
     a.on_leg_closed(EndReason.CALLER_HANGUP)
     assert [e.reason for e in events.of_type(CallEnded)] == ["error"]
+
+
+class HoldResampler:
+    """Stateful sample-and-hold resampler for any rate pair (no filter, no delay)."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self.n_in = 0
+        self.n_out = 0
+
+    def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        y = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
+        end = (self.n_in + len(y)) * self.out_rate // self.in_rate
+        idx = np.arange(self.n_out, end) * self.in_rate // self.out_rate - self.n_in
+        self.n_in += len(y)
+        self.n_out = end
+        return y[idx]
+
+
+@pytest.mark.parametrize("rate", [16_000, 48_000])
+def test_wideband_legs_round_trip_and_detect_the_caller(rate: int) -> None:
+    engine = ScriptedEngine(lambda c, k, f: (f, ""))  # echo in the same tick
+    events = RecordingEvents()
+    leg = LoopbackLeg(rate)
+    calls = make_manager(engine, events, resampler_factory=HoldResampler)
+    call = calls.start_call(CallInfo("w1", "webrtc", "p"), leg)
+    ms = rate // 1000
+    caller = np.zeros(2 * rate, dtype=np.int16)
+    caller[500 * ms : 1000 * ms] = tone(500 * ms, rate, amp=0.5)
+    out = run_call(call, caller, tick=engine.tick, leg=leg, extra_frames=10)
+    # frame alignment (80 ms); the same-tick echo and the primed 20 ms cancel out
+    delay = int(np.flatnonzero(np.abs(out) > 8000)[0]) - int(
+        np.flatnonzero(np.abs(caller) > 8000)[0]
+    )
+    assert abs(delay - 80 * ms) <= 2
+    seg_in = caller[500 * ms : 1000 * ms].astype(np.float64)
+    seg_out = out[500 * ms + 80 * ms : 1000 * ms + 80 * ms].astype(np.float64)
+    assert np.corrcoef(seg_in, seg_out)[0, 1] > 0.95
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    ended = events.of_type(CallEnded)[0]
+    assert ended.dynamics.caller_talk_ms == 500  # the VAD ran at 8/16 kHz on this leg
+    assert ended.dynamics.agent_talk_ms == 500
+
+
+def test_engine_thread_hands_ticks_over_without_a_hop() -> None:
+    # a real engine thread (offline mode ticks as soon as the slot has a frame)
+    engine = BatchedEngine(EchoModel(), mode=TickMode.OFFLINE)
+    engine.start()
+    try:
+        engine.load_persona(PersonaPrompt("p", "You echo.", "NATF0"))
+        events = RecordingEvents()
+        leg = LoopbackLeg(RATE)
+        calls = make_manager(engine, events, config=CallConfig(max_queue_ms=1000))
+        call = calls.start_call(CallInfo("t1", "sip", "p"), leg)
+        caller = tone(8 * 640 + 1, hz=300.0)  # 8 frames (the ring's size), then one sample
+        call.feed_caller_audio(caller[:-1])
+        for _ in range(2000):  # wait for the engine thread, without asserting any time
+            if engine.stats().ticks >= 8:
+                break
+            time.sleep(0.005)
+        assert engine.stats().ticks == 8
+        call.feed_caller_audio(caller[-1:])  # any leg call reads the ring
+        assert call.ticks == 8 and call.ticks_lost == 0
+        out = np.concatenate([call.pull_agent_audio(160).copy() for _ in range(33)])
+        # echo: tick k returns frame k-1; 20 ms primed first
+        assert np.array_equal(out[160 + 640 : 160 + 8 * 640], caller[: 7 * 640])
+        call.on_leg_closed(EndReason.CALLER_HANGUP)
+    finally:
+        engine.close()
