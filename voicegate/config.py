@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     events_stream_maxlen: int = Field(
         100_000, ge=1000, description="Approximate MAXLEN of the global events stream."
     )
+    events_journal_max_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="Most bytes the event journal may hold during an outage."
+    )
 
     # --- Twilio ---
     twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")

@@ -261,6 +261,7 @@ class EventLog:
             retention_s=settings.events_retention_s,
             queue_max=settings.events_queue_max,
             global_maxlen=settings.events_stream_maxlen,
+            journal_max_bytes=settings.events_journal_max_bytes,
         )
 
     # --- lifecycle ---
