@@ -147,7 +147,7 @@ def test_cut_text_is_what_was_queued_but_never_played() -> None:
     # (content from 1100 and 1180 ms) had not started
     assert b.cut_text == "w11 w12"
     (seg,) = events.of_type(TranscriptAgent)
-    assert seg.text.endswith("w10") and not seg.is_heard
+    assert seg.text.endswith("w10") and not seg.is_heard and seg.cut_text == "w11 w12"
     assert call.segments[0].cut_text == "w11 w12"
 
 

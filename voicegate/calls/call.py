@@ -61,7 +61,6 @@ __all__ = [
 log = logging.getLogger("voicegate.calls")
 
 TICK_RING = 8  # engine -> loop frames (640 ms): the loop reads at least every 20 ms
-_TRANSCRIPT_HAS_CUT_TEXT = "cut_text" in TranscriptAgent.model_fields
 
 
 class EventSink(Protocol):
@@ -595,9 +594,6 @@ class Call:
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)
         info = self.info
-        extra: dict[str, str] = (
-            {"cut_text": seg.cut_text[:8192]} if _TRANSCRIPT_HAS_CUT_TEXT else {}
-        )
         self._emit(
             lambda: TranscriptAgent(
                 call_id=info.call_id,
@@ -608,7 +604,7 @@ class Call:
                 end_ms=seg.end_ms,
                 is_heard=seg.is_heard,
                 cut_at_ms=seg.cut_at_ms,
-                **extra,
+                cut_text=seg.cut_text[:8192],
             )
         )
 
