@@ -70,7 +70,8 @@ def test_validate_numbers_file_against_the_personas_folder(
         f"{numbers}:3:3: error: '+1 415 555 0100' is not an E.164 number ('+', country code, "
         "up to 15 digits) (did you mean '+14155550100'?)",
         f"{numbers}:1:10: error: unknown persona 'suport_agent' (known: bank_teller, "
-        "mars_astronaut, support_agent, wise_teacher) (did you mean 'support_agent'?)",
+        "mars_astronaut, robot_concierge, support_agent, wise_teacher) "
+        "(did you mean 'support_agent'?)",
     ]
 
 

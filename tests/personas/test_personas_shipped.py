@@ -112,3 +112,10 @@ def test_readme_persona_example_matches_the_defaults(tmp_path: Path) -> None:
     assert persona is not None and problems == []
     assert persona.sampling.model_dump() == type(persona.sampling)().model_dump()
     assert persona.limits.model_dump() == type(persona.limits)().model_dump()
+
+
+def test_the_wav_voice_example_resolves_inside_the_folder() -> None:
+    persona, problems = read_persona(PERSONAS_DIR / "robot_concierge.yaml", PERSONAS_DIR)
+    assert problems == [] and persona is not None and persona.voice_path is not None
+    assert persona.voice_path.is_relative_to(PERSONAS_DIR.resolve())
+    assert persona.to_prompt().voice_path == persona.voice_path

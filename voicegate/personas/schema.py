@@ -130,8 +130,8 @@ class PersonaSpec(_Strict):
         description="The role prompt the model is conditioned on (aim for about 200 model tokens).",
     )
     voice: Voice = Field(description=_VOICE_JSON_SCHEMA["description"])
-    sampling: Sampling = Field(default_factory=Sampling, description="Sampling settings.")
-    limits: Limits = Field(default_factory=Limits, description="Call limits.")
+    sampling: Sampling = Field(default_factory=lambda: Sampling(), description="Sampling settings.")
+    limits: Limits = Field(default_factory=lambda: Limits(), description="Call limits.")
 
     @field_validator("text_prompt")
     @classmethod
@@ -175,8 +175,8 @@ class Persona(BaseModel):
     description: str
     text_prompt: str
     voice: str
-    sampling: Sampling = Field(default_factory=Sampling)
-    limits: Limits = Field(default_factory=Limits)
+    sampling: Sampling = Field(default_factory=lambda: Sampling())
+    limits: Limits = Field(default_factory=lambda: Limits())
     voice_path: Path | None = None  # resolved clip when the voice is a WAV
     source: Path | None = None  # the YAML file it came from
     digest: str = ""  # sha256 of the YAML bytes (and the clip's): changes when an edit matters

@@ -194,9 +194,9 @@ class PersonaStore:
             name = path.stem
             if name in present:
                 state = self._files.setdefault(path, _FileState(path))
-                other = present[name].name
+                first = present[name].name
                 state.problems = [
-                    Problem(path, 1, 1, "error", f"persona '{name}' is also defined by {other}")
+                    Problem(path, 1, 1, "error", f"persona '{name}' is also defined by {first}")
                 ]
                 self._mark_broken(state, new=not state.is_broken)
                 continue
@@ -208,9 +208,9 @@ class PersonaStore:
         for path in [p for p in self._files if p not in set(listed)]:
             state = self._files.pop(path)
             name = path.stem
-            other = present.get(name)
-            if other is not None:  # a duplicate went away; the other file still defines it
-                self._m_broken.labels(name).set(int(self._files[other].is_broken))
+            remaining = present.get(name)
+            if remaining is not None:  # a duplicate went away; the other file still defines it
+                self._m_broken.labels(name).set(int(self._files[remaining].is_broken))
                 continue
             self._m_broken.labels(name).set(0)
             if name in self._personas:
