@@ -29,7 +29,7 @@ def _run_both(
     ref = moshi_mimi(config, model.state_dict())
     ours = MimiStreamer(model, n_slots)
     gen = torch.Generator().manual_seed(3)
-    results = []
+    results: list[tuple[torch.Tensor, ...]] = []
     used_masks = []
     with torch.no_grad(), ref.streaming(n_slots):
         for i in range(n_frames):
@@ -64,7 +64,7 @@ def test_streamed_encode_decode_match_moshi(config: MimiConfig) -> None:
         assert _relative(pcm, ref_pcm) < 1e-4
     # the codes are not degenerate (a broken quantizer could match by always returning 0)
     all_codes = torch.stack([r[0] for r in results])
-    assert all_codes.unique().numel() > 50
+    assert len(set(all_codes.flatten().tolist())) > 50
 
 
 def test_active_mask_matches_moshi_exec_mask() -> None:

@@ -20,6 +20,8 @@ _USAGE_EPSILON = 1e-5
 
 
 class _Codebook(nn.Module):
+    cluster_usage: torch.Tensor
+    embedding_sum: torch.Tensor
     embedding: torch.Tensor
 
     def __init__(self, dim: int, size: int) -> None:

@@ -72,12 +72,12 @@ class MimiModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.encoder.model[0].conv.conv.weight.device  # type: ignore[no-any-return]
+        return self.downsample.conv.conv.conv.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the convolutions and transformers (the quantizer is float32)."""
-        return self.encoder.model[0].conv.conv.weight.dtype  # type: ignore[no-any-return]
+        return self.downsample.conv.conv.conv.weight.dtype
 
     def refresh_codebooks(self) -> None:
         """Derive the centroids from the loaded EMA sums; call after changing codebook buffers."""
