@@ -1,6 +1,7 @@
 """EventLog benchmark: emit() cost and writer throughput against a local redis-server.
 
     python bench/events_bench.py [--events 20000] [--redis-url redis://...]
+    python bench/events_bench.py --outage-s 60 --calls 100     # the DESIGN.md budget row
 
 Without --redis-url it starts its own ``redis-server`` on a free port (no persistence) and also
 measures the outage path (server killed: journal spill; server back: replay). Prints a table.
@@ -33,7 +34,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, is_durable: bool = False) -> None:
+        self.is_durable = is_durable  # AOF fsynced per write: what Redis acked survives kill
         self.port = free_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -48,7 +50,8 @@ class Server:
             raise SystemExit("redis-server not on PATH (apt-get install redis-server)")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "yes" if self.is_durable else "no", "--appendfsync", "always",
+             "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         for _ in range(500):
@@ -184,11 +187,97 @@ async def run(args: argparse.Namespace) -> None:
         print(f"{k.ljust(width)} | {v}")
 
 
+async def outage(args: argparse.Namespace) -> None:
+    """N calls emit like real ones (a 20 ms frame clock, an event every ~0.5 s each) while
+    Redis is killed for ``outage_s`` seconds mid-call; report loss, memory and frame lateness."""
+    tmp = Path(tempfile.mkdtemp(prefix="events-outage-"))
+    server = Server(tmp, is_durable=True)
+    server.start()
+    log = EventLog(server.url, journal_dir=tmp / "journal")
+    await log.start()
+    lead_s, tail_s = 3.0, 3.0
+    total_s = lead_s + args.outage_s + tail_s
+    lateness_ms: dict[str, list[float]] = {"before": [], "outage": [], "after": []}
+    phase = {"now": "before"}
+    emit_ns: list[int] = []
+    peak = {"journal": 0}
+    loop = asyncio.get_running_loop()
+
+    async def one_call(k: int) -> None:
+        call_id = f"soak-{k}"
+        log.emit(CallStarted(call_id=call_id, leg="twilio", t_ms=0, persona="teller"))
+        t0 = loop.time() + (k % 25) * 0.0008
+        frame = 0
+        while (now := loop.time()) - t0 < total_s:
+            frame += 1
+            due = t0 + frame * 0.02
+            if due > now:
+                await asyncio.sleep(due - now)
+            lateness_ms[phase["now"]].append((loop.time() - due) * 1000)
+            if frame % 25 == 0:  # every 0.5 s of call time
+                ev = TranscriptAgent(
+                    call_id=call_id, leg="twilio", t_ms=frame * 20, text="All right, one moment.",
+                    start_ms=frame * 20 - 400, end_ms=frame * 20,
+                )  # fmt: skip
+                c0 = time.perf_counter_ns()
+                log.emit(ev)
+                emit_ns.append(time.perf_counter_ns() - c0)
+        log.emit(CallEnded(call_id=call_id, leg="twilio", t_ms=frame * 20, reason="caller_hangup",
+                           duration_ms=frame * 20))  # fmt: skip
+
+    async def chaos() -> None:
+        await asyncio.sleep(lead_s)
+        server.kill()
+        phase["now"] = "outage"
+        t_end = loop.time() + args.outage_s
+        while loop.time() < t_end:
+            peak["journal"] = max(peak["journal"], log.stats().journal_bytes)
+            await asyncio.sleep(0.1)
+        server.start()
+        phase["now"] = "after"
+
+    await asyncio.gather(chaos(), *(one_call(k) for k in range(args.calls)))
+    ok = await log.wait_idle(timeout_s=120)
+    s = log.stats()
+    r = aioredis.Redis.from_url(server.url)
+    in_redis = 0
+    for k in range(args.calls):
+        in_redis += await r.xlen(f"voicegate:call:soak-{k}:events")
+    await r.aclose()
+    await log.aclose()
+    server.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def late(p: str) -> str:
+        v = sorted(lateness_ms[p])
+        return f"{v[len(v) // 2]:.2f} / {v[int(0.99 * len(v))]:.2f} / {v[-1]:.2f}"
+
+    rows = [
+        ("calls x duration", f"{args.calls} x {total_s:.0f} s, Redis killed for {args.outage_s:.0f} s"),
+        ("events emitted / in Redis after / dropped", f"{s.emitted} / {in_redis} / {s.dropped}"),
+        ("journaled / replayed / duplicates skipped", f"{s.journaled} / {s.replayed} / {s.duplicates_skipped}"),
+        ("queue peak (bound 10000) / journal peak bytes", f"{s.queue_peak} / {peak['journal']:,}"),
+        ("emit() us p50 / p99", f"{pct(emit_ns, 0.5):.1f} / {pct(emit_ns, 0.99):.1f}"),
+        ("frame clock lateness ms p50/p99/max, before", late("before")),
+        ("... during the outage", late("outage")),
+        ("... after restart (replay)", late("after")),
+        ("all written after restart", str(ok and in_redis == s.emitted)),
+    ]  # fmt: skip
+    width = max(len(k) for k, _ in rows)
+    print(f"{'outage soak'.ljust(width)} | value")
+    print(f"{'-' * width}-|------")
+    for k, v in rows:
+        print(f"{k.ljust(width)} | {v}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--redis-url", default=None, help="use this Redis (skips the outage rows)")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--outage-s", type=float, default=0, help="run the outage soak instead")
+    parser.add_argument("--calls", type=int, default=100, help="calls in the outage soak")
+    args = parser.parse_args()
+    asyncio.run(outage(args) if args.outage_s else run(args))
 
 
 if __name__ == "__main__":

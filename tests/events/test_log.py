@@ -153,7 +153,7 @@ async def test_from_settings(redis_url: str, tmp_path: object) -> None:
     assert log.queue_max == 123 and log.redis_url == redis_url
     assert log.retention_s == settings.events_retention_s
     assert log.global_maxlen == settings.events_stream_maxlen
-    assert log._journal.max_bytes == settings.events_journal_max_bytes
+    assert log.journal_max_bytes == settings.events_journal_max_bytes
 
 
 async def test_bad_events_are_dropped_alone(

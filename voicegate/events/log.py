@@ -197,6 +197,7 @@ class EventLog:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.spill_interval_s = spill_interval_s
+        self.journal_max_bytes = journal_max_bytes
         self._call_maxlen_s = str(call_maxlen)
         self._global_maxlen_s = str(global_maxlen)
         self._retention_s_s = str(retention_s)
