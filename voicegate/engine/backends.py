@@ -117,6 +117,7 @@ def load_release_model(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     load_s = time.perf_counter() - started
+    budget = None
     if device.type == "cuda":
         per_slot = measure_state_bytes(lambda: (lm.new_state(1), MimiStreamer(mimi, 1)), device)
         free, total = torch.cuda.mem_get_info(device)
@@ -129,4 +130,7 @@ def load_release_model(
         slots = max_calls or CPU_DEFAULT_SLOTS
         log.info("engine %s: loaded in %.1f s on CPU; %d slots", name, load_s, slots)
     voices = VoiceBank(mimi, files.voices, fake_presets=False)
-    return TorchTickModel(name, lm, mimi, tokenizer, voices, slots)
+    model = TorchTickModel(name, lm, mimi, tokenizer, voices, slots)
+    model.budget = budget
+    model.load_s = load_s
+    return model

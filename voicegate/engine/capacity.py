@@ -31,11 +31,13 @@ class SlotBudget:
     total_bytes: int
     per_slot_bytes: int
     reserve_bytes: int
-    slots: int
+    slots: int  # what the engine takes: ``fit``, limited by the configured cap
+    fit: int  # slots whose state fits the free memory
 
     def describe(self) -> str:
+        capped = f" (capped at {self.slots})" if self.slots < self.fit else ""
         return (
-            f"{self.slots} slots fit: free {self.free_bytes / GIB:.1f} GiB of "
+            f"{self.fit} slots fit{capped}: free {self.free_bytes / GIB:.1f} GiB of "
             f"{self.total_bytes / GIB:.1f} GiB, {self.per_slot_bytes / GIB:.3f} GiB per slot, "
             f"{self.reserve_bytes / GIB:.1f} GiB kept in reserve"
         )
@@ -47,10 +49,9 @@ def slots_that_fit(
     """Slots whose state fits ``free_bytes`` after the reserve; ``cap`` > 0 limits it."""
     reserve = max(RESERVE_MIN_BYTES, int(total_bytes * RESERVE_FRACTION))
     per_slot = max(1, int(per_slot_bytes * ACTIVATION_MARGIN))
-    slots = max(0, (free_bytes - reserve) // per_slot)
-    if cap > 0:
-        slots = min(slots, cap)
-    return SlotBudget(free_bytes, total_bytes, per_slot, reserve, int(slots))
+    fit = int(max(0, (free_bytes - reserve) // per_slot))
+    slots = min(fit, cap) if cap > 0 else fit
+    return SlotBudget(free_bytes, total_bytes, per_slot, reserve, slots, fit)
 
 
 def measure_state_bytes(allocate_one: Callable[[], object], device: object) -> int:

@@ -76,6 +76,8 @@ class TorchTickModel:
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
         self._prefill_lock = threading.Lock()
         self._is_cuda = is_cuda
+        self.budget: object | None = None  # the SlotBudget that sized n_slots, when measured
+        self.load_s = 0.0  # seconds spent reading the checkpoints, when loaded from files
 
     # --- TickModel ---------------------------------------------------------------------------
 

@@ -1,0 +1,212 @@
+"""Engine benchmark and GPU smoke run: random weights with the real shapes, real loading code.
+
+    python bench/engine_bench.py --shapes 7b --device cuda --batches 1,8,max --ticks 50
+    python bench/engine_bench.py --shapes tiny --device cpu --batches 1,4 --ticks 10
+
+Writes a random-weights release folder (the real file names, tensor names and shapes; the LM in
+the 16-step release layout, bf16), loads it through ``load_release_model`` (the personaplex
+backend's path), then for each batch size joins that many calls with a persona and times
+engine ticks: fresh calls (just past the prompt) and calls whose attention window is full
+(a call past 240 s, the worst case). Prints a table last.
+
+Importable with only torch, numpy, safetensors and sentencepiece (+ protobuf, which
+sentencepiece uses for its model proto): nothing of fastapi, pydantic or redis is on this path.
+Never run as a test. Issue 4 extends it (split timings, the reference runtime side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from voicegate.engine.backends import load_release_model, tiny_lm_config  # noqa: E402
+from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt  # noqa: E402
+from voicegate.engine.lm import LMConfig  # noqa: E402
+from voicegate.engine.mimi import MimiConfig  # noqa: E402
+from voicegate.engine.modeldir import check_model_dir  # noqa: E402
+from voicegate.engine.runtime import BatchedEngine, TickMode  # noqa: E402
+from voicegate.engine.synthetic import make_release_dir  # noqa: E402
+from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
+from voicegate.errors import CheckpointError  # noqa: E402
+
+GIB = 1 << 30
+PROMPT = (
+    "You are a friendly bank teller at Northwind Savings. Greet the caller, ask how you can "
+    "help, and answer questions about accounts, cards and branch hours."
+)
+WARM_TICKS = 3
+
+
+class NullSink:
+    def on_tick(self, out: object) -> None:
+        pass
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fill_window(model: TorchTickModel, n: int) -> None:
+    """Make the first ``n`` slots look like calls past the attention window (timing only)."""
+    state = model.state
+    context = model.lm.config.context
+    for i in range(n):
+        pos = 2 * context + int(state.positions_host[i]) % context
+        state.positions_host[i] = pos
+    state.positions.copy_(torch.from_numpy(state.positions_host))
+
+
+def time_ticks(
+    engine: BatchedEngine, slots: list, n_ticks: int, device: torch.device
+) -> list[float]:
+    frame = (np.random.default_rng(0).standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32)
+    times = []
+    for t in range(n_ticks + WARM_TICKS):
+        for slot in slots:
+            slot.push(frame)
+        sync(device)
+        started = time.perf_counter()
+        engine.tick()  # ends with the device-to-host copy of every slot's output
+        elapsed = (time.perf_counter() - started) * 1000
+        if t >= WARM_TICKS:
+            times.append(elapsed)
+    return times
+
+
+def bench_batch(
+    base: TorchTickModel, batch: int, n_ticks: int, device: torch.device
+) -> dict[str, float]:
+    if batch == base.n_slots:
+        model = base
+    else:
+        model = TorchTickModel(
+            base.name, base.lm, base.mimi_model, base.tokenizer, base.voices, batch
+        )
+    row: dict[str, float] = {"batch": batch}
+    engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=0)
+    started = time.perf_counter()
+    engine.start()
+    sync(device)
+    row["warmup_ms"] = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
+    sync(device)
+    row["persona_ms"] = (time.perf_counter() - started) * 1000
+    slots = [engine.join("bank", NullSink(), seed=i) for i in range(batch)]
+    engine.tick()  # applies the joins
+    # the cost of one join (prompt state into a slot), others already running
+    slots[-1].leave()
+    slot = engine.join("bank", NullSink(), seed=batch)
+    pending = engine._pending[slot.index]  # noqa: SLF001 (bench: time the reset alone)
+    assert pending is not None
+    engine._pending[slot.index] = None  # noqa: SLF001
+    sync(device)
+    started = time.perf_counter()
+    model.reset_slot(slot.index, pending.state, pending.sampling, pending.seed)
+    sync(device)
+    row["join_ms"] = (time.perf_counter() - started) * 1000
+    slots[-1] = slot
+    fresh = time_ticks(engine, slots, n_ticks, device)
+    row["fresh_p50_ms"] = float(np.percentile(fresh, 50))
+    row["fresh_p99_ms"] = float(np.percentile(fresh, 99))
+    fill_window(model, batch)
+    full = time_ticks(engine, slots, max(10, n_ticks // 2), device)
+    row["full_p50_ms"] = float(np.percentile(full, 50))
+    row["full_p99_ms"] = float(np.percentile(full, 99))
+    if device.type == "cuda":
+        row["max_alloc_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+        free, total = torch.cuda.mem_get_info(device)
+        row["used_gib"] = (total - free) / GIB
+    engine.close()
+    del engine, slots, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", choices=["7b", "tiny"], default="7b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", default="1,8,max", help="comma list; 'max' = slots that fit")
+    parser.add_argument("--ticks", type=int, default=50)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-bench"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    device = torch.device(args.device)
+    if args.shapes == "7b":
+        lm_config, mimi_config = LMConfig.personaplex_7b(), MimiConfig.release()
+    else:
+        lm_config, mimi_config = tiny_lm_config(1000), MimiConfig.tiny()
+    root = args.workdir / args.shapes
+    header: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "shapes": args.shapes,
+    }
+    try:
+        files = check_model_dir(root)
+    except CheckpointError:
+        started = time.perf_counter()
+        files, times = make_release_dir(root, lm_config, mimi_config, device=device)
+        header.update({k: round(v, 1) for k, v in times.items()})
+        header["write_s"] = round(time.perf_counter() - started, 1)
+    header["lm_file_gib"] = round(files.lm.stat().st_size / GIB, 2)
+    batches = [b for b in args.batches.split(",") if b]
+    numeric = [int(b) for b in batches if b != "max"]
+    started = time.perf_counter()
+    # one slot of state here; each batch size below gets its own state (and frees it)
+    base = load_release_model(
+        files, lm_config=lm_config, mimi_config=mimi_config, device=device, max_calls=1
+    )
+    sync(device)
+    header["load_s"] = round(time.perf_counter() - started, 1)
+    header["checkpoint_read_s"] = round(base.load_s, 1)
+    budget = base.budget
+    fit = budget.fit if budget is not None else max(numeric or [1])  # type: ignore[attr-defined]
+    header["slots_fit"] = fit
+    if budget is not None:
+        header["budget"] = budget.describe()  # type: ignore[attr-defined]
+        header["weights_gib"] = round(torch.cuda.memory_allocated(device) / GIB, 2)
+    print(json.dumps(header, indent=1), flush=True)
+    sizes = sorted({fit if b == "max" else int(b) for b in batches})
+    rows = []
+    for batch in sizes:
+        if batch > fit:
+            print(f"batch {batch}: skipped, only {fit} slots fit", flush=True)
+            continue
+        row = bench_batch(base, batch, args.ticks, device)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    cols = ["batch", "join_ms", "fresh_p50_ms", "fresh_p99_ms", "full_p50_ms", "full_p99_ms"]
+    if device.type == "cuda":
+        cols += ["max_alloc_gib", "used_gib"]
+    print(
+        f"\n{header['device']}, {args.shapes} shapes, torch {header['torch']}, eager, "
+        f"{args.ticks} ticks; slots that fit: {header['slots_fit']}; load {header['load_s']} s"
+    )
+    print(" | ".join(f"{c:>13}" for c in cols))
+    for row in rows:
+        print(" | ".join(f"{row.get(c, float('nan')):>13.1f}" for c in cols))
+
+
+if __name__ == "__main__":
+    main()
