@@ -6,12 +6,14 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from voicegate.config import Settings
+from voicegate.errors import ConfigError
 from voicegate.events import (
     GLOBAL_EVENTS_KEY,
     CallEnded,
@@ -154,6 +156,11 @@ async def test_from_settings(redis_url: str, tmp_path: object) -> None:
     assert log.retention_s == settings.events_retention_s
     assert log.global_maxlen == settings.events_stream_maxlen
     assert log.journal_max_bytes == settings.events_journal_max_bytes
+
+
+def test_bad_url_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a Redis URL"):
+        EventLog("http://localhost", journal_dir=tmp_path)
 
 
 async def test_bad_events_are_dropped_alone(

@@ -68,6 +68,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from voicegate.errors import ConfigError
 from voicegate.events._journal import Journal, Record
 from voicegate.events.fanout import FanOut, Subscription
 from voicegate.events.schema import (
@@ -224,7 +225,18 @@ class EventLog:
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._client: Connection | None = None  # the writer's one connection
-        self._pool: ConnectionPool | None = None
+        try:
+            self._pool = ConnectionPool.from_url(
+                redis_url,
+                socket_timeout=socket_timeout_s,
+                socket_connect_timeout=connect_timeout_s,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"VOICEGATE_REDIS_URL {redis_url!r} is not a Redis URL: {exc}"
+            ) from exc
         self._sha = ""
         self._is_closed = False
         self._is_closing = False
@@ -439,23 +451,21 @@ class EventLog:
     async def _run(self) -> None:
         backoff = self.backoff_min_s
         while True:
-            if self._client is None:
-                if self._is_closing:
-                    return
-                if self._outage_since:  # not before the first attempt: start() with Redis up
-                    await self._spill()
-                if self._outage_since and await self._sleep_spilling(
-                    backoff * random.uniform(0.5, 1.0)
-                ):
-                    return
-                if await self._connect():
-                    backoff = self.backoff_min_s
-                else:
-                    backoff = min(backoff * 2, self.backoff_max_s)
-                    if not self._outage_since:
-                        self._outage_since = time.monotonic()
-                continue
             try:
+                if self._client is None:
+                    if self._is_closing:
+                        return
+                    if self._outage_since:  # not before the first try: start() with Redis up
+                        await self._spill()
+                        if await self._sleep_spilling(backoff * random.uniform(0.5, 1.0)):
+                            return
+                    if await self._connect():
+                        backoff = self.backoff_min_s
+                    else:
+                        backoff = min(backoff * 2, self.backoff_max_s)
+                        if not self._outage_since:
+                            self._outage_since = time.monotonic()
+                    continue
                 if self._replay or self._journal.has_pending():
                     if self._is_closing:
                         return  # the queue is journaled behind the pending segments
@@ -474,9 +484,12 @@ class EventLog:
                 self._release(batch)
             except _Outage as exc:
                 await self._on_outage(exc)
-            except Exception as exc:  # a bug or a journal failure must not end the writer
+            except Exception:  # a bug or a journal failure must not end the writer
                 log.exception("event writer error; reconnecting")
-                await self._on_outage(exc)
+                if not self._outage_since:
+                    self._outage_since = time.monotonic()
+                await self._drop_client()
+                await asyncio.sleep(self.backoff_max_s)
 
     def _take_batch(self) -> list[Record]:
         n = min(len(self._queue), self.batch_max)
@@ -496,14 +509,6 @@ class EventLog:
         # redis-py parses the URL (auth, db, TLS, unix sockets) and owns the socket; we send
         # pre-packed RESP ourselves (redis-py's per-argument packing cost ~10x more) and keep its
         # own retries off: the writer decides when to retry.
-        if self._pool is None:
-            self._pool = ConnectionPool.from_url(
-                self.redis_url,
-                socket_timeout=self.socket_timeout_s,
-                socket_connect_timeout=self.connect_timeout_s,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
         client = self._pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             await asyncio.wait_for(
