@@ -102,15 +102,17 @@ class CallerVoice:
 
     def _decimate(self, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
         f = self._factor
-        x = pcm.astype(np.int32)
-        if self._carry_n:
-            x = np.concatenate((self._carry[: self._carry_n], x))
+        if self._carry_n == 0 and len(pcm) % f == 0:  # the usual case: whole 10/20 ms frames
+            x: npt.NDArray[np.int16] | npt.NDArray[np.int32] = pcm
+        else:
+            x = np.concatenate((self._carry[: self._carry_n], pcm.astype(np.int32)))
         n = len(x) // f * f
         rest = len(x) - n
         if rest:
             self._carry[:rest] = x[n:]
         self._carry_n = rest
-        out: npt.NDArray[np.int16] = (x[:n].reshape(-1, f).sum(axis=1) // f).astype(np.int16)
+        sums = np.add.reduce(x[:n].reshape(-1, f), axis=1, dtype=np.int32)
+        out: npt.NDArray[np.int16] = (sums // f).astype(np.int16)
         return out
 
 
@@ -124,13 +126,21 @@ def _time_attr(vad: object, name: str, default: int) -> int:
 class AgentVoice:
     """Agent speech per 20 ms sub-block of model output, and the model-silent transition."""
 
-    __slots__ = ("_energy", "_silence_subblocks", "_threshold", "is_speaking", "quiet_run")
+    __slots__ = (
+        "_energy",
+        "_silence_subblocks",
+        "_squares",
+        "_threshold",
+        "is_speaking",
+        "quiet_run",
+    )
 
     def __init__(self, *, speech_dbfs: float = -42.0, silence_ms: int = 80) -> None:
         # mean square of float samples in [-1, 1] for a full-scale reference of 1.0
         self._threshold = math.pow(10.0, speech_dbfs / 10.0)
         self._silence_subblocks = max(1, silence_ms // SUBBLOCK_MS)
         self._energy = np.zeros(SUBBLOCKS_PER_TICK, dtype=np.float32)
+        self._squares = np.zeros(0, dtype=np.float32)
         self.is_speaking = False
         self.quiet_run = 0  # consecutive quiet sub-blocks
 
@@ -138,7 +148,10 @@ class AgentVoice:
         """Speech bits of the tick's sub-blocks, and how long before the tick's end the model
         fell silent (ms; -1 when it did not fall silent in this tick)."""
         blocks = pcm_24k.reshape(SUBBLOCKS_PER_TICK, -1)
-        np.einsum("ij,ij->i", blocks, blocks, out=self._energy)
+        if self._squares.shape != blocks.shape:
+            self._squares = np.zeros(blocks.shape, dtype=np.float32)
+        np.multiply(blocks, blocks, out=self._squares)
+        np.add.reduce(self._squares, axis=1, out=self._energy)
         thresh = self._threshold * blocks.shape[1]
         bits = 0
         silent_back_ms = -1
