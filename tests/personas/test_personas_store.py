@@ -235,6 +235,22 @@ def test_readiness_when_nothing_loads(tmp_path: Path) -> None:
 def test_missing_folder_does_not_raise(tmp_path: Path) -> None:
     store = PersonaStore(tmp_path / "absent")
     assert store.load() == [] and store.names() == []
+    assert store.readiness_check() is not None
+
+
+def test_folder_vanishing_keeps_the_loaded_personas(
+    store: PersonaStore, folder: Path, recorder: Recorder
+) -> None:
+    moved = folder.with_name("moved")
+    folder.rename(moved)
+    calls = len(recorder.calls)
+    assert store.poll() is False
+    assert store.names() == ["alpha", "beta"] and len(recorder.calls) == calls
+    assert store.readiness_detail() == {str(folder): "folder missing; keeping the loaded personas"}
+    moved.rename(folder)
+    (folder / "beta.yaml").unlink()
+    assert store.poll() is True
+    assert store.names() == ["alpha"] and store.readiness_detail() == {}
 
 
 def test_a_crashing_poll_never_stops_the_loop(folder: Path, registry: CollectorRegistry) -> None:

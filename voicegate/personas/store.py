@@ -90,6 +90,7 @@ class PersonaStore:
         self._on_change = on_change
         self._personas: Mapping[str, Persona] = {}  # replaced whole, never mutated
         self._files: dict[Path, _FileState] = {}
+        self._is_dir_missing = False
         self._poll_lock = threading.Lock()
         self._loop = ReloadLoop("persona-reload", interval_s, self.poll)
         registry = registry if registry is not None else CollectorRegistry()
@@ -166,7 +167,10 @@ class PersonaStore:
 
     def readiness_detail(self) -> dict[str, str]:
         """For ``Readiness.add_detail``: broken persona files (empty when all are fine)."""
-        return self.broken()
+        detail = self.broken()
+        if self._is_dir_missing:
+            detail[str(self._dir)] = "folder missing; keeping the loaded personas"
+        return detail
 
     # --- reloading ---
     def load(self) -> list[Problem]:
@@ -189,6 +193,18 @@ class PersonaStore:
     def _poll(self) -> bool:
         changed = False
         present: dict[str, Path] = {}
+        if not self._dir.is_dir():
+            # an unmounted volume or a folder swapped mid-deploy: deleting every persona would
+            # take the gateway down, so keep what is loaded until the folder is back
+            if not self._is_dir_missing:
+                log.warning(
+                    "personas folder %s is missing; keeping the %d loaded personas",
+                    self._dir,
+                    len(self._personas),
+                )
+            self._is_dir_missing = True
+            return False
+        self._is_dir_missing = False
         listed = persona_files(self._dir)
         for path in listed:
             name = path.stem
