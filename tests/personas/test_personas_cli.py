@@ -103,3 +103,17 @@ def test_schema_prints_the_committed_json_schema(runner: CliRunner) -> None:
     assert json.loads(result.stdout)["title"] == "VoiceGate persona"
     numbers = runner.invoke(app, ["personas", "schema", "--numbers"])
     assert json.loads(numbers.stdout)["title"] == "VoiceGate numbers"
+
+
+def test_numbers_are_checked_against_the_folder_given_with_them(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "only_one.yaml").write_text("description: d\ntext_prompt: t\nvoice: NATF0\n")
+    numbers = tmp_path / "numbers.yaml"
+    numbers.write_text("default: only_one\n")
+    result = runner.invoke(app, ["personas", "validate", str(folder), str(numbers)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["personas", "validate", str(numbers)])  # shipped folder
+    assert result.exit_code == 1 and "unknown persona 'only_one'" in result.stdout

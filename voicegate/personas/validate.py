@@ -35,9 +35,12 @@ def validate_paths(
 
     A folder is checked as a personas folder (each ``*.yaml``/``*.yml`` in it, and two files of
     one name). A file named like ``numbers_file`` (or ``numbers.yaml``) is a numbers file whose
-    persona names are checked against the files in ``personas_dir``; any other file is a persona
-    whose voice clip is resolved in its own folder.
+    persona names are checked against the first folder given, else ``personas_dir``; any other
+    file is a persona whose voice clip is resolved in its own folder.
     """
+    paths = list(paths)
+    # persona names for numbers files: from a folder given alongside, else from personas_dir
+    names_dir = next((p for p in paths if p.is_dir()), personas_dir)
     problems: list[Problem] = []
     for path in paths:
         if path.is_dir():
@@ -59,7 +62,7 @@ def validate_paths(
         elif not path.exists():
             problems.append(Problem(path, 1, 1, "error", "no such file or folder"))
         elif _is_numbers_file(path, numbers_file):
-            known = {p.stem for p in persona_files(personas_dir)}
+            known = {p.stem for p in persona_files(names_dir)}
             problems += read_numbers(path, known)[1]
         elif path.suffix in PERSONA_SUFFIXES:
             problems += read_persona(path, path.parent, count_tokens)[1]
