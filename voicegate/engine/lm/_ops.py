@@ -31,7 +31,7 @@ def apply_rope(
     cos, sin = torch.cos(angle), torch.sin(angle)
 
     def rotate(x: torch.Tensor) -> torch.Tensor:
-        pairs = x.unflatten(-1, (d // 2, 2))
+        pairs = x.reshape(*x.shape[:-1], d // 2, 2)
         re, im = pairs[..., 0].float(), pairs[..., 1].float()
         out = torch.stack(
             [(re * cos - im * sin).to(x.dtype), (re * sin + im * cos).to(x.dtype)], -1
@@ -43,7 +43,8 @@ def apply_rope(
 
 def gated_ffn(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
     """SiLU-gated FFN: ``w_in`` [2 * inner, dim] holds the gate half first, then the value half."""
-    h = F.linear(x, w_in).unflatten(-1, (2, -1))
+    h = F.linear(x, w_in)
+    h = h.view(*h.shape[:-1], 2, h.shape[-1] // 2)
     return F.linear(F.silu(h[..., 0, :]) * h[..., 1, :], w_out)
 
 

@@ -64,13 +64,13 @@ class _DepformerLayer(nn.Module):
         self.norm1 = _RMSNorm(config.dep_dim)
         self.self_attn = _Attention(config.dep_dim, steps)
         self.norm2 = _RMSNorm(config.dep_dim)
-        self.gating = nn.ModuleList(
-            [_Gating(config.dep_dim, config.dep_ffn_inner) for _ in range(steps)]
-        )
+        gates = [_Gating(config.dep_dim, config.dep_ffn_inner) for _ in range(steps)]
+        self.gating = nn.ModuleList(gates)
+        self.gates: list[_Gating] = gates  # typed view of ``gating``
 
 
 class _Stack(nn.Module):
-    def __init__(self, layers: list[nn.Module]) -> None:
+    def __init__(self, layers: list[_TemporalLayer] | list[_DepformerLayer]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
@@ -87,18 +87,22 @@ class LMModel(nn.Module):
         steps = c.dep_q if dep_steps is None else dep_steps
         self.config = c
         self.dep_steps = steps
-        self.emb = nn.ModuleList([_Weight(c.audio_card + 1, c.dim) for _ in range(c.n_q)])
+        self._emb = [_Weight(c.audio_card + 1, c.dim) for _ in range(c.n_q)]
+        self.emb = nn.ModuleList(self._emb)
         self.text_emb = _Weight(c.text_card + 1, c.dim)
         self.text_linear = _Weight(c.text_card, c.dim)
-        self.transformer = _Stack([_TemporalLayer(c) for _ in range(c.num_layers)])
+        self._temporal = [_TemporalLayer(c) for _ in range(c.num_layers)]
+        self.transformer = _Stack(self._temporal)
         self.out_norm = _RMSNorm(c.dim)
-        self.depformer_in = nn.ModuleList([_Weight(c.dep_dim, c.dim) for _ in range(steps)])
-        self.depformer_emb = nn.ModuleList(
-            [_Weight(c.audio_card + 1, c.dep_dim) for _ in range(steps - 1)]
-        )
+        self._depformer_in = [_Weight(c.dep_dim, c.dim) for _ in range(steps)]
+        self.depformer_in = nn.ModuleList(self._depformer_in)
+        self._depformer_emb = [_Weight(c.audio_card + 1, c.dep_dim) for _ in range(steps - 1)]
+        self.depformer_emb = nn.ModuleList(self._depformer_emb)
         self.depformer_text_emb = _Weight(c.text_card + 1, c.dep_dim)
-        self.depformer = _Stack([_DepformerLayer(c, steps) for _ in range(c.dep_num_layers)])
-        self.linears = nn.ModuleList([_Weight(c.audio_card, c.dep_dim) for _ in range(steps)])
+        self._dep_layers = [_DepformerLayer(c, steps) for _ in range(c.dep_num_layers)]
+        self.depformer = _Stack(self._dep_layers)
+        self._linears = [_Weight(c.audio_card, c.dep_dim) for _ in range(steps)]
+        self.linears = nn.ModuleList(self._linears)
 
     @property
     def device(self) -> torch.device:
@@ -113,7 +117,7 @@ class LMModel(nn.Module):
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Input embedding of delayed tokens [B, 17, T] -> [B, T, dim] (audio rows, then text)."""
         x: torch.Tensor | None = None
-        for cb, table in enumerate(self.emb):
+        for cb, table in enumerate(self._emb):
             e = _ops.embed(table.weight, tokens[:, cb + 1])
             x = e if x is None else x + e
         text = _ops.embed(self.text_emb.weight, tokens[:, 0])
@@ -145,7 +149,7 @@ class LMModel(nn.Module):
             raise ValueError(f"prefill of {t} positions exceeds the context {self.config.context}")
         positions = torch.arange(t, device=x.device)[None]
         kv = x.new_empty(self.config.num_layers, 2, self.config.num_heads, t, self.config.head_dim)
-        for i, layer in enumerate(self.transformer.layers):
+        for i, layer in enumerate(self._temporal):
             q, k, v = self._attention_in(layer, x, positions)
             kv[i, 0], kv[i, 1] = k[0], v[0]
             x = self._layer_out(layer, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
@@ -167,7 +171,7 @@ class LMModel(nn.Module):
         """
         rows = torch.arange(x.shape[0], device=x.device)
         kv_len = key_mask.shape[-1]
-        for i, layer in enumerate(self.transformer.layers):
+        for i, layer in enumerate(self._temporal):
             q, k, v = self._attention_in(layer, x, positions[:, None])
             kv_cache[i, 0][rows, :, write_index] = k[:, :, 0]
             kv_cache[i, 1][rows, :, write_index] = v[:, :, 0]
@@ -190,12 +194,12 @@ class LMModel(nn.Module):
         [Ld, 2, B, H, steps, D] holds this frame's earlier steps and receives this one.
         """
         c = self.config
-        emb = self.depformer_text_emb if step == 0 else self.depformer_emb[step - 1]
-        x = F.linear(hidden, self.depformer_in[step].weight) + _ops.embed(
+        emb = self.depformer_text_emb if step == 0 else self._depformer_emb[step - 1]
+        x = F.linear(hidden, self._depformer_in[step].weight) + _ops.embed(
             emb.weight, prev_token[:, None]
         )
         d = c.dep_dim
-        for i, layer in enumerate(self.depformer.layers):
+        for i, layer in enumerate(self._dep_layers):
             h = _ops.rms_norm(x, layer.norm1.alpha, c.norm_eps)
             w_in = layer.self_attn.in_proj_weight[step * 3 * d : (step + 1) * 3 * d]
             q, k, v = _ops.split_qkv(F.linear(h, w_in), c.dep_num_heads)
@@ -207,6 +211,6 @@ class LMModel(nn.Module):
             w_out = layer.self_attn.out_proj.weight[step * d : (step + 1) * d]
             x = x + F.linear(_ops.merge_heads(attn), w_out)
             h = _ops.rms_norm(x, layer.norm2.alpha, c.norm_eps)
-            gate = layer.gating[step]
+            gate = layer.gates[step]
             x = x + _ops.gated_ffn(h, gate.linear_in.weight, gate.linear_out.weight)
-        return F.linear(x[:, 0], self.linears[step].weight)
+        return F.linear(x[:, 0], self._linears[step].weight)

@@ -49,8 +49,7 @@ class LMState:
         cls, config: LMConfig, n_slots: int, device: torch.device, dtype: torch.dtype
     ) -> LMState:
         c = config
-        f32 = {"device": device, "dtype": torch.float32}
-        i64 = {"device": device, "dtype": torch.int64}
+        f32, i64 = torch.float32, torch.int64
         return cls(
             config=c,
             n_slots=n_slots,
@@ -64,9 +63,11 @@ class LMState:
                 device=device,
                 dtype=dtype,
             ),
-            positions=torch.zeros(n_slots, **i64),
+            positions=torch.zeros(n_slots, device=device, dtype=i64),
             positions_host=np.zeros(n_slots, dtype=np.int64),
-            tokens=torch.full((n_slots, c.num_codebooks, c.token_cache_size), -2, **i64),
+            tokens=torch.full(
+                (n_slots, c.num_codebooks, c.token_cache_size), -2, device=device, dtype=i64
+            ),
             dep_kv=torch.zeros(
                 c.dep_num_layers,
                 2,
@@ -77,12 +78,12 @@ class LMState:
                 device=device,
                 dtype=dtype,
             ),
-            text_temperature=torch.full((n_slots,), 0.7, **f32),
-            text_top_k=torch.full((n_slots,), 25, **i64),
-            audio_temperature=torch.full((n_slots,), 0.8, **f32),
-            audio_top_k=torch.full((n_slots,), 250, **i64),
-            seeds=torch.zeros(n_slots, **i64),
-            counters=torch.zeros(n_slots, **i64),
+            text_temperature=torch.full((n_slots,), 0.7, device=device, dtype=f32),
+            text_top_k=torch.full((n_slots,), 25, device=device, dtype=i64),
+            audio_temperature=torch.full((n_slots,), 0.8, device=device, dtype=f32),
+            audio_top_k=torch.full((n_slots,), 250, device=device, dtype=i64),
+            seeds=torch.zeros(n_slots, device=device, dtype=i64),
+            counters=torch.zeros(n_slots, device=device, dtype=i64),
         )
 
     @property
