@@ -132,3 +132,16 @@ def test_bfloat16_model_streams_finite_audio(model: MimiModel) -> None:
     enc, dec = _run(streamer, pcm[:3], codes[:3])
     assert all(c.dtype == torch.long and int(c.max()) < CONFIG.cardinality for c in enc)
     assert all(d.dtype == torch.float32 and bool(torch.isfinite(d).all()) for d in dec)
+
+
+def test_streamer_works_whatever_the_callers_grad_mode(model: MimiModel) -> None:
+    pcm = torch.zeros(2, FRAME)
+    with torch.inference_mode():
+        built_inside = MimiStreamer(model, 2)
+    built_outside = MimiStreamer(model, 2)
+    for streamer in (built_inside, built_outside):
+        codes = streamer.encode_step(pcm)
+        streamer.reset_slots(torch.tensor([True, False]))
+        with torch.inference_mode():
+            streamer.decode_step(codes)
+        assert streamer.decode_step(codes).shape == (2, FRAME)

@@ -29,8 +29,10 @@ Rules the runtime can rely on:
 * ``reset_slots`` makes a slot equal to a fresh stream, which is what the PersonaPlex
   reference does after the prompt phases (``mimi.reset_streaming()``) before live audio.
 * ``encode_step`` / ``decode_step`` allocate no state; the shapes are fixed for a given B, so
-  both are CUDA-graph capturable (the wrapper belongs to the runtime). They run under
-  ``torch.inference_mode`` by the caller's choice; they never call ``.item()``.
+  both are CUDA-graph capturable (the wrapper belongs to the runtime; checked on an H100
+  with the release shapes: replay equals eager). They never call ``.item()``.
+* Every method runs under ``torch.inference_mode`` itself, so a streamer built inside or
+  outside inference mode works from either; its outputs are inference tensors.
 * The quantizer (codebooks and their projections) always computes in float32; the rest runs
   in the model's dtype (float32 recommended for Mimi; bfloat16 works).
 

@@ -80,7 +80,7 @@ class MimiStreamer:
                 f"active mask must be [{self.n_slots}] bool, got {tuple(active.shape)}"
             )
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode_step(self, pcm: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         """Encode one frame per slot: ``pcm`` [B, 1920] float -> codes [B, n_q_served] long."""
         if tuple(pcm.shape) != (self.n_slots, self.frame_samples):
@@ -99,7 +99,7 @@ class MimiStreamer:
             self._down_first.logical_and_(~active)
         return m.quantizer.encode(x, self.n_codebooks)[:, :, 0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode_step(self, codes: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         """Decode one frame per slot: codes [B, n_q_served] long -> pcm [B, 1920] float32."""
         if tuple(codes.shape) != (self.n_slots, self.n_codebooks):
@@ -114,7 +114,7 @@ class MimiStreamer:
         x = m.decoder.stream(x, iter(self._dec_convs), active)
         return x.view(self.n_slots, self.frame_samples).float()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def reset_slots(self, mask: torch.Tensor) -> None:
         """Restart the slots where ``mask`` [B] is True (both directions); others are untouched."""
         self._check_active(mask)
@@ -124,7 +124,7 @@ class MimiStreamer:
         self._down_first.logical_or_(mask)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_clip(model: MimiModel, pcm: npt.NDArray[np.floating] | torch.Tensor) -> torch.Tensor:
     """Encode a whole 24 kHz mono clip frame by frame from a fresh state -> codes [N, n_q_served].
 
