@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from voicegate.errors import PersonaValidationError
-from voicegate.personas import Problem, load_persona, read_numbers, read_persona
+from voicegate.personas import (
+    NumbersMap,
+    Problem,
+    Router,
+    load_persona,
+    read_numbers,
+    read_persona,
+)
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -129,3 +136,15 @@ def test_yaml_shaped_noise(folder: Path, text: str) -> None:
 @given(documents)
 def test_well_formed_yaml_of_any_shape(folder: Path, doc: object) -> None:
     check_persona(folder, yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"))
+
+
+ROUTER = Router(NumbersMap(default="d", numbers={"+14155550100": "n"}, sip_users={"u": "s"}))
+
+
+@FUZZ
+@given(
+    st.text(max_size=60)
+    | st.from_regex(r"(sips?:|tel:)?\+?[0-9 ()\-.]{0,20}(@[a-z.]{0,10})?(;[a-z=]{0,10})?")
+)
+def test_route_never_raises_and_answers_a_configured_persona(to: str) -> None:
+    assert ROUTER.route(to) in {"d", "n", "s"}
