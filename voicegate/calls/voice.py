@@ -34,6 +34,7 @@ class VadLike(Protocol):
 
 
 SUBBLOCK_MS = 20
+TICK_SAMPLES = 1920  # one engine tick at 24 kHz (engine.base.FRAME_SAMPLES)
 
 
 class CallerVoice:
@@ -140,7 +141,9 @@ class AgentVoice:
         self._threshold = math.pow(10.0, speech_dbfs / 10.0)
         self._silence_subblocks = max(1, silence_ms // SUBBLOCK_MS)
         self._energy = np.zeros(SUBBLOCKS_PER_TICK, dtype=np.float32)
-        self._squares = np.zeros(0, dtype=np.float32)
+        self._squares = np.zeros(
+            (SUBBLOCKS_PER_TICK, TICK_SAMPLES // SUBBLOCKS_PER_TICK), np.float32
+        )
         self.is_speaking = False
         self.quiet_run = 0  # consecutive quiet sub-blocks
 
@@ -148,8 +151,6 @@ class AgentVoice:
         """Speech bits of the tick's sub-blocks, and how long before the tick's end the model
         fell silent (ms; -1 when it did not fall silent in this tick)."""
         blocks = pcm_24k.reshape(SUBBLOCKS_PER_TICK, -1)
-        if self._squares.shape != blocks.shape:
-            self._squares = np.zeros(blocks.shape, dtype=np.float32)
         np.multiply(blocks, blocks, out=self._squares)
         np.add.reduce(self._squares, axis=1, out=self._energy)
         thresh = self._threshold * blocks.shape[1]
