@@ -204,3 +204,16 @@ async def test_events_reach_redis_through_the_real_event_log(
     assert [type(e).type for e in events] == ["call.started", "dtmf", "call.ended"]
     assert meta[b"status"] == b"ended" and meta[b"reason"] == b"caller_hangup"
     assert meta[b"from"] == b"+1555"
+
+
+def test_a_failing_engine_stats_does_not_break_a_scrape() -> None:
+    from prometheus_client import generate_latest
+
+    class Broken(ScriptedEngine):
+        def stats(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("engine gone")
+
+    registry = CollectorRegistry()
+    manager(Broken(lambda c, k, f: (SILENCE, "")), RecordingEvents(), registry=registry)
+    text = generate_latest(registry).decode()
+    assert "voicegate_calls_active" in text and "voicegate_engine_ticks" not in text

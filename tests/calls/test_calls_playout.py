@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicegate.calls.playout import PlayoutBuffer
 
@@ -115,3 +117,39 @@ def test_48k_ring_wraps_correctly() -> None:
             got.append(pb.pull(960).copy())
     assert np.array_equal(np.concatenate(sent), np.concatenate(got))
     assert pb.underruns == 0 and pb.overruns == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("w"), st.integers(1, 700)),
+            st.tuples(st.just("p"), st.integers(1, 400)),
+        ),
+        max_size=60,
+    )
+)
+def test_any_write_pull_sequence_plays_content_in_order(ops: list[tuple[str, int]]) -> None:
+    pb = PlayoutBuffer(RATE, prebuffer_ms=20, max_queue_ms=2000)
+    sent: list[np.ndarray] = []
+    got: list[np.ndarray] = []
+    counter = 1
+    for op, n in ops:
+        if op == "w":
+            if not pb.is_primed:
+                sent.append(np.zeros(160, dtype=np.int16))
+            x = np.arange(counter, counter + n) % 30000 + 1
+            counter += n
+            pb.write_tick((x / 32768.0).astype(np.float32), "", 0)
+            sent.append(x.astype(np.int16))
+        else:
+            before = pb.queued_samples
+            out = pb.pull(n).copy()
+            assert len(out) == n
+            got.append(out[: min(n, before)])
+            assert not out[before:].any()
+    got.append(pb.pull(pb.queued_samples).copy())
+    all_sent = np.concatenate(sent) if sent else np.zeros(0, np.int16)
+    all_got = np.concatenate(got)
+    assert np.array_equal(all_sent, all_got)
+    assert pb.played >= pb.read == pb.written and pb.overruns == 0
