@@ -139,6 +139,11 @@ def test_kv_bytes_per_slot_of_the_7b_shapes() -> None:
     config = LMConfig.personaplex_7b()
     state = LMState.allocate(config, 1, torch.device("meta"), torch.bfloat16)
     assert state.kv_bytes_per_slot == 32 * 2 * 32 * 3001 * 128 * 2  # ~1.47 GiB, + 1 scratch column
+    assert (
+        state.kv_bytes_per_slot
+        < LMState.bytes_per_slot(config, torch.bfloat16)
+        < 1.01 * state.kv_bytes_per_slot
+    )
 
 
 def test_sampling_greedy_top1_and_within_top_k() -> None:

@@ -89,3 +89,13 @@ class LMState:
     @property
     def kv_bytes_per_slot(self) -> int:
         return self.kv[:, :, 0].numel() * self.kv.element_size()
+
+    @staticmethod
+    def bytes_per_slot(config: LMConfig, dtype: torch.dtype) -> int:
+        """Device bytes one slot's buffers take (to size the batch before allocating it)."""
+        c = config
+        item = torch.empty((), dtype=dtype).element_size()
+        kv = c.num_layers * 2 * c.num_heads * (c.context + 1) * c.head_dim * item
+        dep = c.dep_num_layers * 2 * c.dep_num_heads * c.dep_q * c.dep_head_dim * item
+        small = (1 + c.num_codebooks * c.token_cache_size + 6) * 8
+        return kv + dep + small
