@@ -46,7 +46,7 @@ def _graph_tick(
     streamer: MimiStreamer, pcm: torch.Tensor, codes: torch.Tensor, active: torch.Tensor
 ) -> tuple[Callable[[], None], torch.Tensor, torch.Tensor]:
     """Capture one tick (encode then decode) as a CUDA graph; returns replay and its outputs."""
-    side = torch.cuda.Stream()
+    side = torch.cuda.Stream()  # type: ignore[no-untyped-call]
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(3):
