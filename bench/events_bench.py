@@ -227,13 +227,13 @@ async def outage(args: argparse.Namespace) -> None:
 
     async def chaos() -> None:
         await asyncio.sleep(lead_s)
-        server.kill()
+        await asyncio.to_thread(server.kill)  # off the loop: the bench must not stall the calls
         phase["now"] = "outage"
         t_end = loop.time() + args.outage_s
         while loop.time() < t_end:
             peak["journal"] = max(peak["journal"], log.stats().journal_bytes)
             await asyncio.sleep(0.1)
-        server.start()
+        await asyncio.to_thread(server.start)  # loading the AOF takes a while
         phase["now"] = "after"
 
     await asyncio.gather(chaos(), *(one_call(k) for k in range(args.calls)))

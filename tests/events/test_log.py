@@ -256,3 +256,17 @@ async def test_emit_after_close_is_counted(make_log: MakeLog, redis_url: str, ca
     await log.aclose()
     log.emit(started(call_id))
     assert log.stats().dropped_closed == 1
+
+
+async def test_aclose_flushes_to_redis(
+    make_log: MakeLog, redis_url: str, rclient: aioredis.Redis, call_id: str, tmp_path: Path
+) -> None:
+    log = make_log(redis_url, journal_dir=tmp_path / "j")
+    await log.start()
+    for i in range(500):
+        log.emit(Dtmf(call_id=call_id, leg="sip", t_ms=i, digit="3"))
+    await log.aclose(timeout_s=10)
+    s = log.stats()
+    assert s.written == 500 and s.journaled == 0 and s.queued == 0
+    assert len(await call_stream(rclient, call_id)) == 500
+    assert list((tmp_path / "j").iterdir()) == []  # a clean close leaves no journal folder

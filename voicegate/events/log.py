@@ -117,6 +117,7 @@ return 1
 # Server replies that mean "not now" rather than "never": handled like an outage.
 _TRANSIENT_PREFIXES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOSCRIPT")
 _OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+REPLAY_BATCH_MAX = 64
 _LOG_EVERY = 1000  # repeated problems (drops, malformed events) are logged once per this many
 
 
@@ -453,8 +454,8 @@ class EventLog:
         while True:
             try:
                 if self._client is None:
-                    if self._is_closing:
-                        return
+                    if self._is_closing and self._outage_since:
+                        return  # known down: aclose() journals the rest
                     if self._outage_since:  # not before the first try: start() with Redis up
                         await self._spill()
                         if await self._sleep_spilling(backoff * random.uniform(0.5, 1.0)):
@@ -644,9 +645,12 @@ class EventLog:
             if not self._replay:
                 await self._in_thread(self._journal.drop_oldest)
                 return
-        end = min(self._replay_pos + self.batch_max, len(self._replay))
+        # smaller batches than live writes, with a yield between them: a replay after a long
+        # outage is thousands of events, and the calls' 20 ms frames must keep their clock
+        end = min(self._replay_pos + REPLAY_BATCH_MAX, len(self._replay))
         await self._write(self._replay[self._replay_pos : end], is_replay=True)
         self._replay_pos = end
+        await asyncio.sleep(0)
         if end >= len(self._replay):
             self._replay = []
             self._replay_pos = 0
