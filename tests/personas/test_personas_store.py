@@ -394,3 +394,24 @@ async def test_readyz_shows_a_broken_persona_as_detail_and_stays_ready(
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert "support_agent" in response.json()["problems"]["numbers"]
+
+
+def test_adding_the_missing_clip_later_loads_the_persona(store: PersonaStore, folder: Path) -> None:
+    (folder / "gamma.yaml").write_text("description: d\ntext_prompt: t\nvoice: voices/g.wav\n")
+    store.poll()
+    assert not store.has("gamma") and "not found" in store.readiness_detail()["gamma"]
+    write_wav(folder / "voices" / "g.wav", 3.0)
+    assert store.poll() is True
+    assert store.get("gamma").voice_path == (folder / "voices" / "g.wav").resolve()
+    assert store.readiness_detail() == {}
+
+
+def test_on_change_failing_for_a_removal_still_removes(folder: Path) -> None:
+    def refuse_removals(name: str, persona: Persona | None) -> None:
+        if persona is None:
+            raise RuntimeError("engine busy")
+
+    store = PersonaStore(folder, on_change=refuse_removals)
+    store.load()
+    (folder / "beta.yaml").unlink()
+    assert store.poll() is True and store.names() == ["alpha"]

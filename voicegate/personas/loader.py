@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
 __all__ = [
     "PERSONA_SUFFIXES",
+    "PersonaRead",
     "load_persona",
     "persona_files",
     "read_persona",
+    "read_persona_file",
     "validation_error",
 ]
 
@@ -209,11 +212,33 @@ def read_persona(
     ``personas_dir`` (default: the file's folder) is where WAV voice paths are resolved and must
     stay. Never raises for bad content or an unreadable file: problems say what is wrong.
     """
+    result = read_persona_file(path, personas_dir, count_tokens)
+    return result.persona, result.problems
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaRead:
+    """What reading one persona file gave: the persona (None on any error), every problem, and
+    the WAV clip the file names (even a missing or broken one) so that a reloader can watch it."""
+
+    persona: Persona | None
+    problems: list[Problem]
+    clip: Path | None = None
+
+
+def read_persona_file(
+    path: Path,
+    personas_dir: Path | None = None,
+    count_tokens: TokenCounter = estimate_tokens,
+) -> PersonaRead:
+    """``read_persona`` with the clip it names (for PersonaStore)."""
     personas_dir = personas_dir if personas_dir is not None else path.parent
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        return None, [Problem(path, 1, 1, "error", f"cannot read: {exc.strerror or exc}")]
+        return PersonaRead(
+            None, [Problem(path, 1, 1, "error", f"cannot read: {exc.strerror or exc}")]
+        )
     digest = hashlib.sha256(raw)
     parsed = parse_yaml(raw, path)
     problems = list(parsed.problems)
@@ -229,7 +254,7 @@ def read_persona(
             )
         )
     if parsed.data is None and problems:
-        return None, problems
+        return PersonaRead(None, problems)
     smap = parsed.source_map
     data = parsed.data
     spec: PersonaSpec | None = None
@@ -242,10 +267,12 @@ def read_persona(
     except RecursionError:
         problems.append(Problem(path, 1, 1, "error", "document nesting is too deep"))
     voice_path: Path | None = None
+    clip: Path | None = None
     tokens = 0
     if isinstance(data, dict):
         voice = data.get("voice")
         if isinstance(voice, str) and voice not in VOICE_PRESETS and ("voice",) not in bad_locs:
+            clip = personas_dir / voice
             voice_path, voice_problems = _voice_problems(
                 voice, path, personas_dir, smap.value_pos(("voice",)), digest
             )
@@ -258,7 +285,7 @@ def read_persona(
             problems += token_problems
     problems.sort(key=lambda p: (p.line, p.col))
     if spec is None or has_errors(problems):
-        return None, problems
+        return PersonaRead(None, problems, clip)
     persona = Persona(
         name=path.stem,
         description=spec.description,
@@ -271,7 +298,7 @@ def read_persona(
         digest=digest.hexdigest(),
         prompt_tokens=tokens,
     )
-    return persona, problems
+    return PersonaRead(persona, problems, clip)
 
 
 def validation_error(what: str, problems: list[Problem]) -> PersonaValidationError:

@@ -36,7 +36,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from voicegate.errors import RoutingError, UnknownPersona
-from voicegate.personas.loader import persona_files, read_persona
+from voicegate.personas.loader import persona_files, read_persona_file
 from voicegate.personas.numbers import Router, read_numbers
 from voicegate.personas.problems import Problem
 from voicegate.personas.schema import Persona
@@ -230,7 +230,10 @@ class PersonaStore:
                 continue
             self._m_broken.labels(name).set(0)
             if name in self._personas:
-                self._notify(name, None)
+                try:
+                    self._notify(name, None)
+                except Exception:  # the persona goes regardless: its file is gone
+                    log.exception("persona %s: on_change failed for its removal", name)
                 self._personas = {k: v for k, v in self._personas.items() if k != name}
                 log.info("persona %s removed (%s deleted)", name, state.path)
                 changed = True
@@ -253,10 +256,12 @@ class PersonaStore:
         if attempt is None or attempt == state.attempt:
             return False
         state.attempt = attempt
-        persona, problems = read_persona(path, self._dir, self._count_tokens)
+        result = read_persona_file(path, self._dir, self._count_tokens)
+        persona, problems = result.persona, result.problems
         state.problems = problems
-        # follow the clip the file names now, so that editing only the WAV reloads too
-        state.voice_path = persona.voice_path if persona is not None else state.voice_path
+        # watch the clip the file names now (even a missing one), so that adding, fixing or
+        # editing only the WAV reloads too
+        state.voice_path = result.clip
         state.voice_sig = signature(state.voice_path)
         if persona is None:
             self._mark_broken(state, new=True)
