@@ -185,7 +185,8 @@ def main() -> None:
         header["budget"] = budget.describe()  # type: ignore[attr-defined]
         header["weights_gib"] = round(torch.cuda.memory_allocated(device) / GIB, 2)
     print(json.dumps(header, indent=1), flush=True)
-    sizes = sorted({fit if b == "max" else int(b) for b in batches})
+    # "max": the slots that fit, less the one slot of state the loaded base model holds
+    sizes = sorted({max(1, fit - 1) if b == "max" else int(b) for b in batches})
     rows = []
     for batch in sizes:
         if batch > fit:
