@@ -24,7 +24,30 @@ from prometheus_client.registry import Collector
 
 __all__ = ["FixedHistogram", "TwilioLegCollector", "TwilioLegStats"]
 
-DELAY_BUCKETS_MS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+DELAY_BUCKETS_MS = (
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    60.0,
+    80.0,
+    120.0,
+    160.0,
+)
 AHEAD_BUCKETS_MS = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 200.0)
 
 

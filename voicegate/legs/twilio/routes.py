@@ -95,6 +95,14 @@ class TwilioLeg:
         self.max_ahead_ms = max_ahead_ms
         self.is_draining = False
         self._calls_seen: OrderedDict[str, tuple[str, float]] = OrderedDict()  # CallSid -> id, t0
+        self._streams: dict[int, TwilioMediaStream] = {}
+
+    def stream(self, call_id: str) -> TwilioMediaStream | None:
+        """The open stream of ``call_id`` (operations and tests; use it on the event loop)."""
+        for stream in self._streams.values():
+            if stream.call_id == call_id:
+                return stream
+        return None
 
     def collector(self) -> TwilioLegCollector:
         """Prometheus collector for this leg's counters (register it on the app's registry)."""
@@ -201,7 +209,11 @@ class TwilioLeg:
             report_error=self._report_error,
             max_ahead_ms=self.max_ahead_ms,
         )
-        await stream.run(problem)
+        self._streams[id(stream)] = stream
+        try:
+            await stream.run(problem)
+        finally:
+            del self._streams[id(stream)]
 
     def _report_error(
         self, call_id: str, t_ms: int, code: str, message: str, is_fatal: bool

@@ -470,7 +470,11 @@ class TwilioSimulator:
         )
         stream = SimulatedStream(ws, call, _sid("MZ"), self.account_sid)
         if send_start:
-            await stream._send_start()
+            try:
+                await stream._send_start()
+            except ConnectionClosed:
+                await stream.wait_closed(5)  # refused at once: the report has the close code
+                return stream
             if call.status_callback:
                 await self.stream_status(call, stream.stream_sid, "stream-started")
         return stream

@@ -31,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicegate.audio import mulaw_decode, mulaw_encode
 from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
@@ -139,7 +139,7 @@ class TwilioMediaStream:
     @property
     def queued_ms(self) -> int:
         """Agent audio sent and not yet confirmed played, plus frames held back here."""
-        return self._playout.ahead_ms + len(self._held) * FRAME_MS
+        return int(self._playout.ahead_ms(self._clock() * 1000)) + len(self._held) * FRAME_MS
 
     @property
     def call_id(self) -> str:
@@ -191,6 +191,8 @@ class TwilioMediaStream:
         self._stats.streams_active += 1
         try:
             await self._serve()
+        except WebSocketDisconnect:
+            self._leg_closed(EndReason.CALLER_HANGUP)  # the socket died while we were sending
         except Exception:
             log.exception("twilio stream %s (call %s) failed", self._stream_sid, self.call_id)
             self._leg_closed(EndReason.ERROR)
@@ -341,7 +343,7 @@ class TwilioMediaStream:
                 stats.ingress_ms.observe((self._clock() - arrived) * 1000)
         elif isinstance(event, Mark):
             stats.marks_in += 1
-            if not self._playout.on_mark(event.name):
+            if not self._playout.on_mark(event.name, arrived * 1000):
                 stats.marks_unknown += 1
             elif self._held:
                 await self._flush_held(self._clock())
@@ -374,14 +376,14 @@ class TwilioMediaStream:
             return
         if not pcm.any():
             return  # silence: Twilio plays silence when its queue is empty
-        if self._playout.room_ms() < FRAME_MS:
+        if self._playout.room_ms(pulled * 1000) < FRAME_MS:
             self._held.append(pcm.copy())
             return
         await self._send_audio(mulaw_encode(pcm), pulled)
 
     async def _flush_held(self, since: float) -> None:
         held = self._held
-        n = min(len(held), max(0, self._playout.room_ms()) // FRAME_MS)
+        n = min(len(held), int(max(0.0, self._playout.room_ms(self._clock() * 1000)) // FRAME_MS))
         if n == 0:
             return
         frames = [held.popleft() for _ in range(n)]
@@ -393,8 +395,9 @@ class TwilioMediaStream:
         duration_ms = len(payload) * 1000 // RATE_HZ
         await self._ws.send_text(encode_media(self._stream_sid, payload))
         stats.egress_ms.observe((self._clock() - pulled) * 1000)
-        name = self._playout.on_sent(duration_ms)
-        stats.ahead_ms.observe(self._playout.ahead_ms)
+        now_ms = self._clock() * 1000
+        name = self._playout.on_sent(duration_ms, now_ms)
+        stats.ahead_ms.observe(self._playout.ahead_ms(now_ms))
         await self._ws.send_text(encode_mark(self._stream_sid, name))
         stats.media_out += 1
         stats.media_out_bytes += len(payload)
@@ -404,9 +407,10 @@ class TwilioMediaStream:
         self._is_clear_requested = False
         held_ms = len(self._held) * FRAME_MS
         self._held.clear()
-        if self._playout.ahead_ms == 0:
+        now_ms = self._clock() * 1000
+        if self._playout.unconfirmed_ms == 0:
             return  # nothing queued at Twilio: a clear would be a no-op
-        cut_ms = self._playout.on_clear()
+        cut_ms = int(self._playout.on_clear(now_ms))
         await self._ws.send_text(encode_clear(self._stream_sid))
         self._stats.clears += 1
         self._stats.cleared_ms += cut_ms + held_ms
