@@ -29,8 +29,7 @@ def release_checkpoint(tmp_path_factory: pytest.TempPathFactory, parity_config: 
 @pytest.fixture(scope="session")
 def moshi_lm() -> Callable[[LMConfig, int, Path], torch.nn.Module]:
     """Build moshi 0.2.13's LMModel with our shapes and load our checkpoint into it (strict)."""
-    pytest.importorskip("moshi")
-    from moshi.models.lm import LMModel as MoshiLMModel
+    from moshi.models.lm import LMModel as MoshiLMModel  # the oracle is required, never skipped
     from safetensors.torch import load_file
 
     def build(config: LMConfig, dep_q: int, path: Path) -> torch.nn.Module:

@@ -36,6 +36,7 @@ def test_system_prompt_text_wraps_in_tags_and_skips_empty() -> None:
         == "<system> You are a bank teller. <system>"
     )
     assert system_prompt_text("   ") == ""
+    assert system_prompt_text(" <system> Hi. <system> ") == "<system> Hi. <system>"
 
 
 def test_prompt_frames_follow_the_four_phases() -> None:

@@ -42,9 +42,14 @@ UNKNOWN = -2  # a token not known yet (the reference's "ungenerated" id)
 
 
 def system_prompt_text(prompt: str) -> str:
-    """The text the tokenizer must turn into the text phase ('' when the prompt is empty)."""
+    """The text to tokenize (plain ``sp.encode``) for the text phase; '' for an empty prompt.
+
+    As the public generator does, a prompt already wrapped in ``<system>`` tags is kept as is.
+    """
     prompt = prompt.strip()
-    return f"<system> {prompt} <system>" if prompt else ""
+    if not prompt or (prompt.startswith("<system>") and prompt.endswith("<system>")):
+        return prompt
+    return f"<system> {prompt} <system>"
 
 
 @dataclass(frozen=True, eq=False, slots=True)
