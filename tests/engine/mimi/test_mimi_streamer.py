@@ -145,3 +145,11 @@ def test_streamer_works_whatever_the_callers_grad_mode(model: MimiModel) -> None
         with torch.inference_mode():
             streamer.decode_step(codes)
         assert streamer.decode_step(codes).shape == (2, FRAME)
+
+
+def test_state_bytes_per_slot_of_the_release_shapes() -> None:
+    release = MimiConfig.release()
+    streamer = MimiStreamer(MimiModel(release, device="meta"), n_slots=3)
+    kv_one_side = 8 * 2 * 8 * 250 * 64 * 4  # layers, k/v, heads, context, head dim, fp32
+    per_slot = streamer.state_bytes_per_slot
+    assert 2 * kv_one_side < per_slot < 2 * kv_one_side + 200_000  # conv buffers are small

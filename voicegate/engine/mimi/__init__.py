@@ -15,6 +15,7 @@ API for the tick loop (all tensors on the model's device; one frame = 1920 sampl
 
     # between ticks, when calls join or leave:
     mimi.reset_slots(mask)                      # mask [B] bool: those slots restart from zero
+    mimi.state_bytes_per_slot                   # ~16.5 MB per slot for the release in fp32
 
     # offline, once per persona with a WAV voice (24 kHz mono float32, any length):
     codes = encode_clip(model, pcm)             # [N, 8] long, N = ceil(len / 1920)

@@ -4,7 +4,8 @@
 between frames (conv left contexts, transposed-conv overlaps, transformer KV rings and
 positions) and steps all slots at once. Resets and the active mask work per slot.
 
-Owns: codec streaming state. Imports torch only; never allocates state per step.
+Owns: codec streaming state. Imports torch (numpy for types only); never allocates state
+per step.
 """
 
 from __future__ import annotations
@@ -73,6 +74,13 @@ class MimiStreamer:
         self._dec = _SideState([self._up_partial, *dec_convs], dec_kv, dec_positions)
         self._enc_convs = enc_convs
         self._dec_convs = dec_convs
+
+    @property
+    def state_bytes_per_slot(self) -> int:
+        """Device memory one slot's streaming state takes (both directions, all buffers)."""
+        buffers = [*self._enc.convs, self._enc.kv, self._enc.offset, self._down_first]
+        buffers += [*self._dec.convs, self._dec.kv, self._dec.offset]
+        return sum(t.numel() * t.element_size() for t in buffers) // self.n_slots
 
     def _check_active(self, active: torch.Tensor | None) -> None:
         if active is not None and tuple(active.shape) != (self.n_slots,):
