@@ -104,14 +104,19 @@ def resample_clip(
     if rate_in_hz == rate_out_hz:
         return pcm.astype(np.float32, copy=False)
     try:
-        from voicegate.audio import StreamingResampler  # type: ignore[attr-defined]
+        from voicegate.audio import StreamingResampler
     except ImportError:
         StreamingResampler = None  # noqa: N806
+    resampler = None
     if StreamingResampler is not None:
-        resampler = StreamingResampler(rate_in_hz, rate_out_hz)
+        try:
+            resampler = StreamingResampler(rate_in_hz, rate_out_hz)
+        except AudioError:  # a ratio it does not serve (e.g. 44.1 kHz): scipy below
+            resampler = None
+    if resampler is not None:
         # flush the filter's delay with zeros, then drop it so the clip stays aligned
-        delay = int(getattr(resampler, "delay_samples", 0))
-        tail = np.zeros(int(np.ceil(delay * rate_in_hz / rate_out_hz)) + 1, dtype=np.float32)
+        delay = int(resampler.delay_samples)
+        tail = np.zeros(int(np.ceil(delay * rate_in_hz / rate_out_hz)) + 8, dtype=np.float32)
         out = np.concatenate([resampler.process(pcm), resampler.process(tail)])
         want = int(round(len(pcm) * rate_out_hz / rate_in_hz))
         return np.ascontiguousarray(out[delay : delay + want], dtype=np.float32)
