@@ -17,7 +17,12 @@ import numpy.typing as npt
 
 from voicegate.calls.base import EndReason
 
-__all__ = ["EnergyVad", "LoopbackLeg", "RecordingEvents", "run_call", "tone"]
+__all__ = ["EnergyVad", "LoopbackLeg", "RecordingEvents", "frozen_clock", "run_call", "tone"]
+
+
+def frozen_clock() -> float:
+    """A clock that never moves: with ``run_call`` every tick is pulled the moment it arrives."""
+    return 0.0
 
 
 class LoopbackLeg:

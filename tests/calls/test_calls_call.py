@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from calls_fakes import SILENCE, ScriptedEngine, speech
-from utils import EnergyVad, LoopbackLeg, RecordingEvents, run_call, tone
+from utils import EnergyVad, LoopbackLeg, RecordingEvents, frozen_clock, run_call, tone
 
 from voicegate.calls import CallConfig, CallInfo, CallLimits, CallManager, CallState, EndReason
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
@@ -45,6 +45,7 @@ class ExactResampler:
 def make_manager(engine: object, events: RecordingEvents, **kw: object) -> CallManager:
     kw.setdefault("resampler_factory", ExactResampler)
     kw.setdefault("vad_factory", lambda rate: EnergyVad(rate))
+    kw.setdefault("clock", frozen_clock)
     return CallManager(engine, events, **kw)  # type: ignore[arg-type]
 
 
@@ -349,3 +350,26 @@ def test_engine_thread_hands_ticks_over_without_a_hop() -> None:
         call.on_leg_closed(EndReason.CALLER_HANGUP)
     finally:
         engine.close()
+
+
+def test_each_start_plays_the_prebuffer_after_the_tick_arrived() -> None:
+    now = [0.0]
+    dc = np.full(1920, 0.25, dtype=np.float32)
+    engine = ScriptedEngine(lambda c, k, f: (dc, ""))
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, RecordingEvents(), clock=lambda: now[0])
+    call = calls.start_call(CallInfo("lead", "sip", "p"), leg)
+    now[0] = 10.000
+    engine.tick()  # arrives at 10.000 s
+    now[0] = 10.015  # the leg's next pull comes 15 ms later
+    out = call.pull_agent_audio(160)
+    assert not out[:40].any() and out[40:].any()  # 5 ms of lead: 20 ms after arrival
+    for _ in range(3):
+        call.pull_agent_audio(160)
+    out = call.pull_agent_audio(160)  # the tick ran out 40 samples into this pull
+    assert out[:40].all() and not out[40:].any() and call.playout.underruns == 1
+    now[0] = 10.090
+    engine.tick()  # a late tick primes again
+    now[0] = 10.095
+    out = call.pull_agent_audio(160)
+    assert not out[:120].any() and out[120:].all()

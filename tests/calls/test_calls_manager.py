@@ -10,7 +10,7 @@ import pytest
 from calls_fakes import SILENCE, ScriptedEngine, speech
 from prometheus_client import CollectorRegistry
 from test_calls_call import ExactResampler
-from utils import EnergyVad, LoopbackLeg, RecordingEvents, run_call, tone
+from utils import EnergyVad, LoopbackLeg, RecordingEvents, frozen_clock, run_call, tone
 
 import voicegate.calls
 from voicegate.calls import CallInfo, CallLimits, CallManager, EndReason, limits_of
@@ -28,6 +28,7 @@ def manager(engine: ScriptedEngine, events: object, **kw: object) -> CallManager
         events,  # type: ignore[arg-type]
         resampler_factory=ExactResampler,
         vad_factory=lambda rate: EnergyVad(rate),
+        clock=frozen_clock,
         **kw,  # type: ignore[arg-type]
     )
 

@@ -93,7 +93,7 @@ def test_drop_reports_queued_speech_and_text_and_reprimes() -> None:
     assert pb.agent_intervals == [(20, 60)] and pb.queued_samples == 0 and not pb.is_primed
     assert pb.unplayed_text() == ""
     pb.write_tick(ramp(TICK), "x", 0)
-    assert pb.queued_samples == 160 + TICK  # primed again
+    assert pb.queued_samples == TICK and pb.is_lead_pending  # primed again at the next pull
 
 
 def test_unplayed_text_excludes_started_tick() -> None:
@@ -136,20 +136,29 @@ def test_any_write_pull_sequence_plays_content_in_order(ops: list[tuple[str, int
     counter = 1
     for op, n in ops:
         if op == "w":
-            if not pb.is_primed:
-                sent.append(np.zeros(160, dtype=np.int16))
-            x = np.arange(counter, counter + n) % 30000 + 1
+            x = np.arange(counter, counter + n) % 30000 + 1  # never 0: silence is padding
             counter += n
             pb.write_tick((x / 32768.0).astype(np.float32), "", 0)
             sent.append(x.astype(np.int16))
         else:
-            before = pb.queued_samples
+            played = pb.played
             out = pb.pull(n).copy()
-            assert len(out) == n
-            got.append(out[: min(n, before)])
-            assert not out[before:].any()
-    got.append(pb.pull(pb.queued_samples).copy())
+            assert len(out) == n and pb.played == played + n
+            got.append(out)
+    while pb.queued_samples:
+        got.append(pb.pull(160).copy())
     all_sent = np.concatenate(sent) if sent else np.zeros(0, np.int16)
-    all_got = np.concatenate(got)
-    assert np.array_equal(all_sent, all_got)
-    assert pb.played >= pb.read == pb.written and pb.overruns == 0
+    all_got = np.concatenate(got) if got else np.zeros(0, np.int16)
+    assert np.array_equal(all_sent, all_got[all_got != 0])
+    assert pb.read == pb.written and pb.overruns == 0
+
+
+def test_lead_makes_every_start_wait_the_prebuffer_after_arrival() -> None:
+    pb = PlayoutBuffer(RATE, prebuffer_ms=20, max_queue_ms=500)
+    pb.write_tick(ramp(TICK), "", 0)
+    out = pb.pull(160, elapsed_samples=120)  # the tick waited 15 ms for this pull
+    assert not out[:40].any() and out[40] == 1  # so it starts 5 ms into it
+    pb.drop()
+    pb.write_tick(ramp(TICK), "", 0)
+    out = pb.pull(160, elapsed_samples=400)  # waited longer than the prebuffer: no lead
+    assert out[0] == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -117,7 +118,7 @@ class CallConfig:
     is_caller_vad_enabled: bool = True
     agent_speech_dbfs: float = -42.0  # a 20 ms sub-block louder than this is agent speech
     agent_silence_ms: int = 80  # this much quiet after speech = the model has yielded
-    prebuffer_ms: int = 20  # silence primed ahead of the first tick (tick/pull jitter)
+    prebuffer_ms: int = 20  # each tick starts playing this long after it arrived (tick/pull jitter)
     max_queue_ms: int = 200  # agent audio queued beyond this is dropped (overrun)
     is_cut_on_caller_speech: bool = False  # True: mute the agent at the caller's onset
     bargein_grace_ms: int = 500  # the model may yield this long after the caller stops
@@ -163,8 +164,10 @@ class Call:
         vad_factory: Callable[[int], VadLike] = _default_vad,
         on_end: Callable[[Call], None] | None = None,
         on_bargein: Callable[[Call, BargeInRecord], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.info = info
+        self._clock = clock
         self._leg = leg
         self._events = events
         self._limits = limits
@@ -187,6 +190,8 @@ class Call:
         # engine thread -> loop
         self._tick_pcm = np.zeros((TICK_RING, FRAME_SAMPLES), dtype=np.float32)
         self._tick_text = [""] * TICK_RING
+        self._tick_time = [0.0] * TICK_RING  # clock() at arrival, for the playout lead
+        self._prime_time = 0.0  # arrival of the tick that primed the playout
         self._tick_w = 0  # written by the engine thread only
         self._tick_r = 0  # read by the loop only
         self.ticks = 0
@@ -398,6 +403,7 @@ class Call:
         i = w & (TICK_RING - 1)
         np.copyto(self._tick_pcm[i], out.pcm)
         self._tick_text[i] = out.text
+        self._tick_time[i] = self._clock()
         self._tick_w = w + 1
 
     # --- leg -> call (event loop) ------------------------------------------------------------
@@ -427,7 +433,12 @@ class Call:
         try:
             if self._tick_w != self._tick_r:
                 self._drain_ticks()
-            out = self.playout.pull(n_samples)
+            pb = self.playout
+            if pb.is_lead_pending:
+                waited_s = self._clock() - self._prime_time
+                out = pb.pull(n_samples, int(waited_s * self.rate_hz))
+            else:
+                out = pb.pull(n_samples)
             self._check_limits()
             return out
         except Exception as exc:
@@ -495,6 +506,8 @@ class Call:
             i = r & (TICK_RING - 1)
             r += 1
             self._tick_r = r
+            if not self.playout.is_primed:
+                self._prime_time = self._tick_time[i]
             self._process_tick(self._tick_pcm[i], self._tick_text[i])
 
     def _process_tick(self, pcm: npt.NDArray[np.float32], text: str) -> None:

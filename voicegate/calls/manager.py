@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -76,7 +77,9 @@ class CallManager:
         config: CallConfig = _DEFAULT_CONFIG,
         resampler_factory: Callable[[int, int], ResamplerLike] = _default_resampler,
         vad_factory: Callable[[int], VadLike] = _default_vad,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._engine = engine
         self._events = events
         self._personas = personas
@@ -147,6 +150,7 @@ class CallManager:
             vad_factory=self._vad_factory,
             on_end=self._on_call_end,
             on_bargein=self._on_bargein,
+            clock=self._clock,
         )
         try:
             slot = self._engine.join(info.persona, call)

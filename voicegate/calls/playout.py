@@ -5,6 +5,13 @@ rate, plus the silence primed ahead of them); *playout* is every sample the leg 
 silence for underruns included: ``played / rate`` is the playout clock, in ms since the call
 started, the moment the caller hears a sample (the leg paces its pulls at real time).
 
+Priming: when audio starts flowing (the call's first tick, after a barge-in drop, after the
+ring ran dry) the first pull plays ``lead`` samples of silence before the content, so that the
+ring holds one leg frame more than the 80 ms tick and absorbs the jitter between 80 ms ticks
+and 20 ms pulls. The lead is ``prebuffer - elapsed``, where ``elapsed`` (from the Call's clock)
+is how long that tick already waited for this pull: every tick then starts playing
+``prebuffer`` after it arrived, whatever the phase between the engine's and the leg's clocks.
+
 Each written tick keeps a little metadata: where it starts in the content, its text piece and
 one bit per 20 ms sub-block saying whether it carries agent speech. When a pull plays past a
 sub-block, its playout time is known exactly; that is when the tick is reported to the
@@ -65,7 +72,9 @@ class PlayoutBuffer:
         self.played = 0  # playout samples (content + underrun silence)
         self.underruns = 0
         self.overruns = 0
-        self.is_primed = False
+        self.is_primed = False  # content is flowing (a tick arrived since the start/drop/dry-out)
+        self.is_lead_pending = False  # the next pull starts with the lead
+        self._lead = 0  # lead silence still to play
         # tick metadata ring (plain lists: scalar access from Python is cheaper than numpy)
         self._m_start = [0] * META_CAPACITY
         self._m_len = [0] * META_CAPACITY
@@ -98,9 +107,8 @@ class PlayoutBuffer:
     def write_tick(self, pcm: npt.NDArray[np.float32], text: str, speech_bits: int) -> None:
         """Queue one tick's audio (float32 in [-1, 1] at the leg's rate) and its metadata."""
         if not self.is_primed:
-            # a little silence ahead absorbs the jitter between 80 ms ticks and 20 ms pulls
-            self._write_silence(self._prebuffer_samples)
             self.is_primed = True
+            self.is_lead_pending = True
         n = len(pcm)
         if self._m_w - self._m_r >= META_CAPACITY:
             self._skip_oldest_tick()
@@ -120,13 +128,6 @@ class PlayoutBuffer:
             self.read += excess  # drop the oldest: the queue must not grow the delay
             self.overruns += 1
 
-    def _write_silence(self, n: int) -> None:
-        if n <= 0:
-            return
-        scratch = self._scratch[:n]
-        scratch.fill(0.0)
-        self._write(scratch)
-
     def _write(self, samples: npt.NDArray[np.float32]) -> None:
         n = len(samples)
         start = self.written & self._mask
@@ -142,28 +143,42 @@ class PlayoutBuffer:
 
     # --- read side ---------------------------------------------------------------------------
 
-    def pull(self, n: int) -> npt.NDArray[np.int16]:
-        """Exactly ``n`` samples (silence where none are queued). A view valid until the next pull."""
+    def pull(self, n: int, elapsed_samples: int = 0) -> npt.NDArray[np.int16]:
+        """Exactly ``n`` samples (silence where none are queued). A view valid until the next pull.
+
+        ``elapsed_samples``: how long the first tick since priming has waited (see the module
+        docstring); read only when ``is_lead_pending``.
+        """
         if len(self._out) < n:
             self._out = np.zeros(n, dtype=np.int16)
         out = self._out[:n]
+        if self.is_lead_pending:
+            self.is_lead_pending = False
+            self._lead = max(0, self._prebuffer_samples - elapsed_samples)
+        z = 0
+        if self._lead:
+            z = min(n, self._lead)
+            out[:z] = 0
+            self._lead -= z
+            self.played += z
         r0 = self.read
-        m = min(n, self.written - r0)
+        m = min(n - z, self.written - r0)
         if m > 0:
             start = r0 & self._mask
             first = min(m, len(self._ring) - start)
-            out[:first] = self._ring[start : start + first]
+            out[z : z + first] = self._ring[start : start + first]
             if first < m:
-                out[first:m] = self._ring[: m - first]
+                out[z + first : z + m] = self._ring[: m - first]
         else:
             m = 0
-        if m < n:
-            out[m:] = 0
-            if self.is_primed:
+        if z + m < n:
+            out[z + m :] = 0
+            if self.is_primed and not self._lead:
                 self.underruns += 1
+                self.is_primed = False  # ran dry: the next tick primes again
         p0 = self.played
         self.read = r0 + m
-        self.played = p0 + n
+        self.played = p0 + n - z
         if self._m_r < self._m_w:
             self._resolve(r0, p0)
         return out
@@ -225,6 +240,8 @@ class PlayoutBuffer:
             self._m_sub = 0
         self.read = self.written
         self.is_primed = False
+        self.is_lead_pending = False
+        self._lead = 0
         end_ms = self.played_ms if at_ms is None else at_ms
         if self.is_audible:
             end_ms = max(end_ms, self._audible_start_ms)
