@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -38,6 +40,35 @@ def serve() -> None:
 
 
 app.add_typer(personas_app, name="personas")
+
+
+@app.command("call")
+def call_offline(
+    persona: Annotated[str, typer.Option(help="Persona name (from VOICEGATE_PERSONAS_DIR).")],
+    in_wav: Annotated[Path, typer.Option("--in", help="Caller audio: a WAV at any rate.")],
+    out: Annotated[Path, typer.Option(help="Where to write the agent's audio (24 kHz WAV).")],
+    transcript: Annotated[Path, typer.Option(help="Where to write the agent's timed text (JSON).")],
+    seed: Annotated[int, typer.Option(help="Sampling seed (same seed, same output).")] = 0,
+) -> None:
+    """A whole conversation offline, no telephony: caller WAV in, agent WAV and text out."""
+    from voicegate.engine import create_engine
+    from voicegate.engine.offline import read_caller_wav, run_offline_call, write_call_outputs
+    from voicegate.personas import PersonaStore
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    store = PersonaStore(settings.personas_dir)
+    store.load()
+    prompt = store.get(persona).to_prompt()
+    engine = create_engine(settings, offline=True, seed=seed)
+    engine.start()
+    try:
+        engine.load_persona(prompt)
+        result = run_offline_call(engine, prompt.key, read_caller_wav(in_wav), seed=seed)
+    finally:
+        engine.close()
+    write_call_outputs(result, out, transcript)
+    typer.echo(f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}")
 
 
 def main() -> None:
