@@ -373,3 +373,30 @@ def test_each_start_plays_the_prebuffer_after_the_tick_arrived() -> None:
     now[0] = 10.095
     out = call.pull_agent_audio(160)
     assert not out[:120].any() and out[120:].all()
+
+
+def test_caller_chunks_of_any_length_make_the_same_engine_frames() -> None:
+    from collections import deque
+
+    engine = ScriptedEngine(lambda c, k, f: (SILENCE, ""))
+    calls = make_manager(engine, RecordingEvents())
+    even = calls.start_call(CallInfo("e", "twilio", "p"), LoopbackLeg(RATE))
+    odd = calls.start_call(CallInfo("o", "twilio", "p"), LoopbackLeg(RATE))
+    for slot in engine.slots:
+        slot.inputs = deque()  # keep every pushed frame
+    x = tone(10 * 640, hz=700.0)
+    for k in range(40):
+        even.feed_caller_audio(x[k * 160 : (k + 1) * 160])
+    sizes = [7, 333, 1, 160, 999, 2, 640, 1279]
+    pos = 0
+    k = 0
+    while pos < len(x):
+        n = sizes[k % len(sizes)]
+        odd.feed_caller_audio(x[pos : pos + n])
+        pos += n
+        k += 1
+    assert odd.frames_pushed == even.frames_pushed == 10
+    got_even = np.concatenate(list(engine.slots[0].inputs))
+    got_odd = np.concatenate(list(engine.slots[1].inputs))
+    assert np.array_equal(got_even, got_odd)
+    assert got_even.shape == (10 * 1920,) and np.abs(got_even).max() > 0.2
