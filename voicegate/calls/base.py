@@ -77,7 +77,11 @@ class LegTransport(Protocol):
         ...
 
     def clear_playout(self) -> None:
-        """Drop agent audio already queued on the far side (Twilio ``clear``); no-op if none."""
+        """Drop agent audio already queued on the far side (Twilio ``clear``); no-op if none.
+
+        A leg that sends ahead of real time may also expose ``queued_ms: int`` (agent audio
+        sent but not yet played); the Call reads it just before a clear to time the barge-in.
+        """
         ...
 
     def request_hangup(self, reason: EndReason) -> None:
@@ -90,7 +94,12 @@ class CallLike(Protocol):
 
     def feed_caller_audio(self, pcm: npt.NDArray[np.int16]) -> None: ...
 
-    def pull_agent_audio(self, n_samples: int) -> npt.NDArray[np.int16]: ...
+    def pull_agent_audio(self, n_samples: int) -> npt.NDArray[np.int16]:
+        """Exactly ``n_samples`` at the leg's rate, silence when none is queued.
+
+        The array is a view of a reused buffer, valid until the next pull: encode or copy it.
+        """
+        ...
 
     def on_dtmf(self, digit: str) -> None: ...
 
