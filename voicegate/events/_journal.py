@@ -104,6 +104,7 @@ class Journal:
         self._segments: list[_Segment] = []  # oldest first: adopted folders, then our own
         self._active: IO[bytes] | None = None
         self._active_seg: _Segment | None = None
+        self._reader: IO[bytes] | None = None  # open on the oldest segment while replaying
         self._next_index = 1
 
     # --- lifecycle ---
@@ -148,6 +149,9 @@ class Journal:
 
     def close(self) -> None:
         """Close the active segment and release our lock; pending segments stay on disk."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._active is not None:
             self._active.close()
             self._active = None
@@ -218,30 +222,40 @@ class Journal:
     def has_pending(self) -> bool:
         return bool(self._segments)
 
-    def read_oldest(self) -> list[Record]:
-        """Records of the oldest segment (rotating the active one first if it is the oldest)."""
+    def read_chunk(self, max_records: int) -> tuple[list[Record], bool]:
+        """Up to ``max_records`` next records of the oldest segment, and whether it is exhausted.
+
+        Reads a little at a time so that parsing (which holds the GIL) never stalls the event
+        loop for long. The active segment is rotated first when it is the oldest.
+        """
         if not self._segments:
-            return []
+            return [], True
         seg = self._segments[0]
-        if seg is self._active_seg:
-            self._rotate()
-        with open(seg.path, "rb") as f:
-            raw = f.read()
+        if self._reader is None:
+            if seg is self._active_seg:
+                self._rotate()
+            self._reader = open(seg.path, "rb")  # noqa: SIM115 - held across calls
         records: list[Record] = []
-        for line in raw.splitlines():
+        while len(records) < max_records:
+            line = self._reader.readline()
             if not line:
+                return records, True
+            if not line.strip():
                 continue
             try:
                 records.append(Record.from_line(line))
             except (ValueError, TypeError, KeyError) as exc:
                 self.corrupt_lines += 1
                 log.warning("journal %s: skipping a malformed line (%s)", seg.path, exc)
-        return records
+        return records, False
 
     def drop_oldest(self, delete: bool = True) -> None:
         """Forget the oldest segment, deleting it (every record of it reached Redis) or not."""
         seg = self._segments.pop(0)
         self.pending_bytes -= seg.nbytes
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if seg is self._active_seg:
             self._rotate()
         if not delete:
