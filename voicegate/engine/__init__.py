@@ -29,13 +29,13 @@ from voicegate.engine.runtime import BatchedEngine, TickMode
 from voicegate.engine.stepper import TickModel
 
 __all__ = [
-    "FRAME_MS",
-    "FRAME_SAMPLES",
-    "MODEL_RATE_HZ",
     "BatchedEngine",
     "EchoModel",
     "Engine",
     "EngineStats",
+    "FRAME_MS",
+    "FRAME_SAMPLES",
+    "MODEL_RATE_HZ",
     "PersonaPrompt",
     "SamplingParams",
     "Slot",

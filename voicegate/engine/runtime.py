@@ -91,10 +91,14 @@ class BatchedEngine:
         input_queue_frames: int | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self._model = model
         self._mode = mode
         self._clock = clock
+        # serving mode waits with this (default: the stop event's wait); tests pass a fake
+        # that advances a fake clock
+        self._sleep = sleep
         self._max_slots = model.max_slots if max_calls <= 0 else min(model.max_slots, max_calls)
         if self._max_slots < 1:
             raise EngineError(f"engine {model.name}: no slot fits (max_slots={model.max_slots})")
@@ -363,8 +367,13 @@ class BatchedEngine:
         due = clock() + TICK_S
         while not self._stop.is_set():
             delay = due - clock()
-            if delay > 0 and self._stop.wait(delay):
-                break
+            if delay > 0:
+                if self._sleep is None:
+                    self._stop.wait(delay)
+                else:
+                    self._sleep(delay)
+                if self._stop.is_set():
+                    break
             self.tick()
             due += TICK_S
             now = clock()
