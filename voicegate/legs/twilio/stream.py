@@ -268,53 +268,71 @@ class TwilioMediaStream:
         self._pending_close = (code, reason)
 
     async def _serve(self) -> None:
+        """Read in this (the owner) task; a child task paces and sends the agent's audio."""
         ws = self._ws
+        clock = self._clock
+        writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name=f"twilio-out-{self.call_id}"
+        )
+        self._close_after: tuple[int, str] | None = None
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    self._leg_closed(EndReason.CALLER_HANGUP)
+                    return
+                if not self._on_message(message, clock()) or writer.done():
+                    return
+        finally:
+            if not writer.done():
+                writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await writer  # a writer failure was logged and ended the call there
+            if self._close_after is not None:
+                await self._close(*self._close_after)
+
+    async def _write_loop(self) -> None:
+        """Every 20 ms of the clock: one frame from the Call to Twilio; ``clear`` on request."""
         loop = asyncio.get_running_loop()
         clock = self._clock
-        receive = loop.create_task(ws.receive())
-        self._wake = loop.create_future()
+        stats = self._stats
         next_tick = self._t0 + FRAME_S
         try:
             while True:
-                timeout = next_tick - clock()
-                if timeout > 0 and not receive.done() and not self._wake.done():
-                    await asyncio.wait(
-                        (receive, self._wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
-                if receive.done():
-                    message = receive.result()
-                    if message["type"] == "websocket.disconnect":
-                        self._leg_closed(EndReason.CALLER_HANGUP)
-                        return
-                    if not await self._on_message(message, clock()):
-                        return
-                    receive = loop.create_task(ws.receive())
-                if self._wake.done():
-                    self._wake = loop.create_future()
-                    if self._hangup_reason is not None:
-                        await self._close(CLOSE_NORMAL, self._hangup_reason.value)
-                        self._leg_closed(self._hangup_reason)
-                        return
-                    if self._is_clear_requested:
-                        await self._send_clear()
+                wake = loop.create_future()
+                self._wake = wake
+                timer = loop.call_later(max(0.0, next_tick - clock()), _resolve, wake)
+                await wake
+                timer.cancel()
+                if self._hangup_reason is not None:
+                    await self._close(CLOSE_NORMAL, self._hangup_reason.value)
+                    self._leg_closed(self._hangup_reason)
+                    return
+                if self._is_clear_requested:
+                    await self._send_clear()
                 now = clock()
+                if self._held:
+                    await self._flush_held(now)  # a mark echo made room
                 if now >= next_tick:
                     behind = int((now - next_tick) / FRAME_S)
                     if behind >= MAX_CATCH_UP_FRAMES:
-                        self._stats.skipped_ticks += behind
+                        stats.skipped_ticks += behind
                         next_tick += behind * FRAME_S
                     elif behind:
-                        self._stats.late_ticks += 1
+                        stats.late_ticks += 1
                     while next_tick <= now:
                         await self._on_tick()
                         next_tick += FRAME_S
+        except WebSocketDisconnect:
+            self._leg_closed(EndReason.CALLER_HANGUP)  # the socket died under a send
+        except Exception:
+            log.exception("twilio call %s: sending failed", self.call_id)
+            self._leg_closed(EndReason.ERROR)
+            await self._close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
-            if not receive.done():
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await receive
+            self._wake = None
 
-    async def _on_message(self, message: dict[str, object], arrived: float) -> bool:
+    def _on_message(self, message: dict[str, object], arrived: float) -> bool:
         """Handle one inbound message; False when the stream is over."""
         call = self._call
         assert call is not None
@@ -330,7 +348,7 @@ class TwilioMediaStream:
                     self._malformed,
                 )
                 self._leg_closed(EndReason.ERROR)
-                await self._close(CLOSE_POLICY_VIOLATION, "too many malformed messages")
+                self._close_after = (CLOSE_POLICY_VIOLATION, "too many malformed messages")
                 return False
             return True
         self._sequence.note(event.sequence_number if not isinstance(event, Connected) else None)
@@ -346,14 +364,14 @@ class TwilioMediaStream:
             if not self._playout.on_mark(event.name, arrived * 1000):
                 stats.marks_unknown += 1
             elif self._held:
-                await self._flush_held(self._clock())
+                self._wakeup()  # room for the frames held back
         elif isinstance(event, Dtmf):
             stats.dtmf += 1
             call.on_dtmf(event.digit)
         elif isinstance(event, Stop):
             log.info("twilio call %s: stop (caller hung up)", self.call_id)
             self._leg_closed(EndReason.CALLER_HANGUP)
-            await self._close(CLOSE_NORMAL, "stopped")
+            self._close_after = (CLOSE_NORMAL, "stopped")
             return False
         elif isinstance(event, UnknownEvent):
             stats.unknown_events += 1
@@ -427,7 +445,6 @@ class TwilioMediaStream:
         if self._is_leg_closed or self._call is None:
             return
         self._is_leg_closed = True
-        self._wake = None
         stats = self._stats
         stats.sequence_missing += self._sequence.missing
         stats.sequence_reordered += self._sequence.reordered
@@ -459,6 +476,11 @@ class TwilioMediaStream:
                 self._report_error(
                     self._grant.call_id, t_ms, "malformed_message", str(exc)[:2000], False
                 )
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _text_of(message: dict[str, object]) -> str | bytes:
