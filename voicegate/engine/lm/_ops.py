@@ -1,7 +1,8 @@
 """Stateless tensor math of the LM: RMSNorm, RoPE, gated FFN, head split/merge.
 
-The arithmetic follows moshi 0.2.13 step for step (parity is tested to 1e-4 in float32):
-RMSNorm in float32, interleaved RoPE computed in float32, SiLU gating on the two halves.
+The arithmetic follows moshi 0.2.13 (parity is tested to 1e-4 in float32): RMSNorm in
+float32, interleaved RoPE computed in float32, SiLU gating on the two halves; written with few
+kernels (fused RMSNorm, RoPE as one complex product for q and k, rotations shared by layers).
 Imports torch only.
 """
 
@@ -15,30 +16,35 @@ from torch.nn import functional as F
 
 def rms_norm(x: torch.Tensor, alpha: torch.Tensor, eps: float) -> torch.Tensor:
     """``x * alpha / sqrt(eps + mean(x^2))`` computed in float32, returned in x's dtype."""
-    xf = x.float()
-    var = eps + torch.mean(xf * xf, dim=-1, keepdim=True)
-    return (xf * (alpha.float().reshape(-1) * torch.rsqrt(var))).to(x.dtype)
+    weight = alpha.reshape(-1).float()
+    return F.rms_norm(x.float(), (x.shape[-1],), weight, eps).to(x.dtype)
 
 
-def apply_rope(
-    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, max_period: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate interleaved (real, imag) pairs of q and k [B, H, T, D] by ``positions`` [B, T]."""
-    d = q.shape[-1]
-    half = torch.arange(d // 2, device=q.device, dtype=torch.float32)
-    freqs = torch.exp(half * (-math.log(max_period) * 2 / d))
-    angle = positions.float()[:, None, :, None] * freqs  # [B, 1, T, D/2]
-    cos, sin = torch.cos(angle), torch.sin(angle)
+def rope_rotation(positions: torch.Tensor, head_dim: int, max_period: float) -> torch.Tensor:
+    """Unit complex rotations [B, T, 1, 1, D/2] (float32 angles) for ``positions`` [B, T]."""
+    half = torch.arange(head_dim // 2, device=positions.device, dtype=torch.float32)
+    freqs = torch.exp(half * (-math.log(max_period) * 2 / head_dim))
+    angle = positions.float()[:, :, None, None, None] * freqs
+    return torch.polar(torch.ones_like(angle), angle)
 
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        pairs = x.reshape(*x.shape[:-1], d // 2, 2)
-        re, im = pairs[..., 0].float(), pairs[..., 1].float()
-        out = torch.stack(
-            [(re * cos - im * sin).to(x.dtype), (re * sin + im * cos).to(x.dtype)], -1
-        )
-        return out.flatten(-2)
 
-    return rotate(q), rotate(k)
+def qkv_heads(
+    qkv: torch.Tensor, num_heads: int, rotation: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[B, T, 3 * H * D] (moshi's '(p h d)' packing) -> q, k, v [B, H, T, D].
+
+    With ``rotation`` (``rope_rotation``), q and k get interleaved RoPE: each (even, odd)
+    pair is a complex number rotated in float32, in one product for both.
+    """
+    b, t, _ = qkv.shape
+    parts = qkv.view(b, t, 3, num_heads, -1)
+    v = parts[:, :, 2].transpose(1, 2)
+    qk = parts[:, :, :2]
+    if rotation is not None:
+        d = qk.shape[-1]
+        pairs = torch.view_as_complex(qk.float().reshape(b, t, 2, num_heads, d // 2, 2))
+        qk = torch.view_as_real(pairs * rotation).flatten(-2).to(qkv.dtype)
+    return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v
 
 
 def gated_ffn(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
@@ -48,21 +54,18 @@ def gated_ffn(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor) -> torch
     return F.linear(F.silu(h[..., 0, :]) * h[..., 1, :], w_out)
 
 
-def split_qkv(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, ...]:
-    """[B, T, 3 * H * D] -> q, k, v each [B, H, T, D] (moshi's '(p h d)' packing)."""
-    b, t, _ = qkv.shape
-    parts = qkv.view(b, t, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
-    return parts[0], parts[1], parts[2]
-
-
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """[B, H, T, D] -> [B, T, H * D]."""
     return x.transpose(1, 2).flatten(2)
 
 
-def embed(weight: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Embedding lookup where token -1 means 'no input' and gives exactly zero."""
+def embed(weight: torch.Tensor, tokens: torch.Tensor, has_absent: bool = True) -> torch.Tensor:
+    """Embedding lookup where token -1 means 'no input' and gives exactly zero.
+
+    ``has_absent=False`` promises no -1 (live steps) and saves two kernels per table.
+    """
+    if not has_absent:
+        return F.embedding(tokens, weight)
     y = F.embedding(tokens.clamp(min=0), weight)
-    return torch.where(
-        (tokens == -1)[..., None], torch.zeros((), dtype=y.dtype, device=y.device), y
-    )
+    zero = torch.zeros((), dtype=y.dtype, device=y.device)
+    return torch.where((tokens == -1)[..., None], zero, y)

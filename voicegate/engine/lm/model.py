@@ -114,23 +114,27 @@ class LMModel(nn.Module):
 
     # -- temporal transformer -------------------------------------------------------------
 
-    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Input embedding of delayed tokens [B, 17, T] -> [B, T, dim] (audio rows, then text)."""
+    def embed_tokens(self, tokens: torch.Tensor, has_absent: bool = True) -> torch.Tensor:
+        """Input embedding of delayed tokens [B, 17, T] -> [B, T, dim] (audio rows, then text).
+
+        Token -1 embeds to zero unless ``has_absent`` is False (no -1 present).
+        """
         x: torch.Tensor | None = None
         for cb, table in enumerate(self._emb):
-            e = _ops.embed(table.weight, tokens[:, cb + 1])
+            e = _ops.embed(table.weight, tokens[:, cb + 1], has_absent)
             x = e if x is None else x + e
-        text = _ops.embed(self.text_emb.weight, tokens[:, 0])
+        text = _ops.embed(self.text_emb.weight, tokens[:, 0], has_absent)
         return text if x is None else x + text
 
     def _attention_in(
-        self, layer: _TemporalLayer, x: torch.Tensor, positions: torch.Tensor
+        self, layer: _TemporalLayer, x: torch.Tensor, rotation: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.config
         h = _ops.rms_norm(x, layer.norm1.alpha, c.norm_eps)
-        q, k, v = _ops.split_qkv(F.linear(h, layer.self_attn.in_proj_weight), c.num_heads)
-        q, k = _ops.apply_rope(q, k, positions, c.max_period)
-        return q, k, v
+        return _ops.qkv_heads(F.linear(h, layer.self_attn.in_proj_weight), c.num_heads, rotation)
+
+    def _rotation(self, positions: torch.Tensor) -> torch.Tensor:
+        return _ops.rope_rotation(positions, self.config.head_dim, self.config.max_period)
 
     def _layer_out(
         self, layer: _TemporalLayer, x: torch.Tensor, attn: torch.Tensor
@@ -147,10 +151,10 @@ class LMModel(nn.Module):
         t = x.shape[1]
         if t > self.config.context:
             raise ValueError(f"prefill of {t} positions exceeds the context {self.config.context}")
-        positions = torch.arange(t, device=x.device)[None]
+        rotation = self._rotation(torch.arange(t, device=x.device)[None])
         kv = x.new_empty(self.config.num_layers, 2, self.config.num_heads, t, self.config.head_dim)
         for i, layer in enumerate(self._temporal):
-            q, k, v = self._attention_in(layer, x, positions)
+            q, k, v = self._attention_in(layer, x, rotation)
             kv[i, 0], kv[i, 1] = k[0], v[0]
             x = self._layer_out(layer, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
         return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps), kv
@@ -171,8 +175,9 @@ class LMModel(nn.Module):
         """
         rows = torch.arange(x.shape[0], device=x.device)
         kv_len = key_mask.shape[-1]
+        rotation = self._rotation(positions[:, None])
         for i, layer in enumerate(self._temporal):
-            q, k, v = self._attention_in(layer, x, positions[:, None])
+            q, k, v = self._attention_in(layer, x, rotation)
             kv_cache[i, 0][rows, :, write_index] = k[:, :, 0]
             kv_cache[i, 1][rows, :, write_index] = v[:, :, 0]
             keys, values = kv_cache[i, 0, :, :, :kv_len], kv_cache[i, 1, :, :, :kv_len]
@@ -202,7 +207,7 @@ class LMModel(nn.Module):
         for i, layer in enumerate(self._dep_layers):
             h = _ops.rms_norm(x, layer.norm1.alpha, c.norm_eps)
             w_in = layer.self_attn.in_proj_weight[step * 3 * d : (step + 1) * 3 * d]
-            q, k, v = _ops.split_qkv(F.linear(h, w_in), c.dep_num_heads)
+            q, k, v = _ops.qkv_heads(F.linear(h, w_in), c.dep_num_heads, None)
             dep_kv[i, 0, :, :, step] = k[:, :, 0]
             dep_kv[i, 1, :, :, step] = v[:, :, 0]
             attn = F.scaled_dot_product_attention(

@@ -234,7 +234,7 @@ class LM:
         at = (pos % ct)[:, None, None].expand(-1, c.num_codebooks, 1)
         inp = tokens.gather(2, at)[..., 0]
         inp = torch.where((pos[:, None] <= delays[None]) | ~act, self._initial[None], inp)
-        x = m.embed_tokens(inp[:, :, None])
+        x = m.embed_tokens(inp[:, :, None], has_absent=False)
         write = torch.where(active, pos % c.context, torch.full_like(pos, c.context))
         filled = torch.clamp(pos + 1, max=c.context)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
