@@ -30,7 +30,13 @@ Design (see DESIGN.md "Redis" and the Budgets row "Redis outage of 60 s mid-call
   connection with jittered exponential backoff (``backoff_min_s`` .. ``backoff_max_s``). When
   Redis is back, the journal is replayed in order before anything newer; events emitted during
   the replay wait in memory (and are spilled behind the journal if the queue gets half full).
+  The replay reads 64 events at a time and sleeps as long as each batch took, so catching up
+  takes at most half of the loop's time and the calls' 20 ms frames keep their clock.
   A journal left by a process that died is adopted and replayed at ``start()``.
+* Durability: with Redis up, events live only in memory until written (normally a few ms); a
+  hard crash loses those. ``aclose()`` writes or journals everything. Journaled events survive
+  a crash; a power cut can lose the last batch appended (fsync per batch, not per event).
+* Live fan-out (``subscribe()``) sees every accepted event at emit time, whatever Redis does.
 * Drop policy: the deque holds at most ``queue_max`` events and ``queue_max_bytes`` bytes
   (in-flight batches included). It only fills when the writer cannot empty it into either Redis
   or the journal (journal full or failing, or a burst larger than the bound emitted without
