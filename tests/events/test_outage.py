@@ -7,6 +7,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -54,11 +55,11 @@ def segments(journal: Path) -> list[Path]:
 
 
 async def test_kill_and_restart_mid_call(
-    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+    make_log: MakeLog, redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory(is_durable=True)
     journal = tmp_path / "journal"
-    log = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    log = make_log(server.url, journal_dir=journal)
     await log.start()
     calls = ["a1", "b2"]
     n = 300
@@ -68,11 +69,11 @@ async def test_kill_and_restart_mid_call(
         if i == 100:
             await until(lambda: log.stats().queued == 0)
             assert log.stats().written > 0
-            server.kill()  # type: ignore[attr-defined]
+            server.kill()
         if i == 200:
             assert not log.stats().is_redis_up and log.stats().journaled > 0
             assert segments(journal)
-            server.start()  # type: ignore[attr-defined]
+            server.start()
         for c in calls:
             # returns at once while Redis is dead: emit is synchronous and only appends to memory
             assert log.emit(dtmf(c, i)) is None
@@ -85,7 +86,7 @@ async def test_kill_and_restart_mid_call(
     assert s.written == len(calls) * (n + 1)
     assert segments(journal) == []
     for c in calls:
-        own, glob = await stream_ts(server.url, c)  # type: ignore[attr-defined]
+        own, glob = await stream_ts(server.url, c)
         assert own == list(range(n + 1))  # every event once, in order
         assert glob == own
 
@@ -125,12 +126,12 @@ async def test_hung_redis_times_out_into_the_journal(
 
 
 async def test_journal_survives_a_restart(
-    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+    make_log: MakeLog, redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory()
-    server.kill()  # type: ignore[attr-defined]
+    server.kill()
     journal = tmp_path / "journal"
-    first = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    first = make_log(server.url, journal_dir=journal)
     await first.start()
     for i in range(40):
         first.emit(dtmf("r1", i))
@@ -141,14 +142,14 @@ async def test_journal_survives_a_restart(
     backup = tmp_path / "backup"
     shutil.copytree(journal / kept[0].parent.name, backup)
 
-    server.start()  # type: ignore[attr-defined]
-    second = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    server.start()
+    second = make_log(server.url, journal_dir=journal)
     await second.start()
     second.emit(dtmf("r1", 40))  # newer than the journal: must land after it
     assert await second.wait_idle()
     assert second.stats().replayed == 40
     assert segments(journal) == []
-    assert await stream_ts(server.url, "r1") == (list(range(41)), list(range(41)))  # type: ignore[attr-defined]
+    assert await stream_ts(server.url, "r1") == (list(range(41)), list(range(41)))
 
     # a crash after the replay but before the segment was deleted: the same journal again,
     # plus a torn last line; the replay writes nothing twice
@@ -156,39 +157,39 @@ async def test_journal_survives_a_restart(
     seg = segments(journal)[0]
     with open(seg, "ab") as f:
         f.write(b'["half a rec')
-    third = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    third = make_log(server.url, journal_dir=journal)
     await third.start()
     assert await third.wait_idle()
     s = third.stats()
     assert s.duplicates_skipped == 40 and s.written == 0 and s.journal_corrupt_lines == 1
     assert segments(journal) == [] and not (journal / "crashed").exists()
-    assert await stream_ts(server.url, "r1") == (list(range(41)), list(range(41)))  # type: ignore[attr-defined]
+    assert await stream_ts(server.url, "r1") == (list(range(41)), list(range(41)))
 
 
 async def test_live_writer_journal_is_not_adopted(
-    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+    make_log: MakeLog, redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory()
-    server.kill()  # type: ignore[attr-defined]
+    server.kill()
     journal = tmp_path / "journal"
-    a = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    a = make_log(server.url, journal_dir=journal)
     await a.start()
     for i in range(10):
         a.emit(dtmf("live1", i))
     await until(lambda: a.stats().journaled == 10)
-    b = make_log(server.url, journal_dir=journal)  # type: ignore[attr-defined]
+    b = make_log(server.url, journal_dir=journal)
     await b.start()
     assert b.stats().journal_bytes == 0  # a's folder is locked: a replays it itself
     assert a.stats().journal_bytes > 0
 
 
 async def test_memory_stays_bounded_while_redis_is_down(
-    make_log: MakeLog, redis_factory: Callable[..., object], tmp_path: Path
+    make_log: MakeLog, redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory()
-    server.kill()  # type: ignore[attr-defined]
+    server.kill()
     bound = 200
-    log = make_log(server.url, queue_max=bound)  # type: ignore[attr-defined]
+    log = make_log(server.url, queue_max=bound)
     await log.start()
     n = 0
     for _ in range(40):
@@ -199,20 +200,20 @@ async def test_memory_stays_bounded_while_redis_is_down(
     s = log.stats()
     assert s.queue_peak <= bound and s.dropped == 0
     await until(lambda: log.stats().journaled == n)
-    server.start()  # type: ignore[attr-defined]
+    server.start()
     assert await log.wait_idle(timeout_s=20)
     assert log.stats().replayed == n
-    assert (await stream_ts(server.url, "m1"))[0] == list(range(n))  # type: ignore[attr-defined]
+    assert (await stream_ts(server.url, "m1"))[0] == list(range(n))
 
 
 async def test_drops_only_when_the_journal_is_also_unavailable(
-    make_log: MakeLog, redis_factory: Callable[..., object]
+    make_log: MakeLog, redis_factory: Callable[..., Any]
 ) -> None:
     server = redis_factory()
-    server.kill()  # type: ignore[attr-defined]
+    server.kill()
     bound = 100
     # a journal that fills after a few events
-    log = make_log(server.url, queue_max=bound, journal_max_bytes=3000)  # type: ignore[attr-defined]
+    log = make_log(server.url, queue_max=bound, journal_max_bytes=3000)
     await log.start()
     for i in range(50):
         log.emit(dtmf("d1", i))  # never raises, never blocks
@@ -229,8 +230,8 @@ async def test_drops_only_when_the_journal_is_also_unavailable(
     assert s.dropped_queue_full > 0 and s.dropped == s.dropped_queue_full
     assert s.journaled + s.queued + s.dropped_queue_full == 600
     kept = s.journaled + s.queued
-    server.start()  # type: ignore[attr-defined]
+    server.start()
     assert await log.wait_idle(timeout_s=20)
-    own, glob = await stream_ts(server.url, "d1")  # type: ignore[attr-defined]
+    own, glob = await stream_ts(server.url, "d1")
     # the oldest events survive in order; the newest were dropped (drop-newest policy)
     assert own == list(range(kept)) and glob == own
