@@ -41,6 +41,20 @@ def serve() -> None:
 
 app.add_typer(personas_app, name="personas")
 
+bench_app = typer.Typer(help="Benchmarks that print tables (never part of the tests).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("audio")
+def bench_audio(
+    chunks: Annotated[int, typer.Option(min=100, help="20 ms chunks per repeat.")] = 2000,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats (the median is shown).")] = 5,
+) -> None:
+    """CPU microseconds per 20 ms chunk: G.711, each resampler direction, the caller VAD."""
+    from voicegate.audio._bench import main as audio_bench
+
+    audio_bench(chunks, repeats)
+
 
 @app.command("call")
 def call_offline(
