@@ -36,6 +36,7 @@ from voicegate.engine.lm import LMConfig  # noqa: E402
 from voicegate.engine.mimi import MimiConfig  # noqa: E402
 from voicegate.engine.modeldir import check_model_dir  # noqa: E402
 from voicegate.engine.runtime import BatchedEngine, TickMode  # noqa: E402
+from voicegate.engine.slots import SlotHandle  # noqa: E402
 from voicegate.engine.synthetic import make_release_dir  # noqa: E402
 from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
 from voicegate.errors import CheckpointError  # noqa: E402
@@ -69,7 +70,7 @@ def fill_window(model: TorchTickModel, n: int) -> None:
 
 
 def time_ticks(
-    engine: BatchedEngine, slots: list, n_ticks: int, device: torch.device
+    engine: BatchedEngine, slots: list[SlotHandle], n_ticks: int, device: torch.device
 ) -> list[float]:
     frame = (np.random.default_rng(0).standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32)
     times = []

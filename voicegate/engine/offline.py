@@ -93,10 +93,12 @@ def run_offline_call(
     slot = engine.join(persona_key, recorder, seed=seed)
     try:
         for k in range(n_frames):
+
+            def has_room(k: int = k) -> bool:
+                return k - recorder.received < AHEAD_FRAMES
+
             with recorder.cond:
-                is_ready = recorder.cond.wait_for(
-                    lambda k=k: k - recorder.received < AHEAD_FRAMES, timeout=WAIT_S
-                )
+                is_ready = recorder.cond.wait_for(has_room, timeout=WAIT_S)
             if not is_ready:
                 raise EngineError(f"offline call: no output for frame {recorder.received}")
             slot.push(frames[k])

@@ -46,7 +46,7 @@ def write_synthetic_tokenizer(path: Path, vocab_size: int) -> None:
     """The bundled tiny SentencePiece model padded with unused pieces to ``vocab_size``."""
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
-    proto = model_pb2.ModelProto()
+    proto = model_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString(TINY_TOKENIZER_PATH.read_bytes())
     have = len(proto.pieces)
     if vocab_size < have:
@@ -56,7 +56,7 @@ def write_synthetic_tokenizer(path: Path, vocab_size: int) -> None:
         piece = proto.pieces.add()
         piece.piece = f"\u2581filler{i}"
         piece.score = lowest - i * 1e-3
-        piece.type = model_pb2.ModelProto.SentencePiece.NORMAL
+        piece.type = model_pb2.ModelProto.SentencePiece.NORMAL  # type: ignore[attr-defined]
     path.write_bytes(proto.SerializeToString())
 
 

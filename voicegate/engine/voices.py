@@ -25,7 +25,7 @@ from voicegate.engine.base import MODEL_RATE_HZ, PersonaPrompt
 from voicegate.engine.lm import VoicePrompt
 from voicegate.engine.mimi import MimiModel, encode_clip
 from voicegate.engine.wav import normalize_loudness, read_wav, resample_clip
-from voicegate.errors import CheckpointError, PersonaError
+from voicegate.errors import AudioError, CheckpointError, PersonaError
 
 __all__ = ["VoiceBank", "clip_codes", "fake_voice_clip"]
 
@@ -38,8 +38,11 @@ def fake_voice_clip(name: str, seconds: float = FAKE_VOICE_S) -> npt.NDArray[np.
     f0 = 90.0 + (h % 160)  # 90..250 Hz, roughly the range of speaking voices
     t = np.arange(int(seconds * MODEL_RATE_HZ)) / MODEL_RATE_HZ
     phase = 2 * np.pi * f0 * t + 0.3 * np.sin(2 * np.pi * 5.0 * t)
-    wave = sum((0.5 / k) * np.sin(k * phase) for k in (1, 2, 3, 4))
-    return (0.3 * wave).astype(np.float32)
+    wave = np.zeros_like(t)
+    for k in (1, 2, 3, 4):
+        wave += (0.5 / k) * np.sin(k * phase)
+    clip: npt.NDArray[np.float32] = (0.3 * wave).astype(np.float32)
+    return clip
 
 
 def clip_codes(mimi: MimiModel, pcm_24k: npt.NDArray[np.float32]) -> torch.Tensor:
@@ -78,7 +81,7 @@ class VoiceBank:
     def _from_wav(self, path: Path, key: str) -> VoicePrompt:
         try:
             pcm, rate = read_wav(path)
-        except (OSError, ValueError) as exc:
+        except (OSError, AudioError) as exc:
             raise PersonaError(f"persona {key}: cannot read voice clip {path}: {exc}") from exc
         if len(pcm) == 0:
             raise PersonaError(f"persona {key}: voice clip {path} is empty")

@@ -3,8 +3,8 @@
 
 Not for the live path (calls resample per frame with ``voicegate.audio``).
 
-Owns: read_wav, write_wav, resample_clip, normalize_loudness. Imports numpy (and, when
-available, voicegate.audio's StreamingResampler or scipy for resampling).
+Owns: read_wav, write_wav, resample_clip, normalize_loudness. Imports numpy and
+voicegate.audio's StreamingResampler (scipy, when installed, for ratios it does not serve).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voicegate.audio import StreamingResampler
 from voicegate.errors import AudioError
 
 __all__ = ["normalize_loudness", "read_wav", "resample_clip", "write_wav"]
@@ -104,15 +105,9 @@ def resample_clip(
     if rate_in_hz == rate_out_hz:
         return pcm.astype(np.float32, copy=False)
     try:
-        from voicegate.audio import StreamingResampler
-    except ImportError:
-        StreamingResampler = None  # noqa: N806
-    resampler = None
-    if StreamingResampler is not None:
-        try:
-            resampler = StreamingResampler(rate_in_hz, rate_out_hz)
-        except AudioError:  # a ratio it does not serve (e.g. 44.1 kHz): scipy below
-            resampler = None
+        resampler: StreamingResampler | None = StreamingResampler(rate_in_hz, rate_out_hz)
+    except AudioError:  # a ratio it does not serve (e.g. 44.1 kHz): scipy below
+        resampler = None
     if resampler is not None:
         # flush the filter's delay with zeros, then drop it so the clip stays aligned
         delay = int(resampler.delay_samples)
@@ -128,9 +123,13 @@ def resample_clip(
         log.warning("no resampler available (voicegate.audio, scipy): using linear interpolation")
         want = int(round(len(pcm) * rate_out_hz / rate_in_hz))
         x = np.arange(want) * (rate_in_hz / rate_out_hz)
-        return np.interp(x, np.arange(len(pcm)), pcm).astype(np.float32)
+        linear: npt.NDArray[np.float32] = np.interp(x, np.arange(len(pcm)), pcm).astype(np.float32)
+        return linear
     g = gcd(rate_in_hz, rate_out_hz)
-    return resample_poly(pcm, rate_out_hz // g, rate_in_hz // g).astype(np.float32)
+    poly: npt.NDArray[np.float32] = np.asarray(
+        resample_poly(pcm, rate_out_hz // g, rate_in_hz // g), dtype=np.float32
+    )
+    return poly
 
 
 def normalize_loudness(
@@ -142,4 +141,5 @@ def normalize_loudness(
     if rms < 1e-6:
         return pcm.astype(np.float32, copy=True)
     gain = 10.0 ** (target_db / 20.0) / rms
-    return np.clip(pcm * gain, -1.0, 1.0).astype(np.float32)
+    scaled: npt.NDArray[np.float32] = np.clip(pcm * gain, -1.0, 1.0).astype(np.float32)
+    return scaled
