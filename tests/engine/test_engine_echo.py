@@ -168,3 +168,31 @@ def test_serving_mode_ticks_on_its_own() -> None:
         assert sink.indices[:2] == [0, 1]
     finally:
         engine.close()
+
+
+class CountingModel(EchoModel):
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.prepared: list[str] = []
+
+    def prepare_persona(self, prompt: PersonaPrompt) -> object:
+        self.prepared.append(prompt.key)
+        return prompt.text_prompt
+
+
+def test_prompt_states_are_computed_once_per_voice_and_text() -> None:
+    model = CountingModel()
+    engine = BatchedEngine(model, mode=TickMode.MANUAL)
+    engine.start()
+    engine.load_persona(PersonaPrompt("a", "hello", "NATF0"))
+    engine.load_persona(PersonaPrompt("b", "hello", "NATF0"))  # same voice and text: cached
+    engine.load_persona(PersonaPrompt("a", "hello", "NATF0"))  # reload, unchanged: cached
+    assert model.prepared == ["a"]
+    engine.load_persona(PersonaPrompt("a", "edited", "NATF0"))  # an edit is recomputed
+    assert model.prepared == ["a", "a"]
+    engine.unload_persona("b")
+    assert not engine.has_persona("b") and engine.has_persona("a")
+    with pytest.raises(UnknownPersona):
+        engine.join("b", Collect())
+    engine.load_persona(PersonaPrompt("b", "hello", "NATF0"))  # its state was dropped
+    assert model.prepared == ["a", "a", "b"]

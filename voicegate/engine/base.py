@@ -153,6 +153,10 @@ class Engine(Protocol):
         """Compute (or recompute) the persona's prompt state; blocking, call off the event loop."""
         ...
 
+    def unload_persona(self, key: str) -> None:
+        """Forget a persona; calls already using it keep their state until they leave."""
+        ...
+
     def has_persona(self, key: str) -> bool: ...
 
     def count_tokens(self, text: str) -> int:

@@ -79,6 +79,11 @@ class _PendingReset:
     seed: int
 
 
+def _cache_key(prompt: PersonaPrompt) -> tuple[str, str, str]:
+    """Prompt states depend on the voice and the text only (sampling is per slot)."""
+    return (prompt.voice, str(prompt.voice_path or ""), prompt.text_prompt)
+
+
 class BatchedEngine:
     """An ``Engine`` over any ``TickModel`` (echo, tiny, personaplex)."""
 
@@ -178,11 +183,7 @@ class BatchedEngine:
         self._model.close()
 
     def load_persona(self, prompt: PersonaPrompt) -> None:
-        cache_key = (
-            prompt.voice,
-            str(prompt.voice_path) if prompt.voice_path else "",
-            prompt.text_prompt,
-        )
+        cache_key = _cache_key(prompt)
         with self._persona_lock:
             state = self._prompt_cache.get(cache_key)
             if state is None:
@@ -195,17 +196,22 @@ class BatchedEngine:
                     (time.perf_counter() - started) * 1000,
                 )
             with self._lock:
-                old = self._personas.get(prompt.key)
                 self._personas[prompt.key] = _PersonaEntry(prompt, state)
-                in_use = {
-                    (e.prompt.voice, str(e.prompt.voice_path or ""), e.prompt.text_prompt)
-                    for e in self._personas.values()
-                }
-            if old is not None:
-                # drop prompt states no persona refers to (slots keep their own copies)
-                for key in list(self._prompt_cache):
-                    if key not in in_use:
-                        del self._prompt_cache[key]
+            self._drop_unused_prompts()
+
+    def unload_persona(self, key: str) -> None:
+        """Forget a persona (its file was removed); calls in progress keep their slot state."""
+        with self._persona_lock:
+            with self._lock:
+                self._personas.pop(key, None)
+            self._drop_unused_prompts()
+
+    def _drop_unused_prompts(self) -> None:
+        with self._lock:
+            in_use = {_cache_key(e.prompt) for e in self._personas.values()}
+        for key in list(self._prompt_cache):
+            if key not in in_use:
+                del self._prompt_cache[key]
 
     def has_persona(self, key: str) -> bool:
         return key in self._personas

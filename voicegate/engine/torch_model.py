@@ -1,8 +1,8 @@
 """The torch ``TickModel``: Mimi encode -> LM step -> Mimi decode for every slot per tick.
 
 Shared by the ``tiny`` and ``personaplex`` backends (they differ in shapes and loading only).
-Per tick there is one host-to-device copy (the batch's caller frames, from a pinned buffer on
-CUDA) and one device-to-host copy (agent audio and text token packed in one [S, 1921] float32
+Per tick there is one host-to-device copy (the batch's caller frames and active flags, from a
+pinned buffer on CUDA) and one device-to-host copy (agent audio and text token packed in one [S, 1921] float32
 buffer: token ids < 2**24 are exact in float32). Rows of slots without a call are masked: their
 LM, Mimi encoder and decoder states do not move.
 
@@ -56,13 +56,13 @@ class TorchTickModel:
         self.state = lm.new_state(n_slots)
         self.mimi = MimiStreamer(mimi, n_slots)
         is_cuda = self.device.type == "cuda"
-        self._pcm_host = torch.zeros(
-            (n_slots, FRAME_SAMPLES), dtype=torch.float32, pin_memory=is_cuda
-        )
-        self._pcm_host_np = self._pcm_host.numpy()
-        self._pcm_dev = torch.zeros(
-            (n_slots, FRAME_SAMPLES), dtype=torch.float32, device=self.device
-        )
+        # one host-to-device copy per tick: every row's frame, then every row's active flag
+        in_size = n_slots * FRAME_SAMPLES + n_slots
+        self._in_host = torch.zeros(in_size, dtype=torch.float32, pin_memory=is_cuda)
+        self._in_host_np = self._in_host.numpy()
+        self._in_dev = torch.zeros(in_size, dtype=torch.float32, device=self.device)
+        self._pcm_dev = self._in_dev[: n_slots * FRAME_SAMPLES].view(n_slots, FRAME_SAMPLES)
+        self._flags_dev = self._in_dev[n_slots * FRAME_SAMPLES :]
         self._out_dev = torch.zeros(
             (n_slots, FRAME_SAMPLES + 1), dtype=torch.float32, device=self.device
         )
@@ -71,7 +71,6 @@ class TorchTickModel:
         )
         self._out_host_np = self._out_host.numpy()
         self._tokens = np.full(n_slots, PAD_ID, dtype=np.int64)
-        self._active_dev = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
         self._reset_mask = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
         self._prefill_lock = threading.Lock()
@@ -128,16 +127,21 @@ class TorchTickModel:
         self, pcm_in: npt.NDArray[np.float32], active: npt.NDArray[np.bool_], n_rows: int
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         n = self.n_slots
-        np.copyto(self._pcm_host_np, pcm_in[:n])
-        self._pcm_dev.copy_(self._pcm_host, non_blocking=True)
+        frames = self._in_host_np[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+        np.copyto(frames, pcm_in[:n])
         active_host = active[:n]
-        self._active_dev.copy_(torch.from_numpy(active_host), non_blocking=True)
-        user_codes = self.mimi.encode_step(self._pcm_dev, self._active_dev)
-        out = self.lm.step(self.state, user_codes, active_host)
+        np.copyto(self._in_host_np[n * FRAME_SAMPLES :], active_host, casting="unsafe")
+        self._in_dev.copy_(self._in_host, non_blocking=self._is_cuda)
+        active_dev = self._flags_dev > 0.5
+        user_codes = self.mimi.encode_step(self._pcm_dev, active_dev)
+        lm = self.lm
+        kv_len = lm.kv_len_for(self.state, active_host)
+        out = lm.step_tensors(self.state, user_codes, active_dev, kv_len)
+        lm.note_step(self.state, active_host)
         valid = out.is_valid
         # rows without a frame carry placeholder ids (initial/unknown): give Mimi a real code
         codes = torch.where(valid[:, None], out.agent_codes, 0)
-        pcm = self.mimi.decode_step(codes, self._active_dev & valid)
+        pcm = self.mimi.decode_step(codes, active_dev & valid)
         self._out_dev[:, :FRAME_SAMPLES] = torch.where(valid[:, None], pcm.clamp(-1.0, 1.0), 0.0)
         self._out_dev[:, FRAME_SAMPLES] = torch.where(valid, out.text_tokens.float(), self._pad)
         self._out_host.copy_(self._out_dev, non_blocking=self._is_cuda)
