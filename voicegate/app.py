@@ -6,17 +6,28 @@ with ``Readiness`` so ``/readyz`` reports every reason the gateway is not ready.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from voicegate import __version__
+from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
+from voicegate.engine import BatchedEngine, create_engine
+from voicegate.events import EventLog
+from voicegate.legs.twilio import TwilioLeg
+from voicegate.personas.schema import Persona
+from voicegate.personas.store import NumbersStore, PersonaStore
 
 __all__ = ["Readiness", "create_app"]
 
@@ -61,22 +72,49 @@ class Readiness:
         return out
 
 
-def create_app(settings: Settings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, registry: CollectorRegistry | None = None
+) -> FastAPI:
     """Build the app; parts start in the lifespan so that tests can run it over real sockets."""
     settings = settings or Settings()
     registry = registry or CollectorRegistry()
     readiness = Readiness()
 
+    twilio = TwilioLeg(auth_token=settings.twilio_auth_token, public_url=settings.public_url)
+    registry.register(twilio.collector())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         readiness.add("starting", lambda: "starting")
-        readiness.checks.pop("starting", None)
-        yield
+        async with AsyncExitStack() as stack:
+            parts = await _start_parts(settings, registry, readiness, stack)
+            app.state.parts = parts
+            app.state.loop = asyncio.get_running_loop()  # for tests and benchmarks in other threads
+            twilio.calls = parts.calls
+            twilio.personas = parts.numbers
+            twilio.events = parts.events
+            drain = _Drain(parts, twilio, settings.drain_timeout_s)
+            drain.install()
+            stack.callback(drain.uninstall)
+            readiness.checks.pop("starting", None)
+            log.info(
+                "gateway ready: engine %s (%d slots), %d personas, public URL %s",
+                parts.engine.name,
+                parts.engine.max_slots,
+                len(parts.personas.names()),
+                settings.public_url,
+            )
+            yield
+            readiness.add("stopping", lambda: "shutting down")
+            twilio.begin_drain()
+            await parts.calls.drain(0)  # whatever the SIGTERM drain left (or SIGINT) ends now
 
     app = FastAPI(title="VoiceGate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
     app.state.readiness = readiness
+    app.state.twilio = twilio
+    app.include_router(twilio.router())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -97,3 +135,123 @@ def create_app(settings: Settings | None = None, registry: CollectorRegistry | N
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+@dataclass
+class GatewayParts:
+    """The running parts of one gateway (``app.state.parts`` once started)."""
+
+    events: EventLog
+    engine: BatchedEngine
+    personas: PersonaStore
+    numbers: NumbersStore
+    calls: CallManager
+
+
+async def _start_parts(
+    settings: Settings, registry: CollectorRegistry, readiness: Readiness, stack: AsyncExitStack
+) -> GatewayParts:
+    """Start events, engine, personas, numbers and calls; ``stack`` closes them in reverse."""
+    events = EventLog.from_settings(settings, registry)
+    await events.start()
+    stack.push_async_callback(events.aclose)
+
+    engine = create_engine(settings)
+    engine_state = {"up": False}
+    readiness.add(
+        "engine", lambda: None if engine_state["up"] else f"engine {engine.name} starting"
+    )
+    await asyncio.to_thread(engine.start)  # warm-up blocks: off the event loop
+    stack.push_async_callback(asyncio.to_thread, engine.close)
+    engine_state["up"] = True
+
+    def on_persona_change(name: str, persona: Persona | None) -> None:
+        # runs on the store's reload thread (or the to_thread below): may block
+        if persona is not None:
+            engine.load_persona(persona.to_prompt())
+
+    personas = PersonaStore(
+        settings.personas_dir,
+        count_tokens=engine.count_tokens,
+        registry=registry,
+        interval_s=settings.reload_interval_s,
+        on_change=on_persona_change,
+    )
+    readiness.add("personas", personas.readiness_check)
+    readiness.add_detail("personas", personas.readiness_detail)
+    await asyncio.to_thread(personas.load)
+    personas.start()
+    stack.callback(personas.close)
+
+    numbers = NumbersStore(
+        settings.numbers_file, personas, registry=registry, interval_s=settings.reload_interval_s
+    )
+    readiness.add("numbers", numbers.readiness_check)
+    readiness.add_detail("numbers", numbers.readiness_detail)
+    await asyncio.to_thread(numbers.load)
+    numbers.start()
+    stack.callback(numbers.close)
+
+    calls = CallManager(
+        engine, events, registry=registry, max_calls=settings.max_calls, personas=personas
+    )
+    return GatewayParts(events, engine, personas, numbers, calls)
+
+
+class _Drain:
+    """SIGTERM: stop admitting, let calls run up to ``timeout_s``, end the rest, then exit.
+
+    uvicorn installs its own SIGTERM/SIGINT handlers before the lifespan starts and, on a
+    signal, stops accepting connections and closes every WebSocket at once. So the lifespan
+    puts its own handler in front: the first SIGTERM starts the drain while uvicorn keeps
+    serving (new calls get ``<Reject reason="busy"/>``), and only when the drain is over is the
+    signal handed to uvicorn's handler. A second SIGTERM, or SIGINT, ends the calls now.
+    Only in the main thread (tests that run uvicorn in a thread drain in the lifespan instead).
+    """
+
+    def __init__(self, parts: GatewayParts, twilio: TwilioLeg, timeout_s: float) -> None:
+        self._parts = parts
+        self._twilio = twilio
+        self._timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._previous: dict[int, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            if signal.getsignal(sig) == self._on_signal:
+                signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        # a signal handler: only hand the work to the loop
+        self._loop.call_soon_threadsafe(self._start, sig)
+
+    def _start(self, sig: int) -> None:
+        is_first = self._task is None
+        if is_first and sig == signal.SIGTERM:
+            log.info(
+                "SIGTERM: draining %d active calls for up to %.0f s; new calls are rejected busy",
+                self._parts.calls.active_count,
+                self._timeout_s,
+            )
+            self._twilio.begin_drain()
+            self._task = self._loop.create_task(self._drain(sig, self._timeout_s))
+        else:
+            self._twilio.begin_drain()
+            self._task = self._loop.create_task(self._drain(sig, 0.0))
+
+    async def _drain(self, sig: int, timeout_s: float) -> None:
+        try:
+            await self._parts.calls.drain(timeout_s)
+            log.info("drain done: handing %s to the server", signal.Signals(sig).name)
+        finally:
+            previous = self._previous.get(sig)
+            if callable(previous):
+                previous(sig, None)

@@ -56,6 +56,25 @@ def bench_audio(
     audio_bench(chunks, repeats)
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to write what the caller heard.")] = Path(
+        "demo_agent.wav"
+    ),
+    caller_wav: Annotated[
+        Path | None, typer.Option(help="Caller audio (mono 16-bit WAV); default: the bundled one.")
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option(min=1.0, max=60.0, help="Most caller audio to play.")
+    ] = 8.0,
+) -> None:
+    """One whole call on this machine: local Redis, tiny engine, the real Twilio path (simulated)."""
+    from voicegate.demo import run_demo
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    raise typer.Exit(run_demo(out, caller_wav, seconds))
+
+
 @app.command("call")
 def call_offline(
     persona: Annotated[str, typer.Option(help="Persona name (from VOICEGATE_PERSONAS_DIR).")],

@@ -1,0 +1,312 @@
+"""Load benchmark of the Twilio leg: N simultaneous simulated Twilio calls against one gateway.
+
+The gateway runs as its own process (``voicegate serve``) with the ``echo`` engine (so the legs'
+own cost is what is measured: mu-law, resampling to 24 kHz and back, voice activity, events,
+pacing with marks) and then the ``tiny`` engine. This process plays Twilio for every call with
+``voicegate.legs.twilio.sim``: signed webhook, signed upgrade, 20 ms mu-law frames at real time.
+The caller audio is silence with a 20 ms 1 kHz pip every 400 ms; with the echo engine the pip
+comes back and its round trip is timed at the simulator (media message arrival - pip sent).
+
+Printed per N (echo, then tiny):
+  cpu/call   gateway process CPU (utime+stime from /proc) over the measured window / N, % of a core
+  echo p50/p99  pip sent -> its echo's media message received (includes the model's own 80 ms
+             frame + 80 ms tick; the gateway-added part is this minus 160 ms)
+  in p50/p99    leg ingress: caller media message read -> audio handed to the Call (histogram bucket)
+  out p50/p99   leg egress: agent frame pulled -> media message written (histogram bucket)
+  ahead p99/max agent audio queued at Twilio (simulated playout clock) at each media arrival
+  late/skip  gateway 20 ms send ticks run late / skipped; eng late = engine ticks late
+  gaps       media arrivals after the playout queue ran dry mid-reply (underruns at Twilio)
+Runs N = 1, 5, 10, 20, ... until the echo p99 passes 400 ms, the gateway uses >= 95% of the
+machine, or ticks are skipped. Numbers vary with the machine: run it on purpose, not in CI.
+
+    python bench/load_bench.py --engines echo,tiny --seconds 8 --max-calls 80
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from voicegate.audio import mulaw_decode
+from voicegate.demo import LocalRedis, free_port
+from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "bench-auth-token"
+PUBLIC = "https://bench.invalid"
+PIP_EVERY_FRAMES = 20  # 400 ms
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def caller_audio(seconds: float) -> np.ndarray:
+    n = int(seconds * 8000)
+    pcm = np.zeros(n, dtype=np.int16)
+    t = np.arange(160) / 8000
+    pip = (10000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    for k in range(PIP_EVERY_FRAMES, n // 160 - 1, PIP_EVERY_FRAMES):
+        pcm[k * 160 : (k + 1) * 160] = pip
+    return pcm
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def scrape(base: str) -> dict[str, float]:
+    text = httpx.get(base + "/metrics", timeout=10, trust_env=False).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def hist_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
+    pat = re.compile(rf'^{name}_bucket\{{le="([^"]+)"\}}$')
+    buckets = []
+    for key, value in after.items():
+        m = pat.match(key)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets.append((le, value - before.get(key, 0.0)))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return float("nan")
+    for le, count in buckets:
+        if count >= q * total:
+            return le * 1000
+    return float("inf")
+
+
+def echo_delays(stream: SimulatedStream, pip_sent: dict[int, float]) -> list[float]:
+    """Pip k sent at t -> arrival of the media message that carried its echo's onset."""
+    heard = mulaw_decode(bytes(stream._heard)).astype(np.float32)
+    arrivals = stream.report.arrivals
+    if not arrivals or len(heard) < 160:
+        return []
+    offsets = np.array([o for _, o in arrivals])
+    times = np.array([t for t, _ in arrivals])
+    frames = len(heard) // 80
+    energy = np.sqrt(np.mean(heard[: frames * 80].reshape(frames, 80) ** 2, axis=1))
+    loud = np.flatnonzero(energy > 2000)
+    onsets = [int(loud[0])] if len(loud) else []
+    onsets += [int(b) for a, b in zip(loud[:-1], loud[1:], strict=False) if b - a > 10]
+    delays = []
+    sent = sorted(pip_sent.values())
+    for onset in onsets:
+        sample = onset * 80
+        i = int(np.searchsorted(offsets, sample, side="right")) - 1
+        if i < 0:
+            continue
+        arrived = float(times[i])
+        earlier = [s for s in sent if s < arrived]
+        if earlier:
+            delays.append((arrived - earlier[-1]) * 1000)
+    return delays
+
+
+async def one_call(twilio: TwilioSimulator, audio: np.ndarray, out: list) -> None:
+    placed = await twilio.place_call("+15005550006", "+14155550100")
+    if not placed.is_connect:
+        out.append(("rejected", None, {}))
+        return
+    stream = await twilio.open_stream(placed)
+    pip_sent: dict[int, float] = {}
+
+    def on_frame(k: int, sent_at: float) -> None:
+        if k % PIP_EVERY_FRAMES == 0:
+            pip_sent[k] = sent_at
+
+    frames = await stream.play(audio, on_frame=on_frame)
+    await stream.stop()
+    out.append(("ok", stream, pip_sent, frames))
+
+
+def gaps_of(stream: SimulatedStream) -> int:
+    """Media arrivals that found the playout queue empty although the previous one was < 60 ms ago."""
+    arr = stream.report.arrivals
+    gaps = 0
+    for (t0, o0), (t1, o1) in zip(arr[:-1], arr[1:], strict=False):
+        if (
+            o1 > o0
+            and (o1 - o0) <= 480
+            and t1 - t0 > 0.02 + 0.005
+            and o1 * 1.0 / 8000 - (t1 - stream.t0) < 0.0005
+        ):
+            gaps += 1
+    return gaps
+
+
+async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, float]:
+    audio = caller_audio(seconds)
+    before = scrape(base)
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    results: list = []
+    twilios = [TwilioSimulator(base, PUBLIC, TOKEN) for _ in range(max(1, n // 10))]
+    try:
+        await asyncio.gather(
+            *(one_call(twilios[i % len(twilios)], audio, results) for i in range(n))
+        )
+    finally:
+        for t in twilios:
+            await t.aclose()
+    cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(0.3)
+    after = scrape(base)
+    ok = [r for r in results if r[0] == "ok"]
+    delays: list[float] = []
+    ahead: list[float] = []
+    gaps = 0
+    for _, stream, pip_sent, _ in ok:
+        delays += echo_delays(stream, pip_sent)
+        ahead += stream.report.ahead_samples_ms
+        gaps += gaps_of(stream)
+    d = lambda k: after.get(k, 0.0) - before.get(k, 0.0)  # noqa: E731
+    return {
+        "n": n,
+        "ok": len(ok),
+        "cpu_pct_per_call": 100 * (cpu1 - cpu0) / (wall1 - wall0) / max(1, n),
+        "cpu_pct_total": 100 * (cpu1 - cpu0) / (wall1 - wall0),
+        "echo_p50": float(np.percentile(delays, 50)) if delays else float("nan"),
+        "echo_p99": float(np.percentile(delays, 99)) if delays else float("nan"),
+        "pips": len(delays),
+        "in_p50": hist_quantile(before, after, "voicegate_twilio_ingress_seconds", 0.5),
+        "in_p99": hist_quantile(before, after, "voicegate_twilio_ingress_seconds", 0.99),
+        "out_p50": hist_quantile(before, after, "voicegate_twilio_egress_seconds", 0.5),
+        "out_p99": hist_quantile(before, after, "voicegate_twilio_egress_seconds", 0.99),
+        "ahead_p99": float(np.percentile(ahead, 99)) if ahead else float("nan"),
+        "ahead_max": max(ahead) if ahead else float("nan"),
+        "late": d("voicegate_twilio_late_ticks_total"),
+        "skipped": d("voicegate_twilio_skipped_ticks_total")
+        + d("voicegate_twilio_held_frames_dropped_total"),
+        "eng_late": d("voicegate_engine_late_ticks_total")
+        + d("voicegate_engine_skipped_ticks_total"),
+        "overruns": d("voicegate_engine_slot_overruns_total"),
+        "gaps": gaps,
+    }
+
+
+def start_gateway(
+    engine: str, redis_url: str, max_calls: int, tmp: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = dict(
+        os.environ,
+        VOICEGATE_ENGINE=engine,
+        VOICEGATE_HOST="127.0.0.1",
+        VOICEGATE_PORT=str(port),
+        VOICEGATE_PUBLIC_URL=PUBLIC,
+        VOICEGATE_TWILIO_AUTH_TOKEN=TOKEN,
+        VOICEGATE_REDIS_URL=redis_url,
+        VOICEGATE_PERSONAS_DIR=str(REPO / "personas"),
+        VOICEGATE_NUMBERS_FILE=str(REPO / "telephony" / "numbers.yaml"),
+        VOICEGATE_EVENTS_JOURNAL_DIR=str(tmp / f"journal-{engine}"),
+        VOICEGATE_SIP_ENABLED="false",
+        VOICEGATE_MAX_CALLS=str(max_calls),
+        VOICEGATE_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voicegate", "serve"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / f"gateway-{engine}.log", "wb"),  # noqa: SIM115
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(base + "/readyz", timeout=2, trust_env=False).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"gateway ({engine}) did not become ready")
+        time.sleep(0.2)
+
+
+COLUMNS = (
+    ("n", "N", "{:>4.0f}"),
+    ("cpu_pct_per_call", "cpu/call %", "{:>10.2f}"),
+    ("cpu_pct_total", "cpu tot %", "{:>9.1f}"),
+    ("echo_p50", "echo p50", "{:>8.0f}"),
+    ("echo_p99", "echo p99", "{:>8.0f}"),
+    ("in_p50", "in p50", "{:>7.2f}"),
+    ("in_p99", "in p99", "{:>7.2f}"),
+    ("out_p50", "out p50", "{:>7.2f}"),
+    ("out_p99", "out p99", "{:>7.2f}"),
+    ("ahead_p99", "ahead p99", "{:>9.0f}"),
+    ("ahead_max", "ahead max", "{:>9.0f}"),
+    ("late", "late", "{:>6.0f}"),
+    ("skipped", "skip", "{:>5.0f}"),
+    ("eng_late", "eng late", "{:>8.0f}"),
+    ("overruns", "ovr", "{:>5.0f}"),
+    ("gaps", "gaps", "{:>5.0f}"),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--engines", default="echo,tiny")
+    parser.add_argument("--levels", default="1,5,10,20,30,40,60,80")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = LocalRedis(Path(tmp))
+        try:
+            for engine in args.engines.split(","):
+                proc, base = start_gateway(engine, redis.url, max(levels), Path(tmp))
+                try:
+                    print(
+                        f"\nengine={engine}  ({os.cpu_count()} cores; times in ms; {args.seconds:.0f} s calls)"
+                    )
+                    print("  ".join(title for _, title, _ in COLUMNS))
+                    for n in levels:
+                        row = asyncio.run(run_level(base, proc.pid, n, args.seconds))
+                        print(
+                            "  ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS), flush=True
+                        )
+                        if row["ok"] < n:
+                            print(f"  ({n - int(row['ok'])} calls rejected)")
+                        overloaded = (
+                            row["cpu_pct_total"] >= 95 * (os.cpu_count() or 1)
+                            or row["skipped"] > 0
+                            or (engine == "echo" and row["echo_p99"] > 400)
+                            or row["eng_late"] > 5 * n
+                        )
+                        if overloaded:
+                            print(f"  stops keeping up at N={n}")
+                            break
+                finally:
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+        finally:
+            redis.close()
+
+
+if __name__ == "__main__":
+    main()

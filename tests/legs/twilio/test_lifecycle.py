@@ -1,0 +1,91 @@
+"""The gateway as its own process: SIGTERM drains calls; ``voicegate demo`` runs a whole call."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from voicegate.demo import free_port
+from voicegate.legs.twilio.sim import TwilioSimulator
+
+from .conftest import AUTH_TOKEN, PUBLIC_URL, REPO, gateway_env, read_events
+
+CALLED = "+14155550100"
+CALLER = "+15005550006"
+
+
+async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while True:
+            assert proc.poll() is None, "the gateway exited during start-up"
+            try:
+                if (await client.get(base + "/readyz", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not become ready"
+            await asyncio.sleep(0.1)
+
+
+async def test_sigterm_stops_admitting_and_drains_active_calls(
+    redis_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = gateway_env(redis_url, tmp_path, port, VOICEGATE_DRAIN_TIMEOUT_S="1.5")
+    proc = subprocess.Popen([sys.executable, "-m", "voicegate", "serve"], env=env, cwd=REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(base, proc)
+        async with TwilioSimulator(base, PUBLIC_URL, AUTH_TOKEN) as twilio:
+            placed = await twilio.place_call(CALLER, CALLED)
+            stream = await twilio.open_stream(placed)
+            t = np.arange(8000 * 6) / 8000
+            playing = asyncio.create_task(
+                stream.play((8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
+            )
+            await asyncio.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            busy = await twilio.place_call(CALLER, CALLED)  # still serving, no longer admitting
+            assert busy.reject_reason == "busy"
+            assert not stream.is_closed  # the active call runs on during the drain
+            await stream.wait_closed(10)  # until the drain deadline ends it
+            await playing
+        assert (stream.report.close_code, stream.report.close_reason) == (1000, "drain")
+        events = await read_events(redis_url, placed.call_sid)
+        assert events[-1]["type"] == "call.ended" and events[-1]["reason"] == "drain"
+        assert proc.wait(20) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_demo_runs_a_whole_call(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "agent.wav"
+    result = subprocess.run(
+        [sys.executable, "-m", "voicegate", "demo", "--seconds", "3", "--out", str(out)],
+        env={**gateway_env(redis_url, tmp_path, free_port()), "VOICEGATE_REDIS_URL": redis_url},
+        cwd=tmp_path,  # the demo must not depend on the working directory
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    for needle in ("call.started", "dtmf", "call.ended", "RANDOM weights", "VOICEGATE_MODEL_DIR"):
+        assert needle in text
+    with wave.open(str(out), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (8000, 1, 2)
+        assert wav.getnframes() > 8000 * 2
