@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,11 +13,12 @@ from hypothesis.extra import numpy as hnp
 
 from voicegate.audio import _g711_tables as tables
 from voicegate.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
-from voicegate.audio._audioop import audioop
+from voicegate.audio._audioop import audioop as _maybe_audioop
 from voicegate.errors import CodecError
 
 ALL_INT16 = np.arange(65536, dtype=np.uint16).view(np.int16)
 ALL_CODES = bytes(range(256))
+audioop: Any = _maybe_audioop  # None only without audioop-lts on >= 3.13 (then skipped)
 
 pytestmark = pytest.mark.skipif(audioop is None, reason="audioop / audioop-lts not installed")
 

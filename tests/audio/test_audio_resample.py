@@ -207,3 +207,12 @@ def test_float_to_int16_rounds_and_clips() -> None:
     assert float_to_int16(x, out=out) is out
     pcm = np.arange(-32768, 32768, 7, dtype=np.int16)
     np.testing.assert_array_equal(float_to_int16(int16_to_float32(pcm)), pcm)
+
+
+def test_empty_and_tiny_chunks() -> None:
+    r = StreamingResampler(24000, 8000)
+    assert r.process(np.zeros(0, dtype=np.int16)).shape == (0,)
+    # output m is the filtered input sample 3m: it is out as soon as that sample is in
+    assert r.process(np.zeros(2, dtype=np.int16)).shape == (1,)
+    assert r.process(np.zeros(1, dtype=np.int16)).shape == (0,)
+    assert r.process(np.zeros(1, dtype=np.int16)).shape == (1,)

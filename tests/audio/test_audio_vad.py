@@ -34,7 +34,9 @@ STOP_LATE_MS = 150
 
 
 def _run(
-    vad: VoiceActivityDetector, pcm: npt.NDArray[np.int16], chunk: int = FRAME_8K
+    vad: VoiceActivityDetector,
+    pcm: npt.NDArray[np.int16] | npt.NDArray[np.float32],
+    chunk: int = FRAME_8K,
 ) -> list[tuple[bool, int]]:
     """Feed ``pcm`` in chunks; the transitions as (is_speech, reported time ms)."""
     events = []
@@ -199,3 +201,14 @@ def test_model_ships_with_silero_vad_and_loading_does_not_import_torch() -> None
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_float_input_and_empty_chunks() -> None:
+    pcm = load_caller(8000)
+    as_int = _run(VoiceActivityDetector(8000), pcm)
+    floats = pcm.astype(np.float32) / 32768.0
+    vad = VoiceActivityDetector(8000)
+    assert not vad.process(np.zeros(0, dtype=np.int16))
+    assert _run(vad, floats) == as_int
+    with pytest.raises(AudioError, match="int32"):
+        vad.process(np.zeros(4, dtype=np.int32))  # type: ignore[arg-type]

@@ -5,7 +5,8 @@ pipecat-like hysteresis, onset/stop times in stream ms) and :func:`silero_model_
 file is the one the ``silero-vad`` package ships (``silero_vad/data/silero_vad.onnx``, MIT); it is
 located without importing that package (whose ``__init__`` imports torch). One onnxruntime session
 per process is shared by every detector; each detector keeps its own recurrent state.
-Imports onnxruntime lazily (first detector), numpy, ``voicegate.errors``; no asyncio.
+Imports onnxruntime lazily (first detector), numpy, ``voicegate.audio.pcm``, ``voicegate.errors``;
+no asyncio.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voicegate.audio.pcm import float_to_int16
 from voicegate.errors import AudioError
 
 __all__ = ["VoiceActivityDetector", "silero_model_path"]
@@ -34,6 +36,7 @@ DEFAULT_STOP_MS = 200
 # on a phone line sits around -20 to -30 dBFS; the gate only skips line silence and faint hiss.
 DEFAULT_GATE_DBFS = -50.0
 _INV_INT16_SCALE = np.float32(1.0 / 32768.0)
+_INT16 = np.dtype(np.int16)
 
 _session_lock = threading.Lock()
 _sessions: dict[Path, Any] = {}
@@ -170,8 +173,17 @@ class VoiceActivityDetector:
         self.windows = 0
         self.windows_gated = 0
 
-    def process(self, pcm: npt.NDArray[np.int16]) -> bool:
-        """Feed int16 samples (any length); return whether the caller is speaking after them."""
+    def process(self, pcm: npt.NDArray[np.int16] | npt.NDArray[np.floating]) -> bool:
+        """Feed int16 samples (any length); return whether the caller is speaking after them.
+
+        Float samples in [-1, 1] are accepted too (converted to int16 first).
+        """
+        if pcm.dtype != _INT16:
+            if pcm.dtype.kind != "f":
+                raise AudioError(
+                    f"voice activity: expected int16 or float samples, got {pcm.dtype}"
+                )
+            pcm = float_to_int16(pcm.astype(np.float32, copy=False))
         n = pcm.shape[0]
         used = 0
         window = self.window_samples
