@@ -6,9 +6,16 @@ The logic tests elsewhere use exact test resamplers; here the production default
 from __future__ import annotations
 
 import numpy as np
-from calls_fakes import SILENCE, ScriptedEngine, speech
 from scipy.signal import resample_poly
-from utils import LoopbackLeg, RecordingEvents, frozen_clock, run_call
+from utils import (
+    SILENCE,
+    LoopbackLeg,
+    RecordingEvents,
+    ScriptedEngine,
+    frozen_clock,
+    run_call,
+    speech,
+)
 
 from voicegate.audio import StreamingResampler, caller_speech_ms, load_caller
 from voicegate.calls import CallInfo, CallManager, EndReason

@@ -11,8 +11,17 @@ import time
 import numpy as np
 import numpy.typing as npt
 import pytest
-from calls_fakes import SILENCE, ScriptedEngine, speech
-from utils import EnergyVad, LoopbackLeg, RecordingEvents, frozen_clock, run_call, tone
+from utils import (
+    SILENCE,
+    EnergyVad,
+    LoopbackLeg,
+    RecordingEvents,
+    ScriptedEngine,
+    frozen_clock,
+    run_call,
+    speech,
+    tone,
+)
 
 from voicegate.calls import CallConfig, CallInfo, CallLimits, CallManager, CallState, EndReason
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode

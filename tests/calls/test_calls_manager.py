@@ -7,10 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from calls_fakes import SILENCE, ScriptedEngine, speech
 from prometheus_client import CollectorRegistry
 from test_calls_call import ExactResampler
-from utils import EnergyVad, LoopbackLeg, RecordingEvents, frozen_clock, run_call, tone
+from utils import (
+    SILENCE,
+    EnergyVad,
+    LoopbackLeg,
+    RecordingEvents,
+    ScriptedEngine,
+    frozen_clock,
+    run_call,
+    speech,
+    tone,
+)
 
 import voicegate.calls
 from voicegate.calls import CallInfo, CallLimits, CallManager, EndReason, limits_of
