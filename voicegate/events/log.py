@@ -44,8 +44,9 @@ Design (see DESIGN.md "Redis" and the Budgets row "Redis outage of 60 s mid-call
   is older, may be half-sent, and keeps its order; a call's log keeps a consistent prefix.
 * Not supported: Redis Cluster (the script touches the call keys and the global stream).
 
-Owns: the writer task, the Redis connection it uses, the journal, the events' Prometheus
-metrics. Must not import calls, legs or engine.
+Owns: emit(), the queue, the writer task and its connect / spill / replay cycle. Redis I/O is in
+``_redis.py``, the journal files in ``_journal.py``, the metrics in ``_metrics.py``.
+Must not import calls, legs or engine.
 """
 
 from __future__ import annotations
@@ -58,32 +59,17 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-from redis.asyncio import Connection, ConnectionPool
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from voicegate.errors import ConfigError
 from voicegate.events._journal import Journal, Record
+from voicegate.events._metrics import EventLogStats, StatsCollector
+from voicegate.events._redis import BatchResult, Outage, RedisSink
 from voicegate.events.fanout import FanOut, Subscription
-from voicegate.events.schema import (
-    GLOBAL_EVENTS_KEY,
-    Event,
-    call_events_key,
-    call_key,
-    encode_fields,
-)
+from voicegate.events.schema import Event, encode_fields
 
 if TYPE_CHECKING:
     from voicegate.config import Settings
@@ -92,75 +78,9 @@ __all__ = ["EventLog", "EventLogStats"]
 
 log = logging.getLogger("voicegate.events")
 
-T = TypeVar("T")
 
-# Per Lua call: KEYS = call hash, call stream, global stream.
-# ARGV = writer, seq, call maxlen, global maxlen, is_end, retention s, open-call ttl s,
-#        n hash pairs, n field pairs, hash pairs..., field pairs...
-WRITE_SCRIPT = """
-local mark = 'w:' .. ARGV[1]
-local seq = tonumber(ARGV[2])
-local last = redis.call('HGET', KEYS[1], mark)
-if last and tonumber(last) >= seq then return 0 end
-local nh = tonumber(ARGV[8])
-local nf = tonumber(ARGV[9])
-local h_end = 9 + 2 * nh
-redis.call('HSET', KEYS[1], mark, ARGV[2], unpack(ARGV, 10, h_end))
-local f_end = h_end + 2 * nf
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, h_end + 1, f_end))
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, h_end + 1, f_end))
-if ARGV[5] == '1' then
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
-  redis.call('EXPIRE', KEYS[2], ARGV[6])
-else
-  for k = 1, 2 do
-    if redis.call('TTL', KEYS[k]) == -1 then redis.call('EXPIRE', KEYS[k], ARGV[7]) end
-  end
-end
-return 1
-"""
-
-# Server replies that mean "not now" rather than "never": handled like an outage.
-_TRANSIENT_PREFIXES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOSCRIPT")
-_OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 REPLAY_BATCH_MAX = 64
 _LOG_EVERY = 1000  # repeated problems (drops, malformed events) are logged once per this many
-
-
-class _Outage(Exception):
-    """Redis cannot take writes now; the batch goes to the journal."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventLogStats:
-    """A snapshot of the EventLog's counters (the same numbers /metrics shows)."""
-
-    emitted: int
-    queued: int
-    queued_bytes: int
-    written: int
-    batches: int
-    duplicates_skipped: int
-    journaled: int
-    replayed: int
-    dropped_queue_full: int
-    dropped_malformed: int
-    dropped_redis_rejected: int
-    dropped_closed: int
-    subscriber_dropped: int
-    journal_bytes: int
-    journal_corrupt_lines: int
-    queue_peak: int
-    is_redis_up: bool
-
-    @property
-    def dropped(self) -> int:
-        return (
-            self.dropped_queue_full
-            + self.dropped_malformed
-            + self.dropped_redis_rejected
-            + self.dropped_closed
-        )
 
 
 class EventLog:
@@ -206,11 +126,6 @@ class EventLog:
         self.backoff_max_s = backoff_max_s
         self.spill_interval_s = spill_interval_s
         self.journal_max_bytes = journal_max_bytes
-        self._call_maxlen_s = str(call_maxlen)
-        self._global_maxlen_s = str(global_maxlen)
-        self._retention_s_s = str(retention_s)
-        self._open_ttl_s_s = str(self.open_call_ttl_s)
-        self._packed_head = b""
         self._journal = Journal(
             Path(journal_dir),
             self.writer_id,
@@ -231,20 +146,16 @@ class EventLog:
         self._loop_thread = 0
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._client: Connection | None = None  # the writer's one connection
-        try:
-            self._pool = ConnectionPool.from_url(
-                redis_url,
-                socket_timeout=socket_timeout_s,
-                socket_connect_timeout=connect_timeout_s,
-                retry=Retry(NoBackoff(), 0),
-                health_check_interval=0,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"VOICEGATE_REDIS_URL {redis_url!r} is not a Redis URL: {exc}"
-            ) from exc
-        self._sha = ""
+        # the writer's one connection (raises ConfigError for a URL that is not Redis's)
+        self._sink = RedisSink(
+            redis_url,
+            socket_timeout_s=socket_timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            call_maxlen=call_maxlen,
+            global_maxlen=global_maxlen,
+            retention_s=retention_s,
+            open_call_ttl_s=self.open_call_ttl_s,
+        )
         self._is_closed = False
         self._is_closing = False
         self._is_started = False
@@ -264,9 +175,9 @@ class EventLog:
         self.queue_peak = 0
         self.is_redis_up = False
         self._registry = registry
-        self._collector: _Collector | None = None
+        self._collector: StatsCollector | None = None
         if registry is not None:
-            self._collector = _Collector(self)
+            self._collector = StatsCollector(self.stats)
             registry.register(self._collector)
 
     @classmethod
@@ -459,7 +370,7 @@ class EventLog:
         backoff = self.backoff_min_s
         while True:
             try:
-                if self._client is None:
+                if not self._sink.is_connected:
                     if self._is_closing and self._outage_since:
                         return  # known down: aclose() journals the rest
                     if self._outage_since:  # not before the first try: start() with Redis up
@@ -489,7 +400,7 @@ class EventLog:
                 batch = self._take_batch()
                 await self._write(batch, is_replay=False)
                 self._release(batch)
-            except _Outage as exc:
+            except Outage as exc:
                 await self._on_outage(exc)
             except Exception:  # a bug or a journal failure must not end the writer
                 log.exception("event writer error; reconnecting")
@@ -513,21 +424,12 @@ class EventLog:
         self._held_bytes -= sum(r.nbytes for r in batch)
 
     async def _connect(self) -> bool:
-        # redis-py parses the URL (auth, db, TLS, unix sockets) and owns the socket; we send
-        # pre-packed RESP ourselves (redis-py's per-argument packing cost ~10x more) and keep its
-        # own retries off: the writer decides when to retry.
-        client = self._pool.make_connection()  # type: ignore[no-untyped-call]
         try:
-            await asyncio.wait_for(
-                self._connect_and_load(client), self.connect_timeout_s + self.socket_timeout_s
-            )
-        except (RedisError, *_OUTAGE_ERRORS) as exc:
-            with contextlib.suppress(Exception):
-                await client.disconnect()
+            await self._sink.connect()
+        except Outage as exc:
             if not self._outage_since:
                 log.warning("redis %s unreachable (%s); journaling events", self.redis_url, exc)
             return False
-        self._client = client
         self.is_redis_up = True
         if self._outage_since:
             log.warning(
@@ -539,22 +441,9 @@ class EventLog:
             self._outage_since = 0.0
         return True
 
-    async def _connect_and_load(self, conn: Connection) -> None:
-        await conn.connect()  # type: ignore[no-untyped-call]
-        await conn.send_command("SCRIPT", "LOAD", WRITE_SCRIPT, check_health=False)
-        sha = await conn.read_response()
-        self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
-        # the first three items of every EVALSHA, packed once per connection
-        self._packed_head = b"".join(
-            b"$%d\r\n%s\r\n" % (len(a), a) for a in (b"EVALSHA", self._sha.encode(), b"3")
-        )
-
     async def _drop_client(self) -> None:
-        client, self._client = self._client, None
         self.is_redis_up = False
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.disconnect(nowait=True), 1.0)
+        await self._sink.close()
 
     async def _on_outage(self, exc: BaseException) -> None:
         if not self._outage_since:
@@ -564,80 +453,21 @@ class EventLog:
         await self._spill()
 
     async def _write(self, batch: list[Record], *, is_replay: bool) -> None:
-        """Send ``batch`` in one pipeline; raises _Outage if Redis did not take it all."""
-        conn = self._client
-        assert conn is not None
-        payload = b"".join([self._pack_record(r) for r in batch])
-        results: list[object] = []
+        """Write ``batch``; raises Outage if Redis did not take all of it."""
         try:
-            await asyncio.wait_for(
-                self._round_trip(conn, payload, len(batch), results),
-                self.socket_timeout_s * 2 + 1.0,
-            )
-        except (RedisError, *_OUTAGE_ERRORS) as exc:
-            # replies already read are facts: count them; the rest is re-sent (deduped) later
-            self._tally(batch, results, is_replay)
-            raise _Outage(repr(exc)) from exc
+            result = await self._sink.write(batch)
+        except Outage as exc:
+            self._count(exc.partial, is_replay)
+            raise
         self.n_batches += 1
-        self._tally(batch, results, is_replay)
+        self._count(result, is_replay)
 
-    @staticmethod
-    async def _round_trip(conn: Connection, payload: bytes, n: int, results: list[object]) -> None:
-        await conn.send_packed_command(payload, check_health=False)
-        for _ in range(n):
-            try:
-                results.append(await conn.read_response())
-            except ResponseError as exc:  # an error reply; the connection is still in step
-                results.append(exc)
-
-    def _tally(self, batch: list[Record], results: list[object], is_replay: bool) -> None:
-        """Count the replies; raises _Outage at the first transient error reply."""
-        n_written = n_dup = 0
-        try:
-            for r, res in zip(batch, results, strict=False):
-                if isinstance(res, ResponseError):
-                    text = str(res)
-                    if text.startswith(_TRANSIENT_PREFIXES):
-                        raise _Outage(text)
-                    self.n_dropped_rejected += 1
-                    log.error(
-                        "redis rejected %s of call %s: %s", r.fields.get("type"), r.call_id, text
-                    )
-                elif res == 1:
-                    n_written += 1
-                else:
-                    n_dup += 1
-        finally:
-            self._count(n_written, n_dup, is_replay)
-
-    def _pack_record(self, r: Record) -> bytes:
-        args = [
-            call_key(r.call_id),
-            call_events_key(r.call_id),
-            GLOBAL_EVENTS_KEY,
-            r.writer,
-            str(r.seq),
-            self._call_maxlen_s,
-            self._global_maxlen_s,
-            "1" if r.is_end else "0",
-            self._retention_s_s,
-            self._open_ttl_s_s,
-            str(len(r.hash_fields)),
-            str(len(r.fields)),
-        ]
-        for k, v in r.hash_fields.items():
-            args.append(k)
-            args.append(v)
-        for k, v in r.fields.items():
-            args.append(k)
-            args.append(v)
-        return _pack_args([a.encode() for a in args], head=self._packed_head, extra=3)
-
-    def _count(self, n_written: int, n_dup: int, is_replay: bool) -> None:
-        self.n_written += n_written
-        self.n_duplicates += n_dup
+    def _count(self, result: BatchResult, is_replay: bool) -> None:
+        self.n_written += result.written
+        self.n_duplicates += result.duplicates
+        self.n_dropped_rejected += result.rejected
         if is_replay:
-            self.n_replayed += n_written
+            self.n_replayed += result.written
 
     async def _replay_step(self) -> None:
         # small chunks, small batches and a yield between them: a replay after a long outage
@@ -721,78 +551,3 @@ class EventLog:
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         assert self._loop is not None and self._executor is not None
         return await self._loop.run_in_executor(self._executor, fn, *args)
-
-
-def _pack_args(args: list[bytes], head: bytes = b"", extra: int = 0) -> bytes:
-    """RESP2 array of bulk strings; ``head`` holds ``extra`` already-packed leading items."""
-    parts = [b"*%d\r\n" % (len(args) + extra), head]
-    for a in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(parts)
-
-
-class _Collector(Collector):
-    """Publishes the EventLog's plain-int counters at scrape time."""
-
-    def __init__(self, owner: EventLog) -> None:
-        self._owner = owner
-
-    def describe(self) -> Iterator[Metric]:
-        return self.collect()  # lets the registry refuse a second EventLog on it
-
-    def collect(self) -> Iterator[Metric]:
-        s = self._owner.stats()
-        yield _gauge(
-            "voicegate_events_queued",
-            "Events held in memory, not yet in Redis or the journal.",
-            s.queued,
-        )
-        yield _gauge(
-            "voicegate_events_queued_bytes", "Bytes of events held in memory.", s.queued_bytes
-        )
-        yield _gauge(
-            "voicegate_events_journal_bytes",
-            "Bytes of journaled events not yet replayed.",
-            s.journal_bytes,
-        )
-        yield _gauge(
-            "voicegate_events_redis_up",
-            "1 when the event writer is connected to Redis.",
-            int(s.is_redis_up),
-        )
-        yield _counter("voicegate_events_emitted", "Events emitted.", s.emitted)
-        yield _counter(
-            "voicegate_events_written", "Events written to Redis (replays included).", s.written
-        )
-        yield _counter(
-            "voicegate_events_duplicates_skipped",
-            "Re-sent events Redis already had (skipped).",
-            s.duplicates_skipped,
-        )
-        yield _counter(
-            "voicegate_events_journaled", "Events written to the on-disk journal.", s.journaled
-        )
-        yield _counter(
-            "voicegate_events_replayed", "Journaled events written to Redis.", s.replayed
-        )
-        dropped = CounterMetricFamily(
-            "voicegate_events_dropped", "Events lost, by reason.", labels=["reason"]
-        )
-        dropped.add_metric(["queue_full"], s.dropped_queue_full)
-        dropped.add_metric(["malformed"], s.dropped_malformed)
-        dropped.add_metric(["redis_rejected"], s.dropped_redis_rejected)
-        dropped.add_metric(["closed"], s.dropped_closed)
-        yield dropped
-        yield _counter(
-            "voicegate_events_subscriber_dropped",
-            "Events a slow live subscriber missed.",
-            s.subscriber_dropped,
-        )
-
-
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=value)
-
-
-def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-    return CounterMetricFamily(name, doc, value=value)
