@@ -6,17 +6,12 @@ drives the ``Call`` (``CallLike``): feed caller audio, pull agent audio, DTMF, l
 
 from __future__ import annotations
 
+from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.base import CallInfo, CallLike, EndReason, EndResult, LegTransport
-from voicegate.calls.call import (
-    BargeInRecord,
-    Call,
-    CallConfig,
-    CallLimits,
-    CallState,
-    EventSink,
-)
+from voicegate.calls.call import Call, CallState, EventSink
 from voicegate.calls.dynamics import Dynamics, analyse
 from voicegate.calls.manager import CallManager, PersonaSource, limits_of
+from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 
 __all__ = [

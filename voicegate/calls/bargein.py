@@ -9,16 +9,28 @@ Both inputs are on the call's timelines in ms since the call started: the caller
 the caller clock (samples received), the agent's audibility on the playout clock (samples
 the leg pulled). They run at the same real-time rate from the same origin.
 
-Owns: BargeInTracker and its phases. Pure: imports nothing of asyncio, audio or the engine.
+Owns: BargeInTracker and its phases, BargeInRecord. Pure: imports nothing of asyncio, audio or the engine.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from voicegate.errors import InvalidStateError
 
-__all__ = ["BargeInPhase", "BargeInTracker"]
+__all__ = ["BargeInPhase", "BargeInRecord", "BargeInTracker"]
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInRecord:
+    """One barge-in: times in ms since the call started."""
+
+    caller_onset_ms: int  # caller clock (the VAD's backdated onset)
+    agent_stop_ms: int  # when the caller stopped hearing the agent
+    latency_ms: int
+    discarded_ms: int  # queued agent audio dropped here and at the far side
+    cut_text: str
 
 
 class BargeInPhase(enum.Enum):

@@ -12,10 +12,11 @@ hop per tick is needed: the audio could not be played sooner than the next pull 
 Timelines are in ms since the call started: the caller clock counts samples received from the
 leg, the playout clock samples the leg pulled (the caller hears a pulled sample at its playout
 time; a leg that sends ahead reports ``queued_ms``). Barge-in, transcripts and dynamics use
-them; no wall clock enters a decision, so tests drive a call sample by sample.
+them; the only clock read is the injected ``clock`` that times the playout lead, so tests drive
+a call sample by sample.
 
-Owns: Call, CallState, CallLimits, CallConfig, BargeInRecord. Imports audio (through factories),
-events, engine.base and the calls modules; never a concrete engine or a leg.
+Owns: Call, CallState. Imports audio (through factories), events, engine.base and the calls
+modules; never a concrete engine or a leg.
 """
 
 from __future__ import annotations
@@ -24,40 +25,24 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.calls.bargein import BargeInTracker
+from voicegate.calls import report
+from voicegate.calls.bargein import BargeInRecord, BargeInTracker
 from voicegate.calls.base import CallInfo, EndReason, LegTransport
 from voicegate.calls.dynamics import Dynamics, analyse
+from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 from voicegate.calls.voice import AgentVoice, CallerVoice, VadLike
 from voicegate.engine.base import FRAME_SAMPLES, MODEL_RATE_HZ, Slot, TickOutput
 from voicegate.errors import InvalidStateError
-from voicegate.events.schema import (
-    BargeIn,
-    CallDynamics,
-    CallEnded,
-    CallError,
-    CallStarted,
-    Dtmf,
-    Event,
-    TranscriptAgent,
-)
+from voicegate.events.schema import Event
 
-__all__ = [
-    "BargeInRecord",
-    "Call",
-    "CallConfig",
-    "CallLimits",
-    "CallState",
-    "EventSink",
-    "ResamplerLike",
-]
+__all__ = ["Call", "CallState", "EventSink", "ResamplerLike"]
 
 log = logging.getLogger("voicegate.calls")
 
@@ -101,40 +86,6 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     CallState.ACTIVE: frozenset({CallState.ENDED}),
     CallState.ENDED: frozenset(),
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CallLimits:
-    """From the persona; 0 switches a limit off."""
-
-    max_duration_s: float = 0.0
-    silence_timeout_s: float = 0.0  # without caller speech
-
-
-@dataclass(frozen=True, slots=True)
-class CallConfig:
-    """Tuning shared by every call of a manager."""
-
-    is_caller_vad_enabled: bool = True
-    agent_speech_dbfs: float = -42.0  # a 20 ms sub-block louder than this is agent speech
-    agent_silence_ms: int = 80  # this much quiet after speech = the model has yielded
-    prebuffer_ms: int = 20  # each tick starts playing this long after it arrived (tick/pull jitter)
-    max_queue_ms: int = 200  # agent audio queued beyond this is dropped (overrun)
-    is_cut_on_caller_speech: bool = False  # True: mute the agent at the caller's onset
-    bargein_grace_ms: int = 500  # the model may yield this long after the caller stops
-    transcript_pad_run_ms: int = 640
-    transcript_silence_run_ms: int = 240
-
-
-@dataclass(frozen=True, slots=True)
-class BargeInRecord:
-    """One barge-in: times in ms since the call started."""
-
-    caller_onset_ms: int  # caller clock (the VAD's backdated onset)
-    agent_stop_ms: int  # when the caller stopped hearing the agent
-    latency_ms: int
-    discarded_ms: int  # queued agent audio dropped here and at the far side
-    cut_text: str
 
 
 _DEFAULT_CONFIG = CallConfig()
@@ -265,17 +216,7 @@ class Call:
             )
         self._slot = slot
         info = self.info
-        self._emit(
-            lambda: CallStarted(
-                call_id=info.call_id,
-                leg=info.leg,
-                t_ms=0,
-                persona=info.persona,
-                from_=info.from_,
-                to=info.to,
-                leg_call_ref=info.leg_call_ref,
-            )
-        )
+        self._emit(lambda: report.started(info))
 
     @property
     def caller_ms(self) -> int:
@@ -343,26 +284,15 @@ class Call:
         }
         info = self.info
         self._emit(
-            lambda: CallEnded(
-                call_id=info.call_id,
-                leg=info.leg,
+            lambda: report.ended(
+                info,
                 t_ms=now,
-                reason=reason.value,
-                result=reason.result.value,
-                detail=detail[:2048],
-                duration_ms=now,
+                reason=reason,
+                detail=detail,
                 frames=self.ticks,
                 underruns=self.playout.underruns,
                 bargeins=len(self.bargeins),
-                dynamics=CallDynamics(
-                    caller_talk_ms=dyn.caller_talk_ms,
-                    agent_talk_ms=dyn.agent_talk_ms,
-                    overlap_ms=dyn.overlap_ms,
-                    backchannels=dyn.backchannels,
-                    response_gaps=len(dyn.response_gaps_ms),
-                    response_gap_p50_ms=dyn.response_gap_p50_ms,
-                    response_gap_p90_ms=dyn.response_gap_p90_ms,
-                ),
+                dynamics=dyn,
                 counters=counters,
             )
         )
@@ -383,16 +313,7 @@ class Call:
         log.error("call %s: %s: %r", self.call_id, code, exc, exc_info=exc)
         info = self.info
         now = self.now_ms
-        self._emit(
-            lambda: CallError(
-                call_id=info.call_id,
-                leg=info.leg,
-                t_ms=now,
-                code=code,
-                message=f"{type(exc).__name__}: {exc}"[:2048],
-                is_fatal=True,
-            )
-        )
+        self._emit(lambda: report.error(info, now, code, exc))
         self.end(EndReason.ERROR, f"{code}: {type(exc).__name__}")
 
     # --- engine thread -----------------------------------------------------------------------
@@ -453,7 +374,7 @@ class Call:
         info = self.info
         now = self.caller_ms
         self._last_caller_voice_ms = max(self._last_caller_voice_ms, now)  # the caller is there
-        self._emit(lambda: Dtmf(call_id=info.call_id, leg=info.leg, t_ms=now, digit=digit))
+        self._emit(lambda: report.dtmf(info, now, digit))
 
     # --- caller side -------------------------------------------------------------------------
 
@@ -566,18 +487,7 @@ class Call:
         if seg is not None:
             self._emit_segment(seg)
         info = self.info
-        self._emit(
-            lambda: BargeIn(
-                call_id=info.call_id,
-                leg=info.leg,
-                t_ms=agent_stop,
-                caller_onset_ms=record.caller_onset_ms,
-                agent_stop_ms=record.agent_stop_ms,
-                latency_ms=record.latency_ms,
-                discarded_ms=record.discarded_ms,
-                cut_text=record.cut_text[:8192],
-            )
-        )
+        self._emit(lambda: report.bargein(info, record))
         log.info(
             "call %s: barge-in at %d ms, agent stopped at %d ms (%d ms), %d ms dropped, cut %r",
             info.call_id,
@@ -607,19 +517,7 @@ class Call:
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)
         info = self.info
-        self._emit(
-            lambda: TranscriptAgent(
-                call_id=info.call_id,
-                leg=info.leg,
-                t_ms=seg.end_ms,
-                text=seg.text[:8192],
-                start_ms=seg.start_ms,
-                end_ms=seg.end_ms,
-                is_heard=seg.is_heard,
-                cut_at_ms=seg.cut_at_ms,
-                cut_text=seg.cut_text[:8192],
-            )
-        )
+        self._emit(lambda: report.segment(info, seg))
 
     def _emit(self, build: Callable[[], Event]) -> None:
         # an event that cannot be built or queued must never take the call down

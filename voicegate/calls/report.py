@@ -1,0 +1,116 @@
+"""Call events built from a Call's data: one function per event type (voicegate.events models).
+
+Owns: the mapping from call state to ``call.started``, ``call.ended``, ``transcript.agent``,
+``bargein``, ``dtmf`` and ``error`` events. Pure: builds models, emits nothing.
+"""
+
+from __future__ import annotations
+
+from voicegate.calls.bargein import BargeInRecord
+from voicegate.calls.base import CallInfo, EndReason
+from voicegate.calls.dynamics import Dynamics
+from voicegate.calls.transcript import AgentSegment
+from voicegate.events.schema import (
+    BargeIn,
+    CallDynamics,
+    CallEnded,
+    CallError,
+    CallStarted,
+    Dtmf,
+    TranscriptAgent,
+)
+
+__all__ = ["bargein", "dtmf", "ended", "error", "segment", "started"]
+
+MAX_TEXT = 8192
+MAX_DETAIL = 2048
+
+
+def started(info: CallInfo) -> CallStarted:
+    return CallStarted(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=0,
+        persona=info.persona,
+        from_=info.from_,
+        to=info.to,
+        leg_call_ref=info.leg_call_ref,
+    )
+
+
+def ended(
+    info: CallInfo,
+    *,
+    t_ms: int,
+    reason: EndReason,
+    detail: str,
+    frames: int,
+    underruns: int,
+    bargeins: int,
+    dynamics: Dynamics,
+    counters: dict[str, int | float],
+) -> CallEnded:
+    return CallEnded(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=t_ms,
+        reason=reason.value,
+        result=reason.result.value,
+        detail=detail[:MAX_DETAIL],
+        duration_ms=t_ms,
+        frames=frames,
+        underruns=underruns,
+        bargeins=bargeins,
+        dynamics=CallDynamics(
+            caller_talk_ms=dynamics.caller_talk_ms,
+            agent_talk_ms=dynamics.agent_talk_ms,
+            overlap_ms=dynamics.overlap_ms,
+            backchannels=dynamics.backchannels,
+            response_gaps=len(dynamics.response_gaps_ms),
+            response_gap_p50_ms=dynamics.response_gap_p50_ms,
+            response_gap_p90_ms=dynamics.response_gap_p90_ms,
+        ),
+        counters=counters,
+    )
+
+
+def segment(info: CallInfo, seg: AgentSegment) -> TranscriptAgent:
+    return TranscriptAgent(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=seg.end_ms,
+        text=seg.text[:MAX_TEXT],
+        start_ms=seg.start_ms,
+        end_ms=seg.end_ms,
+        is_heard=seg.is_heard,
+        cut_at_ms=seg.cut_at_ms,
+        cut_text=seg.cut_text[:MAX_TEXT],
+    )
+
+
+def bargein(info: CallInfo, rec: BargeInRecord) -> BargeIn:
+    return BargeIn(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=rec.agent_stop_ms,
+        caller_onset_ms=rec.caller_onset_ms,
+        agent_stop_ms=rec.agent_stop_ms,
+        latency_ms=rec.latency_ms,
+        discarded_ms=rec.discarded_ms,
+        cut_text=rec.cut_text[:MAX_TEXT],
+    )
+
+
+def dtmf(info: CallInfo, t_ms: int, digit: str) -> Dtmf:
+    return Dtmf(call_id=info.call_id, leg=info.leg, t_ms=t_ms, digit=digit)
+
+
+def error(info: CallInfo, t_ms: int, code: str, exc: BaseException) -> CallError:
+    return CallError(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=t_ms,
+        code=code,
+        message=f"{type(exc).__name__}: {exc}"[:MAX_DETAIL],
+        is_fatal=True,
+    )
