@@ -10,7 +10,7 @@ import torch
 
 from voicegate.engine.base import SamplingParams
 from voicegate.engine.lm import LM, LMConfig, LMState, VoicePrompt
-from voicegate.engine.lm.sampling import sample_top_k, uniform_noise
+from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k, uniform_noise
 
 SAMPLED = SamplingParams()  # the reference defaults: 0.7 / 25 text, 0.8 / 250 audio
 
@@ -146,47 +146,53 @@ def test_kv_bytes_per_slot_of_the_7b_shapes() -> None:
     )
 
 
+def _noise(n: int, counter: int, k: int) -> torch.Tensor:
+    return gumbel_noise(torch.arange(n), torch.full((n,), counter), 1, k)[:, 0]
+
+
 def test_sampling_greedy_top1_and_within_top_k() -> None:
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(4, 50, generator=gen)
-    seeds, counters = torch.arange(4), torch.zeros(4, dtype=torch.long)
-    greedy = sample_top_k(logits, torch.zeros(4), torch.full((4,), 5), seeds, counters, 0, 16)
+    noise = _noise(4, 0, 16)
+    greedy = sample_top_k(logits, torch.zeros(4), torch.full((4,), 5), noise, 16)
     assert torch.equal(greedy, logits.argmax(-1))
-    top1 = sample_top_k(
-        logits, torch.ones(4), torch.ones(4, dtype=torch.long), seeds, counters, 0, 16
-    )
+    top1 = sample_top_k(logits, torch.ones(4), torch.ones(4, dtype=torch.long), noise, 16)
     assert torch.equal(top1, logits.argmax(-1))
     allowed = logits.topk(3, -1).indices
+    seen = set()
     for c in range(50):
-        tok = sample_top_k(
-            logits, torch.ones(4), torch.full((4,), 3), seeds, torch.full((4,), c), 0, 16
-        )
+        tok = sample_top_k(logits, torch.ones(4), torch.full((4,), 3), _noise(4, c, 16), 16)
         assert (allowed == tok[:, None]).any(-1).all()
+        seen.update(tok.tolist())
+    assert seen == set(allowed.flatten().tolist())  # every allowed candidate comes up
 
 
 def test_sampling_follows_the_softmax() -> None:
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
     n = logits.shape[0]
     tok = sample_top_k(
-        logits,
-        torch.full((n,), 0.5),
-        torch.zeros(n, dtype=torch.long),
-        torch.arange(n),
-        torch.zeros(n, dtype=torch.long),
-        3,
-        4,
+        logits, torch.full((n,), 0.5), torch.zeros(n, dtype=torch.long), _noise(n, 0, 4), 4
     )
     freq = torch.bincount(tok, minlength=4).float() / n
     expected = torch.softmax(logits[0] / 0.5, -1)
     assert (freq - expected).abs().max() < 0.03
+    top2 = sample_top_k(logits, torch.full((n,), 0.5), torch.full((n,), 2), _noise(n, 1, 4), 4)
+    freq2 = torch.bincount(top2, minlength=4).float() / n
+    assert (
+        freq2[2:].sum() == 0
+        and abs(freq2[0].item() - torch.softmax(torch.tensor([4.0, 2.0]), 0)[0].item()) < 0.03
+    )
 
 
 def test_uniform_noise_is_in_range_and_differs_per_seed_counter_stream() -> None:
-    u = uniform_noise(torch.tensor([0, 1]), torch.tensor([0, 0]), 0, 1000)
+    u = uniform_noise(torch.tensor([0, 1]), torch.tensor([0, 0]), 2, 1000)
+    assert u.shape == (2, 2, 1000)
     assert bool(((u > 0) & (u < 1)).all()) and abs(u.mean().item() - 0.5) < 0.03
-    assert not torch.equal(u[0], u[1])
-    assert not torch.equal(u, uniform_noise(torch.tensor([0, 1]), torch.tensor([1, 1]), 0, 1000))
-    assert not torch.equal(u, uniform_noise(torch.tensor([0, 1]), torch.tensor([0, 0]), 1, 1000))
+    assert not torch.equal(u[0], u[1]) and not torch.equal(u[:, 0], u[:, 1])
+    assert not torch.equal(u, uniform_noise(torch.tensor([0, 1]), torch.tensor([1, 1]), 2, 1000))
+    # A slot's noise does not depend on the rest of the batch.
+    alone = uniform_noise(torch.tensor([1]), torch.tensor([0]), 2, 1000)
+    assert torch.equal(alone[0], u[1])
 
 
 def test_kv_len_too_short_changes_the_result(lm: LM) -> None:

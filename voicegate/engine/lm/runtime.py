@@ -29,7 +29,7 @@ from voicegate.engine.lm.prompt import (
     build_prompt_frames,
     delayed_layout,
 )
-from voicegate.engine.lm.sampling import sample_top_k
+from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k
 from voicegate.engine.lm.state import LMState
 
 __all__ = ["LM", "StepOutput"]
@@ -152,13 +152,12 @@ class LM:
             state.tokens[slot, :, pos % ct] = prompt.tokens[:, i]
         rows = slice(slot, slot + 1)
         hidden = prompt.hidden.view(1, 1, -1)
+        noise = gumbel_noise(state.seeds[rows], state.counters[rows], 2, c.top_k_cap)
         text = sample_top_k(
             self.model.text_logits(hidden)[:, 0],
             state.text_temperature[rows],
             state.text_top_k[rows],
-            state.seeds[rows],
-            state.counters[rows],
-            _TEXT_STREAM,
+            noise[:, _TEXT_STREAM],
             c.top_k_cap,
         )
         dep_kv = state.dep_kv[:, :, rows].clone()
@@ -166,9 +165,7 @@ class LM:
             self.model.depformer_step(0, hidden, text, dep_kv),
             state.audio_temperature[rows],
             state.audio_top_k[rows],
-            state.seeds[rows],
-            state.counters[rows],
-            _TEXT_STREAM + 1,
+            noise[:, _TEXT_STREAM + 1],
             c.top_k_cap,
         )
         state.tokens[slot, 0, n % ct] = text[0]
@@ -240,14 +237,12 @@ class LM:
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
         hidden = m.temporal_step(x, pos, state.kv, write, key_mask[:, None, None])
         text_logits = m.text_logits(hidden)[:, 0]
-        seeds, counters = state.seeds, state.counters
+        noise = gumbel_noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
         text = sample_top_k(
             text_logits,
             state.text_temperature,
             state.text_top_k,
-            seeds,
-            counters,
-            _TEXT_STREAM,
+            noise[:, _TEXT_STREAM],
             c.top_k_cap,
         )
         prev, codes, audio_logits = text, [], []
@@ -257,9 +252,7 @@ class LM:
                 logits,
                 state.audio_temperature,
                 state.audio_top_k,
-                seeds,
-                counters,
-                _TEXT_STREAM + 1 + step,
+                noise[:, _TEXT_STREAM + 1 + step],
                 c.top_k_cap,
             )
             codes.append(prev)

@@ -5,14 +5,14 @@ candidate): a slot's draws never depend on which other slots are in the batch or
 rows are computed, the whole thing is batched tensor ops (no host sync, CUDA-graph safe),
 and a call replays exactly from its seed. Temperature <= 0 means greedy (argmax).
 
-Owns: ``sample_top_k`` and the hash. Imports torch only.
+Owns: ``sample_top_k``, the hash and its noise. Imports torch only.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["sample_top_k"]
+__all__ = ["gumbel_noise", "sample_top_k", "uniform_noise"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -34,30 +34,39 @@ def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def uniform_noise(seeds: torch.Tensor, counters: torch.Tensor, stream: int, n: int) -> torch.Tensor:
-    """Uniform (0, 1) float32 [B, n] from a splitmix64-style hash; int64 products wrap."""
-    idx = torch.arange(n, device=seeds.device, dtype=torch.int64) + stream * n
-    x = seeds[:, None] * _K_SEED + counters[:, None] * _K_COUNT + idx[None] * _K_INDEX
+def uniform_noise(
+    seeds: torch.Tensor, counters: torch.Tensor, streams: int, n: int
+) -> torch.Tensor:
+    """Uniform (0, 1) float32 [B, streams, n] from a splitmix64-style hash; int64 products wrap.
+
+    Stream ``s`` of slot ``b`` depends only on (seeds[b], counters[b], s): never on the batch.
+    """
+    idx = torch.arange(streams * n, device=seeds.device, dtype=torch.int64).view(streams, n)
+    x = seeds[:, None, None] * _K_SEED + counters[:, None, None] * _K_COUNT + idx[None] * _K_INDEX
     x = (x ^ _shr(x, 30)) * _MIX_1
     x = (x ^ _shr(x, 27)) * _MIX_2
     x = x ^ _shr(x, 31)
     return (_shr(x, 40).float() + 0.5) * (1.0 / (1 << 24))
 
 
+def gumbel_noise(seeds: torch.Tensor, counters: torch.Tensor, streams: int, n: int) -> torch.Tensor:
+    """Gumbel(0, 1) noise [B, streams, n] for ``streams`` sampling sites of one step."""
+    return -torch.log(-torch.log(uniform_noise(seeds, counters, streams, n)))
+
+
 def sample_top_k(
     logits: torch.Tensor,
     temperature: torch.Tensor,
     top_k: torch.Tensor,
-    seeds: torch.Tensor,
-    counters: torch.Tensor,
-    stream: int,
+    noise: torch.Tensor,
     k_cap: int,
 ) -> torch.Tensor:
     """One token per row of ``logits`` [B, V] with per-row temperature [B] and top_k [B].
 
     Draws from softmax(logits / T) restricted to the ``top_k`` most likely tokens (top_k <= 0
-    or above ``k_cap`` means ``k_cap``), as the reference's ``sample_token`` does; the noise is
-    the exponential race (``argmax(p / E)``), fed by ``uniform_noise``.
+    or above ``k_cap`` means ``k_cap``), the distribution of the reference's ``sample_token``,
+    by the Gumbel-max race over the candidates with ``noise`` [B, >= k_cap] (``gumbel_noise``).
+    Temperature <= 0 is greedy.
     """
     logits = logits.float()
     k_cap = min(k_cap, logits.shape[-1])
@@ -66,7 +75,6 @@ def sample_top_k(
     top_vals, top_idx = torch.topk(scaled, k_cap, dim=-1)
     k = torch.where((top_k <= 0) | (top_k > k_cap), torch.full_like(top_k, k_cap), top_k)
     keep = torch.arange(k_cap, device=logits.device)[None] < k[:, None]
-    probs = torch.softmax(top_vals.masked_fill(~keep, float("-inf")), dim=-1)
-    race = probs / -torch.log(uniform_noise(seeds, counters, stream, k_cap))
+    race = top_vals.masked_fill(~keep, float("-inf")) + noise[:, :k_cap]
     sampled = top_idx.gather(-1, race.argmax(-1, keepdim=True))[:, 0]
     return torch.where(is_sampled, sampled, logits.argmax(-1))
