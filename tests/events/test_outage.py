@@ -235,3 +235,28 @@ async def test_drops_only_when_the_journal_is_also_unavailable(
     own, glob = await stream_ts(server.url, "d1")
     # the oldest events survive in order; the newest were dropped (drop-newest policy)
     assert own == list(range(kept)) and glob == own
+
+
+async def test_redis_out_of_memory_is_an_outage(
+    make_log: MakeLog, redis_factory: Callable[..., Any]
+) -> None:
+    server = redis_factory()
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        log = make_log(server.url)
+        await log.start()
+        log.emit(dtmf("oom1", 0))
+        assert await log.wait_idle()
+        await admin.config_set("maxmemory", "1")  # every write is now refused with OOM
+        for i in range(1, 30):
+            log.emit(dtmf("oom1", i))
+            await asyncio.sleep(0.001)
+        await until(lambda: log.stats().journaled == 29)
+        s = log.stats()
+        assert s.dropped == 0 and s.written == 1  # "OOM" is "not now", not "drop it"
+        await admin.config_set("maxmemory", "0")
+        assert await log.wait_idle(timeout_s=20)
+        assert log.stats().replayed == 29
+        assert await stream_ts(server.url, "oom1") == (list(range(30)), list(range(30)))
+    finally:
+        await admin.aclose()

@@ -19,8 +19,17 @@ from dataclasses import dataclass
 
 from redis.asyncio import Connection, ConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -58,7 +67,17 @@ end
 return 1
 """
 
-# Server replies that mean "not now" rather than "never": handled like an outage.
+# Server replies that mean "not now" rather than "never": handled like an outage. redis-py turns
+# the error code into the exception class and strips it from the text (an OOM raised inside the
+# script arrives as OutOfMemoryError "command not allowed when used memory > 'maxmemory'...").
+TRANSIENT_ERRORS = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    NoScriptError,
+    TryAgainError,
+    MasterDownError,
+    ClusterDownError,
+)
 TRANSIENT_PREFIXES = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "NOSCRIPT")
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 
@@ -203,8 +222,8 @@ def _tally(batch: list[Record], replies: list[object]) -> BatchResult:
     for r, reply in zip(batch, replies, strict=False):
         if isinstance(reply, ResponseError):
             text = str(reply)
-            if text.startswith(TRANSIENT_PREFIXES):
-                raise Outage(text, result)
+            if isinstance(reply, TRANSIENT_ERRORS) or text.startswith(TRANSIENT_PREFIXES):
+                raise Outage(f"{type(reply).__name__}: {text}", result)
             result.rejected += 1
             log.error("redis rejected %s of call %s: %s", r.fields.get("type"), r.call_id, text)
         elif reply == 1:
