@@ -4,7 +4,7 @@ A released PersonaPlex file has a 16-step depformer; a Moshi-layout file has 8 s
 load: the served steps (``config.dep_q``) are read and the rest is never materialised (the
 stacked per-step attention weights are sliced row-wise at read time). Tensors are converted
 one at a time straight to the target device and dtype, so a bf16 file becomes a bf16 model
-on the GPU without a float32 copy. Anything missing, extra or misshapen is refused with a
+on the GPU without a float32 copy (only the RMSNorm scales are kept in float32). Anything missing, extra or misshapen is refused with a
 ``CheckpointError`` that names it.
 
 Owns: ``checkpoint_layout``, ``load_lm_model``, ``random_lm_model``, ``write_random_checkpoint``.
@@ -66,6 +66,11 @@ def _check_layout(
         )
 
 
+def _param_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """RMSNorm scales stay float32 (the norms compute in float32; a few KB in all)."""
+    return torch.float32 if name.endswith(".alpha") else dtype
+
+
 def _dep_steps(path: Path, found: dict[str, tuple[int, ...]], config: LMConfig) -> int:
     rows = found.get(_STACKED_PROBE, (0,))[0]
     steps, rest = divmod(rows, 3 * config.dep_dim)
@@ -94,7 +99,7 @@ def load_lm_model(
                 tensor = f.get_tensor(name)
             else:  # per-step stack of a 16-step file: keep the first dep_q steps
                 tensor = f.get_slice(name)[: meta.shape[0]]
-            state[name] = tensor.to(device=device, dtype=dtype)
+            state[name] = tensor.to(device=device, dtype=_param_dtype(name, dtype))
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
@@ -116,7 +121,7 @@ def random_lm_model(
     generator = torch.Generator(device=device).manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     for name, meta in model.state_dict().items():
-        t = torch.empty(meta.shape, device=device, dtype=dtype)
+        t = torch.empty(meta.shape, device=device, dtype=_param_dtype(name, dtype))
         _fill_random_(name, t, generator)
         state[name] = t
     model.load_state_dict(state, strict=True, assign=True)
