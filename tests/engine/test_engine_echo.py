@@ -196,3 +196,32 @@ def test_prompt_states_are_computed_once_per_voice_and_text() -> None:
         engine.join("b", Collect())
     engine.load_persona(PersonaPrompt("b", "hello", "NATF0"))  # its state was dropped
     assert model.prepared == ["a", "a", "b"]
+
+
+class FailingJoin(EchoModel):
+    def reset_slot(self, index: int, persona_state: object, sampling: object, seed: int) -> None:
+        if persona_state == "broken":
+            raise RuntimeError("cannot load this prompt")
+        super().reset_slot(index, persona_state, sampling, seed)  # type: ignore[arg-type]
+
+    def prepare_persona(self, prompt: PersonaPrompt) -> object:
+        return prompt.text_prompt
+
+
+def test_a_failing_join_frees_its_slot_and_others_carry_on() -> None:
+    engine = BatchedEngine(FailingJoin(2), mode=TickMode.MANUAL)
+    assert engine.health() is not None  # not started
+    engine.start()
+    assert engine.health() is None
+    engine.load_persona(PersonaPrompt("good", "fine", "NATF0"))
+    engine.load_persona(PersonaPrompt("bad", "broken", "NATF0"))
+    sink = Collect()
+    good = engine.join("good", sink)
+    bad = engine.join("bad", Collect())
+    good.push(frame(1.0))
+    engine.tick()
+    assert not bad.is_active and good.is_active
+    assert len(sink.frames) == 1 and engine.stats().tick_errors == 1
+    assert engine.join("good", Collect()).index == bad.index  # the slot is free again
+    engine.close()
+    assert engine.health() is not None

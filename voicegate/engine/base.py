@@ -173,3 +173,7 @@ class Engine(Protocol):
     def stats(self) -> EngineStats:
         """A snapshot of the counters; thread-safe."""
         ...
+
+    def health(self) -> str | None:
+        """None while the engine can serve; else the reason (a readiness check)."""
+        ...

@@ -125,6 +125,7 @@ class BatchedEngine:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._is_started = False
+        self._failure: BaseException | None = None
         self._stats = EngineStats(max_slots=self._max_slots)
         self._tick_ms = np.zeros(TICK_HISTORY, dtype=np.float64)
         self._tick_ms_n = 0
@@ -310,7 +311,15 @@ class BatchedEngine:
             for i, pending in enumerate(self._pending):
                 if pending is not None:
                     self._pending[i] = None
-                    model.reset_slot(i, pending.state, pending.sampling, pending.seed)
+                    try:
+                        model.reset_slot(i, pending.state, pending.sampling, pending.seed)
+                    except Exception:
+                        # the call cannot start: free its slot (its handle goes inactive)
+                        self._stats.tick_errors += 1
+                        log.exception("engine %s: joining slot %d failed", self.name, i)
+                        state = self._slots[i]
+                        self._retire(state)
+                        state.generation += 1
             active = [(s, s.generation, s.sink) for s in self._slots if s.active]
         if not active:
             return False
@@ -358,15 +367,36 @@ class BatchedEngine:
                     log.exception("engine %s: sink of slot %d raised", self.name, index)
         return True
 
+    def health(self) -> str | None:
+        """None while the engine can serve, else why not (for /readyz)."""
+        if self._failure is not None:
+            return f"engine {self.name}: tick thread died: {self._failure!r}"
+        if not self._is_started:
+            return f"engine {self.name}: not started"
+        if self._stop.is_set():
+            return f"engine {self.name}: closed"
+        return None
+
     def _run(self) -> None:
         try:
             if self._mode is TickMode.SERVING:
                 self._run_serving()
             else:
                 self._run_offline()
-        except Exception:  # the thread must say why it died
+        except BaseException as exc:  # the thread must say why it died
+            self._failure = exc
             log.exception("engine %s: tick thread died", self.name)
             raise
+
+    def _guarded_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # one bad tick must not stop every call
+            self._stats.tick_errors += 1
+            if self._stats.tick_errors == 1 or self._stats.tick_errors % 1000 == 0:
+                log.exception(
+                    "engine %s: tick failed (%d so far)", self.name, self._stats.tick_errors
+                )
 
     def _run_serving(self) -> None:
         clock = self._clock
@@ -380,7 +410,7 @@ class BatchedEngine:
                     self._sleep(delay)
                 if self._stop.is_set():
                     break
-            self.tick()
+            self._guarded_tick()
             due += TICK_S
             now = clock()
             if now > due:
@@ -406,4 +436,4 @@ class BatchedEngine:
                     self._wake.wait()
             if self._stop.is_set():
                 return
-            self.tick()
+            self._guarded_tick()
