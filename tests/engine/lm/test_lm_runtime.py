@@ -218,3 +218,20 @@ def test_bfloat16_prefill_load_and_step() -> None:
     assert out.is_valid.tolist() == [True, False]
     assert 0 <= int(out.text_tokens[0]) < lm.config.text_card
     assert bool(((out.agent_codes[0] >= 0) & (out.agent_codes[0] < lm.config.audio_card)).all())
+
+
+def test_a_reused_slot_forgets_its_previous_call(lm: LM) -> None:
+    """Loading a prompt into a slot that served a long call equals loading it into a fresh one."""
+    prompt = lm.prefill(VoicePrompt.from_codes(torch.arange(24).view(3, 8)), [11, 12])
+    used, fresh = lm.new_state(2), lm.new_state(2)
+    for st in (used, fresh):
+        for s in range(2):
+            lm.load_slot(st, s, prompt, SAMPLED, seed=s)
+    _run(lm, used, _codes(lm, 9, 50, 2), np.ones(2, bool))  # slot 0 wraps its ring
+    lm.load_slot(used, 0, prompt, SAMPLED, seed=42)
+    lm.load_slot(fresh, 0, prompt, SAMPLED, seed=42)
+    codes = _codes(lm, 10, 10, 2)
+    a = _run(lm, used, codes, np.array([True, False]))
+    b = _run(lm, fresh, codes, np.array([True, False]))
+    for (ta, ca, va), (tb, cb, vb) in zip(a, b, strict=True):
+        assert ta[0] == tb[0] and torch.equal(ca[0], cb[0]) and bool(va[0]) and bool(vb[0])
