@@ -81,11 +81,19 @@ class RecordingEvents:
 class EnergyVad:
     """Speech = a chunk's peak above ``threshold``; speech ends after ``hangover_ms`` of quiet.
 
-    Exposes ``speech_start_ms`` / ``speech_stop_ms`` in stream ms, as the audio VAD does.
+    Exposes ``speech_start_ms`` / ``speech_stop_ms`` in stream ms, as the audio VAD does; with
+    ``confirm_ms`` it reports an onset only that long after it (backdated), like Silero's start.
     """
 
-    def __init__(self, rate_hz: int = 8000, threshold: int = 1000, hangover_ms: int = 100) -> None:
+    def __init__(
+        self,
+        rate_hz: int = 8000,
+        threshold: int = 1000,
+        hangover_ms: int = 100,
+        confirm_ms: int = 0,
+    ) -> None:
         self.rate_hz = rate_hz
+        self.confirm_samples = rate_hz * confirm_ms // 1000  # loud this long before reporting
         self.threshold = threshold
         self.hangover_samples = rate_hz * hangover_ms // 1000
         self.samples = 0
@@ -93,19 +101,24 @@ class EnergyVad:
         self.speech_start_ms = 0
         self.speech_stop_ms = 0
         self._last_loud_end = 0
+        self._loud_start = -1
 
     def process(self, pcm: npt.NDArray[np.int16]) -> bool:
         start = self.samples
         self.samples += len(pcm)
-        if len(pcm) and int(np.abs(pcm.astype(np.int32)).max()) >= self.threshold:
-            if not self.is_speech:
-                loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) >= self.threshold)
-                self.speech_start_ms = (start + int(loud[0])) * 1000 // self.rate_hz
+        mag = np.abs(pcm.astype(np.int32))
+        if len(pcm) and int(mag.max()) >= self.threshold:
+            if self._loud_start < 0:
+                self._loud_start = start + int(np.flatnonzero(mag >= self.threshold)[0])
+            if not self.is_speech and self.samples - self._loud_start >= self.confirm_samples:
+                self.speech_start_ms = self._loud_start * 1000 // self.rate_hz
                 self.is_speech = True
             self._last_loud_end = self.samples
-        elif self.is_speech and self.samples - self._last_loud_end >= self.hangover_samples:
-            self.is_speech = False
-            self.speech_stop_ms = self._last_loud_end * 1000 // self.rate_hz
+        elif self.samples - self._last_loud_end >= self.hangover_samples:
+            self._loud_start = -1
+            if self.is_speech:
+                self.is_speech = False
+                self.speech_stop_ms = self._last_loud_end * 1000 // self.rate_hz
         return self.is_speech
 
 

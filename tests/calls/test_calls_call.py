@@ -409,3 +409,18 @@ def test_caller_chunks_of_any_length_make_the_same_engine_frames() -> None:
     got_odd = np.concatenate(list(engine.slots[1].inputs))
     assert np.array_equal(got_even, got_odd)
     assert got_even.shape == (10 * 1920,) and np.abs(got_even).max() > 0.2
+
+
+def test_agent_that_starts_after_the_callers_onset_was_not_interrupted() -> None:
+    # The VAD confirms the caller 200 ms late; by then an echoing agent has started. The agent
+    # was not audible at the onset, so its later silence is no barge-in.
+    engine = ScriptedEngine(lambda c, k, f: (f, ""))  # echo
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, vad_factory=lambda r: EnergyVad(r, confirm_ms=200))
+    call = calls.start_call(CallInfo("late", "twilio", "p"), leg)
+    caller = np.zeros(3 * RATE, dtype=np.int16)
+    caller[1000 * MS : 2000 * MS] = tone(1000 * MS)
+    run_call(call, caller, tick=engine.tick, leg=leg)
+    assert call.playout.agent_intervals and call.playout.agent_intervals[0][0] > 1000
+    assert leg.clears == [] and not events.of_type(BargeIn)

@@ -162,3 +162,17 @@ def test_lead_makes_every_start_wait_the_prebuffer_after_arrival() -> None:
     pb.write_tick(ramp(TICK), "", 0)
     out = pb.pull(160, elapsed_samples=400)  # waited longer than the prebuffer: no lead
     assert out[0] == 1
+
+
+def test_was_audible_at_looks_at_the_onset_not_at_now() -> None:
+    pb = PlayoutBuffer(RATE, prebuffer_ms=0, max_queue_ms=2000)
+    for bits in (0, 0b1111, 0b1111, 0, 0b0011):  # speech 80-240 ms, 320-360 ms
+        pb.write_tick(ramp(TICK), "", bits)
+    for _ in range(25):
+        pb.pull(160)
+    assert pb.agent_intervals == [(80, 240), (320, 360)]
+    assert not pb.was_audible_at(40)  # before the agent spoke
+    assert pb.was_audible_at(100) and pb.was_audible_at(330)
+    assert not pb.was_audible_at(280)  # in the pause
+    assert pb.was_audible_at(280, slack_ms=50)  # ... unless pauses between words are bridged
+    assert not pb.was_audible_at(500, slack_ms=100)

@@ -47,6 +47,7 @@ __all__ = ["Call", "CallState", "EventSink", "ResamplerLike"]
 log = logging.getLogger("voicegate.calls")
 
 TICK_RING = 8  # engine -> loop frames (640 ms): the loop reads at least every 20 ms
+AUDIBLE_SLACK_MS = 100
 
 
 class EventSink(Protocol):
@@ -400,8 +401,9 @@ class Call:
             self._last_caller_voice_ms = t_ms
             self._bargein.on_caller_stop(t_ms)
             return
-        pb = self.playout
-        is_audible = pb.is_audible or pb.last_audible_end_ms >= t_ms
+        # audible when the caller started, not when the VAD confirmed it (~200 ms later); the
+        # slack bridges the agent's pauses between words
+        is_audible = self.playout.was_audible_at(t_ms, AUDIBLE_SLACK_MS)
         if self._config.is_cut_on_caller_speech and is_audible and self._agent.is_speaking:
             self._is_muting = True
             self._bargein.cancel()

@@ -218,6 +218,17 @@ class PlayoutBuffer:
             self.agent_intervals.append((self._audible_start_ms, t_ms))
             self.last_audible_end_ms = t_ms
 
+    def was_audible_at(self, t_ms: int, slack_ms: int = 0) -> bool:
+        """Whether the agent was heard at ``t_ms`` (give or take ``slack_ms`` before it)."""
+        if self.is_audible and self._audible_start_ms <= t_ms:
+            return True
+        for start, end in reversed(self.agent_intervals):
+            if end < t_ms - slack_ms:
+                return False
+            if start <= t_ms:
+                return True
+        return False
+
     # --- barge-in and end --------------------------------------------------------------------
 
     def drop(self, at_ms: int | None = None) -> tuple[int, bool, str]:
