@@ -25,6 +25,7 @@ from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
 from voicegate.engine import BatchedEngine, create_engine
 from voicegate.events import EventLog
+from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
@@ -82,6 +83,9 @@ def create_app(
 
     twilio = TwilioLeg(auth_token=settings.twilio_auth_token, public_url=settings.public_url)
     registry.register(twilio.collector())
+    sip_stats = SipStats()
+    if settings.sip_enabled:
+        registry.register(sip_stats.collector())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +97,17 @@ def create_app(
             twilio.calls = parts.calls
             twilio.personas = parts.numbers
             twilio.events = parts.events
+            if settings.sip_enabled:  # after the drain below (BYEs sent), closed by the stack
+                sip = SipServer(
+                    SipConfig.from_settings(settings),
+                    calls=parts.calls,
+                    router=parts.numbers,
+                    events=parts.events,
+                    stats=sip_stats,
+                )
+                await sip.start()
+                stack.push_async_callback(sip.close)
+                app.state.sip = sip
             drain = _Drain(parts, twilio, settings.drain_timeout_s)
             drain.install()
             stack.callback(drain.uninstall)

@@ -87,6 +87,24 @@ class Settings(BaseSettings):
     )
     rtp_port_min: int = Field(20000, ge=1024, le=65534, description="Lowest RTP port.")
     rtp_port_max: int = Field(20999, ge=1025, le=65535, description="Highest RTP port.")
+    rtp_timeout_before_media_s: float = Field(
+        30.0, gt=0, description="End a SIP call when no RTP arrives this long after the answer."
+    )
+    rtp_timeout_s: float = Field(
+        15.0, gt=0, description="End a SIP call when RTP stops for this long (peer gone, no BYE)."
+    )
+    sip_invite_rate_per_s: float = Field(
+        20.0, ge=0, description="New INVITEs per second per source address (0 = no limit); more get 503."
+    )
+    sip_invite_burst: int = Field(40, ge=1, description="INVITE burst allowed per source address.")
+    sip_auth_username: str = Field(
+        "", description="Digest username required on INVITEs (empty: no SIP authentication)."
+    )
+    sip_auth_password: str = Field("", description="Digest password for sip_auth_username.")
+    sip_auth_realm: str = Field("voicegate", description="Digest realm of the SIP challenge.")
+    sip_answer_delay_ms: int = Field(
+        0, ge=0, le=60_000, description="Ringing time between 180 and the 200 answer."
+    )
 
     # --- WebRTC and the persona editor ---
     webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")

@@ -1,1 +1,23 @@
-"""See DESIGN.md."""
+"""The SIP trunk leg: an asyncio SIP user-agent server (UDP, TCP) with RTP media.
+
+Modules: ``message`` (SIP parsing under limits, responses, TCP framing), ``sdp`` (offer/answer),
+``rtp`` (packets, reorder buffer, RFC 4733 DTMF), ``auth`` (digest, allow-list, INVITE rate),
+``media`` (one call's RTP port and 20 ms pacing), ``dialog`` (the INVITE dialog state machine,
+the Call's leg), ``server`` (listeners and dispatch), ``metrics``.
+
+Usage (in the app's lifespan)::
+
+    sip = SipServer(SipConfig.from_settings(settings), calls=call_manager, router=numbers,
+                    events=event_log)
+    await sip.start()
+    ...
+    await sip.close()
+"""
+
+from __future__ import annotations
+
+from voicegate.legs.sip.dialog import Dialog, DialogState, Peer, SipTimers
+from voicegate.legs.sip.metrics import SipStats
+from voicegate.legs.sip.server import SipConfig, SipServer
+
+__all__ = ["Dialog", "DialogState", "Peer", "SipConfig", "SipServer", "SipStats", "SipTimers"]

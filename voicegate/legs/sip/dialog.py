@@ -1,0 +1,704 @@
+"""One inbound SIP dialog (RFC 3261 12-15) and the Call's leg for it.
+
+States and the only allowed moves (``_TRANSITIONS``)::
+
+    PROCEEDING --200--> ACCEPTED --ACK--> CONFIRMED --BYE sent--> TERMINATING --> TERMINATED
+        |                  |                  |
+        +-- 4xx/5xx, CANCEL (487) --> TERMINATED    BYE received, 32 s without ACK, media timeout
+
+An INVITE gets 100 at once (the server sends it), then ``run()`` binds the RTP port, sends 180,
+waits ``answer_delay_s`` (ringing; a CANCEL can still arrive), starts the Call (486 when no slot
+is free) and sends 200 with the SDP answer, retransmitted on T1 doubling to T2 until the ACK;
+after 64*T1 without an ACK the dialog sends BYE and ends the call. Every final response to an
+INVITE is retransmitted the same way until its ACK (17.2.1). Retransmitted requests get the
+stored response again. Re-INVITEs change codec, address or direction (hold = ``sendonly`` or
+``inactive``: we stop sending RTP while the call's clock keeps running).
+
+Owns: ``Dialog``, ``DialogState``. Imports the calls contract, events, the pure SIP modules and
+the RTP session; never the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
+from voicegate.errors import InvalidStateError, NoFreeSlot, SdpError, SipError, VoiceGateError
+from voicegate.events.schema import Event, LegStatus
+from voicegate.legs.sip.media import RATE_HZ, RtpSession
+from voicegate.legs.sip.message import (
+    ALLOW,
+    SipRequest,
+    SipResponse,
+    build_request,
+    build_response,
+    new_branch,
+    new_tag,
+)
+from voicegate.legs.sip.metrics import SipStats
+from voicegate.legs.sip.sdp import MediaPlan, build_answer, negotiate, parse_sdp
+
+__all__ = ["Dialog", "DialogHost", "DialogState", "Peer", "SipTimers"]
+
+log = logging.getLogger("voicegate.legs.sip")
+
+
+class DialogState(enum.Enum):
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # 200 sent, no ACK yet
+    CONFIRMED = "confirmed"
+    TERMINATING = "terminating"  # our BYE sent
+    TERMINATED = "terminated"
+
+
+_TRANSITIONS: dict[DialogState, frozenset[DialogState]] = {
+    DialogState.PROCEEDING: frozenset({DialogState.ACCEPTED, DialogState.TERMINATED}),
+    DialogState.ACCEPTED: frozenset(
+        {DialogState.CONFIRMED, DialogState.TERMINATING, DialogState.TERMINATED}
+    ),
+    DialogState.CONFIRMED: frozenset({DialogState.TERMINATING, DialogState.TERMINATED}),
+    DialogState.TERMINATING: frozenset({DialogState.TERMINATED}),
+    DialogState.TERMINATED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SipTimers:
+    """RFC 3261 17.1.1.1 timer values (seconds); tests shorten them."""
+
+    t1_s: float = 0.5
+    t2_s: float = 4.0
+
+    @property
+    def timeout_s(self) -> float:  # 64*T1: Timer B/F/H, the 2xx retransmission limit
+        return 64 * self.t1_s
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Where a message came from and how to answer it (UDP address or TCP connection)."""
+
+    transport: str  # "UDP" | "TCP"
+    host: str
+    port: int
+    send: Callable[[bytes], None]
+
+
+class SipCall(CallLike, Protocol):
+    """The Call as this leg uses it (``voicegate.calls.Call``)."""
+
+    def end(self, reason: EndReason, detail: str = "") -> None: ...
+
+
+class DialogHost(Protocol):
+    """What a dialog needs of its server."""
+
+    stats: SipStats
+    timers: SipTimers
+
+    def start_call(self, info: CallInfo, leg: LegTransport) -> SipCall: ...
+
+    def emit(self, event: Event) -> None: ...
+
+    async def open_media(
+        self, plan: MediaPlan, on_timeout: Callable[[str], None]
+    ) -> RtpSession: ...
+
+    def contact_for(self, peer: Peer, local_host: str) -> str: ...
+
+    def dialog_ended(self, dialog: Dialog) -> None: ...
+
+
+class _Retransmit:
+    """Sends ``data`` now and again at T1, 2*T1, ... capped at T2 until stopped or 64*T1."""
+
+    def __init__(
+        self,
+        send: Callable[[bytes], None],
+        data: bytes,
+        timers: SipTimers,
+        stats: SipStats,
+        on_give_up: Callable[[], None] | None,
+        *,
+        is_reliable: bool,
+    ) -> None:
+        self._send = send
+        self._data = data
+        self._timers = timers
+        self._stats = stats
+        self._on_give_up = on_give_up
+        self._interval = timers.t1_s
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timers.timeout_s
+        self._handle: asyncio.TimerHandle | None = None
+        send(data)
+        # 2xx retransmission is the UAS core's job on every transport (13.3.1.4); for
+        # non-2xx over TCP only the give-up timer runs
+        if not is_reliable or data.startswith(b"SIP/2.0 2"):
+            self._handle = loop.call_later(self._interval, self._fire)
+        else:
+            self._handle = loop.call_at(self._deadline, self._give_up)
+
+    def _fire(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._give_up()
+            return
+        try:
+            self._send(self._data)
+        except Exception:
+            pass
+        self._stats.responses_retransmitted += 1
+        self._interval = min(self._interval * 2, self._timers.t2_s)
+        self._handle = loop.call_later(self._interval, self._fire)
+
+    def _give_up(self) -> None:
+        self._handle = None
+        if self._on_give_up is not None:
+            self._on_give_up()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class Dialog:
+    """The UAS side of one INVITE dialog; also the Call's ``LegTransport``."""
+
+    def __init__(
+        self,
+        invite: SipRequest,
+        peer: Peer,
+        host: DialogHost,
+        *,
+        persona: str,
+        local_host: str,
+        answer_delay_s: float = 0.0,
+    ) -> None:
+        self.invite = invite
+        self.peer = peer
+        self._host = host
+        self._stats = host.stats
+        self._timers = host.timers
+        self.persona = persona
+        self.local_host = local_host
+        self._answer_delay_s = answer_delay_s
+        self.local_tag = new_tag()
+        self.call_id = f"sip-{uuid.uuid4().hex}"
+        self.state = DialogState.PROCEEDING
+        self.session: RtpSession | None = None
+        self.call: SipCall | None = None
+        self.plan: MediaPlan | None = None
+        self.end_reason: EndReason | None = None
+        self.is_hold = False
+        self._session_id = int.from_bytes(os.urandom(4), "big")
+        self._sdp_version = 0
+        self._remote_cseq = invite.cseq
+        self._local_cseq = 0
+        self._remote_target = str(invite.contact.uri) if invite.contact else str(invite.from_.uri)
+        self._routes = invite.record_route
+        self._responses: dict[tuple[str, int], bytes] = {}
+        self._invite_tx: _Retransmit | None = None
+        self._reinvite_tx: _Retransmit | None = None
+        self._bye_tx: _Retransmit | None = None
+        self._reinvite_cseq: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._contact = host.contact_for(peer, local_host)
+        self.history: list[DialogState] = [self.state]
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _set_state(self, state: DialogState) -> None:
+        if state not in _TRANSITIONS[self.state]:
+            raise InvalidStateError(
+                f"dialog {self.invite.call_id[:16]}: cannot go from {self.state.name} to {state.name}"
+            )
+        self.state = state
+        self.history.append(state)
+        if state is DialogState.TERMINATED:
+            self._terminated()
+
+    @property
+    def is_reliable(self) -> bool:
+        return self.peer.transport != "UDP"
+
+    # -- LegTransport ----------------------------------------------------------------------
+
+    @property
+    def rate_hz(self) -> int:
+        return RATE_HZ
+
+    def clear_playout(self) -> None:
+        """RTP is sent at real time: nothing is queued on the far side to drop."""
+
+    def request_hangup(self, reason: EndReason) -> None:
+        """End the call from our side: BYE once the dialog exists, 480 before. Idempotent."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.state in (DialogState.ACCEPTED, DialogState.CONFIRMED):
+            self._send_bye()
+        elif self.state is DialogState.PROCEEDING:
+            self.reject(487 if reason is EndReason.DRAIN else 500)
+
+    # -- the INVITE ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the INVITE transaction (the server already sent 100 Trying)."""
+        self._store(self.invite, build_response(self.invite, 100, source=self._source))
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"sip-invite-{self.call_id}"
+        )
+
+    @property
+    def _source(self) -> tuple[str, int] | None:
+        return (self.peer.host, self.peer.port) if self.peer.transport == "UDP" else None
+
+    async def _run(self) -> None:
+        try:
+            await self._answer()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sip dialog %s: answering failed", self.call_id)
+            if self.state is DialogState.PROCEEDING:
+                self.reject(500)
+
+    async def _answer(self) -> None:
+        invite = self.invite
+        try:
+            offer = parse_sdp(invite.body) if invite.body else None
+            if offer is None:
+                raise SdpError("INVITE without an SDP offer (delayed offer is not supported)")
+            plan = negotiate(offer)
+        except SdpError as exc:
+            log.info("sip call %s: 488: %s", invite.call_id, exc)
+            self._stats.invites_not_acceptable += 1
+            self.reject(488, [("Warning", '304 VoiceGate "media type not available"')])
+            return
+        self.plan = plan
+        try:
+            session = await self._host.open_media(plan, self._on_media_timeout)
+        except SipError as exc:
+            log.error("sip call %s: %s", invite.call_id, exc)
+            self.reject(503, [("Retry-After", "5")])
+            return
+        if self.state is not DialogState.PROCEEDING:  # cancelled while binding
+            session.close_nowait()
+            return
+        self.session = session
+        self._respond(invite, 180, headers=self._dialog_headers())
+        if self._answer_delay_s > 0:
+            await asyncio.sleep(self._answer_delay_s)
+            if self.state is not DialogState.PROCEEDING:
+                return
+        info = CallInfo(
+            call_id=self.call_id,
+            leg="sip",
+            persona=self.persona,
+            from_=_user_or_uri(invite.from_.uri),
+            to=_user_or_uri(invite.to.uri),
+            leg_call_ref=invite.call_id[:128],
+        )
+        try:
+            call = self._host.start_call(info, self)
+        except NoFreeSlot as exc:
+            log.info("sip call %s: 486: %s", invite.call_id, exc)
+            self._stats.invites_busy += 1
+            self.reject(486)
+            return
+        except VoiceGateError as exc:
+            log.error("sip call %s could not start: %s", invite.call_id, exc)
+            self.reject(500)
+            return
+        self.call = call
+        session.attach(call)
+        session.start()
+        self.is_hold = plan.is_hold
+        body = self._answer_sdp(plan)
+        data = build_response(
+            invite,
+            200,
+            to_tag=self.local_tag,
+            body=body,
+            headers=self._dialog_headers(),
+            source=self._source,
+        )
+        self._set_state(DialogState.ACCEPTED)
+        self._store(invite, data)
+        self._invite_tx = _Retransmit(
+            self._send,
+            data,
+            self._timers,
+            self._stats,
+            self._on_no_ack,
+            is_reliable=self.is_reliable,
+        )
+        log.info(
+            "sip call %s (%s) answered: persona %s, %s pt %d, dtmf pt %s, rtp %d <-> %s:%d",
+            self.call_id,
+            invite.call_id,
+            self.persona,
+            plan.codec,
+            plan.codec_pt,
+            plan.dtmf_pt,
+            session.local_port,
+            plan.remote_host,
+            plan.remote_port,
+        )
+
+    def _answer_sdp(self, plan: MediaPlan) -> bytes:
+        assert self.session is not None
+        self._sdp_version += 1
+        return build_answer(
+            plan,
+            local_host=self.local_host,
+            local_port=self.session.local_port,
+            session_id=self._session_id,
+            version=self._sdp_version,
+        )
+
+    def _dialog_headers(self) -> list[tuple[str, str]]:
+        headers = [("Contact", self._contact), ("Allow", ALLOW)]
+        headers.extend(("Record-Route", r) for r in self._routes)
+        return headers
+
+    def reject(self, code: int, headers: list[tuple[str, str]] | None = None) -> None:
+        if self.state is not DialogState.PROCEEDING:
+            return
+        data = build_response(
+            self.invite, code, to_tag=self.local_tag, headers=headers or [], source=self._source
+        )
+        self._store(self.invite, data)
+        self._set_state(DialogState.TERMINATED)
+        self._invite_tx = _Retransmit(
+            self._send, data, self._timers, self._stats, None, is_reliable=self.is_reliable
+        )
+
+    def _on_no_ack(self) -> None:
+        if self.state is DialogState.ACCEPTED:
+            log.warning(
+                "sip call %s: no ACK within %.0f s, hanging up",
+                self.call_id,
+                self._timers.timeout_s,
+            )
+            self._stats.no_ack_hangups += 1
+            self._end_call(EndReason.MEDIA_TIMEOUT, "no ACK for the 200 OK", send_bye=True)
+
+    def _on_media_timeout(self, detail: str) -> None:
+        log.warning("sip call %s: media timeout: %s", self.call_id, detail)
+        self._end_call(EndReason.MEDIA_TIMEOUT, detail, send_bye=True)
+
+    def _end_call(self, reason: EndReason, detail: str, *, send_bye: bool) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if send_bye and self.state in (DialogState.ACCEPTED, DialogState.CONFIRMED):
+            self._send_bye()
+        call = self.call
+        if call is None:
+            return
+        if send_bye:
+            call.end(reason, detail)
+        else:
+            call.on_leg_closed(reason)
+
+    # -- in-dialog requests ----------------------------------------------------------------
+
+    def on_request(self, request: SipRequest, peer: Peer) -> None:
+        """A request with this dialog's Call-ID (the server checked the tags)."""
+        stored = self._responses.get((request.method, request.cseq))
+        if stored is not None and request.method != "ACK":
+            self._stats.retransmissions_absorbed += 1
+            peer.send(stored)
+            return
+        method = request.method
+        if method == "ACK":
+            self._on_ack(request)
+        elif method == "BYE":
+            self._on_bye(request, peer)
+        elif method == "CANCEL":
+            self._on_cancel(request, peer)
+        elif method == "INVITE":
+            if request.cseq == self.invite.cseq and request.branch == self.invite.branch:
+                self._stats.retransmissions_absorbed += 1  # answered by the stored 100 above
+                return
+            self._on_reinvite(request, peer)
+        elif method in ("OPTIONS", "INFO", "UPDATE"):
+            self._on_simple(request, peer)
+        else:
+            peer.send(build_response(request, 405, headers=[("Allow", ALLOW)]))
+
+    def _on_ack(self, request: SipRequest) -> None:
+        if request.cseq == self.invite.cseq:
+            if self._invite_tx is not None:
+                self._invite_tx.stop()
+                self._invite_tx = None
+            if self.state is DialogState.ACCEPTED:
+                self._set_state(DialogState.CONFIRMED)
+        elif request.cseq == self._reinvite_cseq and self._reinvite_tx is not None:
+            self._reinvite_tx.stop()
+            self._reinvite_tx = None
+            self._reinvite_cseq = None
+
+    def _on_bye(self, request: SipRequest, peer: Peer) -> None:
+        self._respond(request, 200, peer=peer)
+        if self.state in (DialogState.ACCEPTED, DialogState.CONFIRMED, DialogState.TERMINATING):
+            if self._invite_tx is not None:
+                self._invite_tx.stop()
+            self._set_state(DialogState.TERMINATED)
+            if self.call is not None:
+                self.call.on_leg_closed(self.end_reason or EndReason.CALLER_HANGUP)
+
+    def _on_cancel(self, request: SipRequest, peer: Peer) -> None:
+        if request.cseq != self.invite.cseq or (
+            request.branch and request.branch != self.invite.branch
+        ):
+            peer.send(build_response(request, 481, source=self._source))
+            return
+        self._respond(request, 200, peer=peer)
+        if self.state is DialogState.PROCEEDING:
+            self._stats.invites_cancelled += 1
+            log.info("sip call %s: cancelled before answer", self.invite.call_id)
+            self.reject(487)
+
+    def _on_reinvite(self, request: SipRequest, peer: Peer) -> None:
+        self._stats.reinvites += 1
+        if request.cseq < self._remote_cseq:
+            peer.send(build_response(request, 500, source=self._source))
+            return
+        if self.state is not DialogState.CONFIRMED or self._reinvite_tx is not None:
+            self._respond(request, 491, peer=peer)
+            return
+        self._remote_cseq = request.cseq
+        plan = self.plan
+        assert plan is not None and self.session is not None
+        if request.body:
+            try:
+                plan = negotiate(parse_sdp(request.body))
+            except SdpError as exc:
+                log.info("sip call %s: re-INVITE refused (488): %s", self.call_id, exc)
+                self._respond(request, 488, peer=peer)
+                return
+            self._apply_plan(plan)
+        body = self._answer_sdp(plan)
+        data = build_response(
+            request,
+            200,
+            to_tag=self.local_tag,
+            body=body,
+            headers=self._dialog_headers(),
+            source=self._source,
+        )
+        self._store(request, data)
+        self._reinvite_cseq = request.cseq
+        self._reinvite_tx = _Retransmit(
+            peer.send,
+            data,
+            self._timers,
+            self._stats,
+            self._reinvite_gave_up,
+            is_reliable=self.is_reliable,
+        )
+
+    def _reinvite_gave_up(self) -> None:
+        self._reinvite_tx = None
+        self._reinvite_cseq = None
+
+    def _apply_plan(self, plan: MediaPlan) -> None:
+        assert self.session is not None
+        was_hold = self.is_hold
+        old = self.plan
+        self.plan = plan
+        self.session.update(plan)
+        self.is_hold = plan.is_hold
+        if was_hold != self.is_hold:
+            status = "hold" if self.is_hold else "unhold"
+        elif old is not None and (old.remote_host, old.remote_port) != (
+            plan.remote_host,
+            plan.remote_port,
+        ):
+            status = "media-moved"
+        else:
+            status = "media-updated"
+        detail = f"{plan.remote_direction.value} {plan.remote_host}:{plan.remote_port} {plan.codec}"
+        log.info("sip call %s: re-INVITE: %s (%s)", self.call_id, status, detail)
+        self._emit_status(status, detail)
+
+    def _on_simple(self, request: SipRequest, peer: Peer) -> None:
+        if request.method == "INFO" and self.call is not None:
+            digit = _info_digit(request)
+            if digit is not None:
+                self._stats.dtmf_digits += 1
+                self.call.on_dtmf(digit)
+        if request.method == "UPDATE" and request.body and self.session is not None:
+            try:
+                plan = negotiate(parse_sdp(request.body))
+            except SdpError:
+                self._respond(request, 488, peer=peer)
+                return
+            self._apply_plan(plan)
+            self._respond(request, 200, peer=peer, body=self._answer_sdp(plan))
+            return
+        self._respond(request, 200, peer=peer, headers=[("Allow", ALLOW)])
+
+    def on_response(self, response: SipResponse) -> None:
+        """A response to our BYE ends the dialog."""
+        if response.cseq_method == "BYE" and response.code >= 200 and self._bye_tx is not None:
+            self._bye_tx.stop()
+            self._bye_tx = None
+            if self.state is DialogState.TERMINATING:
+                self._set_state(DialogState.TERMINATED)
+
+    # -- our requests ----------------------------------------------------------------------
+
+    def _send_bye(self) -> None:
+        if self.state not in (DialogState.ACCEPTED, DialogState.CONFIRMED):
+            return
+        if self._invite_tx is not None:
+            self._invite_tx.stop()
+            self._invite_tx = None
+        self._local_cseq += 1
+        invite = self.invite
+        via = f"SIP/2.0/{self.peer.transport} {self._via_host()};branch={new_branch()};rport"
+        data = build_request(
+            "BYE",
+            self._remote_target,
+            via=via,
+            from_=f"{invite.raw.headers['To']};tag={self.local_tag}",
+            to=invite.raw.headers["From"],
+            call_id=invite.call_id,
+            cseq=self._local_cseq,
+            contact=self._contact,
+            routes=self._routes,
+        )
+        self._set_state(DialogState.TERMINATING)
+        if self.session is not None:
+            self.session.close_nowait()
+        self._bye_tx = _Retransmit(
+            self._send,
+            data,
+            self._timers,
+            self._stats,
+            self._bye_gave_up,
+            is_reliable=self.is_reliable,
+        )
+
+    def _via_host(self) -> str:
+        return self._contact.split("@", 1)[-1].split(";", 1)[0].rstrip(">")
+
+    def _bye_gave_up(self) -> None:
+        self._bye_tx = None
+        if self.state is DialogState.TERMINATING:
+            self._set_state(DialogState.TERMINATED)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.peer.send(data)
+        except Exception:  # a closed TCP connection: the retransmission timer gives up later
+            log.debug("sip dialog %s: send failed", self.call_id)
+
+    def _respond(
+        self,
+        request: SipRequest,
+        code: int,
+        *,
+        peer: Peer | None = None,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        data = build_response(
+            request,
+            code,
+            to_tag=self.local_tag,
+            body=body,
+            headers=headers or [],
+            source=self._source,
+        )
+        if code >= 200 or request.method == "INVITE":
+            self._store(request, data)
+        (peer.send if peer is not None else self._send)(data)
+
+    def _store(self, request: SipRequest, data: bytes) -> None:
+        self._responses[(request.method, request.cseq)] = data
+
+    def _emit_status(self, status: str, detail: str) -> None:
+        call = self.call
+        t_ms = int(getattr(call, "now_ms", 0)) if call is not None else 0
+        try:
+            self._host.emit(
+                LegStatus(
+                    call_id=self.call_id, leg="sip", t_ms=max(0, t_ms), status=status, detail=detail
+                )
+            )
+        except Exception:
+            log.exception("sip call %s: status event failed", self.call_id)
+
+    def _terminated(self) -> None:
+        if self.session is not None:
+            self.session.close_nowait()
+        if self._reinvite_tx is not None:
+            self._reinvite_tx.stop()
+            self._reinvite_tx = None
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        # linger for 64*T1 to absorb retransmissions and the ACK of a final response
+        loop = asyncio.get_running_loop()
+        self._linger = loop.call_later(self._timers.timeout_s, self._forget)
+        self._host.dialog_ended(self)
+
+    def _forget(self) -> None:
+        self._linger = None
+        if self._invite_tx is not None:
+            self._invite_tx.stop()
+            self._invite_tx = None
+        if self._bye_tx is not None:
+            self._bye_tx.stop()
+            self._bye_tx = None
+        forget = getattr(self._host, "forget", None)
+        if callable(forget):
+            forget(self)
+
+    def close(self) -> None:
+        """Drop every timer and task (server shutdown)."""
+        for tx in (self._invite_tx, self._reinvite_tx, self._bye_tx):
+            if tx is not None:
+                tx.stop()
+        if self._linger is not None:
+            self._linger.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.session is not None:
+            self.session.close_nowait()
+
+
+def _user_or_uri(uri: object) -> str:
+    user = getattr(uri, "user", None)
+    return str(user) if user else str(uri)
+
+
+def _info_digit(request: SipRequest) -> str | None:
+    """``application/dtmf-relay`` (``Signal=5``) or ``application/dtmf`` INFO bodies."""
+    if request.content_type not in ("application/dtmf-relay", "application/dtmf"):
+        return None
+    text = request.body.decode("utf-8", "replace")
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if request.content_type == "application/dtmf":
+            value = line
+        elif key.strip().lower() != "signal":
+            continue
+        value = value.strip().upper()
+        if len(value) == 1 and value in "0123456789*#ABCD":
+            return value
+    return None

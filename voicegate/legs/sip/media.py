@@ -1,0 +1,313 @@
+"""The RTP side of one SIP call: an even UDP port, symmetric latching, 20 ms pacing, DTMF.
+
+``RtpSession.open(...)`` binds an even port from the configured range (and the odd one above it,
+where RTCP arrives and is counted and dropped). ``datagram_received`` only parses, counts and
+hands on: G.711 -> ``Call.feed_caller_audio`` through a small reorder buffer, RFC 4733 ->
+``Call.on_dtmf`` once per event; it never raises. The peer's address is latched from its first
+packet (symmetric RTP, RFC 4961) and until then the SDP address is used. ``start()`` runs one
+pacing task: every 20 ms of a monotonic clock (deadlines ``t0 + k * 20 ms``) it pulls 160
+samples from the Call, encodes and sends them (skipped while the peer holds us), and checks the
+media timeout (``timeout_before_media_s`` until the first packet, ``timeout_s`` after it;
+suspended while the peer said it will not send). A timeout calls ``on_timeout``.
+
+Owns: ``RtpSession``. Imports audio, the calls contract and the pure SIP modules; never the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from voicegate.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
+from voicegate.calls.base import CallLike
+from voicegate.errors import RtpParseError, SipError
+from voicegate.legs.sip.metrics import SipStats
+from voicegate.legs.sip.rtp import DtmfDetector, ReorderBuffer, RtpWriter, is_rtcp, parse_rtp
+from voicegate.legs.sip.sdp import MediaPlan
+
+__all__ = ["FRAME_SAMPLES", "RATE_HZ", "RtpSession"]
+
+log = logging.getLogger("voicegate.legs.sip")
+
+RATE_HZ = 8000
+FRAME_MS = 20
+FRAME_S = FRAME_MS / 1000
+FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
+MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
+BIND_ATTEMPTS = 64
+
+_DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.int16]]] = {
+    "PCMU": mulaw_decode,
+    "PCMA": alaw_decode,
+}
+_ENCODERS: dict[str, Callable[[npt.NDArray[np.int16]], bytes]] = {
+    "PCMU": mulaw_encode,
+    "PCMA": alaw_encode,
+}
+
+
+class _RtcpSink(asyncio.DatagramProtocol):
+    def __init__(self, stats: SipStats) -> None:
+        self._stats = stats
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._stats.rtcp_in += 1
+
+
+class RtpSession(asyncio.DatagramProtocol):
+    """RTP for one call. ``await RtpSession.open(...)``, ``attach(call)``, ``start()``, ``close()``."""
+
+    def __init__(
+        self,
+        plan: MediaPlan,
+        stats: SipStats,
+        *,
+        on_timeout: Callable[[str], None],
+        timeout_before_media_s: float = 30.0,
+        timeout_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stats = stats
+        self._on_timeout = on_timeout
+        self._timeout_before_media_s = timeout_before_media_s
+        self._timeout_s = timeout_s
+        self._clock = clock
+        self._transport: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._call: CallLike | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reorder = ReorderBuffer()
+        self._dtmf = DtmfDetector()
+        self._writer = RtpWriter(plan.codec_pt)
+        self._latched: tuple[str, int] | None = None
+        self._opened_at = clock()
+        self._last_rx: float | None = None
+        self._is_closed = False
+        self._is_timed_out = False
+        self.local_port = 0
+        self.packets_in = 0
+        self.packets_out = 0
+        self.plan = plan
+        self._apply(plan)
+
+    @classmethod
+    async def open(
+        cls,
+        plan: MediaPlan,
+        stats: SipStats,
+        *,
+        host: str,
+        port_min: int,
+        port_max: int,
+        **kwargs: object,
+    ) -> RtpSession:
+        """Bind an even port pair from ``port_min..port_max``; ``SipError`` when none is free."""
+        session = cls(plan, stats, **kwargs)  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        first = port_min + (port_min & 1)
+        evens = list(range(first, port_max, 2))
+        if not evens:
+            raise SipError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
+        start = random.randrange(len(evens))
+        for i in range(min(len(evens), BIND_ATTEMPTS)):
+            port = evens[(start + i) % len(evens)]
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda: session, local_addr=(host, port)
+                )
+            except OSError:
+                continue
+            try:
+                rtcp, _ = await loop.create_datagram_endpoint(
+                    lambda: _RtcpSink(stats), local_addr=(host, port + 1)
+                )
+            except OSError:
+                transport.close()
+                continue
+            session._transport = transport  # type: ignore[assignment]
+            session._rtcp = rtcp  # type: ignore[assignment]
+            session.local_port = port
+            stats.rtp_ports_in_use += 1
+            return session
+        raise SipError(
+            f"no free RTP port pair in {port_min}-{port_max} after {BIND_ATTEMPTS} tries"
+        )
+
+    # -- control (event loop) ----------------------------------------------------------------
+
+    def _apply(self, plan: MediaPlan) -> None:
+        self.plan = plan
+        self._decode = _DECODERS[plan.codec]
+        self._encode = _ENCODERS[plan.codec]
+        self._codec_pt = plan.codec_pt
+        self._dtmf_pt = plan.dtmf_pt
+        self._writer.payload_type = plan.codec_pt
+        self._sdp_dest = (plan.remote_host, plan.remote_port)
+        self._is_sending = not plan.is_hold and plan.local_direction.is_sending
+        self._expects_media = plan.remote_direction.is_sending and plan.remote_host != "0.0.0.0"
+
+    def update(self, plan: MediaPlan) -> None:
+        """A re-INVITE: new codec, address or direction; a new address unlatches."""
+        if (plan.remote_host, plan.remote_port) != self._sdp_dest:
+            self._latched = None
+        self._apply(plan)
+        self._last_rx = self._clock() if self._last_rx is not None else None
+
+    def attach(self, call: CallLike) -> None:
+        self._call = call
+
+    def start(self) -> None:
+        if self._task is None and not self._is_closed:
+            self._opened_at = self._clock()
+            self._task = asyncio.get_running_loop().create_task(
+                self._pace(), name=f"rtp-{self.local_port}"
+            )
+
+    async def close(self) -> None:
+        self.close_nowait()
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def close_nowait(self) -> None:
+        """Stop pacing and release the ports (idempotent)."""
+        if self._is_closed:
+            return
+        self._is_closed = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._stats.rtp_ports_in_use -= 1
+        if self._rtcp is not None:
+            self._rtcp.close()
+        self._stats.rtp_lost += self._reorder.lost
+        self._stats.rtp_late += self._reorder.late
+        self._stats.rtp_ssrc_changes += self._reorder.resyncs
+        self._call = None
+
+    @property
+    def destination(self) -> tuple[str, int]:
+        return self._latched or self._sdp_dest
+
+    # -- inbound (never raises) --------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        try:
+            self._on_datagram(data, (str(addr[0]), int(addr[1])))  # type: ignore[call-overload]
+        except Exception:  # a bad packet must never take the session down
+            self._stats.rtp_malformed += 1
+
+    def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        stats = self._stats
+        latched = self._latched
+        if latched is None:
+            self._latched = source  # symmetric RTP: answer where the media comes from
+        elif source != latched:
+            stats.rtp_foreign_source += 1
+            return
+        self._last_rx = self._clock()
+        if is_rtcp(data):  # RTCP multiplexed on the RTP port (RFC 5761)
+            stats.rtcp_in += 1
+            return
+        try:
+            packet = parse_rtp(data)
+        except RtpParseError:
+            stats.rtp_malformed += 1
+            return
+        stats.rtp_in += 1
+        self.packets_in += 1
+        call = self._call
+        pt = packet.payload_type
+        if pt == self._codec_pt:
+            if call is None:
+                return
+            for ready in self._reorder.push(packet):
+                if ready.payload:
+                    call.feed_caller_audio(self._decode(ready.payload))
+        elif pt == self._dtmf_pt:
+            digit = self._dtmf.on_packet(packet)
+            if digit is not None and call is not None:
+                stats.dtmf_digits += 1
+                call.on_dtmf(digit)
+        else:
+            stats.rtp_unknown_payload += 1
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable while the peer is not listening yet: nothing to do
+        pass
+
+    # -- outbound pacing ---------------------------------------------------------------------
+
+    async def _pace(self) -> None:
+        clock = self._clock
+        stats = self._stats
+        next_tick = clock() + FRAME_S
+        try:
+            while not self._is_closed:
+                delay = next_tick - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = clock()
+                behind = int((now - next_tick) / FRAME_S)
+                if behind >= MAX_CATCH_UP_FRAMES:
+                    stats.skipped_ticks += behind
+                    next_tick += behind * FRAME_S
+                    self._writer.skip(behind * FRAME_SAMPLES)
+                elif behind:
+                    stats.late_ticks += 1
+                while next_tick <= now and not self._is_closed:
+                    self._send_frame()
+                    next_tick += FRAME_S
+                if self._check_timeout(now):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("rtp session on port %d failed", self.local_port)
+            self._fire_timeout("rtp pacing failed")
+
+    def _send_frame(self) -> None:
+        call = self._call
+        if call is None:
+            return
+        pcm = call.pull_agent_audio(FRAME_SAMPLES)  # pulled even on hold: the call's clock runs
+        transport = self._transport
+        if not self._is_sending or transport is None:
+            self._writer.skip(FRAME_SAMPLES)
+            return
+        packet = self._writer.pack(self._encode(pcm), FRAME_SAMPLES)
+        transport.sendto(packet, self.destination)
+        self._stats.rtp_out += 1
+        self.packets_out += 1
+
+    def _check_timeout(self, now: float) -> bool:
+        if not self._expects_media:
+            if self._last_rx is not None:
+                self._last_rx = now  # on hold the peer sends nothing: restart the clock after
+            else:
+                self._opened_at = now
+            return False
+        if self._last_rx is None:
+            if now - self._opened_at > self._timeout_before_media_s:
+                self._fire_timeout(f"no RTP within {self._timeout_before_media_s:.0f} s")
+                return True
+        elif now - self._last_rx > self._timeout_s:
+            self._fire_timeout(f"no RTP for {self._timeout_s:.0f} s")
+            return True
+        return False
+
+    def _fire_timeout(self, detail: str) -> None:
+        if self._is_timed_out:
+            return
+        self._is_timed_out = True
+        self._stats.media_timeouts += 1
+        self._on_timeout(detail)
