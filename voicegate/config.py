@@ -109,3 +109,10 @@ class Settings(BaseSettings):
     # --- WebRTC and the persona editor ---
     webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
     editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")
+    webrtc_stun_urls: str = Field(
+        "", description="Comma-separated STUN URLs for WebRTC ICE (empty: host candidates only)."
+    )
+    webrtc_loopback_only: bool = Field(
+        False,
+        description="WebRTC over 127.0.0.1 only: gather loopback candidates, drop the browser's others (tests, local demo).",
+    )
