@@ -7,7 +7,8 @@ Writes a random-weights release folder (the real file names, tensor names and sh
 the 16-step release layout, bf16), loads it through ``load_release_model`` (the personaplex
 backend's path), then for each batch size joins that many calls with a persona and times
 engine ticks: fresh calls (just past the prompt) and calls whose attention window is full
-(a call past 240 s, the worst case). Prints a table last.
+(a call past 240 s, the worst case), and each phase alone (Mimi encode, LM step with the
+depformer, Mimi decode; fresh calls, synchronised around each). Prints a table last.
 
 Importable with only torch, numpy, safetensors and sentencepiece (+ protobuf, which
 sentencepiece uses for its model proto): nothing of fastapi, pydantic or redis is on this path.
@@ -86,6 +87,36 @@ def time_ticks(
     return times
 
 
+def phase_times(model: TorchTickModel, n: int, device: torch.device) -> dict[str, float]:
+    """Median ms of each phase run alone (synchronised around each): where a tick goes."""
+    active_host = np.ones(model.n_slots, dtype=bool)
+    active = torch.ones(model.n_slots, dtype=torch.bool, device=device)
+    pcm = torch.randn(model.n_slots, FRAME_SAMPLES, device=device) * 0.1
+    lm, state, mimi = model.lm, model.state, model.mimi
+    times: dict[str, list[float]] = {"encode_ms": [], "lm_ms": [], "decode_ms": []}
+    codes = torch.zeros(model.n_slots, mimi.n_codebooks, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        for _ in range(n):
+            sync(device)
+            t0 = time.perf_counter()
+            user = mimi.encode_step(pcm, active)
+            sync(device)
+            t1 = time.perf_counter()
+            kv_len = lm.kv_len_for(state, active_host)
+            out = lm.step_tensors(state, user, active, kv_len)
+            lm.note_step(state, active_host)
+            sync(device)
+            t2 = time.perf_counter()
+            codes.copy_(torch.where(out.is_valid[:, None], out.agent_codes, 0))
+            mimi.decode_step(codes, active)
+            sync(device)
+            t3 = time.perf_counter()
+            times["encode_ms"].append((t1 - t0) * 1000)
+            times["lm_ms"].append((t2 - t1) * 1000)
+            times["decode_ms"].append((t3 - t2) * 1000)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def bench_batch(
     base: TorchTickModel, batch: int, n_ticks: int, device: torch.device
 ) -> dict[str, float]:
@@ -122,6 +153,7 @@ def bench_batch(
     fresh = time_ticks(engine, slots, n_ticks, device)
     row["fresh_p50_ms"] = float(np.percentile(fresh, 50))
     row["fresh_p99_ms"] = float(np.percentile(fresh, 99))
+    row.update(phase_times(model, max(5, n_ticks // 4), device))
     fill_window(model, batch)
     full = time_ticks(engine, slots, max(10, n_ticks // 2), device)
     row["full_p50_ms"] = float(np.percentile(full, 50))
@@ -199,6 +231,7 @@ def main() -> None:
     if args.json is not None:
         args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
     cols = ["batch", "join_ms", "fresh_p50_ms", "fresh_p99_ms", "full_p50_ms", "full_p99_ms"]
+    cols += ["encode_ms", "lm_ms", "decode_ms"]
     if device.type == "cuda":
         cols += ["max_alloc_gib", "used_gib"]
     print(

@@ -119,6 +119,11 @@ class Slot(Protocol):
     @property
     def stats(self) -> SlotStats: ...
 
+    @property
+    def is_active(self) -> bool:
+        """False once the call left (or its join failed)."""
+        ...
+
     def push(self, pcm: npt.NDArray[np.float32]) -> None:
         """Queue one 1920-sample 24 kHz caller frame; thread-safe; copies the data."""
         ...
