@@ -72,6 +72,7 @@ def demo(
     from voicegate.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("voicegate.personas").setLevel(logging.ERROR)  # prompt-length advice
     raise typer.Exit(run_demo(out, caller_wav, seconds))
 
 

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from voicegate.audio import caller_speech_ms, load_caller
 from voicegate.legs.twilio.sim import TwilioSimulator
 
 from .conftest import Gateway
@@ -243,3 +244,30 @@ async def test_clear_drops_queued_audio_and_returns_marks(
 
 async def _get_stream(leg: object, call_id: str) -> object:
     return leg.stream(call_id)  # type: ignore[attr-defined]
+
+
+async def test_scripted_barge_in_clears_twilio_and_logs_the_event(
+    gateway: Gateway, twilio: TwilioSimulator
+) -> None:
+    # The echo engine "speaks" the caller's audio back a few hundred ms later. The caller says
+    # sentence A, then a 2 kHz tone (loud, not speech: the caller's voice activity stops while
+    # the agent stays audible), then starts sentence B over the agent's echo of that tone. When
+    # the agent then falls silent (the echo of the silence after B) that is a barge-in: the
+    # Call asks the leg to clear Twilio's queue, and logs it.
+    speech = load_caller(8000)
+    spans = caller_speech_ms()
+    a = speech[: spans[0][1] * 8]
+    b = speech[spans[1][0] * 8 : spans[1][1] * 8 + 800]
+    filler = tone(0.4, hz=2000, amplitude=3000)
+    script = np.concatenate([a, filler, b, np.zeros(8000, np.int16)])
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed)
+    await stream.play(script)
+    await stream.stop()
+    events = await gateway.events(placed.call_sid)
+    bargeins = [e for e in events if e["type"] == "bargein"]
+    assert bargeins, [e["type"] for e in events]
+    assert stream.report.clears >= 1  # Twilio was told to drop its queue
+    assert stream.report.cleared_ms <= 100.5  # and little was there to drop
+    assert int(bargeins[0]["latency_ms"]) >= 0
+    assert events[-1]["bargeins"] == str(len(bargeins))

@@ -316,7 +316,9 @@ class TwilioMediaStream:
                 if now >= next_tick:
                     behind = int((now - next_tick) / FRAME_S)
                     if behind >= MAX_CATCH_UP_FRAMES:
-                        stats.skipped_ticks += behind
+                        # the loop stalled: drop those frames, but pull them, so that the Call's
+                        # playout clock stays real time (not pulling would delay all later audio)
+                        self._skip_frames(behind)
                         next_tick += behind * FRAME_S
                     elif behind:
                         stats.late_ticks += 1
@@ -399,6 +401,13 @@ class TwilioMediaStream:
             return
         await self._send_audio(mulaw_encode(pcm), pulled)
 
+    def _skip_frames(self, n: int) -> None:
+        call = self._call
+        assert call is not None
+        self._stats.skipped_ticks += n
+        for _ in range(n):
+            call.pull_agent_audio(FRAME_SAMPLES)
+
     async def _flush_held(self, since: float) -> None:
         held = self._held
         n = min(len(held), int(max(0.0, self._playout.room_ms(self._clock() * 1000)) // FRAME_MS))
@@ -426,8 +435,10 @@ class TwilioMediaStream:
         held_ms = len(self._held) * FRAME_MS
         self._held.clear()
         now_ms = self._clock() * 1000
-        if self._playout.unconfirmed_ms == 0:
-            return  # nothing queued at Twilio: a clear would be a no-op
+        if self._playout.sent_ms == 0:
+            return  # nothing was ever sent on this stream
+        # sent even when the estimate says Twilio's queue is empty: one small message, and it
+        # makes the caller's side right if Twilio was playing behind what the marks told us
         cut_ms = int(self._playout.on_clear(now_ms))
         await self._ws.send_text(encode_clear(self._stream_sid))
         self._stats.clears += 1
