@@ -61,7 +61,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def store(folder: Path, registry: CollectorRegistry, recorder: Recorder) -> Iterator[PersonaStore]:
-    store = PersonaStore(folder, registry=registry, interval_s=0.05, on_change=recorder)
+    store = PersonaStore(folder, registry=registry, interval_s=0.05, on_change=recorder, settle_s=0)
     assert store.load() == []
     yield store
     store.close()
@@ -223,7 +223,7 @@ def test_editing_only_the_voice_clip_reloads(
 
 
 def test_readiness_when_nothing_loads(tmp_path: Path) -> None:
-    empty = PersonaStore(tmp_path)
+    empty = PersonaStore(tmp_path, settle_s=0)
     empty.load()
     assert empty.readiness_check() == f"no persona files in {tmp_path}"
     (tmp_path / "x.yaml").write_text(BROKEN)
@@ -363,7 +363,7 @@ async def test_readyz_shows_a_broken_persona_as_detail_and_stays_ready(
     shutil.copytree(PERSONAS_DIR, folder)
     numbers_file = tmp_path / "numbers.yaml"
     shutil.copy(NUMBERS_FILE, numbers_file)
-    store = PersonaStore(folder, registry=registry)
+    store = PersonaStore(folder, registry=registry, settle_s=0)
     store.load()
     numbers = NumbersStore(numbers_file, store, registry=registry)
     numbers.load()
@@ -415,3 +415,30 @@ def test_on_change_failing_for_a_removal_still_removes(folder: Path) -> None:
     store.load()
     (folder / "beta.yaml").unlink()
     assert store.poll() is True and store.names() == ["alpha"]
+
+
+def test_a_half_written_file_is_read_again_before_it_is_reported(
+    folder: Path, registry: CollectorRegistry
+) -> None:
+    store = PersonaStore(folder, registry=registry, settle_s=60)
+    store.load()
+    path = folder / "alpha.yaml"
+    path.write_text("description: alpha v2\ntext_prompt: 'You h")  # caught mid-write
+    assert store.poll() is False
+    assert errors_total(registry, "alpha") == 0 and store.readiness_detail() == {}
+    path.write_text(GOOD.format(d="alpha v2"))  # the write completes
+    assert store.poll() is True and store.get("alpha").description == "alpha v2"
+    assert errors_total(registry, "alpha") == 0
+    path.write_text(BROKEN)  # really broken: reported on the second look
+    store.poll()
+    assert errors_total(registry, "alpha") == 0
+    store.poll()
+    assert errors_total(registry, "alpha") == 1 and "alpha" in store.readiness_detail()
+
+
+def test_broken_files_at_startup_are_reported_at_once(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text(BROKEN)
+    registry = CollectorRegistry()
+    store = PersonaStore(tmp_path, registry=registry, settle_s=60)
+    assert [p.line for p in store.load()] == [4]
+    assert errors_total(registry, "x") == 1 and "x" in store.readiness_detail()

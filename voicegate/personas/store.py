@@ -13,7 +13,10 @@ Usage::
     numbers.close(); store.close()
 
 An edit is picked up on the next poll (``interval_s``, 0.5 s by default) and takes effect for
-calls that start after it; calls in progress keep the persona they started with. A broken edit
+calls that start after it; calls in progress keep the persona they started with. A file that
+fails to load within ``settle_s`` (default: one interval) of its last write is read once more
+on the next poll before it is reported, so an editor caught half-way through writing in place
+costs no false alarm. A broken edit
 (a YAML error, a bad key, a missing clip, or ``on_change`` raising) keeps the last good version,
 logs every problem as ``file:line:col: error: ...``, counts
 ``voicegate_persona_reload_errors_total{persona}``, sets ``voicegate_persona_broken{persona}``
@@ -60,6 +63,7 @@ class _FileState:
     voice_sig: FileSignature | None = None
     voice_path: Path | None = None
     attempt: str = ""  # hash of the bytes last read (YAML + clip signature)
+    deferred: str = ""  # a failed attempt held back once: the file may be half-written
     problems: list[Problem] = field(default_factory=list)
     is_broken: bool = False
     broken_at: float = 0.0
@@ -84,13 +88,18 @@ class PersonaStore:
         registry: CollectorRegistry | None = None,
         interval_s: float = 0.5,
         on_change: OnPersonaChange | None = None,
+        settle_s: float | None = None,
     ) -> None:
         self._dir = personas_dir
+        # a file that fails to load within settle_s of its last write is read once more before
+        # it is reported: an editor writing in place may have been caught half-way
+        self._settle_ns = int((interval_s if settle_s is None else settle_s) * 1e9)
         self._count_tokens = count_tokens
         self._on_change = on_change
         self._personas: Mapping[str, Persona] = {}  # replaced whole, never mutated
         self._files: dict[Path, _FileState] = {}
         self._is_dir_missing = False
+        self._has_loaded = False  # the first scan reports at once; later edits may settle
         self._poll_lock = threading.Lock()
         self._loop = ReloadLoop("persona-reload", interval_s, self.poll)
         registry = registry if registry is not None else CollectorRegistry()
@@ -176,6 +185,7 @@ class PersonaStore:
     def load(self) -> list[Problem]:
         """Scan the folder now (blocking); returns every current problem."""
         self.poll()
+        self._has_loaded = True
         return self.problems()
 
     def start(self) -> None:
@@ -264,6 +274,11 @@ class PersonaStore:
         state.voice_path = result.clip
         state.voice_sig = signature(state.voice_path)
         if persona is None:
+            is_young = sig is not None and time.time_ns() - sig[0] < self._settle_ns
+            if self._has_loaded and is_young and state.deferred != attempt:
+                state.deferred = attempt
+                state.attempt, state.sig = "", None  # read it again on the next poll
+                return False
             self._mark_broken(state, new=True)
             return False
         current = self._personas.get(persona.name)
