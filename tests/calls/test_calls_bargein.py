@@ -49,3 +49,11 @@ def test_illegal_transition_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(bargein._TRANSITIONS, BargeInPhase.PENDING, frozenset())
     with pytest.raises(InvalidStateError, match="cannot go from pending to idle"):
         t.on_model_silent(1200)
+
+
+def test_a_yield_long_after_the_onset_is_the_agent_finishing() -> None:
+    t = BargeInTracker(grace_ms=300, max_latency_ms=2000)
+    t.on_caller_onset(1000, is_agent_audible=True, model_silent_since_ms=None)
+    assert t.on_model_silent(3500) is None
+    t.on_caller_onset(5000, is_agent_audible=True, model_silent_since_ms=None)
+    assert t.on_model_silent(6900) == 5000

@@ -424,3 +424,23 @@ def test_agent_that_starts_after_the_callers_onset_was_not_interrupted() -> None
     run_call(call, caller, tick=engine.tick, leg=leg)
     assert call.playout.agent_intervals and call.playout.agent_intervals[0][0] > 1000
     assert leg.clears == [] and not events.of_type(BargeIn)
+
+
+def test_a_new_agent_turn_after_a_natural_end_is_no_barge_in() -> None:
+    # The agent (an echo, 100 ms late) finished speaking just before the caller's second
+    # sentence and starts its next turn before the VAD confirms that sentence: the model was
+    # already silent at the onset, so when that next turn ends it is no barge-in.
+    engine = ScriptedEngine(lambda c, k, f: (f, ""))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, vad_factory=lambda r: EnergyVad(r, confirm_ms=200))
+    call = calls.start_call(CallInfo("turns", "twilio", "p"), leg)
+    caller = np.zeros(4 * RATE, dtype=np.int16)
+    caller[500 * MS : 1500 * MS] = tone(1000 * MS)
+    caller[1650 * MS : 2500 * MS] = tone(850 * MS)
+    run_call(call, caller, tick=engine.tick, leg=leg)
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    # the agent was audible (within the slack) at the second onset, and spoke again after it
+    assert call.playout.was_audible_at(1650, 100)
+    assert [iv for iv in call.playout.agent_intervals if iv[0] > 1650]
+    assert leg.clears == [] and not events.of_type(BargeIn)

@@ -2,7 +2,8 @@
 
 The model is full duplex: it hears the caller and stops itself. A barge-in is the caller starting
 to speak while the agent is audible, followed by the model's output falling silent (after the
-caller's onset, and while the caller still speaks or within ``grace_ms`` of them stopping). The
+caller's onset, within ``max_latency_ms`` of it, and while the caller still speaks or within
+``grace_ms`` of them stopping; the model must not have been silent already at the onset). The
 Call then clears what is queued at the far side and in its own ring.
 
 Both inputs are on the call's timelines in ms since the call started: the caller's onset on
@@ -54,10 +55,11 @@ class BargeInTracker:
         onset = tracker.on_model_silent(silence_start_ms, caller_now_ms)
     """
 
-    __slots__ = ("_caller_stop_ms", "_grace_ms", "_onset_ms", "_phase")
+    __slots__ = ("_caller_stop_ms", "_grace_ms", "_max_latency_ms", "_onset_ms", "_phase")
 
-    def __init__(self, grace_ms: int = 500) -> None:
+    def __init__(self, grace_ms: int = 300, max_latency_ms: int = 2000) -> None:
         self._grace_ms = grace_ms
+        self._max_latency_ms = max_latency_ms
         self._phase = BargeInPhase.IDLE
         self._onset_ms = 0
         self._caller_stop_ms: int | None = None
@@ -108,7 +110,7 @@ class BargeInTracker:
         if self._phase is not BargeInPhase.PENDING:
             return None
         self._set_phase(BargeInPhase.IDLE)
-        if silence_start_ms < self._onset_ms:
+        if not 0 <= silence_start_ms - self._onset_ms <= self._max_latency_ms:
             return None
         stop = self._caller_stop_ms
         if stop is not None and silence_start_ms > stop + self._grace_ms:

@@ -37,7 +37,7 @@ from voicegate.calls.dynamics import Dynamics, analyse
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
-from voicegate.calls.voice import AgentVoice, CallerVoice, VadLike
+from voicegate.calls.voice import SUBBLOCK_MS, AgentVoice, CallerVoice, VadLike
 from voicegate.engine.base import FRAME_SAMPLES, MODEL_RATE_HZ, Slot, TickOutput
 from voicegate.errors import InvalidStateError
 from voicegate.events.schema import Event
@@ -165,8 +165,9 @@ class Call:
             max_queue_ms=config.max_queue_ms,
             on_tick_played=self._on_tick_played,
         )
-        self._bargein = BargeInTracker(config.bargein_grace_ms)
+        self._bargein = BargeInTracker(config.bargein_grace_ms, config.bargein_max_latency_ms)
         self._model_silent_since_ms: int | None = 0  # caller clock; None while the model speaks
+        self._last_model_silence = (0, 0)  # the model's previous silence on the caller clock
         self._is_muting = False
         self._muted_text: list[str] = []
         self.bargeins: list[BargeInRecord] = []
@@ -412,7 +413,7 @@ class Call:
         onset = self._bargein.on_caller_onset(
             t_ms,
             is_agent_audible=is_audible,
-            model_silent_since_ms=self._model_silent_since_ms,
+            model_silent_since_ms=self._model_silence_at(t_ms),
         )
         if onset is not None:
             self._fire_bargein(onset)
@@ -448,14 +449,34 @@ class Call:
             else:
                 self._is_muting = False
         self.playout.write_tick(y, text, bits)
+        # model-side turn changes, placed on the caller clock (the tick arrived "now")
+        started_back_ms = agent.started_back_ms
+        if started_back_ms > silent_back_ms:  # started earlier in this tick than it fell silent
+            self._on_model_speaking(started_back_ms)
+            started_back_ms = -1
         if silent_back_ms >= 0:
             since = max(0, self.caller_ms - silent_back_ms)
             self._model_silent_since_ms = since
             onset = self._bargein.on_model_silent(since)
             if onset is not None:
                 self._fire_bargein(onset)
-        elif agent.is_speaking:
+        if started_back_ms >= 0:
+            self._on_model_speaking(started_back_ms)
+
+    def _on_model_speaking(self, started_back_ms: int) -> None:
+        since = self._model_silent_since_ms
+        if since is not None:
+            self._last_model_silence = (since, max(since, self.caller_ms - started_back_ms))
             self._model_silent_since_ms = None
+
+    def _model_silence_at(self, t_ms: int) -> int | None:
+        """Start of the model's silence now, or of the one that covered ``t_ms``; else None."""
+        since = self._model_silent_since_ms
+        if since is not None:
+            return since
+        start, end = self._last_model_silence
+        # the end is known to a 20 ms sub-block: a restart in the onset's sub-block still counts
+        return start if start <= t_ms <= end + SUBBLOCK_MS else None
 
     def _on_tick_played(self, t_ms: int, text: str, is_speech: bool) -> None:
         seg = self._segmenter.on_tick(t_ms, t_ms + TICK_MS, text, is_speech)

@@ -28,6 +28,7 @@ class CallConfig:
     prebuffer_ms: int = 20  # each tick starts playing this long after it arrived (tick/pull jitter)
     max_queue_ms: int = 200  # agent audio queued beyond this is dropped (overrun)
     is_cut_on_caller_speech: bool = False  # True: mute the agent at the caller's onset
-    bargein_grace_ms: int = 500  # the model may yield this long after the caller stops
+    bargein_grace_ms: int = 300  # the model may yield this long after the caller stops
+    bargein_max_latency_ms: int = 2000  # a later yield is the agent finishing, not yielding
     transcript_pad_run_ms: int = 640
     transcript_silence_run_ms: int = 240

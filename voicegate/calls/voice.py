@@ -134,6 +134,7 @@ class AgentVoice:
         "_threshold",
         "is_speaking",
         "quiet_run",
+        "started_back_ms",
     )
 
     def __init__(self, *, speech_dbfs: float = -42.0, silence_ms: int = 80) -> None:
@@ -146,6 +147,7 @@ class AgentVoice:
         )
         self.is_speaking = False
         self.quiet_run = 0  # consecutive quiet sub-blocks
+        self.started_back_ms = -1  # last tick: how long before its end speech (re)started
 
     def analyse_tick(self, pcm_24k: npt.NDArray[np.float32]) -> tuple[int, int]:
         """Speech bits of the tick's sub-blocks, and how long before the tick's end the model
@@ -156,11 +158,14 @@ class AgentVoice:
         thresh = self._threshold * blocks.shape[1]
         bits = 0
         silent_back_ms = -1
+        self.started_back_ms = -1
         for s in range(SUBBLOCKS_PER_TICK):
             if self._energy[s] >= thresh:
                 bits |= 1 << s
                 self.quiet_run = 0
-                self.is_speaking = True
+                if not self.is_speaking:
+                    self.is_speaking = True
+                    self.started_back_ms = (SUBBLOCKS_PER_TICK - s) * SUBBLOCK_MS
             else:
                 self.quiet_run += 1
                 if self.is_speaking and self.quiet_run >= self._silence_subblocks:
