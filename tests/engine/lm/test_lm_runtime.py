@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from voicegate.engine.base import SamplingParams
-from voicegate.engine.lm import LM, LMConfig, LMState, VoicePrompt
+from voicegate.engine.lm import LM, LMConfig, LMState, VoicePrompt, masked_sdpa
 from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k, uniform_noise
 
 SAMPLED = SamplingParams()  # the reference defaults: 0.7 / 25 text, 0.8 / 250 audio
@@ -235,3 +235,39 @@ def test_a_reused_slot_forgets_its_previous_call(lm: LM) -> None:
     b = _run(lm, fresh, codes, np.array([True, False]))
     for (ta, ca, va), (tb, cb, vb) in zip(a, b, strict=True):
         assert ta[0] == tb[0] and torch.equal(ca[0], cb[0]) and bool(va[0]) and bool(vb[0])
+
+
+def test_custom_attention_and_kv_dtype_seams() -> None:
+    """``LM.attention`` gets each slot's filled length; ``kv_dtype`` stores the cache apart."""
+    lm = LM.random(LMConfig.tiny(), "cpu", torch.float32, seed=3)
+    prompt = lm.prefill(VoicePrompt.from_codes(torch.arange(16).view(2, 8)), [1, 2, 3])
+    greedy = SamplingParams(0.0, 25, 0.0, 250)
+    seen: list[list[int]] = []
+
+    def attention(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, filled: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        seen.append(filled.tolist())
+        return masked_sdpa(q, k, v, filled, mask)
+
+    outs = []
+    for attend, kv_dtype in ((None, None), (attention, None), (None, torch.bfloat16)):
+        lm.attention = attend
+        state = lm.new_state(2, kv_dtype=kv_dtype)
+        lm.load_slot(state, 0, prompt, greedy)
+        lm.reset_slot(state, 1, greedy)
+        frame = torch.randint(
+            0, lm.config.audio_card, (2, 8), generator=torch.Generator().manual_seed(0)
+        )
+        outs.append(lm.step(state, frame, np.ones(2, bool), return_logits=True))
+    lm.attention = None
+    assert seen == [[prompt.length + 1, 1]] * lm.config.num_layers
+    assert (
+        outs[0].text_logits is not None
+        and outs[1].text_logits is not None
+        and outs[2].text_logits is not None
+    )
+    assert torch.equal(outs[0].text_logits, outs[1].text_logits)
+    assert state.kv.dtype == torch.bfloat16
+    err = (outs[2].text_logits - outs[0].text_logits).abs().max() / outs[0].text_logits.abs().max()
+    assert 0 < err.item() < 1e-2

@@ -31,7 +31,9 @@ greedy) with a per-slot seed: a slot's output never depends on the other rows.
 CUDA graphs: ``step`` = ``kv_len_for`` (host) + ``step_tensors`` (device only, fixed shapes for a
 given ``kv_len`` bucket, capturable with static ``user_codes``/``active`` buffers) +
 ``note_step`` (host). Attention reads only the first ``kv_len`` key columns (the most any active
-slot has filled, rounded up to ``kv_block``).
+slot has filled, rounded up to ``kv_block``). Seams for a custom decode kernel: ``lm.attention``
+(a ``DecodeAttention``: gets each slot's filled length; default ``masked_sdpa``) and
+``lm.new_state(n, kv_dtype=...)`` (cache stored in another dtype, e.g. 8-bit).
 
 Owns: the LM model, its loading, prompt prefill and per-slot stepping. Imports torch,
 safetensors, numpy; nothing of telephony, Mimi or the tick loop.
@@ -46,7 +48,7 @@ from voicegate.engine.lm.checkpoint import (
     write_random_checkpoint,
 )
 from voicegate.engine.lm.config import LMConfig
-from voicegate.engine.lm.model import LMModel
+from voicegate.engine.lm.model import DecodeAttention, LMModel, masked_sdpa
 from voicegate.engine.lm.prompt import (
     SILENCE_CODES,
     SINE_CODES,
@@ -58,6 +60,7 @@ from voicegate.engine.lm.runtime import LM, StepOutput
 from voicegate.engine.lm.state import LMState
 
 __all__ = [
+    "DecodeAttention",
     "LM",
     "LMConfig",
     "LMModel",
@@ -69,6 +72,7 @@ __all__ = [
     "VoicePrompt",
     "checkpoint_layout",
     "load_lm_model",
+    "masked_sdpa",
     "random_lm_model",
     "system_prompt_text",
     "write_random_checkpoint",

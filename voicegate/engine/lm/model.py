@@ -9,6 +9,8 @@ Owns: ``LMModel``. Imports torch and the lm config/ops only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -16,7 +18,29 @@ from torch.nn import functional as F
 from voicegate.engine.lm import _ops
 from voicegate.engine.lm.config import LMConfig
 
-__all__ = ["LMModel"]
+__all__ = ["DecodeAttention", "LMModel", "masked_sdpa"]
+
+# (q [B, H, 1, D], keys [B, H, C', D], values, filled [B], key_mask [B, 1, 1, kv_len]) -> [B, H, 1, D]
+DecodeAttention = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+]
+
+
+def masked_sdpa(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    filled: torch.Tensor,
+    key_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Decode attention over the first kv_len key columns with a boolean mask (the default).
+
+    A custom kernel (per-slot lengths, an 8-bit cache) replaces it through ``LM.attention``;
+    it must give slot b the softmax over its first ``filled[b]`` columns.
+    """
+    kv_len = key_mask.shape[-1]
+    k, v = keys[:, :, :kv_len].to(q.dtype), values[:, :, :kv_len].to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
 
 
 class _Weight(nn.Module):
@@ -165,24 +189,26 @@ class LMModel(nn.Module):
         positions: torch.Tensor,
         kv_cache: torch.Tensor,
         write_index: torch.Tensor,
+        filled: torch.Tensor,
         key_mask: torch.Tensor,
+        attention: DecodeAttention | None = None,
     ) -> torch.Tensor:
         """One position per slot: x [B, 1, dim] at ``positions`` [B].
 
         ``kv_cache`` [L, 2, B, H, C', D] receives this step's keys/values at ``write_index`` [B]
-        (a scratch column for inactive slots); attention reads the first ``key_mask.shape[-1]``
-        columns where ``key_mask`` [B, 1, 1, kv_len] is True. Returns normed hidden [B, 1, dim].
+        (a scratch column for inactive slots). Slot b attends to its first ``filled[b]`` key
+        columns; ``key_mask`` [B, 1, 1, kv_len] says the same for the first kv_len columns
+        (``masked_sdpa``, the default ``attention``). Returns normed hidden [B, 1, dim].
         """
+        attend = masked_sdpa if attention is None else attention
         rows = torch.arange(x.shape[0], device=x.device)
-        kv_len = key_mask.shape[-1]
         rotation = self._rotation(positions[:, None])
         for i, layer in enumerate(self._temporal):
             q, k, v = self._attention_in(layer, x, rotation)
-            kv_cache[i, 0][rows, :, write_index] = k[:, :, 0]
-            kv_cache[i, 1][rows, :, write_index] = v[:, :, 0]
-            keys, values = kv_cache[i, 0, :, :, :kv_len], kv_cache[i, 1, :, :, :kv_len]
-            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask)
-            x = self._layer_out(layer, x, attn)
+            keys, values = kv_cache[i, 0], kv_cache[i, 1]
+            keys[rows, :, write_index] = k[:, :, 0].to(keys.dtype)
+            values[rows, :, write_index] = v[:, :, 0].to(values.dtype)
+            x = self._layer_out(layer, x, attend(q, keys, values, filled, key_mask))
         return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:

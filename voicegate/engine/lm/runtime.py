@@ -22,7 +22,7 @@ import torch
 from voicegate.engine.base import SamplingParams
 from voicegate.engine.lm.checkpoint import load_lm_model, random_lm_model
 from voicegate.engine.lm.config import LMConfig
-from voicegate.engine.lm.model import LMModel
+from voicegate.engine.lm.model import DecodeAttention, LMModel
 from voicegate.engine.lm.prompt import (
     PromptState,
     VoicePrompt,
@@ -55,10 +55,13 @@ class StepOutput:
 class LM:
     """PersonaPlex LM serving many slots; see the package docstring for the call order."""
 
-    def __init__(self, model: LMModel, *, kv_block: int = 64) -> None:
+    def __init__(
+        self, model: LMModel, *, kv_block: int = 64, attention: DecodeAttention | None = None
+    ) -> None:
         self.model = model.eval()
         self.config: LMConfig = model.config
         self.kv_block = kv_block
+        self.attention = attention  # None: masked SDPA (``model.masked_sdpa``)
         c = self.config
         self._delays = torch.tensor(c.delays, device=model.device, dtype=torch.long)
         initial = [c.text_initial_id] + [c.audio_initial_id] * c.n_q
@@ -84,9 +87,13 @@ class LM:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
-    def new_state(self, n_slots: int) -> LMState:
-        """Preallocate every per-slot buffer (the KV ring dominates: see ``kv_bytes_per_slot``)."""
-        return LMState.allocate(self.config, n_slots, self.device, self.dtype)
+    def new_state(self, n_slots: int, kv_dtype: torch.dtype | None = None) -> LMState:
+        """Preallocate every per-slot buffer (the KV ring dominates: see ``kv_bytes_per_slot``).
+
+        ``kv_dtype`` stores keys/values in another dtype than the model's (e.g. an 8-bit float
+        for a custom ``attention`` kernel; the default attention then upcasts what it reads).
+        """
+        return LMState.allocate(self.config, n_slots, self.device, self.dtype, kv_dtype)
 
     # -- prompts and slots ----------------------------------------------------------------
 
@@ -235,7 +242,9 @@ class LM:
         write = torch.where(active, pos % c.context, torch.full_like(pos, c.context))
         filled = torch.clamp(pos + 1, max=c.context)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
-        hidden = m.temporal_step(x, pos, state.kv, write, key_mask[:, None, None])
+        hidden = m.temporal_step(
+            x, pos, state.kv, write, filled, key_mask[:, None, None], self.attention
+        )
         text_logits = m.text_logits(hidden)[:, 0]
         noise = gumbel_noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
         text = sample_top_k(

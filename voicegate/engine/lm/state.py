@@ -46,7 +46,12 @@ class LMState:
 
     @classmethod
     def allocate(
-        cls, config: LMConfig, n_slots: int, device: torch.device, dtype: torch.dtype
+        cls,
+        config: LMConfig,
+        n_slots: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        kv_dtype: torch.dtype | None = None,
     ) -> LMState:
         c = config
         f32, i64 = torch.float32, torch.int64
@@ -61,7 +66,7 @@ class LMState:
                 c.context + 1,
                 c.head_dim,
                 device=device,
-                dtype=dtype,
+                dtype=kv_dtype or dtype,
             ),
             positions=torch.zeros(n_slots, device=device, dtype=i64),
             positions_host=np.zeros(n_slots, dtype=np.int64),
