@@ -1,3 +1,4 @@
+# mypy: disable-error-code=no-untyped-call
 """GPU smoke run of the LM at the 7B shapes with random bf16 weights (not a pytest test).
 
     python tests/engine/lm/gpu_smoke.py [batch sizes...]

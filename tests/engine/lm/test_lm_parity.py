@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ STEPS = 40  # > context (16): the KV ring wraps several times
 
 
 def _moshi_gen_run(
-    model: torch.nn.Module, user: torch.Tensor
+    model: Any, user: torch.Tensor
 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
     """Step moshi's LMGen over user codes [B, 8, T]: per step text logits, depformer logits, out."""
     from moshi.models.lm import LMGen
@@ -34,11 +35,11 @@ def _moshi_gen_run(
     original = model.forward_depformer
 
     def capture(cb: int, seq: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        logits = original(cb, seq, out)
+        logits: torch.Tensor = original(cb, seq, out)
         dep_logits.append(logits[:, 0, 0].clone())
         return logits
 
-    model.forward_depformer = capture  # type: ignore[method-assign]
+    model.forward_depformer = capture
     gen = LMGen(
         model,
         use_sampling=False,
@@ -58,7 +59,7 @@ def _moshi_gen_run(
 def test_step_matches_moshi_lmgen(
     parity_config: LMConfig,
     tmp_path: Path,
-    moshi_lm: Callable[[LMConfig, int, Path], torch.nn.Module],
+    moshi_lm: Callable[[LMConfig, int, Path], Any],
     rel_close: Callable[..., None],
 ) -> None:
     path = tmp_path / "moshi_layout.safetensors"
@@ -91,7 +92,7 @@ def test_step_matches_moshi_lmgen(
 def test_release_layout_depformer_steps_match_moshi_16_step_model(
     parity_config: LMConfig,
     release_checkpoint: Path,
-    moshi_lm: Callable[[LMConfig, int, Path], torch.nn.Module],
+    moshi_lm: Callable[[LMConfig, int, Path], Any],
     rel_close: Callable[..., None],
 ) -> None:
     """Our 8 served steps equal the first 8 steps of the released 16-step depformer."""
@@ -132,7 +133,7 @@ def test_release_layout_depformer_steps_match_moshi_16_step_model(
 def test_each_slot_matches_a_batch_of_one_reference(
     parity_config: LMConfig,
     release_checkpoint: Path,
-    moshi_lm: Callable[[LMConfig, int, Path], torch.nn.Module],
+    moshi_lm: Callable[[LMConfig, int, Path], Any],
     rel_close: Callable[..., None],
     slot: int,
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def test_delayed_layout_puts_frame_p_minus_delay_at_position_p() -> None:
 
 
 def _teacher_forced_reference(
-    model: torch.nn.Module, grid: torch.Tensor, frames: torch.Tensor, live: torch.Tensor
+    model: Any, grid: torch.Tensor, frames: torch.Tensor, live: torch.Tensor
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """moshi LMGen over the prompt frames (tokens forced), then live user frames [8, T]."""
     from moshi.models.lm import LMGen
@@ -84,6 +85,7 @@ def _teacher_forced_reference(
     outs = []
     with no_compile(), torch.no_grad(), gen.streaming(1):
         state = gen._streaming_state
+        assert state is not None
         ct = state.cache.shape[-1]
         for t in range(n):
             gen.step(frames[9:, t].view(1, 8, 1))
@@ -100,7 +102,9 @@ def _teacher_forced_reference(
         )
         first = state.cache[0, :2, n % ct].clone()
         for t in range(live.shape[1]):
-            outs.append(gen.step(live[:, t].view(1, 8, 1))[0, :, 0])
+            out = gen.step(live[:, t].view(1, 8, 1))
+            assert out is not None  # every live frame is valid after the prompt
+            outs.append(out[0, :, 0])
     return kv, text_logits[n:], outs, first
 
 
@@ -108,7 +112,7 @@ def _teacher_forced_reference(
 def test_parallel_prefill_equals_frame_by_frame_prompt(
     parity_config: LMConfig,
     tmp_path: Path,
-    moshi_lm: Callable[[LMConfig, int, Path], torch.nn.Module],
+    moshi_lm: Callable[[LMConfig, int, Path], Any],
     rel_close: Callable[..., None],
     text_tokens: list[int],
 ) -> None:

@@ -29,7 +29,7 @@ def _codes(lm: LM, seed: int, steps: int, slots: int) -> torch.Tensor:
 def _run(
     lm: LM, state: LMState, codes: torch.Tensor, active: np.ndarray
 ) -> list[tuple[torch.Tensor, ...]]:
-    outs = []
+    outs: list[tuple[torch.Tensor, ...]] = []
     for frame in codes:
         out = lm.step(state, frame, active)
         outs.append((out.text_tokens.clone(), out.agent_codes.clone(), out.is_valid.clone()))
