@@ -92,7 +92,14 @@ class LegTransport(Protocol):
 class CallLike(Protocol):
     """What a Leg may ask of its Call."""
 
-    def feed_caller_audio(self, pcm: npt.NDArray[np.int16]) -> None: ...
+    def feed_caller_audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        """The caller's audio at the leg's rate, any length, in order.
+
+        Feed it continuously: the Call's caller clock counts these samples, so a leg whose peer
+        stops sending (RTP silence suppression, Opus DTX, lost packets) feeds silence for the
+        gap, or the caller's timeline falls behind the playout clock.
+        """
+        ...
 
     def pull_agent_audio(self, n_samples: int) -> npt.NDArray[np.int16]:
         """Exactly ``n_samples`` at the leg's rate, silence when none is queued.
