@@ -27,8 +27,10 @@ from voicegate.engine import BatchedEngine, create_engine
 from voicegate.events import EventLog
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
+from voicegate.legs.webrtc import WebRtcLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
+from voicegate.web import web_router
 
 __all__ = ["Readiness", "create_app"]
 
@@ -84,6 +86,12 @@ def create_app(
     twilio = TwilioLeg(auth_token=settings.twilio_auth_token, public_url=settings.public_url)
     registry.register(twilio.collector())
     sip_stats = SipStats()
+    webrtc = WebRtcLeg(
+        token=settings.webrtc_token,
+        stun_urls=settings.webrtc_stun_urls,
+        is_loopback_only=settings.webrtc_loopback_only,
+        registry=registry,
+    )
     if settings.sip_enabled:
         registry.register(sip_stats.collector())
 
@@ -97,6 +105,8 @@ def create_app(
             twilio.calls = parts.calls
             twilio.personas = parts.numbers
             twilio.events = parts.events
+            webrtc.calls, webrtc.personas = parts.calls, parts.personas
+            stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
             if settings.sip_enabled:  # after the drain below (BYEs sent), closed by the stack
                 sip = SipServer(
                     SipConfig.from_settings(settings),
@@ -130,6 +140,9 @@ def create_app(
     app.state.readiness = readiness
     app.state.twilio = twilio
     app.include_router(twilio.router())
+    app.state.webrtc = webrtc
+    app.include_router(webrtc.router())
+    app.include_router(web_router(settings))  # the page at / and its APIs
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
