@@ -1,7 +1,8 @@
 """CPU cost of a Call's per-frame path: microseconds of CPU per 20 ms of call, per call.
 
 Drives one Call the way a leg and the engine do (feed 20 ms of caller audio, pull 20 ms of
-agent audio, one engine tick handed over every 80 ms) with the real resamplers and voice
+agent audio, one engine tick handed over every 80 ms; the caller is the bundled recording,
+looped, so the VAD sees speech and pauses) with the real resamplers and voice
 activity detector of ``voicegate.audio``, and prints a table per leg rate, with the caller VAD
 on and off. The engine's own work is not counted; its thread's share (``on_tick``: the copy into
 the ring) is shown apart. The budget is 1% of a core per call for the whole edge, i.e. 200 us
@@ -22,6 +23,7 @@ import time
 
 import numpy as np
 
+from voicegate.audio import StreamingResampler, load_caller
 from voicegate.calls import CallConfig, CallInfo, CallManager, EndReason
 from voicegate.engine.base import FRAME_SAMPLES, EngineStats, SlotStats, TickOutput
 
@@ -76,6 +78,18 @@ class _Engine:
         return EngineStats()
 
 
+def _caller(n: int, rate: int) -> np.ndarray:
+    """The bundled caller recording (speech and pauses), looped, at the leg's rate."""
+    x = load_caller(8000)
+    if rate != 8000:
+        up = StreamingResampler(8000, rate)
+        x = (np.concatenate([up.process(x), up.process(np.zeros(800, np.int16))]) * 32767).astype(
+            np.int16
+        )
+    reps = n // len(x) + 1
+    return np.tile(x, reps)[:n]
+
+
 def _speechy(n: int, rate: int, seed: int) -> np.ndarray:
     """Noise bursts modulated at a syllable rate: speech-like on/off for the VAD."""
     rng = np.random.default_rng(seed)
@@ -95,7 +109,7 @@ def bench_call(rate: int, is_vad: bool, seconds: float) -> tuple[float, float, f
     call = calls.start_call(CallInfo("bench", "bench", "p"), _Leg(rate))
     n = rate // 50
     steps = int(seconds * 50)
-    caller = _speechy(steps * n, rate, 1)
+    caller = _caller((steps + 200) * n, rate)
     agent = _speechy(steps * FRAME_SAMPLES // 4, 24_000, 2).astype(np.float32) / 32768.0
     out = TickOutput(frame_index=0, pcm=np.zeros(FRAME_SAMPLES, np.float32), text_token=0, text="")
     sink = engine.sink
