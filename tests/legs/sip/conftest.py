@@ -120,7 +120,12 @@ def start_gateway(redis_url: str, tmp: Path, **overrides: Any) -> tuple[ServerTh
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipGateway]:
     server, app = start_gateway(
-        redis_url, tmp_path_factory.mktemp("sipgw"), sip_answer_delay_ms=300
+        redis_url,
+        tmp_path_factory.mktemp("sipgw"),
+        sip_answer_delay_ms=300,
+        sip_allow="127.0.0.1/32,127.0.0.5/32",
+        sip_invite_burst=12,
+        sip_invite_rate_per_s=0.5,
     )
     try:
         yield SipGateway(server, app, redis_url)

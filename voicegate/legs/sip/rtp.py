@@ -206,24 +206,29 @@ def parse_telephone_event(payload: bytes) -> TelephoneEvent:
 
 
 class DtmfDetector:
-    """One digit per RFC 4733 event: an event is identified by its RTP timestamp (2.5.1.2).
+    """One digit per RFC 4733 event; an event is identified by its RTP timestamp (2.5.1.2).
 
     ``on_packet`` returns the digit on the first packet of a new event and None for its
-    continuations, its retransmitted end packets, and non-digit events.
+    continuations, its retransmitted end packets (2.5.1.4), and non-digit events. A packet with
+    the same timestamp starts a new event too when its code differs or it follows an end packet
+    without the end bit (replayed captures reuse timestamps).
     """
 
-    __slots__ = ("_last_timestamp", "_last_ssrc", "duplicates")
+    __slots__ = ("_last", "_has_ended", "duplicates")
 
     def __init__(self) -> None:
-        self._last_timestamp: int | None = None
-        self._last_ssrc: int | None = None
+        self._last: tuple[int, int, int] | None = None  # (ssrc, timestamp, event)
+        self._has_ended = False
         self.duplicates = 0
 
     def on_packet(self, packet: RtpPacket) -> str | None:
         event = parse_telephone_event(packet.payload)
-        if packet.timestamp == self._last_timestamp and packet.ssrc == self._last_ssrc:
+        key = (packet.ssrc, packet.timestamp, event.event)
+        is_same = key == self._last and not (self._has_ended and not event.is_end)
+        self._last = key
+        if is_same:
+            self._has_ended = self._has_ended or event.is_end
             self.duplicates += 1
             return None
-        self._last_timestamp = packet.timestamp
-        self._last_ssrc = packet.ssrc
+        self._has_ended = event.is_end
         return event.digit
