@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,7 +206,7 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
 
 
 def start_gateway(
-    engine: str, redis_url: str, max_calls: int, tmp: Path
+    engine: str, redis_url: str, max_calls: int, tmp: Path, pin: bool
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = dict(
@@ -223,8 +224,11 @@ def start_gateway(
         VOICEGATE_MAX_CALLS=str(max_calls),
         VOICEGATE_LOG_LEVEL="WARNING",
     )
+    cmd = [sys.executable, "-m", "voicegate", "serve"]
+    if pin:
+        cmd = ["taskset", "-c", "0", *cmd]  # the gateway gets core 0, this client core 1
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voicegate", "serve"],
+        cmd,
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -270,17 +274,22 @@ def main() -> None:
     parser.add_argument("--engines", default="echo,tiny")
     parser.add_argument("--levels", default="1,5,10,20,30,40,60,80")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the gateway to core 0 and us to core 1"
+    )
     args = parser.parse_args()
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    if pin:
+        os.sched_setaffinity(0, {1})
     levels = [int(x) for x in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         redis = LocalRedis(Path(tmp))
         try:
             for engine in args.engines.split(","):
-                proc, base = start_gateway(engine, redis.url, max(levels), Path(tmp))
+                proc, base = start_gateway(engine, redis.url, max(levels), Path(tmp), pin)
                 try:
-                    print(
-                        f"\nengine={engine}  ({os.cpu_count()} cores; times in ms; {args.seconds:.0f} s calls)"
-                    )
+                    where = "gateway pinned to 1 core" if pin else f"{os.cpu_count()} cores shared"
+                    print(f"\nengine={engine}  ({where}; times in ms; {args.seconds:.0f} s calls)")
                     print("  ".join(title for _, title, _ in COLUMNS))
                     for n in levels:
                         row = asyncio.run(run_level(base, proc.pid, n, args.seconds))
@@ -289,8 +298,9 @@ def main() -> None:
                         )
                         if row["ok"] < n:
                             print(f"  ({n - int(row['ok'])} calls rejected)")
+                        cores = 1 if pin else (os.cpu_count() or 1)
                         overloaded = (
-                            row["cpu_pct_total"] >= 95 * (os.cpu_count() or 1)
+                            row["cpu_pct_total"] >= 95 * cores
                             or row["skipped"] > 0
                             or (engine == "echo" and row["echo_p99"] > 400)
                             or row["eng_late"] > 5 * n

@@ -75,6 +75,7 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 START_TIMEOUT_S = 10.0
 MAX_HELD_FRAMES = 10  # 200 ms: beyond this Twilio has stopped echoing marks; drop the oldest
+TIMER_SLACK_S = 0.001
 MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
 LOGGED_ERRORS_PER_CALL = 5
 MAX_MALFORMED_PER_CALL = 1000  # a peer this broken is not a phone call: hang up
@@ -310,7 +311,9 @@ class TwilioMediaStream:
                     return
                 if self._is_clear_requested:
                     await self._send_clear()
-                now = clock()
+                # uvloop's timers have 1 ms granularity and may fire up to 1 ms early: a tick
+                # that is due within the slack runs now instead of spinning on 0 ms timers
+                now = clock() + TIMER_SLACK_S
                 if self._held:
                     await self._flush_held(now)  # a mark echo made room
                 if now >= next_tick:
