@@ -21,6 +21,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from voicegate.engine.backends import load_release_model, tiny_lm_config  # noqa: E402
-from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt  # noqa: E402
+from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, TickOutput  # noqa: E402
+from voicegate.engine.graphs import NO_CUDA_GRAPH_ENV  # noqa: E402
 from voicegate.engine.lm import LMConfig  # noqa: E402
 from voicegate.engine.mimi import MimiConfig  # noqa: E402
 from voicegate.engine.modeldir import check_model_dir  # noqa: E402
@@ -117,21 +119,75 @@ def phase_times(model: TorchTickModel, n: int, device: torch.device) -> dict[str
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def sibling(base: TorchTickModel, batch: int, graphs: bool | None) -> TorchTickModel:
+    """Another batch size over the same weights."""
+    return TorchTickModel(
+        base.name,
+        base.lm,
+        base.mimi_model,
+        base.tokenizer,
+        base.voices,
+        batch,
+        use_cuda_graph=graphs,
+    )
+
+
+def run_calls(model: TorchTickModel, n_ticks: int) -> tuple[list[int], np.ndarray]:
+    """Two calls with fixed seeds and input; returns the first call's tokens and audio."""
+    engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=0)
+    engine.start()
+    engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
+    tokens: list[int] = []
+    audio: list[np.ndarray] = []
+
+    class Keep:
+        def on_tick(self, out: TickOutput) -> None:
+            tokens.append(out.text_token)
+            audio.append(out.pcm.copy())
+
+    first = engine.join("bank", Keep(), seed=1)
+    second = engine.join("bank", NullSink(), seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(n_ticks):
+        first.push((rng.standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32))
+        second.push((rng.standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32))
+        engine.tick()
+    engine.close()
+    return tokens, np.concatenate(audio)
+
+
+def graph_check(base: TorchTickModel, n_ticks: int) -> dict[str, float]:
+    """The same two calls ticked eagerly and from CUDA graphs: how often they agree."""
+    eager_tokens, eager_audio = run_calls(sibling(base, 2, graphs=False), n_ticks)
+    gc.collect()
+    graph_tokens, graph_audio = run_calls(sibling(base, 2, graphs=True), n_ticks)
+    gc.collect()
+    torch.cuda.empty_cache()
+    same = sum(a == b for a, b in zip(eager_tokens, graph_tokens, strict=True))
+    first_diff = next(
+        (i for i, (a, b) in enumerate(zip(eager_tokens, graph_tokens, strict=True)) if a != b),
+        n_ticks,
+    )
+    return {
+        "ticks": n_ticks,
+        "text_tokens_equal": same,
+        "ticks_before_first_difference": first_diff,
+        "audio_bit_equal": float(np.array_equal(eager_audio, graph_audio)),
+        "audio_max_abs_diff": float(np.abs(eager_audio - graph_audio).max()),
+    }
+
+
 def bench_batch(
-    base: TorchTickModel, batch: int, n_ticks: int, device: torch.device
+    base: TorchTickModel, batch: int, n_ticks: int, device: torch.device, graphs: bool | None
 ) -> dict[str, float]:
-    if batch == base.n_slots:
-        model = base
-    else:
-        model = TorchTickModel(
-            base.name, base.lm, base.mimi_model, base.tokenizer, base.voices, batch
-        )
+    model = sibling(base, batch, graphs)
     row: dict[str, float] = {"batch": batch}
     engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=0)
     started = time.perf_counter()
     engine.start()
     sync(device)
     row["warmup_ms"] = (time.perf_counter() - started) * 1000
+    row["capture_s"] = model.capture_s
     started = time.perf_counter()
     engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
     sync(device)
@@ -179,6 +235,10 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=50)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-bench"))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--eager", action="store_true", help="no CUDA graphs")
+    parser.add_argument(
+        "--graph-check", type=int, default=0, help="ticks of a graph-vs-eager comparison"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     device = torch.device(args.device)
@@ -205,9 +265,12 @@ def main() -> None:
     numeric = [int(b) for b in batches if b != "max"]
     started = time.perf_counter()
     # one slot of state here; each batch size below gets its own state (and frees it)
+    os.environ.setdefault(NO_CUDA_GRAPH_ENV, "1")  # the base model itself never ticks
     base = load_release_model(
         files, lm_config=lm_config, mimi_config=mimi_config, device=device, max_calls=1
     )
+    del os.environ[NO_CUDA_GRAPH_ENV]
+    graphs = False if args.eager else None
     sync(device)
     header["load_s"] = round(time.perf_counter() - started, 1)
     header["checkpoint_read_s"] = round(base.load_s, 1)
@@ -225,17 +288,22 @@ def main() -> None:
         if batch > fit:
             print(f"batch {batch}: skipped, only {fit} slots fit", flush=True)
             continue
-        row = bench_batch(base, batch, args.ticks, device)
+        row = bench_batch(base, batch, args.ticks, device, graphs)
         print(json.dumps(row), flush=True)
         rows.append(row)
+    if args.graph_check and device.type == "cuda":
+        check = graph_check(base, args.graph_check)
+        print("graph vs eager:", json.dumps(check), flush=True)
+        header["graph_check"] = check
     if args.json is not None:
         args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
     cols = ["batch", "join_ms", "fresh_p50_ms", "fresh_p99_ms", "full_p50_ms", "full_p99_ms"]
     cols += ["encode_ms", "lm_ms", "decode_ms"]
     if device.type == "cuda":
         cols += ["max_alloc_gib", "used_gib"]
+    mode = "eager" if args.eager or device.type != "cuda" else "CUDA graphs"
     print(
-        f"\n{header['device']}, {args.shapes} shapes, torch {header['torch']}, eager, "
+        f"\n{header['device']}, {args.shapes} shapes, torch {header['torch']}, {mode}, "
         f"{args.ticks} ticks; slots that fit: {header['slots_fit']}; load {header['load_s']} s"
     )
     print(" | ".join(f"{c:>13}" for c in cols))

@@ -6,6 +6,9 @@ pinned buffer on CUDA) and one device-to-host copy (agent audio and text token p
 buffer: token ids < 2**24 are exact in float32). Rows of slots without a call are masked: their
 LM, Mimi encoder and decoder states do not move.
 
+On CUDA the device part of the tick is replayed from CUDA graphs captured at warm-up (see
+``graphs``; ``VOICEGATE_NO_CUDA_GRAPH=1`` for eager ticks).
+
 Owns: TorchTickModel. Imports torch, numpy, the lm and mimi packages, the tokenizer.
 """
 
@@ -19,6 +22,7 @@ import numpy.typing as npt
 import torch
 
 from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, SamplingParams
+from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, system_prompt_text
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.tokenizer import PAD_ID, TextTokenizer
@@ -43,6 +47,8 @@ class TorchTickModel:
         tokenizer: TextTokenizer,
         voices: VoiceBank,
         n_slots: int,
+        *,
+        use_cuda_graph: bool | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError(f"{name}: need at least one slot, got {n_slots}")
@@ -77,6 +83,13 @@ class TorchTickModel:
         self._is_cuda = is_cuda
         self.budget: object | None = None  # the SlotBudget that sized n_slots, when measured
         self.load_s = 0.0  # seconds spent reading the checkpoints, when loaded from files
+        if use_cuda_graph is None:
+            use_cuda_graph = graphs_enabled(self.device)
+        self._graphs: TickGraphs | None = None
+        if use_cuda_graph:
+            buckets = kv_buckets(lm.config.context, lm.kv_block)
+            self._graphs = TickGraphs(self._device_tick, buckets, self.device)
+        self.capture_s = 0.0
 
     # --- TickModel ---------------------------------------------------------------------------
 
@@ -92,11 +105,26 @@ class TorchTickModel:
         # one fixed batch: every row's numerics stay the same whoever else is in the batch
         return self.n_slots
 
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        return self._graphs is not None
+
     def warmup(self) -> None:
+        """Eager idle ticks, then (CUDA) graph capture: before any call joins."""
         idle = np.zeros(self.n_slots, dtype=bool)  # nothing advances: states stay clean
         frames = np.zeros((self.n_slots, FRAME_SAMPLES), dtype=np.float32)
-        for _ in range(WARMUP_STEPS):
-            self.step(frames, idle, self.n_slots)
+        graphs, self._graphs = self._graphs, None
+        try:
+            for _ in range(WARMUP_STEPS):
+                self.step(frames, idle, self.n_slots)  # eager; leaves every flag at 0
+            if graphs is not None:
+                with torch.inference_mode():
+                    self.capture_s = graphs.capture()
+        finally:
+            self._graphs = graphs
+        if graphs is not None:
+            for _ in range(WARMUP_STEPS):
+                self.step(frames, idle, self.n_slots)  # replays
 
     def prepare_persona(self, prompt: PersonaPrompt) -> object:
         voice = self.voices.resolve(prompt)
@@ -132,23 +160,31 @@ class TorchTickModel:
         active_host = active[:n]
         np.copyto(self._in_host_np[n * FRAME_SAMPLES :], active_host, casting="unsafe")
         self._in_dev.copy_(self._in_host, non_blocking=self._is_cuda)
-        active_dev = self._flags_dev > 0.5
-        user_codes = self.mimi.encode_step(self._pcm_dev, active_dev)
         lm = self.lm
         kv_len = lm.kv_len_for(self.state, active_host)
-        out = lm.step_tensors(self.state, user_codes, active_dev, kv_len)
+        if self._graphs is not None:
+            self._graphs.run(kv_len)
+        else:
+            self._device_tick(kv_len)
         lm.note_step(self.state, active_host)
+        self._out_host.copy_(self._out_dev, non_blocking=self._is_cuda)
+        if self._is_cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+        np.copyto(self._tokens, self._out_host_np[:, FRAME_SAMPLES], casting="unsafe")
+        return self._out_host_np[:, :FRAME_SAMPLES], self._tokens
+
+    @torch.inference_mode()
+    def _device_tick(self, kv_len: int) -> None:
+        """The device part of a tick: static buffers in, static buffers out (graph body)."""
+        active_dev = self._flags_dev > 0.5
+        user_codes = self.mimi.encode_step(self._pcm_dev, active_dev)
+        out = self.lm.step_tensors(self.state, user_codes, active_dev, kv_len)
         valid = out.is_valid
         # rows without a frame carry placeholder ids (initial/unknown): give Mimi a real code
         codes = torch.where(valid[:, None], out.agent_codes, 0)
         pcm = self.mimi.decode_step(codes, active_dev & valid)
         self._out_dev[:, :FRAME_SAMPLES] = torch.where(valid[:, None], pcm.clamp(-1.0, 1.0), 0.0)
         self._out_dev[:, FRAME_SAMPLES] = torch.where(valid, out.text_tokens.float(), self._pad)
-        self._out_host.copy_(self._out_dev, non_blocking=self._is_cuda)
-        if self._is_cuda:
-            torch.cuda.current_stream(self.device).synchronize()
-        np.copyto(self._tokens, self._out_host_np[:, FRAME_SAMPLES], casting="unsafe")
-        return self._out_host_np[:, :FRAME_SAMPLES], self._tokens
 
     def text_piece(self, token: int) -> str:
         return self.tokenizer.decode_piece(token)
