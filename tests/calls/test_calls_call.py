@@ -444,3 +444,22 @@ def test_a_new_agent_turn_after_a_natural_end_is_no_barge_in() -> None:
     assert call.playout.was_audible_at(1650, 100)
     assert [iv for iv in call.playout.agent_intervals if iv[0] > 1650]
     assert leg.clears == [] and not events.of_type(BargeIn)
+
+
+def test_a_leg_that_reports_its_close_during_hangup_keeps_our_reason() -> None:
+    class EagerLeg(LoopbackLeg):
+        call = None
+
+        def request_hangup(self, reason: EndReason) -> None:
+            super().request_hangup(reason)
+            self.call.on_leg_closed(EndReason.CALLER_HANGUP)  # e.g. the socket closes at once
+
+    engine = ScriptedEngine(lambda c, k, f: (SILENCE, ""))
+    events = RecordingEvents()
+    leg = EagerLeg(RATE)
+    calls = make_manager(engine, events, limits=CallLimits(max_duration_s=0.5))
+    call = calls.start_call(CallInfo("eager", "sip", "p"), leg)
+    leg.call = call
+    run_call(call, np.zeros(RATE, dtype=np.int16), tick=engine.tick, leg=leg)
+    assert call.end_reason is EndReason.MAX_DURATION and leg.hangups == [EndReason.MAX_DURATION]
+    assert [e.reason for e in events.of_type(CallEnded)] == ["max_duration"]

@@ -233,11 +233,11 @@ class Call:
         """End the call from our side: hang up the leg and free the slot now; idempotent."""
         if self._state is CallState.ENDED:
             return
+        self._finish(reason, detail)  # first: a leg may report its close from request_hangup
         try:
             self._leg.request_hangup(reason)
         except Exception:
             log.exception("call %s: leg hang-up failed", self.call_id)
-        self._finish(reason, detail)
 
     def on_leg_closed(self, reason: EndReason) -> None:
         """The leg is gone (BYE, stop, socket closed): free the slot now; idempotent."""
