@@ -96,6 +96,8 @@ class DigestAuth:
         except ValueError:
             return False
         p = creds.parameters
+        if p is None:  # token form ("Digest abc"): not a digest answer
+            return False
         if creds.scheme.lower() != "digest" or p.get("username") != self.username:
             return False
         if p.get("realm") != self.realm or not self._nonce_ok(p.get("nonce", "")):
