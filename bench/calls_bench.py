@@ -172,9 +172,62 @@ def bench_hop(n: int = 20_000) -> tuple[float, float]:
     return sender_ns / n / 1000.0, loop_ns[0] / n / 1000.0
 
 
+class _RecordingLeg(_Leg):
+    def __init__(self, rate_hz: int) -> None:
+        super().__init__(rate_hz)
+        self.clears = 0
+
+    def clear_playout(self) -> None:
+        self.clears += 1
+
+
+async def _live(n_calls: int, seconds: float) -> tuple[int, int, int, int, int, float]:
+    from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
+
+    engine = BatchedEngine(EchoModel(max_slots=max(n_calls, 1)), mode=TickMode.SERVING)
+    engine.start()
+    try:
+        engine.load_persona(PersonaPrompt("p", "echo", "NATF0"))
+        calls_mgr = CallManager(engine, _Events())
+        clip = load_caller(8000)
+        calls = [
+            calls_mgr.start_call(CallInfo(f"live{i}", "bench", "p"), _RecordingLeg(8000))
+            for i in range(n_calls)
+        ]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        late = 0
+        cpu0 = time.process_time()
+        steps = int(seconds * 50)
+        for k in range(steps):
+            wait = t0 + k * 0.02 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.02:
+                late += 1
+            for i, call in enumerate(calls):
+                j = (k * 160 + i * 997) % (len(clip) - 160)
+                call.feed_caller_audio(clip[j : j + 160])
+                call.pull_agent_audio(160)
+        cpu = time.process_time() - cpu0
+        stats = engine.stats()
+        underruns = sum(c.playout.underruns for c in calls)
+        overruns = sum(c.playout.overruns for c in calls)
+        lost = sum(c.ticks_lost for c in calls)
+        for call in calls:
+            call.on_leg_closed(EndReason.CALLER_HANGUP)
+    finally:
+        engine.close()
+    return underruns, overruns, lost, late, stats.late_ticks, cpu / seconds * 100.0 / n_calls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="call audio per row")
+    parser.add_argument(
+        "--live", default="1,20,50", help="call counts for the real-time run ('' to skip)"
+    )
+    parser.add_argument("--live-seconds", type=float, default=10.0)
     args = parser.parse_args()
     print(f"Call per-frame path, {args.seconds:g} s of call audio per row (thread CPU time)")
     print(
@@ -196,6 +249,21 @@ def main() -> None:
         f"  engine thread {sender:.1f} us + loop {loop_side:.1f} us per hop "
         f"(the ring's on_tick above costs the engine thread only the copy)"
     )
+    if args.live:
+        print()
+        print("Real time: N calls on one event loop, 20 ms steps on the loop's clock, the echo")
+        print(
+            f"engine ticking on its own thread (serving mode), caller VAD on, {args.live_seconds:g} s"
+        )
+        print(
+            f"{'calls':>6} {'underruns':>10} {'overruns':>9} {'ticks lost':>11} "
+            f"{'late steps':>11} {'late ticks':>11} {'CPU %/call':>11}"
+        )
+        for n in (int(x) for x in args.live.split(",")):
+            u, o, lost, late, late_ticks, pct = asyncio.run(_live(n, args.live_seconds))
+            print(f"{n:>6} {u:>10} {o:>9} {lost:>11} {late:>11} {late_ticks:>11} {pct:>10.2f}%")
+        print("(CPU of the whole process per call: the Call's path, the VAD and the echo engine;")
+        print(" no codec or socket: the legs' benchmarks measure those)")
 
 
 if __name__ == "__main__":
