@@ -102,6 +102,7 @@ async function startCall(persona) {
   vg.events = [];
   vg.transcript = [];
   vg.error = null;
+  vg.ended = null;
   $("transcript").replaceChildren();
   $("events").replaceChildren();
   setStatus("starting");
@@ -123,15 +124,17 @@ async function startCall(persona) {
     });
     await pc.setLocalDescription(await pc.createOffer());
     await waitForIce(pc, 3000);
+    // subscribe to the call's events before it exists, so that call.started shows too
+    const callId = "wr-" + crypto.randomUUID().replaceAll("-", "");
+    vg.callId = callId;
+    await followEvents(callId);
     const resp = await fetch("/webrtc/offer", {
       method: "POST",
       headers: { "Content-Type": "application/json", ...auth(callToken()) },
-      body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, persona }),
+      body: JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp, persona, call_id: callId }),
     });
     const body = await resp.json();
     if (!resp.ok) throw new Error(resp.status + ": " + (body.detail || "refused"));
-    vg.callId = body.call_id;
-    followEvents(body.call_id);
     await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
     setStatus("connecting");
     $("hangup").disabled = false;
@@ -150,7 +153,9 @@ function endCall(why) {
     vg.lastPc = pc;  // getStats stays readable for a moment after close
     pc.close();
   }
-  if (vg.feed) { vg.feed.abort(); vg.feed = null; }
+  // the feed stays open until call.ended arrives (the last transcript comes with the end)
+  const feed = vg.feed;
+  if (feed) setTimeout(() => feed.abort(), 5000);
   $("hangup").disabled = true;
   $("call").disabled = false;
   setStatus("ended" + (why ? " (" + why + ")" : ""));
@@ -163,14 +168,19 @@ $("hangup").addEventListener("click", hangUp);
 
 // --- live events (server-sent events read with fetch, so the token stays in a header) --------
 
+// resolves once subscribed; events then arrive in the background until call.ended
 async function followEvents(callId) {
   const ctrl = new AbortController();
   vg.feed = ctrl;
+  const resp = await fetch("/api/events?call_id=" + encodeURIComponent(callId), {
+    headers: auth(callToken()), signal: ctrl.signal,
+  });
+  if (!resp.ok) throw new Error("event feed: " + resp.status);
+  readEvents(resp, ctrl);
+}
+
+async function readEvents(resp, ctrl) {
   try {
-    const resp = await fetch("/api/events?call_id=" + encodeURIComponent(callId), {
-      headers: auth(callToken()), signal: ctrl.signal,
-    });
-    if (!resp.ok) return;
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
@@ -210,7 +220,11 @@ function onEvent(ev) {
       (ev.cut_text ? ", cut: " + ev.cut_text : ""), "bargein");
   } else if (ev.type === "call.ended") {
     addLine($("events"), at + " call ended: " + ev.reason + (ev.detail ? " (" + ev.detail + ")" : ""));
-    if (ev.call_id === vg.callId) endCall(ev.reason);
+    if (ev.call_id === vg.callId) {
+      vg.ended = ev;
+      if (vg.pc) endCall(ev.reason);
+      if (vg.feed) { vg.feed.abort(); vg.feed = null; }
+    }
   } else {
     addLine($("events"), at + " " + ev.type);
   }

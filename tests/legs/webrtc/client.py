@@ -121,8 +121,9 @@ class WebRtcCaller:
     async def offer(self, persona: str, token: str | None = None) -> httpx.Response:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         body = {"type": "offer", "sdp": self.pc.localDescription.sdp, "persona": persona}
-        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as http:
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10, trust_env=False) as http:
             return await http.post("/webrtc/offer", json=body, headers=headers)
 
     async def call(self, persona: str) -> dict[str, Any]:

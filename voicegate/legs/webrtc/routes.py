@@ -2,11 +2,12 @@
 
 Request (``Authorization: Bearer <VOICEGATE_WEBRTC_TOKEN>``, JSON)::
 
-    {"type": "offer", "sdp": "<the browser's offer, candidates included>", "persona": "bank_teller"}
+    {"type": "offer", "sdp": "<the browser's offer, candidates included>", "persona": "bank_teller",
+     "call_id": "wr-<32 hex>"}      # optional: lets the page subscribe to its events first
 
 Answers ``200 {"type": "answer", "sdp": ..., "call_id": "wr-...", "session_id": ...}``;
 ``401`` without the token (or when none is configured), ``404`` for an unknown persona,
-``400`` for an unusable offer, ``503`` when no call can be admitted (every slot taken, or
+``400`` for an unusable offer, ``409`` for a call_id already in use, ``503`` when no call can be admitted (every slot taken, or
 draining). The call then runs until the peer connection closes or fails (see ``session``).
 
 Owns: ``WebRtcLeg`` (sessions, counters, its ``APIRouter``). Wired by ``voicegate.app``.
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, Field, ValidationError
 
 from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
-from voicegate.errors import NoFreeSlot, UnknownPersona
+from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
 from voicegate.legs.webrtc.auth import bearer_matches
 from voicegate.legs.webrtc.ice import enable_loopback_only, rtc_configuration
 from voicegate.legs.webrtc.session import SdpRejected, WebRtcSession
@@ -56,6 +57,7 @@ class Offer(BaseModel):
     type: Literal["offer"] = "offer"
     sdp: str = Field(min_length=1, max_length=MAX_OFFER_BYTES)
     persona: str = Field(min_length=1, max_length=64)
+    call_id: str | None = Field(None, pattern=r"^wr-[0-9a-f]{32}$")
 
 
 class WebRtcLeg:
@@ -129,7 +131,7 @@ class WebRtcLeg:
         if personas is not None and not personas.has(offer.persona):
             return self._refuse("unknown_persona", 404, f"no persona '{offer.persona}'")
         session_id = uuid.uuid4().hex
-        call_id = f"wr-{session_id}"
+        call_id = offer.call_id or f"wr-{session_id}"
         session = WebRtcSession(
             session_id,
             call_id,
@@ -163,7 +165,10 @@ class WebRtcLeg:
         except UnknownPersona as exc:
             await session.close()
             return self._refuse("unknown_persona", 404, str(exc))
-        except Exception as exc:  # InvalidStateError, aiortc failures
+        except InvalidStateError as exc:  # the proposed call_id is already active
+            await session.close()
+            return self._refuse("bad_offer", 409, str(exc))
+        except Exception as exc:  # aiortc failures
             log.exception("webrtc offer failed")
             session.end_reason = EndReason.ERROR
             await session.close()

@@ -119,7 +119,7 @@ class WebRtcSession:
         """Create and apply the answer (candidates gathered, no trickle); returns its SDP."""
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
-        self._spawn(self._watch_connect())
+        self._spawn(self._watch())
         return str(self._pc.localDescription.sdp)
 
     # --- media and state ---------------------------------------------------------------------
@@ -132,28 +132,40 @@ class WebRtcSession:
         counters = self.counters
         while True:
             try:
-                frame = await asyncio.wait_for(track.recv(), self._media_timeout_s)
+                frame = await track.recv()
             except MediaStreamError:
                 self._end(EndReason.CALLER_HANGUP, "the browser's audio track ended")
-                return
-            except TimeoutError:
-                self._end(
-                    EndReason.MEDIA_TIMEOUT,
-                    f"no audio from the browser for {self._media_timeout_s:g} s",
-                )
                 return
             counters.frames_in += 1
             call = self._call
             if call is not None:
                 call.feed_caller_audio(self._convert(frame))
 
-    async def _watch_connect(self) -> None:
-        await asyncio.sleep(self._connect_timeout_s)
-        if self._pc.connectionState not in ("connected", "closed"):
-            self._end(
-                EndReason.MEDIA_TIMEOUT,
-                f"connection still {self._pc.connectionState} {self._connect_timeout_s:g} s after the answer",
-            )
+    async def _watch(self) -> None:
+        """Connect within connect_timeout_s, then receive audio at least every media_timeout_s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout_s
+        while self._pc.connectionState != "connected":
+            if loop.time() >= deadline:
+                self._end(
+                    EndReason.MEDIA_TIMEOUT,
+                    f"connection still {self._pc.connectionState} "
+                    f"{self._connect_timeout_s:g} s after the answer",
+                )
+                return
+            await asyncio.sleep(0.1)
+        seen, seen_at = self.counters.frames_in, loop.time()
+        while True:
+            await asyncio.sleep(min(1.0, self._media_timeout_s / 4))
+            now = loop.time()
+            if self.counters.frames_in != seen:
+                seen, seen_at = self.counters.frames_in, now
+            elif now - seen_at >= self._media_timeout_s:
+                self._end(
+                    EndReason.MEDIA_TIMEOUT,
+                    f"no audio from the browser for {self._media_timeout_s:g} s",
+                )
+                return
 
     def _on_state(self) -> None:
         state = self._pc.connectionState
