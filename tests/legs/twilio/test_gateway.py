@@ -271,3 +271,38 @@ async def test_scripted_barge_in_clears_twilio_and_logs_the_event(
     assert stream.report.cleared_ms <= 100.5  # and little was there to drop
     assert int(bargeins[0]["latency_ms"]) >= 0
     assert events[-1]["bargeins"] == str(len(bargeins))
+
+
+async def test_a_long_network_path_does_not_starve_the_caller(
+    gateway: Gateway, twilio: TwilioSimulator
+) -> None:
+    # mark echoes take 150 ms to come back: marks alone would count that as queued audio
+    dropped = gateway.twilio_stats.held_frames_dropped
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed)
+    stream.mark_delay_s = 0.15
+    await stream.play(tone(2.0))
+    await stream.stop()
+    report = stream.report
+    assert report.max_ahead_ms <= 100.5
+    # nearly all of the echoed tone went out at real time: no frames were held back or dropped
+    assert report.media_bytes >= 8 * 1600
+    assert gateway.twilio_stats.held_frames_dropped == dropped
+
+
+async def test_when_twilio_stops_confirming_output_stops_at_the_bound(
+    gateway: Gateway, twilio: TwilioSimulator
+) -> None:
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed)
+    await stream.play(tone(0.6))
+    stream.is_echoing_marks = False  # Twilio (or the path back) stalls
+    dropped = gateway.twilio_stats.held_frames_dropped
+    sent = stream.report.media_bytes
+    await stream.play(tone(0.8))
+    await stream.stop()
+    # after the stall began at most the bound (plus the frame in flight) went out ...
+    assert stream.report.media_bytes - sent <= 8 * (100 + 20)
+    assert stream.report.max_ahead_ms <= 100.5
+    # ... and what the Call kept producing was dropped, not queued without bound
+    assert gateway.twilio_stats.held_frames_dropped > dropped

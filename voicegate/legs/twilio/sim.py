@@ -124,6 +124,9 @@ class SimulatedStream:
             self._echo_marks(), name=f"sim-marks-{stream_sid[-6:]}"
         )
         self._send_lock = asyncio.Lock()
+        # network conditions on the way back: each mark echo is delayed by this much, or lost
+        self.mark_delay_s = 0.0
+        self.is_echoing_marks = True
 
     # -- caller side ------------------------------------------------------------------------
 
@@ -282,7 +285,9 @@ class SimulatedStream:
 
     def _on_mark(self, name: str) -> None:
         self.report.marks_received += 1
-        self._pending_marks.append((self._queue_end, name))
+        if not self.is_echoing_marks:
+            return
+        self._pending_marks.append((self._queue_end + self.mark_delay_s, name))
         self._mark_wakeup.set()
 
     def _on_clear(self) -> None:
