@@ -193,4 +193,8 @@ class TorchTickModel:
         return len(self.tokenizer.encode(system_prompt_text(text)))
 
     def close(self) -> None:
-        pass
+        """Free this model's slot state and graphs (the weights may be shared: kept)."""
+        self._graphs = None
+        for name in ("state", "mimi", "_in_dev", "_out_dev"):
+            if hasattr(self, name):
+                delattr(self, name)
