@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         15.0, gt=0, description="End a SIP call when RTP stops for this long (peer gone, no BYE)."
     )
     sip_invite_rate_per_s: float = Field(
-        20.0, ge=0, description="New INVITEs per second per source address (0 = no limit); more get 503."
+        20.0, ge=0, description="New INVITEs/s per source address (0: no limit); more get 503."
     )
     sip_invite_burst: int = Field(40, ge=1, description="INVITE burst allowed per source address.")
     sip_auth_username: str = Field(

@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -131,8 +132,8 @@ class RtpSession(asyncio.DatagramProtocol):
             except OSError:
                 transport.close()
                 continue
-            session._transport = transport  # type: ignore[assignment]
-            session._rtcp = rtcp  # type: ignore[assignment]
+            session._transport = transport
+            session._rtcp = rtcp
             session.local_port = port
             stats.rtp_ports_in_use += 1
             return session
@@ -200,9 +201,9 @@ class RtpSession(asyncio.DatagramProtocol):
 
     # -- inbound (never raises) --------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            self._on_datagram(data, (str(addr[0]), int(addr[1])))  # type: ignore[call-overload]
+            self._on_datagram(data, (str(addr[0]), int(addr[1])))
         except Exception:  # a bad packet must never take the session down
             self._stats.rtp_malformed += 1
 

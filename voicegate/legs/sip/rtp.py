@@ -150,9 +150,9 @@ class ReorderBuffer:
         delta = (packet.sequence - self._expected) % SEQ_MOD
         if delta == 0:
             self._expected = (packet.sequence + 1) % SEQ_MOD
-            out = [packet]
-            self._release(out)
-            return out
+            ready = [packet]
+            self._release(ready)
+            return ready
         if delta >= SEQ_MOD - MAX_MISORDER:  # behind what we handed on: late or duplicate
             self.late += 1
             return []

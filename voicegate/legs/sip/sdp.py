@@ -131,7 +131,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
     origin = ""
     session_conn: str | None = None
     session_dir: Direction | None = None
-    media: list[dict[str, object]] = []
+    media: list[_MediaBuilder] = []
     for line in lines[1:]:
         if len(line) < 2 or line[1] != "=":
             raise SdpError(f"malformed SDP line {line[:40]!r}")
@@ -144,35 +144,51 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
             if current is None:
                 session_conn = address
             else:
-                current["connection"] = address
+                current.connection = address
         elif key == "m":
             if len(media) >= MAX_MEDIA:
                 raise SdpError(f"SDP with more than {MAX_MEDIA} m-lines")
             media.append(_media_line(value))
         elif key == "a":
             name, _, arg = value.partition(":")
-            if name in Direction._value2member_map_:
+            if name in _DIRECTIONS:
                 if current is None:
                     session_dir = Direction(name)
                 else:
-                    current["direction"] = Direction(name)
+                    current.direction = Direction(name)
             elif current is not None:
                 _media_attribute(current, name, arg)
     descriptions = tuple(
         MediaDescription(
-            kind=str(m["kind"]),
-            port=int(m["port"]),  # type: ignore[call-overload]
-            proto=str(m["proto"]),
-            formats=tuple(m["formats"]),  # type: ignore[call-overload]
-            connection=m.get("connection") or session_conn,  # type: ignore[arg-type]
-            rtpmap=m["rtpmap"],  # type: ignore[arg-type]
-            fmtp=m["fmtp"],  # type: ignore[arg-type]
-            ptime_ms=m.get("ptime"),  # type: ignore[arg-type]
-            direction=m.get("direction"),  # type: ignore[arg-type]
+            kind=m.kind,
+            port=m.port,
+            proto=m.proto,
+            formats=m.formats,
+            connection=m.connection or session_conn,
+            rtpmap=m.rtpmap,
+            fmtp=m.fmtp,
+            ptime_ms=m.ptime_ms,
+            direction=m.direction,
         )
         for m in media
     )
     return SessionDescription(origin, session_conn, session_dir, descriptions)
+
+
+_DIRECTIONS = frozenset(d.value for d in Direction)
+
+
+@dataclass(slots=True)
+class _MediaBuilder:
+    kind: str
+    port: int
+    proto: str
+    formats: tuple[str, ...]
+    connection: str | None = None
+    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
+    fmtp: dict[int, str] = field(default_factory=dict)
+    ptime_ms: int | None = None
+    direction: Direction | None = None
 
 
 def _connection(value: str) -> str:
@@ -187,7 +203,7 @@ def _connection(value: str) -> str:
     return address
 
 
-def _media_line(value: str) -> dict[str, object]:
+def _media_line(value: str) -> _MediaBuilder:
     parts = value.split()
     if len(parts) < 4:
         raise SdpError(f"malformed m-line {value[:60]!r}")
@@ -196,32 +212,25 @@ def _media_line(value: str) -> dict[str, object]:
         raise SdpError(f"bad m-line port {parts[1][:20]!r}")
     if len(parts) - 3 > MAX_FORMATS:
         raise SdpError(f"m-line with more than {MAX_FORMATS} formats")
-    return {
-        "kind": parts[0],
-        "port": int(port_text),
-        "proto": parts[2],
-        "formats": parts[3:],
-        "rtpmap": {},
-        "fmtp": {},
-    }
+    return _MediaBuilder(parts[0], int(port_text), parts[2], tuple(parts[3:]))
 
 
-def _media_attribute(current: dict[str, object], name: str, arg: str) -> None:
+def _media_attribute(current: _MediaBuilder, name: str, arg: str) -> None:
     if name == "rtpmap":
         pt_text, _, encoding = arg.partition(" ")
         pt = _payload_type(pt_text)
         bits = encoding.strip().split("/")
         if len(bits) < 2 or not bits[1].isdigit():
             raise SdpError(f"malformed rtpmap {arg[:60]!r}")
-        current["rtpmap"][pt] = (bits[0], int(bits[1]))  # type: ignore[index]
+        current.rtpmap[pt] = (bits[0], int(bits[1]))
     elif name == "fmtp":
         pt_text, _, params = arg.partition(" ")
-        current["fmtp"][_payload_type(pt_text)] = params.strip()  # type: ignore[index]
+        current.fmtp[_payload_type(pt_text)] = params.strip()
     elif name == "ptime":
         text = arg.strip().split(".", 1)[0]
         if not text.isdigit() or not 1 <= int(text) <= 1000:
             raise SdpError(f"bad ptime {arg[:20]!r}")
-        current["ptime"] = int(text)
+        current.ptime_ms = int(text)
 
 
 def _payload_type(text: str) -> int:

@@ -148,7 +148,7 @@ class SipServer:
         udp, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(host, self.config.port)
         )
-        self._udp = udp  # type: ignore[assignment]
+        self._udp = udp
         self.port = int(udp.get_extra_info("sockname")[1])
         try:
             self._tcp = await loop.create_server(
