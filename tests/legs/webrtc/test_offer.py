@@ -13,8 +13,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from voicegate.audio import caller_wav_path
 from voicegate.calls.base import EndReason
+from voicegate.legs.webrtc.sim import WebRtcCaller, read_wav_48k
 
-from .client import WebRtcCaller, read_wav_48k
 from .conftest import EDITOR_TOKEN, WEBRTC_TOKEN, Gateway
 
 

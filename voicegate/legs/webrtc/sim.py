@@ -1,13 +1,15 @@
-"""A Python WebRTC caller for the tests and the benchmark: aiortc plays a WAV, records what comes back.
+"""The browser's side, in Python, for tests and the benchmark: an aiortc caller that plays int16
+audio at real time and records what the gateway sends back (and when its RTP packets arrived).
 
 Usage::
 
-    async with WebRtcCaller(base_url, token, wav) as caller:
+    async with WebRtcCaller(base_url, token, read_wav_48k(path)) as caller:
         answer = await caller.call("bank_teller")     # POST /webrtc/offer, then media flows
         await caller.wait_received(ms=2000)
         pcm = caller.received()                        # int16 mono 48 kHz
 
-Owns nothing of the gateway: it speaks only HTTP and WebRTC to it.
+Owns: WebRtcCaller, WavTrack, read_wav_48k. Speaks only HTTP and WebRTC to the gateway; import
+it from this module (not re-exported: production code never needs it).
 """
 
 from __future__ import annotations
@@ -96,14 +98,30 @@ class WebRtcCaller:
         self.pc.addTrack(self.track)
         self._chunks: list[npt.NDArray[np.int16]] = []
         self.recv_at: list[float] = []  # monotonic time each received frame was decoded
+        self.recv_pts: list[int] = []  # its RTP timestamp
+        self.rtp_arrivals: dict[int, float] = {}  # RTP timestamp -> monotonic arrival of its packet
         self.call_id = ""
         self._reader: asyncio.Task[None] | None = None
         self.track_ended = asyncio.Event()
         self.pc.on("track", self._on_track)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
-            self._reader = asyncio.get_running_loop().create_task(self._read(track))
+        if track.kind != "audio":
+            return
+        for receiver in self.pc.getReceivers():
+            if receiver.track is track:
+                self._time_packets(receiver)
+        self._reader = asyncio.get_running_loop().create_task(self._read(track))
+
+    def _time_packets(self, receiver: Any) -> None:
+        handle = receiver._handle_rtp_packet
+        arrivals = self.rtp_arrivals
+
+        async def timed(packet: Any, arrival_time_ms: int) -> None:
+            arrivals.setdefault(packet.timestamp, time.monotonic())
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+
+        receiver._handle_rtp_packet = timed
 
     async def _read(self, track: MediaStreamTrack) -> None:
         try:
@@ -115,6 +133,7 @@ class WebRtcCaller:
                     pcm = pcm.reshape(-1, channels)[:, 0].copy()
                 self._chunks.append(pcm)
                 self.recv_at.append(time.monotonic())
+                self.recv_pts.append(int(frame.pts or 0))
         except MediaStreamError:
             self.track_ended.set()
 
