@@ -4,7 +4,7 @@ The gateway runs as its own process (``voicegate serve``) with the ``echo`` engi
 own cost is what is measured: mu-law, resampling to 24 kHz and back, voice activity, events,
 pacing with marks) and then the ``tiny`` engine. This process plays Twilio for every call with
 ``voicegate.legs.twilio.sim``: signed webhook, signed upgrade, 20 ms mu-law frames at real time.
-The caller audio is silence with a 20 ms 1 kHz pip every 400 ms; with the echo engine the pip
+The caller audio is silence with a 20 ms 1 kHz pip every second; with the echo engine the pip
 comes back and its round trip is timed at the simulator (media message arrival - pip sent).
 
 Printed per N (echo, then tiny):
@@ -46,7 +46,7 @@ from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-auth-token"
 PUBLIC = "https://bench.invalid"
-PIP_EVERY_FRAMES = 20  # 400 ms
+PIP_EVERY_FRAMES = 50  # 1 s: longer than any echo round trip, so no aliasing
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 

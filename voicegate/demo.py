@@ -24,7 +24,7 @@ import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -224,7 +224,9 @@ async def _events(redis_url: str, call_id: str, timeout_s: float = 10.0) -> list
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            entries = await client.xrange(call_events_key(call_id))
+            entries = cast(
+                "list[tuple[str, dict[str, str]]]", await client.xrange(call_events_key(call_id))
+            )
             fields = [dict(f) for _, f in entries]
             if any(f.get("type") == "call.ended" for f in fields) or time.monotonic() > deadline:
                 return fields

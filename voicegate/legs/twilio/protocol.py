@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,7 +444,7 @@ def _parse_connected(body: Mapping[str, Any], seq: int | None) -> Connected:
     )
 
 
-_INBOUND_PARSERS = {
+_INBOUND_PARSERS: dict[str, Callable[[Mapping[str, Any], int | None], InboundEvent]] = {
     "media": _parse_media,  # first: by far the most frequent
     "mark": _parse_mark,
     "start": _parse_start,

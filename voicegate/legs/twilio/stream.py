@@ -26,8 +26,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -337,7 +337,7 @@ class TwilioMediaStream:
         finally:
             self._wake = None
 
-    def _on_message(self, message: dict[str, object], arrived: float) -> bool:
+    def _on_message(self, message: Mapping[str, Any], arrived: float) -> bool:
         """Handle one inbound message; False when the stream is over."""
         call = self._call
         assert call is not None
@@ -497,7 +497,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _text_of(message: dict[str, object]) -> str | bytes:
+def _text_of(message: Mapping[str, Any]) -> str | bytes:
     text = message.get("text")
     if isinstance(text, str):
         return text
