@@ -188,6 +188,8 @@ def bench_batch(
     sync(device)
     row["warmup_ms"] = (time.perf_counter() - started) * 1000
     row["capture_s"] = model.capture_s
+    if model.worst_tick_ms is not None:
+        row["start_worst_tick_ms"] = model.worst_tick_ms[0]
     started = time.perf_counter()
     engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
     sync(device)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, SamplingParams
+from voicegate.engine.base import FRAME_MS, FRAME_SAMPLES, PersonaPrompt, SamplingParams
 from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, system_prompt_text
 from voicegate.engine.mimi import MimiModel, MimiStreamer
@@ -34,6 +35,7 @@ __all__ = ["TorchTickModel"]
 log = logging.getLogger("voicegate.engine")
 
 WARMUP_STEPS = 3
+WORST_TICK_RUNS = 10
 
 
 class TorchTickModel:
@@ -90,6 +92,7 @@ class TorchTickModel:
             buckets = kv_buckets(lm.config.context, lm.kv_block)
             self._graphs = TickGraphs(self._device_tick, buckets, self.device)
         self.capture_s = 0.0
+        self.worst_tick_ms: tuple[float, float] | None = None  # (p50, max), CUDA graphs only
 
     # --- TickModel ---------------------------------------------------------------------------
 
@@ -125,6 +128,33 @@ class TorchTickModel:
         if graphs is not None:
             for _ in range(WARMUP_STEPS):
                 self.step(frames, idle, self.n_slots)  # replays
+            try:
+                self.worst_tick_ms = self._time_worst_tick(graphs)
+            except Exception:  # a measurement must not stop the engine from serving
+                log.exception("engine %s: could not time the worst-case tick", self._name)
+                return
+            log.info(
+                "engine %s: %d slots, measured worst-case tick (every window full) "
+                "p50 %.1f ms, max %.1f ms of %d ms",
+                self._name,
+                self.n_slots,
+                self.worst_tick_ms[0],
+                self.worst_tick_ms[1],
+                FRAME_MS,
+            )
+
+    def _time_worst_tick(self, graphs: TickGraphs) -> tuple[float, float]:
+        """Replays of the full-window graph with every row computed (idle rows cost the same
+        as active ones: only their writes are masked): the tick at its slowest."""
+        times = []
+        widest = graphs.buckets[-1]
+        for _ in range(WORST_TICK_RUNS):
+            torch.cuda.synchronize(self.device)
+            started = time.perf_counter()
+            graphs.run(widest)
+            torch.cuda.synchronize(self.device)
+            times.append((time.perf_counter() - started) * 1000.0)
+        return float(np.median(times)), float(max(times))
 
     def prepare_persona(self, prompt: PersonaPrompt) -> object:
         voice = self.voices.resolve(prompt)
