@@ -8,6 +8,7 @@ import json
 import logging
 import xml.etree.ElementTree as ET
 
+import httpx
 import numpy as np
 import pytest
 
@@ -306,3 +307,30 @@ async def test_when_twilio_stops_confirming_output_stops_at_the_bound(
     assert stream.report.max_ahead_ms <= 100.5
     # ... and what the Call kept producing was dropped, not queued without bound
     assert gateway.twilio_stats.held_frames_dropped > dropped
+
+
+async def test_ready_and_metrics(gateway: Gateway, twilio: TwilioSimulator) -> None:
+    async with httpx.AsyncClient(base_url=gateway.base_url, trust_env=False) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        placed = await twilio.place_call(CALLER, CALLED)
+        stream = await twilio.open_stream(placed)
+        await stream.play(tone(0.3))
+        await stream.stop()
+        metrics = (await client.get("/metrics")).text
+    for name in (
+        "voicegate_twilio_webhooks_total",
+        "voicegate_twilio_streams_started_total",
+        "voicegate_twilio_media_in_total",
+        "voicegate_twilio_media_out_total",
+        "voicegate_twilio_ingress_seconds_bucket",
+        "voicegate_twilio_egress_seconds_bucket",
+        "voicegate_twilio_ahead_seconds_bucket",
+    ):
+        assert name in metrics
+    started = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("voicegate_twilio_streams_started_total")
+    ]
+    assert float(started[0].split()[-1]) >= 1
