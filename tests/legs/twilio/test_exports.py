@@ -16,6 +16,7 @@ def test_exports_are_sorted_and_importable() -> None:
         "protocol",
         "routes",
         "security",
+        "sim",
         "stream",
         "twiml",
         "annotations",
