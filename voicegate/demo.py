@@ -265,8 +265,10 @@ def run_demo(out_wav: Path, caller_wav: Path | None = None, max_caller_s: float 
             public_url=DEMO_PUBLIC_URL,
             twilio_auth_token=DEMO_AUTH_TOKEN,
             redis_url=redis_url,
-            personas_dir=REPO_ROOT / "personas",
-            numbers_file=REPO_ROOT / "telephony" / "numbers.yaml",
+            personas_dir=Path(os.environ.get("VOICEGATE_PERSONAS_DIR") or REPO_ROOT / "personas"),
+            numbers_file=Path(
+                os.environ.get("VOICEGATE_NUMBERS_FILE") or REPO_ROOT / "telephony" / "numbers.yaml"
+            ),
             events_journal_dir=Path(tmp) / "journal",
             sip_enabled=False,
             max_calls=4,

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 import xml.etree.ElementTree as ET
 
 import httpx
@@ -334,3 +335,36 @@ async def test_ready_and_metrics(gateway: Gateway, twilio: TwilioSimulator) -> N
         if line.startswith("voicegate_twilio_streams_started_total")
     ]
     assert float(started[0].split()[-1]) >= 1
+
+
+async def test_a_stalled_event_loop_keeps_the_playout_clock_real_time(
+    gateway: Gateway, twilio: TwilioSimulator
+) -> None:
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed)
+    loop = gateway.app.state.loop
+    skipped = gateway.twilio_stats.skipped_ticks
+
+    def clock_gap_ms() -> int:
+        # the Call's playout clock (samples pulled) minus its caller clock (samples received);
+        # a constant offset (media that arrived while the call was being admitted) is fine
+        call = gateway.calls.get(placed.call_sid)
+        return int(call.playout.played_ms - call.caller_ms)
+
+    async def stall_then_check() -> tuple[int, int]:
+        await asyncio.sleep(0.4)
+        before = clock_gap_ms()
+        loop.call_soon_threadsafe(time.sleep, 0.3)  # the gateway's loop is blocked for 300 ms
+        await asyncio.sleep(0.6)
+        drifts = []
+        for _ in range(5):  # a few looks: one may land in a moment of catch-up on a busy box
+            drifts.append(abs(clock_gap_ms() - before))
+            await asyncio.sleep(0.1)
+        return before, min(drifts)
+
+    _, (_, drift_ms) = await asyncio.gather(stream.play(tone(1.8)), stall_then_check())
+    await stream.stop()
+    assert gateway.twilio_stats.skipped_ticks > skipped
+    # the frames the stall skipped were still taken from the Call: its playout clock (what the
+    # caller hears) did not fall 300 ms behind
+    assert drift_ms < 100
