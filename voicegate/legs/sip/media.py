@@ -4,13 +4,15 @@
 where RTCP arrives and is counted and dropped). ``datagram_received`` only parses, counts and
 hands on: G.711 -> ``Call.feed_caller_audio`` through a small reorder buffer, RFC 4733 ->
 ``Call.on_dtmf`` once per event; it never raises. The peer's address is latched from its first
-packet (symmetric RTP, RFC 4961) and until then the SDP address is used. ``start()`` runs one
-pacing task: every 20 ms of a monotonic clock (deadlines ``t0 + k * 20 ms``) it pulls 160
-samples from the Call, encodes and sends them (skipped while the peer holds us), and checks the
-media timeout (``timeout_before_media_s`` until the first packet, ``timeout_s`` after it;
-suspended while the peer said it will not send). A timeout calls ``on_timeout``.
+packet (symmetric RTP, RFC 4961) and until then the SDP address is used. ``start()`` joins the
+server's ``RtpPacer``, one task for every call: every 20 ms of a monotonic clock (deadlines
+``t0 + k * 20 ms``) each session pulls 160 samples from its Call, encodes and sends them
+(skipped while the peer holds us), and checks the media timeout (``timeout_before_media_s``
+until the first packet, ``timeout_s`` after it; suspended while the peer said it will not
+send). A timeout calls ``on_timeout``. One shared tick instead of a timer per call: at 80 calls
+that is 50 wake-ups a second instead of 4000.
 
-Owns: ``RtpSession``. Imports audio, the calls contract and the pure SIP modules; never the engine.
+Owns: ``RtpSession``, ``RtpPacer``. Imports audio, the calls contract and the pure SIP modules; never the engine.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.rtp import DtmfDetector, ReorderBuffer, RtpWriter, is_rtcp, parse_rtp
 from voicegate.legs.sip.sdp import MediaPlan
 
-__all__ = ["FRAME_SAMPLES", "RATE_HZ", "RtpSession"]
+__all__ = ["FRAME_SAMPLES", "RATE_HZ", "RtpPacer", "RtpSession"]
 
 log = logging.getLogger("voicegate.legs.sip")
 
@@ -73,8 +75,10 @@ class RtpSession(asyncio.DatagramProtocol):
         on_timeout: Callable[[str], None],
         timeout_before_media_s: float = 30.0,
         timeout_s: float = 15.0,
+        pacer: RtpPacer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._pacer = pacer or RtpPacer(stats, clock)
         self._stats = stats
         self._on_timeout = on_timeout
         self._timeout_before_media_s = timeout_before_media_s
@@ -83,7 +87,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp: asyncio.DatagramTransport | None = None
         self._call: CallLike | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._is_started = False
         self._reorder = ReorderBuffer()
         self._dtmf = DtmfDetector()
         self._writer = RtpWriter(plan.codec_pt)
@@ -165,26 +169,21 @@ class RtpSession(asyncio.DatagramProtocol):
         self._call = call
 
     def start(self) -> None:
-        if self._task is None and not self._is_closed:
+        """Join the pacer: from the next 20 ms tick on, a frame is pulled and sent each tick."""
+        if not self._is_started and not self._is_closed:
+            self._is_started = True
             self._opened_at = self._clock()
-            self._task = asyncio.get_running_loop().create_task(
-                self._pace(), name=f"rtp-{self.local_port}"
-            )
+            self._pacer.add(self)
 
     async def close(self) -> None:
         self.close_nowait()
-        task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     def close_nowait(self) -> None:
         """Stop pacing and release the ports (idempotent)."""
         if self._is_closed:
             return
         self._is_closed = True
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
+        self._pacer.remove(self)
         if self._transport is not None:
             self._transport.close()
             self._stats.rtp_ports_in_use -= 1
@@ -248,33 +247,14 @@ class RtpSession(asyncio.DatagramProtocol):
 
     # -- outbound pacing ---------------------------------------------------------------------
 
-    async def _pace(self) -> None:
-        clock = self._clock
-        stats = self._stats
-        next_tick = clock() + FRAME_S
-        try:
-            while not self._is_closed:
-                delay = next_tick - clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                now = clock()
-                behind = int((now - next_tick) / FRAME_S)
-                if behind >= MAX_CATCH_UP_FRAMES:
-                    stats.skipped_ticks += behind
-                    next_tick += behind * FRAME_S
-                    self._writer.skip(behind * FRAME_SAMPLES)
-                elif behind:
-                    stats.late_ticks += 1
-                while next_tick <= now and not self._is_closed:
-                    self._send_frame()
-                    next_tick += FRAME_S
-                if self._check_timeout(now):
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("rtp session on port %d failed", self.local_port)
-            self._fire_timeout("rtp pacing failed")
+    def on_tick(self, now: float, frames: int, skipped: int) -> None:
+        """The pacer's 20 ms tick: skip ``skipped`` frames, send ``frames``, check the timeout."""
+        if skipped:
+            self._writer.skip(skipped * FRAME_SAMPLES)
+        for _ in range(frames):
+            self._send_frame()
+        if self._check_timeout(now):
+            self._pacer.remove(self)
 
     def _send_frame(self) -> None:
         call = self._call
@@ -312,3 +292,65 @@ class RtpSession(asyncio.DatagramProtocol):
         self._is_timed_out = True
         self._stats.media_timeouts += 1
         self._on_timeout(detail)
+
+
+class RtpPacer:
+    """One 20 ms clock for every RTP session of a server (one timer wake-up per tick, not per call).
+
+    Deadlines are ``t0 + k * 20 ms`` of a monotonic clock, so there is no drift; after a loop
+    stall of up to ``MAX_CATCH_UP_FRAMES`` ticks the missed frames are sent at once, after a
+    longer one they are skipped (the RTP timestamps still advance). The task runs only while a
+    session is registered.
+    """
+
+    def __init__(self, stats: SipStats, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stats = stats
+        self._clock = clock
+        self._sessions: dict[int, RtpSession] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, session: RtpSession) -> None:
+        self._sessions[id(session)] = session
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp-pacer")
+
+    def remove(self, session: RtpSession) -> None:
+        self._sessions.pop(id(session), None)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def close(self) -> None:
+        self._sessions.clear()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        clock = self._clock
+        stats = self._stats
+        next_tick = clock() + FRAME_S
+        while self._sessions:
+            delay = next_tick - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = clock()
+            frames = int((now - next_tick) / FRAME_S) + 1
+            skipped = 0
+            if frames > MAX_CATCH_UP_FRAMES:
+                skipped = frames - 1
+                frames = 1
+                stats.skipped_ticks += skipped
+            elif frames > 1:
+                stats.late_ticks += 1
+            next_tick += (frames + skipped) * FRAME_S
+            for session in list(self._sessions.values()):
+                try:
+                    session.on_tick(now, frames, skipped)
+                except Exception:
+                    log.exception("rtp session on port %d failed", session.local_port)
+                    self.remove(session)
+                    session._fire_timeout("rtp pacing failed")

@@ -27,7 +27,7 @@ from voicegate.errors import SipParseError
 from voicegate.events.schema import Event
 from voicegate.legs.sip.auth import DigestAuth, SourcePolicy
 from voicegate.legs.sip.dialog import Dialog, DialogState, Peer, SipCall, SipTimers
-from voicegate.legs.sip.media import RtpSession
+from voicegate.legs.sip.media import RtpPacer, RtpSession
 from voicegate.legs.sip.message import (
     ALLOW,
     MAX_MESSAGE_BYTES,
@@ -134,6 +134,7 @@ class SipServer:
             else None
         )
         self.dialogs: dict[str, Dialog] = {}
+        self.pacer = RtpPacer(self.stats)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tcp_conns: set[_TcpConnection] = set()
@@ -175,6 +176,7 @@ class SipServer:
                     dialog.call.end(dialog.end_reason or _drain_reason(), "gateway stopping")
             dialog.close()
         self.dialogs.clear()
+        await self.pacer.close()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -206,6 +208,7 @@ class SipServer:
             on_timeout=on_timeout,
             timeout_before_media_s=c.rtp_timeout_before_media_s,
             timeout_s=c.rtp_timeout_s,
+            pacer=self.pacer,
         )
 
     def contact_for(self, peer: Peer, local_host: str) -> str:
