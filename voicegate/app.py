@@ -184,19 +184,19 @@ async def _start_parts(
     await events.start()
     stack.push_async_callback(events.aclose)
 
-    engine = create_engine(settings)
-    engine_state = {"up": False}
-    readiness.add(
-        "engine", lambda: None if engine_state["up"] else f"engine {engine.name} starting"
-    )
-    await asyncio.to_thread(engine.start)  # warm-up blocks: off the event loop
+    readiness.add("engine", lambda: f"engine {settings.engine} starting")
+    engine = await asyncio.to_thread(create_engine, settings)  # builds the model: blocks
+    await asyncio.to_thread(engine.start)  # warm-up blocks too: off the event loop
     stack.push_async_callback(asyncio.to_thread, engine.close)
-    engine_state["up"] = True
+    readiness.add("engine", engine.health)
 
     def on_persona_change(name: str, persona: Persona | None) -> None:
-        # runs on the store's reload thread (or the to_thread below): may block
+        # runs on the store's reload thread (or the to_thread below): may block. Raising
+        # (a prompt too long for the model, a missing voice) makes the store keep the last good.
         if persona is not None:
             engine.load_persona(persona.to_prompt())
+        else:
+            engine.unload_persona(name)
 
     personas = PersonaStore(
         settings.personas_dir,
