@@ -1,30 +1,42 @@
-"""Engine benchmark and GPU smoke run: random weights with the real shapes, real loading code.
+"""Engine benchmark: our engine and the reference runtime side by side, 7B shapes, random weights.
 
-    python bench/engine_bench.py --shapes 7b --device cuda --batches 1,8,max --ticks 50
-    python bench/engine_bench.py --shapes tiny --device cpu --batches 1,4 --ticks 10
+    python bench/engine_bench.py                       # GPU: reference + ours (bf16, fp8 KV)
+    python bench/engine_bench.py --shapes tiny --device cpu --ticks 3 --ref-batches 1,2 \
+        --batches 1,2 --fp8-batches 1,2                # CPU smoke of the same code paths
 
-Writes a random-weights release folder (the real file names, tensor names and shapes; the LM in
-the 16-step release layout, bf16), loads it through ``load_release_model`` (the personaplex
-backend's path), then for each batch size joins that many calls with a persona and times
-engine ticks: fresh calls (just past the prompt) and calls whose attention window is full
-(a call past 240 s, the worst case), and each phase alone (Mimi encode, LM step with the
-depformer, Mimi decode; fresh calls, synchronised around each). Prints a table last.
+In one process: (1) the reference, moshi 0.2.13 ``LMGen`` + ``MimiModel`` (batched, its own
+CUDA graphs and torch.compile as moshi does them, dep_q 8, bf16 LM, fp32 Mimi), batch sizes
+rising until out of memory; (2) our engine (``BatchedEngine`` over ``TorchTickModel``, CUDA
+graphs per attention-length bucket) with each attention variant: ``sdpa`` (masked SDPA over
+the bucket, bf16 cache), ``triton`` (``TritonDecodeAttention``: each slot's filled columns,
+bf16 cache) and ``fp8`` (the same kernel over an e4m3 cache with per-(slot, head, column)
+scales). Weights are random, built on the device (no file). A tick = one ``engine.tick()``
+(host copy in, one graph replay, copy out, sinks) wall clock; "fresh" = calls just past the
+persona prompt, "full" = every slot's 3000-frame window full (a call past 240 s: the worst
+case). Phases are timed from their own CUDA graphs (bench only): Mimi encode, LM temporal
+step (LM step less depformer), depformer (8 steps + sampling), Mimi decode; the reference's
+phases are its own calls (encode, ``LMGen.step``, decode) synchronised around each. Join =
+prompt state into one slot while the others run; "join tick" = the tick that applied it.
 
-Importable with only torch, numpy, safetensors and sentencepiece (+ protobuf, which
-sentencepiece uses for its model proto): nothing of fastapi, pydantic or redis is on this path.
-Never run as a test. Issue 4 extends it (split timings, the reference runtime side by side).
+Importable with only torch, numpy, safetensors and sentencepiece (+ moshi for the reference,
+carried as a wheel with --no-deps; + triton for the kernel, on the GPU image). Prints a table
+last. Never run as a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
 import os
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,24 +44,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from voicegate.engine.backends import load_release_model, tiny_lm_config  # noqa: E402
-from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, TickOutput  # noqa: E402
-from voicegate.engine.graphs import NO_CUDA_GRAPH_ENV  # noqa: E402
-from voicegate.engine.lm import LMConfig  # noqa: E402
-from voicegate.engine.mimi import MimiConfig  # noqa: E402
-from voicegate.engine.modeldir import check_model_dir  # noqa: E402
+from voicegate.engine.attention_decode import TritonDecodeAttention, triton_available  # noqa: E402
+from voicegate.engine.backends import tiny_lm_config  # noqa: E402
+from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, SamplingParams  # noqa: E402
+from voicegate.engine.capacity import measure_state_bytes, slots_that_fit  # noqa: E402
+from voicegate.engine.lm import LM, LMConfig, VoicePrompt  # noqa: E402
+from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k  # noqa: E402
+from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer  # noqa: E402
 from voicegate.engine.runtime import BatchedEngine, TickMode  # noqa: E402
 from voicegate.engine.slots import SlotHandle  # noqa: E402
-from voicegate.engine.synthetic import make_release_dir  # noqa: E402
+from voicegate.engine.synthetic import write_synthetic_tokenizer  # noqa: E402
+from voicegate.engine.tokenizer import RELEASE_TOKENIZER_NAME, load_text_tokenizer  # noqa: E402
 from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
-from voicegate.errors import CheckpointError  # noqa: E402
+from voicegate.engine.voices import VoiceBank  # noqa: E402
 
 GIB = 1 << 30
+BUDGET_MS = 80.0
 PROMPT = (
     "You are a friendly bank teller at Northwind Savings. Greet the caller, ask how you can "
     "help, and answer questions about accounts, cards and branch hours."
 )
 WARM_TICKS = 3
+log = logging.getLogger("bench")
 
 
 class NullSink:
@@ -62,22 +78,224 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def free_cuda(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+# --- the reference: moshi 0.2.13 ------------------------------------------------------------
+
+
+def moshi_lm(config: LMConfig, device: torch.device, dtype: torch.dtype) -> Any:
+    from moshi.models.lm import LMModel as MoshiLMModel
+
+    ffn = (3 * config.ffn_inner + 1) // 2
+    dep_ffn = (3 * config.dep_ffn_inner + 1) // 2
+    with torch.device(device):
+        model = MoshiLMModel(
+            delays=list(config.delays),
+            n_q=config.n_q,
+            dep_q=config.dep_q,
+            card=config.audio_card,
+            text_card=config.text_card,
+            dim=config.dim,
+            num_heads=config.num_heads,
+            num_layers=config.num_layers,
+            hidden_scale=ffn / config.dim,
+            norm="rms_norm_f32",
+            causal=True,
+            layer_scale=None,
+            context=config.context,
+            max_period=config.max_period,
+            gating="silu",
+            positional_embedding="rope",
+            existing_text_padding_id=config.text_padding_id,
+            depformer_dim=config.dep_dim,
+            depformer_dim_feedforward=dep_ffn,
+            depformer_num_heads=config.dep_num_heads,
+            depformer_num_layers=config.dep_num_layers,
+            depformer_layer_scale=None,
+            depformer_multi_linear=True,
+            depformer_context=config.dep_q,
+            depformer_max_period=config.max_period,
+            depformer_gating="silu",
+            depformer_pos_emb="none",
+            depformer_weights_per_step=True,
+            device=device,
+            dtype=dtype,
+        )
+    with torch.no_grad():
+        for p in model.parameters():  # moshi's init is fine; keep magnitudes sane for bf16
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.02)
+    return model.eval()
+
+
+def moshi_mimi(shapes: str, device: torch.device) -> Any:
+    from moshi.models.loaders import get_mimi
+
+    if shapes == "7b":
+        return get_mimi(None, device=device, num_codebooks=8).eval()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "engine" / "mimi"))
+    from mimi_moshi_ref import moshi_mimi as tiny_mimi  # the parity tests' builder
+
+    ours = MimiModel(MimiConfig.tiny()).init_random_(seed=0)
+    return tiny_mimi(MimiConfig.tiny(), ours.state_dict()).to(device)
+
+
+def ref_batch(
+    lm: Any, mimi: Any, batch: int, n_ticks: int, device: torch.device
+) -> dict[str, float]:
+    from moshi.models.lm import LMGen
+
+    row: dict[str, float] = {"batch": batch}
+    gen = LMGen(lm, temp=0.8, temp_text=0.7, top_k=250, top_k_text=25)
+    pcm = torch.randn(batch, 1, FRAME_SAMPLES, device=device) * 0.1
+    ticks: list[float] = []
+    phases: dict[str, list[float]] = {"encode_ms": [], "lm_ms": [], "decode_ms": []}
+    with torch.no_grad(), gen.streaming(batch), mimi.streaming(batch):
+        for t in range(WARM_TICKS + 2 + n_ticks):
+            sync(device)
+            t0 = time.perf_counter()
+            codes = mimi.encode(pcm)
+            tokens = gen.step(codes[:, :8])
+            if tokens is not None:
+                pcm_out = mimi.decode(tokens[:, 1:])
+                pcm_out.cpu()  # the device-to-host copy a server makes
+            sync(device)
+            if t >= WARM_TICKS + 2:
+                ticks.append((time.perf_counter() - t0) * 1000)
+        for _ in range(max(5, n_ticks // 4)):
+            sync(device)
+            t0 = time.perf_counter()
+            codes = mimi.encode(pcm)
+            sync(device)
+            t1 = time.perf_counter()
+            tokens = gen.step(codes[:, :8])
+            sync(device)
+            t2 = time.perf_counter()
+            mimi.decode(tokens[:, 1:]).cpu()
+            sync(device)
+            t3 = time.perf_counter()
+            phases["encode_ms"].append((t1 - t0) * 1000)
+            phases["lm_ms"].append((t2 - t1) * 1000)
+            phases["decode_ms"].append((t3 - t2) * 1000)
+        if device.type == "cuda":
+            row["alloc_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    row["p50_ms"] = pct(ticks, 50)
+    row["p99_ms"] = pct(ticks, 99)
+    row.update({k: float(np.median(v)) for k, v in phases.items()})
+    return row
+
+
+@contextlib.contextmanager
+def compile_mode(info: dict[str, object]) -> Any:
+    """moshi's own torch.compile of its small fused functions, unless it failed here once."""
+    from moshi.utils.compile import no_compile
+
+    if info.get("torch_compile", True):
+        yield
+    else:
+        with no_compile():
+            yield
+
+
+def run_reference(
+    args: argparse.Namespace,
+    lm_config: LMConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    deadline: float,
+) -> tuple[list[dict[str, float]], dict[str, object]]:
+    info: dict[str, object] = {}
+    started = time.perf_counter()
+    lm = moshi_lm(lm_config, device, dtype)
+    mimi = moshi_mimi(args.shapes, device)
+    sync(device)
+    info["build_s"] = round(time.perf_counter() - started, 1)
+    if device.type == "cuda":
+        info["weights_gib"] = round(torch.cuda.memory_allocated(device) / GIB, 2)
+    rows: list[dict[str, float]] = []
+    for batch in parse_batches(args.ref_batches, {}):
+        if time.perf_counter() > deadline:
+            info["stopped"] = f"time budget before batch {batch}"
+            break
+        started = time.perf_counter()
+        try:
+            try:
+                with compile_mode(info):
+                    row = ref_batch(lm, mimi, batch, args.ticks, device)
+            except Exception as exc:  # noqa: BLE001
+                if is_oom(exc) or info.get("torch_compile") is False:
+                    raise
+                traceback.print_exc()
+                print("reference: torch.compile failed here; again without it", flush=True)
+                info["torch_compile"] = False
+                free_cuda(device)
+                with compile_mode(info):
+                    row = ref_batch(lm, mimi, batch, args.ticks, device)
+        except Exception as exc:  # noqa: BLE001 (OOM is the expected end of the sweep)
+            if not is_oom(exc):
+                traceback.print_exc()
+            info["oom_at" if is_oom(exc) else "error_at"] = batch
+            print(f"reference batch {batch}: {'out of memory' if is_oom(exc) else exc}", flush=True)
+            free_cuda(device)
+            break
+        row["wall_s"] = time.perf_counter() - started
+        print("reference", json.dumps(row), flush=True)
+        rows.append(row)
+        free_cuda(device)
+    if device.type == "cuda" and len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        info["gib_per_slot"] = round(
+            (b["alloc_gib"] - a["alloc_gib"]) / (b["batch"] - a["batch"]), 3
+        )
+    del lm, mimi
+    free_cuda(device)
+    return rows, info
+
+
+# --- ours -----------------------------------------------------------------------------------
+
+
 def fill_window(model: TorchTickModel, n: int) -> None:
     """Make the first ``n`` slots look like calls past the attention window (timing only)."""
     state = model.state
     context = model.lm.config.context
     for i in range(n):
-        pos = 2 * context + int(state.positions_host[i]) % context
-        state.positions_host[i] = pos
+        state.positions_host[i] = 2 * context + int(state.positions_host[i]) % context
     state.positions.copy_(torch.from_numpy(state.positions_host))
 
 
 def time_ticks(
-    engine: BatchedEngine, slots: list[SlotHandle], n_ticks: int, device: torch.device
-) -> list[float]:
+    engine: BatchedEngine,
+    slots: list[SlotHandle],
+    n_ticks: int,
+    device: torch.device,
+    rejoin_every: int = 0,
+) -> tuple[list[float], list[float]]:
+    """Tick times; with ``rejoin_every``, one call leaves and a new one joins every k ticks
+    (its join runs inside the next tick): those ticks are returned apart."""
     frame = (np.random.default_rng(0).standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32)
-    times = []
+    times: list[float] = []
+    join_ticks: list[float] = []
+    joined = False
     for t in range(n_ticks + WARM_TICKS):
+        if rejoin_every and t >= WARM_TICKS and t % rejoin_every == 0:
+            k = (t // rejoin_every) % len(slots)
+            slots[k].leave()
+            slots[k] = engine.join("bank", NullSink(), seed=10_000 + t)
+            joined = True
         for slot in slots:
             slot.push(frame)
         sync(device)
@@ -85,233 +303,446 @@ def time_ticks(
         engine.tick()  # ends with the device-to-host copy of every slot's output
         elapsed = (time.perf_counter() - started) * 1000
         if t >= WARM_TICKS:
-            times.append(elapsed)
-    return times
+            (join_ticks if joined else times).append(elapsed)
+        joined = False
+    return times, join_ticks
+
+
+def capture(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """A CUDA graph of ``fn`` (2 warm-up runs on a side stream); returns its replay."""
+    side = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 def phase_times(model: TorchTickModel, n: int, device: torch.device) -> dict[str, float]:
-    """Median ms of each phase run alone (synchronised around each): where a tick goes."""
-    active_host = np.ones(model.n_slots, dtype=bool)
-    active = torch.ones(model.n_slots, dtype=torch.bool, device=device)
-    pcm = torch.randn(model.n_slots, FRAME_SAMPLES, device=device) * 0.1
-    lm, state, mimi = model.lm, model.state, model.mimi
-    times: dict[str, list[float]] = {"encode_ms": [], "lm_ms": [], "decode_ms": []}
-    codes = torch.zeros(model.n_slots, mimi.n_codebooks, dtype=torch.long, device=device)
-    with torch.inference_mode():
-        for _ in range(n):
-            sync(device)
-            t0 = time.perf_counter()
-            user = mimi.encode_step(pcm, active)
-            sync(device)
-            t1 = time.perf_counter()
-            kv_len = lm.kv_len_for(state, active_host)
-            out = lm.step_tensors(state, user, active, kv_len)
-            lm.note_step(state, active_host)
-            sync(device)
-            t2 = time.perf_counter()
-            codes.copy_(torch.where(out.is_valid[:, None], out.agent_codes, 0))
-            mimi.decode_step(codes, active)
-            sync(device)
-            t3 = time.perf_counter()
-            times["encode_ms"].append((t1 - t0) * 1000)
-            times["lm_ms"].append((t2 - t1) * 1000)
-            times["decode_ms"].append((t3 - t2) * 1000)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    """Median ms of each phase replayed from its own graph (eager on the CPU)."""
+    lm, state, mimi, c = model.lm, model.state, model.mimi, model.lm.config
+    rows = model.n_slots
+    active_host = np.ones(rows, dtype=bool)
+    active = torch.ones(rows, dtype=torch.bool, device=device)
+    pcm = torch.randn(rows, FRAME_SAMPLES, device=device) * 0.1
+    user = torch.zeros(rows, c.n_q - c.dep_q, dtype=torch.long, device=device)
+    codes = torch.zeros(rows, c.dep_q, dtype=torch.long, device=device)
+    hidden = torch.randn(rows, 1, c.dim, device=device, dtype=lm.dtype)
+    text = torch.zeros(rows, dtype=torch.long, device=device)
+    kv_len = lm.kv_len_for(state, active_host)
 
+    def depformer() -> object:
+        noise = gumbel_noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
+        prev = text
+        for step in range(c.dep_q):
+            logits = lm.model.depformer_step(step, hidden, prev, state.dep_kv)
+            prev = sample_top_k(
+                logits, state.audio_temperature, state.audio_top_k, noise[:, 1 + step], c.top_k_cap
+            )
+        return prev
 
-def sibling(base: TorchTickModel, batch: int, graphs: bool | None) -> TorchTickModel:
-    """Another batch size over the same weights."""
-    return TorchTickModel(
-        base.name,
-        base.lm,
-        base.mimi_model,
-        base.tokenizer,
-        base.voices,
-        batch,
-        use_cuda_graph=graphs,
-    )
-
-
-def run_calls(model: TorchTickModel, n_ticks: int) -> tuple[list[int], np.ndarray]:
-    """Two calls with fixed seeds and input; returns the first call's tokens and audio."""
-    engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=0)
-    engine.start()
-    engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
-    tokens: list[int] = []
-    audio: list[np.ndarray] = []
-
-    class Keep:
-        def on_tick(self, out: TickOutput) -> None:
-            tokens.append(out.text_token)
-            audio.append(out.pcm.copy())
-
-    first = engine.join("bank", Keep(), seed=1)
-    second = engine.join("bank", NullSink(), seed=2)
-    rng = np.random.default_rng(0)
-    for _ in range(n_ticks):
-        first.push((rng.standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32))
-        second.push((rng.standard_normal(FRAME_SAMPLES) * 0.1).astype(np.float32))
-        engine.tick()
-    engine.close()
-    return tokens, np.concatenate(audio)
-
-
-def graph_check(base: TorchTickModel, n_ticks: int) -> dict[str, float]:
-    """The same two calls ticked eagerly and from CUDA graphs: how often they agree."""
-    eager_tokens, eager_audio = run_calls(sibling(base, 2, graphs=False), n_ticks)
-    gc.collect()
-    graph_tokens, graph_audio = run_calls(sibling(base, 2, graphs=True), n_ticks)
-    gc.collect()
-    torch.cuda.empty_cache()
-    same = sum(a == b for a, b in zip(eager_tokens, graph_tokens, strict=True))
-    first_diff = next(
-        (i for i, (a, b) in enumerate(zip(eager_tokens, graph_tokens, strict=True)) if a != b),
-        n_ticks,
-    )
-    return {
-        "ticks": n_ticks,
-        "text_tokens_equal": same,
-        "ticks_before_first_difference": first_diff,
-        "audio_bit_equal": float(np.array_equal(eager_audio, graph_audio)),
-        "audio_max_abs_diff": float(np.abs(eager_audio - graph_audio).max()),
+    bodies: dict[str, Callable[[], object]] = {
+        "encode_ms": lambda: mimi.encode_step(pcm, active),
+        "lm_ms": lambda: lm.step_tensors(state, user, active, kv_len),
+        "depformer_ms": depformer,
+        "decode_ms": lambda: mimi.decode_step(codes, active),
     }
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for name, body in bodies.items():
+            run = capture(body, device) if device.type == "cuda" else body
+            times = []
+            for _ in range(n):
+                sync(device)
+                t0 = time.perf_counter()
+                run()
+                sync(device)
+                times.append((time.perf_counter() - t0) * 1000)
+            out[name] = float(np.median(times))
+    out["temporal_ms"] = out["lm_ms"] - out["depformer_ms"]
+    return out
+
+
+def build_ours(
+    shapes: str, device: torch.device, workdir: Path
+) -> tuple[LM, MimiModel, Any, VoiceBank]:
+    if shapes == "7b":
+        lm_config, mimi_config = LMConfig.personaplex_7b(), MimiConfig.release()
+    else:
+        lm_config, mimi_config = tiny_lm_config(1000), MimiConfig.tiny()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_synthetic_tokenizer(workdir / RELEASE_TOKENIZER_NAME, lm_config.text_card)
+    tokenizer = load_text_tokenizer(workdir)
+    lm = LM.random(lm_config, device, dtype, seed=0)
+    mimi = MimiModel(mimi_config).init_random_(seed=0).to(device)
+    return lm, mimi, tokenizer, VoiceBank(mimi, None, fake_presets=True)
+
+
+VARIANTS: dict[str, tuple[bool, torch.dtype | None]] = {
+    # name: (Triton kernel, KV cache dtype; None = the model's bf16)
+    "sdpa": (False, None),
+    "triton": (True, None),
+    "fp8": (True, torch.float8_e4m3fn),
+}
+
+
+def set_variant(lm: LM, variant: str, manual_fp8: bool) -> torch.dtype | None:
+    use_triton, kv_dtype = VARIANTS[variant]
+    lm.attention = TritonDecodeAttention(manual_fp8=manual_fp8) if use_triton else None
+    return kv_dtype
 
 
 def bench_batch(
-    base: TorchTickModel, batch: int, n_ticks: int, device: torch.device, graphs: bool | None
+    parts: tuple[LM, MimiModel, Any, VoiceBank],
+    variant: str,
+    batch: int,
+    n_ticks: int,
+    device: torch.device,
+    manual_fp8: bool,
+    phases: bool,
 ) -> dict[str, float]:
-    model = sibling(base, batch, graphs)
+    lm, mimi, tokenizer, voices = parts
+    kv_dtype = set_variant(lm, variant, manual_fp8)
     row: dict[str, float] = {"batch": batch}
+    model = TorchTickModel("bench", lm, mimi, tokenizer, voices, batch, kv_dtype=kv_dtype)
     engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=0)
-    started = time.perf_counter()
-    engine.start()
-    sync(device)
-    row["warmup_ms"] = (time.perf_counter() - started) * 1000
-    row["capture_s"] = model.capture_s
-    if model.worst_tick_ms is not None:
-        row["start_worst_tick_ms"] = model.worst_tick_ms[0]
-    started = time.perf_counter()
-    engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
-    sync(device)
-    row["persona_ms"] = (time.perf_counter() - started) * 1000
-    slots = [engine.join("bank", NullSink(), seed=i) for i in range(batch)]
-    engine.tick()  # applies the joins
-    # the cost of one join (prompt state into a slot), others already running
-    slots[-1].leave()
-    slot = engine.join("bank", NullSink(), seed=batch)
-    pending = engine._pending[slot.index]  # noqa: SLF001 (bench: time the reset alone)
-    assert pending is not None
-    engine._pending[slot.index] = None  # noqa: SLF001
-    sync(device)
-    started = time.perf_counter()
-    model.reset_slot(slot.index, pending.state, pending.sampling, pending.seed)
-    sync(device)
-    row["join_ms"] = (time.perf_counter() - started) * 1000
-    slots[-1] = slot
-    fresh = time_ticks(engine, slots, n_ticks, device)
-    row["fresh_p50_ms"] = float(np.percentile(fresh, 50))
-    row["fresh_p99_ms"] = float(np.percentile(fresh, 99))
-    row.update(phase_times(model, max(5, n_ticks // 4), device))
-    fill_window(model, batch)
-    full = time_ticks(engine, slots, max(10, n_ticks // 2), device)
-    row["full_p50_ms"] = float(np.percentile(full, 50))
-    row["full_p99_ms"] = float(np.percentile(full, 99))
-    if device.type == "cuda":
-        row["max_alloc_gib"] = torch.cuda.max_memory_allocated(device) / GIB
-        free, total = torch.cuda.mem_get_info(device)
-        row["used_gib"] = (total - free) / GIB
-    engine.close()
-    del engine, slots, model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        started = time.perf_counter()
+        engine.start()  # warm-up and graph capture of every bucket
+        sync(device)
+        row["start_s"] = time.perf_counter() - started
+        engine.load_persona(PersonaPrompt("bank", PROMPT, "NATF0"))
+        slots = [engine.join("bank", NullSink(), seed=i) for i in range(batch)]
+        engine.tick()  # applies the joins
+        # one join (prompt state into a slot) timed alone, the others in their calls
+        slots[-1].leave()
+        slot = engine.join("bank", NullSink(), seed=batch)
+        pending = engine._pending[slot.index]  # noqa: SLF001 (bench: time the reset alone)
+        assert pending is not None
+        engine._pending[slot.index] = None  # noqa: SLF001
+        sync(device)
+        started = time.perf_counter()
+        model.reset_slot(slot.index, pending.state, pending.sampling, pending.seed)
+        sync(device)
+        row["join_ms"] = (time.perf_counter() - started) * 1000
+        slots[-1] = slot
+        fresh, _ = time_ticks(engine, slots, n_ticks, device)
+        row["fresh_p50_ms"] = pct(fresh, 50)
+        row["fresh_p99_ms"] = pct(fresh, 99)
+        fill_window(model, batch)
+        full, _ = time_ticks(engine, slots, n_ticks, device)
+        row["full_p50_ms"] = pct(full, 50)
+        row["full_p99_ms"] = pct(full, 99)
+        # joins during full-window ticks: the joining slot is fresh, the others full
+        fill_window(model, batch)
+        rest, with_join = time_ticks(engine, slots, max(8, n_ticks // 2), device, rejoin_every=4)
+        row["join_tick_max_ms"] = max(with_join) if with_join else float("nan")
+        row["join_ticks_late"] = float(sum(t > BUDGET_MS for t in with_join))
+        if phases:
+            fill_window(model, batch)
+            try:
+                row.update(phase_times(model, max(5, n_ticks // 4), device))
+            except Exception as exc:  # noqa: BLE001 (a phase split is optional)
+                print(f"phases at batch {batch}: {exc!r}", flush=True)
+        if device.type == "cuda":
+            row["alloc_gib"] = torch.cuda.max_memory_allocated(device) / GIB
+    finally:
+        engine.close()
+        model.close()
+        del engine, model
+        free_cuda(device)
     return row
+
+
+def kernel_check(device: torch.device, manual_fp8: bool) -> dict[str, float]:
+    """The Triton kernel against masked SDPA on random data (bf16 and fp8 caches)."""
+    from voicegate.engine.lm import _ops
+    from voicegate.engine.lm.model import masked_sdpa
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    b, h, c, d = 3, 4, 3000, 128
+    cache = torch.randn(2, b, h, c + 1, d, device=device, dtype=dtype, generator=gen)
+    q = torch.randn(b, h, 1, d, device=device, dtype=dtype, generator=gen)
+    filled = torch.tensor([1, 700, 3000], device=device)
+    mask = (torch.arange(c, device=device)[None] < filled[:, None])[:, None, None]
+    ref = masked_sdpa(q, cache[0], cache[1], filled, mask).float()
+    att = TritonDecodeAttention(manual_fp8=manual_fp8)
+    out = att(q, cache[0], cache[1], filled, mask).float()
+    kq, sc = _ops.quantize_vectors(cache, torch.float8_e4m3fn)
+    ref8 = masked_sdpa(q, kq[0], kq[1], filled, mask, k_scale=sc[0], v_scale=sc[1]).float()
+    out8 = att(q, kq[0], kq[1], filled, mask, k_scale=sc[0], v_scale=sc[1]).float()
+    scale = ref.abs().max().item()
+    return {
+        "bf16_vs_sdpa": (out - ref).abs().max().item() / scale,
+        "fp8_vs_sdpa_fp8": (out8 - ref8).abs().max().item() / scale,
+        "fp8_vs_bf16": (ref8 - ref).abs().max().item() / scale,
+    }
+
+
+def logits_effect(
+    parts: tuple[LM, MimiModel, Any, VoiceBank], n_steps: int, manual_fp8: bool
+) -> dict[str, float]:
+    """Greedy text logits of the kernel variants against masked SDPA over a bf16 cache."""
+    lm, _, tokenizer, voices = parts
+    voice: VoicePrompt = voices.resolve(PersonaPrompt("bank", PROMPT, "NATF0"))
+    from voicegate.engine.lm import system_prompt_text
+
+    prompt = lm.prefill(voice, tokenizer.encode(system_prompt_text(PROMPT)))
+    greedy = SamplingParams(0.0, 25, 0.0, 250)
+    gen = torch.Generator(device=lm.device).manual_seed(0)
+    user = torch.randint(0, lm.config.audio_card, (n_steps, 1, 8), device=lm.device, generator=gen)
+    runs: dict[str, list[torch.Tensor]] = {}
+    tokens: dict[str, list[int]] = {}
+    for variant in ("sdpa", "triton", "fp8"):
+        kv_dtype = set_variant(lm, variant, manual_fp8)
+        state = lm.new_state(1, kv_dtype=kv_dtype)
+        lm.load_slot(state, 0, prompt, greedy, seed=0)
+        runs[variant], tokens[variant] = [], []
+        for t in range(n_steps):
+            out = lm.step(state, user[t], np.ones(1, bool), return_logits=True)
+            assert out.text_logits is not None
+            runs[variant].append(out.text_logits[0].float())
+            tokens[variant].append(int(out.text_tokens[0]))
+        del state
+    lm.attention = None
+    result: dict[str, float] = {"steps": n_steps}
+    base = runs["sdpa"]
+    for variant in ("triton", "fp8"):
+        same = next(
+            (
+                i
+                for i, (a, b) in enumerate(zip(tokens["sdpa"], tokens[variant], strict=True))
+                if a != b
+            ),
+            n_steps,
+        )
+        errs = [
+            ((x - y).abs().max() / y.abs().max()).item()
+            for x, y in zip(runs[variant][: max(1, same)], base[: max(1, same)], strict=True)
+        ]
+        result[f"{variant}_same_tokens_steps"] = same
+        result[f"{variant}_logits_rel_err_first"] = errs[0]
+        result[f"{variant}_logits_rel_err_max"] = max(errs)
+        result[f"{variant}_argmax_agree"] = float(
+            np.mean(
+                [int(x.argmax() == y.argmax()) for x, y in zip(runs[variant], base, strict=True)]
+            )
+        )
+    return result
+
+
+def parse_batches(spec: str, names: dict[str, int]) -> list[int]:
+    out = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        value = names.get(item) if not item.isdigit() else int(item)
+        if value is not None and value >= 1:
+            out.append(value)
+    return sorted(set(out))
+
+
+def slots_fit(parts: tuple[LM, MimiModel, Any, VoiceBank], kv_dtype: torch.dtype | None) -> int:
+    lm, mimi, _, _ = parts
+    if lm.device.type != "cuda":
+        return 4
+    per_slot = measure_state_bytes(
+        lambda: (lm.new_state(1, kv_dtype=kv_dtype), MimiStreamer(mimi, 1)), lm.device
+    )
+    free, total = torch.cuda.mem_get_info(lm.device)
+    return slots_that_fit(free, total, per_slot).fit
+
+
+def largest_realtime(rows: list[dict[str, float]], key: str) -> int:
+    best = 0
+    for row in sorted(rows, key=lambda r: r["batch"]):
+        if row.get(key, float("inf")) <= BUDGET_MS:
+            best = int(row["batch"])
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", choices=["7b", "tiny"], default="7b")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batches", default="1,8,max", help="comma list; 'max' = slots that fit")
-    parser.add_argument("--ticks", type=int, default=50)
+    parser.add_argument("--ticks", type=int, default=40)
+    parser.add_argument("--ref-batches", default="1,8,16,24,32,36,40,44,48")
+    parser.add_argument("--sdpa-batches", default="1,32,ref")
+    parser.add_argument("--batches", default="1,8,16,32,ref,max", help="triton, bf16 cache")
+    parser.add_argument("--fp8-batches", default="1,32,ref,2ref,max")
+    parser.add_argument("--phases", default="1,ref,max", help="batches whose phases are split")
+    parser.add_argument("--no-ref", action="store_true")
+    parser.add_argument("--time-budget-s", type=float, default=400.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-bench"))
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--eager", action="store_true", help="no CUDA graphs")
-    parser.add_argument(
-        "--graph-check", type=int, default=0, help="ticks of a graph-vs-eager comparison"
-    )
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    t_start = time.perf_counter()
+    deadline = t_start + args.time_budget_s
     device = torch.device(args.device)
-    if args.shapes == "7b":
-        lm_config, mimi_config = LMConfig.personaplex_7b(), MimiConfig.release()
-    else:
-        lm_config, mimi_config = tiny_lm_config(1000), MimiConfig.tiny()
-    root = args.workdir / args.shapes
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    lm_config = LMConfig.personaplex_7b() if args.shapes == "7b" else tiny_lm_config(1000)
     header: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "shapes": args.shapes,
+        "ticks": args.ticks,
     }
-    try:
-        files = check_model_dir(root)
-    except CheckpointError:
-        started = time.perf_counter()
-        files, times = make_release_dir(root, lm_config, mimi_config, device=device)
-        header.update({k: round(v, 1) for k, v in times.items()})
-        header["write_s"] = round(time.perf_counter() - started, 1)
-    header["lm_file_gib"] = round(files.lm.stat().st_size / GIB, 2)
-    batches = [b for b in args.batches.split(",") if b]
-    numeric = [int(b) for b in batches if b != "max"]
-    started = time.perf_counter()
-    # one slot of state here; each batch size below gets its own state (and frees it)
-    os.environ.setdefault(NO_CUDA_GRAPH_ENV, "1")  # the base model itself never ticks
-    base = load_release_model(
-        files, lm_config=lm_config, mimi_config=mimi_config, device=device, max_calls=1
-    )
-    del os.environ[NO_CUDA_GRAPH_ENV]
-    graphs = False if args.eager else None
-    sync(device)
-    header["load_s"] = round(time.perf_counter() - started, 1)
-    header["checkpoint_read_s"] = round(base.load_s, 1)
-    budget = base.budget
-    fit = budget.fit if budget is not None else max(numeric or [1])  # type: ignore[attr-defined]
-    header["slots_fit"] = fit
-    if budget is not None:
-        header["budget"] = budget.describe()  # type: ignore[attr-defined]
-        header["weights_gib"] = round(torch.cuda.memory_allocated(device) / GIB, 2)
-    print(json.dumps(header, indent=1), flush=True)
-    # "max": the slots that fit, less the one slot of state the loaded base model holds
-    sizes = sorted({max(1, fit - 1) if b == "max" else int(b) for b in batches})
-    rows = []
-    for batch in sizes:
-        if batch > fit:
-            print(f"batch {batch}: skipped, only {fit} slots fit", flush=True)
-            continue
-        row = bench_batch(base, batch, args.ticks, device, graphs)
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    if args.graph_check and device.type == "cuda":
-        check = graph_check(base, args.graph_check)
-        print("graph vs eager:", json.dumps(check), flush=True)
-        header["graph_check"] = check
-    if args.json is not None:
-        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
-    cols = ["batch", "join_ms", "fresh_p50_ms", "fresh_p99_ms", "full_p50_ms", "full_p99_ms"]
-    cols += ["encode_ms", "lm_ms", "decode_ms"]
+    print(json.dumps(header), flush=True)
+    ref_rows: list[dict[str, float]] = []
+    if not args.no_ref:
+        try:
+            ref_rows, info = run_reference(
+                args, lm_config, device, dtype, t_start + 0.45 * args.time_budget_s
+            )
+            header["reference"] = info
+        except Exception:  # noqa: BLE001 (ours still runs)
+            traceback.print_exc()
+            header["reference"] = "failed (see log)"
+        free_cuda(device)
     if device.type == "cuda":
-        cols += ["max_alloc_gib", "used_gib"]
-    mode = "eager" if args.eager or device.type != "cuda" else "CUDA graphs"
+        header["alloc_after_ref_gib"] = round(torch.cuda.memory_allocated(device) / GIB, 2)
+    ref_rt = largest_realtime(ref_rows, "p99_ms")
+    header["ref_realtime_batch"] = ref_rt
     print(
-        f"\n{header['device']}, {args.shapes} shapes, torch {header['torch']}, {mode}, "
-        f"{args.ticks} ticks; slots that fit: {header['slots_fit']}; load {header['load_s']} s"
+        "reference done",
+        json.dumps(header.get("reference")),
+        f"{time.perf_counter() - t_start:.0f} s",
+        flush=True,
     )
-    print(" | ".join(f"{c:>13}" for c in cols))
-    for row in rows:
-        print(" | ".join(f"{row.get(c, float('nan')):>13.1f}" for c in cols))
+
+    started = time.perf_counter()
+    parts = build_ours(args.shapes, device, args.workdir / args.shapes)
+    sync(device)
+    header["ours_build_s"] = round(time.perf_counter() - started, 1)
+    if device.type == "cuda":
+        header["ours_weights_gib"] = round(torch.cuda.memory_allocated(device) / GIB, 2)
+    manual_fp8 = device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    have_triton = triton_available() and (device.type == "cuda" or manual_fp8)
+    if have_triton:
+        try:
+            check = kernel_check(device, manual_fp8)
+            if device.type == "cuda" and check["fp8_vs_sdpa_fp8"] > 1e-2:
+                manual_fp8 = True  # the hardware convert disagrees: decode e4m3 by hand
+                check["manual"] = kernel_check(device, True)["fp8_vs_sdpa_fp8"]
+            header["kernel_check"] = check
+            print("kernel check", json.dumps(check), flush=True)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            have_triton = False
+    variants = ["sdpa"] + (["triton", "fp8"] if have_triton else [])
+    if have_triton:
+        try:
+            effect = logits_effect(parts, 40 if args.shapes == "7b" else 8, manual_fp8)
+            header["logits_effect"] = effect
+            print("logits effect", json.dumps(effect), flush=True)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+        free_cuda(device)
+    specs = {"sdpa": args.sdpa_batches, "triton": args.batches, "fp8": args.fp8_batches}
+    results: dict[str, list[dict[str, float]]] = {}
+    fits: dict[str, int] = {}
+    ref_ref = ref_rt or 1
+    for variant in variants:
+        fit = slots_fit(parts, VARIANTS[variant][1])
+        fits[variant] = fit
+        names = {"max": fit, "ref": ref_ref, "2ref": 2 * ref_ref}
+        phase_at = set(parse_batches(args.phases, names))
+        rows = []
+        for batch in parse_batches(specs[variant], names):
+            if batch > fit:
+                print(f"{variant} batch {batch}: skipped, {fit} slots fit", flush=True)
+                continue
+            if time.perf_counter() > deadline:
+                print(f"{variant} batch {batch}: skipped, time budget spent", flush=True)
+                continue
+            started = time.perf_counter()
+            try:
+                row = bench_batch(
+                    parts, variant, batch, args.ticks, device, manual_fp8, batch in phase_at
+                )
+            except Exception as exc:  # noqa: BLE001
+                traceback.print_exc()
+                print(f"{variant} batch {batch}: failed: {exc!r}", flush=True)
+                free_cuda(device)
+                if is_oom(exc):
+                    break
+                continue
+            row["wall_s"] = time.perf_counter() - started
+            print(variant, json.dumps(row), flush=True)
+            rows.append(row)
+        results[variant] = rows
+    header["slots_fit"] = fits
+    header["total_s"] = round(time.perf_counter() - t_start, 1)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"header": header, "reference": ref_rows, "ours": results}))
+    print_tables(header, ref_rows, results)
+
+
+def print_tables(
+    header: dict[str, object],
+    ref_rows: list[dict[str, float]],
+    results: dict[str, list[dict[str, float]]],
+) -> None:
+    ref_by_batch = {int(r["batch"]): r for r in ref_rows}
+
+    def f(x: float | None, w: int = 7, p: int = 1) -> str:
+        return f"{'-':>{w}}" if x is None or x != x else f"{x:>{w}.{p}f}"
+
+    print(
+        f"\n{header['device']}, {header['shapes']} shapes, torch {header['torch']}, {header['date']}"
+    )
+    print(
+        "reference (moshi 0.2.13 LMGen + Mimi, dep_q 8, CUDA graphs):",
+        json.dumps(header.get("reference")),
+    )
+    print(f"{'batch':>5} {'p50':>7} {'p99':>7} {'enc':>7} {'lm':>7} {'dec':>7} {'GiB':>7}")
+    for r in ref_rows:
+        print(
+            f"{int(r['batch']):>5} {f(r['p50_ms'])} {f(r['p99_ms'])} {f(r.get('encode_ms'))} "
+            f"{f(r.get('lm_ms'))} {f(r.get('decode_ms'))} {f(r.get('alloc_gib'))}"
+        )
+    print(
+        f"reference: largest real-time batch (p99 <= {BUDGET_MS:.0f} ms): {header['ref_realtime_batch']}"
+    )
+    for variant, rows in results.items():
+        fit = header["slots_fit"][variant]  # type: ignore[index]
+        print(
+            f"\nours, {variant} (slots that fit: {fit}); x = ratio to the reference at that batch"
+        )
+        print(
+            f"{'batch':>5} {'full50':>7} {'full99':>7} {'x99':>5} {'fresh50':>7} {'fresh99':>7} "
+            f"{'x50':>5} {'enc':>6} {'temp':>6} {'dep':>6} {'dec':>6} {'join':>6} {'jtick':>6} "
+            f"{'late':>4} {'GiB':>6}"
+        )
+        for r in rows:
+            ref = ref_by_batch.get(int(r["batch"]))
+            x99 = r["full_p99_ms"] / ref["p99_ms"] if ref else None
+            x50 = r["fresh_p50_ms"] / ref["p50_ms"] if ref else None
+            print(
+                f"{int(r['batch']):>5} {f(r['full_p50_ms'])} {f(r['full_p99_ms'])} "
+                f"{f(x99, 5, 2)} {f(r['fresh_p50_ms'])} {f(r['fresh_p99_ms'])} {f(x50, 5, 2)} "
+                f"{f(r.get('encode_ms'), 6)} {f(r.get('temporal_ms'), 6)} "
+                f"{f(r.get('depformer_ms'), 6)} {f(r.get('decode_ms'), 6)} {f(r['join_ms'], 6)} "
+                f"{f(r['join_tick_max_ms'], 6)} {int(r['join_ticks_late']):>4} "
+                f"{f(r.get('alloc_gib'), 6)}"
+            )
+        print(
+            f"ours {variant}: largest real-time batch (full window p99): {largest_realtime(rows, 'full_p99_ms')}"
+        )
+    for key in ("kernel_check", "logits_effect", "total_s"):
+        if key in header:
+            print(f"{key}: {json.dumps(header[key])}")
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

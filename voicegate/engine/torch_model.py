@@ -51,6 +51,7 @@ class TorchTickModel:
         n_slots: int,
         *,
         use_cuda_graph: bool | None = None,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError(f"{name}: need at least one slot, got {n_slots}")
@@ -61,7 +62,7 @@ class TorchTickModel:
         self.voices = voices
         self.n_slots = n_slots
         self.device = lm.device
-        self.state = lm.new_state(n_slots)
+        self.state = lm.new_state(n_slots, kv_dtype=kv_dtype)  # 8-bit: lm.attention must read it
         self.mimi = MimiStreamer(mimi, n_slots)
         is_cuda = self.device.type == "cuda"
         # one host-to-device copy per tick: every row's frame, then every row's active flag

@@ -69,3 +69,23 @@ def embed(weight: torch.Tensor, tokens: torch.Tensor, has_absent: bool = True) -
     y = F.embedding(tokens.clamp(min=0), weight)
     zero = torch.zeros((), dtype=y.dtype, device=y.device)
     return torch.where((tokens == -1)[..., None], zero, y)
+
+
+def is_scaled_kv_dtype(dtype: torch.dtype | None) -> bool:
+    """True for the 8-bit float cache dtypes, stored with one scale per (slot, head, position)."""
+    return dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def quantize_vectors(x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit float copy of ``x`` with one float32 scale per last-dim vector (absmax / max).
+
+    ``dequantize_vectors(q, scale)`` gives x back to the 8-bit rounding (3 mantissa bits in
+    e4m3: ~3% of each vector's largest element at worst, much less typically).
+    """
+    xf = x.float()
+    scale = xf.abs().amax(-1).clamp(min=1e-12) / torch.finfo(dtype).max
+    return (xf / scale[..., None]).to(dtype), scale
+
+
+def dequantize_vectors(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (q.float() * scale[..., None]).to(dtype)

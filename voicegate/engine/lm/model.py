@@ -21,9 +21,8 @@ from voicegate.engine.lm.config import LMConfig
 __all__ = ["DecodeAttention", "LMModel", "masked_sdpa"]
 
 # (q [B, H, 1, D], keys [B, H, C', D], values, filled [B], key_mask [B, 1, 1, kv_len]) -> [B, H, 1, D]
-DecodeAttention = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
-]
+# With an 8-bit cache it is also given ``k_scale=``/``v_scale=`` [B, H, C'] (keyword arguments).
+DecodeAttention = Callable[..., torch.Tensor]
 
 
 def masked_sdpa(
@@ -32,15 +31,22 @@ def masked_sdpa(
     values: torch.Tensor,
     filled: torch.Tensor,
     key_mask: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode attention over the first kv_len key columns with a boolean mask (the default).
 
     A custom kernel (per-slot lengths, an 8-bit cache) replaces it through ``LM.attention``;
-    it must give slot b the softmax over its first ``filled[b]`` columns.
+    it must give slot b the softmax over its first ``filled[b]`` columns. With scales (an
+    8-bit cache) column p of head h is ``keys[b, h, p] * k_scale[b, h, p]``.
     """
     kv_len = key_mask.shape[-1]
-    k, v = keys[:, :, :kv_len].to(q.dtype), values[:, :, :kv_len].to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    k, v = keys[:, :, :kv_len], values[:, :, :kv_len]
+    if k_scale is not None and v_scale is not None:
+        k = _ops.dequantize_vectors(k, k_scale[:, :, :kv_len], q.dtype)
+        v = _ops.dequantize_vectors(v, v_scale[:, :, :kv_len], q.dtype)
+    return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=key_mask)
 
 
 class _Weight(nn.Module):
@@ -192,13 +198,16 @@ class LMModel(nn.Module):
         filled: torch.Tensor,
         key_mask: torch.Tensor,
         attention: DecodeAttention | None = None,
+        kv_scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One position per slot: x [B, 1, dim] at ``positions`` [B].
 
         ``kv_cache`` [L, 2, B, H, C', D] receives this step's keys/values at ``write_index`` [B]
         (a scratch column for inactive slots). Slot b attends to its first ``filled[b]`` key
         columns; ``key_mask`` [B, 1, 1, kv_len] says the same for the first kv_len columns
-        (``masked_sdpa``, the default ``attention``). Returns normed hidden [B, 1, dim].
+        (``masked_sdpa``, the default ``attention``). With ``kv_scales`` [L, 2, B, H, C'] (an
+        8-bit cache) each written key/value vector is stored scaled (``_ops.quantize_vectors``)
+        and ``attention`` gets the layer's scales. Returns normed hidden [B, 1, dim].
         """
         attend = masked_sdpa if attention is None else attention
         rows = torch.arange(x.shape[0], device=x.device)
@@ -206,9 +215,22 @@ class LMModel(nn.Module):
         for i, layer in enumerate(self._temporal):
             q, k, v = self._attention_in(layer, x, rotation)
             keys, values = kv_cache[i, 0], kv_cache[i, 1]
-            keys[rows, :, write_index] = k[:, :, 0].to(keys.dtype)
-            values[rows, :, write_index] = v[:, :, 0].to(values.dtype)
-            x = self._layer_out(layer, x, attend(q, keys, values, filled, key_mask))
+            if kv_scales is None:
+                keys[rows, :, write_index] = k[:, :, 0].to(keys.dtype)
+                values[rows, :, write_index] = v[:, :, 0].to(values.dtype)
+                attn = attend(q, keys, values, filled, key_mask)
+            else:
+                # keys and values quantized together: [B, 2, H, D] -> one scale per vector
+                kq, scale = _ops.quantize_vectors(
+                    torch.stack((k[:, :, 0], v[:, :, 0]), 1), keys.dtype
+                )
+                keys[rows, :, write_index] = kq[:, 0]
+                values[rows, :, write_index] = kq[:, 1]
+                k_scale, v_scale = kv_scales[i, 0], kv_scales[i, 1]
+                k_scale[rows, :, write_index] = scale[:, 0]
+                v_scale[rows, :, write_index] = scale[:, 1]
+                attn = attend(q, keys, values, filled, key_mask, k_scale=k_scale, v_scale=v_scale)
+            x = self._layer_out(layer, x, attn)
         return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import numpy.typing as npt
 import torch
 
 from voicegate.engine.base import SamplingParams
+from voicegate.engine.lm._ops import quantize_vectors
 from voicegate.engine.lm.checkpoint import load_lm_model, random_lm_model
 from voicegate.engine.lm.config import LMConfig
 from voicegate.engine.lm.model import DecodeAttention, LMModel
@@ -153,7 +154,12 @@ class LM:
         c = self.config
         n = prompt.length
         self.reset_slot(state, slot, sampling, seed)
-        state.kv[:, :, slot, :, :n] = prompt.kv
+        if state.kv_scales is None:
+            state.kv[:, :, slot, :, :n] = prompt.kv
+        else:
+            kq, scale = quantize_vectors(prompt.kv, state.kv.dtype)
+            state.kv[:, :, slot, :, :n] = kq
+            state.kv_scales[:, :, slot, :, :n] = scale
         ct = c.token_cache_size
         for i, pos in enumerate(range(n - 1, n + 1)):
             state.tokens[slot, :, pos % ct] = prompt.tokens[:, i]
@@ -240,10 +246,18 @@ class LM:
         inp = torch.where((pos[:, None] <= delays[None]) | ~act, self._initial[None], inp)
         x = m.embed_tokens(inp[:, :, None], has_absent=False)
         write = torch.where(active, pos % c.context, torch.full_like(pos, c.context))
-        filled = torch.clamp(pos + 1, max=c.context)
+        # an inactive row's output is dropped: it reads one column, not a stale window
+        filled = torch.where(active, torch.clamp(pos + 1, max=c.context), 1)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
         hidden = m.temporal_step(
-            x, pos, state.kv, write, filled, key_mask[:, None, None], self.attention
+            x,
+            pos,
+            state.kv,
+            write,
+            filled,
+            key_mask[:, None, None],
+            self.attention,
+            state.kv_scales,
         )
         text_logits = m.text_logits(hidden)[:, 0]
         noise = gumbel_noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine.lm._ops import is_scaled_kv_dtype
 from voicegate.engine.lm.config import LMConfig
 
 __all__ = ["LMState"]
@@ -43,6 +44,9 @@ class LMState:
     audio_top_k: torch.Tensor
     seeds: torch.Tensor  # [slots] int64
     counters: torch.Tensor  # [slots] int64: steps sampled since the slot was loaded
+    # [layers, 2, slots, heads, context + 1] float32 when ``kv`` is 8-bit (``is_scaled_kv_dtype``):
+    # column p's key (value) vector of a head is ``kv[...] * kv_scales[...]``; else None
+    kv_scales: torch.Tensor | None = None
 
     @classmethod
     def allocate(
@@ -55,6 +59,11 @@ class LMState:
     ) -> LMState:
         c = config
         f32, i64 = torch.float32, torch.int64
+        scales = None
+        if is_scaled_kv_dtype(kv_dtype):
+            scales = torch.zeros(
+                c.num_layers, 2, n_slots, c.num_heads, c.context + 1, device=device, dtype=f32
+            )
         return cls(
             config=c,
             n_slots=n_slots,
@@ -89,11 +98,14 @@ class LMState:
             audio_top_k=torch.full((n_slots,), 250, device=device, dtype=i64),
             seeds=torch.zeros(n_slots, device=device, dtype=i64),
             counters=torch.zeros(n_slots, device=device, dtype=i64),
+            kv_scales=scales,
         )
 
     @property
     def kv_bytes_per_slot(self) -> int:
-        return self.kv[:, :, 0].numel() * self.kv.element_size()
+        scales = self.kv_scales
+        extra = 0 if scales is None else scales[:, :, 0].numel() * scales.element_size()
+        return self.kv[:, :, 0].numel() * self.kv.element_size() + extra
 
     @staticmethod
     def bytes_per_slot(config: LMConfig, dtype: torch.dtype) -> int:
