@@ -1,0 +1,78 @@
+"""The SIP leg inside the real gateway (CallManager, echo engine, Redis): admission and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from voicegate.legs.sip.message import SipRequest, build_response, parse_message
+
+from .conftest import MAX_CALLS, SipGateway, read_events, start_gateway
+from .sip_client import SipClient, sdp_offer
+
+
+def answer_call(gateway: SipGateway, media: socket.socket) -> SipClient:
+    client = SipClient(("127.0.0.1", gateway.sip_port))
+    body = sdp_offer("127.0.0.1", media.getsockname()[1])
+    client.send(client.request("INVITE", 1, body=body))
+    assert client.recv_final(5).code == 200
+    client.send(client.request("ACK", 1))
+    return client
+
+
+@pytest.fixture
+def media() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def test_486_when_every_call_place_is_taken(gateway: SipGateway, media: socket.socket) -> None:
+    clients = [answer_call(gateway, media) for _ in range(MAX_CALLS)]
+    try:
+        assert gateway.calls.active_count == MAX_CALLS
+        extra = SipClient(("127.0.0.1", gateway.sip_port))
+        extra.send(extra.request("INVITE", 1, body=sdp_offer("127.0.0.1", media.getsockname()[1])))
+        busy = extra.recv_final(3)
+        assert busy.code == 486
+        extra.send(extra.request("ACK", 1))
+        extra.close()
+    finally:
+        for client in clients:
+            client.send(client.request("BYE", 2))
+            assert client.recv_final(3, method="BYE").code == 200
+            client.close()
+    gateway.wait_idle()
+
+
+async def test_drain_ends_sip_calls_with_bye_and_refuses_new_ones(
+    redis_url: str, tmp_path: Path, media: socket.socket
+) -> None:
+    server, app = start_gateway(redis_url, tmp_path)
+    gateway = SipGateway(server, app, redis_url)
+    try:
+        client = await asyncio.to_thread(answer_call, gateway, media)
+        (call_id,) = gateway.sip_call_ids()
+        loop: asyncio.AbstractEventLoop = app.state.loop
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.calls.drain(0), loop))
+        client.sock.settimeout(3)
+        while True:
+            data, _ = await asyncio.to_thread(client.sock.recvfrom, 65535)
+            message = parse_message(data)
+            if isinstance(message, SipRequest) and message.method == "BYE":
+                break
+        client.sock.sendto(build_response(message, 200), ("127.0.0.1", gateway.sip_port))
+        events = await read_events(redis_url, call_id)
+        ended = next(e for e in events if e["type"] == "call.ended")
+        assert ended["reason"] == "drain"
+        late = SipClient(("127.0.0.1", gateway.sip_port))
+        late.send(late.request("INVITE", 1, body=sdp_offer("127.0.0.1", media.getsockname()[1])))
+        assert (await asyncio.to_thread(late.recv_final, 3)).code == 486
+        late.close()
+        client.close()
+    finally:
+        server.stop()
