@@ -138,6 +138,7 @@ class SipPeer:
         user: str = "teller",
         extra: str = "",
         branch: str | None = None,
+        content_type: str = "application/sdp",
     ) -> bytes:
         if cseq is None:
             self.cseq += 1
@@ -152,7 +153,7 @@ class SipPeer:
             f"From: <sip:caller@{host}:{port}>;tag={self.from_tag}\r\n"
             f"To: {to}\r\nCall-ID: {self.call_id}\r\nCSeq: {cseq} {method}\r\n"
             f"Contact: <sip:caller@{host}:{port}>\r\nMax-Forwards: 70\r\n{extra}"
-            + ("Content-Type: application/sdp\r\n" if body else "")
+            + (f"Content-Type: {content_type}\r\n" if body else "")
             + f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
         )
         return text.encode()

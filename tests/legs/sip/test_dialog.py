@@ -198,6 +198,17 @@ async def test_rtp_latches_paces_and_delivers_audio_and_dtmf(make_rig: Any) -> N
     assert call.closed is None and dialog.state is DialogState.CONFIRMED
 
 
+async def test_sip_info_dtmf_relay_is_a_digit(make_rig: Any) -> None:
+    rig = await make_rig()
+    peer, rtp, dialog = await rig.answered()
+    body = "Signal=#\r\nDuration=160\r\n"
+    peer.send(peer.request("INFO", body=body, content_type="application/dtmf-relay"))
+    await peer.response(200)
+    peer.send(peer.request("INFO", body="not a digit", content_type="text/plain"))
+    await peer.response(200)
+    assert rig.calls.calls[0].digits == ["#"]
+
+
 async def test_hold_stops_our_rtp_and_unhold_resumes(make_rig: Any) -> None:
     rig = await make_rig()
     peer, rtp, dialog = await rig.answered()
