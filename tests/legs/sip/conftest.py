@@ -125,7 +125,7 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         sip_answer_delay_ms=300,
         sip_allow="127.0.0.1/32,127.0.0.5/32",
         sip_invite_burst=12,
-        sip_invite_rate_per_s=0.5,
+        sip_invite_rate_per_s=0.1,
     )
     try:
         yield SipGateway(server, app, redis_url)

@@ -46,12 +46,19 @@ async def test_sipp_uac_pcap_call_runs_and_records_events(
     gateway.wait_idle()
 
 
+@pytest.mark.parametrize("transport", ["u1", "t1"])  # SIPp: one UDP socket / one TCP connection
 async def test_sipp_pcmu_call_with_dtmf_routes_by_sip_user(
-    gateway: SipGateway, workdir: Path
+    gateway: SipGateway, workdir: Path, transport: str
 ) -> None:
     before = set(gateway.sip_call_ids())
     rtp_in, rtp_out = gateway.stats.rtp_in, gateway.stats.rtp_out
-    result = run_sipp(gateway.sip_port, workdir, scenario="pcmu_dtmf.xml", service="teller")
+    result = run_sipp(
+        gateway.sip_port,
+        workdir,
+        scenario="pcmu_dtmf.xml",
+        service="teller",
+        extra=["-t", transport],
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (call_id,) = new_calls(gateway, before)
     events = await read_events(gateway.redis_url, call_id)
@@ -73,8 +80,11 @@ async def test_sipp_cancel_before_answer_gets_487_and_starts_no_call(
     assert gateway.calls.active_count == 0
 
 
-def test_sipp_options_gets_200_with_allow(gateway: SipGateway, workdir: Path) -> None:
-    result = run_sipp(gateway.sip_port, workdir, scenario="options.xml")
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_sipp_options_gets_200_with_allow(
+    gateway: SipGateway, workdir: Path, transport: str
+) -> None:
+    result = run_sipp(gateway.sip_port, workdir, scenario="options.xml", extra=["-t", transport])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
