@@ -9,6 +9,8 @@ comes back and its round trip is timed at the simulator (media message arrival -
 
 Printed per N (echo, then tiny):
   cpu/call   gateway process CPU (utime+stime from /proc) over the measured window / N, % of a core
+  client %   this process (all the simulated Twilio sides) in % of a core: near 100 = the client
+             is the bottleneck, not the gateway
   echo p50/p99  pip sent -> its echo's media message received (includes the model's own 80 ms
              frame + 80 ms tick; the gateway-added part is this minus 160 ms)
   in p50/p99    leg ingress: caller media message read -> audio handed to the Call (histogram bucket)
@@ -160,6 +162,7 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
     audio = caller_audio(seconds)
     before = scrape(base)
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    client0 = sum(os.times()[:2])
     results: list = []
     twilios = [TwilioSimulator(base, PUBLIC, TOKEN) for _ in range(max(1, n // 10))]
     try:
@@ -170,6 +173,7 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
         for t in twilios:
             await t.aclose()
     cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+    client1 = sum(os.times()[:2])
     await asyncio.sleep(0.3)
     after = scrape(base)
     ok = [r for r in results if r[0] == "ok"]
@@ -186,6 +190,7 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
         "ok": len(ok),
         "cpu_pct_per_call": 100 * (cpu1 - cpu0) / (wall1 - wall0) / max(1, n),
         "cpu_pct_total": 100 * (cpu1 - cpu0) / (wall1 - wall0),
+        "client_pct": 100 * (client1 - client0) / (wall1 - wall0),
         "echo_p50": float(np.percentile(delays, 50)) if delays else float("nan"),
         "echo_p99": float(np.percentile(delays, 99)) if delays else float("nan"),
         "pips": len(delays),
@@ -251,6 +256,7 @@ COLUMNS = (
     ("n", "N", "{:>4.0f}"),
     ("cpu_pct_per_call", "cpu/call %", "{:>10.2f}"),
     ("cpu_pct_total", "cpu tot %", "{:>9.1f}"),
+    ("client_pct", "client %", "{:>8.0f}"),
     ("echo_p50", "echo p50", "{:>8.0f}"),
     ("echo_p99", "echo p99", "{:>8.0f}"),
     ("in_p50", "in p50", "{:>7.2f}"),

@@ -76,6 +76,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
 START_TIMEOUT_S = 10.0
 MAX_HELD_FRAMES = 10  # 200 ms: beyond this Twilio has stopped echoing marks; drop the oldest
 TIMER_SLACK_S = 0.001
+MAX_MESSAGES_WITHOUT_YIELD = 4
 MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
 LOGGED_ERRORS_PER_CALL = 5
 MAX_MALFORMED_PER_CALL = 1000  # a peer this broken is not a phone call: hang up
@@ -276,6 +277,7 @@ class TwilioMediaStream:
             self._write_loop(), name=f"twilio-out-{self.call_id}"
         )
         self._close_after: tuple[int, str] | None = None
+        unyielded = 0
         try:
             while True:
                 message = await ws.receive()
@@ -284,6 +286,12 @@ class TwilioMediaStream:
                     return
                 if not self._on_message(message, clock()) or writer.done():
                     return
+                unyielded += 1
+                if unyielded >= MAX_MESSAGES_WITHOUT_YIELD:
+                    # receive() does not suspend while a backlog is queued: after a burst, let
+                    # the other calls' 20 ms send ticks run instead of draining it in one go
+                    unyielded = 0
+                    await asyncio.sleep(0)
         finally:
             if not writer.done():
                 writer.cancel()
