@@ -283,11 +283,16 @@ async def test_488_when_no_codec_fits_or_no_offer(make_rig: Any) -> None:
     rig = await make_rig()
     peer, rtp = await rig.peer()
     peer.send(peer.request("INVITE", body=sdp_offer("127.0.0.1", rtp.port, formats="18")))
-    await peer.response(488)
+    refused = await peer.response(488)
+    peer.send(peer.request("ACK", cseq=refused.cseq))
+    # a retry with the same Call-ID and a codec we take is a new call (RFC 3261 8.1.3.5)
+    peer.send(peer.request("INVITE", body=sdp_offer("127.0.0.1", rtp.port, formats="8")))
+    await peer.response(200)
+    assert len(rig.calls.calls) == 1
     peer2, _ = await rig.peer()
     peer2.send(peer2.request("INVITE"))
     await peer2.response(488)
-    assert not rig.calls.calls
+    assert len(rig.calls.calls) == 1
 
 
 async def test_digest_auth_challenges_then_admits(make_rig: Any) -> None:

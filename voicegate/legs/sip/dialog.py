@@ -49,6 +49,8 @@ __all__ = ["Dialog", "DialogHost", "DialogState", "Peer", "SipTimers"]
 
 log = logging.getLogger("voicegate.legs.sip")
 
+MAX_STORED_RESPONSES = 32  # per dialog, to answer retransmitted requests
+
 
 class DialogState(enum.Enum):
     PROCEEDING = "proceeding"
@@ -629,7 +631,11 @@ class Dialog:
         (peer.send if peer is not None else self._send)(data)
 
     def _store(self, request: SipRequest, data: bytes) -> None:
-        self._responses[(request.method, request.cseq)] = data
+        responses = self._responses
+        responses[(request.method, request.cseq)] = data
+        if len(responses) > MAX_STORED_RESPONSES:  # a chatty peer: keep the INVITE's and the latest
+            for key in list(responses)[1 : -MAX_STORED_RESPONSES // 2]:
+                del responses[key]
 
     def _emit_status(self, status: str, detail: str) -> None:
         call = self.call

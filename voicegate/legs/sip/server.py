@@ -272,7 +272,7 @@ class SipServer:
             return
         method = request.method
         if method == "INVITE":
-            if dialog is not None:
+            if dialog is not None and not _is_retry(dialog, request):
                 dialog.on_request(request, peer)  # a retransmission
                 return
             self._on_invite(request, peer)
@@ -396,6 +396,11 @@ class SipServer:
             log.warning(
                 "sip: malformed message #%d from %s:%d dropped: %s", n, peer.host, peer.port, exc
             )
+
+
+def _is_retry(dialog: Dialog, request: SipRequest) -> bool:
+    """A new INVITE reusing the Call-ID of a rejected one (RFC 3261 8.1.3.5: retry after 4xx)."""
+    return dialog.state is DialogState.TERMINATED and request.cseq > dialog.invite.cseq
 
 
 def _src(peer: Peer) -> tuple[str, int] | None:
