@@ -198,6 +198,25 @@ async def test_rtp_latches_paces_and_delivers_audio_and_dtmf(make_rig: Any) -> N
     assert call.closed is None and dialog.state is DialogState.CONFIRMED
 
 
+async def test_lost_packets_keep_the_caller_timeline_and_garbage_does_not_latch(
+    make_rig: Any,
+) -> None:
+    rig = await make_rig()
+    peer, rtp, dialog = await rig.answered()
+    gw_rtp = ("127.0.0.1", dialog.session.local_port)
+    stranger = await Udp.open()
+    rig.udps.append(stranger)
+    stranger.send(b"\x00not rtp", gw_rtp)  # must not capture the call's media
+    await wait_for(lambda: rig.server.stats.rtp_malformed == 1)
+    sequence = [0, 1, 2, 4, 5, 6, 7]  # 3 is lost: given up once 3 later packets are held
+    for seq in sequence:
+        rtp.send(rtp_packet(seq, 160 * seq), gw_rtp)
+    call = rig.calls.calls[0]
+    await wait_for(lambda: call.fed_samples == 160 * 8)  # 7 packets + 160 samples of silence
+    assert rig.server.stats.rtp_gap_filled_samples == 160
+    assert dialog.session.destination == ("127.0.0.1", rtp.port)
+
+
 async def test_sip_info_dtmf_relay_is_a_digit(make_rig: Any) -> None:
     rig = await make_rig()
     peer, rtp, dialog = await rig.answered()
@@ -292,6 +311,11 @@ async def test_488_when_no_codec_fits_or_no_offer(make_rig: Any) -> None:
     peer2, _ = await rig.peer()
     peer2.send(peer2.request("INVITE"))
     await peer2.response(488)
+    peer3, rtp3 = await rig.peer()
+    offer = sdp_offer("127.0.0.1", rtp3.port)
+    peer3.send(peer3.request("INVITE", body=offer, extra="Require: 100rel, foo\r\n"))
+    refused = await peer3.response(420)
+    assert refused.raw.headers["Unsupported"] == "100rel, foo"
     assert len(rig.calls.calls) == 1
 
 

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 from voicegate.legs.sip.message import SipRequest, build_response, parse_message
@@ -47,6 +48,12 @@ def test_486_when_every_call_place_is_taken(gateway: SipGateway, media: socket.s
             assert client.recv_final(3, method="BYE").code == 200
             client.close()
     gateway.wait_idle()
+    metrics = httpx.get(gateway.server.base_url + "/metrics", trust_env=False).text
+    assert "voicegate_sip_invites_busy_total" in metrics
+    busy = next(
+        line for line in metrics.splitlines() if line.startswith("voicegate_sip_invites_busy_total")
+    )
+    assert float(busy.split()[-1]) >= 1
 
 
 async def test_drain_ends_sip_calls_with_bye_and_refuses_new_ones(

@@ -45,6 +45,8 @@ FRAME_S = FRAME_MS / 1000
 FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
 MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
 BIND_ATTEMPTS = 64
+MAX_GAP_FILL_SAMPLES = 1600  # 200 ms: longer gaps are silence suppression or a stall, not loss
+TS_MOD = 1 << 32
 
 _DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.int16]]] = {
     "PCMU": mulaw_decode,
@@ -92,6 +94,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self._dtmf = DtmfDetector()
         self._writer = RtpWriter(plan.codec_pt)
         self._latched: tuple[str, int] | None = None
+        self._rx_ssrc: int | None = None
+        self._rx_next_ts = 0
+        self._silence = np.zeros(MAX_GAP_FILL_SAMPLES, np.int16)
         self._opened_at = clock()
         self._last_rx: float | None = None
         self._is_closed = False
@@ -209,12 +214,9 @@ class RtpSession(asyncio.DatagramProtocol):
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
         stats = self._stats
         latched = self._latched
-        if latched is None:
-            self._latched = source  # symmetric RTP: answer where the media comes from
-        elif source != latched:
+        if latched is not None and source != latched:
             stats.rtp_foreign_source += 1
             return
-        self._last_rx = self._clock()
         if is_rtcp(data):  # RTCP multiplexed on the RTP port (RFC 5761)
             stats.rtcp_in += 1
             return
@@ -223,6 +225,9 @@ class RtpSession(asyncio.DatagramProtocol):
         except RtpParseError:
             stats.rtp_malformed += 1
             return
+        if latched is None:
+            self._latched = source  # symmetric RTP: answer where the media comes from
+        self._last_rx = self._clock()
         stats.rtp_in += 1
         self.packets_in += 1
         call = self._call
@@ -231,8 +236,18 @@ class RtpSession(asyncio.DatagramProtocol):
             if call is None:
                 return
             for ready in self._reorder.push(packet):
-                if ready.payload:
-                    call.feed_caller_audio(self._decode(ready.payload))
+                payload = ready.payload
+                if not payload:
+                    continue
+                if ready.ssrc == self._rx_ssrc:
+                    # lost packets (or a DTMF pause): keep the caller's timeline with silence
+                    gap = (ready.timestamp - self._rx_next_ts) % TS_MOD
+                    if 0 < gap <= MAX_GAP_FILL_SAMPLES:
+                        call.feed_caller_audio(self._silence[:gap])
+                        stats.rtp_gap_filled_samples += gap
+                self._rx_ssrc = ready.ssrc
+                self._rx_next_ts = (ready.timestamp + len(payload)) % TS_MOD
+                call.feed_caller_audio(self._decode(payload))
         elif pt == self._dtmf_pt:
             digit = self._dtmf.on_packet(packet)
             if digit is not None and call is not None:

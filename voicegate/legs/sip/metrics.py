@@ -43,6 +43,7 @@ class SipStats:
     rtp_foreign_source: int = 0
     rtp_unknown_payload: int = 0
     rtp_lost: int = 0
+    rtp_gap_filled_samples: int = 0
     rtp_late: int = 0
     rtp_ssrc_changes: int = 0
     rtcp_in: int = 0

@@ -334,6 +334,23 @@ class SipServer:
                 )
             )
             return
+        required = [
+            item.strip()
+            for value in request.raw.headers.getlist("Require")
+            for item in value.split(",")
+            if item.strip()
+        ]
+        if required:  # we implement no SIP extension a caller could insist on (RFC 3261 8.2.2.3)
+            peer.send(
+                build_response(
+                    request,
+                    420,
+                    to_tag="ext",
+                    headers=[("Unsupported", ", ".join(required))],
+                    source=_src(peer),
+                )
+            )
+            return
         stats.invites += 1
         peer.send(build_response(request, 100, source=_src(peer)))
         persona = self._route(request)
