@@ -90,6 +90,7 @@ def create_app(
         token=settings.webrtc_token,
         stun_urls=settings.webrtc_stun_urls,
         is_loopback_only=settings.webrtc_loopback_only,
+        jitter_prefetch=settings.webrtc_jitter_prefetch,
         registry=registry,
     )
     if settings.sip_enabled:

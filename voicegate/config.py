@@ -116,3 +116,9 @@ class Settings(BaseSettings):
         False,
         description="WebRTC over 127.0.0.1 only: gather loopback candidates, drop the browser's others (tests, local demo).",
     )
+    webrtc_jitter_prefetch: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Received audio frames held back to reorder packets (aiortc's default is 4 = 80 ms more delay).",
+    )

@@ -41,6 +41,9 @@ async def test_a_call_echoes_the_caller_and_logs_webrtc_events(
         assert gateway.calls.active_count == 1
         session = gateway.webrtc.session_for_call(caller.call_id)
         assert session is not None and session.connection_state == "connected"
+        # received audio is released after 1 later frame (aiortc's own default holds 4: 80 ms)
+        (receiver,) = session._pc.getReceivers()
+        assert receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1
         got = caller.received()
     # the echo engine returns the caller's speech: the browser hears non-silent audio
     assert rms(got) > 300, rms(got)
@@ -55,6 +58,13 @@ async def test_a_call_echoes_the_caller_and_logs_webrtc_events(
     assert int(ended["frames"]) > 20
     counters = json.loads(ended["counters"])
     assert counters["caller_frames"] > 20
+    metrics = httpx.get(f"{gateway.base_url}/metrics", trust_env=False).text
+    ingress = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("voicegate_webrtc_ingress_seconds_count")
+    ]
+    assert ingress and float(ingress[0].split()[-1]) > 100  # one per received 20 ms frame
 
 
 async def test_refuses_without_the_bearer_token(gateway: Gateway, caller_pcm: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
 from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
@@ -37,6 +37,9 @@ log = logging.getLogger("voicegate.legs.webrtc")
 
 OFFER_PATH = "/webrtc/offer"
 MAX_OFFER_BYTES = 64 * 1024
+# aiortc's receiver holds each audio frame until 4 more arrived (80 ms) just to reorder packets;
+# 1 frame (20 ms) takes 40-60 ms off every reply (bench/webrtc_bench.py). None: aiortc's default.
+JITTER_PREFETCH = 1
 
 
 class Admission(Protocol):
@@ -74,12 +77,14 @@ class WebRtcLeg:
         personas: PersonaNames | None = None,
         media_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,
+        jitter_prefetch: int | None = JITTER_PREFETCH,
     ) -> None:
         self.token = token
         self.calls = calls
         self.personas = personas
         self.media_timeout_s = media_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.jitter_prefetch = jitter_prefetch
         self._config_urls = stun_urls
         self._is_loopback_only = is_loopback_only
         if is_loopback_only:
@@ -94,6 +99,34 @@ class WebRtcLeg:
         )
         self._m_sessions = Gauge(
             "voicegate_webrtc_sessions", "Open WebRTC peer connections.", registry=registry
+        )
+        self._m_ingress = Histogram(
+            "voicegate_webrtc_ingress_seconds",
+            "WebRTC leg ingress: RTP packet arrived -> its decoded audio handed to the Call "
+            "(jitter buffer, Opus decoding, downmix).",
+            buckets=(
+                0.001,
+                0.002,
+                0.005,
+                0.01,
+                0.015,
+                0.02,
+                0.025,
+                0.03,
+                0.04,
+                0.05,
+                0.06,
+                0.07,
+                0.08,
+                0.09,
+                0.1,
+                0.12,
+                0.15,
+                0.2,
+                0.3,
+                0.5,
+            ),
+            registry=registry,
         )
         self._m_frames = Counter(
             "voicegate_webrtc_frames_total",
@@ -139,6 +172,8 @@ class WebRtcLeg:
             is_loopback_only=self._is_loopback_only,
             media_timeout_s=self.media_timeout_s,
             connect_timeout_s=self.connect_timeout_s,
+            jitter_prefetch=self.jitter_prefetch,
+            on_ingress=self._m_ingress.observe,
             on_closed=self._on_session_closed,
         )
         self.sessions[session_id] = session

@@ -54,6 +54,8 @@ class WebRtcSession:
         is_loopback_only: bool = False,
         media_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,
+        jitter_prefetch: int | None = None,
+        on_ingress: Callable[[float], None] | None = None,
         on_closed: Callable[[WebRtcSession], None] | None = None,
     ) -> None:
         self.session_id = session_id
@@ -64,6 +66,10 @@ class WebRtcSession:
         self._is_loopback_only = is_loopback_only
         self._media_timeout_s = media_timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._jitter_prefetch = jitter_prefetch
+        # RTP packet arrival -> its decoded audio handed to the Call (jitter buffer + decoding)
+        self._on_ingress = on_ingress
+        self._arrivals: dict[int, float] = {}
         self._on_closed = on_closed
         self._call: CallLike | None = None
         self._convert = _Converter(self.counters)
@@ -125,11 +131,36 @@ class WebRtcSession:
     # --- media and state ---------------------------------------------------------------------
 
     def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
-            self._spawn(self._read(track))
+        if track.kind != "audio":
+            return
+        for receiver in self._pc.getReceivers():
+            if receiver.track is track:
+                if self._jitter_prefetch is not None:
+                    _set_jitter_prefetch(receiver, self._jitter_prefetch)
+                if self._on_ingress is not None:
+                    self._time_arrivals(receiver)
+        self._spawn(self._read(track))
+
+    def _time_arrivals(self, receiver: Any) -> None:
+        """Note when each RTP packet arrives, keyed like the decoded frame's pts will be."""
+        handle = receiver._handle_rtp_packet
+        arrivals = self._arrivals
+        origin: list[int] = []
+        clock = asyncio.get_running_loop().time
+
+        async def timed(packet: Any, arrival_time_ms: int) -> None:
+            if not origin:
+                origin.append(packet.timestamp)
+            if len(arrivals) > 64:  # lost or dropped frames never pop theirs
+                arrivals.clear()
+            arrivals.setdefault((packet.timestamp - origin[0]) & 0xFFFFFFFF, clock())
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+
+        receiver._handle_rtp_packet = timed
 
     async def _read(self, track: MediaStreamTrack) -> None:
         counters = self.counters
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 frame = await track.recv()
@@ -140,6 +171,11 @@ class WebRtcSession:
             call = self._call
             if call is not None:
                 call.feed_caller_audio(self._convert(frame))
+            on_ingress = self._on_ingress
+            if on_ingress is not None:
+                arrived = self._arrivals.pop(frame.pts, None)
+                if arrived is not None:
+                    on_ingress(loop.time() - arrived)
 
     async def _watch(self) -> None:
         """Connect within connect_timeout_s, then receive audio at least every media_timeout_s."""
@@ -214,3 +250,18 @@ class WebRtcSession:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _set_jitter_prefetch(receiver: object, prefetch: int) -> None:
+    """Give an aiortc audio receiver a jitter buffer that releases a frame ``prefetch`` frames early.
+
+    aiortc holds every received audio frame until 4 later ones arrived (80 ms), only to reorder
+    packets; it does no timed playout. The Call already absorbs arrival jitter (it gathers 80 ms
+    engine frames), so a smaller prefetch takes that delay off every reply; a packet arriving
+    more than ``prefetch`` frames late is then dropped instead of reordered.
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+
+    attr = "_RTCRtpReceiver__jitter_buffer"  # private in aiortc 1.x: skip if it moved
+    if isinstance(getattr(receiver, attr, None), JitterBuffer):
+        setattr(receiver, attr, JitterBuffer(capacity=16, prefetch=prefetch))

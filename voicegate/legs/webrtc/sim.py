@@ -99,7 +99,7 @@ class WebRtcCaller:
         self._chunks: list[npt.NDArray[np.int16]] = []
         self.recv_at: list[float] = []  # monotonic time each received frame was decoded
         self.recv_pts: list[int] = []  # its RTP timestamp
-        self.rtp_arrivals: dict[int, float] = {}  # RTP timestamp -> monotonic arrival of its packet
+        self.rtp_arrivals: dict[int, float] = {}  # frame pts -> monotonic arrival of its packet
         self.call_id = ""
         self._reader: asyncio.Task[None] | None = None
         self.track_ended = asyncio.Event()
@@ -117,8 +117,14 @@ class WebRtcCaller:
         handle = receiver._handle_rtp_packet
         arrivals = self.rtp_arrivals
 
+        origin: list[int] = []
+
         async def timed(packet: Any, arrival_time_ms: int) -> None:
-            arrivals.setdefault(packet.timestamp, time.monotonic())
+            # keyed like aiortc's decoded frames' pts: relative to the first packet's timestamp
+            if not origin:
+                origin.append(packet.timestamp)
+            key = (packet.timestamp - origin[0]) % (1 << 32)
+            arrivals.setdefault(key, time.monotonic())
             await handle(packet, arrival_time_ms=arrival_time_ms)
 
         receiver._handle_rtp_packet = timed
