@@ -2,8 +2,9 @@
 
 Modules: ``message`` (SIP parsing under limits, responses, TCP framing), ``sdp`` (offer/answer),
 ``rtp`` (packets, reorder buffer, RFC 4733 DTMF), ``auth`` (digest, allow-list, INVITE rate),
-``media`` (one call's RTP port and 20 ms pacing), ``dialog`` (the INVITE dialog state machine,
-the Call's leg), ``server`` (listeners and dispatch), ``metrics``.
+``media`` (one call's RTP port, the shared 20 ms pacer), ``transaction`` (timers, retransmission),
+``dialog`` (the INVITE dialog state machine, the Call's leg), ``server`` (listeners and
+dispatch), ``metrics``.
 
 Usage (in the app's lifespan)::
 
@@ -16,8 +17,9 @@ Usage (in the app's lifespan)::
 
 from __future__ import annotations
 
-from voicegate.legs.sip.dialog import Dialog, DialogState, Peer, SipTimers
+from voicegate.legs.sip.dialog import Dialog, DialogState
 from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.server import SipConfig, SipServer
+from voicegate.legs.sip.transaction import Peer, SipTimers
 
 __all__ = ["Dialog", "DialogState", "Peer", "SipConfig", "SipServer", "SipStats", "SipTimers"]

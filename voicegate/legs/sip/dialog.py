@@ -26,7 +26,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
@@ -39,13 +38,15 @@ from voicegate.legs.sip.message import (
     SipResponse,
     build_request,
     build_response,
+    info_dtmf_digit,
     new_branch,
     new_tag,
 )
 from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.sdp import MediaPlan, build_answer, negotiate, parse_sdp
+from voicegate.legs.sip.transaction import Peer, Retransmission, SipTimers
 
-__all__ = ["Dialog", "DialogHost", "DialogState", "Peer", "SipTimers"]
+__all__ = ["Dialog", "DialogHost", "DialogState"]
 
 log = logging.getLogger("voicegate.legs.sip")
 
@@ -71,28 +72,6 @@ _TRANSITIONS: dict[DialogState, frozenset[DialogState]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class SipTimers:
-    """RFC 3261 17.1.1.1 timer values (seconds); tests shorten them."""
-
-    t1_s: float = 0.5
-    t2_s: float = 4.0
-
-    @property
-    def timeout_s(self) -> float:  # 64*T1: Timer B/F/H, the 2xx retransmission limit
-        return 64 * self.t1_s
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Where a message came from and how to answer it (UDP address or TCP connection)."""
-
-    transport: str  # "UDP" | "TCP"
-    host: str
-    port: int
-    send: Callable[[bytes], None]
-
-
 class SipCall(CallLike, Protocol):
     """The Call as this leg uses it (``voicegate.calls.Call``)."""
 
@@ -116,60 +95,6 @@ class DialogHost(Protocol):
     def contact_for(self, peer: Peer, local_host: str) -> str: ...
 
     def dialog_ended(self, dialog: Dialog) -> None: ...
-
-
-class _Retransmit:
-    """Sends ``data`` now and again at T1, 2*T1, ... capped at T2 until stopped or 64*T1."""
-
-    def __init__(
-        self,
-        send: Callable[[bytes], None],
-        data: bytes,
-        timers: SipTimers,
-        stats: SipStats,
-        on_give_up: Callable[[], None] | None,
-        *,
-        is_reliable: bool,
-    ) -> None:
-        self._send = send
-        self._data = data
-        self._timers = timers
-        self._stats = stats
-        self._on_give_up = on_give_up
-        self._interval = timers.t1_s
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + timers.timeout_s
-        self._handle: asyncio.TimerHandle | None = None
-        send(data)
-        # 2xx retransmission is the UAS core's job on every transport (13.3.1.4); for
-        # non-2xx over TCP only the give-up timer runs
-        if not is_reliable or data.startswith(b"SIP/2.0 2"):
-            self._handle = loop.call_later(self._interval, self._fire)
-        else:
-            self._handle = loop.call_at(self._deadline, self._give_up)
-
-    def _fire(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            self._give_up()
-            return
-        try:
-            self._send(self._data)
-        except Exception:
-            pass
-        self._stats.responses_retransmitted += 1
-        self._interval = min(self._interval * 2, self._timers.t2_s)
-        self._handle = loop.call_later(self._interval, self._fire)
-
-    def _give_up(self) -> None:
-        self._handle = None
-        if self._on_give_up is not None:
-            self._on_give_up()
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 class Dialog:
@@ -208,9 +133,9 @@ class Dialog:
         self._remote_target = str(invite.contact.uri) if invite.contact else str(invite.from_.uri)
         self._routes = invite.record_route
         self._responses: dict[tuple[str, int], bytes] = {}
-        self._invite_tx: _Retransmit | None = None
-        self._reinvite_tx: _Retransmit | None = None
-        self._bye_tx: _Retransmit | None = None
+        self._invite_tx: Retransmission | None = None
+        self._reinvite_tx: Retransmission | None = None
+        self._bye_tx: Retransmission | None = None
         self._reinvite_cseq: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -336,7 +261,7 @@ class Dialog:
         )
         self._set_state(DialogState.ACCEPTED)
         self._store(invite, data)
-        self._invite_tx = _Retransmit(
+        self._invite_tx = Retransmission(
             self._send,
             data,
             self._timers,
@@ -381,7 +306,7 @@ class Dialog:
         )
         self._store(self.invite, data)
         self._set_state(DialogState.TERMINATED)
-        self._invite_tx = _Retransmit(
+        self._invite_tx = Retransmission(
             self._send, data, self._timers, self._stats, None, is_reliable=self.is_reliable
         )
 
@@ -501,7 +426,7 @@ class Dialog:
         )
         self._store(request, data)
         self._reinvite_cseq = request.cseq
-        self._reinvite_tx = _Retransmit(
+        self._reinvite_tx = Retransmission(
             peer.send,
             data,
             self._timers,
@@ -536,7 +461,7 @@ class Dialog:
 
     def _on_simple(self, request: SipRequest, peer: Peer) -> None:
         if request.method == "INFO" and self.call is not None:
-            digit = _info_digit(request)
+            digit = info_dtmf_digit(request)
             if digit is not None:
                 self._stats.dtmf_digits += 1
                 self.call.on_dtmf(digit)
@@ -584,7 +509,7 @@ class Dialog:
         self._set_state(DialogState.TERMINATING)
         if self.session is not None:
             self.session.close_nowait()
-        self._bye_tx = _Retransmit(
+        self._bye_tx = Retransmission(
             self._send,
             data,
             self._timers,
@@ -691,20 +616,3 @@ class Dialog:
 def _user_or_uri(uri: object) -> str:
     user = getattr(uri, "user", None)
     return str(user) if user else str(uri)
-
-
-def _info_digit(request: SipRequest) -> str | None:
-    """``application/dtmf-relay`` (``Signal=5``) or ``application/dtmf`` INFO bodies."""
-    if request.content_type not in ("application/dtmf-relay", "application/dtmf"):
-        return None
-    text = request.body.decode("utf-8", "replace")
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if request.content_type == "application/dtmf":
-            value = line
-        elif key.strip().lower() != "signal":
-            continue
-        value = value.strip().upper()
-        if len(value) == 1 and value in "0123456789*#ABCD":
-            return value
-    return None

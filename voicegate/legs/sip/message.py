@@ -27,6 +27,7 @@ __all__ = [
     "SipResponse",
     "build_request",
     "build_response",
+    "info_dtmf_digit",
     "new_branch",
     "new_tag",
     "parse_message",
@@ -333,3 +334,20 @@ def split_stream(buffer: bytearray) -> bytes | None:
     message = bytes(buffer[:total])
     del buffer[:total]
     return message
+
+
+def info_dtmf_digit(request: SipRequest) -> str | None:
+    """``application/dtmf-relay`` (``Signal=5``) or ``application/dtmf`` INFO bodies."""
+    if request.content_type not in ("application/dtmf-relay", "application/dtmf"):
+        return None
+    text = request.body.decode("utf-8", "replace")
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if request.content_type == "application/dtmf":
+            value = line
+        elif key.strip().lower() != "signal":
+            continue
+        value = value.strip().upper()
+        if len(value) == 1 and value in "0123456789*#ABCD":
+            return value
+    return None

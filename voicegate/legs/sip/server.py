@@ -26,7 +26,7 @@ from voicegate.calls.base import CallInfo, LegTransport
 from voicegate.errors import SipParseError
 from voicegate.events.schema import Event
 from voicegate.legs.sip.auth import DigestAuth, SourcePolicy
-from voicegate.legs.sip.dialog import Dialog, DialogState, Peer, SipCall, SipTimers
+from voicegate.legs.sip.dialog import Dialog, DialogState, SipCall
 from voicegate.legs.sip.media import RtpPacer, RtpSession
 from voicegate.legs.sip.message import (
     ALLOW,
@@ -39,6 +39,7 @@ from voicegate.legs.sip.message import (
 )
 from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.sdp import MediaPlan
+from voicegate.legs.sip.transaction import Peer, SipTimers
 
 __all__ = ["CallAdmission", "PersonaRouter", "SipConfig", "SipServer"]
 
