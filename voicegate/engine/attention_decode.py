@@ -10,17 +10,25 @@ GPU, then a second small kernel merges the splits (log-sum-exp). It reads a bf16
 Plug in with ``lm.attention = TritonDecodeAttention()``; the LM's ``masked_sdpa`` stays the
 reference (and the CPU path). ``TRITON_INTERPRET=1`` runs the kernels on the CPU (tests).
 
-Owns: TritonDecodeAttention, triton_available. Imports torch and (lazily) triton.
+Owns: TritonDecodeAttention, decode_attention_for, triton_available. Imports torch and (lazily) triton.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
 
 import torch
 
-__all__ = ["SPLIT", "TritonDecodeAttention", "triton_available"]
+__all__ = [
+    "ATTENTION_ENV",
+    "SPLIT",
+    "TritonDecodeAttention",
+    "decode_attention_for",
+    "triton_available",
+]
+
+ATTENTION_ENV = "VOICEGATE_DECODE_ATTENTION"  # "sdpa": the LM's masked SDPA even on CUDA
 
 SPLIT = 256  # key columns one program reads (then merged)
 BLOCK_N = 64  # key columns per inner step
@@ -36,10 +44,18 @@ def triton_available() -> bool:
     return triton is not None
 
 
+def decode_attention_for(device: torch.device) -> TritonDecodeAttention | None:
+    """The kernel for ``device``: Triton on CUDA when installed (unless VOICEGATE_DECODE_ATTENTION
+    is "sdpa"), else None (the LM's masked SDPA)."""
+    if device.type != "cuda" or triton is None or os.environ.get(ATTENTION_ENV) == "sdpa":
+        return None
+    return TritonDecodeAttention()
+
+
 if triton is not None:
 
-    @triton.jit  # type: ignore[untyped-decorator]
-    def _fp8e4m3_to_f32(bits: Any) -> Any:
+    @triton.jit  # type: ignore[misc]
+    def _fp8e4m3_to_f32(bits):
         # e4m3fn by hand (the interpreter has no fp8): s eeee mmm, bias 7, no infinities
         b = bits.to(tl.int32)
         sign = tl.where((b & 0x80) != 0, -1.0, 1.0)
@@ -49,36 +65,36 @@ if triton is not None:
         sub = man / 8.0 * 0.015625
         return sign * tl.where(exp == 0, sub, normal)
 
-    @triton.jit  # type: ignore[untyped-decorator]
+    @triton.jit  # type: ignore[misc]
     def _partial(
-        Q: Any,
-        K: Any,
-        V: Any,
-        KS: Any,
-        VS: Any,
-        FILLED: Any,
-        M_OUT: Any,
-        L_OUT: Any,
-        ACC_OUT: Any,
-        stride_qb: Any,
-        stride_qh: Any,
-        stride_kb: Any,
-        stride_kh: Any,
-        stride_kn: Any,
-        stride_vb: Any,
-        stride_vh: Any,
-        stride_vn: Any,
-        stride_sb: Any,
-        stride_sh: Any,
-        H: Any,
-        n_splits: Any,
-        sm_scale: Any,
+        Q,
+        K,
+        V,
+        KS,
+        VS,
+        FILLED,
+        M_OUT,
+        L_OUT,
+        ACC_OUT,
+        stride_qb,
+        stride_qh,
+        stride_kb,
+        stride_kh,
+        stride_kn,
+        stride_vb,
+        stride_vh,
+        stride_vn,
+        stride_sb,
+        stride_sh,
+        H,
+        n_splits,
+        sm_scale,
         SPLIT_N: tl.constexpr,
         BLOCK: tl.constexpr,
         D: tl.constexpr,
         SCALED: tl.constexpr,
         MANUAL_FP8: tl.constexpr,
-    ) -> None:
+    ):
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H
@@ -123,19 +139,19 @@ if triton is not None:
         tl.store(L_OUT + out, l_i)
         tl.store(ACC_OUT + out * D + offs_d, acc)
 
-    @triton.jit  # type: ignore[untyped-decorator]
+    @triton.jit  # type: ignore[misc]
     def _merge(
-        M: Any,
-        L: Any,
-        ACC: Any,
-        OUT: Any,
-        stride_ob: Any,
-        stride_oh: Any,
-        H: Any,
-        n_splits: Any,
+        M,
+        L,
+        ACC,
+        OUT,
+        stride_ob,
+        stride_oh,
+        H,
+        n_splits,
         NS: tl.constexpr,
         D: tl.constexpr,
-    ) -> None:
+    ):
         bh = tl.program_id(0)
         b = bh // H
         h = bh % H

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from voicegate.engine.attention_decode import decode_attention_for
 from voicegate.engine.capacity import measure_state_bytes, slots_that_fit
 from voicegate.engine.lm import LM, LMConfig
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer, load_mimi
@@ -83,8 +84,9 @@ def build_personaplex_model(settings: Any) -> TorchTickModel:
     """Load the release from VOICEGATE_MODEL_DIR (nothing downloaded) and size the batch."""
     model_dir = getattr(settings, "model_dir", None)
     files = check_model_dir(Path(model_dir) if model_dir is not None else None)
-    if str(getattr(settings, "kv_cache_dtype", "bf16")) != "bf16":
-        raise ConfigError("VOICEGATE_KV_CACHE_DTYPE=fp8 is not implemented yet; use bf16")
+    kv_cache = str(getattr(settings, "kv_cache_dtype", "bf16"))
+    if kv_cache not in ("bf16", "fp8"):
+        raise ConfigError(f"VOICEGATE_KV_CACHE_DTYPE: expected bf16 or fp8, got {kv_cache!r}")
     device = resolve_device(str(getattr(settings, "device", "auto")), prefer_cuda=True)
     return load_release_model(
         files,
@@ -92,6 +94,7 @@ def build_personaplex_model(settings: Any) -> TorchTickModel:
         mimi_config=MimiConfig.release(),
         device=device,
         max_calls=int(getattr(settings, "max_calls", 0) or 0),
+        kv_cache=kv_cache,
     )
 
 
@@ -103,9 +106,19 @@ def load_release_model(
     device: torch.device,
     max_calls: int = 0,
     name: str = "personaplex",
+    kv_cache: str = "bf16",
 ) -> TorchTickModel:
-    """Load a release folder with the given shapes (7B in production; tests pass tiny ones)."""
+    """Load a release folder with the given shapes (7B in production; tests pass tiny ones).
+
+    ``kv_cache="fp8"``: an e4m3 KV cache with per-vector scales (half the bytes per slot),
+    read by the Triton decode kernel (CUDA only)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    attention = decode_attention_for(device)
+    kv_dtype = None
+    if kv_cache == "fp8":
+        if attention is None:
+            raise ConfigError("VOICEGATE_KV_CACHE_DTYPE=fp8 needs CUDA and triton")
+        kv_dtype = torch.float8_e4m3fn
     tokenizer = load_text_tokenizer(files.root)
     if tokenizer.vocab_size != lm_config.text_card:
         raise CheckpointError(
@@ -113,13 +126,16 @@ def load_release_model(
         )
     started = time.perf_counter()
     lm = LM.from_checkpoint(files.lm, lm_config, device, dtype)
+    lm.attention = attention
     mimi = load_mimi(files.mimi, mimi_config, device=device, dtype=torch.float32)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     load_s = time.perf_counter() - started
     budget = None
     if device.type == "cuda":
-        per_slot = measure_state_bytes(lambda: (lm.new_state(1), MimiStreamer(mimi, 1)), device)
+        per_slot = measure_state_bytes(
+            lambda: (lm.new_state(1, kv_dtype=kv_dtype), MimiStreamer(mimi, 1)), device
+        )
         free, total = torch.cuda.mem_get_info(device)
         budget = slots_that_fit(free, total, per_slot, max_calls)
         log.info("engine %s: loaded in %.1f s on %s; %s", name, load_s, device, budget.describe())
@@ -130,7 +146,7 @@ def load_release_model(
         slots = max_calls or CPU_DEFAULT_SLOTS
         log.info("engine %s: loaded in %.1f s on CPU; %d slots", name, load_s, slots)
     voices = VoiceBank(mimi, files.voices, fake_presets=False)
-    model = TorchTickModel(name, lm, mimi, tokenizer, voices, slots)
+    model = TorchTickModel(name, lm, mimi, tokenizer, voices, slots, kv_dtype=kv_dtype)
     model.budget = budget
     model.load_s = load_s
     return model

@@ -4,7 +4,12 @@ The KV ring dominates (7B, bf16, 3000 frames: 1.47 GiB per slot). The per-slot f
 measured by allocating one slot's state on the device, so it follows whatever the LM and Mimi
 actually keep; a reserve stays free for activations, persona prompt states and graphs.
 
-Owns: slots_that_fit, SlotBudget. Imports torch lazily (only when measuring on a device).
+Admission from measurement: at warm-up the CUDA model times its worst tick (every row's
+attention window full) with one row and with all rows active; ``realtime_slots`` turns the two
+into the most calls whose worst tick stays within the frame (linear in between: the tick's
+growing part is the KV cache read, proportional to the calls).
+
+Owns: slots_that_fit, SlotBudget, realtime_slots. Imports torch lazily (only when measuring on a device).
 """
 
 from __future__ import annotations
@@ -13,14 +18,24 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["RESERVE_FRACTION", "RESERVE_MIN_BYTES", "SlotBudget", "slots_that_fit"]
+__all__ = [
+    "RESERVE_FRACTION",
+    "RESERVE_MIN_BYTES",
+    "TICK_BUDGET_MS",
+    "SlotBudget",
+    "realtime_slots",
+    "slots_that_fit",
+]
 
 log = logging.getLogger("voicegate.engine")
 
 GIB = 1 << 30
-RESERVE_MIN_BYTES = 4 * GIB  # activations, prompt states of several personas, CUDA graphs
-RESERVE_FRACTION = 0.04
-ACTIVATION_MARGIN = 1.05  # per-slot activations and sampling scratch on top of the state
+# activations, prompt states of several personas, CUDA graphs: measured on an H100 with the 7B
+# shapes, everything but the weights and the slot states stays under 1 GiB at 80 slots
+RESERVE_MIN_BYTES = 2 * GIB
+RESERVE_FRACTION = 0.02
+ACTIVATION_MARGIN = 1.01  # per-slot activations and sampling scratch on top of the state
+TICK_BUDGET_MS = 80.0  # one frame: a tick slower than this is late
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +80,19 @@ def measure_state_bytes(allocate_one: Callable[[], object], device: object) -> i
     used = torch.cuda.memory_allocated(device) - before  # type: ignore[arg-type]
     del state
     return int(used)
+
+
+def realtime_slots(
+    rows: int, one_ms: float, all_ms: float, budget_ms: float = TICK_BUDGET_MS
+) -> int:
+    """Calls to admit so that the worst-case tick stays within ``budget_ms``.
+
+    ``one_ms`` / ``all_ms``: the worst tick measured with one row / all ``rows`` active, every
+    window full. 0 when even one call is too slow.
+    """
+    if rows < 1 or one_ms > budget_ms:
+        return 0
+    if all_ms <= budget_ms or rows == 1:
+        return rows
+    per_call = max(1e-9, (all_ms - one_ms) / (rows - 1))
+    return max(1, min(rows, 1 + int((budget_ms - one_ms) / per_call)))

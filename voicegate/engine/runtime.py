@@ -161,6 +161,7 @@ class BatchedEngine:
         if self._is_started:
             raise InvalidStateError(f"engine {self.name}: already started")
         self._model.warmup()
+        self._admit_measured()
         self._is_started = True
         if self._mode is TickMode.MANUAL:
             return
@@ -171,6 +172,26 @@ class BatchedEngine:
         log.info(
             "engine %s started: %d slots, %s mode", self.name, self._max_slots, self._mode.value
         )
+
+    def _admit_measured(self) -> None:
+        """Admit no more calls than the model measured to stay real time (``realtime_slots``,
+        set by a CUDA model's warm-up; absent elsewhere)."""
+        limit = getattr(self._model, "realtime_slots", None)
+        if not isinstance(limit, int) or limit >= self._max_slots:
+            return
+        keep = max(1, limit)
+        log.warning(
+            "engine %s: admitting %d of %d slots: the measured worst tick is too slow beyond%s",
+            self.name,
+            keep,
+            self._max_slots,
+            "" if limit else " (even one call is too slow)",
+        )
+        with self._lock:
+            self._max_slots = keep
+            del self._slots[keep:]
+            del self._pending[keep:]
+            self._stats.max_slots = keep
 
     def close(self) -> None:
         self._stop.set()

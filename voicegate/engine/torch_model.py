@@ -23,6 +23,7 @@ import numpy.typing as npt
 import torch
 
 from voicegate.engine.base import FRAME_MS, FRAME_SAMPLES, PersonaPrompt, SamplingParams
+from voicegate.engine.capacity import realtime_slots
 from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, system_prompt_text
 from voicegate.engine.mimi import MimiModel, MimiStreamer
@@ -35,7 +36,7 @@ __all__ = ["TorchTickModel"]
 log = logging.getLogger("voicegate.engine")
 
 WARMUP_STEPS = 3
-WORST_TICK_RUNS = 10
+ADMISSION_TICKS = 8  # worst-case ticks timed at warm-up, per measurement
 
 
 class TorchTickModel:
@@ -93,6 +94,8 @@ class TorchTickModel:
             buckets = kv_buckets(lm.config.context, lm.kv_block)
             self._graphs = TickGraphs(self._device_tick, buckets, self.device)
         self.capture_s = 0.0
+        # set by warm-up on CUDA (measured): calls whose worst tick stays within the frame
+        self.realtime_slots: int | None = None
         self.worst_tick_ms: tuple[float, float] | None = None  # (p50, max), CUDA graphs only
 
     # --- TickModel ---------------------------------------------------------------------------
@@ -130,32 +133,52 @@ class TorchTickModel:
             for _ in range(WARMUP_STEPS):
                 self.step(frames, idle, self.n_slots)  # replays
             try:
-                self.worst_tick_ms = self._time_worst_tick(graphs)
+                self._measure_admission(frames)
             except Exception:  # a measurement must not stop the engine from serving
                 log.exception("engine %s: could not time the worst-case tick", self._name)
-                return
-            log.info(
-                "engine %s: %d slots, measured worst-case tick (every window full) "
-                "p50 %.1f ms, max %.1f ms of %d ms",
-                self._name,
-                self.n_slots,
-                self.worst_tick_ms[0],
-                self.worst_tick_ms[1],
-                FRAME_MS,
-            )
 
-    def _time_worst_tick(self, graphs: TickGraphs) -> tuple[float, float]:
-        """Replays of the full-window graph with every row computed (idle rows cost the same
-        as active ones: only their writes are masked): the tick at its slowest."""
-        times = []
-        widest = graphs.buckets[-1]
-        for _ in range(WORST_TICK_RUNS):
-            torch.cuda.synchronize(self.device)
-            started = time.perf_counter()
-            graphs.run(widest)
-            torch.cuda.synchronize(self.device)
-            times.append((time.perf_counter() - started) * 1000.0)
-        return float(np.median(times)), float(max(times))
+    def _measure_admission(self, frames: npt.NDArray[np.float32]) -> None:
+        """Time the worst tick (every window full) with 1 row and with all rows active, then
+        set ``realtime_slots``: the calls whose worst tick stays within the frame. Runs before
+        any call joins and resets every row afterwards (what the timed steps wrote is never
+        read again). Idle rows cost less than active ones (they attend to one column), so the
+        rows are really active here."""
+        state, lm, n = self.state, self.lm, self.n_slots
+        full = 2 * lm.config.context
+
+        def worst(rows: int) -> list[float]:
+            active = np.zeros(n, dtype=bool)
+            active[:rows] = True
+            times = []
+            for _ in range(ADMISSION_TICKS):
+                state.positions_host[:] = full
+                state.positions.fill_(full)
+                started = time.perf_counter()
+                self.step(frames, active, n)
+                times.append((time.perf_counter() - started) * 1000.0)
+            return times
+
+        state.tokens.fill_(0)  # rows never loaded hold 'ungenerated' ids: give them real ones
+        one = worst(1)
+        every = worst(n) if n > 1 else one
+        with torch.inference_mode():
+            for i in range(n):
+                lm.reset_slot(state, i)
+            self.mimi.reset_slots(torch.ones(n, dtype=torch.bool, device=self.device))
+        self.worst_tick_ms = (float(np.median(every)), max(every))
+        self.realtime_slots = realtime_slots(n, max(one), max(every), float(FRAME_MS))
+        log.info(
+            "engine %s: %d slots fit; worst-case tick (every window full) p50 %.1f ms, "
+            "max %.1f ms with %d calls (%.1f ms with 1): admitting %d calls (tick <= %d ms)",
+            self._name,
+            n,
+            self.worst_tick_ms[0],
+            self.worst_tick_ms[1],
+            n,
+            max(one),
+            self.realtime_slots,
+            FRAME_MS,
+        )
 
     def prepare_persona(self, prompt: PersonaPrompt) -> object:
         voice = self.voices.resolve(prompt)

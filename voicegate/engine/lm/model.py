@@ -227,6 +227,7 @@ class LMModel(nn.Module):
                 keys[rows, :, write_index] = kq[:, 0]
                 values[rows, :, write_index] = kq[:, 1]
                 k_scale, v_scale = kv_scales[i, 0], kv_scales[i, 1]
+                scale = scale.to(k_scale.dtype)
                 k_scale[rows, :, write_index] = scale[:, 0]
                 v_scale[rows, :, write_index] = scale[:, 1]
                 attn = attend(q, keys, values, filled, key_mask, k_scale=k_scale, v_scale=v_scale)
