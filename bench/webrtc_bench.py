@@ -69,6 +69,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
 def scrape(base: str) -> dict[str, float]:
     text = httpx.get(base + "/metrics", timeout=10, trust_env=False).text
     out: dict[str, float] = {}
@@ -158,7 +162,6 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
     if sessions:
         print(f"  {sessions:.0f} sessions still open after the callers hung up")
     after = scrape(base)
-    pct = lambda xs, q: float(np.percentile(xs, q)) if xs else float("nan")  # noqa: E731
     return {
         "n": n,
         "ok": len(callers),

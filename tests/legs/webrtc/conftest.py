@@ -70,7 +70,7 @@ class Gateway:
         try:
             deadline = time.monotonic() + timeout_s
             while True:
-                entries = await client.xrange(call_events_key(call_id))
+                entries: Any = await client.xrange(call_events_key(call_id))
                 fields = [dict(f) for _, f in entries]
                 if any(f["type"] == until for f in fields):
                     return fields

@@ -30,7 +30,7 @@ def _loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 def enable_loopback_only() -> None:
     """Make every aioice connection of this process gather 127.0.0.1 only (idempotent)."""
-    aioice.ice.get_host_addresses = _loopback_host_addresses  # type: ignore[assignment]
+    aioice.ice.get_host_addresses = _loopback_host_addresses
 
 
 def rtc_configuration(stun_urls: str) -> RTCConfiguration:

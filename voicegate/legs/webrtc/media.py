@@ -58,17 +58,23 @@ class _Converter:
     def __call__(self, frame: av.AudioFrame) -> npt.NDArray[np.int16]:
         channels = len(frame.layout.channels)
         if frame.format.name == "s16" and frame.sample_rate == RATE_HZ:
-            samples = frame.to_ndarray().reshape(-1)
+            samples: npt.NDArray[np.int16] = (
+                frame.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            )
             if channels == 1:
                 return samples
             return to_mono_int16(samples, channels)
         self._counters.resampled_in += 1
         if self._resampler is None:
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE_HZ)
-        parts = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        parts = [
+            f.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            for f in self._resampler.resample(frame)
+        ]
         if not parts:
             return np.zeros(0, dtype=np.int16)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        out: npt.NDArray[np.int16] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return out
 
 
 def to_mono_int16(interleaved: npt.NDArray[np.int16], channels: int) -> npt.NDArray[np.int16]:
@@ -76,7 +82,8 @@ def to_mono_int16(interleaved: npt.NDArray[np.int16], channels: int) -> npt.NDAr
     if channels == 1:
         return interleaved
     frames = interleaved.reshape(-1, channels).astype(np.int32)
-    return (frames.sum(axis=1) // channels).astype(np.int16)
+    mono: npt.NDArray[np.int16] = (frames.sum(axis=1) // channels).astype(np.int16)
+    return mono
 
 
 class AgentAudioTrack(MediaStreamTrack):

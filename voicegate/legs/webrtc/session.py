@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
@@ -167,12 +168,13 @@ class WebRtcSession:
             except MediaStreamError:
                 self._end(EndReason.CALLER_HANGUP, "the browser's audio track ended")
                 return
+            assert isinstance(frame, av.AudioFrame)  # an audio track yields audio frames
             counters.frames_in += 1
             call = self._call
             if call is not None:
                 call.feed_caller_audio(self._convert(frame))
             on_ingress = self._on_ingress
-            if on_ingress is not None:
+            if on_ingress is not None and frame.pts is not None:
                 arrived = self._arrivals.pop(frame.pts, None)
                 if arrived is not None:
                     on_ingress(loop.time() - arrived)

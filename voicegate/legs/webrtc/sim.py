@@ -43,7 +43,8 @@ def read_wav_48k(path: Path) -> npt.NDArray[np.int16]:
     if rate == RATE:
         return pcm.copy()
     out = StreamingResampler(rate, RATE).process(pcm)
-    return np.clip(out * 32767.0, -32768, 32767).astype(np.int16)
+    resampled: npt.NDArray[np.int16] = np.clip(out * 32767.0, -32768, 32767).astype(np.int16)
+    return resampled
 
 
 class WavTrack(MediaStreamTrack):
@@ -133,7 +134,8 @@ class WebRtcCaller:
         try:
             while True:
                 frame = await track.recv()
-                pcm = frame.to_ndarray().reshape(-1)
+                assert isinstance(frame, av.AudioFrame)
+                pcm: npt.NDArray[np.int16] = frame.to_ndarray().reshape(-1).astype(np.int16)
                 channels = len(frame.layout.channels)
                 if channels > 1:
                     pcm = pcm.reshape(-1, channels)[:, 0].copy()
@@ -154,7 +156,7 @@ class WebRtcCaller:
     async def call(self, persona: str) -> dict[str, Any]:
         resp = await self.offer(persona)
         assert resp.status_code == 200, resp.text
-        answer = resp.json()
+        answer: dict[str, Any] = resp.json()
         self.call_id = answer["call_id"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         return answer
