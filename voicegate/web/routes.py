@@ -3,7 +3,8 @@
 * ``GET /``: the page (plain HTML + JS from this folder, no build step); ``GET /static/<file>``.
 * ``GET /api/personas``: names and descriptions for the call picker (webrtc or editor token).
 * ``GET /api/events?call_id=``: server-sent events fed by ``EventLog.subscribe`` (the same events
-  the Redis writer gets): ``event: <type>`` + ``data: <JSON>`` (webrtc or editor token). The page
+  the Redis writer gets): ``event: <type>`` + ``data: <JSON>`` (webrtc or editor token; without
+  ``call_id``, every call's events, editor token only). The page
   reads it with ``fetch`` so that the token travels in the Authorization header, not the URL.
 * ``GET /api/personas/<name>``: the YAML text (editor token).
 * ``POST /api/personas/<name>/validate``: YAML text in, ``{"ok", "problems": [...]}`` out, the
@@ -127,7 +128,8 @@ def web_router(settings: Settings) -> APIRouter:
 
     @router.get("/api/events")
     async def events(request: Request, call_id: str | None = None) -> Response:
-        if not may_call(request):
+        # one call's feed for whoever placed it; every call's (phone calls too) for editors only
+        if not (may_call(request) if call_id is not None else may_edit(request)):
             return _unauthorized()
         p = parts(request)
         if p is None:

@@ -186,6 +186,10 @@ async def test_live_events_feed_streams_the_call_events(
         resp = await http.get("/api/events", params={"call_id": call_id})
         assert resp.status_code == 401
         headers = {"Authorization": f"Bearer {WEBRTC_TOKEN}"}
+        # every call's events (phone calls included) are for editors only
+        assert (await http.get("/api/events", headers=headers)).status_code == 401
+        bad = await http.get("/api/events", params={"call_id": "x y"}, headers=headers)
+        assert bad.status_code == 400
         async with http.stream(
             "GET", "/api/events", params={"call_id": call_id}, headers=headers
         ) as feed:
