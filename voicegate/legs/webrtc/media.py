@@ -81,6 +81,11 @@ def to_mono_int16(interleaved: npt.NDArray[np.int16], channels: int) -> npt.NDAr
     """Average interleaved int16 channels into one (rounding toward minus infinity)."""
     if channels == 1:
         return interleaved
+    if channels == 2:  # the usual case (Opus decodes to stereo): 3-4x faster than a reduce
+        pair: npt.NDArray[np.int16] = (
+            (interleaved[0::2].astype(np.int32) + interleaved[1::2]) >> 1
+        ).astype(np.int16)
+        return pair
     frames = interleaved.reshape(-1, channels).astype(np.int32)
     mono: npt.NDArray[np.int16] = (frames.sum(axis=1) // channels).astype(np.int16)
     return mono
