@@ -206,7 +206,14 @@ def web_router(settings: Settings) -> APIRouter:
                 {"detail": f"body must be UTF-8 YAML text of at most {MAX_PERSONA_BYTES} bytes"},
                 status_code=400,
             )
-        result = await ed.save(name, text)
+        try:
+            result = await ed.save(name, text)
+        except OSError as exc:  # a read-only volume, a full disk: nothing was replaced
+            log.warning("persona %s: save failed: %s", name, exc)
+            return JSONResponse(
+                {"ok": False, "detail": f"cannot write the persona file: {exc.strerror or exc}"},
+                status_code=500,
+            )
         body = {
             "ok": result.ok,
             "detail": result.detail,

@@ -203,3 +203,19 @@ def test_only_the_newest_versions_are_kept(tmp_path: Path, monkeypatch: pytest.M
     kept = [p.read_text() for p in editor.versions("wise_teacher")]
     assert kept == [texts[0], texts[1]]  # base (the oldest previous version) was pruned
     assert store.get("wise_teacher").description.startswith("v3 ")
+
+
+def test_a_failing_write_is_reported_and_replaces_nothing(
+    http: httpx.Client, edit_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = edit_gateway.personas_dir
+    before = (folder / "bank_teller.yaml").read_text()
+
+    def read_only(path: Path, data: bytes) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(editor_module, "_write_atomically", read_only)
+    resp = http.put("/api/personas/bank_teller", content=before + "# x\n", headers=EDIT)
+    assert resp.status_code == 500, resp.text
+    assert resp.json()["detail"] == "cannot write the persona file: Read-only file system"
+    assert (folder / "bank_teller.yaml").read_text() == before

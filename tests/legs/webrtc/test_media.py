@@ -111,7 +111,7 @@ def test_keep_loopback_candidates() -> None:
 
 def test_rtc_configuration_uses_only_the_configured_stun_servers() -> None:
     assert rtc_configuration("").iceServers == []
-    (server,) = rtc_configuration(" stun:a.example:3478 , stun:b.example ").iceServers
+    (server,) = rtc_configuration(" stun:a.example:3478 , stun:b.example ").iceServers or []
     assert server.urls == ["stun:a.example:3478", "stun:b.example"]
 
 
