@@ -56,6 +56,23 @@ def bench_audio(
     audio_bench(chunks, repeats)
 
 
+@bench_app.command(
+    "engine", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def bench_engine(ctx: typer.Context) -> None:
+    """GPU: our engine and the reference runtime side by side (bench/engine_bench.py; pass
+    its options after the command, e.g. `voicegate bench engine -- --help`)."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "bench" / "engine_bench.py"
+    if not script.is_file():
+        raise typer.BadParameter(f"{script} not found: run from a checkout of the repository")
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where to write what the caller heard.")] = Path(

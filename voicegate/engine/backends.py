@@ -113,7 +113,7 @@ def load_release_model(
     ``kv_cache="fp8"``: an e4m3 KV cache with per-vector scales (half the bytes per slot),
     read by the Triton decode kernel (CUDA only)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    attention = decode_attention_for(device)
+    attention = decode_attention_for(device, fp8=kv_cache == "fp8")
     kv_dtype = None
     if kv_cache == "fp8":
         if attention is None:

@@ -30,11 +30,12 @@ __all__ = [
 log = logging.getLogger("voicegate.engine")
 
 GIB = 1 << 30
-# activations, prompt states of several personas, CUDA graphs: measured on an H100 with the 7B
-# shapes, everything but the weights and the slot states stays under 1 GiB at 80 slots
-RESERVE_MIN_BYTES = 2 * GIB
-RESERVE_FRACTION = 0.02
-ACTIVATION_MARGIN = 1.01  # per-slot activations and sampling scratch on top of the state
+# Activations, graph pools, persona prompt states. Measured on an H100 (7B shapes, CUDA graphs,
+# bench/RESULTS.md): peak allocation grew 1.486 GiB per bf16 slot whose state is 1.483 GiB, and
+# at 42 slots the peak (with the bench's extra phase graphs) left 1.75 GiB of the card unused.
+RESERVE_MIN_BYTES = 1 * GIB
+RESERVE_FRACTION = 0.01
+ACTIVATION_MARGIN = 1.003  # per-slot activations and sampling scratch on top of the state
 TICK_BUDGET_MS = 80.0  # one frame: a tick slower than this is late
 
 
