@@ -303,7 +303,10 @@ async def run_level(
     hung = await asyncio.gather(*(c.hang_up(gw) for c in up), return_exceptions=True)
     failed += sum(1 for r in hung if isinstance(r, BaseException))
     delays = [d for c, s in zip(up, sent, strict=True) for d in c.echo_delays(s)]
-    d = lambda k: after.get(k, 0.0) - before.get(k, 0.0)  # noqa: E731
+
+    def d(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
     return {
         "n": n,
         "failed": failed,

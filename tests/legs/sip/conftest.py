@@ -142,7 +142,7 @@ async def read_events(
         deadline = time.monotonic() + timeout_s
         while True:
             entries = await client.xrange(call_events_key(call_id))
-            fields = [dict(f) for _, f in entries]
+            fields = [{str(k): str(v) for k, v in (f or {}).items()} for _, f in entries or []]
             if any(f["type"] == until for f in fields):
                 return fields
             assert time.monotonic() < deadline, f"no {until} event for {call_id}: {fields}"

@@ -20,7 +20,7 @@ from voicegate.legs.sip import DialogState, Peer, SipConfig, SipServer, SipTimer
 from voicegate.legs.sip.auth import digest_response
 from voicegate.legs.sip.message import SipResponse, parse_message
 from voicegate.legs.sip.rtp import parse_rtp
-from voicegate.legs.sip.sdp import parse_sdp
+from voicegate.legs.sip.sdp import Direction, parse_sdp
 
 from .conftest import rtp_range
 from .fakes import FakeCalls, FakeEvents, FakeRouter, SipPeer, Udp
@@ -105,7 +105,7 @@ async def test_invite_gets_100_180_200_and_the_200_repeats_until_ack(make_rig: A
     rig = await make_rig(timers=SipTimers(t1_s=0.05, t2_s=0.2))  # 64*T1 = 3.2 s: no BYE here
     peer, rtp = await rig.peer()
     peer.send(peer.request("INVITE", body=sdp_offer("127.0.0.1", rtp.port)))
-    codes = []
+    codes: list[int] = []
     while not codes or codes[-1] != 200:
         msg = await peer.next()
         assert isinstance(msg, SipResponse)
@@ -234,7 +234,7 @@ async def test_hold_stops_our_rtp_and_unhold_resumes(make_rig: Any) -> None:
     await rtp.recv()  # media flows to the SDP address before anything is latched
     peer.send(peer.request("INVITE", body=sdp_offer("127.0.0.1", rtp.port, direction="sendonly")))
     ok = await peer.response(200)
-    assert parse_sdp(ok.raw.body).media[0].direction.value == "recvonly"
+    assert parse_sdp(ok.raw.body).media[0].direction is Direction.RECVONLY
     peer.send(peer.request("ACK", cseq=ok.cseq))
     await asyncio.sleep(0.06)
     rtp.drain()
@@ -242,7 +242,7 @@ async def test_hold_stops_our_rtp_and_unhold_resumes(make_rig: Any) -> None:
     assert rtp.drain() == 0  # on hold: nothing sent
     peer.send(peer.request("INVITE", body=sdp_offer("127.0.0.1", rtp.port)))
     ok = await peer.response(200)
-    assert parse_sdp(ok.raw.body).media[0].direction.value == "sendrecv"
+    assert parse_sdp(ok.raw.body).media[0].direction is Direction.SENDRECV
     peer.send(peer.request("ACK", cseq=ok.cseq))
     await rtp.recv()
     assert [e.status for e in rig.events.events] == ["hold", "unhold"]

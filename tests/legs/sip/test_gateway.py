@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,7 @@ def answer_call(gateway: SipGateway, media: socket.socket) -> SipClient:
 
 
 @pytest.fixture
-def media() -> socket.socket:
+def media() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     yield sock
@@ -50,10 +51,10 @@ def test_486_when_every_call_place_is_taken(gateway: SipGateway, media: socket.s
     gateway.wait_idle()
     metrics = httpx.get(gateway.server.base_url + "/metrics", trust_env=False).text
     assert "voicegate_sip_invites_busy_total" in metrics
-    busy = next(
+    line = next(
         line for line in metrics.splitlines() if line.startswith("voicegate_sip_invites_busy_total")
     )
-    assert float(busy.split()[-1]) >= 1
+    assert float(line.split()[-1]) >= 1
 
 
 async def test_drain_ends_sip_calls_with_bye_and_refuses_new_ones(
