@@ -55,6 +55,8 @@ log = logging.getLogger("voicegate.engine")
 
 TICK_S = FRAME_MS / 1000.0
 SERVING_QUEUE_FRAMES = 4  # 320 ms of caller audio at most; older frames are dropped (overrun)
+# a queue that keeps a frame waiting at every tick for 1 s is standing latency: drop one frame
+SERVING_TRIM_AFTER_TICKS = 12
 OFFLINE_QUEUE_FRAMES = 64
 TICK_HISTORY = 512  # tick durations kept for p50/p99
 MAX_BEHIND_TICKS = 2
@@ -111,7 +113,8 @@ class BatchedEngine:
             input_queue_frames = (
                 SERVING_QUEUE_FRAMES if mode is TickMode.SERVING else OFFLINE_QUEUE_FRAMES
             )
-        self._slots = [SlotState(i, input_queue_frames) for i in range(self._max_slots)]
+        trim = SERVING_TRIM_AFTER_TICKS if mode is TickMode.SERVING else 0
+        self._slots = [SlotState(i, input_queue_frames, trim) for i in range(self._max_slots)]
         self._pending: list[_PendingReset | None] = [None] * self._max_slots
         self._inputs = np.zeros((model.max_slots, FRAME_SAMPLES), dtype=np.float32)
         self._active = np.zeros(model.max_slots, dtype=bool)
