@@ -1,3 +1,5 @@
+# mypy: disable-error-code="no-untyped-def,untyped-decorator"
+# (Triton kernels: their arguments cannot carry annotations)
 """Decode attention for the LM's temporal step on CUDA: a Triton split-K kernel.
 
 One query per slot and head against that slot's own filled key columns (``filled[b]``), never
@@ -60,7 +62,7 @@ def decode_attention_for(device: torch.device, *, fp8: bool) -> TritonDecodeAtte
 
 if triton is not None:
 
-    @triton.jit  # type: ignore[misc]
+    @triton.jit
     def _fp8e4m3_to_f32(bits):
         # e4m3fn by hand (the interpreter has no fp8): s eeee mmm, bias 7, no infinities
         b = bits.to(tl.int32)
@@ -71,7 +73,7 @@ if triton is not None:
         sub = man / 8.0 * 0.015625
         return sign * tl.where(exp == 0, sub, normal)
 
-    @triton.jit  # type: ignore[misc]
+    @triton.jit
     def _partial(
         Q,
         K,
@@ -145,7 +147,7 @@ if triton is not None:
         tl.store(L_OUT + out, l_i)
         tl.store(ACC_OUT + out * D + offs_d, acc)
 
-    @triton.jit  # type: ignore[misc]
+    @triton.jit
     def _merge(
         M,
         L,
