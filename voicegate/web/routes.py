@@ -4,7 +4,8 @@
 * ``GET /api/personas``: names and descriptions for the call picker (webrtc or editor token).
 * ``GET /api/events?call_id=``: server-sent events fed by ``EventLog.subscribe`` (the same events
   the Redis writer gets): ``event: <type>`` + ``data: <JSON>`` (webrtc or editor token; without
-  ``call_id``, every call's events, editor token only). The page
+  ``call_id``, every call's events, editor token only). A call's feed ends after its
+  ``call.ended``. The page
   reads it with ``fetch`` so that the token travels in the Authorization header, not the URL.
 * ``GET /api/personas/<name>``: the YAML text (editor token).
 * ``POST /api/personas/<name>/validate``: YAML text in, ``{"ok", "problems": [...]}`` out, the
@@ -151,6 +152,8 @@ def web_router(settings: Settings) -> APIRouter:
                         return
                     data = json.dumps(event_json(event), separators=(",", ":"))
                     yield f"event: {event.type}\ndata: {data}\n\n"
+                    if call_id is not None and event.is_call_end:
+                        return  # a call's feed ends with the call
             finally:
                 sub.close()
 
