@@ -138,6 +138,8 @@ class Dialog:
         self._bye_tx: Retransmission | None = None
         self._reinvite_cseq: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._is_binding = False
+        self._is_closed = False
         self._linger: asyncio.TimerHandle | None = None
         self._contact = host.contact_for(peer, local_host)
         self.history: list[DialogState] = [self.state]
@@ -212,13 +214,17 @@ class Dialog:
             self.reject(488, [("Warning", '304 VoiceGate "media type not available"')])
             return
         self.plan = plan
+        # not cancelled while binding: a cancelled bind can leave its socket open (uvloop)
+        self._is_binding = True
         try:
             session = await self._host.open_media(plan, self._on_media_timeout)
         except SipError as exc:
             log.error("sip call %s: %s", invite.call_id, exc)
             self.reject(503, [("Retry-After", "5")])
             return
-        if self.state is not DialogState.PROCEEDING:  # cancelled while binding
+        finally:
+            self._is_binding = False
+        if self.state is not DialogState.PROCEEDING or self._is_closed:  # CANCEL while binding
             session.close_nowait()
             return
         self.session = session
@@ -580,9 +586,7 @@ class Dialog:
         if self._reinvite_tx is not None:
             self._reinvite_tx.stop()
             self._reinvite_tx = None
-        task = self._task
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
+        self._cancel_task()
         # linger for 64*T1 to absorb retransmissions and the ACK of a final response
         loop = asyncio.get_running_loop()
         self._linger = loop.call_later(self._timers.timeout_s, self._forget)
@@ -605,12 +609,18 @@ class Dialog:
         for tx in (self._invite_tx, self._reinvite_tx, self._bye_tx):
             if tx is not None:
                 tx.stop()
+        self._is_closed = True
         if self._linger is not None:
             self._linger.cancel()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        self._cancel_task()
         if self.session is not None:
             self.session.close_nowait()
+
+    def _cancel_task(self) -> None:
+        task = self._task
+        if task is None or task.done() or task is asyncio.current_task() or self._is_binding:
+            return  # a binding task sees the new state when the bind returns
+        task.cancel()
 
 
 def _user_or_uri(uri: object) -> str:

@@ -141,6 +141,9 @@ class RtpSession(asyncio.DatagramProtocol):
             except OSError:
                 transport.close()
                 continue
+            except BaseException:  # cancelled (CANCEL, shutdown) between the two binds
+                transport.close()
+                raise
             session._transport = transport
             session._rtcp = rtcp
             session.local_port = port

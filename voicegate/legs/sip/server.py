@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from voicegate.calls.base import CallInfo, LegTransport
+from voicegate.calls.base import CallInfo, EndReason, LegTransport
 from voicegate.errors import SipParseError
 from voicegate.events.schema import Event
 from voicegate.legs.sip.auth import DigestAuth, SourcePolicy
@@ -46,6 +46,7 @@ __all__ = ["CallAdmission", "PersonaRouter", "SipConfig", "SipServer"]
 log = logging.getLogger("voicegate.legs.sip")
 
 LOGGED_MALFORMED = 20  # then only every 1000th
+BIND_ATTEMPTS = 20
 
 
 class CallAdmission(Protocol):
@@ -145,20 +146,27 @@ class SipServer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind UDP and TCP on the same port (port 0: the first number free for both)."""
         loop = asyncio.get_running_loop()
         host = self.config.host
-        udp, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, self.config.port)
-        )
-        self._udp = udp
-        self.port = int(udp.get_extra_info("sockname")[1])
-        try:
-            self._tcp = await loop.create_server(
-                lambda: _TcpConnection(self), host=host, port=self.port, reuse_address=True
+        attempts = 1 if self.config.port else BIND_ATTEMPTS
+        for attempt in range(attempts):
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, self.config.port)
             )
-        except OSError:
-            udp.close()
-            raise
+            port = int(udp.get_extra_info("sockname")[1])
+            try:
+                self._tcp = await loop.create_server(
+                    lambda: _TcpConnection(self), host=host, port=port, reuse_address=True
+                )
+            except OSError:
+                udp.close()
+                if attempt + 1 == attempts:
+                    raise
+                continue  # that UDP port's TCP twin was taken: draw another
+            self._udp = udp
+            self.port = port
+            break
         log.info(
             "SIP server on %s:%d (UDP, TCP), RTP ports %d-%d%s%s",
             host,
@@ -174,7 +182,7 @@ class SipServer:
         for dialog in list(self.dialogs.values()):
             if dialog.state in (DialogState.ACCEPTED, DialogState.CONFIRMED) and dialog.call:
                 with contextlib.suppress(Exception):
-                    dialog.call.end(dialog.end_reason or _drain_reason(), "gateway stopping")
+                    dialog.call.end(dialog.end_reason or EndReason.DRAIN, "gateway stopping")
             dialog.close()
         self.dialogs.clear()
         await self.pacer.close()
@@ -188,6 +196,8 @@ class SipServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._tcp.wait_closed(), 1.0)
             self._tcp = None
+        for _ in range(3):  # transports finish closing on the next loop iterations
+            await asyncio.sleep(0)
 
     # -- DialogHost ----------------------------------------------------------------------------
 
@@ -423,12 +433,6 @@ def _is_retry(dialog: Dialog, request: SipRequest) -> bool:
 
 def _src(peer: Peer) -> tuple[str, int] | None:
     return (peer.host, peer.port) if peer.transport == "UDP" else None
-
-
-def _drain_reason() -> Any:
-    from voicegate.calls.base import EndReason
-
-    return EndReason.DRAIN
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
