@@ -153,6 +153,10 @@ class Dialog:
             )
         self.state = state
         self.history.append(state)
+        if self.call is not None:  # once the call exists, its events show the dialog too
+            self._emit_status(
+                f"dialog-{state.value}", self.end_reason.value if self.end_reason else ""
+            )
         if state is DialogState.TERMINATED:
             self._terminated()
 
