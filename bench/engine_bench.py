@@ -49,7 +49,6 @@ from voicegate.engine.backends import tiny_lm_config  # noqa: E402
 from voicegate.engine.base import FRAME_SAMPLES, PersonaPrompt, SamplingParams  # noqa: E402
 from voicegate.engine.capacity import measure_state_bytes, slots_that_fit  # noqa: E402
 from voicegate.engine.lm import LM, LMConfig, VoicePrompt  # noqa: E402
-from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k  # noqa: E402
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer  # noqa: E402
 from voicegate.engine.runtime import BatchedEngine, TickMode  # noqa: E402
 from voicegate.engine.slots import SlotHandle  # noqa: E402
@@ -336,11 +335,12 @@ def phase_times(model: TorchTickModel, n: int, device: torch.device) -> dict[str
     kv_len = lm.kv_len_for(state, active_host)
 
     def depformer() -> object:
-        noise = gumbel_noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
+        kern = lm.kernels
+        noise = kern.noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
         prev = text
         for step in range(c.dep_q):
-            logits = lm.model.depformer_step(step, hidden, prev, state.dep_kv)
-            prev = sample_top_k(
+            logits = lm.model.depformer_step(step, hidden, prev, state.dep_kv, kern)
+            prev = kern.sample(
                 logits, state.audio_temperature, state.audio_top_k, noise[:, 1 + step], c.top_k_cap
             )
         return prev
@@ -383,17 +383,22 @@ def build_ours(
     return lm, mimi, tokenizer, VoiceBank(mimi, None, fake_presets=True)
 
 
-VARIANTS: dict[str, tuple[bool, torch.dtype | None]] = {
-    # name: (Triton kernel, KV cache dtype; None = the model's bf16)
-    "sdpa": (False, None),
-    "triton": (True, None),
-    "fp8": (True, torch.float8_e4m3fn),
+VARIANTS: dict[str, tuple[bool, torch.dtype | None, bool]] = {
+    # name: (Triton kernel, KV cache dtype (None = the model's bf16), torch.compile'd step kernels)
+    "sdpa": (False, None, False),
+    "sdpa+c": (False, None, True),
+    "triton": (True, None, False),
+    "fp8": (True, torch.float8_e4m3fn, False),
+    "fp8+c": (True, torch.float8_e4m3fn, True),
 }
+KERNEL_CFG: dict[str, int] = {}  # the decode kernel's split/block/num_warps (from the sweep)
 
 
 def set_variant(lm: LM, variant: str, manual_fp8: bool) -> torch.dtype | None:
-    use_triton, kv_dtype = VARIANTS[variant]
-    lm.attention = TritonDecodeAttention(manual_fp8=manual_fp8) if use_triton else None
+    use_triton, kv_dtype, compiled = VARIANTS[variant]
+    cfg = KERNEL_CFG if kv_dtype is not None else {}
+    lm.attention = TritonDecodeAttention(manual_fp8=manual_fp8, **cfg) if use_triton else None
+    lm.set_compiled(compiled)
     return kv_dtype
 
 
@@ -491,8 +496,131 @@ def kernel_check(device: torch.device, manual_fp8: bool) -> dict[str, float]:
     }
 
 
+def graph_check(
+    parts: tuple[LM, MimiModel, Any, VoiceBank], device: torch.device
+) -> dict[str, float]:
+    """Compiled step kernels: one LM step eager (compiled kernels) against the same step
+    replayed from a CUDA graph that captured them, and against the eager kernels (batch 1,
+    just after the persona prompt, greedy). Max |diff| / max |logit| of text and audio logits."""
+    lm, _, tokenizer, voices = parts
+    from voicegate.engine.lm import system_prompt_text
+
+    voice: VoicePrompt = voices.resolve(PersonaPrompt("bank", PROMPT, "NATF0"))
+    prompt = lm.prefill(voice, tokenizer.encode(system_prompt_text(PROMPT)))
+    greedy = SamplingParams(0.0, 25, 0.0, 250)
+    user = torch.randint(0, lm.config.audio_card, (1, 8), device=device)
+    active = torch.ones(1, dtype=torch.bool, device=device)
+    kv_len = 0
+    outs: dict[str, Any] = {}
+    with torch.inference_mode():
+        for name, compiled in (("eager", False), ("compiled", True)):
+            lm.set_compiled(compiled)
+            st = lm.new_state(1)
+            lm.load_slot(st, 0, prompt, greedy, seed=0)
+            kv_len = lm.kv_len_for(st, np.ones(1, bool))
+            outs[name] = lm.step_tensors(st, user, active, kv_len, return_logits=True)
+        st = lm.new_state(1)
+        box: dict[str, Any] = {}
+
+        def body() -> None:
+            box["o"] = lm.step_tensors(st, user, active, kv_len, return_logits=True)
+
+        replay = capture(body, device) if device.type == "cuda" else body
+        lm.load_slot(st, 0, prompt, greedy, seed=0)  # the warm-ups stepped it: start again
+        replay()
+        sync(device)
+        outs["graph"] = box["o"]
+    lm.set_compiled(False)
+
+    def rel(a: Any, b: Any, key: str) -> float:
+        x, y = getattr(a, key).float(), getattr(b, key).float()
+        return ((x - y).abs().max() / y.abs().max()).item()
+
+    c, e, g = outs["compiled"], outs["eager"], outs["graph"]
+    return {
+        "text_compiled_vs_eager": rel(c, e, "text_logits"),
+        "audio_compiled_vs_eager": rel(c, e, "audio_logits"),
+        "text_graph_vs_compiled": rel(g, c, "text_logits"),
+        "audio_graph_vs_compiled": rel(g, c, "audio_logits"),
+        "tokens_equal_compiled_eager": float(
+            bool((c.text_tokens == e.text_tokens).all() and (c.agent_codes == e.agent_codes).all())
+        ),
+    }
+
+
+def kernel_sweep(
+    device: torch.device, manual_fp8: bool, batch: int, configs: str, context: int, heads: int
+) -> list[dict[str, float]]:
+    """The fp8 decode kernel at ``batch`` slots, every window full, one layer's cache:
+    median µs per call (CUDA events, 30 calls) per split:block:warps, and the share of 3.0 TB/s."""
+    from voicegate.engine.lm import _ops
+
+    d = 128
+    gen = torch.Generator(device=device).manual_seed(1)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    cache = torch.randn(2, batch, heads, context + 1, d, device=device, dtype=dtype, generator=gen)
+    kq, sc = _ops.quantize_vectors(cache, torch.float8_e4m3fn)
+    del cache
+    sc = sc.to(torch.bfloat16)
+    q = torch.randn(batch, heads, 1, d, device=device, dtype=dtype, generator=gen)
+    filled = torch.full((batch,), context, device=device)
+    mask = torch.ones(batch, 1, 1, context, dtype=torch.bool, device=device)
+    ref = masked_sdpa_ref(q, kq, sc, filled, mask)
+    nbytes = kq.numel() * kq.element_size() + sc.numel() * sc.element_size()
+    rows = []
+    for spec in configs.split(","):
+        split, block, warps = (int(v) for v in spec.split(":"))
+        att = TritonDecodeAttention(
+            manual_fp8=manual_fp8, split=split, block=block, num_warps=warps
+        )
+        try:
+            out = att(q, kq[0], kq[1], filled, mask, k_scale=sc[0], v_scale=sc[1])
+            err = ((out.float() - ref).abs().max() / ref.abs().max()).item()
+            times = []
+            for _ in range(30 if device.type == "cuda" else 1):
+                if device.type == "cuda":
+                    a, b = (
+                        torch.cuda.Event(enable_timing=True),
+                        torch.cuda.Event(enable_timing=True),
+                    )
+                    a.record()
+                    att(q, kq[0], kq[1], filled, mask, k_scale=sc[0], v_scale=sc[1])
+                    b.record()
+                    b.synchronize()
+                    times.append(a.elapsed_time(b) * 1000)
+                else:
+                    t0 = time.perf_counter()
+                    att(q, kq[0], kq[1], filled, mask, k_scale=sc[0], v_scale=sc[1])
+                    times.append((time.perf_counter() - t0) * 1e6)
+            us = float(np.median(times))
+            rows.append(
+                {
+                    "split": split,
+                    "block": block,
+                    "warps": warps,
+                    "us": us,
+                    "err": err,
+                    "hbm_share": nbytes / (us * 1e-6) / 3.0e12,
+                }  # fmt: skip
+            )
+        except Exception as exc:  # noqa: BLE001 (a config that does not compile is skipped)
+            print(f"sweep {spec}: {exc!r}", flush=True)
+    return rows
+
+
+def masked_sdpa_ref(
+    q: torch.Tensor, kq: torch.Tensor, sc: torch.Tensor, filled: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    from voicegate.engine.lm.model import masked_sdpa
+
+    return masked_sdpa(q, kq[0], kq[1], filled, mask, k_scale=sc[0], v_scale=sc[1]).float()
+
+
 def logits_effect(
-    parts: tuple[LM, MimiModel, Any, VoiceBank], n_steps: int, manual_fp8: bool
+    parts: tuple[LM, MimiModel, Any, VoiceBank],
+    n_steps: int,
+    manual_fp8: bool,
+    variants: list[str],
 ) -> dict[str, float]:
     """Greedy text logits of the kernel variants against masked SDPA over a bf16 cache."""
     lm, _, tokenizer, voices = parts
@@ -505,7 +633,7 @@ def logits_effect(
     user = torch.randint(0, lm.config.audio_card, (n_steps, 1, 8), device=lm.device, generator=gen)
     runs: dict[str, list[torch.Tensor]] = {}
     tokens: dict[str, list[int]] = {}
-    for variant in ("sdpa", "triton", "fp8"):
+    for variant in variants:
         kv_dtype = set_variant(lm, variant, manual_fp8)
         state = lm.new_state(1, kv_dtype=kv_dtype)
         lm.load_slot(state, 0, prompt, greedy, seed=0)
@@ -516,10 +644,10 @@ def logits_effect(
             runs[variant].append(out.text_logits[0].float())
             tokens[variant].append(int(out.text_tokens[0]))
         del state
-    lm.attention = None
+    set_variant(lm, "sdpa", manual_fp8)
     result: dict[str, float] = {"steps": n_steps}
     base = runs["sdpa"]
-    for variant in ("triton", "fp8"):
+    for variant in variants[1:]:
         same = next(
             (
                 i
@@ -580,9 +708,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--ticks", type=int, default=40)
     parser.add_argument("--ref-batches", default="1,8,16,32,40,42,43,44")
-    parser.add_argument("--sdpa-batches", default="1,ref")
-    parser.add_argument("--batches", default="1,8,16,32,ref,max", help="triton, bf16 cache")
-    parser.add_argument("--fp8-batches", default="1,ref,64,2ref,max")
+    parser.add_argument("--sdpa-batches", default="1,ref", help="eager step kernels")
+    parser.add_argument("--sdpa-c-batches", default="1,ref", help="torch.compile'd step kernels")
+    parser.add_argument("--batches", default="", help="triton, bf16 cache")
+    parser.add_argument("--fp8-batches", default="ref")
+    parser.add_argument("--fp8-c-batches", default="1,ref,max")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
+    parser.add_argument(
+        "--sweep",
+        default="256:64:4,512:64:4,512:128:8,1024:128:8,1024:64:4,512:64:8,256:64:8,1024:256:8",
+        help="decode kernel split:block:warps to time at the ref batch, full window, fp8",
+    )
     parser.add_argument("--phases", default="1,ref,max", help="batches whose phases are split")
     parser.add_argument("--no-ref", action="store_true")
     parser.add_argument("--time-budget-s", type=float, default=400.0)
@@ -644,16 +780,50 @@ def main() -> None:
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             have_triton = False
-    variants = ["sdpa"] + (["triton", "fp8"] if have_triton else [])
-    if have_triton:
+    if have_triton and args.sweep:
         try:
-            effect = logits_effect(parts, 40 if args.shapes == "7b" else 8, manual_fp8)
+            sweep = kernel_sweep(
+                device, manual_fp8, ref_rt or 42 if device.type == "cuda" else 2, args.sweep,
+                lm_config.context, lm_config.num_heads,
+            )  # fmt: skip
+            header["kernel_sweep"] = sweep
+            for r in sweep:
+                print("sweep", json.dumps(r), flush=True)
+            good = [r for r in sweep if r["err"] < 1e-2]
+            if good and device.type == "cuda":
+                best = min(good, key=lambda r: r["us"])
+                KERNEL_CFG.update(
+                    split=int(best["split"]), block=int(best["block"]), num_warps=int(best["warps"])
+                )
+                header["kernel_cfg"] = dict(KERNEL_CFG)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+        free_cuda(device)
+    variants = ["sdpa", "sdpa+c"] + (["triton", "fp8", "fp8+c"] if have_triton else [])
+    if args.no_compile:
+        variants = [v for v in variants if not VARIANTS[v][2]]
+    try:
+        header["graph_check"] = graph_check(parts, device)
+        print("graph check", json.dumps(header["graph_check"]), flush=True)
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+    if True:
+        try:
+            effect = logits_effect(
+                parts, 40 if args.shapes == "7b" else 8, manual_fp8, ["sdpa", *variants[1:]]
+            )
             header["logits_effect"] = effect
             print("logits effect", json.dumps(effect), flush=True)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
         free_cuda(device)
-    specs = {"sdpa": args.sdpa_batches, "triton": args.batches, "fp8": args.fp8_batches}
+    specs = {
+        "sdpa": args.sdpa_batches,
+        "sdpa+c": args.sdpa_c_batches,
+        "triton": args.batches,
+        "fp8": args.fp8_batches,
+        "fp8+c": args.fp8_c_batches,
+    }
     results: dict[str, list[dict[str, float]]] = {}
     fits: dict[str, int] = {}
     ref_ref = ref_rt or 1
@@ -663,6 +833,8 @@ def main() -> None:
         names = {"max": fit, "ref": ref_ref, "2ref": 2 * ref_ref}
         phase_at = set(parse_batches(args.phases, names))
         rows = []
+        if specs[variant].strip() == "":
+            continue
         for batch in parse_batches(specs[variant], names):
             if batch > fit + 2:
                 print(f"{variant} batch {batch}: skipped, {fit} slots fit", flush=True)
@@ -687,6 +859,14 @@ def main() -> None:
             rows.append(row)
         results[variant] = rows
     header["slots_fit"] = fits
+    with contextlib.suppress(Exception):
+        from torch._dynamo.utils import counters
+
+        header["dynamo"] = {
+            "unique_graphs": int(counters["stats"]["unique_graphs"]),
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "failed": int(sum(counters["frames"].get(k, 0) for k in ("failed",))),
+        }
     header["total_s"] = round(time.perf_counter() - t_start, 1)
     if args.json is not None:
         args.json.write_text(json.dumps({"header": header, "reference": ref_rows, "ours": results}))
@@ -744,7 +924,13 @@ def print_tables(
         print(
             f"ours {variant}: largest real-time batch (full window p99): {largest_realtime(rows, 'full_p99_ms')}"
         )
-    for key in ("kernel_check", "logits_effect", "total_s"):
+    for r in header.get("kernel_sweep", []):  # type: ignore[attr-defined]
+        print(
+            f"fp8 kernel sweep (batch {header['ref_realtime_batch']}, full window, one layer): "
+            f"split {r['split']} block {r['block']} warps {r['warps']}: {r['us']:.0f} us, "
+            f"{100 * r['hbm_share']:.0f}% of 3.0 TB/s, err {r['err']:.1e}"
+        )
+    for key in ("dynamo", "kernel_cfg", "graph_check", "kernel_check", "logits_effect", "total_s"):
         if key in header:
             print(f"{key}: {json.dumps(header[key])}")
 

@@ -187,9 +187,20 @@ class TritonDecodeAttention:
     (needed under ``TRITON_INTERPRET=1``; the bench checks both against ``masked_sdpa``).
     """
 
-    def __init__(self, *, manual_fp8: bool = False, num_warps: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        manual_fp8: bool = False,
+        num_warps: int = 4,
+        split: int = SPLIT,
+        block: int = BLOCK_N,
+    ) -> None:
+        if split % block:
+            raise ValueError(f"split {split} must be a multiple of block {block}")
         self.manual_fp8 = manual_fp8
         self.num_warps = num_warps
+        self.split = split  # key columns one program reads
+        self.block = block  # key columns per inner step
 
     def __call__(
         self,
@@ -206,7 +217,7 @@ class TritonDecodeAttention:
             raise RuntimeError("TritonDecodeAttention needs triton (on the GPU machine)")
         b, h, _, d = q.shape
         kv_len = key_mask.shape[-1]  # the bucket: bounds the grid; each slot stops at filled
-        n_splits = -(-kv_len // SPLIT)
+        n_splits = -(-kv_len // self.split)
         scaled = k_scale is not None and v_scale is not None
         if scaled and self.manual_fp8:
             keys, values = keys.view(torch.uint8), values.view(torch.uint8)
@@ -241,8 +252,8 @@ class TritonDecodeAttention:
             h,
             n_splits,
             1.0 / math.sqrt(d),
-            SPLIT_N=SPLIT,
-            BLOCK=BLOCK_N,
+            SPLIT_N=self.split,
+            BLOCK=self.block,
             D=d,
             SCALED=scaled,
             MANUAL_FP8=scaled and self.manual_fp8,

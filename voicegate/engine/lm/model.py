@@ -16,7 +16,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from voicegate.engine.lm import _ops
+from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.lm.config import LMConfig
+
+_EAGER = StepKernels.eager()
 
 __all__ = ["DecodeAttention", "LMModel", "masked_sdpa"]
 
@@ -199,6 +202,7 @@ class LMModel(nn.Module):
         key_mask: torch.Tensor,
         attention: DecodeAttention | None = None,
         kv_scales: torch.Tensor | None = None,
+        kernels: StepKernels | None = None,
     ) -> torch.Tensor:
         """One position per slot: x [B, 1, dim] at ``positions`` [B].
 
@@ -207,13 +211,21 @@ class LMModel(nn.Module):
         columns; ``key_mask`` [B, 1, 1, kv_len] says the same for the first kv_len columns
         (``masked_sdpa``, the default ``attention``). With ``kv_scales`` [L, 2, B, H, C'] (an
         8-bit cache) each written key/value vector is stored scaled (``_ops.quantize_vectors``)
-        and ``attention`` gets the layer's scales. Returns normed hidden [B, 1, dim].
+        and ``attention`` gets the layer's scales. ``kernels`` (``_fused.StepKernels``, default
+        eager) computes everything but the KV writes and attention. Returns normed hidden [B, 1, dim].
         """
         attend = masked_sdpa if attention is None else attention
+        k_fns = _EAGER if kernels is None else kernels
+        c = self.config
         rows = torch.arange(x.shape[0], device=x.device)
         rotation = self._rotation(positions[:, None])
+        if k_fns.real_rope:
+            rotation = torch.view_as_real(rotation)
         for i, layer in enumerate(self._temporal):
-            q, k, v = self._attention_in(layer, x, rotation)
+            q, k, v = k_fns.attention_in(
+                x, layer.norm1.alpha, layer.self_attn.in_proj_weight, c.norm_eps, c.num_heads,
+                rotation,
+            )  # fmt: skip
             keys, values = kv_cache[i, 0], kv_cache[i, 1]
             if kv_scales is None:
                 keys[rows, :, write_index] = k[:, :, 0].to(keys.dtype)
@@ -231,8 +243,12 @@ class LMModel(nn.Module):
                 k_scale[rows, :, write_index] = scale[:, 0]
                 v_scale[rows, :, write_index] = scale[:, 1]
                 attn = attend(q, keys, values, filled, key_mask, k_scale=k_scale, v_scale=v_scale)
-            x = self._layer_out(layer, x, attn)
-        return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
+            gating = layer.gating
+            x = k_fns.layer_out(
+                x, attn, layer.self_attn.out_proj.weight, layer.norm2.alpha,
+                gating.linear_in.weight, gating.linear_out.weight, c.norm_eps,
+            )  # fmt: skip
+        return k_fns.final_norm(x, self.out_norm.alpha, c.norm_eps)
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.text_linear.weight)
@@ -240,7 +256,12 @@ class LMModel(nn.Module):
     # -- depformer ------------------------------------------------------------------------
 
     def depformer_step(
-        self, step: int, hidden: torch.Tensor, prev_token: torch.Tensor, dep_kv: torch.Tensor
+        self,
+        step: int,
+        hidden: torch.Tensor,
+        prev_token: torch.Tensor,
+        dep_kv: torch.Tensor,
+        kernels: StepKernels | None = None,
     ) -> torch.Tensor:
         """Logits [B, card] of agent codebook ``step`` given the previous token [B].
 
@@ -248,23 +269,24 @@ class LMModel(nn.Module):
         [Ld, 2, B, H, steps, D] holds this frame's earlier steps and receives this one.
         """
         c = self.config
+        k_fns = _EAGER if kernels is None else kernels
         emb = self.depformer_text_emb if step == 0 else self._depformer_emb[step - 1]
-        x = F.linear(hidden, self._depformer_in[step].weight) + _ops.embed(
-            emb.weight, prev_token[:, None]
-        )
+        x = k_fns.depformer_input(hidden, self._depformer_in[step].weight, emb.weight, prev_token)
         d = c.dep_dim
         for i, layer in enumerate(self._dep_layers):
-            h = _ops.rms_norm(x, layer.norm1.alpha, c.norm_eps)
             w_in = layer.self_attn.in_proj_weight[step * 3 * d : (step + 1) * 3 * d]
-            q, k, v = _ops.qkv_heads(F.linear(h, w_in), c.dep_num_heads, None)
+            q, k, v = k_fns.dep_attention_in(
+                x, layer.norm1.alpha, w_in, c.norm_eps, c.dep_num_heads, None
+            )
             dep_kv[i, 0, :, :, step] = k[:, :, 0]
             dep_kv[i, 1, :, :, step] = v[:, :, 0]
             attn = F.scaled_dot_product_attention(
                 q, dep_kv[i, 0, :, :, : step + 1], dep_kv[i, 1, :, :, : step + 1]
             )
             w_out = layer.self_attn.out_proj.weight[step * d : (step + 1) * d]
-            x = x + F.linear(_ops.merge_heads(attn), w_out)
-            h = _ops.rms_norm(x, layer.norm2.alpha, c.norm_eps)
             gate = layer.gates[step]
-            x = x + _ops.gated_ffn(h, gate.linear_in.weight, gate.linear_out.weight)
+            x = k_fns.dep_layer_out(
+                x, attn, w_out, layer.norm2.alpha, gate.linear_in.weight,
+                gate.linear_out.weight, c.norm_eps,
+            )  # fmt: skip
         return F.linear(x[:, 0], self._linears[step].weight)

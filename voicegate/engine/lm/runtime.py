@@ -20,6 +20,7 @@ import numpy.typing as npt
 import torch
 
 from voicegate.engine.base import SamplingParams
+from voicegate.engine.lm._fused import StepKernels, compile_enabled
 from voicegate.engine.lm._ops import quantize_vectors
 from voicegate.engine.lm.checkpoint import load_lm_model, random_lm_model
 from voicegate.engine.lm.config import LMConfig
@@ -63,6 +64,10 @@ class LM:
         self.config: LMConfig = model.config
         self.kv_block = kv_block
         self.attention = attention  # None: masked SDPA (``model.masked_sdpa``)
+        # the step's norms/RoPE/gating/sampling: compiled (fused) on CUDA unless
+        # VOICEGATE_COMPILE=0 (``_fused``); the prompt prefill stays eager
+        self.kernels = StepKernels.eager()
+        self.set_compiled(compile_enabled(model.device))
         c = self.config
         self._delays = torch.tensor(c.delays, device=model.device, dtype=torch.long)
         initial = [c.text_initial_id] + [c.audio_initial_id] * c.n_q
@@ -79,6 +84,12 @@ class LM:
         cls, config: LMConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0
     ) -> LM:
         return cls(random_lm_model(config, device, dtype, seed))
+
+    def set_compiled(self, on: bool) -> None:
+        """Step with ``torch.compile``d kernels (compiled at the next step's first call: warm
+        up before capturing a CUDA graph) or the eager ones."""
+        if on != self.kernels.is_compiled:
+            self.kernels = StepKernels.compiled() if on else StepKernels.eager()
 
     @property
     def device(self) -> torch.device:
@@ -231,7 +242,7 @@ class LM:
         return_logits: bool = False,
     ) -> StepOutput:
         """The device part of ``step``: only tensor ops, fixed shapes for a given ``kv_len``."""
-        c, m = self.config, self.model
+        c, m, kern = self.config, self.model, self.kernels
         ct, n_gen = c.token_cache_size, 1 + c.dep_q
         pos, delays, act = state.positions, self._delays, active[:, None]
         tokens = state.tokens
@@ -258,10 +269,11 @@ class LM:
             key_mask[:, None, None],
             self.attention,
             state.kv_scales,
+            kern,
         )
         text_logits = m.text_logits(hidden)[:, 0]
-        noise = gumbel_noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
-        text = sample_top_k(
+        noise = kern.noise(state.seeds, state.counters, 1 + c.dep_q, c.top_k_cap)
+        text = kern.sample(
             text_logits,
             state.text_temperature,
             state.text_top_k,
@@ -270,8 +282,8 @@ class LM:
         )
         prev, codes, audio_logits = text, [], []
         for step in range(c.dep_q):
-            logits = m.depformer_step(step, hidden, prev, state.dep_kv)
-            prev = sample_top_k(
+            logits = m.depformer_step(step, hidden, prev, state.dep_kv, kern)
+            prev = kern.sample(
                 logits,
                 state.audio_temperature,
                 state.audio_top_k,
