@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from voicegate.engine import EchoModel, PersonaPrompt, TickOutput, runtime
-from voicegate.engine.runtime import TICK_S, BatchedEngine
+from voicegate.engine.runtime import TICK_S, BatchedEngine, TickMode
 
 
 class SteppingClock:
@@ -103,3 +103,62 @@ def test_sink_receives_copies_of_nothing_after_leave() -> None:
     slot.leave()
     engine.tick()
     assert sink.n == 1 and not slot.is_active and slot.stats.frames == 1
+
+
+class RecordingSchedule(EchoModel):
+    """Records, at each step, the tick's start and what ``next_tick_at`` says then."""
+
+    def __init__(self, clock: SteppingClock, slow_ticks: dict[int, float]) -> None:
+        super().__init__(2)
+        self.clock = clock
+        self.slow_ticks = slow_ticks
+        self.engine: BatchedEngine | None = None
+        self.seen: list[tuple[float, float | None]] = []
+
+    def step(self, pcm_in, active, n_rows):  # type: ignore[no-untyped-def]
+        assert self.engine is not None
+        self.seen.append((self.clock.now, self.engine.next_tick_at()))
+        self.clock.now += self.slow_ticks.get(len(self.seen), 0.25) * TICK_S
+        return super().step(pcm_in, active, n_rows)
+
+
+def test_next_tick_at_tells_the_serving_schedule_and_keeps_its_phase() -> None:
+    clock = SteppingClock()
+    start = clock.now
+    model = RecordingSchedule(clock, slow_ticks={5: 4.5})  # tick 5 overruns: ticks get skipped
+    engine = BatchedEngine(model, clock=clock, sleep=clock.sleep)
+    model.engine = engine
+    assert engine.next_tick_at() is None  # not started
+    engine.start()
+    try:
+        engine.load_persona(PersonaPrompt("p", "", "NATF0"))
+        sink = Counting(want=12)
+        slot = engine.join("p", sink)
+        assert sink.done.wait(30)
+        at = slot.next_tick_at()
+        assert at is not None and at == engine.next_tick_at()
+    finally:
+        engine.close()
+    assert engine.next_tick_at() is None and slot.next_tick_at() is None
+    assert engine.stats().skipped_ticks >= 1
+    for began, next_at in model.seen:
+        assert next_at is not None
+        # during a tick the next one is the following period, on the grid started at start()
+        periods = (next_at - start) / TICK_S
+        assert abs(periods - round(periods)) < 1e-6
+        assert 0 < next_at - began <= TICK_S + 1e-9
+
+
+def test_next_tick_at_is_none_without_a_clock() -> None:
+    for mode in (TickMode.MANUAL, TickMode.OFFLINE):
+        engine = BatchedEngine(EchoModel(2), mode=mode)
+        engine.start()
+        try:
+            engine.load_persona(PersonaPrompt("p", "", "NATF0"))
+            slot = engine.join("p", Counting(want=1))
+            slot.push(np.zeros(1920, dtype=np.float32))
+            if mode is TickMode.MANUAL:
+                engine.tick()
+            assert engine.next_tick_at() is None and slot.next_tick_at() is None
+        finally:
+            engine.close()

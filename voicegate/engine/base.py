@@ -37,6 +37,7 @@ __all__ = [
     "EngineStats",
     "SlotStats",
     "TickOutput",
+    "TickScheduled",
 ]
 
 MODEL_RATE_HZ = 24_000
@@ -132,6 +133,18 @@ class Slot(Protocol):
         """Free the slot; idempotent; thread-safe. At most one sink call already in flight
         on the engine thread may still complete after this returns; none starts later."""
         ...
+
+
+class TickScheduled(Protocol):
+    """Optional on a ``Slot`` (and an engine): the serving engine's tick schedule.
+
+    ``next_tick_at()`` is the ``time.monotonic()`` time at which the next tick takes its input
+    frames (a frame pushed before then is in that tick), or None when there is no schedule
+    (offline or manual ticks, a stopped engine). A Call uses it to complete its caller frames
+    just before a tick; a slot without it is treated as returning None.
+    """
+
+    def next_tick_at(self) -> float | None: ...
 
 
 class Engine(Protocol):

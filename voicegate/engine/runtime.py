@@ -128,6 +128,7 @@ class BatchedEngine:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._is_started = False
+        self._next_due: float | None = None  # serving mode: when the next tick pops its inputs
         self._failure: BaseException | None = None
         self._stats = EngineStats(max_slots=self._max_slots)
         self._tick_ms = np.zeros(TICK_HISTORY, dtype=np.float64)
@@ -159,6 +160,15 @@ class BatchedEngine:
     @property
     def model(self) -> TickModel:
         return self._model
+
+    def next_tick_at(self) -> float | None:
+        """When the next tick takes its input frames, on the engine's clock (``time.monotonic``
+        unless one was injected); None in offline and manual modes and when not running.
+
+        A frame pushed before this time is taken by that tick. Ticks are due every 80 ms on a
+        fixed schedule: a late tick or skipped ticks do not move the phase.
+        """
+        return self._next_due
 
     def start(self) -> None:
         if self._is_started:
@@ -202,6 +212,7 @@ class BatchedEngine:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+        self._next_due = None
         with self._lock:
             for state in self._slots:
                 self._retire(state)
@@ -265,7 +276,9 @@ class BatchedEngine:
             state.frames = 0
             state.active = True
             self._pending[state.index] = _PendingReset(entry.state, entry.prompt.sampling, seed)
-            handle = SlotHandle(state, state.generation, self._leave)
+            handle = SlotHandle(
+                state, state.generation, self._leave, next_tick_at=self.next_tick_at
+            )
         self._notify()
         return handle
 
@@ -409,6 +422,7 @@ class BatchedEngine:
                 self._run_offline()
         except BaseException as exc:  # the thread must say why it died
             self._failure = exc
+            self._next_due = None
             log.exception("engine %s: tick thread died", self.name)
             raise
 
@@ -425,6 +439,7 @@ class BatchedEngine:
     def _run_serving(self) -> None:
         clock = self._clock
         due = clock() + TICK_S
+        self._next_due = due
         while not self._stop.is_set():
             delay = due - clock()
             if delay > 0:
@@ -434,6 +449,8 @@ class BatchedEngine:
                     self._sleep(delay)
                 if self._stop.is_set():
                     break
+            # from here on a pushed frame waits for the following tick
+            self._next_due = due + TICK_S
             self._guarded_tick()
             due += TICK_S
             now = clock()
@@ -443,6 +460,8 @@ class BatchedEngine:
                 if behind >= MAX_BEHIND_TICKS:
                     self._stats.skipped_ticks += behind
                     due += behind * TICK_S
+            self._next_due = due
+        self._next_due = None
 
     def _offline_ready(self) -> bool:
         has_active = False

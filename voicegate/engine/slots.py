@@ -126,14 +126,20 @@ class SlotState:
 class SlotHandle:
     """The ``Slot`` a call holds: push frames, read counters, leave."""
 
-    __slots__ = ("_generation", "_leave", "_persona_key", "_state", "_stats")
+    __slots__ = ("_generation", "_leave", "_next_tick_at", "_persona_key", "_state", "_stats")
 
     def __init__(
-        self, state: SlotState, generation: int, leave: Callable[[SlotState, int], None]
+        self,
+        state: SlotState,
+        generation: int,
+        leave: Callable[[SlotState, int], None],
+        *,
+        next_tick_at: Callable[[], float | None] | None = None,
     ) -> None:
         self._state = state
         self._generation = generation
         self._leave = leave
+        self._next_tick_at = next_tick_at
         # kept by the handle so a call can read its final counters after leaving
         self._stats = state.stats
         self._persona_key = state.persona_key
@@ -165,6 +171,11 @@ class SlotHandle:
 
     def leave(self) -> None:
         self._leave(self._state, self._generation)
+
+    def next_tick_at(self) -> float | None:
+        """When the engine's next tick takes its frames (monotonic clock); None without a
+        tick schedule (offline, manual mode) -- see ``voicegate.engine.base.TickScheduled``."""
+        return None if self._next_tick_at is None else self._next_tick_at()
 
     def __repr__(self) -> str:
         return (
