@@ -97,28 +97,31 @@ def test_masked_sdpa_reads_scaled_columns() -> None:
 KERNEL_CHECK = textwrap.dedent(
     """
     import torch
-    from voicegate.engine.attention_decode import SPLIT, TritonDecodeAttention
+    from voicegate.engine.attention_decode import LONG_KV, SPLIT, TritonDecodeAttention
     from voicegate.engine.lm import masked_sdpa
     from voicegate.engine.lm._ops import quantize_vectors
 
     gen = torch.Generator().manual_seed(0)
-    b, h, c, d = 3, 2, SPLIT + 100, 32
-    cache = torch.randn(2, b, h, c + 1, d, generator=gen)
-    q = torch.randn(b, h, 1, d, generator=gen)
-    filled = torch.tensor([1, 70, c])  # one column, part of a split, past a split
-    mask = (torch.arange(c)[None] < filled[:, None])[:, None, None]
     att = TritonDecodeAttention(manual_fp8=True)
-    want = masked_sdpa(q, cache[0], cache[1], filled, mask)
-    got = att(q, cache[0], cache[1], filled, mask)
-    assert (got - want).abs().max().item() < 1e-5, (got - want).abs().max()
-    kq, s = quantize_vectors(cache, torch.float8_e4m3fn)
-    s = s.to(torch.bfloat16)  # the cache keeps bf16 scales
-    want8 = masked_sdpa(q, kq[0], kq[1], filled, mask, k_scale=s[0], v_scale=s[1])
-    got8 = att(q, kq[0], kq[1], filled, mask, k_scale=s[0], v_scale=s[1])
-    assert (got8 - want8).abs().max().item() < 1e-5, (got8 - want8).abs().max()
-    # garbage past a slot's filled columns changes nothing
-    cache[:, 1, :, 70:] = 1e4
-    assert torch.equal(att(q, cache[0], cache[1], filled, mask)[1], got[1])
+    # the short launch shape, then the long one (attention past LONG_KV columns)
+    for c, part in ((SPLIT + 100, 70), (LONG_KV + 200, 1030)):
+        b, h, d = 3, 2, 32
+        assert att.launch_config(c)[0] < c
+        cache = torch.randn(2, b, h, c + 1, d, generator=gen)
+        q = torch.randn(b, h, 1, d, generator=gen)
+        filled = torch.tensor([1, part, c])  # one column, part of a split, past a split
+        mask = (torch.arange(c)[None] < filled[:, None])[:, None, None]
+        want = masked_sdpa(q, cache[0], cache[1], filled, mask)
+        got = att(q, cache[0], cache[1], filled, mask)
+        assert (got - want).abs().max().item() < 1e-5, (got - want).abs().max()
+        kq, s = quantize_vectors(cache, torch.float8_e4m3fn)
+        s = s.to(torch.bfloat16)  # the cache keeps bf16 scales
+        want8 = masked_sdpa(q, kq[0], kq[1], filled, mask, k_scale=s[0], v_scale=s[1])
+        got8 = att(q, kq[0], kq[1], filled, mask, k_scale=s[0], v_scale=s[1])
+        assert (got8 - want8).abs().max().item() < 1e-5, (got8 - want8).abs().max()
+        # garbage past a slot's filled columns changes nothing
+        cache[:, 1, :, part:] = 1e4
+        assert torch.equal(att(q, cache[0], cache[1], filled, mask)[1], got[1])
     print("ok")
     """
 )

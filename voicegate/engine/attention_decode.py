@@ -32,8 +32,15 @@ __all__ = [
 
 ATTENTION_ENV = "VOICEGATE_DECODE_ATTENTION"  # "triton": this kernel over a bf16 cache too
 
-SPLIT = 256  # key columns one program reads (then merged)
+SPLIT = 256  # key columns one program reads (then merged), attention lengths <= LONG_KV
 BLOCK_N = 64  # key columns per inner step
+NUM_WARPS = 4
+# Long attention (a call past its first ~80 s): fewer, longer programs read more bytes in
+# flight. Measured on an H100, fp8 cache, 42 slots x 32 heads, every window full, one layer
+# (bench/RESULTS.md): split 1024 / block 256 / 8 warps 504 us (69% of 3.0 TB/s) against
+# 579 us for 256/64/4; but with fresh calls (~300 columns) 256/64/4 was ~2 ms a tick faster.
+LONG_KV = 1024
+LONG_CONFIG = (1024, 256, 8)  # split, block, num_warps when kv_len > LONG_KV
 
 try:
     import triton
@@ -191,16 +198,28 @@ class TritonDecodeAttention:
         self,
         *,
         manual_fp8: bool = False,
-        num_warps: int = 4,
-        split: int = SPLIT,
-        block: int = BLOCK_N,
+        num_warps: int | None = None,
+        split: int | None = None,
+        block: int | None = None,
     ) -> None:
-        if split % block:
+        """``split``/``block``/``num_warps`` fix the launch shape; left out, it follows the
+        attention length (``launch_config``)."""
+        if split is not None and block is not None and split % block:
             raise ValueError(f"split {split} must be a multiple of block {block}")
         self.manual_fp8 = manual_fp8
         self.num_warps = num_warps
         self.split = split  # key columns one program reads
         self.block = block  # key columns per inner step
+
+    def launch_config(self, kv_len: int) -> tuple[int, int, int]:
+        """(split, block, num_warps) for an attention length: fixed ones where given, else
+        the measured choice (short: ``SPLIT``/``BLOCK_N``/``NUM_WARPS``; long: ``LONG_CONFIG``)."""
+        split, block, warps = LONG_CONFIG if kv_len > LONG_KV else (SPLIT, BLOCK_N, NUM_WARPS)
+        split = self.split or split
+        block = min(self.block or block, split)
+        if split % block:
+            block = split
+        return split, block, self.num_warps or warps
 
     def __call__(
         self,
@@ -217,7 +236,8 @@ class TritonDecodeAttention:
             raise RuntimeError("TritonDecodeAttention needs triton (on the GPU machine)")
         b, h, _, d = q.shape
         kv_len = key_mask.shape[-1]  # the bucket: bounds the grid; each slot stops at filled
-        n_splits = -(-kv_len // self.split)
+        split, block, num_warps = self.launch_config(kv_len)
+        n_splits = -(-kv_len // split)
         scaled = k_scale is not None and v_scale is not None
         if scaled and self.manual_fp8:
             keys, values = keys.view(torch.uint8), values.view(torch.uint8)
@@ -252,12 +272,12 @@ class TritonDecodeAttention:
             h,
             n_splits,
             1.0 / math.sqrt(d),
-            SPLIT_N=self.split,
-            BLOCK=self.block,
+            SPLIT_N=split,
+            BLOCK=block,
             D=d,
             SCALED=scaled,
             MANUAL_FP8=scaled and self.manual_fp8,
-            num_warps=self.num_warps,
+            num_warps=num_warps,
         )
         ns = max(2, 1 << (n_splits - 1).bit_length())
         _merge[(b * h,)](
