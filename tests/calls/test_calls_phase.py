@@ -15,6 +15,7 @@ from voicegate.calls import CallInfo, CallManager, EndReason
 from voicegate.calls.call import ALIGN_CHECK_FRAMES, ALIGN_MARGIN_S, Call
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
 from voicegate.engine.base import FRAME_SAMPLES, SlotStats
+from voicegate.events.schema import CallEnded
 
 RATE = 8000
 CHUNK = 160  # 20 ms at 8 kHz
@@ -80,11 +81,11 @@ class ScheduledSlot:
         self.is_active = False
 
 
-def make_call(clock: Clock, slot: object) -> Call:
+def make_call(clock: Clock, slot: object, events: RecordingEvents | None = None) -> Call:
     call = Call(
         CallInfo("ph", "twilio", "p"),
         LoopbackLeg(RATE),
-        RecordingEvents(),
+        events if events is not None else RecordingEvents(),
         resampler_factory=Repeat,
         vad_factory=lambda rate: _NoVad(),
         clock=clock,
@@ -157,7 +158,8 @@ def test_a_drifting_caller_is_rephased_by_dropping_one_chunk_at_a_time() -> None
     clock = Clock()
     start = clock.now
     slot = ScheduledSlot(clock, first_tick=start + 0.031)
-    call = make_call(clock, slot)
+    events = RecordingEvents()
+    call = make_call(clock, slot, events)
     pcm = caller_audio(12.0)
     period = CHUNK_S * 0.995  # the caller's clock runs 0.5% fast: 0.4 ms earlier every frame
     feed(call, clock, pcm, [start + 0.002 + k * period for k in range(len(pcm) // CHUNK)])
@@ -169,6 +171,10 @@ def test_a_drifting_caller_is_rephased_by_dropping_one_chunk_at_a_time() -> None
     assert min(leads) >= ALIGN_MARGIN_S - 1e-9
     assert max(leads) < ALIGN_MARGIN_S + CHUNK_S + 2 * drift_per_check
     assert call.caller_ms == 12_000
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    (ended,) = events.of_type(CallEnded)
+    assert ended.counters["phase_drop_samples"] == call.phase_drop_samples
+    assert ended.counters["phase_pad_samples"] == call.phase_pad_samples
 
 
 def test_one_late_chunk_costs_no_caller_audio() -> None:

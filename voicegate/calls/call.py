@@ -312,6 +312,8 @@ class Call:
             "overruns": self.playout.overruns,
             "ticks_lost": self.ticks_lost,
             "caller_frames": self.frames_pushed,
+            "phase_pad_samples": self.phase_pad_samples,  # 24 kHz, see "Frame phase" above
+            "phase_drop_samples": self.phase_drop_samples,
             "slot_underruns": slot_stats.underruns if slot_stats else 0,
             "slot_overruns": slot_stats.overruns if slot_stats else 0,
             "errors": self.errors,
