@@ -30,6 +30,7 @@ from voicegate.legs.twilio import TwilioLeg
 from voicegate.legs.webrtc import WebRtcLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
+from voicegate.personas.tokens import default_token_counter
 from voicegate.web import web_router
 
 __all__ = ["Readiness", "create_app"]
@@ -201,7 +202,9 @@ async def _start_parts(
 
     personas = PersonaStore(
         settings.personas_dir,
-        count_tokens=engine.count_tokens,
+        # the release tokenizer when the model folder has it, else an estimate: the tiny
+        # engine's small vocabulary would overstate every prompt against the 200-token guidance
+        count_tokens=default_token_counter(settings.model_dir),
         registry=registry,
         interval_s=settings.reload_interval_s,
         on_change=on_persona_change,
