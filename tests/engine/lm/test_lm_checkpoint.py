@@ -104,9 +104,9 @@ def _rewrite(src: Path, dst: Path, edit: str) -> None:
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
-        ("missing", "missing 1: transformer.layers.1.gating.linear_out.weight"),
-        ("extra", "extra 1: transformer.layers.9.norm1.alpha"),
-        ("misshapen", "misshapen 1: text_linear.weight [999, 64] (expected [1000, 64])"),
+        ("missing", "1 missing: transformer.layers.1.gating.linear_out.weight"),
+        ("extra", "1 unexpected: transformer.layers.9.norm1.alpha"),
+        ("misshapen", "1 misshapen: text_linear.weight (expected [1000, 64], got [999, 64])"),
     ],
 )
 def test_bad_checkpoint_is_refused_naming_the_tensor(tmp_path: Path, edit: str, named: str) -> None:

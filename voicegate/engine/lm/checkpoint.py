@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from voicegate.engine._layout import check_layout
 from voicegate.engine.lm.config import LMConfig
 from voicegate.engine.lm.model import LMModel
 from voicegate.errors import CheckpointError
@@ -27,7 +28,6 @@ from voicegate.errors import CheckpointError
 __all__ = ["checkpoint_layout", "load_lm_model", "random_lm_model", "write_random_checkpoint"]
 
 _STACKED_PROBE = "depformer.layers.0.self_attn.in_proj_weight"
-_LIST_LIMIT = 12
 
 
 def checkpoint_layout(config: LMConfig, dep_steps: int | None = None) -> dict[str, tuple[int, ...]]:
@@ -35,35 +35,6 @@ def checkpoint_layout(config: LMConfig, dep_steps: int | None = None) -> dict[st
     with torch.device("meta"):
         model = LMModel(config, dep_steps)
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-def _names(items: list[str]) -> str:
-    shown = ", ".join(items[:_LIST_LIMIT])
-    more = len(items) - _LIST_LIMIT
-    return shown + (f" (+{more} more)" if more > 0 else "")
-
-
-def _check_layout(
-    path: Path, found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]
-) -> None:
-    missing = sorted(set(expected) - set(found))
-    extra = sorted(set(found) - set(expected))
-    misshapen = sorted(
-        f"{k} {list(found[k])} (expected {list(expected[k])})"
-        for k in set(found) & set(expected)
-        if found[k] != expected[k]
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {_names(missing)}")
-    if extra:
-        problems.append(f"extra {len(extra)}: {_names(extra)}")
-    if misshapen:
-        problems.append(f"misshapen {len(misshapen)}: {_names(misshapen)}")
-    if problems:
-        raise CheckpointError(
-            f"LM checkpoint {path} does not match the model: " + "; ".join(problems)
-        )
 
 
 def _param_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
@@ -90,7 +61,7 @@ def load_lm_model(
         raise CheckpointError(f"cannot read LM checkpoint {path}: {exc}") from exc
     with handle as f:
         found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-        _check_layout(path, found, checkpoint_layout(config, _dep_steps(path, found, config)))
+        check_layout("LM", path, found, checkpoint_layout(config, _dep_steps(path, found, config)))
         with torch.device("meta"):
             model = LMModel(config)
         state: dict[str, torch.Tensor] = {}

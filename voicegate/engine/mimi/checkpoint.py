@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from voicegate.engine._layout import check_layout
 from voicegate.engine.mimi.config import MimiConfig
 from voicegate.engine.mimi.model import MimiModel
 from voicegate.errors import CheckpointError
@@ -22,43 +23,12 @@ from voicegate.errors import CheckpointError
 __all__ = ["MIMI_FILE_NAME", "expected_tensors", "load_mimi", "write_random_mimi"]
 
 MIMI_FILE_NAME = "tokenizer-e351c8d8-checkpoint125.safetensors"
-_MAX_NAMES_SHOWN = 12
 
 
 def expected_tensors(config: MimiConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor name of a Mimi checkpoint for ``config``, with its shape."""
     model = MimiModel(config, device="meta")
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-def _names(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_NAMES_SHOWN])
-    more = len(items) - _MAX_NAMES_SHOWN
-    return shown + (f" ... and {more} more" if more > 0 else "")
-
-
-def _check(
-    found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], path: Path
-) -> None:
-    missing = sorted(set(expected) - set(found))
-    extra = sorted(set(found) - set(expected))
-    misshapen = sorted(
-        f"{name} (expected {list(expected[name])}, got {list(found[name])})"
-        for name in set(expected) & set(found)
-        if expected[name] != found[name]
-    )
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_names(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected: {_names(extra)}")
-    if misshapen:
-        problems.append(f"{len(misshapen)} misshapen: {_names(misshapen)}")
-    if problems:
-        raise CheckpointError(
-            f"Mimi checkpoint {path} does not match the model ({len(expected)} tensors "
-            f"expected): " + "; ".join(problems)
-        )
 
 
 def load_mimi(
@@ -82,7 +52,7 @@ def load_mimi(
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
-            _check(found, expected, path)
+            check_layout("Mimi", path, found, expected)
             state = {}
             for name in expected:
                 tensor = f.get_tensor(name)
