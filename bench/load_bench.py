@@ -29,74 +29,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
+from _gateway import (
+    PIP_EVERY_FRAMES,
+    caller_audio,
+    cpu_seconds,
+    hist_quantile,
+    scrape,
+    start_gateway,
+)
 
 from voicegate.audio import mulaw_decode
-from voicegate.demo import LocalRedis, free_port
+from voicegate.demo import LocalRedis
 from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-auth-token"
 PUBLIC = "https://bench.invalid"
-PIP_EVERY_FRAMES = 50  # 1 s: longer than any echo round trip, so no aliasing
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def caller_audio(seconds: float) -> np.ndarray:
-    n = int(seconds * 8000)
-    pcm = np.zeros(n, dtype=np.int16)
-    t = np.arange(160) / 8000
-    pip = (10000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
-    for k in range(PIP_EVERY_FRAMES, n // 160 - 1, PIP_EVERY_FRAMES):
-        pcm[k * 160 : (k + 1) * 160] = pip
-    return pcm
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
-
-
-def scrape(base: str) -> dict[str, float]:
-    text = httpx.get(base + "/metrics", timeout=10, trust_env=False).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
-
-
-def hist_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
-    pat = re.compile(rf'^{name}_bucket\{{le="([^"]+)"\}}$')
-    buckets = []
-    for key, value in after.items():
-        m = pat.match(key)
-        if m:
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            buckets.append((le, value - before.get(key, 0.0)))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0
-    if total <= 0:
-        return float("nan")
-    for le, count in buckets:
-        if count >= q * total:
-            return le * 1000
-    return float("inf")
 
 
 def echo_delays(stream: SimulatedStream, pip_sent: dict[int, float]) -> list[float]:
@@ -159,7 +114,7 @@ def gaps_of(stream: SimulatedStream) -> int:
 
 
 async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, float]:
-    audio = caller_audio(seconds)
+    audio = caller_audio(seconds, 8000)
     before = scrape(base)
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
     client0 = sum(os.times()[:2])
@@ -210,48 +165,6 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
     }
 
 
-def start_gateway(
-    engine: str, redis_url: str, max_calls: int, tmp: Path, pin: bool
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = dict(
-        os.environ,
-        VOICEGATE_ENGINE=engine,
-        VOICEGATE_HOST="127.0.0.1",
-        VOICEGATE_PORT=str(port),
-        VOICEGATE_PUBLIC_URL=PUBLIC,
-        VOICEGATE_TWILIO_AUTH_TOKEN=TOKEN,
-        VOICEGATE_REDIS_URL=redis_url,
-        VOICEGATE_PERSONAS_DIR=str(REPO / "personas"),
-        VOICEGATE_NUMBERS_FILE=str(REPO / "telephony" / "numbers.yaml"),
-        VOICEGATE_EVENTS_JOURNAL_DIR=str(tmp / f"journal-{engine}"),
-        VOICEGATE_SIP_ENABLED="false",
-        VOICEGATE_MAX_CALLS=str(max_calls),
-        VOICEGATE_LOG_LEVEL="WARNING",
-    )
-    cmd = [sys.executable, "-m", "voicegate", "serve"]
-    if pin:
-        cmd = ["taskset", "-c", "0", *cmd]  # the gateway gets core 0, this client core 1
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / f"gateway-{engine}.log", "wb"),  # noqa: SIM115
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(base + "/readyz", timeout=2, trust_env=False).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway ({engine}) did not become ready")
-        time.sleep(0.2)
-
-
 COLUMNS = (
     ("n", "N", "{:>4.0f}"),
     ("cpu_pct_per_call", "cpu/call %", "{:>10.2f}"),
@@ -292,7 +205,18 @@ def main() -> None:
         redis = LocalRedis(Path(tmp))
         try:
             for engine in args.engines.split(","):
-                proc, base = start_gateway(engine, redis.url, max(levels), Path(tmp), pin)
+                proc, base = start_gateway(
+                    {
+                        "VOICEGATE_ENGINE": engine,
+                        "VOICEGATE_PUBLIC_URL": PUBLIC,
+                        "VOICEGATE_TWILIO_AUTH_TOKEN": TOKEN,
+                        "VOICEGATE_REDIS_URL": redis.url,
+                        "VOICEGATE_MAX_CALLS": str(max(levels)),
+                    },
+                    Path(tmp),
+                    pin,
+                    name=f"gateway-{engine}",
+                )
                 try:
                     where = "gateway pinned to 1 core" if pin else f"{os.cpu_count()} cores shared"
                     print(f"\nengine={engine}  ({where}; times in ms; {args.seconds:.0f} s calls)")

@@ -33,14 +33,13 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+from _gateway import PIP_EVERY_FRAMES, caller_audio, cpu_seconds, scrape, start_gateway
 
 from voicegate.audio import mulaw_decode, mulaw_encode
 from voicegate.demo import LocalRedis, free_port
@@ -48,9 +47,6 @@ from voicegate.legs.sip.media import RtpSession
 from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.sdp import negotiate, parse_sdp
 
-REPO = Path(__file__).resolve().parent.parent
-PIP_EVERY_FRAMES = 50
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 FRAME_S = 0.02
 
 
@@ -175,16 +171,6 @@ async def _wait_code(sip: _Sip, code: int, timeout_s: float = 10.0) -> bytes:
             raise RuntimeError(data.split(b"\r\n", 1)[0].decode())
 
 
-def caller_audio(seconds: float) -> np.ndarray:
-    n = int(seconds * 8000)
-    pcm = np.zeros(n, dtype=np.int16)
-    t = np.arange(160) / 8000
-    pip = (10000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
-    for k in range(PIP_EVERY_FRAMES, n // 160 - 1, PIP_EVERY_FRAMES):
-        pcm[k * 160 : (k + 1) * 160] = pip
-    return pcm
-
-
 class _Caller:
     """One simulated SIP caller: its SIP and RTP sockets, the gateway's RTP address, what it heard."""
 
@@ -262,28 +248,10 @@ async def stream_all(callers: list[_Caller], audio: np.ndarray) -> list[dict[int
     return sent
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
-
-
-def scrape(base: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in httpx.get(base + "/metrics", timeout=10, trust_env=False).text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, value = line.rpartition(" ")
-        try:
-            out[name] = float(value)
-        except ValueError:
-            pass
-    return out
-
-
 async def run_level(
     base: str, pid: int, gw: tuple[str, int], n: int, seconds: float
 ) -> dict[str, float]:
-    audio = caller_audio(seconds)
+    audio = caller_audio(seconds, 8000)
     callers = [_Caller() for _ in range(n)]
     failed = 0
     # calls arrive over about a second, as they would from a trunk, not in one instant
@@ -330,53 +298,6 @@ async def _staggered(coro: Any, delay_s: float) -> Any:
     return await coro
 
 
-def start_gateway(
-    redis_url: str, max_calls: int, tmp: Path, pin: bool
-) -> tuple[subprocess.Popen[bytes], str, int]:
-    port, sip_port = free_port(), free_port()
-    env = dict(
-        os.environ,
-        VOICEGATE_ENGINE="echo",
-        VOICEGATE_HOST="127.0.0.1",
-        VOICEGATE_PORT=str(port),
-        VOICEGATE_REDIS_URL=redis_url,
-        VOICEGATE_PERSONAS_DIR=str(REPO / "personas"),
-        VOICEGATE_NUMBERS_FILE=str(REPO / "telephony" / "numbers.yaml"),
-        VOICEGATE_EVENTS_JOURNAL_DIR=str(tmp / "journal"),
-        VOICEGATE_SIP_ENABLED="true",
-        VOICEGATE_SIP_HOST="127.0.0.1",
-        VOICEGATE_SIP_PORT=str(sip_port),
-        VOICEGATE_SIP_INVITE_RATE_PER_S="0",
-        VOICEGATE_RTP_PORT_MIN="40000",
-        VOICEGATE_RTP_PORT_MAX="40999",
-        VOICEGATE_MAX_CALLS=str(max_calls),
-        VOICEGATE_LOG_LEVEL="WARNING",
-    )
-    cmd = [sys.executable, "-m", "voicegate", "serve"]
-    if pin:
-        cmd = ["taskset", "-c", "0", *cmd]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "gateway.log", "wb"),  # noqa: SIM115
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(base + "/readyz", timeout=2, trust_env=False).status_code == 200:
-                return proc, base, sip_port
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(
-                "gateway did not become ready: " + (tmp / "gateway.log").read_text()[-2000:]
-            )
-        time.sleep(0.2)
-
-
 COLUMNS = (
     ("n", "N", "{:>4.0f}"),
     ("failed", "fail", "{:>4.0f}"),
@@ -419,7 +340,22 @@ def main() -> None:
     levels = [int(x) for x in args.levels.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         redis = LocalRedis(Path(tmp))
-        proc, base, sip_port = start_gateway(redis.url, max(levels), Path(tmp), pin)
+        sip_port = free_port()
+        proc, base = start_gateway(
+            {
+                "VOICEGATE_ENGINE": "echo",
+                "VOICEGATE_REDIS_URL": redis.url,
+                "VOICEGATE_SIP_ENABLED": "true",
+                "VOICEGATE_SIP_HOST": "127.0.0.1",
+                "VOICEGATE_SIP_PORT": str(sip_port),
+                "VOICEGATE_SIP_INVITE_RATE_PER_S": "0",
+                "VOICEGATE_RTP_PORT_MIN": "40000",
+                "VOICEGATE_RTP_PORT_MAX": "40999",
+                "VOICEGATE_MAX_CALLS": str(max(levels)),
+            },
+            Path(tmp),
+            pin,
+        )
         try:
             where = "gateway pinned to 1 core" if pin else f"{os.cpu_count()} cores shared"
             print(f"\nSIP calls, engine=echo ({where}; times in ms; {args.seconds:.0f} s calls)")

@@ -32,7 +32,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,68 +39,27 @@ from pathlib import Path
 import av
 import httpx
 import numpy as np
+from _gateway import (
+    PIP_EVERY_FRAMES,
+    caller_audio,
+    cpu_seconds,
+    hist_quantile,
+    scrape,
+    start_gateway,
+)
 
-from voicegate.demo import LocalRedis, free_port
+from voicegate.demo import LocalRedis
 from voicegate.legs.webrtc.ice import enable_loopback_only
 from voicegate.legs.webrtc.media import AgentAudioTrack, MediaCounters, _Converter
 from voicegate.legs.webrtc.sim import RATE, WebRtcCaller
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN = "bench-webrtc-token"
 FRAME = 960
-PIP_EVERY_FRAMES = 50  # 1 s
 ENGINE_MS = 160.0  # the echo engine's own part: an 80 ms frame is gathered, then one 80 ms tick
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def caller_audio(seconds: float) -> np.ndarray:
-    n = int(seconds * RATE)
-    pcm = np.zeros(n, dtype=np.int16)
-    t = np.arange(FRAME) / RATE
-    pip = (10000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
-    for k in range(PIP_EVERY_FRAMES, n // FRAME - 1, PIP_EVERY_FRAMES):
-        pcm[k * FRAME : (k + 1) * FRAME] = pip
-    return pcm
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q)) if xs else float("nan")
-
-
-def scrape(base: str) -> dict[str, float]:
-    text = httpx.get(base + "/metrics", timeout=10, trust_env=False).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                pass
-    return out
-
-
-def hist_quantile(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
-    """The q-quantile (ms, upper bucket bound) of a histogram's observations between scrapes."""
-    buckets = []
-    for key, value in after.items():
-        if key.startswith(name + "_bucket{") and 'le="' in key:
-            le = key.split('le="', 1)[1].split('"', 1)[0]
-            bound = float("inf") if le == "+Inf" else float(le)
-            buckets.append((bound, value - before.get(key, 0.0)))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return float("nan")
-    for bound, count in buckets:
-        if count >= q * total:
-            return bound * 1000
-    return float("nan")
 
 
 def open_sessions(base: str) -> float:
@@ -144,7 +102,7 @@ async def one_call(base: str, audio: np.ndarray, seconds: float, out: list[WebRt
 
 
 async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, float]:
-    audio = caller_audio(seconds + 2)
+    audio = caller_audio(seconds + 2, RATE)
     callers: list[WebRtcCaller] = []
     before = scrape(base)
     cpu0, wall0, me0 = cpu_seconds(pid), time.monotonic(), time.process_time()
@@ -176,44 +134,6 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
         "in_p50": hist_quantile(before, after, "voicegate_webrtc_ingress_seconds", 0.5),
         "in_p99": hist_quantile(before, after, "voicegate_webrtc_ingress_seconds", 0.99),
     }
-
-
-def start_gateway(
-    redis_url: str, max_calls: int, tmp: Path, pin: bool, prefetch: int
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = dict(
-        os.environ,
-        VOICEGATE_ENGINE="echo",
-        VOICEGATE_HOST="127.0.0.1",
-        VOICEGATE_PORT=str(port),
-        VOICEGATE_REDIS_URL=redis_url,
-        VOICEGATE_PERSONAS_DIR=str(REPO / "personas"),
-        VOICEGATE_NUMBERS_FILE=str(REPO / "telephony" / "numbers.yaml"),
-        VOICEGATE_EVENTS_JOURNAL_DIR=str(tmp / "journal"),
-        VOICEGATE_SIP_ENABLED="false",
-        VOICEGATE_MAX_CALLS=str(max_calls),
-        VOICEGATE_LOG_LEVEL="WARNING",
-        VOICEGATE_WEBRTC_TOKEN=TOKEN,
-        VOICEGATE_WEBRTC_LOOPBACK_ONLY="true",
-        VOICEGATE_WEBRTC_JITTER_PREFETCH=str(prefetch),
-    )
-    cmd = [sys.executable, "-m", "voicegate", "serve"]
-    if pin:
-        cmd = ["taskset", "-c", "0", *cmd]
-    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(base + "/readyz", timeout=2, trust_env=False).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway did not become ready: {(tmp / 'gateway.log').read_text()}")
-        time.sleep(0.2)
 
 
 def frame_costs(iterations: int = 2000) -> list[tuple[str, float]]:
@@ -313,7 +233,18 @@ def main() -> None:
 def run_gateway(
     redis_url: str, levels: list[int], tmp: Path, pin: bool, prefetch: int, seconds: float
 ) -> None:
-    proc, base = start_gateway(redis_url, max(levels), tmp, pin, prefetch)
+    proc, base = start_gateway(
+        {
+            "VOICEGATE_ENGINE": "echo",
+            "VOICEGATE_REDIS_URL": redis_url,
+            "VOICEGATE_MAX_CALLS": str(max(levels)),
+            "VOICEGATE_WEBRTC_TOKEN": TOKEN,
+            "VOICEGATE_WEBRTC_LOOPBACK_ONLY": "true",
+            "VOICEGATE_WEBRTC_JITTER_PREFETCH": str(prefetch),
+        },
+        tmp,
+        pin,
+    )
     try:
         where = "gateway pinned to core 0, callers on core 1" if pin else "cores shared"
         print(f"\nengine=echo, jitter prefetch {prefetch} ({where}; ms; {seconds:.0f} s calls)")
