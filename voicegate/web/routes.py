@@ -75,6 +75,13 @@ def _not_started() -> JSONResponse:
     return JSONResponse({"detail": "the gateway is starting"}, status_code=503)
 
 
+def _bad_body() -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"body must be UTF-8 YAML text of at most {MAX_PERSONA_BYTES} bytes"},
+        status_code=400,
+    )
+
+
 def web_router(settings: Settings) -> APIRouter:
     """The page, the live event feed and the persona editing API."""
     router = APIRouter()
@@ -101,6 +108,13 @@ def web_router(settings: Settings) -> APIRouter:
 
     def may_edit(request: Request) -> bool:
         return bearer_matches(request.headers.get("authorization"), settings.editor_token)
+
+    def editor_for(request: Request) -> PersonaEditor | JSONResponse:
+        """The persona editor for a request with the editor token, else the refusal to send."""
+        if not may_edit(request):
+            return _unauthorized()
+        ed = editor(request)
+        return _not_started() if ed is None else ed
 
     @router.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -165,11 +179,9 @@ def web_router(settings: Settings) -> APIRouter:
 
     @router.get("/api/personas/{name}")
     async def read_persona(request: Request, name: str) -> JSONResponse:
-        if not may_edit(request):
-            return _unauthorized()
-        ed = editor(request)
-        if ed is None:
-            return _not_started()
+        ed = editor_for(request)
+        if isinstance(ed, JSONResponse):
+            return ed
         problem = check_name(name)
         if problem is not None:
             return JSONResponse({"detail": problem}, status_code=400)
@@ -180,17 +192,12 @@ def web_router(settings: Settings) -> APIRouter:
 
     @router.post("/api/personas/{name}/validate")
     async def validate(request: Request, name: str) -> JSONResponse:
-        if not may_edit(request):
-            return _unauthorized()
-        ed = editor(request)
-        if ed is None:
-            return _not_started()
+        ed = editor_for(request)
+        if isinstance(ed, JSONResponse):
+            return ed
         text = await _text_body(request)
         if text is None:
-            return JSONResponse(
-                {"detail": f"body must be UTF-8 YAML text of at most {MAX_PERSONA_BYTES} bytes"},
-                status_code=400,
-            )
+            return _bad_body()
         problems = await asyncio.to_thread(ed.validate, name, text)
         return JSONResponse(
             {"ok": not has_errors(problems), "problems": [problem_json(x) for x in problems]}
@@ -198,17 +205,12 @@ def web_router(settings: Settings) -> APIRouter:
 
     @router.put("/api/personas/{name}")
     async def save(request: Request, name: str) -> JSONResponse:
-        if not may_edit(request):
-            return _unauthorized()
-        ed = editor(request)
-        if ed is None:
-            return _not_started()
+        ed = editor_for(request)
+        if isinstance(ed, JSONResponse):
+            return ed
         text = await _text_body(request)
         if text is None:
-            return JSONResponse(
-                {"detail": f"body must be UTF-8 YAML text of at most {MAX_PERSONA_BYTES} bytes"},
-                status_code=400,
-            )
+            return _bad_body()
         try:
             result = await ed.save(name, text)
         except OSError as exc:  # a read-only volume, a full disk: nothing was replaced
