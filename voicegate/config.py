@@ -106,7 +106,19 @@ class Settings(BaseSettings):
         0, ge=0, le=60_000, description="Ringing time between 180 and the 200 answer."
     )
 
+    # --- the edge's own work per call ---
+    vad_batch_ms: float = Field(
+        16.0,
+        ge=0.0,
+        le=500.0,
+        description="Caller voice activity: score every call's windows in one batched run per this period on a worker thread (0: each call scores inline on the event loop).",
+    )
+
     # --- WebRTC and the persona editor ---
+    webrtc_enabled: bool = Field(
+        True,
+        description="Serve browser calls (POST /webrtc/offer); false leaves aiortc and av unimported.",
+    )
     webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
     editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")
     webrtc_stun_urls: str = Field(
