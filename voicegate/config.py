@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     )
 
     # --- the edge's own work per call ---
+    edge_loop_budget_pct: float = Field(
+        75.0,
+        ge=0.0,
+        le=100.0,
+        description="Admission: the share of one core the event loop may spend on calls; calls beyond budget / measured cost per call are refused (0: no edge limit, engine slots only).",
+    )
+    edge_call_cost_pct: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Admission: the event-loop cost of one call (% of a core) assumed until it is measured on live calls.",
+    )
+    twilio_send_ms: Literal[20, 40, 60, 80] = Field(
+        40,
+        description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
+    )
     vad_batch_ms: float = Field(
         16.0,
         ge=0.0,
