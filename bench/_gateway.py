@@ -1,7 +1,8 @@
-"""What the leg load benchmarks share: a `voicegate serve` subprocess, its CPU, its metrics.
+"""What the leg load benchmarks share: a `voicegate serve` subprocess, its CPU, its metrics,
+the callers' audio (the bundled speech recording or pips) and the playout holes a caller heard.
 
-Imported by bench/load_bench.py, sip_bench.py and webrtc_bench.py (run as scripts, so this
-folder is on sys.path). Not part of the package and never run by the tests.
+Imported by bench/load_bench.py, sip_bench.py, webrtc_bench.py and gateway_bench.py (run as
+scripts, so this folder is on sys.path). Not part of the package and never run by the tests.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from voicegate.audio.samples import load_caller
 from voicegate.demo import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,10 +37,59 @@ def caller_audio(seconds: float, rate_hz: int) -> np.ndarray:
     return pcm
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def caller_speech(seconds: float, rate_hz: int = 8000, offset_samples: int = 0) -> np.ndarray:
+    """The bundled caller recording (8 s of speech and pauses) looped, int16 at ``rate_hz``.
+
+    ``offset_samples`` starts the loop part-way in, so that many callers do not speak in step.
+    Speech keeps the voice activity detector busy on every frame (its energy gate skips most
+    of the pip caller's silence), which is what real callers cost the gateway.
+    """
+    clip = load_caller(rate_hz)
+    n = int(seconds * rate_hz)
+    reps = (offset_samples % len(clip) + n) // len(clip) + 1
+    start = offset_samples % len(clip)
+    return np.tile(clip, reps)[start : start + n].copy()
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of a process (or of its thread ``tid``), from /proc."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def playout_holes(
+    arrivals: list[tuple[float, int]],
+    t0: float,
+    rate_hz: int = 8000,
+    window: tuple[float, float] | None = None,
+) -> tuple[int, float]:
+    """Holes the caller heard mid-reply in a simulated Twilio playout queue: (count, total ms).
+
+    ``arrivals`` is ``StreamReport.arrivals`` (arrival time, start offset on the playout timeline
+    in samples), ``t0`` the stream's start. A hole is a media message that found the queue empty
+    (it starts playing on arrival) although the previous message started at most 60 ms of
+    timeline earlier: the agent was still talking and the next piece came late. Its length is
+    the silence between the end of the previous message and this one; a message's length is the
+    next offset when the queue did not run dry, else the usual message length. Only arrivals
+    inside ``window`` (monotonic from, to) count when one is given.
+    """
+    if len(arrivals) < 2:
+        return 0, 0.0
+    times = np.fromiter((t for t, _ in arrivals), np.float64, len(arrivals))
+    offsets = np.fromiter((o for _, o in arrivals), np.int64, len(arrivals))
+    # dry: it started playing at once (its start offset is its arrival time on the timeline)
+    dry = offsets / rate_hz - (times - t0) < 0.0005
+    steps = np.diff(offsets)
+    kept = steps[~dry[1:] & (steps > 0)]
+    usual = int(np.median(kept)) if len(kept) else rate_hz // 50
+    near = (steps > 0) & (steps <= 3 * rate_hz // 50)  # within 60 ms of timeline: mid-reply
+    hole = dry[1:] & near & (np.diff(times) > 0.025)
+    if window is not None:
+        inside = (times[1:] >= window[0]) & (times[1:] < window[1])
+        hole &= inside
+    silent_samples = np.maximum(steps[hole] - usual, 0)
+    return int(hole.sum()), float(silent_samples.sum()) * 1000 / rate_hz
 
 
 def scrape(base: str) -> dict[str, float]:
@@ -76,7 +127,11 @@ def hist_quantile(before: dict[str, float], after: dict[str, float], name: str, 
 
 
 def start_gateway(
-    env_extra: dict[str, str], tmp: Path, pin: bool, name: str = "gateway"
+    env_extra: dict[str, str],
+    tmp: Path,
+    pin: bool,
+    name: str = "gateway",
+    ready_timeout_s: float = 180.0,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`voicegate serve` on a free port with ``env_extra``; returns once /readyz says ready."""
     port = free_port()
@@ -98,7 +153,7 @@ def start_gateway(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + ready_timeout_s
     while True:
         try:
             if httpx.get(base + "/readyz", timeout=2, trust_env=False).status_code == 200:

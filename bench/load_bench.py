@@ -4,9 +4,14 @@ The gateway runs as its own process (``voicegate serve``) with the ``echo`` engi
 own cost is what is measured: mu-law, resampling to 24 kHz and back, voice activity, events,
 pacing with marks) and then the ``tiny`` engine. This process plays Twilio for every call with
 ``voicegate.legs.twilio.sim``: signed webhook, signed upgrade, 20 ms mu-law frames at real time.
-The caller audio is silence with a 20 ms 1 kHz pip every second; with the echo engine the pip
-comes back and its round trip is timed at the simulator (media message arrival - pip sent).
-
+The default caller speaks: the bundled caller recording (voicegate/audio/data/caller_8k.wav),
+looped, each call starting at another point of the loop, so voice activity detection runs on
+every frame as it does for real callers. ``--caller pip`` plays the old caller instead: silence
+with a 20 ms 1 kHz pip every second; with the echo engine the pip comes back and its round trip
+is timed at the simulator (media message arrival - pip sent). The echo columns are measured for
+the pip caller only (an echo of speech has no clean onset to time; mixing pips into speech would
+hide them in it), so a speech run prints nan there; it costs the gateway about twice the CPU
+per call of the pip caller, whose silence the detector's energy gate mostly skips.
 Printed per N (echo, then tiny):
   cpu/call   gateway process CPU (utime+stime from /proc) over the measured window / N, % of a core
   client %   this process (all the simulated Twilio sides) in % of a core: near 100 = the client
@@ -18,10 +23,12 @@ Printed per N (echo, then tiny):
   ahead p99/max agent audio queued at Twilio (simulated playout clock) at each media arrival
   late/skip  gateway 20 ms send ticks run late / skipped; eng late = engine ticks late
   gaps       media arrivals after the playout queue ran dry mid-reply (underruns at Twilio)
+  hole ms    the silence those gaps left, in total
 Runs N = 1, 5, 10, 20, ... until the echo p99 passes 400 ms, the gateway uses >= 95% of the
 machine, or ticks are skipped. Numbers vary with the machine: run it on purpose, not in CI.
 
-    python bench/load_bench.py --engines echo,tiny --seconds 8 --max-calls 80
+    python bench/load_bench.py --engines echo,tiny --seconds 8 --levels 1,5,10,20,40
+    python bench/load_bench.py --engines echo --caller pip      # the echo round trip
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ import numpy as np
 from _gateway import (
     PIP_EVERY_FRAMES,
     caller_audio,
+    caller_speech,
     cpu_seconds,
     hist_quantile,
+    playout_holes,
     scrape,
     start_gateway,
 )
@@ -81,7 +90,9 @@ def echo_delays(stream: SimulatedStream, pip_sent: dict[int, float]) -> list[flo
     return delays
 
 
-async def one_call(twilio: TwilioSimulator, audio: np.ndarray, out: list) -> None:
+async def one_call(
+    twilio: TwilioSimulator, audio: np.ndarray, out: list, is_pip: bool = True
+) -> None:
     placed = await twilio.place_call("+15005550006", "+14155550100")
     if not placed.is_connect:
         out.append(("rejected", None, {}))
@@ -90,7 +101,7 @@ async def one_call(twilio: TwilioSimulator, audio: np.ndarray, out: list) -> Non
     pip_sent: dict[int, float] = {}
 
     def on_frame(k: int, sent_at: float) -> None:
-        if k % PIP_EVERY_FRAMES == 0:
+        if is_pip and k % PIP_EVERY_FRAMES == 0:
             pip_sent[k] = sent_at
 
     frames = await stream.play(audio, on_frame=on_frame)
@@ -98,23 +109,16 @@ async def one_call(twilio: TwilioSimulator, audio: np.ndarray, out: list) -> Non
     out.append(("ok", stream, pip_sent, frames))
 
 
-def gaps_of(stream: SimulatedStream) -> int:
-    """Media arrivals that found the playout queue empty although the previous one was < 60 ms ago."""
-    arr = stream.report.arrivals
-    gaps = 0
-    for (t0, o0), (t1, o1) in zip(arr[:-1], arr[1:], strict=False):
-        if (
-            o1 > o0
-            and (o1 - o0) <= 480
-            and t1 - t0 > 0.02 + 0.005
-            and o1 * 1.0 / 8000 - (t1 - stream.t0) < 0.0005
-        ):
-            gaps += 1
-    return gaps
-
-
-async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, float]:
-    audio = caller_audio(seconds, 8000)
+async def run_level(
+    base: str, pid: int, n: int, seconds: float, caller: str = "speech"
+) -> dict[str, float]:
+    is_pip = caller == "pip"
+    pip_audio = caller_audio(seconds, 8000) if is_pip else None
+    # speech: each call starts 0.77 s further into the 8 s loop than the one before
+    audios = [
+        pip_audio if pip_audio is not None else caller_speech(seconds, 8000, i * 6160)
+        for i in range(n)
+    ]
     before = scrape(base)
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
     client0 = sum(os.times()[:2])
@@ -122,7 +126,7 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
     twilios = [TwilioSimulator(base, PUBLIC, TOKEN) for _ in range(max(1, n // 10))]
     try:
         await asyncio.gather(
-            *(one_call(twilios[i % len(twilios)], audio, results) for i in range(n))
+            *(one_call(twilios[i % len(twilios)], audios[i], results, is_pip) for i in range(n))
         )
     finally:
         for t in twilios:
@@ -135,10 +139,14 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
     delays: list[float] = []
     ahead: list[float] = []
     gaps = 0
+    hole_ms = 0.0
     for _, stream, pip_sent, _ in ok:
-        delays += echo_delays(stream, pip_sent)
+        if is_pip:
+            delays += echo_delays(stream, pip_sent)
         ahead += stream.report.ahead_samples_ms
-        gaps += gaps_of(stream)
+        count, ms = playout_holes(stream.report.arrivals, stream.t0)
+        gaps += count
+        hole_ms += ms
     d = lambda k: after.get(k, 0.0) - before.get(k, 0.0)  # noqa: E731
     return {
         "n": n,
@@ -162,6 +170,7 @@ async def run_level(base: str, pid: int, n: int, seconds: float) -> dict[str, fl
         + d("voicegate_engine_skipped_ticks_total"),
         "overruns": d("voicegate_engine_slot_overruns_total"),
         "gaps": gaps,
+        "hole_ms": hole_ms,
     }
 
 
@@ -183,6 +192,7 @@ COLUMNS = (
     ("eng_late", "eng late", "{:>8.0f}"),
     ("overruns", "ovr", "{:>5.0f}"),
     ("gaps", "gaps", "{:>5.0f}"),
+    ("hole_ms", "hole ms", "{:>7.0f}"),
 )
 
 
@@ -193,6 +203,13 @@ def main() -> None:
     parser.add_argument("--engines", default="echo,tiny")
     parser.add_argument("--levels", default="1,5,10,20,30,40,60,80")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--caller",
+        choices=("speech", "pip"),
+        default="speech",
+        help="speech: the bundled recording looped (default); pip: silence with a pip a second "
+        "(the only caller the echo columns are timed for)",
+    )
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin the gateway to core 0 and us to core 1"
     )
@@ -219,10 +236,13 @@ def main() -> None:
                 )
                 try:
                     where = "gateway pinned to 1 core" if pin else f"{os.cpu_count()} cores shared"
-                    print(f"\nengine={engine}  ({where}; times in ms; {args.seconds:.0f} s calls)")
+                    print(
+                        f"\nengine={engine}, {args.caller} caller  ({where}; times in ms; "
+                        f"{args.seconds:.0f} s calls)"
+                    )
                     print("  ".join(title for _, title, _ in COLUMNS))
                     for n in levels:
-                        row = asyncio.run(run_level(base, proc.pid, n, args.seconds))
+                        row = asyncio.run(run_level(base, proc.pid, n, args.seconds, args.caller))
                         print(
                             "  ".join(fmt.format(row[key]) for key, _, fmt in COLUMNS), flush=True
                         )
