@@ -119,8 +119,11 @@ class Settings(BaseSettings):
         le=100.0,
         description="Admission: the event-loop cost of one call (% of a core) assumed until it is measured on live calls.",
     )
-    twilio_send_ms: Literal[20, 40, 60, 80] = Field(
+    twilio_send_ms: int = Field(
         40,
+        ge=20,
+        le=80,
+        multiple_of=20,
         description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
     )
     vad_batch_ms: float = Field(
