@@ -108,7 +108,7 @@ class Settings(BaseSettings):
 
     # --- the edge's own work per call ---
     edge_loop_budget_pct: float = Field(
-        75.0,
+        80.0,
         ge=0.0,
         le=100.0,
         description="Admission: the share of one core the event loop may spend on calls; calls beyond budget / measured cost per call are refused (0: no edge limit, engine slots only).",
