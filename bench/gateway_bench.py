@@ -18,7 +18,8 @@ measured window of ``--seconds`` begins; the calls hang up just after it ends. O
   gw CPU      gateway process CPU over the window (utime+stime, /proc/PID/stat), % of one core
   loop        the gateway's main thread (the event loop: /proc/PID/task/PID/stat), % of a core
   /call       gw CPU / N
-  callers     the caller processes' CPU, % of a core in all (near 100 x procs: they limit)
+  callers     the caller processes' CPU, % of a core in all; the JSON has the busiest one's
+              (near 100 it would be the limit, and its own lateness would read as holes)
   tick p50/p99  engine tick time (ms): from the voicegate_engine_tick_seconds histogram when the
               gateway exports one, else the gateway's gauges over its last 512 ticks (~41 s)
               read at the window's end (marked ~)
@@ -308,7 +309,11 @@ def prepare_release(root: Path, device: str) -> Path:
     except CheckpointError:
         print(f"writing a synthetic 7B release to {root} (once) ...", file=sys.stderr, flush=True)
         started = time.monotonic()
-        gen_device = device if torch.cuda.is_available() and device.startswith("cuda") else "cpu"
+        gen_device = (
+            (device if device.startswith("cuda") else "cuda")
+            if torch.cuda.is_available()
+            else "cpu"
+        )
         make_release_dir(root, lm_config, MimiConfig.release(), seed=0, device=gen_device)
         print(f"  written in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     voices = root / VOICES_DIR_NAME
@@ -405,10 +410,10 @@ def run_level(
         proc.stdin.write(json.dumps(plan) + "\n")
         proc.stdin.flush()
 
-    def sample() -> tuple[float, float, float, float, dict[str, float]]:
+    def sample() -> tuple[float, float, float, list[float], dict[str, float]]:
         now = time.monotonic()
         gw, loop = cpu_seconds(pid), cpu_seconds(pid, pid)
-        callers = sum(cpu_seconds(w.pid) for w in workers)
+        callers = [cpu_seconds(w.pid) for w in workers]
         return now, gw, loop, callers, scrape(base)
 
     time.sleep(max(0.0, w0 - time.monotonic()))
@@ -462,7 +467,10 @@ def run_level(
         "gw_cpu_pct": 100 * (b[1] - a[1]) / wall,
         "loop_cpu_pct": 100 * (b[2] - a[2]) / wall,
         "cpu_pct_per_call": 100 * (b[1] - a[1]) / wall / n,
-        "callers_cpu_pct": 100 * (b[3] - a[3]) / wall,
+        "callers_cpu_pct": 100 * (sum(b[3]) - sum(a[3])) / wall,
+        "busiest_caller_proc_cpu_pct": max(
+            100 * (y - x) / wall for x, y in zip(a[3], b[3], strict=True)
+        ),
         "caller_procs": procs,
         "tick_p50_ms": tick[0],
         "tick_p99_ms": tick[1],
@@ -585,6 +593,12 @@ def main() -> None:
         help="VOICEGATE_WEBRTC_ENABLED=false (always so on CUDA)",
     )
     parser.add_argument("--ready-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="write the synthetic release to --model-dir and exit (a run of its own on the GPU "
+        "machine: it takes a minute or two, once per machine)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args()
     if args.worker:
@@ -602,8 +616,10 @@ def main() -> None:
         if binary.name != "redis-server" or not os.access(binary, os.X_OK):
             parser.error(f"--redis-server: expected an executable named redis-server, got {binary}")
         os.environ["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    if args.engine == "personaplex":
+    if args.engine == "personaplex" or args.prepare_only:
         prepare_release(args.model_dir, args.device)
+        if args.prepare_only:
+            return
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
