@@ -97,7 +97,12 @@ async def _sleep_until(at: float) -> None:
 
 
 async def _twilio_call(
-    sim: Any, index: int, start_at: float, end_at: float, window: tuple[float, float]
+    sim: Any,
+    index: int,
+    start_at: float,
+    end_at: float,
+    window: tuple[float, float],
+    max_silence_ms: float,
 ) -> dict[str, Any]:
     await _sleep_until(start_at)
     started = time.monotonic()
@@ -119,7 +124,7 @@ async def _twilio_call(
     closed_early = stream.is_closed
     await stream.stop()
     report = stream.report
-    holes, hole_ms = playout_holes(report.arrivals, stream.t0, RATE_HZ, window)
+    holes, hole_ms = playout_holes(report, stream.t0, RATE_HZ, window, max_silence_ms)
     first = (report.arrivals[0][0] - started) * 1000 if report.arrivals else float("nan")
     why = ""
     if closed_early or frames < expected:
@@ -255,7 +260,9 @@ async def _worker_main(setup: dict[str, Any], plan: dict[str, Any]) -> list[dict
         return list(
             await asyncio.gather(
                 *(
-                    _twilio_call(sims[k % len(sims)], i, at, end_at, window)
+                    _twilio_call(
+                        sims[k % len(sims)], i, at, end_at, window, float(setup["max_hole_ms"])
+                    )
                     for k, (i, at) in enumerate(calls)
                 )
             )
@@ -394,6 +401,7 @@ def run_level(
         "sip_host": "127.0.0.1",
         "sip_port": sip_port,
         "jitter_ms": args.sip_jitter_ms,
+        "max_hole_ms": args.max_hole_ms,
     }
     procs = max(1, min(args.caller_procs, n))
     workers = _start_workers(procs, setup)
@@ -574,6 +582,13 @@ def main() -> None:
         type=float,
         default=40.0,
         help="the SIP caller's fixed jitter buffer (for its holes column)",
+    )
+    parser.add_argument(
+        "--max-hole-ms",
+        type=float,
+        default=40.0,
+        help="Twilio: a silence up to this long after agent audio is a hole, a longer one a "
+        "pause between replies (40: the former load_bench gaps_of with 20 ms messages)",
     )
     parser.add_argument(
         "--max-calls",
