@@ -29,14 +29,20 @@ def serve() -> None:
     """Run the gateway (HTTP, Twilio, WebRTC, SIP) until SIGTERM/SIGINT."""
     import uvicorn
 
-    from voicegate.app import create_app
+    from voicegate.app import SERVER_OPTIONS, create_app
 
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        **SERVER_OPTIONS,
+    )
 
 
 app.add_typer(personas_app, name="personas")

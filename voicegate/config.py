@@ -106,7 +106,38 @@ class Settings(BaseSettings):
         0, ge=0, le=60_000, description="Ringing time between 180 and the 200 answer."
     )
 
+    # --- the edge's own work per call ---
+    edge_loop_budget_pct: float = Field(
+        75.0,
+        ge=0.0,
+        le=100.0,
+        description="Admission: the share of one core the event loop may spend on calls; calls beyond budget / measured cost per call are refused (0: no edge limit, engine slots only).",
+    )
+    edge_call_cost_pct: float = Field(
+        1.0,
+        gt=0.0,
+        le=100.0,
+        description="Admission: the event-loop cost of one call (% of a core) assumed until it is measured on live calls.",
+    )
+    twilio_send_ms: int = Field(
+        40,
+        ge=20,
+        le=80,
+        multiple_of=20,
+        description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
+    )
+    vad_batch_ms: float = Field(
+        16.0,
+        ge=0.0,
+        le=500.0,
+        description="Caller voice activity: score every call's windows in one batched run per this period on a worker thread (0: each call scores inline on the event loop).",
+    )
+
     # --- WebRTC and the persona editor ---
+    webrtc_enabled: bool = Field(
+        True,
+        description="Serve browser calls (POST /webrtc/offer); false leaves aiortc and av unimported.",
+    )
     webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
     editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")
     webrtc_stun_urls: str = Field(

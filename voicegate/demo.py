@@ -58,6 +58,8 @@ class ServerThread:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
+        from voicegate.app import SERVER_OPTIONS
+
         self._config = uvicorn.Config(
             app,
             host=host,
@@ -65,7 +67,7 @@ class ServerThread:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
-            ws_max_size=1 << 20,
+            **SERVER_OPTIONS,
         )
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(

@@ -23,6 +23,7 @@ from utils import (
 
 import voicegate.calls
 from voicegate.calls import CallInfo, CallLimits, CallManager, EndReason, limits_of
+from voicegate.calls.edge import EdgeMonitor
 from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
 from voicegate.events import EventLog
 from voicegate.events.schema import CallEnded, decode_fields
@@ -69,6 +70,33 @@ def test_max_calls_caps_admission_below_the_engine() -> None:
     with pytest.raises(NoFreeSlot, match="1 call places"):
         calls.start_call(CallInfo("b", "sip", "p"), LoopbackLeg())
     assert engine.active_slots == 1  # the refused call never took a slot
+
+
+def test_the_edge_capacity_caps_admission_and_says_so() -> None:
+    engine = silent_engine(max_slots=4)
+    clock = {"wall": 0.0, "cpu": 0.0}
+    calls_now = [0]
+    edge = EdgeMonitor(
+        lambda: calls_now[0],
+        budget=0.5,
+        prior_cost=0.2,  # 0.5 / 0.2 -> the loop carries 2 calls
+        clock=lambda: clock["wall"],
+        cpu=lambda: clock["cpu"],
+    )
+    calls = manager(engine, RecordingEvents(), edge=edge)
+    assert calls.limits() == {"engine": 4, "edge": 2} and calls.capacity == 2
+    calls.start_call(CallInfo("a", "sip", "p"), LoopbackLeg())
+    calls.start_call(CallInfo("b", "sip", "p"), LoopbackLeg())
+    assert not calls.can_admit()
+    with pytest.raises(NoFreeSlot, match="limit: edge"):
+        calls.start_call(CallInfo("c", "sip", "p"), LoopbackLeg())
+    assert engine.active_slots == 2  # the refused call never took a slot
+    assert calls.metrics.rejected.labels("sip", "edge")._value.get() == 1
+    # measured: 4 calls cost 10% of a core -> 2.5% each -> the engine's 4 slots bind again
+    calls_now[0] = 4
+    clock["wall"], clock["cpu"] = 1.0, 0.1
+    edge.sample()
+    assert calls.limits()["edge"] == 20 and calls.capacity == 4 and calls.can_admit()
 
 
 def test_duplicate_and_unknown_persona_are_refused_without_leaking() -> None:

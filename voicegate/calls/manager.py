@@ -33,6 +33,7 @@ from voicegate.calls.call import (
     _default_resampler,
     _default_vad,
 )
+from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.voice import VadLike
@@ -76,9 +77,11 @@ class CallManager:
         config: CallConfig = _DEFAULT_CONFIG,
         resampler_factory: Callable[[int, int], ResamplerLike] = _default_resampler,
         vad_factory: Callable[[int], VadLike] = _default_vad,
+        edge: EdgeMonitor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
+        self._edge = edge
         self._engine = engine
         self._events = events
         self._personas = personas
@@ -98,9 +101,18 @@ class CallManager:
 
     @property
     def capacity(self) -> int:
-        """Most simultaneous calls: the engine's slots, capped by ``max_calls`` when set."""
-        slots = self._engine.max_slots
-        return min(slots, self._max_calls) if self._max_calls > 0 else slots
+        """Most simultaneous calls: the smallest of the limits (see ``limits``)."""
+        return min(self.limits().values())
+
+    def limits(self) -> dict[str, int]:
+        """Each limit on simultaneous calls: the engine's slots, ``max_calls`` when set, and the
+        event loop's measured capacity (``edge``) when an EdgeMonitor is given."""
+        out = {"engine": self._engine.max_slots}
+        if self._max_calls > 0:
+            out["max_calls"] = self._max_calls
+        if self._edge is not None:
+            out["edge"] = max(self._edge.capacity, 1)  # one call is always served
+        return out
 
     @property
     def active_count(self) -> int:
@@ -134,9 +146,17 @@ class CallManager:
         if self._is_draining:
             self.metrics.rejected.labels(info.leg, "draining").inc()
             raise NoFreeSlot(f"call {info.call_id}: the gateway is draining")
-        if len(self._calls) >= self.capacity:
-            self.metrics.rejected.labels(info.leg, "full").inc()
-            raise NoFreeSlot(f"call {info.call_id}: all {self.capacity} call places are taken")
+        limits = self.limits()
+        if len(self._calls) >= min(limits.values()):
+            binding = min(limits, key=lambda k: (limits[k], k))
+            why = "edge" if binding == "edge" else "full"
+            self.metrics.rejected.labels(info.leg, why).inc()
+            raise NoFreeSlot(
+                f"call {info.call_id}: all {limits[binding]} call places are taken "
+                f"(limit: {binding}; limits: "
+                + ", ".join(f"{k} {v}" for k, v in limits.items())
+                + ")"
+            )
         if info.call_id in self._calls:
             raise InvalidStateError(f"call {info.call_id}: already active")
         call = Call(

@@ -39,7 +39,7 @@ from voicegate.legs.twilio.security import (
     public_http_url,
     public_ws_url,
 )
-from voicegate.legs.twilio.stream import TwilioMediaStream
+from voicegate.legs.twilio.stream import DEFAULT_SEND_MS, TwilioMediaStream
 from voicegate.legs.twilio.twiml import TWIML_MEDIA_TYPE, connect_stream, reject
 
 __all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioLeg"]
@@ -84,6 +84,7 @@ class TwilioLeg:
         tokens: CallTokens | None = None,
         stats: TwilioLegStats | None = None,
         max_ahead_ms: int = 100,
+        send_ms: int = DEFAULT_SEND_MS,
     ) -> None:
         self.signatures = SignatureChecker(auth_token, public_url)
         self.public_url = public_url
@@ -93,6 +94,7 @@ class TwilioLeg:
         self.tokens = tokens or CallTokens()
         self.stats = stats or TwilioLegStats()
         self.max_ahead_ms = max_ahead_ms
+        self.send_ms = send_ms
         self.is_draining = False
         self._calls_seen: OrderedDict[str, tuple[str, float]] = OrderedDict()  # CallSid -> id, t0
         self._streams: dict[int, TwilioMediaStream] = {}
@@ -208,6 +210,7 @@ class TwilioLeg:
             stats=self.stats,
             report_error=self._report_error,
             max_ahead_ms=self.max_ahead_ms,
+            send_ms=self.send_ms,
         )
         self._streams[id(stream)] = stream
         try:

@@ -8,10 +8,14 @@ socket). It accepts, refuses with 1008 (policy violation) when the upgrade's sig
   ``mark`` -> playout accounting; ``stop`` or a dropped socket -> ``Call.on_leg_closed`` at once.
   A malformed message is logged (first few per call, then counted) and reported as an ``error``
   event; the call goes on.
-* outbound: every 20 ms of a monotonic clock (no drift: deadlines are ``t0 + k * 20 ms``) one
-  160-sample frame is pulled from the Call, mu-law encoded and sent as ``media`` followed by a
-  ``mark``; a frame is held back while Twilio may already have ``max_ahead_ms`` queued (marks
-  not yet echoed), so an interruption never leaves more than that to hear.
+* outbound: every ``send_ms`` (20-80 ms, a multiple of 20) of a monotonic clock (no drift:
+  deadlines are ``t0 + k * send_ms``) that much audio is pulled from the Call, mu-law encoded
+  and sent as one ``media`` followed by a ``mark``; frames are held back while Twilio may
+  already have ``max_ahead_ms`` queued (marks not yet echoed), so an interruption never leaves
+  more than that to hear. Twilio plays media payloads of any length in order; a 40 ms payload
+  halves the messages and timer wake-ups per call against 20 ms (the event loop's per-message
+  cost is most of the edge's CPU, see shared/reference/edge-profile.md) for at most 20 ms more
+  wait before fresh audio is pulled.
 * ``clear_playout()`` (the Call, at barge-in) drops held frames and sends ``clear``;
   ``request_hangup()`` closes the socket (Twilio then ends the call: nothing follows
   ``</Connect>`` in our TwiML).
@@ -75,6 +79,8 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 START_TIMEOUT_S = 10.0
 MAX_HELD_FRAMES = 10  # 200 ms: beyond this Twilio has stopped echoing marks; drop the oldest
+DEFAULT_SEND_MS = 40
+SEND_MS_CHOICES = (20, 40, 60, 80)
 TIMER_SLACK_S = 0.001
 MAX_MESSAGES_WITHOUT_YIELD = 4
 MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
@@ -108,10 +114,15 @@ class TwilioMediaStream:
         stats: TwilioLegStats,
         report_error: ErrorReporter | None = None,
         max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
+        send_ms: int = DEFAULT_SEND_MS,
         start_timeout_s: float = START_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if send_ms not in SEND_MS_CHOICES:
+            raise ValueError(f"twilio: send_ms must be one of {SEND_MS_CHOICES}, got {send_ms}")
         self._ws = ws
+        self._block_frames = send_ms // FRAME_MS
+        self._block_s = send_ms / 1000
         self._calls = calls
         self._tokens = tokens
         self._stats = stats
@@ -305,7 +316,8 @@ class TwilioMediaStream:
         loop = asyncio.get_running_loop()
         clock = self._clock
         stats = self._stats
-        next_tick = self._t0 + FRAME_S
+        block_s = self._block_s
+        next_tick = self._t0 + block_s
         try:
             while True:
                 wake = loop.create_future()
@@ -325,17 +337,17 @@ class TwilioMediaStream:
                 if self._held:
                     await self._flush_held(now)  # a mark echo made room
                 if now >= next_tick:
-                    behind = int((now - next_tick) / FRAME_S)
-                    if behind >= MAX_CATCH_UP_FRAMES:
+                    behind = int((now - next_tick) / block_s)  # whole blocks
+                    if behind * self._block_frames >= MAX_CATCH_UP_FRAMES:
                         # the loop stalled: drop those frames, but pull them, so that the Call's
                         # playout clock stays real time (not pulling would delay all later audio)
-                        self._skip_frames(behind)
-                        next_tick += behind * FRAME_S
+                        self._skip_frames(behind * self._block_frames)
+                        next_tick += behind * block_s
                     elif behind:
                         stats.late_ticks += 1
                     while next_tick <= now:
                         await self._on_tick()
-                        next_tick += FRAME_S
+                        next_tick += block_s
         except WebSocketDisconnect:
             self._leg_closed(EndReason.CALLER_HANGUP)  # the socket died under a send
         except Exception:
@@ -393,24 +405,25 @@ class TwilioMediaStream:
         return True
 
     async def _on_tick(self) -> None:
-        """One 20 ms step of the agent's playout clock: pull a frame and send it (or hold it)."""
+        """One ``send_ms`` step of the agent's playout clock: pull a block, send it or hold it."""
         call = self._call
         assert call is not None
         pulled = self._clock()
-        pcm = call.pull_agent_audio(FRAME_SAMPLES)
-        if self._held:
-            if len(self._held) >= MAX_HELD_FRAMES:
-                self._held.popleft()
+        frames = self._block_frames
+        pcm = call.pull_agent_audio(FRAME_SAMPLES * frames)
+        held = self._held
+        if not held:
+            if not pcm.any():
+                return  # silence: Twilio plays silence when its queue is empty
+            if self._playout.room_ms(pulled * 1000) >= FRAME_MS * frames:
+                await self._send_audio(mulaw_encode(pcm), pulled)
+                return
+        for k in range(frames):  # held back frame by frame: sent as room allows
+            if len(held) >= MAX_HELD_FRAMES:
+                held.popleft()
                 self._stats.held_frames_dropped += 1
-            self._held.append(pcm.copy())
-            await self._flush_held(pulled)
-            return
-        if not pcm.any():
-            return  # silence: Twilio plays silence when its queue is empty
-        if self._playout.room_ms(pulled * 1000) < FRAME_MS:
-            self._held.append(pcm.copy())
-            return
-        await self._send_audio(mulaw_encode(pcm), pulled)
+            held.append(pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES].copy())
+        await self._flush_held(pulled)
 
     def _skip_frames(self, n: int) -> None:
         call = self._call
