@@ -35,6 +35,9 @@ measured window of ``--seconds`` begins; the calls hang up just after it ends. O
   rtp l/l     SIP only: RTP packets lost / late at the gateway
   first       first-audio time p50 (ms): call start (webhook POST / INVITE sent) -> first agent
               audio at the caller (first media message / first non-silent RTP packet)
+  admits      the admission limit that binds at the window's end (voicegate_capacity_binding)
+              and the calls it allows (voicegate_capacity_calls): engine slots, the edge's
+              event-loop budget or max_calls; calls beyond it are refused (ok < N)
 
 Progress lines go to stderr; the table is printed (stdout) row by row and once more whole at
 the end. Numbers vary with the machine: run it on purpose, not in CI.
@@ -349,6 +352,11 @@ def _gateway_env(args: argparse.Namespace, redis_url: str, sip_port: int) -> dic
     }
     if args.engine == "personaplex":
         env["VOICEGATE_MODEL_DIR"] = str(args.model_dir)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("VOICEGATE_"):
+            raise SystemExit(f"--set: expected VOICEGATE_NAME=VALUE, got {item!r}")
+        env[key] = value
     if args.no_webrtc or args.device.startswith("cuda"):
         env["VOICEGATE_WEBRTC_ENABLED"] = "false"  # keeps aiortc and av unimported
     if args.leg == "sip":
@@ -459,6 +467,16 @@ def run_level(
     skipped = d(f"voicegate_{leg}_skipped_ticks_total")
     if leg == "twilio":
         skipped += d("voicegate_twilio_held_frames_dropped_total")
+    capacity = {
+        key.split('"')[1]: value
+        for key, value in after.items()
+        if key.startswith('voicegate_capacity_calls{limit="')
+    }
+    binding = [
+        key.split('"')[1]
+        for key, value in after.items()
+        if key.startswith('voicegate_capacity_binding{limit="') and value == 1
+    ]
     failures: dict[str, int] = {}
     for c in calls:
         if not c["ok"]:
@@ -498,6 +516,10 @@ def run_level(
         "lost_at_caller": sum(c.get("lost_at_caller", 0) for c in ok),
         "first_audio_p50_ms": _pct([c["first_ms"] for c in ok], 50),
         "max_slots": after.get("voicegate_engine_max_slots", float("nan")),
+        "capacity": capacity,  # calls each admission limit allows, at the window's end
+        "binding": ",".join(binding),
+        "edge_loop_utilisation": after.get("voicegate_edge_loop_utilisation", float("nan")),
+        "edge_cost_per_call": after.get("voicegate_edge_cost_per_call", float("nan")),
     }
 
 
@@ -520,6 +542,7 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("slot o/u", 9),
     ("rtp l/l", 9),
     ("first p50", 9),
+    ("admits", 12),
 )
 
 
@@ -540,8 +563,17 @@ def format_row(row: dict[str, Any]) -> str:
         f"{_f(row['slot_overruns'])} / {_f(row['slot_underruns'])}",
         f"{_f(row['rtp_lost'])} / {_f(row['rtp_late'])}" if row["leg"] == "sip" else "-",
         _f(row["first_audio_p50_ms"]),
+        _admits(row),
     )
     return "  ".join(cell.rjust(width) for cell, (_, width) in zip(cells, COLUMNS, strict=True))
+
+
+def _admits(row: dict[str, Any]) -> str:
+    """The binding admission limit at the window's end: calls it allows and its name."""
+    binding = row["binding"].split(",")[0]
+    if not binding:
+        return "-"
+    return f"{_f(row['capacity'].get(binding, float('nan')))} {binding}"
 
 
 def header() -> str:
@@ -606,6 +638,14 @@ def main() -> None:
         "--no-webrtc",
         action="store_true",
         help="VOICEGATE_WEBRTC_ENABLED=false (always so on CUDA)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VOICEGATE_NAME=VALUE",
+        help="a gateway setting, e.g. VOICEGATE_EDGE_LOOP_BUDGET_PCT=0 (no edge admission "
+        "limit) or VOICEGATE_TWILIO_SEND_MS=20; repeatable",
     )
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument(
