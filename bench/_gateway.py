@@ -59,12 +59,20 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
+def runqueue_wait_seconds(pid: int, tid: int | None = None) -> float:
+    """Seconds a thread (the process's main thread by default) was runnable but waited for a
+    core, from /proc/PID/task/TID/schedstat: high when other work on the machine starves it."""
+    fields = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+    return int(fields[1]) / 1e9
+
+
 def playout_holes(
     report: Any,
     t0: float,
     rate_hz: int = 8000,
     window: tuple[float, float] | None = None,
     max_silence_ms: float = 40.0,
+    at: list[float] | None = None,
 ) -> tuple[int, float]:
     """Holes the caller heard mid-reply in a simulated Twilio playout queue: (count, total ms).
 
@@ -77,7 +85,9 @@ def playout_holes(
     next piece came late. With 20 ms messages this is bench/load_bench.py's former ``gaps_of``.
     Its length is that silence; a message's length is the report's mean (media bytes / media
     messages: one mu-law byte per sample), so 20, 40 or more ms per message all read right.
-    Only arrivals inside ``window`` (monotonic from, to) count when one is given.
+    Only arrivals inside ``window`` (monotonic from, to) count when one is given. ``at`` gets
+    each hole's arrival time (monotonic), to tell a gateway stall (holes on many calls at once,
+    in every caller process) from a caller process's own.
     """
     arrivals = report.arrivals
     if len(arrivals) < 2 or not report.media_messages:
@@ -96,6 +106,8 @@ def playout_holes(
     )
     if window is not None:
         hole &= (times[1:] >= window[0]) & (times[1:] < window[1])
+    if at is not None:
+        at.extend(times[1:][hole].tolist())
     return int(hole.sum()), float(silence[hole].sum()) * 1000 / rate_hz
 
 

@@ -18,6 +18,8 @@ measured window of ``--seconds`` begins; the calls hang up just after it ends. O
   gw CPU      gateway process CPU over the window (utime+stime, /proc/PID/stat), % of one core
   loop        the gateway's main thread (the event loop: /proc/PID/task/PID/stat), % of a core
   /call       gw CPU / N
+  wait        how long the event-loop thread was runnable but waited for a core (schedstat),
+              % of the window: above a few %, other work on the machine starves the gateway
   callers     the caller processes' CPU, % of a core in all; the JSON has the busiest one's
               (near 100 it would be the limit, and its own lateness would read as holes)
   tick p50/p99  engine tick time (ms): from the voicegate_engine_tick_seconds histogram when the
@@ -71,6 +73,7 @@ from _gateway import (
     cpu_seconds,
     hist_quantile,
     playout_holes,
+    runqueue_wait_seconds,
     scrape,
     start_gateway,
 )
@@ -127,7 +130,8 @@ async def _twilio_call(
     closed_early = stream.is_closed
     await stream.stop()
     report = stream.report
-    holes, hole_ms = playout_holes(report, stream.t0, RATE_HZ, window, max_silence_ms)
+    hole_at: list[float] = []
+    holes, hole_ms = playout_holes(report, stream.t0, RATE_HZ, window, max_silence_ms, hole_at)
     first = (report.arrivals[0][0] - started) * 1000 if report.arrivals else float("nan")
     why = ""
     if closed_early or frames < expected:
@@ -140,6 +144,7 @@ async def _twilio_call(
         "first_ms": first,
         "holes": holes,
         "hole_ms": hole_ms,
+        "hole_at": [round(t, 4) for t in hole_at[:200]],
         "media": report.media_messages,
     }
 
@@ -395,6 +400,27 @@ def _start_workers(procs: int, setup: dict[str, Any]) -> list[subprocess.Popen[s
     return workers
 
 
+def holes_by_origin(calls: list[dict[str, Any]], near_s: float = 0.015) -> dict[str, int]:
+    """Twilio holes split by who stalled: ``gateway`` when a call in another caller process had
+    a hole within ``near_s`` too (the one gateway serves every process), ``caller`` when only
+    calls of the same process did (that process's own loop ran late), ``alone`` otherwise."""
+    holes = sorted((t, c["proc"]) for c in calls for t in c.get("hole_at", []))
+    times = np.array([t for t, _ in holes])
+    procs = np.array([p for _, p in holes])
+    out = {"gateway": 0, "caller": 0, "alone": 0}
+    for i, (t, proc) in enumerate(holes):
+        lo = int(np.searchsorted(times, t - near_s, side="left"))
+        hi = int(np.searchsorted(times, t + near_s, side="right"))
+        others = np.delete(procs[lo:hi], i - lo)
+        if (others != proc).any():
+            out["gateway"] += 1
+        elif len(others):
+            out["caller"] += 1
+        else:
+            out["alone"] += 1
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     values = [v for v in values if not math.isnan(v)]
     return float(np.percentile(values, q)) if values else float("nan")
@@ -426,23 +452,23 @@ def run_level(
         proc.stdin.write(json.dumps(plan) + "\n")
         proc.stdin.flush()
 
-    def sample() -> tuple[float, float, float, list[float], dict[str, float]]:
+    def sample() -> tuple[float, float, float, list[float], dict[str, float], float]:
         now = time.monotonic()
-        gw, loop = cpu_seconds(pid), cpu_seconds(pid, pid)
+        gw, loop, wait = cpu_seconds(pid), cpu_seconds(pid, pid), runqueue_wait_seconds(pid)
         callers = [cpu_seconds(w.pid) for w in workers]
-        return now, gw, loop, callers, scrape(base)
+        return now, gw, loop, callers, scrape(base), wait
 
     time.sleep(max(0.0, w0 - time.monotonic()))
     a = sample()
     time.sleep(max(0.0, w1 - time.monotonic()))
     b = sample()
     calls: list[dict[str, Any]] = []
-    for proc in workers:
+    for k, proc in enumerate(workers):
         out, _ = proc.communicate(timeout=120)
         lines = out.strip().splitlines()
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"caller process {proc.pid} failed (exit {proc.returncode})")
-        calls += json.loads(lines[-1])
+        calls += [{**c, "proc": k} for c in json.loads(lines[-1])]
     wall = b[0] - a[0]
     before, after = a[4], b[4]
 
@@ -477,6 +503,7 @@ def run_level(
         for key, value in after.items()
         if key.startswith('voicegate_capacity_binding{limit="') and value == 1
     ]
+    where = holes_by_origin(ok)
     failures: dict[str, int] = {}
     for c in calls:
         if not c["ok"]:
@@ -493,6 +520,7 @@ def run_level(
         "gw_cpu_pct": 100 * (b[1] - a[1]) / wall,
         "loop_cpu_pct": 100 * (b[2] - a[2]) / wall,
         "cpu_pct_per_call": 100 * (b[1] - a[1]) / wall / n,
+        "loop_runqueue_wait_pct": 100 * (b[5] - a[5]) / wall,
         "callers_cpu_pct": 100 * (sum(b[3]) - sum(a[3])) / wall,
         "busiest_caller_proc_cpu_pct": max(
             100 * (y - x) / wall for x, y in zip(a[3], b[3], strict=True)
@@ -513,6 +541,7 @@ def run_level(
         "slot_underruns": d("voicegate_engine_slot_underruns_total"),
         "rtp_lost": d("voicegate_sip_rtp_lost_total"),
         "rtp_late": d("voicegate_sip_rtp_late_total"),
+        "holes_origin": where,
         "lost_at_caller": sum(c.get("lost_at_caller", 0) for c in ok),
         "first_audio_p50_ms": _pct([c["first_ms"] for c in ok], 50),
         "max_slots": after.get("voicegate_engine_max_slots", float("nan")),
@@ -533,6 +562,7 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("gw CPU%", 7),
     ("loop%", 6),
     ("/call%", 6),
+    ("wait%", 5),
     ("callers%", 8),
     ("tick p50/p99 ms", 15),
     ("eng late", 8),
@@ -554,6 +584,7 @@ def format_row(row: dict[str, Any]) -> str:
         _f(row["gw_cpu_pct"]),
         _f(row["loop_cpu_pct"]),
         _f(row["cpu_pct_per_call"], 2),
+        _f(row["loop_runqueue_wait_pct"]),
         _f(row["callers_cpu_pct"]),
         f"{tick_mark}{_f(row['tick_p50_ms'], 2)} / {_f(row['tick_p99_ms'], 2)}",
         _f(row["eng_late"]),
@@ -704,6 +735,14 @@ def main() -> None:
                     row = run_level(args, base, proc.pid, sip_port, n)
                     rows.append(row)
                     print(format_row(row), flush=True)
+                    if row["holes"]:
+                        print(
+                            f"  N={n} holes by origin (a hole on calls of other caller processes "
+                            f"within 15 ms: gateway; of its own only: caller): "
+                            f"{row['holes_origin']}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     if row["failures"]:
                         print(
                             f"  N={n} failed calls: {row['failures']}", file=sys.stderr, flush=True
