@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -58,38 +59,56 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
+def runqueue_wait_seconds(pid: int, tid: int | None = None) -> float:
+    """Seconds a thread (the process's main thread by default) was runnable but waited for a
+    core, from /proc/PID/task/TID/schedstat: high when other work on the machine starves it."""
+    fields = Path(f"/proc/{pid}/task/{tid or pid}/schedstat").read_text().split()
+    return int(fields[1]) / 1e9
+
+
 def playout_holes(
-    arrivals: list[tuple[float, int]],
+    report: Any,
     t0: float,
     rate_hz: int = 8000,
     window: tuple[float, float] | None = None,
+    max_silence_ms: float = 40.0,
+    at: list[float] | None = None,
 ) -> tuple[int, float]:
     """Holes the caller heard mid-reply in a simulated Twilio playout queue: (count, total ms).
 
-    ``arrivals`` is ``StreamReport.arrivals`` (arrival time, start offset on the playout timeline
-    in samples), ``t0`` the stream's start. A hole is a media message that found the queue empty
-    (it starts playing on arrival) although the previous message started at most 60 ms of
-    timeline earlier: the agent was still talking and the next piece came late. Its length is
-    the silence between the end of the previous message and this one; a message's length is the
-    next offset when the queue did not run dry, else the usual message length. Only arrivals
-    inside ``window`` (monotonic from, to) count when one is given.
+    ``report`` is a ``StreamReport`` (its ``arrivals``: arrival time and start offset on the
+    playout timeline in samples, one per media message), ``t0`` the stream's start. A hole is a
+    media message that found the queue empty (it starts playing on arrival), came more than 5 ms
+    after the usual spacing (one message's length: the caller's own network and loop jitter is
+    not counted) and follows at most ``max_silence_ms`` of silence: the agent was still talking
+    (the gateway sends no silent frames, so a longer silence is a pause between replies) and the
+    next piece came late. With 20 ms messages this is bench/load_bench.py's former ``gaps_of``.
+    Its length is that silence; a message's length is the report's mean (media bytes / media
+    messages: one mu-law byte per sample), so 20, 40 or more ms per message all read right.
+    Only arrivals inside ``window`` (monotonic from, to) count when one is given. ``at`` gets
+    each hole's arrival time (monotonic), to tell a gateway stall (holes on many calls at once,
+    in every caller process) from a caller process's own.
     """
-    if len(arrivals) < 2:
+    arrivals = report.arrivals
+    if len(arrivals) < 2 or not report.media_messages:
         return 0, 0.0
+    usual = report.media_bytes / report.media_messages  # samples per message
     times = np.fromiter((t for t, _ in arrivals), np.float64, len(arrivals))
     offsets = np.fromiter((o for _, o in arrivals), np.int64, len(arrivals))
     # dry: it started playing at once (its start offset is its arrival time on the timeline)
     dry = offsets / rate_hz - (times - t0) < 0.0005
-    steps = np.diff(offsets)
-    kept = steps[~dry[1:] & (steps > 0)]
-    usual = int(np.median(kept)) if len(kept) else rate_hz // 50
-    near = (steps > 0) & (steps <= 3 * rate_hz // 50)  # within 60 ms of timeline: mid-reply
-    hole = dry[1:] & near & (np.diff(times) > 0.025)
+    silence = np.diff(offsets) - usual  # samples between the previous message's end and this
+    hole = (
+        dry[1:]
+        & (silence > 0)
+        & (silence <= max_silence_ms * rate_hz / 1000)
+        & (np.diff(times) > usual / rate_hz + 0.005)
+    )
     if window is not None:
-        inside = (times[1:] >= window[0]) & (times[1:] < window[1])
-        hole &= inside
-    silent_samples = np.maximum(steps[hole] - usual, 0)
-    return int(hole.sum()), float(silent_samples.sum()) * 1000 / rate_hz
+        hole &= (times[1:] >= window[0]) & (times[1:] < window[1])
+    if at is not None:
+        at.extend(times[1:][hole].tolist())
+    return int(hole.sum()), float(silence[hole].sum()) * 1000 / rate_hz
 
 
 def scrape(base: str) -> dict[str, float]:

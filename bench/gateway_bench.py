@@ -18,7 +18,10 @@ measured window of ``--seconds`` begins; the calls hang up just after it ends. O
   gw CPU      gateway process CPU over the window (utime+stime, /proc/PID/stat), % of one core
   loop        the gateway's main thread (the event loop: /proc/PID/task/PID/stat), % of a core
   /call       gw CPU / N
-  callers     the caller processes' CPU, % of a core in all (near 100 x procs: they limit)
+  wait        how long the event-loop thread was runnable but waited for a core (schedstat),
+              % of the window: above a few %, other work on the machine starves the gateway
+  callers     the caller processes' CPU, % of a core in all; the JSON has the busiest one's
+              (near 100 it would be the limit, and its own lateness would read as holes)
   tick p50/p99  engine tick time (ms): from the voicegate_engine_tick_seconds histogram when the
               gateway exports one, else the gateway's gauges over its last 512 ticks (~41 s)
               read at the window's end (marked ~)
@@ -34,6 +37,9 @@ measured window of ``--seconds`` begins; the calls hang up just after it ends. O
   rtp l/l     SIP only: RTP packets lost / late at the gateway
   first       first-audio time p50 (ms): call start (webhook POST / INVITE sent) -> first agent
               audio at the caller (first media message / first non-silent RTP packet)
+  admits      the admission limit that binds at the window's end (voicegate_capacity_binding)
+              and the calls it allows (voicegate_capacity_calls): engine slots, the edge's
+              event-loop budget or max_calls; calls beyond it are refused (ok < N)
 
 Progress lines go to stderr; the table is printed (stdout) row by row and once more whole at
 the end. Numbers vary with the machine: run it on purpose, not in CI.
@@ -67,6 +73,7 @@ from _gateway import (
     cpu_seconds,
     hist_quantile,
     playout_holes,
+    runqueue_wait_seconds,
     scrape,
     start_gateway,
 )
@@ -96,7 +103,12 @@ async def _sleep_until(at: float) -> None:
 
 
 async def _twilio_call(
-    sim: Any, index: int, start_at: float, end_at: float, window: tuple[float, float]
+    sim: Any,
+    index: int,
+    start_at: float,
+    end_at: float,
+    window: tuple[float, float],
+    max_silence_ms: float,
 ) -> dict[str, Any]:
     await _sleep_until(start_at)
     started = time.monotonic()
@@ -118,7 +130,8 @@ async def _twilio_call(
     closed_early = stream.is_closed
     await stream.stop()
     report = stream.report
-    holes, hole_ms = playout_holes(report.arrivals, stream.t0, RATE_HZ, window)
+    hole_at: list[float] = []
+    holes, hole_ms = playout_holes(report, stream.t0, RATE_HZ, window, max_silence_ms, hole_at)
     first = (report.arrivals[0][0] - started) * 1000 if report.arrivals else float("nan")
     why = ""
     if closed_early or frames < expected:
@@ -131,6 +144,7 @@ async def _twilio_call(
         "first_ms": first,
         "holes": holes,
         "hole_ms": hole_ms,
+        "hole_at": [round(t, 4) for t in hole_at[:200]],
         "media": report.media_messages,
     }
 
@@ -254,7 +268,9 @@ async def _worker_main(setup: dict[str, Any], plan: dict[str, Any]) -> list[dict
         return list(
             await asyncio.gather(
                 *(
-                    _twilio_call(sims[k % len(sims)], i, at, end_at, window)
+                    _twilio_call(
+                        sims[k % len(sims)], i, at, end_at, window, float(setup["max_hole_ms"])
+                    )
                     for k, (i, at) in enumerate(calls)
                 )
             )
@@ -308,7 +324,11 @@ def prepare_release(root: Path, device: str) -> Path:
     except CheckpointError:
         print(f"writing a synthetic 7B release to {root} (once) ...", file=sys.stderr, flush=True)
         started = time.monotonic()
-        gen_device = device if torch.cuda.is_available() and device.startswith("cuda") else "cpu"
+        gen_device = (
+            (device if device.startswith("cuda") else "cuda")
+            if torch.cuda.is_available()
+            else "cpu"
+        )
         make_release_dir(root, lm_config, MimiConfig.release(), seed=0, device=gen_device)
         print(f"  written in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     voices = root / VOICES_DIR_NAME
@@ -337,6 +357,11 @@ def _gateway_env(args: argparse.Namespace, redis_url: str, sip_port: int) -> dic
     }
     if args.engine == "personaplex":
         env["VOICEGATE_MODEL_DIR"] = str(args.model_dir)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("VOICEGATE_"):
+            raise SystemExit(f"--set: expected VOICEGATE_NAME=VALUE, got {item!r}")
+        env[key] = value
     if args.no_webrtc or args.device.startswith("cuda"):
         env["VOICEGATE_WEBRTC_ENABLED"] = "false"  # keeps aiortc and av unimported
     if args.leg == "sip":
@@ -375,6 +400,27 @@ def _start_workers(procs: int, setup: dict[str, Any]) -> list[subprocess.Popen[s
     return workers
 
 
+def holes_by_origin(calls: list[dict[str, Any]], near_s: float = 0.015) -> dict[str, int]:
+    """Twilio holes split by who stalled: ``gateway`` when a call in another caller process had
+    a hole within ``near_s`` too (the one gateway serves every process), ``caller`` when only
+    calls of the same process did (that process's own loop ran late), ``alone`` otherwise."""
+    holes = sorted((t, c["proc"]) for c in calls for t in c.get("hole_at", []))
+    times = np.array([t for t, _ in holes])
+    procs = np.array([p for _, p in holes])
+    out = {"gateway": 0, "caller": 0, "alone": 0}
+    for i, (t, proc) in enumerate(holes):
+        lo = int(np.searchsorted(times, t - near_s, side="left"))
+        hi = int(np.searchsorted(times, t + near_s, side="right"))
+        others = np.delete(procs[lo:hi], i - lo)
+        if (others != proc).any():
+            out["gateway"] += 1
+        elif len(others):
+            out["caller"] += 1
+        else:
+            out["alone"] += 1
+    return out
+
+
 def _pct(values: list[float], q: float) -> float:
     values = [v for v in values if not math.isnan(v)]
     return float(np.percentile(values, q)) if values else float("nan")
@@ -389,6 +435,7 @@ def run_level(
         "sip_host": "127.0.0.1",
         "sip_port": sip_port,
         "jitter_ms": args.sip_jitter_ms,
+        "max_hole_ms": args.max_hole_ms,
     }
     procs = max(1, min(args.caller_procs, n))
     workers = _start_workers(procs, setup)
@@ -405,23 +452,23 @@ def run_level(
         proc.stdin.write(json.dumps(plan) + "\n")
         proc.stdin.flush()
 
-    def sample() -> tuple[float, float, float, float, dict[str, float]]:
+    def sample() -> tuple[float, float, float, list[float], dict[str, float], float]:
         now = time.monotonic()
-        gw, loop = cpu_seconds(pid), cpu_seconds(pid, pid)
-        callers = sum(cpu_seconds(w.pid) for w in workers)
-        return now, gw, loop, callers, scrape(base)
+        gw, loop, wait = cpu_seconds(pid), cpu_seconds(pid, pid), runqueue_wait_seconds(pid)
+        callers = [cpu_seconds(w.pid) for w in workers]
+        return now, gw, loop, callers, scrape(base), wait
 
     time.sleep(max(0.0, w0 - time.monotonic()))
     a = sample()
     time.sleep(max(0.0, w1 - time.monotonic()))
     b = sample()
     calls: list[dict[str, Any]] = []
-    for proc in workers:
+    for k, proc in enumerate(workers):
         out, _ = proc.communicate(timeout=120)
         lines = out.strip().splitlines()
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"caller process {proc.pid} failed (exit {proc.returncode})")
-        calls += json.loads(lines[-1])
+        calls += [{**c, "proc": k} for c in json.loads(lines[-1])]
     wall = b[0] - a[0]
     before, after = a[4], b[4]
 
@@ -446,6 +493,17 @@ def run_level(
     skipped = d(f"voicegate_{leg}_skipped_ticks_total")
     if leg == "twilio":
         skipped += d("voicegate_twilio_held_frames_dropped_total")
+    capacity = {
+        key.split('"')[1]: value
+        for key, value in after.items()
+        if key.startswith('voicegate_capacity_calls{limit="')
+    }
+    binding = [
+        key.split('"')[1]
+        for key, value in after.items()
+        if key.startswith('voicegate_capacity_binding{limit="') and value == 1
+    ]
+    where = holes_by_origin(ok)
     failures: dict[str, int] = {}
     for c in calls:
         if not c["ok"]:
@@ -462,7 +520,11 @@ def run_level(
         "gw_cpu_pct": 100 * (b[1] - a[1]) / wall,
         "loop_cpu_pct": 100 * (b[2] - a[2]) / wall,
         "cpu_pct_per_call": 100 * (b[1] - a[1]) / wall / n,
-        "callers_cpu_pct": 100 * (b[3] - a[3]) / wall,
+        "loop_runqueue_wait_pct": 100 * (b[5] - a[5]) / wall,
+        "callers_cpu_pct": 100 * (sum(b[3]) - sum(a[3])) / wall,
+        "busiest_caller_proc_cpu_pct": max(
+            100 * (y - x) / wall for x, y in zip(a[3], b[3], strict=True)
+        ),
         "caller_procs": procs,
         "tick_p50_ms": tick[0],
         "tick_p99_ms": tick[1],
@@ -479,9 +541,14 @@ def run_level(
         "slot_underruns": d("voicegate_engine_slot_underruns_total"),
         "rtp_lost": d("voicegate_sip_rtp_lost_total"),
         "rtp_late": d("voicegate_sip_rtp_late_total"),
+        "holes_origin": where,
         "lost_at_caller": sum(c.get("lost_at_caller", 0) for c in ok),
         "first_audio_p50_ms": _pct([c["first_ms"] for c in ok], 50),
         "max_slots": after.get("voicegate_engine_max_slots", float("nan")),
+        "capacity": capacity,  # calls each admission limit allows, at the window's end
+        "binding": ",".join(binding),
+        "edge_loop_utilisation": after.get("voicegate_edge_loop_utilisation", float("nan")),
+        "edge_cost_per_call": after.get("voicegate_edge_cost_per_call", float("nan")),
     }
 
 
@@ -495,6 +562,7 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("gw CPU%", 7),
     ("loop%", 6),
     ("/call%", 6),
+    ("wait%", 5),
     ("callers%", 8),
     ("tick p50/p99 ms", 15),
     ("eng late", 8),
@@ -504,6 +572,7 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("slot o/u", 9),
     ("rtp l/l", 9),
     ("first p50", 9),
+    ("admits", 12),
 )
 
 
@@ -515,6 +584,7 @@ def format_row(row: dict[str, Any]) -> str:
         _f(row["gw_cpu_pct"]),
         _f(row["loop_cpu_pct"]),
         _f(row["cpu_pct_per_call"], 2),
+        _f(row["loop_runqueue_wait_pct"]),
         _f(row["callers_cpu_pct"]),
         f"{tick_mark}{_f(row['tick_p50_ms'], 2)} / {_f(row['tick_p99_ms'], 2)}",
         _f(row["eng_late"]),
@@ -524,8 +594,17 @@ def format_row(row: dict[str, Any]) -> str:
         f"{_f(row['slot_overruns'])} / {_f(row['slot_underruns'])}",
         f"{_f(row['rtp_lost'])} / {_f(row['rtp_late'])}" if row["leg"] == "sip" else "-",
         _f(row["first_audio_p50_ms"]),
+        _admits(row),
     )
     return "  ".join(cell.rjust(width) for cell, (_, width) in zip(cells, COLUMNS, strict=True))
+
+
+def _admits(row: dict[str, Any]) -> str:
+    """The binding admission limit at the window's end: calls it allows and its name."""
+    binding = row["binding"].split(",")[0]
+    if not binding:
+        return "-"
+    return f"{_f(row['capacity'].get(binding, float('nan')))} {binding}"
 
 
 def header() -> str:
@@ -568,6 +647,13 @@ def main() -> None:
         help="the SIP caller's fixed jitter buffer (for its holes column)",
     )
     parser.add_argument(
+        "--max-hole-ms",
+        type=float,
+        default=40.0,
+        help="Twilio: a silence up to this long after agent audio is a hole, a longer one a "
+        "pause between replies (40: the former load_bench gaps_of with 20 ms messages)",
+    )
+    parser.add_argument(
         "--max-calls",
         type=int,
         default=-1,
@@ -584,7 +670,21 @@ def main() -> None:
         action="store_true",
         help="VOICEGATE_WEBRTC_ENABLED=false (always so on CUDA)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VOICEGATE_NAME=VALUE",
+        help="a gateway setting, e.g. VOICEGATE_EDGE_LOOP_BUDGET_PCT=0 (no edge admission "
+        "limit) or VOICEGATE_TWILIO_SEND_MS=20; repeatable",
+    )
     parser.add_argument("--ready-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="write the synthetic release to --model-dir and exit (a run of its own on the GPU "
+        "machine: it takes a minute or two, once per machine)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args()
     if args.worker:
@@ -602,8 +702,10 @@ def main() -> None:
         if binary.name != "redis-server" or not os.access(binary, os.X_OK):
             parser.error(f"--redis-server: expected an executable named redis-server, got {binary}")
         os.environ["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    if args.engine == "personaplex":
+    if args.engine == "personaplex" or args.prepare_only:
         prepare_release(args.model_dir, args.device)
+        if args.prepare_only:
+            return
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -633,6 +735,14 @@ def main() -> None:
                     row = run_level(args, base, proc.pid, sip_port, n)
                     rows.append(row)
                     print(format_row(row), flush=True)
+                    if row["holes"]:
+                        print(
+                            f"  N={n} holes by origin (a hole on calls of other caller processes "
+                            f"within 15 ms: gateway; of its own only: caller): "
+                            f"{row['holes_origin']}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     if row["failures"]:
                         print(
                             f"  N={n} failed calls: {row['failures']}", file=sys.stderr, flush=True

@@ -144,7 +144,7 @@ async def run_level(
         if is_pip:
             delays += echo_delays(stream, pip_sent)
         ahead += stream.report.ahead_samples_ms
-        count, ms = playout_holes(stream.report.arrivals, stream.t0)
+        count, ms = playout_holes(stream.report, stream.t0)
         gaps += count
         hole_ms += ms
     d = lambda k: after.get(k, 0.0) - before.get(k, 0.0)  # noqa: E731
