@@ -2,6 +2,7 @@
 
 - ``LoopbackLeg``: an in-memory LegTransport that records clears and hang-ups.
 - ``RecordingEvents``: an EventSink that keeps every emitted event.
+- ``ExactResampler``: an integer-ratio resampler without filter or delay (positions stay exact).
 - ``EnergyVad``: a deterministic voice detector with the audio VAD's interface (tests only).
 - ``ScriptedEngine``: an Engine (engine/base.py contract) whose outputs a test scripts, ticked by
   hand (``engine.tick()``); ``speech()``/``SILENCE`` are ticks of agent audio.
@@ -25,6 +26,7 @@ from voicegate.errors import NoFreeSlot, UnknownPersona
 __all__ = [
     "SILENCE",
     "EnergyVad",
+    "ExactResampler",
     "FakeSlot",
     "LoopbackLeg",
     "RecordingEvents",
@@ -76,6 +78,19 @@ class RecordingEvents:
 
     def types(self) -> list[str]:
         return [type(e).type for e in self.events]
+
+
+class ExactResampler:
+    """Integer-ratio resampler with no filter and no delay: positions stay exact."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate, self.out_rate = in_rate, out_rate
+
+    def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        y = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
+        if self.out_rate >= self.in_rate:
+            return np.repeat(y, self.out_rate // self.in_rate)
+        return y[:: self.in_rate // self.out_rate].copy()
 
 
 class EnergyVad:

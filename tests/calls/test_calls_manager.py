@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from test_calls_call import ExactResampler
 from utils import (
     SILENCE,
     EnergyVad,
+    ExactResampler,
     LoopbackLeg,
     RecordingEvents,
     ScriptedEngine,
