@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.calls.base import EndReason
+from voicegate.contracts import EndReason
 from voicegate.engine.base import FRAME_SAMPLES, EngineStats, SlotSink, SlotStats, TickOutput
 from voicegate.errors import NoFreeSlot, UnknownPersona
 

@@ -23,14 +23,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from voicegate import __version__
 from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
+from voicegate.contracts import TokenCounter
 from voicegate.engine import BatchedEngine, create_engine
-from voicegate.events import EventLog
+from voicegate.engine.tokenizer import release_token_counter
+from voicegate.events import EventLog, LegEvents
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
 from voicegate.legs.webrtc import WebRtcLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
-from voicegate.personas.tokens import default_token_counter
+from voicegate.personas.tokens import estimate_tokens
 from voicegate.web import web_router
 
 __all__ = ["Readiness", "create_app"]
@@ -83,6 +85,9 @@ def create_app(
     settings = settings or Settings()
     registry = registry or CollectorRegistry()
     readiness = Readiness()
+    # the release tokenizer when the model folder has it, else an estimate: the tiny engine's
+    # small vocabulary would overstate every prompt against the 200-token guidance
+    count_tokens = release_token_counter(settings.model_dir) or estimate_tokens
 
     twilio = TwilioLeg(auth_token=settings.twilio_auth_token, public_url=settings.public_url)
     registry.register(twilio.collector())
@@ -101,12 +106,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         readiness.add("starting", lambda: "starting")
         async with AsyncExitStack() as stack:
-            parts = await _start_parts(settings, registry, readiness, stack)
+            parts = await _start_parts(settings, registry, readiness, stack, count_tokens)
             app.state.parts = parts
             app.state.loop = asyncio.get_running_loop()  # for tests and benchmarks in other threads
+            leg_events = LegEvents(parts.events)  # what legs report that no Call can
             twilio.calls = parts.calls
             twilio.personas = parts.numbers
-            twilio.events = parts.events
+            twilio.events = leg_events
             webrtc.calls, webrtc.personas = parts.calls, parts.personas
             stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
             if settings.sip_enabled:  # after the drain below (BYEs sent), closed by the stack
@@ -114,7 +120,7 @@ def create_app(
                     SipConfig.from_settings(settings),
                     calls=parts.calls,
                     router=parts.numbers,
-                    events=parts.events,
+                    events=leg_events,
                     stats=sip_stats,
                 )
                 await sip.start()
@@ -144,7 +150,7 @@ def create_app(
     app.include_router(twilio.router())
     app.state.webrtc = webrtc
     app.include_router(webrtc.router())
-    app.include_router(web_router(settings))  # the page at / and its APIs
+    app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -179,7 +185,11 @@ class GatewayParts:
 
 
 async def _start_parts(
-    settings: Settings, registry: CollectorRegistry, readiness: Readiness, stack: AsyncExitStack
+    settings: Settings,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    stack: AsyncExitStack,
+    count_tokens: TokenCounter,
 ) -> GatewayParts:
     """Start events, engine, personas, numbers and calls; ``stack`` closes them in reverse."""
     events = EventLog.from_settings(settings, registry)
@@ -202,9 +212,7 @@ async def _start_parts(
 
     personas = PersonaStore(
         settings.personas_dir,
-        # the release tokenizer when the model folder has it, else an estimate: the tiny
-        # engine's small vocabulary would overstate every prompt against the 200-token guidance
-        count_tokens=default_token_counter(settings.model_dir),
+        count_tokens=count_tokens,
         registry=registry,
         interval_s=settings.reload_interval_s,
         on_change=on_persona_change,

@@ -24,7 +24,9 @@ class Settings(BaseSettings):
 
     # --- HTTP ---
     host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics).")
+    port: int = Field(
+        8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics)."
+    )
     public_url: str = Field(
         "http://localhost:8000",
         description="Public https base URL that Twilio reaches (used to sign-check and build stream URLs).",
@@ -45,7 +47,9 @@ class Settings(BaseSettings):
     )
 
     # --- personas and routing ---
-    personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files and voice clips.")
+    personas_dir: Path = Field(
+        Path("personas"), description="Folder of persona YAML files and voice clips."
+    )
     numbers_file: Path = Field(
         Path("telephony/numbers.yaml"), description="Called number / SIP user -> persona map."
     )
@@ -70,7 +74,9 @@ class Settings(BaseSettings):
     )
 
     # --- Twilio ---
-    twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")
+    twilio_auth_token: str = Field(
+        "", description="Twilio auth token used to check X-Twilio-Signature."
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long active calls may run before they are ended."
     )
@@ -107,8 +113,12 @@ class Settings(BaseSettings):
     )
 
     # --- WebRTC and the persona editor ---
-    webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
-    editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")
+    webrtc_token: str = Field(
+        "", description="Bearer token for POST /webrtc/offer (empty: refuse all)."
+    )
+    editor_token: str = Field(
+        "", description="Bearer token for the persona editing API (empty: refuse all)."
+    )
     webrtc_stun_urls: str = Field(
         "", description="Comma-separated STUN URLs for WebRTC ICE (empty: host candidates only)."
     )

@@ -26,8 +26,8 @@ time; a leg that sends ahead reports ``queued_ms``). Barge-in, transcripts and d
 them; the only clock read is the injected ``clock`` that times the playout lead, so tests drive
 a call sample by sample.
 
-Owns: Call, CallState. Imports audio (through factories), events, engine.base and the calls
-modules; never a concrete engine or a leg.
+Owns: Call, CallState. Imports audio (through factories), events, engine.base, the contracts
+and the calls modules; never a concrete engine or a leg.
 """
 
 from __future__ import annotations
@@ -43,17 +43,17 @@ import numpy.typing as npt
 
 from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord, BargeInTracker
-from voicegate.calls.base import CallInfo, EndReason, LegTransport
 from voicegate.calls.dynamics import Dynamics, analyse
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 from voicegate.calls.voice import SUBBLOCK_MS, AgentVoice, CallerVoice, VadLike
+from voicegate.contracts import CallInfo, EndReason, EventSink, LegTransport
 from voicegate.engine.base import FRAME_SAMPLES, MODEL_RATE_HZ, Slot, TickOutput
 from voicegate.errors import InvalidStateError
 from voicegate.events.schema import Event
 
-__all__ = ["Call", "CallState", "EventSink", "ResamplerLike"]
+__all__ = ["Call", "CallState", "ResamplerLike"]
 
 log = logging.getLogger("voicegate.calls")
 
@@ -69,12 +69,6 @@ ALIGN_MARGIN_S = 0.008
 ALIGN_CHECK_FRAMES = 8
 _TICK_S = TICK_MS / 1000.0
 AUDIBLE_SLACK_MS = 100
-
-
-class EventSink(Protocol):
-    """Where call events go (``voicegate.events.EventLog``): sync, never blocks."""
-
-    def emit(self, event: Event) -> None: ...
 
 
 class ResamplerLike(Protocol):

@@ -1,9 +1,11 @@
 """Call events: the schema (``schema``), the non-blocking Redis writer (``log.EventLog``) with its
-disk journal, and the local live fan-out (``fanout.Subscription``). See DESIGN.md "Redis"."""
+disk journal, the local live fan-out (``fanout.Subscription``) and what legs report
+(``leg.LegEvents``). See DESIGN.md "Redis"."""
 
 from __future__ import annotations
 
 from voicegate.events.fanout import Subscription
+from voicegate.events.leg import LegEvents
 from voicegate.events.log import EventLog, EventLogStats
 from voicegate.events.schema import (
     CALL_ID_PATTERN,
@@ -40,6 +42,7 @@ __all__ = [
     "EventLogStats",
     "EventSchemaError",
     "GLOBAL_EVENTS_KEY",
+    "LegEvents",
     "LegStatus",
     "MAX_EVENT_BYTES",
     "Subscription",

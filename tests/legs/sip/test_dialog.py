@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from voicegate.calls.base import EndReason
+from voicegate.contracts import EndReason
 from voicegate.errors import NoFreeSlot
+from voicegate.events import LegEvents
 from voicegate.legs.sip import DialogState, Peer, SipConfig, SipServer, SipTimers
 from voicegate.legs.sip.auth import digest_response
 from voicegate.legs.sip.message import SipResponse, parse_message
@@ -74,7 +75,9 @@ async def make_rig() -> AsyncIterator[Callable[..., Any]]:
         }  # fmt: skip
         values.update(overrides)
         calls, events = FakeCalls(), FakeEvents()
-        server = SipServer(SipConfig(**values), calls=calls, router=FakeRouter(), events=events)
+        server = SipServer(
+            SipConfig(**values), calls=calls, router=FakeRouter(), events=LegEvents(events)
+        )
         await server.start()
         rig = Rig(server, calls, events)
         rigs.append(rig)

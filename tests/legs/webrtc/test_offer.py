@@ -12,7 +12,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from voicegate.audio import caller_wav_path
-from voicegate.calls.base import EndReason
+from voicegate.contracts import EndReason
 from voicegate.legs.webrtc.sim import WebRtcCaller, read_wav_48k
 
 from .conftest import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway

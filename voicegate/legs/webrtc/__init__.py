@@ -2,12 +2,11 @@
 
 Modules: ``media`` (frame conversion, the agent's outbound track), ``ice`` (STUN and the
 loopback-only mode), ``session`` (one peer connection, the Call's ``LegTransport``), ``routes``
-(``WebRtcLeg`` and ``POST /webrtc/offer``), ``auth`` (bearer tokens, shared with ``voicegate.web``).
+(``WebRtcLeg`` and ``POST /webrtc/offer``). Bearer tokens are checked with ``voicegate.auth``.
 """
 
 from __future__ import annotations
 
-from voicegate.legs.webrtc.auth import bearer_matches
 from voicegate.legs.webrtc.media import AgentAudioTrack, MediaCounters, to_mono_int16
 from voicegate.legs.webrtc.routes import OFFER_PATH, Offer, WebRtcLeg
 from voicegate.legs.webrtc.session import SdpRejected, WebRtcSession
@@ -20,6 +19,5 @@ __all__ = [
     "SdpRejected",
     "WebRtcLeg",
     "WebRtcSession",
-    "bearer_matches",
     "to_mono_int16",
 ]
