@@ -13,7 +13,7 @@ Who implements what (``voicegate.app`` wires them together)::
     the engine's tokenizer  TokenCounter              a prompt's length in model tokens
     personas -> engine      PersonaPrompt, SamplingParams
 
-A Leg never builds an event: the Call writes the call's events (DESIGN.md). A Leg reports the
+A Leg never builds an event: the Call writes the call's events. A Leg reports the
 few things only it sees through the ``LegReporter`` it is given: its signalling status (SIP
 dialog states, Twilio stream callbacks) and its own errors. Some of these legitimately come
 when no Call exists (a refused INVITE, a status callback for a call that never started or has

@@ -3,8 +3,9 @@
 Owns: paths to ``voicegate/audio/data/caller_8k.wav`` (8 kHz mono s16, 8 s: "Hello, I would like
 to check the balance of my savings account." ... "Yes, thank you.") and ``caller_24k.wav`` (the
 same timeline at 24 kHz) and where the speech in them is (``caller.json``), read with
-``voicegate.audio.wav``. Regenerate with ``python tests/data/audio/make_caller_wav.py``. Reading package files
-is the only I/O; imports numpy, the standard library and ``voicegate.errors``.
+``voicegate.audio.wav``. Regenerate with ``python tests/data/audio/make_caller_wav.py``.
+Reading package files is the only I/O; imports numpy, ``voicegate.audio.wav`` and
+``voicegate.errors``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Call events: the schema (``schema``), the non-blocking Redis writer (``log.EventLog``) with its
 disk journal, the local live fan-out (``fanout.Subscription``) and what legs report
-(``leg.LegEvents``). See DESIGN.md "Redis"."""
+(``leg.LegEvents``). The Redis keys and fields are in ``schema``."""
 
 from __future__ import annotations
 

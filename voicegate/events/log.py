@@ -8,7 +8,8 @@ Usage (on the event loop)::
     async with log.subscribe(call_id="c1") as sub: ...                            # live fan-out
     await log.aclose(timeout_s=2.0)         # flush what it can; the rest stays journaled
 
-Design (see DESIGN.md "Redis" and the Budgets row "Redis outage of 60 s mid-call"):
+Design (the budget: a Redis outage of 60 s mid-call leaves calls unaffected, loses no event and
+keeps memory bounded):
 
 * ``emit()`` encodes the event, stamps it with this writer's next sequence number, appends it to
   a bounded in-memory deque and wakes the writer. It never awaits, never does I/O, never raises.
