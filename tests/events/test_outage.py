@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from voicegate.events import (
     CallStarted,
     Dtmf,
     EventLog,
+    WriterState,
     call_events_key,
 )
 
@@ -260,3 +262,36 @@ async def test_redis_out_of_memory_is_an_outage(
         assert await stream_ts(server.url, "oom1") == (list(range(30)), list(range(30)))
     finally:
         await admin.aclose()
+
+
+async def test_the_writer_state_follows_the_outage_cycle(
+    make_log: MakeLog,
+    redis_factory: Callable[..., Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="voicegate.events")
+    server = redis_factory(is_durable=True)
+    log = make_log(server.url, journal_dir=tmp_path / "journal")
+    assert log.state is WriterState.NEW
+    await log.start()
+    await until(lambda: log.state is WriterState.CONNECTED)
+    server.kill()
+    for i in range(5):  # the writer finds Redis gone when it writes
+        log.emit(dtmf("st1", i))
+    await until(lambda: log.state is WriterState.OUTAGE and log.stats().journaled == 5)
+    server.start()
+    await until(lambda: log.state is WriterState.CONNECTED)
+    assert log.stats().replayed == 5
+    await log.aclose()
+    assert log.state is WriterState.CLOSED
+    changes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event writer:")]
+    assert changes == [
+        "event writer: new -> starting",
+        "event writer: starting -> connected",
+        "event writer: connected -> outage",
+        "event writer: outage -> replaying",
+        "event writer: replaying -> connected",
+        "event writer: connected -> closing",
+        "event writer: closing -> closed",
+    ]

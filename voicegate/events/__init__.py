@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from voicegate.events.fanout import Subscription
 from voicegate.events.leg import LegEvents
-from voicegate.events.log import EventLog, EventLogStats
+from voicegate.events.log import EventLog, EventLogStats, WriterState
 from voicegate.events.schema import (
     CALL_ID_PATTERN,
     EVENT_TYPES,
@@ -47,6 +47,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "Subscription",
     "TranscriptAgent",
+    "WriterState",
     "call_events_key",
     "call_key",
     "decode_fields",
