@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -56,26 +56,26 @@ class Readiness:
         self.details[name] = detail
 
     def detail(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for name, fn in self.details.items():
-            try:
-                value = fn()
-            except Exception as exc:  # a broken detail must not take /readyz down
-                value = f"detail failed: {exc!r}"
-            if value:
-                out[name] = value
-        return out
+        return _answers(self.details, "detail")
 
     def problems(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, check in self.checks.items():
-            try:
-                reason = check()
-            except Exception as exc:  # a broken check must not take /readyz down
-                reason = f"check failed: {exc!r}"
-            if reason:
-                out[name] = reason
-        return out
+        return _answers(self.checks, "check")
+
+
+T = TypeVar("T")
+
+
+def _answers(fns: dict[str, Callable[[], T | None]], what: str) -> dict[str, T | str]:
+    """Each non-empty answer by name; a broken function must not take /readyz down."""
+    out: dict[str, T | str] = {}
+    for name, fn in fns.items():
+        try:
+            value: T | str | None = fn()
+        except Exception as exc:
+            value = f"{what} failed: {exc!r}"
+        if value:
+            out[name] = value
+    return out
 
 
 def create_app(

@@ -127,16 +127,24 @@ async def test_hung_redis_times_out_into_the_journal(
     assert not s.is_redis_up and s.written == 0 and s.queued == 0 and s.dropped == 0
 
 
+async def log_while_down(
+    make_log: MakeLog, server: Any, journal: Path, call_id: str, n: int
+) -> EventLog:
+    """A started EventLog on ``server`` (down) that was handed ``n`` events of ``call_id``."""
+    log = make_log(server.url, journal_dir=journal)
+    await log.start()
+    for i in range(n):
+        log.emit(dtmf(call_id, i))
+    return log
+
+
 async def test_journal_survives_a_restart(
     make_log: MakeLog, redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory()
     server.kill()
     journal = tmp_path / "journal"
-    first = make_log(server.url, journal_dir=journal)
-    await first.start()
-    for i in range(40):
-        first.emit(dtmf("r1", i))
+    first = await log_while_down(make_log, server, journal, "r1", 40)
     await first.aclose(timeout_s=1.0)  # Redis down: everything stays journaled
     assert first.stats().journaled == 40 and first.stats().dropped == 0
     kept = segments(journal)
@@ -174,10 +182,7 @@ async def test_live_writer_journal_is_not_adopted(
     server = redis_factory()
     server.kill()
     journal = tmp_path / "journal"
-    a = make_log(server.url, journal_dir=journal)
-    await a.start()
-    for i in range(10):
-        a.emit(dtmf("live1", i))
+    a = await log_while_down(make_log, server, journal, "live1", 10)
     await until(lambda: a.stats().journaled == 10)
     b = make_log(server.url, journal_dir=journal)
     await b.start()
