@@ -15,7 +15,7 @@ from scipy import signal
 from voicegate.audio import caller_wav_path, read_wav_int16
 
 from ..gateway import read_events
-from .conftest import SipGateway, free_udp_port
+from .sip_helpers import SipGateway, free_udp_port
 
 RATE_HZ = 8000
 SPEECH_S = 2.5

@@ -23,9 +23,9 @@ from voicegate.legs.sip.message import SipResponse, parse_message
 from voicegate.legs.sip.rtp import parse_rtp
 from voicegate.legs.sip.sdp import Direction, parse_sdp
 
-from .conftest import rtp_range
 from .fakes import FakeCalls, FakeEvents, FakeRouter, SipPeer, Udp
 from .sip_client import sdp_offer
+from .sip_helpers import rtp_range
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
 T1 = SipTimers(t1_s=0.02, t2_s=0.08)  # 64*T1 = 1.28 s

@@ -13,8 +13,8 @@ import pytest
 from voicegate.legs.sip.message import SipRequest, build_response, parse_message
 
 from ..gateway import MAX_CALLS, read_events
-from .conftest import SipGateway, start_sip_gateway
 from .sip_client import SipClient, sdp_offer
+from .sip_helpers import SipGateway, start_sip_gateway
 
 
 def answer_call(gateway: SipGateway, media: socket.socket) -> SipClient:

@@ -18,7 +18,7 @@ import pytest
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 
 from ..gateway import REPO, read_events
-from .conftest import SipGateway, free_udp_port, run_sipp
+from .sip_helpers import SipGateway, free_udp_port, run_sipp
 
 CONFIG = REPO / "telephony" / "kamailio" / "kamailio.cfg"
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")

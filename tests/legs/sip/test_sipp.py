@@ -10,8 +10,8 @@ import pytest
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 
 from ..gateway import read_events
-from .conftest import SipGateway, run_sipp
 from .sip_client import SipClient
+from .sip_helpers import SipGateway, run_sipp
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from voicegate.audio import caller_speech_ms, load_caller
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from .conftest import TwilioGateway
+from .twilio_helpers import TwilioGateway
 
 CALLED = "+14155550100"  # bank_teller in telephony/numbers.yaml
 CALLER = "+15005550006"

@@ -18,7 +18,7 @@ from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 
 from ..gateway import REPO, read_events
-from .conftest import AUTH_TOKEN, PUBLIC_URL, gateway_env
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
 
 CALLED = "+14155550100"
 CALLER = "+15005550006"

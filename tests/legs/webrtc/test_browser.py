@@ -18,7 +18,7 @@ from voicegate.personas import validate_paths
 
 from ..gateway import REPO
 from .browser import Chromium
-from .conftest import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
+from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 pytestmark = pytest.mark.slow
 

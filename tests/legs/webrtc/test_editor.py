@@ -18,7 +18,7 @@ from voicegate.web import editor as editor_module
 from voicegate.web.editor import PersonaEditor
 
 from ..gateway import REPO
-from .conftest import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
+from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 EDIT = {"Authorization": f"Bearer {EDITOR_TOKEN}"}
 CALL = {"Authorization": f"Bearer {WEBRTC_TOKEN}"}

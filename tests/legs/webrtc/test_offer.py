@@ -15,7 +15,7 @@ from voicegate.audio import caller_wav_path
 from voicegate.contracts import EndReason
 from voicegate.legs.webrtc.sim import WebRtcCaller, read_wav_48k
 
-from .conftest import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway
+from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway
 
 
 @pytest.fixture(scope="module")
