@@ -16,8 +16,9 @@ Who implements what (``voicegate.app`` wires them together)::
 A Leg never builds an event: the Call writes the call's events. A Leg reports the
 few things only it sees through the ``LegReporter`` it is given: its signalling status (SIP
 dialog states, Twilio stream callbacks) and its own errors. Some of these legitimately come
-when no Call exists (a refused INVITE, a status callback for a call that never started or has
-ended), which is why they do not go through the Call.
+when no Call is there to write them (a Twilio status callback for a stream that never started
+or has ended, a SIP dialog's last states after its Call ended, a refused INVITE should a leg
+report one), which is why they do not go through the Call.
 
 Usage (a leg, on the event loop)::
 
@@ -223,8 +224,8 @@ class EventSink(Protocol):
 class LegReporter(Protocol):
     """What a Leg reports that no Call can (``voicegate.events.LegEvents``): sync, never blocks.
 
-    Either may come before a Call exists (a refused INVITE) or after it ended; ``t_ms`` is the
-    time since the call started as the leg knows it (0 when no call started).
+    Either may come before a Call exists or after it ended; ``t_ms`` is the time since the call
+    started as the leg knows it (0 when no call started).
     """
 
     def leg_status(self, call_id: str, leg: str, t_ms: int, status: str, detail: str) -> None:

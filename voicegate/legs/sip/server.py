@@ -8,8 +8,9 @@ allow-list gets 403, a source over its INVITE rate gets 503, a missing or wrong 
 a new INVITE gets 100 at once and a ``Dialog``; OPTIONS gets 200; requests for dialogs we do
 not know get 481 (ACKs are dropped).
 
-Dialog states are reported as ``leg.status`` events through the ``LegReporter`` the server is
-given, also for an INVITE refused before any Call exists.
+Dialog states (once a dialog has a Call, up to its termination after the Call ended) and
+re-INVITE changes are reported as ``leg.status`` events through the ``LegReporter`` the server
+is given.
 
 Owns: ``SipServer``, ``SipConfig``. Imports the contracts and the SIP modules.
 """
