@@ -8,6 +8,7 @@
 - ``EnergyVad``: a deterministic voice detector with the audio VAD's interface (tests only).
 - ``ScriptedEngine``: an Engine (engine/base.py contract) whose outputs a test scripts, ticked by
   hand (``engine.tick()``); ``speech()``/``SILENCE`` are ticks of agent audio.
+- ``make_manager()``: a CallManager with ``ExactResampler``, ``EnergyVad`` and ``frozen_clock``.
 - ``run_call()``: drive a Call on a simulated 20 ms clock, ticking an engine every 80 ms, and
   collect what the leg pulled.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from voicegate.calls import CallManager
 from voicegate.contracts import EndReason
 from voicegate.engine.base import FRAME_SAMPLES, EngineStats, SlotSink, SlotStats, TickOutput
 from voicegate.errors import NoFreeSlot, UnknownPersona
@@ -36,6 +38,7 @@ __all__ = [
     "ScheduledSlot",
     "ScriptedEngine",
     "frozen_clock",
+    "make_manager",
     "run_call",
     "speech",
     "tone",
@@ -143,6 +146,14 @@ class ScheduledSlot:
 
     def leave(self) -> None:
         self.is_active = False
+
+
+def make_manager(engine: object, events: object, **kw: object) -> CallManager:
+    """A CallManager with exact resamplers, the energy VAD and a frozen clock (each overridable)."""
+    kw.setdefault("resampler_factory", ExactResampler)
+    kw.setdefault("vad_factory", lambda rate: EnergyVad(rate))
+    kw.setdefault("clock", frozen_clock)
+    return CallManager(engine, events, **kw)  # type: ignore[arg-type]
 
 
 class EnergyVad:

@@ -18,13 +18,13 @@ from utils import (
     LoopbackLeg,
     RecordingEvents,
     ScriptedEngine,
-    frozen_clock,
+    make_manager,
     run_call,
     speech,
     tone,
 )
 
-from voicegate.calls import CallConfig, CallInfo, CallLimits, CallManager, CallState, EndReason
+from voicegate.calls import CallConfig, CallInfo, CallLimits, CallState, EndReason
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
 from voicegate.events.schema import (
     BargeIn,
@@ -37,13 +37,6 @@ from voicegate.events.schema import (
 
 RATE = 8000
 MS = RATE // 1000  # samples per ms
-
-
-def make_manager(engine: object, events: RecordingEvents, **kw: object) -> CallManager:
-    kw.setdefault("resampler_factory", ExactResampler)
-    kw.setdefault("vad_factory", lambda rate: EnergyVad(rate))
-    kw.setdefault("clock", frozen_clock)
-    return CallManager(engine, events, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
