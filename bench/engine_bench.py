@@ -40,9 +40,13 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # moshi_ref: the reference builders the parity tests use
 
 import torch  # noqa: E402
+from moshi_ref import moshi_lm as build_moshi_lm  # noqa: E402
+from moshi_ref import moshi_mimi as build_moshi_mimi  # noqa: E402
 
 from voicegate.engine.attention_decode import TritonDecodeAttention, triton_available  # noqa: E402
 from voicegate.engine.backends import tiny_lm_config  # noqa: E402
@@ -96,48 +100,12 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def moshi_lm(config: LMConfig, device: torch.device, dtype: torch.dtype) -> Any:
-    from moshi.models.lm import LMModel as MoshiLMModel
-
-    ffn = (3 * config.ffn_inner + 1) // 2
-    dep_ffn = (3 * config.dep_ffn_inner + 1) // 2
-    with torch.device(device):
-        model = MoshiLMModel(
-            delays=list(config.delays),
-            n_q=config.n_q,
-            dep_q=config.dep_q,
-            card=config.audio_card,
-            text_card=config.text_card,
-            dim=config.dim,
-            num_heads=config.num_heads,
-            num_layers=config.num_layers,
-            hidden_scale=ffn / config.dim,  # type: ignore[arg-type]  # moshi says int, means float
-            norm="rms_norm_f32",
-            causal=True,
-            layer_scale=None,
-            context=config.context,
-            max_period=config.max_period,
-            gating="silu",
-            positional_embedding="rope",
-            existing_text_padding_id=config.text_padding_id,
-            depformer_dim=config.dep_dim,
-            depformer_dim_feedforward=dep_ffn,
-            depformer_num_heads=config.dep_num_heads,
-            depformer_num_layers=config.dep_num_layers,
-            depformer_layer_scale=None,
-            depformer_multi_linear=True,
-            depformer_context=config.dep_q,
-            depformer_max_period=config.max_period,
-            depformer_gating="silu",
-            depformer_pos_emb="none",
-            depformer_weights_per_step=True,
-            device=device,
-            dtype=dtype,
-        )
+    model = build_moshi_lm(config, config.dep_q, device=device, dtype=dtype)
     with torch.no_grad():
         for p in model.parameters():  # moshi's init is fine; keep magnitudes sane for bf16
             if p.dim() >= 2:
                 p.normal_(0.0, 0.02)
-    return model.eval()
+    return model
 
 
 def moshi_mimi(shapes: str, device: torch.device) -> Any:
@@ -145,11 +113,8 @@ def moshi_mimi(shapes: str, device: torch.device) -> Any:
 
     if shapes == "7b":
         return get_mimi(None, device=device, num_codebooks=8).eval()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "engine" / "mimi"))
-    from mimi_moshi_ref import moshi_mimi as tiny_mimi  # the parity tests' builder
-
     ours = MimiModel(MimiConfig.tiny()).init_random_(seed=0)
-    return tiny_mimi(MimiConfig.tiny(), ours.state_dict()).to(device)
+    return build_moshi_mimi(MimiConfig.tiny(), ours.state_dict()).to(device)
 
 
 def ref_batch(

@@ -2,9 +2,13 @@
 
 - ``LoopbackLeg``: an in-memory LegTransport that records clears and hang-ups.
 - ``RecordingEvents``: an EventSink that keeps every emitted event.
+- ``ExactResampler``: an integer-ratio resampler without filter or delay (positions stay exact).
+- ``ManualClock``, ``ScheduledSlot``: a hand-set clock and a Slot double on an 80 ms tick grid
+  (``next_tick_at``) that records each push, for frame-phase tests.
 - ``EnergyVad``: a deterministic voice detector with the audio VAD's interface (tests only).
 - ``ScriptedEngine``: an Engine (engine/base.py contract) whose outputs a test scripts, ticked by
   hand (``engine.tick()``); ``speech()``/``SILENCE`` are ticks of agent audio.
+- ``make_manager()``: a CallManager with ``ExactResampler``, ``EnergyVad`` and ``frozen_clock``.
 - ``run_call()``: drive a Call on a simulated 20 ms clock, ticking an engine every 80 ms, and
   collect what the leg pulled.
 """
@@ -18,22 +22,29 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.calls.base import EndReason
+from voicegate.calls import CallManager
+from voicegate.contracts import EndReason
 from voicegate.engine.base import FRAME_SAMPLES, EngineStats, SlotSink, SlotStats, TickOutput
 from voicegate.errors import NoFreeSlot, UnknownPersona
 
 __all__ = [
     "SILENCE",
     "EnergyVad",
+    "ExactResampler",
     "FakeSlot",
     "LoopbackLeg",
+    "ManualClock",
     "RecordingEvents",
+    "ScheduledSlot",
     "ScriptedEngine",
     "frozen_clock",
+    "make_manager",
     "run_call",
     "speech",
     "tone",
 ]
+
+_TICK_S = 0.08  # the engine's tick, for ScheduledSlot
 
 
 def frozen_clock() -> float:
@@ -76,6 +87,73 @@ class RecordingEvents:
 
     def types(self) -> list[str]:
         return [type(e).type for e in self.events]
+
+
+class ExactResampler:
+    """Integer-ratio resampler with no filter and no delay: positions stay exact."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate, self.out_rate = in_rate, out_rate
+
+    def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
+        y = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
+        if self.out_rate >= self.in_rate:
+            return np.repeat(y, self.out_rate // self.in_rate)
+        return y[:: self.in_rate // self.out_rate].copy()
+
+
+class ManualClock:
+    """A clock a test sets by hand (``clock.now = t``)."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScheduledSlot:
+    """A Slot double on a tick grid ``first_tick + k * 80 ms``; records each push."""
+
+    def __init__(self, clock: ManualClock, first_tick: float | None) -> None:
+        self.clock = clock
+        self.first_tick = first_tick
+        self.pushes: list[tuple[float, npt.NDArray[np.float32]]] = []
+        self.stats = SlotStats()
+        self.index = 0
+        self.persona_key = "p"
+        self.is_active = True
+
+    def next_tick_at(self) -> float | None:
+        if self.first_tick is None:
+            return None
+        k = np.floor((self.clock.now - self.first_tick) / _TICK_S) + 1
+        return self.first_tick + max(0.0, k) * _TICK_S
+
+    def push(self, pcm: npt.NDArray[np.float32]) -> None:
+        self.pushes.append((self.clock.now, pcm.copy()))
+
+    def leads(self) -> list[float]:
+        """Per push: how long the frame waits for the tick that takes it."""
+        out = []
+        for t, _ in self.pushes:
+            self.clock.now, now = t, self.clock.now
+            at = self.next_tick_at()
+            self.clock.now = now
+            assert at is not None
+            out.append(at - t)
+        return out
+
+    def leave(self) -> None:
+        self.is_active = False
+
+
+def make_manager(engine: object, events: object, **kw: object) -> CallManager:
+    """A CallManager with exact resamplers, the energy VAD and a frozen clock (each overridable)."""
+    kw.setdefault("resampler_factory", ExactResampler)
+    kw.setdefault("vad_factory", lambda rate: EnergyVad(rate))
+    kw.setdefault("clock", frozen_clock)
+    return CallManager(engine, events, **kw)  # type: ignore[arg-type]
 
 
 class EnergyVad:

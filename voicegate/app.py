@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -26,13 +26,15 @@ from voicegate.audio.vad import BatchedVadFactory
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
+from voicegate.contracts import TokenCounter
 from voicegate.engine import BatchedEngine, create_engine
-from voicegate.events import EventLog
+from voicegate.engine.tokenizer import release_token_counter
+from voicegate.events import EventLog, LegEvents
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
-from voicegate.personas.tokens import default_token_counter
+from voicegate.personas.tokens import estimate_tokens
 from voicegate.web import web_router
 
 if TYPE_CHECKING:
@@ -65,26 +67,26 @@ class Readiness:
         self.details[name] = detail
 
     def detail(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for name, fn in self.details.items():
-            try:
-                value = fn()
-            except Exception as exc:  # a broken detail must not take /readyz down
-                value = f"detail failed: {exc!r}"
-            if value:
-                out[name] = value
-        return out
+        return _answers(self.details, "detail")
 
     def problems(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name, check in self.checks.items():
-            try:
-                reason = check()
-            except Exception as exc:  # a broken check must not take /readyz down
-                reason = f"check failed: {exc!r}"
-            if reason:
-                out[name] = reason
-        return out
+        return _answers(self.checks, "check")
+
+
+T = TypeVar("T")
+
+
+def _answers(fns: dict[str, Callable[[], T | None]], what: str) -> dict[str, T | str]:
+    """Each non-empty answer by name; a broken function must not take /readyz down."""
+    out: dict[str, T | str] = {}
+    for name, fn in fns.items():
+        try:
+            value: T | str | None = fn()
+        except Exception as exc:
+            value = f"{what} failed: {exc!r}"
+        if value:
+            out[name] = value
+    return out
 
 
 def create_app(
@@ -94,6 +96,9 @@ def create_app(
     settings = settings or Settings()
     registry = registry or CollectorRegistry()
     readiness = Readiness()
+    # the release tokenizer when the model folder has it, else an estimate: the tiny engine's
+    # small vocabulary would overstate every prompt against the 200-token guidance
+    count_tokens = release_token_counter(settings.model_dir) or estimate_tokens
 
     twilio = TwilioLeg(
         auth_token=settings.twilio_auth_token,
@@ -110,12 +115,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         readiness.add("starting", lambda: "starting")
         async with AsyncExitStack() as stack:
-            parts = await _start_parts(settings, registry, readiness, stack)
+            parts = await _start_parts(settings, registry, readiness, stack, count_tokens)
             app.state.parts = parts
             app.state.loop = asyncio.get_running_loop()  # for tests and benchmarks in other threads
+            leg_events = LegEvents(parts.events)  # what legs report that no Call can
             twilio.calls = parts.calls
             twilio.personas = parts.numbers
-            twilio.events = parts.events
+            twilio.events = leg_events
             if webrtc is not None:
                 webrtc.calls, webrtc.personas = parts.calls, parts.personas
                 stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
@@ -124,7 +130,7 @@ def create_app(
                     SipConfig.from_settings(settings),
                     calls=parts.calls,
                     router=parts.numbers,
-                    events=parts.events,
+                    events=leg_events,
                     stats=sip_stats,
                 )
                 await sip.start()
@@ -155,7 +161,7 @@ def create_app(
     app.state.webrtc = webrtc
     if webrtc is not None:
         app.include_router(webrtc.router())
-    app.include_router(web_router(settings))  # the page at / and its APIs
+    app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -190,7 +196,11 @@ class GatewayParts:
 
 
 async def _start_parts(
-    settings: Settings, registry: CollectorRegistry, readiness: Readiness, stack: AsyncExitStack
+    settings: Settings,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    stack: AsyncExitStack,
+    count_tokens: TokenCounter,
 ) -> GatewayParts:
     """Start events, engine, personas, numbers and calls; ``stack`` closes them in reverse."""
     events = EventLog.from_settings(settings, registry)
@@ -213,9 +223,7 @@ async def _start_parts(
 
     personas = PersonaStore(
         settings.personas_dir,
-        # the release tokenizer when the model folder has it, else an estimate: the tiny
-        # engine's small vocabulary would overstate every prompt against the 200-token guidance
-        count_tokens=default_token_counter(settings.model_dir),
+        count_tokens=count_tokens,
         registry=registry,
         interval_s=settings.reload_interval_s,
         on_change=on_persona_change,

@@ -9,11 +9,15 @@ from typing import Annotated
 import typer
 
 from voicegate.config import Settings
-from voicegate.personas.cli import personas_app
+from voicegate.contracts import TokenCounter
+from voicegate.personas.cli import build_personas_app
+from voicegate.personas.tokens import estimate_tokens
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="VoiceGate: phone calls into a full-duplex voice model.", no_args_is_help=True)
+app = typer.Typer(
+    help="VoiceGate: phone calls into a full-duplex voice model.", no_args_is_help=True
+)
 
 
 def _settings_help() -> str:
@@ -45,7 +49,17 @@ def serve() -> None:
     )
 
 
-app.add_typer(personas_app, name="personas")
+def _prompt_token_counter(model_dir: Path | None) -> TokenCounter:
+    """The release tokenizer's count when the model folder has it, else the personas' estimate
+    (the engine, and torch with it, is imported only when a model folder is set)."""
+    if model_dir is None:
+        return estimate_tokens
+    from voicegate.engine.tokenizer import release_token_counter
+
+    return release_token_counter(model_dir) or estimate_tokens
+
+
+app.add_typer(build_personas_app(_prompt_token_counter), name="personas")
 
 bench_app = typer.Typer(help="Benchmarks that print tables (never part of the tests).")
 app.add_typer(bench_app, name="bench")
@@ -113,7 +127,9 @@ def call_offline(
     from voicegate.personas import PersonaStore
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     store = PersonaStore(settings.personas_dir)
     store.load()
     prompt = store.get(persona).to_prompt()
@@ -125,7 +141,9 @@ def call_offline(
     finally:
         engine.close()
     write_call_outputs(result, out, transcript)
-    typer.echo(f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}")
+    typer.echo(
+        f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}"
+    )
 
 
 def main() -> None:

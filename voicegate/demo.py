@@ -21,7 +21,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -168,12 +167,10 @@ def read_wav_8k(path: Path) -> npt.NDArray[np.int16]:
 
 
 def write_wav(path: Path, pcm: npt.NDArray[np.int16], rate_hz: int) -> None:
+    from voicegate.audio import write_wav as write_mono_wav
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate_hz)
-        wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    write_mono_wav(path, np.asarray(pcm, dtype=np.int16), rate_hz)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@
     +-- RoutingError                     numbers.yaml problems, no route for a number
     +-- AudioError
     |   +-- CodecError (ValueError)
+    |   +-- WavError (ValueError)         a WAV file that cannot be read or used
     +-- EventError                       the event log
     +-- EngineError
     |   +-- NoFreeSlot                   every slot of the batch is taken
@@ -49,6 +50,7 @@ __all__ = [
     "TwilioProtocolError",
     "UnknownPersona",
     "VoiceGateError",
+    "WavError",
     "WebRtcError",
 ]
 
@@ -91,6 +93,10 @@ class AudioError(VoiceGateError):
 
 class CodecError(AudioError, ValueError):
     """Encoded audio is malformed."""
+
+
+class WavError(AudioError, ValueError):
+    """A WAV file is unreadable, malformed or in a format we do not read; the message says why."""
 
 
 class EventError(VoiceGateError):

@@ -14,16 +14,17 @@ import pytest
 from utils import (
     SILENCE,
     EnergyVad,
+    ExactResampler,
     LoopbackLeg,
     RecordingEvents,
     ScriptedEngine,
-    frozen_clock,
+    make_manager,
     run_call,
     speech,
     tone,
 )
 
-from voicegate.calls import CallConfig, CallInfo, CallLimits, CallManager, CallState, EndReason
+from voicegate.calls import CallConfig, CallInfo, CallLimits, CallState, EndReason
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
 from voicegate.events.schema import (
     BargeIn,
@@ -36,26 +37,6 @@ from voicegate.events.schema import (
 
 RATE = 8000
 MS = RATE // 1000  # samples per ms
-
-
-class ExactResampler:
-    """Integer-ratio resampler with no filter and no delay: positions stay exact."""
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self.in_rate, self.out_rate = in_rate, out_rate
-
-    def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
-        y = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
-        if self.out_rate >= self.in_rate:
-            return np.repeat(y, self.out_rate // self.in_rate)
-        return y[:: self.in_rate // self.out_rate].copy()
-
-
-def make_manager(engine: object, events: RecordingEvents, **kw: object) -> CallManager:
-    kw.setdefault("resampler_factory", ExactResampler)
-    kw.setdefault("vad_factory", lambda rate: EnergyVad(rate))
-    kw.setdefault("clock", frozen_clock)
-    return CallManager(engine, events, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -8,21 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from test_calls_call import ExactResampler
 from utils import (
     SILENCE,
-    EnergyVad,
     LoopbackLeg,
     RecordingEvents,
     ScriptedEngine,
-    frozen_clock,
+    make_manager,
     run_call,
     speech,
     tone,
 )
 
 import voicegate.calls
-from voicegate.calls import CallInfo, CallLimits, CallManager, EndReason, limits_of
+from voicegate.calls import CallInfo, CallLimits, EndReason, limits_of
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
 from voicegate.events import EventLog
@@ -32,24 +30,13 @@ from voicegate.personas.schema import Limits, Persona
 RATE = 8000
 
 
-def manager(engine: ScriptedEngine, events: object, **kw: object) -> CallManager:
-    return CallManager(
-        engine,  # type: ignore[arg-type]
-        events,  # type: ignore[arg-type]
-        resampler_factory=ExactResampler,
-        vad_factory=lambda rate: EnergyVad(rate),
-        clock=frozen_clock,
-        **kw,  # type: ignore[arg-type]
-    )
-
-
 def silent_engine(max_slots: int = 4) -> ScriptedEngine:
     return ScriptedEngine(lambda c, k, f: (SILENCE, ""), max_slots=max_slots)
 
 
 def test_no_free_slot_when_the_engine_is_full() -> None:
     engine = silent_engine(max_slots=2)
-    calls = manager(engine, RecordingEvents())
+    calls = make_manager(engine, RecordingEvents())
     a = calls.start_call(CallInfo("a", "twilio", "p"), LoopbackLeg())
     calls.start_call(CallInfo("b", "twilio", "p"), LoopbackLeg())
     assert not calls.can_admit() and calls.active_count == 2
@@ -63,7 +50,7 @@ def test_no_free_slot_when_the_engine_is_full() -> None:
 
 def test_max_calls_caps_admission_below_the_engine() -> None:
     engine = silent_engine(max_slots=4)
-    calls = manager(engine, RecordingEvents(), max_calls=1)
+    calls = make_manager(engine, RecordingEvents(), max_calls=1)
     assert calls.capacity == 1
     calls.start_call(CallInfo("a", "sip", "p"), LoopbackLeg())
     assert not calls.can_admit()
@@ -83,7 +70,7 @@ def test_the_edge_capacity_caps_admission_and_says_so() -> None:
         clock=lambda: clock["wall"],
         cpu=lambda: clock["cpu"],
     )
-    calls = manager(engine, RecordingEvents(), edge=edge)
+    calls = make_manager(engine, RecordingEvents(), edge=edge)
     assert calls.limits() == {"engine": 4, "edge": 2} and calls.capacity == 2
     calls.start_call(CallInfo("a", "sip", "p"), LoopbackLeg())
     calls.start_call(CallInfo("b", "sip", "p"), LoopbackLeg())
@@ -102,7 +89,7 @@ def test_the_edge_capacity_caps_admission_and_says_so() -> None:
 def test_duplicate_and_unknown_persona_are_refused_without_leaking() -> None:
     engine = silent_engine()
     events = RecordingEvents()
-    calls = manager(engine, events)
+    calls = make_manager(engine, events)
     calls.start_call(CallInfo("a", "sip", "p"), LoopbackLeg())
     with pytest.raises(InvalidStateError):
         calls.start_call(CallInfo("a", "sip", "p"), LoopbackLeg())
@@ -115,7 +102,7 @@ def test_duplicate_and_unknown_persona_are_refused_without_leaking() -> None:
 async def test_drain_refuses_new_calls_and_ends_the_rest_at_the_deadline() -> None:
     engine = silent_engine()
     events = RecordingEvents()
-    calls = manager(engine, events)
+    calls = make_manager(engine, events)
     leg_a, leg_b = LoopbackLeg(), LoopbackLeg()
     a = calls.start_call(CallInfo("a", "twilio", "p"), leg_a)
     b = calls.start_call(CallInfo("b", "twilio", "p"), leg_b)
@@ -140,7 +127,7 @@ async def test_drain_refuses_new_calls_and_ends_the_rest_at_the_deadline() -> No
 
 async def test_drain_returns_as_soon_as_the_last_call_ends() -> None:
     engine = silent_engine()
-    calls = manager(engine, RecordingEvents())
+    calls = make_manager(engine, RecordingEvents())
     a = calls.start_call(CallInfo("a", "twilio", "p"), LoopbackLeg())
     asyncio.get_running_loop().call_soon(a.on_leg_closed, EndReason.CALLER_HANGUP)
     await asyncio.wait_for(calls.drain(timeout_s=3600), 5)  # would hang were it not woken
@@ -165,7 +152,7 @@ def test_limits_come_from_the_persona() -> None:
 
     engine = ScriptedEngine(lambda c, k, f: (speech(), ""))
     events = RecordingEvents()
-    calls = manager(engine, events, personas=Store())
+    calls = make_manager(engine, events, personas=Store())
     leg = LoopbackLeg()
     call = calls.start_call(CallInfo("a", "twilio", "p"), leg)
     run_call(call, np.zeros(5 * RATE, dtype=np.int16), tick=engine.tick, leg=leg)
@@ -183,7 +170,7 @@ def test_metrics_on_the_registry() -> None:
         return (SILENCE, "") if script_state["loud"] >= 2 else (speech(), " w")
 
     engine = ScriptedEngine(script)
-    calls = manager(engine, RecordingEvents(), registry=registry)
+    calls = make_manager(engine, RecordingEvents(), registry=registry)
     leg = LoopbackLeg()
     call = calls.start_call(CallInfo("a", "twilio", "p"), leg)
     assert registry.get_sample_value("voicegate_calls_active", {"leg": "twilio"}) == 1
@@ -223,7 +210,7 @@ async def test_events_reach_redis_through_the_real_event_log(
     await log.start()
     try:
         engine = silent_engine()
-        calls = manager(engine, log)
+        calls = make_manager(engine, log)
         leg = LoopbackLeg()
         call = calls.start_call(CallInfo("redis-call-1", "sip", "p", from_="+1555"), leg)
         call.on_dtmf("7")
@@ -252,6 +239,6 @@ def test_a_failing_engine_stats_does_not_break_a_scrape() -> None:
             raise RuntimeError("engine gone")
 
     registry = CollectorRegistry()
-    manager(Broken(lambda c, k, f: (SILENCE, "")), RecordingEvents(), registry=registry)
+    make_manager(Broken(lambda c, k, f: (SILENCE, "")), RecordingEvents(), registry=registry)
     text = generate_latest(registry).decode()
     assert "voicegate_calls_active" in text and "voicegate_engine_ticks" not in text

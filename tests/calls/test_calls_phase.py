@@ -9,12 +9,21 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
-from utils import LoopbackLeg, RecordingEvents, run_call, tone
+from utils import (
+    ExactResampler,
+    LoopbackLeg,
+    ManualClock,
+    RecordingEvents,
+    ScheduledSlot,
+    run_call,
+    tone,
+)
 
 from voicegate.calls import CallInfo, CallManager, EndReason
-from voicegate.calls.call import ALIGN_CHECK_FRAMES, ALIGN_MARGIN_S, Call
+from voicegate.calls.call import Call
+from voicegate.calls.framing import ALIGN_CHECK_FRAMES, ALIGN_MARGIN_S
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
-from voicegate.engine.base import FRAME_SAMPLES, SlotStats
+from voicegate.engine.base import FRAME_SAMPLES
 from voicegate.events.schema import CallEnded
 
 RATE = 8000
@@ -24,69 +33,12 @@ UP = 3  # 8 kHz -> 24 kHz
 TICK_S = 0.08
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Repeat:
-    """Integer-ratio resampler without a filter: sample positions stay exact."""
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self.in_rate, self.out_rate = in_rate, out_rate
-
-    def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:
-        y = x.astype(np.float32) / (32768.0 if x.dtype == np.int16 else 1.0)
-        if self.out_rate >= self.in_rate:
-            return np.repeat(y, self.out_rate // self.in_rate)
-        return y[:: self.in_rate // self.out_rate].copy()
-
-
-class ScheduledSlot:
-    """A Slot double on a tick grid ``first_tick + k * 80 ms``; records each push."""
-
-    def __init__(self, clock: Clock, first_tick: float | None) -> None:
-        self.clock = clock
-        self.first_tick = first_tick
-        self.pushes: list[tuple[float, npt.NDArray[np.float32]]] = []
-        self.stats = SlotStats()
-        self.index = 0
-        self.persona_key = "p"
-        self.is_active = True
-
-    def next_tick_at(self) -> float | None:
-        if self.first_tick is None:
-            return None
-        k = np.floor((self.clock.now - self.first_tick) / TICK_S) + 1
-        return self.first_tick + max(0.0, k) * TICK_S
-
-    def push(self, pcm: npt.NDArray[np.float32]) -> None:
-        self.pushes.append((self.clock.now, pcm.copy()))
-
-    def leads(self) -> list[float]:
-        """Per push: how long the frame waits for the tick that takes it."""
-        out = []
-        for t, _ in self.pushes:
-            self.clock.now, now = t, self.clock.now
-            at = self.next_tick_at()
-            self.clock.now = now
-            assert at is not None
-            out.append(at - t)
-        return out
-
-    def leave(self) -> None:
-        self.is_active = False
-
-
-def make_call(clock: Clock, slot: object, events: RecordingEvents | None = None) -> Call:
+def make_call(clock: ManualClock, slot: object, events: RecordingEvents | None = None) -> Call:
     call = Call(
         CallInfo("ph", "twilio", "p"),
         LoopbackLeg(RATE),
         events if events is not None else RecordingEvents(),
-        resampler_factory=Repeat,
+        resampler_factory=ExactResampler,
         vad_factory=lambda rate: _NoVad(),
         clock=clock,
     )
@@ -103,7 +55,7 @@ class _NoVad:
         return False
 
 
-def feed(call: Call, clock: Clock, pcm: npt.NDArray[np.int16], arrivals: list[float]) -> None:
+def feed(call: Call, clock: ManualClock, pcm: npt.NDArray[np.int16], arrivals: list[float]) -> None:
     for k, t in enumerate(arrivals):
         clock.now = t
         call.feed_caller_audio(pcm[k * CHUNK : (k + 1) * CHUNK])
@@ -116,7 +68,7 @@ def caller_audio(seconds: float) -> npt.NDArray[np.int16]:
 
 @pytest.mark.parametrize("phase_ms", [0.0, 3.0, 7.9, 8.0, 8.1, 13.0, 20.0, 27.5, 41.0, 63.0, 79.9])
 def test_frames_complete_on_the_last_chunk_before_the_tick(phase_ms: float) -> None:
-    clock = Clock()
+    clock = ManualClock()
     start = clock.now
     slot = ScheduledSlot(clock, first_tick=start + phase_ms / 1000)
     call = make_call(clock, slot)
@@ -139,7 +91,7 @@ def test_frames_complete_on_the_last_chunk_before_the_tick(phase_ms: float) -> N
 
 
 def test_without_a_schedule_frames_are_cut_as_fed() -> None:
-    clock = Clock()
+    clock = ManualClock()
     slot = ScheduledSlot(clock, first_tick=None)  # next_tick_at() is None: offline/manual
     call = make_call(clock, slot)
     pcm = caller_audio(1.0)
@@ -155,7 +107,7 @@ def test_without_a_schedule_frames_are_cut_as_fed() -> None:
 
 
 def test_a_drifting_caller_is_rephased_by_dropping_one_chunk_at_a_time() -> None:
-    clock = Clock()
+    clock = ManualClock()
     start = clock.now
     slot = ScheduledSlot(clock, first_tick=start + 0.031)
     events = RecordingEvents()
@@ -178,7 +130,7 @@ def test_a_drifting_caller_is_rephased_by_dropping_one_chunk_at_a_time() -> None
 
 
 def test_one_late_chunk_costs_no_caller_audio() -> None:
-    clock = Clock()
+    clock = ManualClock()
     start = clock.now
     slot = ScheduledSlot(clock, first_tick=start + 0.05)
     call = make_call(clock, slot)
@@ -200,11 +152,11 @@ def test_manual_ticks_keep_the_echo_round_trip_in_samples() -> None:
     try:
         engine.load_persona(PersonaPrompt("p", "You echo.", "NATF0"))
         leg = LoopbackLeg(RATE)
-        clock = Clock()
+        clock = ManualClock()
         calls = CallManager(
             engine,
             RecordingEvents(),
-            resampler_factory=Repeat,
+            resampler_factory=ExactResampler,
             vad_factory=lambda rate: _NoVad(),
             clock=clock,
         )

@@ -10,9 +10,9 @@ import pytest
 from engine_helpers import BANK, tiny_engine
 from typer.testing import CliRunner
 
+from voicegate.audio.wav import read_wav, write_wav
 from voicegate.engine import FRAME_SAMPLES, MODEL_RATE_HZ, TickMode
 from voicegate.engine.offline import read_caller_wav, run_offline_call, write_call_outputs
-from voicegate.engine.wav import read_wav, write_wav
 from voicegate.errors import AudioError
 
 REPO = Path(__file__).resolve().parents[2]

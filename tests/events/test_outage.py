@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from voicegate.events import (
     CallStarted,
     Dtmf,
     EventLog,
+    WriterState,
     call_events_key,
 )
 
@@ -125,16 +127,24 @@ async def test_hung_redis_times_out_into_the_journal(
     assert not s.is_redis_up and s.written == 0 and s.queued == 0 and s.dropped == 0
 
 
+async def log_while_down(
+    make_log: MakeLog, server: Any, journal: Path, call_id: str, n: int
+) -> EventLog:
+    """A started EventLog on ``server`` (down) that was handed ``n`` events of ``call_id``."""
+    log = make_log(server.url, journal_dir=journal)
+    await log.start()
+    for i in range(n):
+        log.emit(dtmf(call_id, i))
+    return log
+
+
 async def test_journal_survives_a_restart(
     make_log: MakeLog, redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory()
     server.kill()
     journal = tmp_path / "journal"
-    first = make_log(server.url, journal_dir=journal)
-    await first.start()
-    for i in range(40):
-        first.emit(dtmf("r1", i))
+    first = await log_while_down(make_log, server, journal, "r1", 40)
     await first.aclose(timeout_s=1.0)  # Redis down: everything stays journaled
     assert first.stats().journaled == 40 and first.stats().dropped == 0
     kept = segments(journal)
@@ -172,10 +182,7 @@ async def test_live_writer_journal_is_not_adopted(
     server = redis_factory()
     server.kill()
     journal = tmp_path / "journal"
-    a = make_log(server.url, journal_dir=journal)
-    await a.start()
-    for i in range(10):
-        a.emit(dtmf("live1", i))
+    a = await log_while_down(make_log, server, journal, "live1", 10)
     await until(lambda: a.stats().journaled == 10)
     b = make_log(server.url, journal_dir=journal)
     await b.start()
@@ -260,3 +267,36 @@ async def test_redis_out_of_memory_is_an_outage(
         assert await stream_ts(server.url, "oom1") == (list(range(30)), list(range(30)))
     finally:
         await admin.aclose()
+
+
+async def test_the_writer_state_follows_the_outage_cycle(
+    make_log: MakeLog,
+    redis_factory: Callable[..., Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="voicegate.events")
+    server = redis_factory(is_durable=True)
+    log = make_log(server.url, journal_dir=tmp_path / "journal")
+    assert log.state is WriterState.NEW
+    await log.start()
+    await until(lambda: log.state is WriterState.CONNECTED)
+    server.kill()
+    for i in range(5):  # the writer finds Redis gone when it writes
+        log.emit(dtmf("st1", i))
+    await until(lambda: log.state is WriterState.OUTAGE and log.stats().journaled == 5)
+    server.start()
+    await until(lambda: log.state is WriterState.CONNECTED)
+    assert log.stats().replayed == 5
+    await log.aclose()
+    assert log.state is WriterState.CLOSED
+    changes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event writer:")]
+    assert changes == [
+        "event writer: new -> starting",
+        "event writer: starting -> connected",
+        "event writer: connected -> outage",
+        "event writer: outage -> replaying",
+        "event writer: replaying -> connected",
+        "event writer: connected -> closing",
+        "event writer: closing -> closed",
+    ]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from personas_helpers import write_raw_wav, write_wav
 
+from voicegate.audio.wav import inspect_wav
+from voicegate.errors import WavError
 from voicegate.personas import read_persona
-from voicegate.personas.wav import WavError, inspect_wav
 
 
 def persona_with_voice(folder: Path, voice: str, name: str = "clip") -> Path:

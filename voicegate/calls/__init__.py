@@ -1,4 +1,5 @@
-"""Calls: per-call state between a Leg and the Engine (see ``base`` for the contracts).
+"""Calls: per-call state between a Leg and the Engine (the contracts are in ``voicegate.contracts``;
+the ones a Leg uses are re-exported here).
 
 ``CallManager.start_call(info, leg) -> Call`` admits a call into an engine slot; the leg then
 drives the ``Call`` (``CallLike``): feed caller audio, pull agent audio, DTMF, leg closed.
@@ -21,46 +22,13 @@ parties' voice activity), ``bargein`` (decisions), ``transcript`` (segments), ``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from voicegate.calls.base import CallInfo, CallLike, EndReason, EndResult, LegTransport
-
-if TYPE_CHECKING:
-    from voicegate.calls.bargein import BargeInRecord
-    from voicegate.calls.call import Call, CallState, EventSink
-    from voicegate.calls.dynamics import Dynamics, analyse
-    from voicegate.calls.manager import CallManager, PersonaSource, limits_of
-    from voicegate.calls.options import CallConfig, CallLimits
-    from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
-
-# Legs import the contracts in ``base``; importing them must not pull the Call and through it
-# the engine package (STYLE rule 1: legs never import the engine). The rest loads on first use.
-_LAZY = {
-    "AgentSegment": "transcript",
-    "BargeInRecord": "bargein",
-    "Call": "call",
-    "CallConfig": "options",
-    "CallLimits": "options",
-    "CallManager": "manager",
-    "CallState": "call",
-    "Dynamics": "dynamics",
-    "EventSink": "call",
-    "PersonaSource": "manager",
-    "TranscriptSegmenter": "transcript",
-    "analyse": "dynamics",
-    "limits_of": "manager",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'voicegate.calls' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"voicegate.calls.{module}"), name)
-    globals()[name] = value
-    return value
-
+from voicegate.calls.bargein import BargeInRecord
+from voicegate.calls.call import Call, CallState
+from voicegate.calls.dynamics import Dynamics, analyse
+from voicegate.calls.manager import CallManager, PersonaSource, limits_of
+from voicegate.calls.options import CallConfig, CallLimits
+from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
+from voicegate.contracts import CallInfo, CallLike, EndReason, EndResult, EventSink, LegTransport
 
 __all__ = [
     "AgentSegment",

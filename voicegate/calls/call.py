@@ -1,24 +1,12 @@
-"""The Call: one phone call between its Leg and its engine slot.
+"""The Call: one phone call between its Leg and its engine slot, from admission to its end.
 
-Caller side (event loop): ``feed_caller_audio`` resamples the leg's PCM to 24 kHz, cuts it into
-1920-sample frames for ``slot.push`` and runs the caller's voice activity. Agent side: the slot's
-``on_tick`` runs on the ENGINE THREAD and only copies the tick into a preallocated ring of
-``TICK_RING`` frames and bumps a counter (single writer, single reader; CPython's GIL orders
-the copy before the counter). The loop reads that ring whenever the leg feeds or pulls, so no
-hop per tick is needed: the audio could not be played sooner than the next pull anyway, and
-``call_soon_threadsafe`` would cost a self-pipe write and a handle per call per tick.
-``pull_agent_audio`` serves exactly the leg's frame from the ``PlayoutBuffer``.
-
-Frame phase: a serving engine takes every slot's frame at fixed 80 ms ticks, so a frame that
-completes at an arbitrary moment waits 0-80 ms (mean 40) for its tick. When the slot tells the
-tick schedule (``next_tick_at``, see ``engine.base.TickScheduled``), the first chunk after the
-join is preceded by up to 60 ms of silence so that frames complete on the last caller chunk
-that arrives at least ``ALIGN_MARGIN_S`` before a tick; the wait is then at most one chunk
-(20 ms) plus that margin. If the caller's chunks drift so that every one of
-``ALIGN_CHECK_FRAMES`` frames could have waited for one more chunk, one chunk of caller audio
-is dropped (at most one per check). Padding and dropping touch the model's input only: the
-caller clock still counts every sample the leg fed. Without a schedule (offline and manual
-ticks, test doubles) frames are cut exactly as fed.
+Caller side (event loop): ``feed_caller_audio`` resamples the leg's PCM to 24 kHz, hands it to
+the ``CallerFramer`` (``framing``: 1920-sample frames for ``slot.push``, in phase with the
+engine's ticks) and runs the caller's voice activity. Agent side: the slot's ``on_tick`` runs
+on the ENGINE THREAD and only copies the tick into the ``TickRing`` (``ticks``); the loop
+drains it whenever the leg feeds or pulls, and ``pull_agent_audio`` serves exactly the leg's
+frame from the ``PlayoutBuffer``. Barge-in, the transcript, limits and events follow from the
+agent's and the caller's voice activity.
 
 Timelines are in ms since the call started: the caller clock counts samples received from the
 leg, the playout clock samples the leg pulled (the caller hears a pulled sample at its playout
@@ -26,8 +14,8 @@ time; a leg that sends ahead reports ``queued_ms``). Barge-in, transcripts and d
 them; the only clock read is the injected ``clock`` that times the playout lead, so tests drive
 a call sample by sample.
 
-Owns: Call, CallState. Imports audio (through factories), events, engine.base and the calls
-modules; never a concrete engine or a leg.
+Owns: Call, CallState. Imports audio (through factories), events, engine.base, the contracts
+and the calls modules; never a concrete engine or a leg.
 """
 
 from __future__ import annotations
@@ -43,38 +31,23 @@ import numpy.typing as npt
 
 from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord, BargeInTracker
-from voicegate.calls.base import CallInfo, EndReason, LegTransport
 from voicegate.calls.dynamics import Dynamics, analyse
+from voicegate.calls.framing import CallerFramer
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
+from voicegate.calls.ticks import TickRing
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 from voicegate.calls.voice import SUBBLOCK_MS, AgentVoice, CallerVoice, VadLike
-from voicegate.engine.base import FRAME_SAMPLES, MODEL_RATE_HZ, Slot, TickOutput
+from voicegate.contracts import CallInfo, EndReason, EventSink, LegTransport
+from voicegate.engine.base import MODEL_RATE_HZ, Slot, TickOutput
 from voicegate.errors import InvalidStateError
 from voicegate.events.schema import Event
 
-__all__ = ["Call", "CallState", "EventSink", "ResamplerLike"]
+__all__ = ["Call", "CallState", "ResamplerLike"]
 
 log = logging.getLogger("voicegate.calls")
 
-TICK_RING = 8  # engine -> loop frames (640 ms): the loop reads at least every 20 ms
-# A frame should be complete this long before its tick. It covers what can still delay a
-# chunk that arrived in time on the caller side (the event loop handling other calls' chunks
-# first, the resampler's work) against the engine thread waking on time; a frame that misses
-# its tick costs 80 ms (an underrun now and a frame waiting until the queue is trimmed), so the
-# margin buys safety for a few ms of mean latency.
-ALIGN_MARGIN_S = 0.008
-# frames judged together before dropping a chunk to re-phase (640 ms): one late chunk (network
-# jitter) must not cost caller audio, a lasting drift is fixed within a second or two
-ALIGN_CHECK_FRAMES = 8
-_TICK_S = TICK_MS / 1000.0
 AUDIBLE_SLACK_MS = 100
-
-
-class EventSink(Protocol):
-    """Where call events go (``voicegate.events.EventLog``): sync, never blocks."""
-
-    def emit(self, event: Event) -> None: ...
 
 
 class ResamplerLike(Protocol):
@@ -155,28 +128,13 @@ class Call:
         self.end_detail = ""
         # caller side
         self._in_rs = resampler_factory(rate, MODEL_RATE_HZ)
-        self._frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
-        self._frame_fill = 0
+        self._framer = CallerFramer(rate, clock)
         self._caller_samples = 0
-        self.frames_pushed = 0
-        # frame phase against the engine's ticks (None: no schedule, frames cut as fed)
-        self._next_tick_at: Callable[[], float | None] | None = None
-        self._is_phase_pending = False  # align at the next chunk (after the join)
-        self._drop_left = 0  # 24 kHz samples still to drop to re-phase
-        self._lead_min = float("inf")  # least wait for a tick over the frames being judged
-        self._lead_frames = 0
-        self.phase_pad_samples = 0  # 24 kHz silence added ahead of the caller's audio
-        self.phase_drop_samples = 0  # 24 kHz caller audio dropped to re-phase
         self._caller = CallerVoice(rate, vad_factory) if config.is_caller_vad_enabled else None
         # engine thread -> loop
-        self._tick_pcm = np.zeros((TICK_RING, FRAME_SAMPLES), dtype=np.float32)
-        self._tick_text = [""] * TICK_RING
-        self._tick_time = [0.0] * TICK_RING  # clock() at arrival, for the playout lead
+        self._ticks = TickRing(clock, self._take_tick)
         self._prime_time = 0.0  # arrival of the tick that primed the playout
-        self._tick_w = 0  # written by the engine thread only
-        self._tick_r = 0  # read by the loop only
         self.ticks = 0
-        self.ticks_lost = 0
         # agent side
         self._out_rs: ResamplerLike | None = (
             None if rate == MODEL_RATE_HZ else resampler_factory(MODEL_RATE_HZ, rate)
@@ -246,12 +204,29 @@ class Call:
                 f"call {self.call_id}: already bound to slot {self._slot.index}"
             )
         self._slot = slot
-        next_tick_at = getattr(slot, "next_tick_at", None)
-        if callable(next_tick_at):
-            self._next_tick_at = next_tick_at
-            self._is_phase_pending = True
+        self._framer.bind(slot)
         info = self.info
         self._emit(lambda: report.started(info))
+
+    @property
+    def frames_pushed(self) -> int:
+        """Caller frames completed for the slot."""
+        return self._framer.frames_pushed
+
+    @property
+    def phase_pad_samples(self) -> int:
+        """24 kHz silence added ahead of the caller's audio to phase its frames (``framing``)."""
+        return self._framer.phase_pad_samples
+
+    @property
+    def phase_drop_samples(self) -> int:
+        """24 kHz caller audio dropped to re-phase its frames (``framing``)."""
+        return self._framer.phase_drop_samples
+
+    @property
+    def ticks_lost(self) -> int:
+        """Ticks the loop read too late: overwritten in the tick ring."""
+        return self._ticks.lost
 
     @property
     def caller_ms(self) -> int:
@@ -312,7 +287,7 @@ class Call:
             "overruns": self.playout.overruns,
             "ticks_lost": self.ticks_lost,
             "caller_frames": self.frames_pushed,
-            "phase_pad_samples": self.phase_pad_samples,  # 24 kHz, see "Frame phase" above
+            "phase_pad_samples": self.phase_pad_samples,  # 24 kHz, see calls/framing.py
             "phase_drop_samples": self.phase_drop_samples,
             "slot_underruns": slot_stats.underruns if slot_stats else 0,
             "slot_overruns": slot_stats.overruns if slot_stats else 0,
@@ -357,12 +332,7 @@ class Call:
 
     def on_tick(self, out: TickOutput) -> None:
         """SlotSink: ENGINE THREAD. Copy the tick into the ring; the loop picks it up."""
-        w = self._tick_w
-        i = w & (TICK_RING - 1)
-        np.copyto(self._tick_pcm[i], out.pcm)
-        self._tick_text[i] = out.text
-        self._tick_time[i] = self._clock()
-        self._tick_w = w + 1
+        self._ticks.on_tick(out)
 
     # --- leg -> call (event loop) ------------------------------------------------------------
 
@@ -377,14 +347,10 @@ class Call:
                 change = caller.feed(pcm)
                 if change is not None:
                     self._on_caller_change(change[0], change[1])
-            x = self._in_rs.process(pcm)
-            next_tick_at = self._next_tick_at
-            if next_tick_at is None:
-                self._accumulate(x)
-            else:
-                self._accumulate_phased(x, len(pcm), next_tick_at())
-            if self._tick_w != self._tick_r:
-                self._drain_ticks()
+            self._framer.feed(self._in_rs.process(pcm), len(pcm))
+            ticks = self._ticks
+            if ticks.written != ticks.read:
+                ticks.drain()
             self._check_limits()
         except Exception as exc:
             self.fail(exc, "caller_audio")
@@ -394,8 +360,9 @@ class Call:
         if self._state is not CallState.ACTIVE:
             return np.zeros(n_samples, dtype=np.int16)
         try:
-            if self._tick_w != self._tick_r:
-                self._drain_ticks()
+            ticks = self._ticks
+            if ticks.written != ticks.read:
+                ticks.drain()
             pb = self.playout
             if pb.is_lead_pending:
                 waited_s = self._clock() - self._prime_time
@@ -420,73 +387,6 @@ class Call:
 
     # --- caller side -------------------------------------------------------------------------
 
-    def _accumulate(self, x: npt.NDArray[np.float32]) -> None:
-        frame = self._frame
-        fill = self._frame_fill
-        n = len(x)
-        pos = 0
-        while pos < n:
-            take = min(FRAME_SAMPLES - fill, n - pos)
-            frame[fill : fill + take] = x[pos : pos + take]
-            fill += take
-            pos += take
-            if fill == FRAME_SAMPLES:
-                if self._slot is not None:
-                    self._slot.push(frame)
-                self.frames_pushed += 1
-                fill = 0
-        self._frame_fill = fill
-
-    def _accumulate_phased(
-        self, x: npt.NDArray[np.float32], n_leg: int, tick_at: float | None
-    ) -> None:
-        """``_accumulate`` with frames completing just before the engine's ticks."""
-        chunk_s = n_leg / self.rate_hz
-        if tick_at is None or not 0 < chunk_s < _TICK_S:
-            self._accumulate(x)  # no schedule (now), or chunks too long to place
-            if self.frames_pushed:
-                self._is_phase_pending = False  # padding now would queue two frames
-            return
-        now = self._clock()
-        if self._is_phase_pending:
-            self._is_phase_pending = False
-            self._align(tick_at - now, chunk_s, len(x))
-        if self._drop_left:
-            k = min(self._drop_left, len(x))
-            self._drop_left -= k
-            self.phase_drop_samples += k
-            x = x[k:]
-        pushed = self.frames_pushed
-        self._accumulate(x)
-        if self.frames_pushed == pushed:
-            return
-        # a frame completed with this chunk: judge how long it waits for its tick
-        self._lead_min = min(self._lead_min, tick_at - now)
-        self._lead_frames += 1
-        if self._lead_frames < ALIGN_CHECK_FRAMES:
-            return
-        if self._lead_min > ALIGN_MARGIN_S + chunk_s:  # each could have taken one more chunk
-            self._drop_left = round(chunk_s * MODEL_RATE_HZ)
-        self._lead_min = float("inf")
-        self._lead_frames = 0
-
-    def _align(self, to_tick_s: float, chunk_s: float, n_chunk: int) -> None:
-        """Before the first frame: place the frame boundary so that a frame completes with the
-        last chunk that arrives ``ALIGN_MARGIN_S`` or more before a tick. ``to_tick_s``: from
-        this chunk's arrival to the next tick; later chunks are expected every ``chunk_s``."""
-        before_s = (to_tick_s - ALIGN_MARGIN_S) % _TICK_S  # from now to the latest good moment
-        later_chunks = int(before_s // chunk_s)  # chunks still arriving in time after this one
-        fill_after = FRAME_SAMPLES - round(later_chunks * chunk_s * MODEL_RATE_HZ)
-        want = (fill_after - n_chunk) % FRAME_SAMPLES  # fill this chunk must find
-        fill = self._frame_fill
-        keep = min(fill, want)  # audio already waiting stays, at the end of the silence
-        frame = self._frame
-        if keep:
-            frame[want - keep : want] = frame[fill - keep : fill].copy()
-        frame[: want - keep] = 0.0
-        self.phase_pad_samples += want - keep
-        self._frame_fill = want
-
     def _on_caller_change(self, is_speech: bool, t_ms: int) -> None:
         if not is_speech:
             self._last_caller_voice_ms = t_ms
@@ -510,19 +410,10 @@ class Call:
 
     # --- agent side --------------------------------------------------------------------------
 
-    def _drain_ticks(self) -> None:
-        w = self._tick_w
-        r = self._tick_r
-        if w - r > TICK_RING:
-            self.ticks_lost += w - r - TICK_RING
-            r = w - TICK_RING
-        while r < w:
-            i = r & (TICK_RING - 1)
-            r += 1
-            self._tick_r = r
-            if not self.playout.is_primed:
-                self._prime_time = self._tick_time[i]
-            self._process_tick(self._tick_pcm[i], self._tick_text[i])
+    def _take_tick(self, pcm: npt.NDArray[np.float32], text: str, arrived_at: float) -> None:
+        if not self.playout.is_primed:
+            self._prime_time = arrived_at
+        self._process_tick(pcm, text)
 
     def _process_tick(self, pcm: npt.NDArray[np.float32], text: str) -> None:
         self.ticks += 1

@@ -24,11 +24,9 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from voicegate.calls.bargein import BargeInRecord
-from voicegate.calls.base import CallInfo, EndReason, LegTransport
 from voicegate.calls.call import (
     _DEFAULT_CONFIG,
     Call,
-    EventSink,
     ResamplerLike,
     _default_resampler,
     _default_vad,
@@ -37,6 +35,7 @@ from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.voice import VadLike
+from voicegate.contracts import CallInfo, EndReason, EventSink, LegTransport
 from voicegate.engine.base import Engine
 from voicegate.errors import InvalidStateError, NoFreeSlot
 

@@ -7,9 +7,9 @@ Owns: the mapping from call state to ``call.started``, ``call.ended``, ``transcr
 from __future__ import annotations
 
 from voicegate.calls.bargein import BargeInRecord
-from voicegate.calls.base import CallInfo, EndReason
 from voicegate.calls.dynamics import Dynamics
 from voicegate.calls.transcript import AgentSegment
+from voicegate.contracts import CallInfo, EndReason
 from voicegate.events.schema import (
     BargeIn,
     CallDynamics,

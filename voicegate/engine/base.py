@@ -13,17 +13,20 @@ Usage::
     ...                                             # sink.on_tick(out) runs on the engine thread
     slot.leave()
 
-Owns: the Engine protocol and the data that crosses it. Imports nothing of telephony.
+Owns: the Engine protocol and the data that crosses it (``PersonaPrompt`` and
+``SamplingParams`` are the personas' side of it, defined in ``voicegate.contracts``).
+Imports nothing of telephony.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from voicegate.contracts import PersonaPrompt, SamplingParams
 
 __all__ = [
     "FRAME_MS",
@@ -43,27 +46,6 @@ __all__ = [
 MODEL_RATE_HZ = 24_000
 FRAME_SAMPLES = 1920
 FRAME_MS = 80
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """Per-persona sampling settings (defaults from the PersonaPlex reference)."""
-
-    text_temperature: float = 0.7
-    text_top_k: int = 25
-    audio_temperature: float = 0.8
-    audio_top_k: int = 250
-
-
-@dataclass(frozen=True, slots=True)
-class PersonaPrompt:
-    """What the engine needs of a persona: its prompt state depends only on voice and text."""
-
-    key: str
-    text_prompt: str
-    voice: str  # a preset name (NATF0 ...) or an absolute path to a WAV clip
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    voice_path: Path | None = None  # resolved WAV path when voice is a clip
 
 
 @dataclass(slots=True)

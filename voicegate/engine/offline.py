@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voicegate.audio.wav import read_wav, write_wav
 from voicegate.engine.base import FRAME_MS, FRAME_SAMPLES, MODEL_RATE_HZ, TickOutput
+from voicegate.engine.clips import resample_clip
 from voicegate.engine.runtime import OFFLINE_QUEUE_FRAMES, BatchedEngine
-from voicegate.engine.wav import read_wav, resample_clip, write_wav
 from voicegate.errors import EngineError
 
 __all__ = ["CallResult", "read_caller_wav", "run_offline_call", "write_call_outputs"]

@@ -8,7 +8,8 @@ Usage::
     slot = engine.join("bank", sink)                 # any thread; NoFreeSlot when full
     slot.push(frame_1920)                            # any thread, once per 80 ms
     # sink.on_tick(out) is called ON THE ENGINE THREAD once per tick: copy out.pcm, don't block
-    # (an asyncio Call hops to its loop with loop.call_soon_threadsafe).
+    # (a Call copies it into a preallocated ring that its event loop reads when the leg next
+    # feeds or pulls audio: no hop onto the loop per tick).
     slot.leave()
     engine.close()
 

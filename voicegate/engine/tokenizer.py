@@ -10,15 +10,18 @@ The release ships ``tokenizer_spm_32k_3.model`` (32000 pieces). The tiny backend
 ``assets/tiny_spm.model``, made by ``scripts/make_tiny_tokenizer.py`` from text written for
 this project. In both, ids 0 (EPAD) and 3 (PAD) are not text.
 
-Owns: TextTokenizer, load_text_tokenizer. Imports sentencepiece and voicegate.errors only.
+Owns: TextTokenizer, load_text_tokenizer, release_token_counter. Imports sentencepiece,
+voicegate.contracts and voicegate.errors only.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sentencepiece as spm
 
+from voicegate.contracts import TokenCounter
 from voicegate.errors import CheckpointError
 
 __all__ = [
@@ -28,7 +31,10 @@ __all__ = [
     "TINY_TOKENIZER_PATH",
     "TextTokenizer",
     "load_text_tokenizer",
+    "release_token_counter",
 ]
+
+log = logging.getLogger("voicegate.engine")
 
 EPAD_ID = 0
 PAD_ID = 3
@@ -87,3 +93,26 @@ def load_text_tokenizer(model_dir: Path | None) -> TextTokenizer:
             f"text tokenizer: {path} is not a SentencePiece model: {exc}"
         ) from exc
     return TextTokenizer(processor, str(path))
+
+
+def release_token_counter(model_dir: Path | None) -> TokenCounter | None:
+    """Counts a persona prompt with the release tokenizer when ``model_dir`` holds it; None
+    otherwise (no folder, no tokenizer file, a broken one: logged), so that the caller falls
+    back to an estimate.
+
+    The tiny backend's bundled tokenizer is never used: its small vocabulary would overstate a
+    prompt's length against the release's 32k pieces.
+    """
+    if model_dir is None:
+        return None
+    if not (Path(model_dir) / RELEASE_TOKENIZER_NAME).is_file():
+        log.warning(
+            "%s has no %s; counting prompt tokens by estimate", model_dir, RELEASE_TOKENIZER_NAME
+        )
+        return None
+    try:
+        tokenizer = load_text_tokenizer(Path(model_dir))
+    except CheckpointError as exc:  # a broken model folder must not stop validation
+        log.warning("model tokenizer unavailable (%s); counting prompt tokens by estimate", exc)
+        return None
+    return tokenizer.count

@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.audio.wav import read_wav
 from voicegate.engine.base import MODEL_RATE_HZ, PersonaPrompt
+from voicegate.engine.clips import normalize_loudness, resample_clip
 from voicegate.engine.lm import VoicePrompt
 from voicegate.engine.mimi import MimiModel, encode_clip
-from voicegate.engine.wav import normalize_loudness, read_wav, resample_clip
 from voicegate.errors import AudioError, CheckpointError, PersonaError
 
 __all__ = ["VoiceBank", "clip_codes", "fake_voice_clip"]

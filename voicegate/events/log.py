@@ -8,7 +8,8 @@ Usage (on the event loop)::
     async with log.subscribe(call_id="c1") as sub: ...                            # live fan-out
     await log.aclose(timeout_s=2.0)         # flush what it can; the rest stays journaled
 
-Design (see DESIGN.md "Redis" and the Budgets row "Redis outage of 60 s mid-call"):
+Design (the budget: a Redis outage of 60 s mid-call leaves calls unaffected, loses no event and
+keeps memory bounded):
 
 * ``emit()`` encodes the event, stamps it with this writer's next sequence number, appends it to
   a bounded in-memory deque and wakes the writer. It never awaits, never does I/O, never raises.
@@ -44,6 +45,9 @@ Design (see DESIGN.md "Redis" and the Budgets row "Redis outage of 60 s mid-call
   is older, may be half-sent, and keeps its order; a call's log keeps a consistent prefix.
 * Not supported: Redis Cluster (the script touches the call keys and the global stream).
 
+* State: ``WriterState`` names where the writer is (connected, outage, replaying, closing, ...);
+  ``_TRANSITIONS`` lists the changes allowed and ``_set_state()`` checks them.
+
 Owns: emit(), the queue, the writer task and its connect / spill / replay cycle. Redis I/O is in
 ``_redis.py``, the journal files in ``_journal.py``, the metrics in ``_metrics.py``.
 Must not import calls, legs or engine.
@@ -53,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import random
@@ -65,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from voicegate.errors import InvalidStateError
 from voicegate.events._journal import Journal, Record
 from voicegate.events._metrics import EventLogStats, StatsCollector
 from voicegate.events._redis import BatchResult, Outage, RedisSink
@@ -74,13 +80,38 @@ from voicegate.events.schema import Event, encode_fields
 if TYPE_CHECKING:
     from voicegate.config import Settings
 
-__all__ = ["EventLog", "EventLogStats"]
+__all__ = ["EventLog", "EventLogStats", "WriterState"]
 
 log = logging.getLogger("voicegate.events")
 
 
 REPLAY_BATCH_MAX = 64
 _LOG_EVERY = 1000  # repeated problems (drops, malformed events) are logged once per this many
+
+
+class WriterState(enum.Enum):
+    """Where the writer is in its Redis connection cycle, or that it is closing."""
+
+    NEW = "new"  # start() not called yet: events queue in memory
+    STARTING = "starting"  # the writer task runs; the first connection is not tried yet
+    CONNECTED = "connected"  # Redis up, nothing journaled: events are written as they come
+    REPLAYING = "replaying"  # Redis up: the journal is replayed before anything newer
+    OUTAGE = "outage"  # Redis down: events spill to the journal, reconnects back off
+    CLOSING = "closing"  # aclose(): no new events; the writer ends once it wrote what it can
+    CLOSED = "closed"  # aclose() is done
+
+
+_S = WriterState
+_TRANSITIONS: dict[WriterState, frozenset[WriterState]] = {
+    _S.NEW: frozenset({_S.STARTING, _S.CLOSING}),
+    _S.STARTING: frozenset({_S.CONNECTED, _S.REPLAYING, _S.OUTAGE, _S.CLOSING}),
+    _S.CONNECTED: frozenset({_S.OUTAGE, _S.CLOSING}),
+    _S.REPLAYING: frozenset({_S.CONNECTED, _S.OUTAGE, _S.CLOSING}),
+    _S.OUTAGE: frozenset({_S.CONNECTED, _S.REPLAYING, _S.CLOSING}),
+    _S.CLOSING: frozenset({_S.CLOSED}),
+    _S.CLOSED: frozenset(),
+}
+_NOT_ACCEPTING = frozenset({_S.CLOSING, _S.CLOSED})
 
 
 class EventLog:
@@ -156,10 +187,8 @@ class EventLog:
             retention_s=retention_s,
             open_call_ttl_s=self.open_call_ttl_s,
         )
-        self._is_closed = False
-        self._is_closing = False
-        self._is_started = False
-        self._outage_since = 0.0
+        self._state = WriterState.NEW
+        self._outage_since = 0.0  # monotonic start of the current outage (0.0: none)
         self._is_spill_failing = False
         # plain-int counters, published by the collector at scrape time
         self.n_emitted = 0
@@ -173,7 +202,6 @@ class EventLog:
         self.n_dropped_rejected = 0
         self.n_dropped_closed = 0
         self.queue_peak = 0
-        self.is_redis_up = False
         self._registry = registry
         self._collector: StatsCollector | None = None
         if registry is not None:
@@ -197,11 +225,50 @@ class EventLog:
 
     # --- lifecycle ---
 
+    @property
+    def state(self) -> WriterState:
+        return self._state
+
+    @property
+    def is_redis_up(self) -> bool:
+        """The writer holds a connection to Redis."""
+        return self._sink.is_connected
+
+    def _set_state(self, state: WriterState) -> None:
+        if state is self._state:
+            return
+        if state not in _TRANSITIONS[self._state]:
+            raise InvalidStateError(
+                f"event writer: cannot go from {self._state.value} to {state.value}"
+            )
+        log.debug("event writer: %s -> %s", self._state.value, state.value)
+        self._state = state
+
+    def _set_link(self, state: WriterState) -> None:
+        """A change of the Redis link; while closing it changes what the writer does, not its
+        state (the writer task then looks at the connection and the journal themselves)."""
+        if self._state is not WriterState.CLOSING:
+            self._set_state(state)
+
+    def _begin_outage(self) -> bool:
+        """Redis is down: enter OUTAGE; True when this starts a new outage."""
+        if self._outage_since:
+            return False
+        self._outage_since = time.monotonic()
+        self._set_link(WriterState.OUTAGE)
+        return True
+
+    def _is_closing(self) -> bool:
+        return self._state is WriterState.CLOSING
+
+    def _is_replay_pending(self) -> bool:
+        return bool(self._replay) or self._journal.has_pending()
+
     async def start(self) -> None:
         """Open the journal (adopting any left by a dead process) and start the writer task."""
-        if self._is_started:
+        if self._state is not WriterState.NEW:
             raise RuntimeError("EventLog.start() called twice")
-        self._is_started = True
+        self._set_state(WriterState.STARTING)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="voicegate-journal")
@@ -216,10 +283,9 @@ class EventLog:
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
         """Stop accepting events, write what can be written within ``timeout_s``, journal the rest."""
-        if self._is_closed:
+        if self._state in _NOT_ACCEPTING:
             return
-        self._is_closed = True
-        self._is_closing = True
+        self._set_state(WriterState.CLOSING)
         self._wake.set()
         if self._task is not None:
             try:
@@ -252,6 +318,7 @@ class EventLog:
         if self._collector is not None and self._registry is not None:
             self._registry.unregister(self._collector)
             self._collector = None
+        self._set_state(WriterState.CLOSED)
 
     # --- the hot path ---
 
@@ -275,7 +342,7 @@ class EventLog:
             if self.n_dropped_malformed % _LOG_EVERY == 1:
                 log.error("event dropped (%d so far): %s", self.n_dropped_malformed, exc)
             return
-        if self._is_closed:
+        if self._state in _NOT_ACCEPTING:
             self.n_dropped_closed += 1
             if self.n_dropped_closed % _LOG_EVERY == 1:
                 log.warning("event emitted after EventLog.aclose() dropped: %s", fields["type"])
@@ -370,10 +437,12 @@ class EventLog:
         backoff = self.backoff_min_s
         while True:
             try:
+                state = self._state
+                is_closing = state is WriterState.CLOSING
                 if not self._sink.is_connected:
-                    if self._is_closing and self._outage_since:
+                    if is_closing and self._outage_since:
                         return  # known down: aclose() journals the rest
-                    if self._outage_since:  # not before the first try: start() with Redis up
+                    if state is WriterState.OUTAGE:  # not STARTING: start() with Redis up
                         await self._spill()
                         if await self._sleep_spilling(backoff * random.uniform(0.5, 1.0)):
                             return
@@ -381,18 +450,19 @@ class EventLog:
                         backoff = self.backoff_min_s
                     else:
                         backoff = min(backoff * 2, self.backoff_max_s)
-                        if not self._outage_since:
-                            self._outage_since = time.monotonic()
+                        self._begin_outage()
                     continue
-                if self._replay or self._journal.has_pending():
-                    if self._is_closing:
+                if state is WriterState.REPLAYING or (is_closing and self._is_replay_pending()):
+                    if is_closing:
                         return  # the queue is journaled behind the pending segments
                     await self._replay_step()
                     if len(self._queue) >= self.queue_max // 2:
                         await self._spill()
+                    if not self._is_replay_pending():
+                        self._set_link(WriterState.CONNECTED)
                     continue
                 if not self._queue:
-                    if self._is_closing:
+                    if is_closing:
                         return
                     self._wake.clear()
                     await self._wake.wait()
@@ -404,8 +474,7 @@ class EventLog:
                 await self._on_outage(exc)
             except Exception:  # a bug or a journal failure must not end the writer
                 log.exception("event writer error; reconnecting")
-                if not self._outage_since:
-                    self._outage_since = time.monotonic()
+                self._begin_outage()
                 await self._drop_client()
                 await asyncio.sleep(self.backoff_max_s)
 
@@ -430,7 +499,6 @@ class EventLog:
             if not self._outage_since:
                 log.warning("redis %s unreachable (%s); journaling events", self.redis_url, exc)
             return False
-        self.is_redis_up = True
         if self._outage_since:
             log.warning(
                 "redis %s back after %.1f s; replaying %d journaled bytes",
@@ -439,15 +507,15 @@ class EventLog:
                 self._journal.pending_bytes,
             )
             self._outage_since = 0.0
+        pending = self._is_replay_pending()
+        self._set_link(WriterState.REPLAYING if pending else WriterState.CONNECTED)
         return True
 
     async def _drop_client(self) -> None:
-        self.is_redis_up = False
         await self._sink.close()
 
     async def _on_outage(self, exc: BaseException) -> None:
-        if not self._outage_since:
-            self._outage_since = time.monotonic()
+        if self._begin_outage():
             log.warning("redis %s failed (%s); journaling events", self.redis_url, exc)
         await self._drop_client()
         await self._spill()
@@ -532,7 +600,7 @@ class EventLog:
         """Wait ``delay_s`` while journaling what is emitted meanwhile; True if closing."""
         assert self._loop is not None
         deadline = self._loop.time() + delay_s
-        while not self._is_closing:
+        while not self._is_closing():
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 return False
@@ -541,7 +609,7 @@ class EventLog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), remaining)
                 # gather a few before paying for an fsync, unless the queue is filling up
-                if len(self._queue) < self.queue_max // 4 and not self._is_closing:
+                if len(self._queue) < self.queue_max // 4 and not self._is_closing():
                     await asyncio.sleep(
                         min(self.spill_interval_s, max(0.0, deadline - self._loop.time()))
                     )

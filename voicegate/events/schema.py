@@ -13,7 +13,7 @@ Usage::
     assert decode_fields(fields) == ev
 
 Owns: the event models, their wire encoding and the Redis key names.
-Must not import asyncio, redis, or any voicegate module but ``errors``.
+Must not import asyncio, redis, or any voicegate module but ``contracts`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from voicegate.contracts import CALL_ID_PATTERN  # call_id goes into Redis key names
 from voicegate.errors import EventError
 
 __all__ = [
@@ -57,8 +58,6 @@ GLOBAL_EVENTS_KEY = "voicegate:events"
 MAX_EVENT_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 8192
 MAX_SHORT_CHARS = 256
-# call_id goes into Redis key names: keep it to a safe alphabet.
-CALL_ID_PATTERN = r"^[A-Za-z0-9._:@+-]{1,128}$"
 
 _BOOT = os.urandom(4).hex()
 _COUNTER = itertools.count(1)

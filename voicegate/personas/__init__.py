@@ -7,8 +7,9 @@ Usage::
     router = Router(load_numbers(Path("telephony/numbers.yaml"), store.names()), store.has)
     persona = store.get(router.route(called_number))
 
-Owns: voicegate/personas/*. Imports only ``voicegate.engine.base`` of the engine (and the
-engine's tokenizer lazily, to count prompt tokens); never calls, legs or app.
+Owns: voicegate/personas/*. Imports ``voicegate.contracts`` (``PersonaPrompt`` for the engine,
+``TokenCounter``: a prompt is counted by the counter passed in), ``voicegate.audio.wav`` for
+voice clips; never the engine, calls, legs or app.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from voicegate.personas.schema import (
     persona_json_schema,
 )
 from voicegate.personas.store import NumbersStore, OnPersonaChange, PersonaStore
-from voicegate.personas.tokens import default_token_counter, estimate_tokens
+from voicegate.personas.tokens import estimate_tokens
 from voicegate.personas.validate import validate_paths
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "Problem",
     "Router",
     "Sampling",
-    "default_token_counter",
     "estimate_tokens",
     "format_problems",
     "has_errors",

@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from voicegate.errors import PersonaValidationError
+from voicegate.audio.wav import WavInfo, inspect_wav
+from voicegate.errors import PersonaValidationError, WavError
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
 from voicegate.personas.schema import (
     NAME_PATTERN,
@@ -35,7 +36,6 @@ from voicegate.personas.tokens import (
     estimate_tokens,
     is_estimate,
 )
-from voicegate.personas.wav import WavError, inspect_wav
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
 __all__ = [
@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 PERSONA_SUFFIXES = (".yaml", ".yml")
+MIN_CLIP_S = 2.0
+MAX_CLIP_S = 30.0
+MAX_CLIP_BYTES = 64 * 1024 * 1024  # a 30 s clip needs far less
 
 # Keys people reach for that mean something else here.
 _SYNONYMS: dict[str, str] = {
@@ -148,6 +151,17 @@ def _schema_problems(
     return out
 
 
+def _inspect_clip(path: Path) -> WavInfo:
+    """A readable WAV of a voice clip's length, or WavError saying why not."""
+    info = inspect_wav(path, max_bytes=MAX_CLIP_BYTES)
+    if not MIN_CLIP_S <= info.duration_s <= MAX_CLIP_S:
+        raise WavError(
+            f"clip is {info.duration_s:.2f} s long; a voice clip must be {MIN_CLIP_S:g} to "
+            f"{MAX_CLIP_S:g} s"
+        )
+    return info
+
+
 def _voice_problems(
     voice: str, file: Path, personas_dir: Path, pos: tuple[int, int], digest: Any
 ) -> tuple[Path | None, list[Problem]]:
@@ -166,7 +180,7 @@ def _voice_problems(
     if not resolved.is_file():
         return err(f"voice clip '{voice}' is not a file")
     try:
-        info = inspect_wav(resolved)
+        info = _inspect_clip(resolved)
     except WavError as exc:
         return err(f"voice clip '{voice}': {exc}")
     try:

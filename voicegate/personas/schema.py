@@ -3,7 +3,7 @@
 The persona's name is its file stem, not a key. Checks that need the file system (voice clip
 inside the personas folder, readable, 2-30 s) live in ``loader``; this module is pure.
 Owns: PersonaSpec (the YAML document), Sampling, Limits, Persona (a loaded persona), the voice
-presets. Imports only ``voicegate.engine.base`` (for PersonaPrompt).
+presets. Imports only ``voicegate.contracts`` (for PersonaPrompt, the engine's view of a persona).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from voicegate.engine.base import PersonaPrompt, SamplingParams
+from voicegate.contracts import PersonaPrompt, SamplingParams
 
 __all__ = [
     "NAME_PATTERN",

@@ -1,24 +1,20 @@
-"""Counting a text prompt in model tokens: the engine's SentencePiece tokenizer, or an estimate.
+"""Counting a text prompt in model tokens: a ``TokenCounter`` is passed in by whoever wires the
+personas (the release tokenizer's, ``voicegate.engine.tokenizer.release_token_counter``, when a
+model folder is set), else the estimate here.
 
-Owns: ``estimate_tokens`` and ``default_token_counter``. Imports the engine tokenizer lazily
-(only when a model folder is configured).
+Owns: ``estimate_tokens``, ``is_estimate``, the 200-token guidance. Imports nothing of the engine.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable
-from pathlib import Path
 
-__all__ = ["PROMPT_TOKEN_GUIDANCE", "TokenCounter", "default_token_counter", "estimate_tokens"]
+from voicegate.contracts import TokenCounter
 
-log = logging.getLogger("voicegate.personas")
+__all__ = ["PROMPT_TOKEN_GUIDANCE", "TokenCounter", "estimate_tokens", "is_estimate"]
 
 PROMPT_TOKEN_GUIDANCE = 200  # PersonaPlex's prompts are guidance-limited to about 200 tokens
 _WORDS_TO_TOKENS = 1.3
-
-TokenCounter = Callable[[str], int]
 
 
 def estimate_tokens(text: str) -> int:
@@ -27,28 +23,5 @@ def estimate_tokens(text: str) -> int:
 
 
 def is_estimate(counter: TokenCounter) -> bool:
+    """True when ``counter`` is the estimate (problems then say the count is estimated)."""
     return counter is estimate_tokens
-
-
-def default_token_counter(model_dir: Path | None = None) -> TokenCounter:
-    """The release's SentencePiece count when ``model_dir`` holds it, else ``estimate_tokens``.
-
-    The tiny backend's bundled tokenizer is not used: its small vocabulary would overstate a
-    prompt's length against the release's 32k pieces.
-    """
-    if model_dir is None:
-        return estimate_tokens
-    from voicegate.engine.tokenizer import RELEASE_TOKENIZER_NAME, load_text_tokenizer
-    from voicegate.errors import CheckpointError
-
-    if not (Path(model_dir) / RELEASE_TOKENIZER_NAME).is_file():
-        log.warning(
-            "%s has no %s; counting prompt tokens by estimate", model_dir, RELEASE_TOKENIZER_NAME
-        )
-        return estimate_tokens
-    try:
-        tokenizer = load_text_tokenizer(Path(model_dir))
-    except CheckpointError as exc:  # a broken model folder must not stop validation
-        log.warning("model tokenizer unavailable (%s); counting prompt tokens by estimate", exc)
-        return estimate_tokens
-    return tokenizer.count

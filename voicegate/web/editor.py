@@ -4,7 +4,7 @@ atomically keeping the previous version, and hot-reload it into the running gate
 Usage::
 
     editor = PersonaEditor(store, display_dir=settings.personas_dir,
-                           count_tokens=default_token_counter(settings.model_dir))
+                           count_tokens=count_tokens)
     problems = editor.validate("bank_teller", text)        # blocking: run it off the loop
     result = await editor.save("bank_teller", text)         # SaveResult(ok, problems, ...)
 

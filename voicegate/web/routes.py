@@ -14,7 +14,7 @@
   problems when it has an error or the gateway refused it (the file is then unchanged).
 
 The routes read the running parts from ``request.app.state.parts`` (``503`` before start-up).
-Owns: ``web_router``. Imports events, personas and the webrtc leg's bearer check.
+Owns: ``web_router``. Imports events, personas, contracts and voicegate.auth's bearer check.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from voicegate.auth import bearer_matches
 from voicegate.config import Settings
-from voicegate.events.schema import CALL_ID_PATTERN, Event
-from voicegate.legs.webrtc.auth import bearer_matches
+from voicegate.contracts import CALL_ID_PATTERN, TokenCounter
+from voicegate.events.schema import Event
 from voicegate.personas.problems import Problem, has_errors
-from voicegate.personas.tokens import default_token_counter
+from voicegate.personas.tokens import estimate_tokens
 from voicegate.web.editor import MAX_PERSONA_BYTES, PersonaEditor, check_name
 
 __all__ = ["STATIC_DIR", "event_json", "web_router"]
@@ -82,10 +83,10 @@ def _bad_body() -> JSONResponse:
     )
 
 
-def web_router(settings: Settings) -> APIRouter:
-    """The page, the live event feed and the persona editing API."""
+def web_router(settings: Settings, count_tokens: TokenCounter = estimate_tokens) -> APIRouter:
+    """The page, the live event feed and the persona editing API (prompts counted with
+    ``count_tokens``, as the gateway's persona store counts them)."""
     router = APIRouter()
-    count_tokens = default_token_counter(settings.model_dir)
     editors: dict[int, PersonaEditor] = {}
 
     def parts(request: Request) -> Any:

@@ -30,46 +30,11 @@ def release_checkpoint(tmp_path_factory: pytest.TempPathFactory, parity_config: 
 @pytest.fixture(scope="session")
 def moshi_lm() -> Callable[[LMConfig, int, Path], Any]:
     """Build moshi 0.2.13's LMModel with our shapes and load our checkpoint into it (strict)."""
-    from moshi.models.lm import LMModel as MoshiLMModel  # the oracle is required, never skipped
+    from moshi_ref import moshi_lm as build_moshi_lm  # the oracle is required, never skipped
     from safetensors.torch import load_file
 
     def build(config: LMConfig, dep_q: int, path: Path) -> Any:
-        ffn = (3 * config.ffn_inner + 1) // 2
-        dep_ffn = (3 * config.dep_ffn_inner + 1) // 2
-        assert 2 * ffn // 3 == config.ffn_inner and ffn != 4 * config.dim
-        assert 2 * dep_ffn // 3 == config.dep_ffn_inner and dep_ffn != 4 * config.dep_dim
-        model = MoshiLMModel(
-            delays=list(config.delays),
-            n_q=config.n_q,
-            dep_q=dep_q,
-            card=config.audio_card,
-            text_card=config.text_card,
-            dim=config.dim,
-            num_heads=config.num_heads,
-            num_layers=config.num_layers,
-            hidden_scale=ffn / config.dim,  # type: ignore[arg-type]  # a float in moshi's own configs
-            norm="rms_norm_f32",
-            causal=True,
-            layer_scale=None,
-            context=config.context,
-            max_period=config.max_period,
-            gating="silu",
-            positional_embedding="rope",
-            existing_text_padding_id=config.text_padding_id,
-            depformer_dim=config.dep_dim,
-            depformer_dim_feedforward=dep_ffn,
-            depformer_num_heads=config.dep_num_heads,
-            depformer_num_layers=config.dep_num_layers,
-            depformer_layer_scale=None,
-            depformer_multi_linear=True,
-            depformer_context=dep_q,
-            depformer_max_period=config.max_period,
-            depformer_gating="silu",
-            depformer_pos_emb="none",
-            depformer_weights_per_step=True,
-            device="cpu",
-            dtype=torch.float32,
-        )
+        model = build_moshi_lm(config, dep_q)
         model.load_state_dict(load_file(str(path)), strict=True)
         return model.eval()
 

@@ -10,7 +10,7 @@ import torch
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer, encode_clip
 
 pytest.importorskip("moshi")
-from mimi_moshi_ref import moshi_mimi  # noqa: E402
+from moshi_ref import moshi_mimi  # noqa: E402
 
 FRAME = 1920
 # A 6-entry attention window makes the ring KV cache wrap after 3 frames, so a short

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.calls.base import CallInfo, EndReason, LegTransport
+from voicegate.contracts import CallInfo, EndReason, LegTransport
 from voicegate.legs.sip.message import SipRequest, SipResponse, parse_message
 
 TONE = (8000 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(np.int16)

@@ -14,7 +14,8 @@ from scipy import signal
 
 from voicegate.audio import caller_wav_path, read_wav_int16
 
-from .conftest import SipGateway, free_udp_port, read_events
+from ..gateway import read_events
+from .sip_helpers import SipGateway, free_udp_port
 
 RATE_HZ = 8000
 SPEECH_S = 2.5
@@ -120,4 +121,4 @@ async def test_baresip_hears_the_agent_and_redis_holds_the_call(
     lag, score = best_alignment(a, b)
     assert score > 0.5, f"the caller's speech is not in the recording (best {score:.2f} at {lag})"
     assert 0 < lag < RATE_HZ  # it came back later (engine tick, pacing, baresip's jitter buffer)
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()

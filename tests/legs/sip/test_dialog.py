@@ -14,17 +14,18 @@ from typing import Any
 
 import pytest
 
-from voicegate.calls.base import EndReason
+from voicegate.contracts import EndReason
 from voicegate.errors import NoFreeSlot
+from voicegate.events import LegEvents
 from voicegate.legs.sip import DialogState, Peer, SipConfig, SipServer, SipTimers
 from voicegate.legs.sip.auth import digest_response
 from voicegate.legs.sip.message import SipResponse, parse_message
 from voicegate.legs.sip.rtp import parse_rtp
 from voicegate.legs.sip.sdp import Direction, parse_sdp
 
-from .conftest import rtp_range
 from .fakes import FakeCalls, FakeEvents, FakeRouter, SipPeer, Udp
 from .sip_client import sdp_offer
+from .sip_helpers import rtp_range
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
 T1 = SipTimers(t1_s=0.02, t2_s=0.08)  # 64*T1 = 1.28 s
@@ -74,7 +75,9 @@ async def make_rig() -> AsyncIterator[Callable[..., Any]]:
         }  # fmt: skip
         values.update(overrides)
         calls, events = FakeCalls(), FakeEvents()
-        server = SipServer(SipConfig(**values), calls=calls, router=FakeRouter(), events=events)
+        server = SipServer(
+            SipConfig(**values), calls=calls, router=FakeRouter(), events=LegEvents(events)
+        )
         await server.start()
         rig = Rig(server, calls, events)
         rigs.append(rig)

@@ -12,8 +12,9 @@ import pytest
 
 from voicegate.legs.sip.message import SipRequest, build_response, parse_message
 
-from .conftest import MAX_CALLS, SipGateway, read_events, start_gateway
+from ..gateway import MAX_CALLS, read_events
 from .sip_client import SipClient, sdp_offer
+from .sip_helpers import SipGateway, start_sip_gateway
 
 
 def answer_call(gateway: SipGateway, media: socket.socket) -> SipClient:
@@ -48,7 +49,7 @@ def test_486_when_every_call_place_is_taken(gateway: SipGateway, media: socket.s
             client.send(client.request("BYE", 2))
             assert client.recv_final(3, method="BYE").code == 200
             client.close()
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()
     metrics = httpx.get(gateway.server.base_url + "/metrics", trust_env=False).text
     assert "voicegate_sip_invites_busy_total" in metrics
     line = next(
@@ -60,12 +61,11 @@ def test_486_when_every_call_place_is_taken(gateway: SipGateway, media: socket.s
 async def test_drain_ends_sip_calls_with_bye_and_refuses_new_ones(
     redis_url: str, tmp_path: Path, media: socket.socket
 ) -> None:
-    server, app = start_gateway(redis_url, tmp_path)
-    gateway = SipGateway(server, app, redis_url)
+    gateway = start_sip_gateway(redis_url, tmp_path)
     try:
         client = await asyncio.to_thread(answer_call, gateway, media)
         (call_id,) = gateway.sip_call_ids()
-        loop: asyncio.AbstractEventLoop = app.state.loop
+        loop: asyncio.AbstractEventLoop = gateway.app.state.loop
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gateway.calls.drain(0), loop))
         client.sock.settimeout(3)
         while True:
@@ -83,4 +83,4 @@ async def test_drain_ends_sip_calls_with_bye_and_refuses_new_ones(
         late.close()
         client.close()
     finally:
-        server.stop()
+        gateway.server.stop()

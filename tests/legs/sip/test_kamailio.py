@@ -17,7 +17,8 @@ import pytest
 
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 
-from .conftest import REPO, SipGateway, free_udp_port, read_events, run_sipp
+from ..gateway import REPO, read_events
+from .sip_helpers import SipGateway, free_udp_port, run_sipp
 
 CONFIG = REPO / "telephony" / "kamailio" / "kamailio.cfg"
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
@@ -106,4 +107,4 @@ async def test_calls_through_the_example_sbc(gateway: SipGateway, sbc: int, tmp_
         for ev in events
     )
     assert kinds == [("5", "#"), ("hold", "unhold")]
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()

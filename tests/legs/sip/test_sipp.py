@@ -9,8 +9,9 @@ import pytest
 
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 
-from .conftest import SipGateway, read_events, run_sipp
+from ..gateway import read_events
 from .sip_client import SipClient
+from .sip_helpers import SipGateway, run_sipp
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ async def test_sipp_uac_pcap_call_runs_and_records_events(
     dialog = [e["status"] for e in events if e["type"] == "leg.status"]
     assert dialog[:2] == ["dialog-accepted", "dialog-confirmed"]
     assert gateway.stats.rtp_in - rtp_in >= 200  # g711a.pcap holds ~230 A-law packets
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])  # SIPp: one UDP socket / one TCP connection
@@ -69,7 +70,7 @@ async def test_sipp_pcmu_call_with_dtmf_routes_by_sip_user(
     assert [e["digit"] for e in events if e["type"] == "dtmf"] == ["5", "#"]
     assert gateway.stats.rtp_in - rtp_in >= 90  # 2 s of caller audio
     assert gateway.stats.rtp_out - rtp_out >= 90  # paced agent audio back
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()
 
 
 async def test_sipp_cancel_before_answer_gets_487_and_starts_no_call(
@@ -102,7 +103,7 @@ async def test_sipp_hold_and_unhold_reinvites(gateway: SipGateway, workdir: Path
         if e["type"] == "leg.status" and not e["status"].startswith("dialog-")
     ]
     assert statuses == ["hold", "unhold"]
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()
 
 
 def test_sipp_invite_from_a_refused_address_gets_403(gateway: SipGateway, workdir: Path) -> None:
@@ -119,7 +120,7 @@ def test_sipp_exit_code_is_nonzero_when_the_scenario_fails(
     # the allowed address gets a call, not the 403 refused.xml expects: SIPp must report failure
     result = run_sipp(gateway.sip_port, workdir, scenario="refused.xml", timeout_s=3)
     assert result.returncode != 0
-    gateway.wait_idle()
+    gateway.wait_idle_blocking()
 
 
 def test_invite_burst_from_one_source_is_rate_limited(gateway: SipGateway) -> None:

@@ -16,7 +16,7 @@ import pytest
 from voicegate.audio import caller_speech_ms, load_caller
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from .conftest import Gateway
+from .twilio_helpers import TwilioGateway
 
 CALLED = "+14155550100"  # bank_teller in telephony/numbers.yaml
 CALLER = "+15005550006"
@@ -45,7 +45,7 @@ async def test_voice_webhook_answers_connect_stream(twilio: TwilioSimulator) -> 
 
 @pytest.mark.parametrize("signature", [None, "bogus", "wrong-url"])
 async def test_unsigned_or_wrongly_signed_webhooks_get_403(
-    gateway: Gateway,
+    gateway: TwilioGateway,
     twilio: TwilioSimulator,
     signature: str | None,
     caplog: pytest.LogCaptureFixture,
@@ -65,13 +65,15 @@ async def test_unsigned_or_wrongly_signed_webhooks_get_403(
     assert status.status_code == 403
 
 
-async def test_webhook_signed_with_another_auth_token_gets_403(gateway: Gateway) -> None:
+async def test_webhook_signed_with_another_auth_token_gets_403(gateway: TwilioGateway) -> None:
     async with gateway.simulator(auth_token="another-accounts-token") as forger:
         placed = await forger.place_call(CALLER, CALLED)
     assert placed.status_code == 403
 
 
-async def test_unsigned_stream_is_closed_1008(gateway: Gateway, twilio: TwilioSimulator) -> None:
+async def test_unsigned_stream_is_closed_1008(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     for signature in (None, "bogus"):
         stream = await twilio.open_stream(placed, signature=signature)
@@ -82,7 +84,7 @@ async def test_unsigned_stream_is_closed_1008(gateway: Gateway, twilio: TwilioSi
 
 
 async def test_bad_or_reused_token_is_closed_1008(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     forged = dataclasses.replace(placed, parameters={**placed.parameters, "token": "x" * 32})
@@ -99,7 +101,7 @@ async def test_bad_or_reused_token_is_closed_1008(
     await good.stop()
 
 
-async def test_call_end_to_end(gateway: Gateway, twilio: TwilioSimulator) -> None:
+async def test_call_end_to_end(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     stream = await twilio.open_stream(placed)
     await stream.play(tone(1.5))
@@ -133,7 +135,7 @@ async def test_call_end_to_end(gateway: Gateway, twilio: TwilioSimulator) -> Non
 
 
 async def test_output_is_paced_against_the_playout_clock(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     stream = await twilio.open_stream(placed)
@@ -152,7 +154,7 @@ async def test_output_is_paced_against_the_playout_clock(
 
 
 async def test_stop_frees_the_slot_and_full_gateway_rejects_busy(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     streams = []
     for _ in range(2):
@@ -178,7 +180,7 @@ async def test_stop_frees_the_slot_and_full_gateway_rejects_busy(
 
 
 async def test_malformed_frames_are_reported_and_other_calls_are_unaffected(
-    gateway: Gateway, twilio: TwilioSimulator, caplog: pytest.LogCaptureFixture
+    gateway: TwilioGateway, twilio: TwilioSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     bad_placed = await twilio.place_call(CALLER, CALLED)
     good_placed = await twilio.place_call(CALLER, CALLED)
@@ -219,7 +221,7 @@ async def test_malformed_frames_are_reported_and_other_calls_are_unaffected(
 
 
 async def test_clear_drops_queued_audio_and_returns_marks(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     stream = await twilio.open_stream(placed)
@@ -253,7 +255,7 @@ async def _get_stream(leg: object, call_id: str) -> object:
 
 
 async def test_scripted_barge_in_clears_twilio_and_logs_the_event(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     # The echo engine "speaks" the caller's audio back a few hundred ms later. The caller says
     # sentence A, then a 2 kHz tone (loud, not speech: the caller's voice activity stops while
@@ -280,7 +282,7 @@ async def test_scripted_barge_in_clears_twilio_and_logs_the_event(
 
 
 async def test_a_long_network_path_does_not_starve_the_caller(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     # mark echoes take 150 ms to come back: marks alone would count that as queued audio
     dropped = gateway.twilio_stats.held_frames_dropped
@@ -297,7 +299,7 @@ async def test_a_long_network_path_does_not_starve_the_caller(
 
 
 async def test_when_twilio_stops_confirming_output_stops_at_the_bound(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     stream = await twilio.open_stream(placed)
@@ -314,7 +316,7 @@ async def test_when_twilio_stops_confirming_output_stops_at_the_bound(
     assert gateway.twilio_stats.held_frames_dropped > dropped
 
 
-async def test_ready_and_metrics(gateway: Gateway, twilio: TwilioSimulator) -> None:
+async def test_ready_and_metrics(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
     async with httpx.AsyncClient(base_url=gateway.base_url, trust_env=False) as client:
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
@@ -342,7 +344,7 @@ async def test_ready_and_metrics(gateway: Gateway, twilio: TwilioSimulator) -> N
 
 
 async def test_a_stalled_event_loop_keeps_the_playout_clock_real_time(
-    gateway: Gateway, twilio: TwilioSimulator
+    gateway: TwilioGateway, twilio: TwilioSimulator
 ) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     stream = await twilio.open_stream(placed)

@@ -17,7 +17,8 @@ import pytest
 from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from .conftest import AUTH_TOKEN, PUBLIC_URL, REPO, gateway_env, read_events
+from ..gateway import REPO, read_events
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
 
 CALLED = "+14155550100"
 CALLER = "+15005550006"

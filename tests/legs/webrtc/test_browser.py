@@ -16,25 +16,28 @@ import pytest
 from voicegate.audio import caller_wav_path
 from voicegate.personas import validate_paths
 
+from ..gateway import REPO
 from .browser import Chromium
-from .conftest import EDITOR_TOKEN, REPO, WEBRTC_TOKEN, Gateway, start_gateway
+from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def tiny_gateway(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebRtcGateway]:
     tmp = tmp_path_factory.mktemp("gw-browser")
     personas = tmp / "personas"
     shutil.copytree(REPO / "personas", personas)
-    gw = start_gateway(redis_url, tmp, engine="tiny", personas_dir=personas)
+    gw = start_webrtc_gateway(redis_url, tmp, engine="tiny", personas_dir=personas)
     try:
         yield gw
     finally:
         gw.server.stop()
 
 
-def page_url(gw: Gateway) -> str:
+def page_url(gw: WebRtcGateway) -> str:
     return f"{gw.base_url}/#call_token={WEBRTC_TOKEN}&editor_token={EDITOR_TOKEN}"
 
 
@@ -48,7 +51,7 @@ def silent_wav(path: Path, seconds: float = 1.0) -> Path:
 
 
 async def test_browser_calls_a_persona_hears_it_and_sees_its_transcript(
-    tiny_gateway: Gateway, tmp_path: Path
+    tiny_gateway: WebRtcGateway, tmp_path: Path
 ) -> None:
     gw = tiny_gateway
     async with Chromium(
@@ -87,7 +90,7 @@ async def test_browser_calls_a_persona_hears_it_and_sees_its_transcript(
 
 
 async def test_browser_edits_a_persona_refused_then_saved_and_the_next_call_uses_it(
-    tiny_gateway: Gateway, tmp_path: Path
+    tiny_gateway: WebRtcGateway, tmp_path: Path
 ) -> None:
     gw = tiny_gateway
     path = gw.personas_dir / "wise_teacher.yaml"

@@ -17,19 +17,22 @@ from voicegate.personas.schema import Persona
 from voicegate.web import editor as editor_module
 from voicegate.web.editor import PersonaEditor
 
-from .conftest import EDITOR_TOKEN, REPO, WEBRTC_TOKEN, Gateway, start_gateway
+from ..gateway import REPO
+from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 EDIT = {"Authorization": f"Bearer {EDITOR_TOKEN}"}
 CALL = {"Authorization": f"Bearer {WEBRTC_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def edit_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def edit_gateway(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebRtcGateway]:
     tmp = tmp_path_factory.mktemp("gw-edit")
     personas = tmp / "personas"
     shutil.copytree(REPO / "personas", personas)
     # no background polling: whatever is served after a save was loaded by the save itself
-    gw = start_gateway(redis_url, tmp, personas_dir=personas, reload_interval_s=3600)
+    gw = start_webrtc_gateway(redis_url, tmp, personas_dir=personas, reload_interval_s=3600)
     try:
         yield gw
     finally:
@@ -37,7 +40,7 @@ def edit_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture
-def http(edit_gateway: Gateway) -> Iterator[httpx.Client]:
+def http(edit_gateway: WebRtcGateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=edit_gateway.base_url, trust_env=False, timeout=10) as client:
         yield client
 
@@ -88,7 +91,7 @@ def test_the_page_is_served(http: httpx.Client) -> None:
     ],
 )
 def test_validate_reports_what_the_cli_reports(
-    http: httpx.Client, edit_gateway: Gateway, tmp_path: Path, mutate: object
+    http: httpx.Client, edit_gateway: WebRtcGateway, tmp_path: Path, mutate: object
 ) -> None:
     original = (edit_gateway.personas_dir / "bank_teller.yaml").read_text()
     text = mutate(original)  # type: ignore[operator]
@@ -107,7 +110,7 @@ def test_validate_reports_what_the_cli_reports(
     assert ok["ok"] is True
 
 
-def test_an_invalid_persona_is_never_saved(http: httpx.Client, edit_gateway: Gateway) -> None:
+def test_an_invalid_persona_is_never_saved(http: httpx.Client, edit_gateway: WebRtcGateway) -> None:
     path = edit_gateway.personas_dir / "support_agent.yaml"
     before, mtime = path.read_bytes(), path.stat().st_mtime_ns
     resp = http.put(
@@ -121,7 +124,7 @@ def test_an_invalid_persona_is_never_saved(http: httpx.Client, edit_gateway: Gat
 
 
 def test_a_valid_save_is_atomic_keeps_the_old_version_and_serves_at_once(
-    http: httpx.Client, edit_gateway: Gateway
+    http: httpx.Client, edit_gateway: WebRtcGateway
 ) -> None:
     folder = edit_gateway.personas_dir
     path = folder / "mars_astronaut.yaml"
@@ -144,7 +147,7 @@ def test_a_valid_save_is_atomic_keeps_the_old_version_and_serves_at_once(
 
 
 async def test_a_new_persona_saved_from_the_page_can_be_called_at_once(
-    edit_gateway: Gateway,
+    edit_gateway: WebRtcGateway,
 ) -> None:
     text = (edit_gateway.personas_dir / "wise_teacher.yaml").read_text()
     async with httpx.AsyncClient(base_url=edit_gateway.base_url, trust_env=False) as http:
@@ -206,7 +209,7 @@ def test_only_the_newest_versions_are_kept(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_failing_write_is_reported_and_replaces_nothing(
-    http: httpx.Client, edit_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+    http: httpx.Client, edit_gateway: WebRtcGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = edit_gateway.personas_dir
     before = (folder / "bank_teller.yaml").read_text()

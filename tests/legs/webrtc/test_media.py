@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError
 
-from voicegate.legs.webrtc.auth import bearer_matches
+from voicegate.auth import bearer_matches
 from voicegate.legs.webrtc.ice import keep_loopback_candidates, rtc_configuration
 from voicegate.legs.webrtc.media import (
     FRAME_SAMPLES,

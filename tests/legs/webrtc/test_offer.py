@@ -12,10 +12,10 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from voicegate.audio import caller_wav_path
-from voicegate.calls.base import EndReason
+from voicegate.contracts import EndReason
 from voicegate.legs.webrtc.sim import WebRtcCaller, read_wav_48k
 
-from .conftest import EDITOR_TOKEN, WEBRTC_TOKEN, Gateway
+from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def rms(x: np.ndarray) -> float:
 
 
 async def test_a_call_echoes_the_caller_and_logs_webrtc_events(
-    gateway: Gateway, caller_pcm: np.ndarray
+    gateway: WebRtcGateway, caller_pcm: np.ndarray
 ) -> None:
     async with WebRtcCaller(gateway.base_url, WEBRTC_TOKEN, caller_pcm) as caller:
         answer = await caller.call("bank_teller")
@@ -67,7 +67,9 @@ async def test_a_call_echoes_the_caller_and_logs_webrtc_events(
     assert ingress and float(ingress[0].split()[-1]) > 100  # one per received 20 ms frame
 
 
-async def test_refuses_without_the_bearer_token(gateway: Gateway, caller_pcm: np.ndarray) -> None:
+async def test_refuses_without_the_bearer_token(
+    gateway: WebRtcGateway, caller_pcm: np.ndarray
+) -> None:
     async with WebRtcCaller(gateway.base_url, WEBRTC_TOKEN, caller_pcm) as caller:
         for token in ("", "wrong", EDITOR_TOKEN):
             resp = await caller.offer("bank_teller", token=token)
@@ -77,7 +79,7 @@ async def test_refuses_without_the_bearer_token(gateway: Gateway, caller_pcm: np
 
 
 async def test_unknown_persona_bad_offer_and_duplicate_call_id(
-    gateway: Gateway, caller_pcm: np.ndarray
+    gateway: WebRtcGateway, caller_pcm: np.ndarray
 ) -> None:
     async with WebRtcCaller(gateway.base_url, WEBRTC_TOKEN, caller_pcm) as caller:
         resp = await caller.offer("no_such_persona")
@@ -116,7 +118,7 @@ async def test_unknown_persona_bad_offer_and_duplicate_call_id(
 
 
 async def test_503_when_every_call_place_is_taken_and_the_slot_is_freed_on_close(
-    gateway: Gateway, caller_pcm: np.ndarray
+    gateway: WebRtcGateway, caller_pcm: np.ndarray
 ) -> None:
     callers = [WebRtcCaller(gateway.base_url, WEBRTC_TOKEN, caller_pcm) for _ in range(3)]
     try:
@@ -143,7 +145,7 @@ async def test_503_when_every_call_place_is_taken_and_the_slot_is_freed_on_close
 
 
 async def test_the_gateway_ending_a_call_closes_the_peer_connection(
-    gateway: Gateway, caller_pcm: np.ndarray
+    gateway: WebRtcGateway, caller_pcm: np.ndarray
 ) -> None:
     async with WebRtcCaller(gateway.base_url, WEBRTC_TOKEN, caller_pcm) as caller:
         await caller.call("bank_teller")
@@ -157,7 +159,9 @@ async def test_the_gateway_ending_a_call_closes_the_peer_connection(
     assert ended["reason"] == "drain"
 
 
-async def test_no_audio_from_the_browser_ends_the_call_as_media_timeout(gateway: Gateway) -> None:
+async def test_no_audio_from_the_browser_ends_the_call_as_media_timeout(
+    gateway: WebRtcGateway,
+) -> None:
     gateway.webrtc.media_timeout_s = 0.5
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
@@ -179,7 +183,7 @@ async def test_no_audio_from_the_browser_ends_the_call_as_media_timeout(gateway:
 
 
 async def test_live_events_feed_streams_the_call_events(
-    gateway: Gateway, caller_pcm: np.ndarray
+    gateway: WebRtcGateway, caller_pcm: np.ndarray
 ) -> None:
     call_id = "wr-" + "cd" * 16
     async with httpx.AsyncClient(base_url=gateway.base_url, trust_env=False, timeout=10) as http:

@@ -9,7 +9,7 @@ dispatch), ``metrics``.
 Usage (in the app's lifespan)::
 
     sip = SipServer(SipConfig.from_settings(settings), calls=call_manager, router=numbers,
-                    events=event_log)
+                    events=LegEvents(event_log))
     await sip.start()
     ...
     await sip.close()

@@ -14,8 +14,8 @@ INVITE is retransmitted the same way until its ACK (17.2.1). Retransmitted reque
 stored response again. Re-INVITEs change codec, address or direction (hold = ``sendonly`` or
 ``inactive``: we stop sending RTP while the call's clock keeps running).
 
-Owns: ``Dialog``, ``DialogState``. Imports the calls contract, events, the pure SIP modules and
-the RTP session; never the engine.
+Owns: ``Dialog``, ``DialogState``. Imports the contracts, the pure SIP modules and the RTP
+session; never the engine or the events (states are reported through its host).
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
+from voicegate.contracts import CallInfo, CallLike, EndReason, LegTransport
 from voicegate.errors import InvalidStateError, NoFreeSlot, SdpError, SipError, VoiceGateError
-from voicegate.events.schema import Event, LegStatus
 from voicegate.legs.sip.media import RATE_HZ, RtpSession
 from voicegate.legs.sip.message import (
     ALLOW,
@@ -86,7 +85,9 @@ class DialogHost(Protocol):
 
     def start_call(self, info: CallInfo, leg: LegTransport) -> SipCall: ...
 
-    def emit(self, event: Event) -> None: ...
+    def leg_status(self, call_id: str, t_ms: int, status: str, detail: str) -> None:
+        """Report a dialog state (a ``leg.status`` event), with or without a Call."""
+        ...
 
     async def open_media(
         self, plan: MediaPlan, on_timeout: Callable[[str], None]
@@ -576,11 +577,7 @@ class Dialog:
         call = self.call
         t_ms = int(getattr(call, "now_ms", 0)) if call is not None else 0
         try:
-            self._host.emit(
-                LegStatus(
-                    call_id=self.call_id, leg="sip", t_ms=max(0, t_ms), status=status, detail=detail
-                )
-            )
+            self._host.leg_status(self.call_id, max(0, t_ms), status, detail)
         except Exception:
             log.exception("sip call %s: status event failed", self.call_id)
 

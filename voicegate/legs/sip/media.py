@@ -12,7 +12,7 @@ until the first packet, ``timeout_s`` after it; suspended while the peer said it
 send). A timeout calls ``on_timeout``. One shared tick instead of a timer per call: at 80 calls
 that is 50 wake-ups a second instead of 4000.
 
-Owns: ``RtpSession``, ``RtpPacer``. Imports audio, the calls contract and the pure SIP modules; never the engine.
+Owns: ``RtpSession``, ``RtpPacer``. Imports audio, the contracts and the pure SIP modules; never the engine.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voicegate.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
-from voicegate.calls.base import CallLike
+from voicegate.contracts import CallLike
 from voicegate.errors import RtpParseError, SipError
 from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.rtp import DtmfDetector, ReorderBuffer, RtpWriter, is_rtcp, parse_rtp

@@ -8,7 +8,11 @@ allow-list gets 403, a source over its INVITE rate gets 503, a missing or wrong 
 a new INVITE gets 100 at once and a ``Dialog``; OPTIONS gets 200; requests for dialogs we do
 not know get 481 (ACKs are dropped).
 
-Owns: ``SipServer``, ``SipConfig``. Imports the calls contract, events and the SIP modules.
+Dialog states (once a dialog has a Call, up to its termination after the Call ended) and
+re-INVITE changes are reported as ``leg.status`` events through the ``LegReporter`` the server
+is given.
+
+Owns: ``SipServer``, ``SipConfig``. Imports the contracts and the SIP modules.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, cast
 
-from voicegate.calls.base import CallInfo, EndReason, LegTransport
+from voicegate.contracts import (
+    CallAdmission,
+    CallInfo,
+    EndReason,
+    LegReporter,
+    LegTransport,
+    PersonaRouter,
+)
 from voicegate.errors import SipParseError
-from voicegate.events.schema import Event
 from voicegate.legs.sip.auth import DigestAuth, SourcePolicy
 from voicegate.legs.sip.dialog import Dialog, DialogState, SipCall
 from voicegate.legs.sip.media import RtpPacer, RtpSession
@@ -41,30 +51,12 @@ from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.sdp import MediaPlan
 from voicegate.legs.sip.transaction import Peer, SipTimers
 
-__all__ = ["CallAdmission", "PersonaRouter", "SipConfig", "SipServer"]
+__all__ = ["SipConfig", "SipServer"]
 
 log = logging.getLogger("voicegate.legs.sip")
 
 LOGGED_MALFORMED = 20  # then only every 1000th
 BIND_ATTEMPTS = 20
-
-
-class CallAdmission(Protocol):
-    """What the server needs of the CallManager."""
-
-    def can_admit(self) -> bool: ...
-
-    def start_call(self, info: CallInfo, leg: LegTransport) -> Any: ...
-
-
-class PersonaRouter(Protocol):
-    """``NumbersStore`` / ``Router``: called number or SIP user -> persona (never raises)."""
-
-    def route(self, to: str) -> str: ...
-
-
-class EventSink(Protocol):
-    def emit(self, event: Event) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +108,7 @@ class SipServer:
         *,
         calls: CallAdmission,
         router: PersonaRouter,
-        events: EventSink | None = None,
+        events: LegReporter | None = None,
         stats: SipStats | None = None,
     ) -> None:
         self.config = config
@@ -202,11 +194,11 @@ class SipServer:
     # -- DialogHost ----------------------------------------------------------------------------
 
     def start_call(self, info: CallInfo, leg: LegTransport) -> SipCall:
-        return self.calls.start_call(info, leg)  # type: ignore[no-any-return]
+        return cast(SipCall, self.calls.start_call(info, leg))  # the Call has ``end`` too
 
-    def emit(self, event: Event) -> None:
+    def leg_status(self, call_id: str, t_ms: int, status: str, detail: str) -> None:
         if self.events is not None:
-            self.events.emit(event)
+            self.events.leg_status(call_id, "sip", t_ms, status, detail)
 
     async def open_media(self, plan: MediaPlan, on_timeout: Callable[[str], None]) -> RtpSession:
         c = self.config

@@ -4,7 +4,8 @@
   routes the called number to a persona, and answers ``<Connect><Stream>`` with the persona and
   a one-time call token as ``<Parameter>``s; ``<Reject reason="busy"/>`` when no call can be
   admitted (every slot taken, or the gateway draining).
-* ``POST /twilio/status``: signed stream status callbacks, recorded as ``leg.status`` events.
+* ``POST /twilio/status``: signed stream status callbacks, reported as ``leg.status`` events
+  (through the ``LegReporter`` it is given: a callback may come after the call ended).
 * ``WS /twilio/media``: one ``TwilioMediaStream`` per socket (see ``stream``).
 
 URLs are signed and built from ``VOICEGATE_PUBLIC_URL`` so that the gateway works behind a
@@ -21,15 +22,21 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from typing import Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
 
-from voicegate.calls.base import CallInfo, CallLike, LegTransport
+from voicegate.contracts import (
+    CALL_ID_PATTERN,
+    CallAdmission,
+    CallInfo,
+    CallLike,
+    LegReporter,
+    LegTransport,
+    PersonaRouter,
+)
 from voicegate.errors import NoFreeSlot
-from voicegate.events.schema import CALL_ID_PATTERN, CallError, Event, LegStatus
 from voicegate.legs.twilio.metrics import TwilioLegCollector, TwilioLegStats
 from voicegate.legs.twilio.security import (
     SIGNATURE_HEADER,
@@ -54,22 +61,6 @@ MAX_REMEMBERED_CALLS = 10_000
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
 
 
-class Admission(Protocol):
-    """What the leg needs of the CallManager."""
-
-    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike: ...
-
-    def can_admit(self) -> bool: ...
-
-
-class PersonaRouter(Protocol):
-    def route(self, to: str) -> str: ...
-
-
-class EventSink(Protocol):
-    def emit(self, event: Event) -> None: ...
-
-
 class TwilioLeg:
     """The Twilio leg of one gateway: signature checks, tokens, counters and the routes."""
 
@@ -78,9 +69,9 @@ class TwilioLeg:
         *,
         auth_token: str,
         public_url: str,
-        calls: Admission | None = None,
+        calls: CallAdmission | None = None,
         personas: PersonaRouter | None = None,
-        events: EventSink | None = None,
+        events: LegReporter | None = None,
         tokens: CallTokens | None = None,
         stats: TwilioLegStats | None = None,
         max_ahead_ms: int = 100,
@@ -185,15 +176,7 @@ class TwilioLeg:
             call_id = call_sid
         if call_id and self.events is not None:
             t_ms = int((time.monotonic() - t0) * 1000) if t0 else 0
-            self.events.emit(
-                LegStatus(
-                    call_id=call_id,
-                    leg="twilio",
-                    t_ms=t_ms,
-                    status=status[:200],
-                    detail=detail[:2000],
-                )
-            )
+            self.events.leg_status(call_id, "twilio", t_ms, status[:200], detail[:2000])
         return Response(status_code=204)
 
     async def media(self, ws: WebSocket) -> None:
@@ -222,16 +205,7 @@ class TwilioLeg:
         self, call_id: str, t_ms: int, code: str, message: str, is_fatal: bool
     ) -> None:
         if self.events is not None:
-            self.events.emit(
-                CallError(
-                    call_id=call_id,
-                    leg="twilio",
-                    t_ms=t_ms,
-                    code=code,
-                    message=message,
-                    is_fatal=is_fatal,
-                )
-            )
+            self.events.leg_error(call_id, "twilio", t_ms, code, message, is_fatal)
 
     def _remember(self, call_sid: str, call_id: str) -> None:
         seen = self._calls_seen
@@ -250,6 +224,9 @@ class TwilioLeg:
 
 
 class _NoCalls:
+    def can_admit(self) -> bool:
+        return False
+
     def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike:
         raise NoFreeSlot(f"call {info.call_id}: the gateway is not started")
 

@@ -20,7 +20,7 @@ socket). It accepts, refuses with 1008 (policy violation) when the upgrade's sig
   ``request_hangup()`` closes the socket (Twilio then ends the call: nothing follows
   ``</Connect>`` in our TwiML).
 
-Owns: ``TwilioMediaStream``. Imports audio and the calls contract; never the engine or the app.
+Owns: ``TwilioMediaStream``. Imports audio and the contracts; never the engine or the app.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy.typing as npt
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicegate.audio import mulaw_decode, mulaw_encode
-from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
+from voicegate.contracts import CallAdmission, CallInfo, CallLike, EndReason
 from voicegate.errors import NoFreeSlot, TwilioError, TwilioProtocolError, VoiceGateError
 from voicegate.legs.twilio.metrics import TwilioLegStats
 from voicegate.legs.twilio.playout import DEFAULT_MAX_AHEAD_MS, PlayoutTracker
@@ -62,7 +62,6 @@ from voicegate.legs.twilio.security import CallGrant, CallTokens
 __all__ = [
     "CLOSE_POLICY_VIOLATION",
     "CLOSE_TRY_AGAIN_LATER",
-    "CallStarter",
     "ErrorReporter",
     "TwilioMediaStream",
 ]
@@ -88,12 +87,6 @@ LOGGED_ERRORS_PER_CALL = 5
 MAX_MALFORMED_PER_CALL = 1000  # a peer this broken is not a phone call: hang up
 
 
-class CallStarter(Protocol):
-    """What the stream needs of the CallManager."""
-
-    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike: ...
-
-
 class ErrorReporter(Protocol):
     """Reports a non-fatal call error as an ``error`` event (``code``, ``message``, call time)."""
 
@@ -109,7 +102,7 @@ class TwilioMediaStream:
         self,
         ws: WebSocket,
         *,
-        calls: CallStarter,
+        calls: CallAdmission,
         tokens: CallTokens,
         stats: TwilioLegStats,
         report_error: ErrorReporter | None = None,

@@ -18,16 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Literal, Protocol
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import BaseModel, Field, ValidationError
 
-from voicegate.calls.base import CallInfo, CallLike, EndReason, LegTransport
+from voicegate.auth import bearer_matches
+from voicegate.contracts import (
+    CallAdmission,
+    CallInfo,
+    EndReason,
+    PersonaNames,
+)
 from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
-from voicegate.legs.webrtc.auth import bearer_matches
 from voicegate.legs.webrtc.ice import enable_loopback_only, rtc_configuration
 from voicegate.legs.webrtc.session import SdpRejected, WebRtcSession
 
@@ -40,18 +45,6 @@ MAX_OFFER_BYTES = 64 * 1024
 # aiortc's receiver holds each audio frame until 4 more arrived (80 ms) just to reorder packets;
 # 1 frame (20 ms) takes 40-60 ms off every reply (bench/webrtc_bench.py). None: aiortc's default.
 JITTER_PREFETCH = 1
-
-
-class Admission(Protocol):
-    """What the leg needs of the CallManager."""
-
-    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike: ...
-
-    def can_admit(self) -> bool: ...
-
-
-class PersonaNames(Protocol):
-    def has(self, name: str) -> bool: ...
 
 
 class Offer(BaseModel):
@@ -73,7 +66,7 @@ class WebRtcLeg:
         stun_urls: str = "",
         is_loopback_only: bool = False,
         registry: CollectorRegistry | None = None,
-        calls: Admission | None = None,
+        calls: CallAdmission | None = None,
         personas: PersonaNames | None = None,
         media_timeout_s: float = 10.0,
         connect_timeout_s: float = 15.0,

@@ -15,7 +15,7 @@ The call ends (``Call.on_leg_closed``, freeing its slot at once) when the peer c
 The Call ends it from our side through ``request_hangup`` (max duration, drain): the peer
 connection is closed, which the browser sees as its DTLS transport closing.
 
-Owns: WebRtcSession. Imports aiortc and calls.base; knows the Call only as ``CallLike``.
+Owns: WebRtcSession. Imports aiortc and the contracts; knows the Call only as ``CallLike``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import av
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voicegate.calls.base import CallLike, EndReason
+from voicegate.contracts import CallLike, EndReason
 from voicegate.errors import WebRtcError
 from voicegate.legs.webrtc.ice import keep_loopback_candidates
 from voicegate.legs.webrtc.media import RATE_HZ, AgentAudioTrack, MediaCounters, _Converter

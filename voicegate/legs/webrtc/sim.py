@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
-import wave
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,7 +28,7 @@ import numpy.typing as npt
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from voicegate.audio import StreamingResampler
+from voicegate.audio import StreamingResampler, read_wav_int16
 
 RATE = 48_000
 FRAME = 960
@@ -37,9 +36,7 @@ FRAME = 960
 
 def read_wav_48k(path: Path) -> npt.NDArray[np.int16]:
     """A mono 16-bit WAV resampled to 48 kHz int16."""
-    with wave.open(str(path)) as w:
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    pcm, rate = read_wav_int16(path)
     if rate == RATE:
         return pcm.copy()
     out = StreamingResampler(rate, RATE).process(pcm)

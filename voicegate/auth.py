@@ -1,5 +1,6 @@
 """Bearer tokens for the browser-facing APIs (WebRTC offers, the persona editor, the live feed).
 
+Below both ``voicegate.web`` and ``voicegate.legs.webrtc``, which share it.
 Owns: ``bearer_matches``. Standard library only.
 """
 

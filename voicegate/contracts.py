@@ -1,0 +1,239 @@
+"""The contracts that rooms share: the types and protocols a Leg, a Call, the engine, the
+personas and the app use to talk to each other, each defined here once.
+
+Who implements what (``voicegate.app`` wires them together)::
+
+    Leg (legs/*)            LegTransport              what a Call may ask of its Leg
+    Call (calls/call.py)    CallLike                  what a Leg may ask of its Call
+    CallManager             CallAdmission             admitting a call (``start_call`` -> CallLike)
+    NumbersStore / Router   PersonaRouter             called number or SIP user -> persona name
+    PersonaStore            PersonaNames              is a persona of that name loaded
+    EventLog                EventSink                 where a Call's events go
+    LegEvents (events/)     LegReporter               what a Leg reports that no Call can
+    the engine's tokenizer  TokenCounter              a prompt's length in model tokens
+    personas -> engine      PersonaPrompt, SamplingParams
+
+A Leg never builds an event: the Call writes the call's events. A Leg reports the
+few things only it sees through the ``LegReporter`` it is given: its signalling status (SIP
+dialog states, Twilio stream callbacks) and its own errors. Some of these legitimately come
+when no Call is there to write them (a Twilio status callback for a stream that never started
+or has ended, a SIP dialog's last states after its Call ended, a refused INVITE should a leg
+report one), which is why they do not go through the Call.
+
+Usage (a leg, on the event loop)::
+
+    if calls.can_admit():
+        call = calls.start_call(CallInfo(call_id, "sip", persona, from_, to), leg)
+        call.feed_caller_audio(pcm_int16)          # every received chunk
+        pcm = call.pull_agent_audio(160)           # each 20 ms of the leg's clock
+        call.on_leg_closed(EndReason.CALLER_HANGUP)
+    reporter.leg_status(call_id, "sip", t_ms, "dialog-confirmed", "")
+
+Owns: the shared contracts above and ``CALL_ID_PATTERN``. The ground floor: imports only the
+standard library (numpy and ``Event`` for type checking only); every room may import it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from voicegate.events.schema import Event
+
+__all__ = [
+    "CALL_ID_PATTERN",
+    "CallAdmission",
+    "CallInfo",
+    "CallLike",
+    "EndReason",
+    "EndResult",
+    "EventSink",
+    "LegReporter",
+    "LegTransport",
+    "PersonaNames",
+    "PersonaPrompt",
+    "PersonaRouter",
+    "SamplingParams",
+    "TokenCounter",
+]
+
+# A call_id as events carry it (Twilio CallSids, SIP Call-IDs, our own ids all match).
+CALL_ID_PATTERN = r"^[A-Za-z0-9._:@+-]{1,128}$"
+
+TokenCounter = Callable[[str], int]
+"""A text prompt's length in model tokens (the engine's tokenizer, or an estimate)."""
+
+
+# --- calls ------------------------------------------------------------------------------------
+
+
+class EndResult(enum.Enum):
+    """Closed set of call outcomes (paired with a free-text detail when logged)."""
+
+    SUCCESS = "success"
+    CLIENT_ERROR = "client_error"
+    SERVER_ERROR = "server_error"
+    UPSTREAM_ERROR = "upstream_error"
+
+
+class EndReason(enum.Enum):
+    """Why a call ended; ``call.ended`` carries the value."""
+
+    CALLER_HANGUP = "caller_hangup"
+    MAX_DURATION = "max_duration"
+    SILENCE_TIMEOUT = "silence_timeout"
+    MEDIA_TIMEOUT = "media_timeout"
+    DRAIN = "drain"
+    ERROR = "error"
+
+    @property
+    def result(self) -> EndResult:
+        if self is EndReason.ERROR:
+            return EndResult.SERVER_ERROR
+        if self is EndReason.MEDIA_TIMEOUT:
+            return EndResult.UPSTREAM_ERROR
+        return EndResult.SUCCESS
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """Who called whom, on which leg, with which persona."""
+
+    call_id: str
+    leg: str  # "twilio" | "sip" | "webrtc"
+    persona: str
+    from_: str = ""
+    to: str = ""
+    leg_call_ref: str = ""  # Twilio CallSid, SIP Call-ID, WebRTC session id
+
+
+class LegTransport(Protocol):
+    """What a Call may ask of its Leg.
+
+    A Leg turns its protocol into caller audio (signed 16-bit PCM at the leg's own rate, any
+    chunk length) plus DTMF and hang-ups, and plays the agent's audio that it pulls from the
+    Call at its own pace. It knows nothing of the model.
+    """
+
+    @property
+    def rate_hz(self) -> int:
+        """Sample rate of the PCM the leg feeds and pulls (8000 for Twilio/SIP, 48000 WebRTC)."""
+        ...
+
+    def clear_playout(self) -> None:
+        """Drop agent audio already queued on the far side (Twilio ``clear``); no-op if none.
+
+        A leg that sends ahead of real time may also expose ``queued_ms: int`` (agent audio
+        sent but not yet played); the Call reads it just before a clear to time the barge-in.
+        """
+        ...
+
+    def request_hangup(self, reason: EndReason) -> None:
+        """End the call from our side (BYE, close the socket); non-blocking, idempotent."""
+        ...
+
+
+class CallLike(Protocol):
+    """What a Leg may ask of its Call (all on the event loop)."""
+
+    def feed_caller_audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        """The caller's audio at the leg's rate, any length, in order.
+
+        Feed it continuously: the Call's caller clock counts these samples, so a leg whose peer
+        stops sending (RTP silence suppression, Opus DTX, lost packets) feeds silence for the
+        gap, or the caller's timeline falls behind the playout clock.
+        """
+        ...
+
+    def pull_agent_audio(self, n_samples: int) -> npt.NDArray[np.int16]:
+        """Exactly ``n_samples`` at the leg's rate, silence when none is queued.
+
+        The array is a view of a reused buffer, valid until the next pull: encode or copy it.
+        """
+        ...
+
+    def on_dtmf(self, digit: str) -> None: ...
+
+    def on_leg_closed(self, reason: EndReason) -> None: ...
+
+
+class CallAdmission(Protocol):
+    """What a Leg needs of the ``CallManager``."""
+
+    def can_admit(self) -> bool:
+        """True when a new call would be taken now (not draining, a slot free)."""
+        ...
+
+    def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike:
+        """Admit a call into an engine slot; raises ``NoFreeSlot`` when full or draining."""
+        ...
+
+
+# --- personas ---------------------------------------------------------------------------------
+
+
+class PersonaRouter(Protocol):
+    """``NumbersStore`` / ``Router``: called number or SIP user -> persona name (never raises)."""
+
+    def route(self, to: str) -> str: ...
+
+
+class PersonaNames(Protocol):
+    """``PersonaStore``: whether a persona of that name is loaded."""
+
+    def has(self, name: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-persona sampling settings (defaults from the PersonaPlex reference)."""
+
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+    audio_temperature: float = 0.8
+    audio_top_k: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class PersonaPrompt:
+    """What the engine needs of a persona: its prompt state depends only on voice and text."""
+
+    key: str
+    text_prompt: str
+    voice: str  # a preset name (NATF0 ...) or an absolute path to a WAV clip
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    voice_path: Path | None = None  # resolved WAV path when voice is a clip
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class EventSink(Protocol):
+    """Where a Call's events go (``voicegate.events.EventLog``): sync, never blocks."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class LegReporter(Protocol):
+    """What a Leg reports that no Call can (``voicegate.events.LegEvents``): sync, never blocks.
+
+    Either may come before a Call exists or after it ended; ``t_ms`` is the time since the call
+    started as the leg knows it (0 when no call started).
+    """
+
+    def leg_status(self, call_id: str, leg: str, t_ms: int, status: str, detail: str) -> None:
+        """A ``leg.status`` event: a signalling state of the leg (``dialog-confirmed``, ...)."""
+        ...
+
+    def leg_error(
+        self, call_id: str, leg: str, t_ms: int, code: str, message: str, is_fatal: bool
+    ) -> None:
+        """An ``error`` event raised by the leg (a malformed message, a refused media stream)."""
+        ...
