@@ -4,6 +4,7 @@ personas and the app use to talk to each other, each defined here once.
 Who implements what (``voicegate.app`` wires them together)::
 
     Leg (legs/*)            LegTransport              what a Call may ask of its Leg
+    Leg that can transfer   LegControl                hand the caller to a number or SIP URI
     Call (calls/call.py)    CallLike                  what a Leg may ask of its Call
     CallManager             CallAdmission             admitting a call (``start_call`` -> CallLike)
     NumbersStore / Router   PersonaRouter             called number or SIP user -> persona name
@@ -12,6 +13,7 @@ Who implements what (``voicegate.app`` wires them together)::
     LegEvents (events/)     LegReporter               what a Leg reports that no Call can
     the engine's tokenizer  TokenCounter              a prompt's length in model tokens
     personas -> engine      PersonaPrompt, SamplingParams
+    personas -> calls       FlowRules, FlowAction     a persona's transfers and hang-ups
 
 A Leg never builds an event: the Call writes the call's events. A Leg reports the
 few things only it sees through the ``LegReporter`` it is given: its signalling status (SIP
@@ -55,6 +57,9 @@ __all__ = [
     "EndReason",
     "EndResult",
     "EventSink",
+    "FlowAction",
+    "FlowRules",
+    "LegControl",
     "LegReporter",
     "LegTransport",
     "PersonaNames",
@@ -62,6 +67,8 @@ __all__ = [
     "PersonaRouter",
     "SamplingParams",
     "TokenCounter",
+    "TransferOutcome",
+    "TransferTarget",
 ]
 
 # A call_id as events carry it (Twilio CallSids, SIP Call-IDs, our own ids all match).
@@ -92,10 +99,14 @@ class EndReason(enum.Enum):
     MEDIA_TIMEOUT = "media_timeout"
     DRAIN = "drain"
     ERROR = "error"
+    TRANSFERRED = "transferred"  # handed to a person (the persona's call flow)
+    AGENT_HANGUP = "agent_hangup"  # the persona's call flow hung up
+    OVERFLOW = "overflow"  # sent to the overflow destination (no slot, drain, engine fault)
+    ENGINE_FAULT = "engine_fault"  # the engine failed and no overflow destination was set
 
     @property
     def result(self) -> EndResult:
-        if self is EndReason.ERROR:
+        if self is EndReason.ERROR or self is EndReason.ENGINE_FAULT:
             return EndResult.SERVER_ERROR
         if self is EndReason.MEDIA_TIMEOUT:
             return EndResult.UPSTREAM_ERROR
@@ -140,6 +151,73 @@ class LegTransport(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FlowAction:
+    """``transfer`` to a destination by name, or ``hangup``."""
+
+    kind: str  # "transfer" | "hangup"
+    destination: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("transfer", "hangup"):
+            raise ValueError(f"call flow: unknown action {self.kind!r}")
+        if self.kind == "transfer" and not self.destination:
+            raise ValueError("call flow: a transfer needs a destination")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRules:
+    """A persona's call flow (``Persona.flow_rules()`` from its YAML ``call_flow``; applied by
+    ``voicegate.calls.flow.CallFlow``)."""
+
+    destinations: dict[str, str] = field(default_factory=dict)  # name -> number or SIP URI
+    handoff_urls: dict[str, str] = field(default_factory=dict)  # name -> warm handoff URL
+    dtmf: dict[str, FlowAction] = field(default_factory=dict)
+    agent_says: tuple[tuple[str, FlowAction], ...] = ()
+    on_max_duration: FlowAction | None = None
+    on_silence_timeout: FlowAction | None = None
+    hangup_silence_ms: int = 1500
+    fallback_say: str = ""  # Twilio: said when the person does not answer
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.dtmf or self.agent_says or self.on_max_duration or self.on_silence_timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferTarget:
+    """Where a caller is handed: ``to`` is an E.164 number (``+14155550123``) or a SIP URI
+    (``sip:queue@pbx.example.com``); ``destination`` is its name in the persona's call flow;
+    ``handoff_id`` (may be empty) travels with the call where the protocol allows."""
+
+    destination: str
+    to: str
+    handoff_id: str = ""
+
+    @property
+    def is_sip(self) -> bool:
+        return self.to.lower().startswith(("sip:", "sips:"))
+
+
+class TransferOutcome(enum.Enum):
+    """What became of a transfer the Call asked its leg for."""
+
+    HANDED_OFF = "handed_off"  # our side is done: the leg closes the call as TRANSFERRED
+    FAILED = "failed"  # refused or failed: the call stays with the agent
+    UNSUPPORTED = "unsupported"  # this leg cannot transfer (a browser call)
+
+
+class LegControl(Protocol):
+    """A leg that can hand its caller on (Twilio ``<Dial>``, SIP REFER); optional.
+
+    ``transfer`` is non-blocking. The leg reports the outcome once with
+    ``call.on_transfer_result``: ``HANDED_OFF`` when the call has left us (then it also closes
+    the call with ``EndReason.TRANSFERRED``), ``FAILED`` with the reason when the call stays.
+    """
+
+    def transfer(self, target: TransferTarget) -> None: ...
+
+
 class CallLike(Protocol):
     """What a Leg may ask of its Call (all on the event loop)."""
 
@@ -162,6 +240,12 @@ class CallLike(Protocol):
     def on_dtmf(self, digit: str) -> None: ...
 
     def on_leg_closed(self, reason: EndReason) -> None: ...
+
+    def on_transfer_result(
+        self, target: TransferTarget, outcome: TransferOutcome, detail: str
+    ) -> None:
+        """What became of the transfer asked by ``LegControl.transfer`` (see there)."""
+        ...
 
 
 class CallAdmission(Protocol):
@@ -236,4 +320,11 @@ class LegReporter(Protocol):
         self, call_id: str, leg: str, t_ms: int, code: str, message: str, is_fatal: bool
     ) -> None:
         """An ``error`` event raised by the leg (a malformed message, a refused media stream)."""
+        ...
+
+    def leg_transfer(
+        self, call_id: str, leg: str, t_ms: int, target: TransferTarget, result: str, detail: str
+    ) -> None:
+        """A ``call.transfer`` event the leg learns after its Call ended (Twilio's ``<Dial>``
+        outcome: ``answered``, ``busy``, ``no-answer``, ``failed``)."""
         ...

@@ -19,6 +19,7 @@ from voicegate.events import (
     CallEnded,
     CallError,
     CallStarted,
+    CallTransfer,
     Dtmf,
     Event,
     EventSchemaError,
@@ -79,6 +80,16 @@ SAMPLES: list[Event] = [
     Dtmf(**COMMON, digit="7", duration_ms=120),
     CallError(**COMMON, code="bad_frame", message="media payload is not base64", is_fatal=False),
     LegStatus(**COMMON, status="stream-started", detail="StreamSid=MZ1"),
+    CallTransfer(
+        **COMMON,
+        trigger="dtmf",
+        trigger_detail="0",
+        destination="branch",
+        to="+14155550123",
+        handoff_id="h1",
+        result="handed_off",
+        latency_ms=120,
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -32,13 +33,22 @@ import numpy.typing as npt
 from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord, BargeInTracker
 from voicegate.calls.dynamics import Dynamics, analyse
+from voicegate.calls.flow import CallFlow, FlowTrigger
 from voicegate.calls.framing import CallerFramer
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
 from voicegate.calls.ticks import TickRing
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 from voicegate.calls.voice import SUBBLOCK_MS, AgentVoice, CallerVoice, VadLike
-from voicegate.contracts import CallInfo, EndReason, EventSink, LegTransport
+from voicegate.contracts import (
+    CallInfo,
+    EndReason,
+    EventSink,
+    FlowRules,
+    LegTransport,
+    TransferOutcome,
+    TransferTarget,
+)
 from voicegate.engine.base import MODEL_RATE_HZ, Slot, TickOutput
 from voicegate.errors import InvalidStateError
 from voicegate.events.schema import Event
@@ -110,9 +120,18 @@ class Call:
         vad_factory: Callable[[int], VadLike] = _default_vad,
         on_end: Callable[[Call], None] | None = None,
         on_bargein: Callable[[Call, BargeInRecord], None] | None = None,
+        flow: FlowRules | None = None,
+        on_transfer: Callable[[Call, str, float | None], None] | None = None,
+        new_handoff_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.info = info
+        self._flow = CallFlow(flow) if flow is not None and not flow.is_empty else None
+        self._on_transfer = on_transfer
+        self._new_handoff_id = new_handoff_id
+        # a transfer asked of the leg: (target, trigger, clock() when asked); None when none
+        self._transfer: tuple[TransferTarget, FlowTrigger, float] | None = None
+        self.transfers: list[tuple[TransferTarget, str]] = []  # (target, outcome)
         self._clock = clock
         self._leg = leg
         self._events = events
@@ -384,6 +403,8 @@ class Call:
         now = self.caller_ms
         self._last_caller_voice_ms = max(self._last_caller_voice_ms, now)  # the caller is there
         self._emit(lambda: report.dtmf(info, now, digit))
+        if self._flow is not None:
+            self._act(self._flow.on_dtmf(digit, now))
 
     # --- caller side -------------------------------------------------------------------------
 
@@ -463,6 +484,8 @@ class Call:
         seg = self._segmenter.on_tick(t_ms, t_ms + TICK_MS, text, is_speech)
         if seg is not None:
             self._emit_segment(seg)
+        if self._flow is not None:
+            self._act(self._flow.on_agent_played(text, t_ms + TICK_MS))
 
     def _fire_bargein(self, onset_ms: int) -> None:
         pb = self.playout
@@ -509,14 +532,108 @@ class Call:
     def _check_limits(self) -> None:
         now = self.now_ms
         if self._max_ms and now >= self._max_ms:
-            self.end(EndReason.MAX_DURATION, f"{self._max_ms} ms reached")
+            self._on_limit(EndReason.MAX_DURATION, f"{self._max_ms} ms reached")
             return
         caller = self._caller
+        flow = self._flow
+        if flow is not None and self._transfer is None:
+            is_speaking = caller is not None and caller.is_speech
+            self._act(flow.poll(now, is_speaking, self._last_caller_voice_ms))
+            if self._state is CallState.ENDED:
+                return
         if self._silence_ms and caller is not None:  # without caller VAD there is no silence
             if caller.is_speech:
                 return
             if now - self._last_caller_voice_ms >= self._silence_ms:
-                self.end(EndReason.SILENCE_TIMEOUT, f"no caller speech for {self._silence_ms} ms")
+                self._on_limit(
+                    EndReason.SILENCE_TIMEOUT, f"no caller speech for {self._silence_ms} ms"
+                )
+
+    # --- call flow: transfers and hang-ups ---------------------------------------------------
+
+    def _on_limit(self, reason: EndReason, detail: str) -> None:
+        """A limit was reached: the persona's action for it, else end with that reason."""
+        if self._transfer is not None:
+            return  # a transfer is on its way; its outcome ends or keeps the call
+        flow = self._flow
+        trigger = flow.on_limit(reason.value) if flow is not None else None
+        if trigger is None:
+            self.end(reason, detail)
+        else:
+            self._act(trigger, limit=(reason, detail))
+
+    def _act(self, trigger: FlowTrigger | None, limit: tuple[EndReason, str] | None = None) -> None:
+        if trigger is None or self._state is not CallState.ACTIVE or self._transfer is not None:
+            return
+        action = trigger.action
+        said = f"{trigger.trigger} {trigger.detail!r}" if trigger.detail else trigger.trigger
+        if action.kind == "hangup":
+            log.info("call %s: call flow hangs up (%s)", self.call_id, said)
+            if limit is not None:
+                self.end(limit[0], limit[1])
+            else:
+                self.end(EndReason.AGENT_HANGUP, said)
+            return
+        flow = self._flow
+        assert flow is not None
+        to = flow.rules.destinations.get(action.destination, "")
+        target = TransferTarget(action.destination, to, self._new_handoff_id())
+        self._transfer = (target, trigger, self._clock())
+        self._emit_transfer(target, trigger, "requested", said, None)
+        log.info(
+            "call %s: call flow transfers to %s (%s) on %s",
+            self.call_id,
+            action.destination,
+            to,
+            said,
+        )
+        transfer = getattr(self._leg, "transfer", None)
+        if not callable(transfer):
+            self.on_transfer_result(
+                target, TransferOutcome.UNSUPPORTED, f"a {self.info.leg} call cannot be transferred"
+            )
+            return
+        try:
+            transfer(target)
+        except Exception as exc:
+            log.exception("call %s: leg transfer failed", self.call_id)
+            self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
+
+    def on_transfer_result(
+        self, target: TransferTarget, outcome: TransferOutcome, detail: str
+    ) -> None:
+        """The leg's word on the transfer it was asked for (``LegControl``)."""
+        pending = self._transfer
+        if pending is None or pending[0] != target:
+            log.warning("call %s: transfer result for no pending transfer", self.call_id)
+            return
+        _, trigger, asked_at = pending
+        self._transfer = None
+        latency_ms = max(0.0, (self._clock() - asked_at) * 1000)
+        self.transfers.append((target, outcome.value))
+        self._emit_transfer(target, trigger, outcome.value, detail, latency_ms)
+        if self._on_transfer is not None:
+            self._on_transfer(self, outcome.value, latency_ms / 1000)
+        if outcome is TransferOutcome.HANDED_OFF:
+            self._finish(EndReason.TRANSFERRED, f"to {target.destination} ({detail})".strip())
+        elif outcome is TransferOutcome.UNSUPPORTED:
+            self.end(EndReason.AGENT_HANGUP, detail)
+        elif trigger.trigger in (EndReason.MAX_DURATION.value, EndReason.SILENCE_TIMEOUT.value):
+            reason = EndReason(trigger.trigger)
+            self.end(reason, f"transfer failed: {detail}")  # the limit still holds
+        # else FAILED on a key or phrase: the caller stays with the agent
+
+    def _emit_transfer(
+        self,
+        target: TransferTarget,
+        trigger: FlowTrigger,
+        result: str,
+        detail: str,
+        latency_ms: float | None,
+    ) -> None:
+        info = self.info
+        now = self.now_ms
+        self._emit(lambda: report.transfer(info, now, target, trigger, result, detail, latency_ms))
 
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)

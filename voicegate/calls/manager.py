@@ -35,7 +35,7 @@ from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.voice import VadLike
-from voicegate.contracts import CallInfo, EndReason, EventSink, LegTransport
+from voicegate.contracts import CallInfo, EndReason, EventSink, FlowRules, LegTransport
 from voicegate.engine.base import Engine
 from voicegate.errors import InvalidStateError, NoFreeSlot
 
@@ -168,6 +168,8 @@ class CallManager:
             vad_factory=self._vad_factory,
             on_end=self._on_call_end,
             on_bargein=self._on_bargein,
+            flow=self._flow_for(info.persona),
+            on_transfer=self._on_transfer,
             clock=self._clock,
         )
         try:
@@ -189,6 +191,12 @@ class CallManager:
             slot.index,
         )
         return call
+
+    def _flow_for(self, persona: str) -> FlowRules | None:
+        if self._personas is None:
+            return None
+        rules = getattr(self._personas.get(persona), "flow_rules", None)
+        return rules() if callable(rules) else None
 
     def _limits_for(self, persona: str) -> CallLimits:
         if self._limits is not None:
@@ -213,6 +221,12 @@ class CallManager:
         m.call_duration.labels(leg).observe(call.now_ms / 1000.0)
         if not self._calls:
             self._idle.set()
+
+    def _on_transfer(self, call: Call, outcome: str, latency_s: float | None) -> None:
+        leg = call.info.leg
+        self.metrics.transfers.labels(leg, outcome).inc()
+        if latency_s is not None and outcome == "handed_off":
+            self.metrics.transfer_latency.labels(leg).observe(latency_s)
 
     def _on_bargein(self, call: Call, record: BargeInRecord) -> None:
         leg = call.info.leg

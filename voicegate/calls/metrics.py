@@ -46,6 +46,20 @@ class CallMetrics:
             ["leg", "why"],
             registry=registry,
         )
+        self.transfers = Counter(
+            "voicegate_call_transfers",
+            "Transfers asked by a persona's call flow, by leg and outcome (handed_off: our side "
+            "let the call go; failed: refused or failed, the call stayed; unsupported).",
+            ["leg", "outcome"],
+            registry=registry,
+        )
+        self.transfer_latency = Histogram(
+            "voicegate_call_transfer_latency_seconds",
+            "Trigger (key, phrase, limit) to the call handed off (stream closed / REFER accepted).",
+            ["leg"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
         self.bargein_latency = Histogram(
             "voicegate_bargein_latency_seconds",
             "Caller speech onset to the agent's audio stopping, per barge-in.",

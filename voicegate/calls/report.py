@@ -1,26 +1,28 @@
 """Call events built from a Call's data: one function per event type (voicegate.events models).
 
 Owns: the mapping from call state to ``call.started``, ``call.ended``, ``transcript.agent``,
-``bargein``, ``dtmf`` and ``error`` events. Pure: builds models, emits nothing.
+``bargein``, ``dtmf``, ``call.transfer`` and ``error`` events. Pure: builds models, emits nothing.
 """
 
 from __future__ import annotations
 
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.dynamics import Dynamics
+from voicegate.calls.flow import FlowTrigger
 from voicegate.calls.transcript import AgentSegment
-from voicegate.contracts import CallInfo, EndReason
+from voicegate.contracts import CallInfo, EndReason, TransferTarget
 from voicegate.events.schema import (
     BargeIn,
     CallDynamics,
     CallEnded,
     CallError,
     CallStarted,
+    CallTransfer,
     Dtmf,
     TranscriptAgent,
 )
 
-__all__ = ["bargein", "dtmf", "ended", "error", "segment", "started"]
+__all__ = ["bargein", "dtmf", "ended", "error", "segment", "started", "transfer"]
 
 MAX_TEXT = 8192
 MAX_DETAIL = 2048
@@ -113,4 +115,28 @@ def error(info: CallInfo, t_ms: int, code: str, exc: BaseException) -> CallError
         code=code,
         message=f"{type(exc).__name__}: {exc}"[:MAX_DETAIL],
         is_fatal=True,
+    )
+
+
+def transfer(
+    info: CallInfo,
+    t_ms: int,
+    target: TransferTarget,
+    trigger: FlowTrigger,
+    result: str,
+    detail: str,
+    latency_ms: float | None,
+) -> CallTransfer:
+    return CallTransfer(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=t_ms,
+        trigger=trigger.trigger,
+        trigger_detail=trigger.detail[:256],
+        destination=target.destination,
+        to=target.to,
+        handoff_id=target.handoff_id,
+        result=result,
+        detail=detail[:2048],
+        latency_ms=None if latency_ms is None else int(latency_ms),
     )

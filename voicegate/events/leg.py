@@ -11,8 +11,8 @@ Owns: LegEvents. Imports the event schema and the contracts.
 
 from __future__ import annotations
 
-from voicegate.contracts import EventSink
-from voicegate.events.schema import CallError, LegStatus
+from voicegate.contracts import EventSink, TransferTarget
+from voicegate.events.schema import CallError, CallTransfer, LegStatus
 
 __all__ = ["LegEvents"]
 
@@ -37,5 +37,21 @@ class LegEvents:
                 code=code,
                 message=message,
                 is_fatal=is_fatal,
+            )
+        )
+
+    def leg_transfer(
+        self, call_id: str, leg: str, t_ms: int, target: TransferTarget, result: str, detail: str
+    ) -> None:
+        self.sink.emit(
+            CallTransfer(
+                call_id=call_id,
+                leg=leg,
+                t_ms=t_ms,
+                destination=target.destination,
+                to=target.to,
+                handoff_id=target.handoff_id,
+                result=result,
+                detail=detail,
             )
         )

@@ -37,6 +37,7 @@ __all__ = [
     "CallEnded",
     "CallError",
     "CallStarted",
+    "CallTransfer",
     "Dtmf",
     "EVENT_TYPES",
     "Event",
@@ -212,6 +213,25 @@ class CallEnded(Event):
     @property
     def is_call_end(self) -> bool:
         return True
+
+
+class CallTransfer(Event):
+    """A transfer of the caller to a person: asked for, handed off, failed, or its outcome."""
+
+    type: ClassVar[str] = "call.transfer"
+
+    trigger: str = Field("", max_length=64, description="dtmf, agent_says, max_duration, ...")
+    trigger_detail: str = Field("", max_length=MAX_SHORT_CHARS, description="digits or phrase")
+    destination: str = Field("", max_length=MAX_SHORT_CHARS, description="name in the persona")
+    to: str = Field("", max_length=MAX_SHORT_CHARS, description="number or SIP URI")
+    handoff_id: str = Field("", max_length=MAX_SHORT_CHARS)
+    result: str = Field(
+        max_length=64,
+        description="requested, handed_off, failed, unsupported; then the far end's outcome "
+        "(answered, busy, no-answer, failed, canceled)",
+    )
+    detail: str = Field("", max_length=2048)
+    latency_ms: int | None = Field(None, ge=0, description="trigger -> our side handed off")
 
 
 class TranscriptAgent(Event):

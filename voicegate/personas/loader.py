@@ -25,6 +25,7 @@ from voicegate.personas.problems import Problem, format_problems, has_errors, su
 from voicegate.personas.schema import (
     NAME_PATTERN,
     VOICE_PRESETS,
+    CallFlowSpec,
     Limits,
     Persona,
     PersonaSpec,
@@ -66,7 +67,11 @@ _SYNONYMS: dict[str, str] = {
     "silence_timeout": "limits.silence_timeout_s",
     "timeout": "limits.silence_timeout_s",
 }
-_SUBMODELS: dict[str, type[BaseModel]] = {"sampling": Sampling, "limits": Limits}
+_SUBMODELS: dict[str, type[BaseModel]] = {
+    "sampling": Sampling,
+    "limits": Limits,
+    "call_flow": CallFlowSpec,
+}
 
 
 def persona_files(personas_dir: Path) -> list[Path]:
@@ -307,6 +312,7 @@ def read_persona_file(
         voice=spec.voice,
         sampling=spec.sampling,
         limits=spec.limits,
+        call_flow=spec.call_flow,
         voice_path=voice_path,
         source=path,
         digest=digest.hexdigest(),

@@ -2,22 +2,24 @@
 
 The persona's name is its file stem, not a key. Checks that need the file system (voice clip
 inside the personas folder, readable, 2-30 s) live in ``loader``; this module is pure.
-Owns: PersonaSpec (the YAML document), Sampling, Limits, Persona (a loaded persona), the voice
-presets. Imports only ``voicegate.contracts`` (for PersonaPrompt, the engine's view of a persona).
+Owns: PersonaSpec (the YAML document), Sampling, Limits, CallFlowSpec (transfers and hang-ups),
+Persona (a loaded persona), the voice presets. Imports only ``voicegate.contracts`` (for PersonaPrompt, the engine's view of a persona).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from voicegate.contracts import PersonaPrompt, SamplingParams
+from voicegate.contracts import FlowAction as FlowRuleAction
+from voicegate.contracts import FlowRules, PersonaPrompt, SamplingParams
 
 __all__ = [
     "NAME_PATTERN",
+    "CallFlowSpec",
     "VOICE_PRESETS",
     "Limits",
     "Persona",
@@ -107,6 +109,152 @@ class Limits(_Strict):
 
 Voice = Annotated[str, WithJsonSchema(_VOICE_JSON_SCHEMA)]
 
+# a phone number in E.164, or a SIP URI (Twilio <Sip> takes under 255 characters)
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_SIP_URI = re.compile(r"^sips?:[^\s@<>\"]+@[A-Za-z0-9.\-\[\]:]+(;[^\s<>\"]*)?$")
+_DTMF_KEYS = re.compile(r"^[0-9*#]{1,8}$")
+_HANDOFF_URL = re.compile(r"^https?://[^\s]+$")
+
+
+class Destination(_Strict):
+    """A person or queue the caller can be handed to."""
+
+    to: str = Field(
+        max_length=254,
+        description="An E.164 number (+14155550123) or a SIP URI (sip:queue@pbx.example.com).",
+    )
+    handoff_url: str = Field(
+        "",
+        max_length=2000,
+        description="Optional: an https URL that gets a signed JSON handoff document (transcript "
+        "so far, caller, reason) just before the transfer.",
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _number_or_sip(cls, value: str) -> str:
+        if _E164.match(value) or _SIP_URI.match(value):
+            return value
+        raise ValueError(
+            f"'{value}' is neither an E.164 number (+ and 7-15 digits) nor a SIP URI "
+            "(sip:user@host)"
+        )
+
+    @field_validator("handoff_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not _HANDOFF_URL.match(value):
+            raise ValueError(f"handoff_url '{value}' is not an http(s) URL")
+        return value
+
+
+class Transfer(_Strict):
+    """Hand the caller to a destination (by its name under ``destinations``)."""
+
+    transfer: str = Field(min_length=1, max_length=64, description="A destination's name.")
+
+
+FlowAction = Annotated[
+    Literal["hangup"] | Transfer,
+    Field(description="'hangup', or {transfer: <destination name>}."),
+]
+
+
+class PhraseRule(_Strict):
+    """The agent saying ``phrase`` (as the caller heard it) triggers a transfer or a hang-up."""
+
+    phrase: str = Field(
+        min_length=1,
+        max_length=120,
+        description="Words matched case-insensitively on word boundaries in the agent's speech.",
+    )
+    transfer: str | None = Field(None, min_length=1, max_length=64, description="A destination.")
+    hangup: bool = Field(
+        False, description="Hang up once the caller has also been silent (hangup_after_silence_s)."
+    )
+
+    @field_validator("phrase")
+    @classmethod
+    def _has_words(cls, value: str) -> str:
+        if not re.search(r"\w", value):
+            raise ValueError(f"phrase '{value}' has no words")
+        return value
+
+    @model_validator(mode="after")
+    def _one_action(self) -> PhraseRule:
+        if (self.transfer is None) == (not self.hangup):
+            raise ValueError(
+                f"phrase '{self.phrase}': give exactly one of 'transfer: <destination>' or "
+                "'hangup: true'"
+            )
+        return self
+
+
+class FlowLimits(_Strict):
+    """What the call's limits do instead of a plain hang-up."""
+
+    max_duration: FlowAction | None = Field(None, description="At limits.max_duration_s.")
+    silence_timeout: FlowAction | None = Field(None, description="At limits.silence_timeout_s.")
+
+
+class CallFlowSpec(_Strict):
+    """Transfers to people and hang-ups, decided on keys, the agent's words and the limits."""
+
+    destinations: dict[str, Destination] = Field(
+        default_factory=dict, description="Named people or queues: name -> {to, handoff_url}."
+    )
+    dtmf: dict[str, FlowAction] = Field(
+        default_factory=dict,
+        description='Key sequences (quoted: "0", "*9") -> \'hangup\' or {transfer: name}.',
+    )
+    agent_says: list[PhraseRule] = Field(
+        default_factory=list, max_length=50, description="Agent phrases -> transfer or hang-up."
+    )
+    limits: FlowLimits = Field(
+        default_factory=lambda: FlowLimits(), description="What the limits do."
+    )
+    hangup_after_silence_s: float = Field(
+        1.5,
+        ge=0.0,
+        le=30.0,
+        description="A hang-up phrase takes effect once the caller has been silent this long.",
+    )
+    fallback_say: str = Field(
+        "",
+        max_length=500,
+        description="Said to the caller when the person does not answer (Twilio), then hang up.",
+    )
+
+    @field_validator("dtmf", mode="before")
+    @classmethod
+    def _keys_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # YAML reads an unquoted 0 as a number
+            return {str(k) if isinstance(k, int) else k: v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _known_destinations(self) -> CallFlowSpec:
+        for key in self.dtmf:
+            if not _DTMF_KEYS.match(key):
+                raise ValueError(f"dtmf key '{key}' must be 1-8 of 0-9, * and #")
+        names = list(self.destinations)
+        used = [a.transfer for a in self.dtmf.values() if isinstance(a, Transfer)]
+        used += [r.transfer for r in self.agent_says if r.transfer is not None]
+        used += [
+            a.transfer
+            for a in (self.limits.max_duration, self.limits.silence_timeout)
+            if isinstance(a, Transfer)
+        ]
+        for name in used:
+            if name not in self.destinations:
+                close = [n for n in names if n.lower() == name.lower() or name in n or n in name]
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                known = ", ".join(names) or "none"
+                raise ValueError(
+                    f"transfer to unknown destination '{name}'{hint}; destinations: {known}"
+                )
+        return self
+
 
 class PersonaSpec(_Strict):
     """One persona YAML document. The persona's name is the file's stem."""
@@ -132,6 +280,9 @@ class PersonaSpec(_Strict):
     voice: Voice = Field(description=_VOICE_JSON_SCHEMA["description"])
     sampling: Sampling = Field(default_factory=lambda: Sampling(), description="Sampling settings.")
     limits: Limits = Field(default_factory=lambda: Limits(), description="Call limits.")
+    call_flow: CallFlowSpec | None = Field(
+        None, description="Transfers to people and hang-ups (keys, the agent's words, limits)."
+    )
 
     @field_validator("text_prompt")
     @classmethod
@@ -177,10 +328,15 @@ class Persona(BaseModel):
     voice: str
     sampling: Sampling = Field(default_factory=lambda: Sampling())
     limits: Limits = Field(default_factory=lambda: Limits())
+    call_flow: CallFlowSpec | None = None
     voice_path: Path | None = None  # resolved clip when the voice is a WAV
     source: Path | None = None  # the YAML file it came from
     digest: str = ""  # sha256 of the YAML bytes (and the clip's): changes when an edit matters
     prompt_tokens: int = 0  # model tokens of text_prompt (or an estimate; see loader)
+
+    def flow_rules(self) -> FlowRules | None:
+        """Its call flow as the Call applies it (None: no transfers or hang-up rules)."""
+        return flow_rules(self.call_flow)
 
     def to_prompt(self) -> PersonaPrompt:
         """What ``Engine.load_persona`` needs."""
@@ -191,6 +347,37 @@ class Persona(BaseModel):
             sampling=self.sampling.to_params(),
             voice_path=self.voice_path,
         )
+
+
+def _action(value: Literal["hangup"] | Transfer | None) -> FlowRuleAction | None:
+    if value is None:
+        return None
+    if isinstance(value, Transfer):
+        return FlowRuleAction("transfer", value.transfer)
+    return FlowRuleAction("hangup")
+
+
+def flow_rules(spec: CallFlowSpec | None) -> FlowRules | None:
+    """The Call's view of a persona's ``call_flow`` (None when it has none)."""
+    if spec is None:
+        return None
+    phrases: list[tuple[str, FlowRuleAction]] = []
+    for rule in spec.agent_says:
+        if rule.transfer is not None:
+            phrases.append((rule.phrase, FlowRuleAction("transfer", rule.transfer)))
+        else:
+            phrases.append((rule.phrase, FlowRuleAction("hangup")))
+    dtmf = {k: a for k, v in spec.dtmf.items() if (a := _action(v)) is not None}
+    return FlowRules(
+        destinations={name: d.to for name, d in spec.destinations.items()},
+        handoff_urls={n: d.handoff_url for n, d in spec.destinations.items() if d.handoff_url},
+        dtmf=dtmf,
+        agent_says=tuple(phrases),
+        on_max_duration=_action(spec.limits.max_duration),
+        on_silence_timeout=_action(spec.limits.silence_timeout),
+        hangup_silence_ms=int(spec.hangup_after_silence_s * 1000),
+        fallback_say=spec.fallback_say,
+    )
 
 
 def persona_json_schema() -> dict[str, Any]:
