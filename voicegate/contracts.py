@@ -268,6 +268,11 @@ class PersonaRouter(Protocol):
 
     def route(self, to: str) -> str: ...
 
+    def overflow(self, to: str) -> str:
+        """Where a call to ``to`` goes when the gateway cannot take it: an E.164 number or a
+        SIP URI, "" when none is set (then the answer is busy)."""
+        ...
+
 
 class PersonaNames(Protocol):
     """``PersonaStore``: whether a persona of that name is loaded."""

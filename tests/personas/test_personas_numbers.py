@@ -109,3 +109,33 @@ def test_router_replace_and_unknown_fallback() -> None:
     assert router.route("+14155550100") == "bank_teller"
     router.replace(NumbersMap(default="bank_teller"))
     assert router.route("sip:teller@x") == "bank_teller" and router.numbers.sip_users == {}
+
+
+def test_overflow_per_number_user_and_default(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text(
+        "default: a\n"
+        "overflow:\n"
+        '  default: "+14155550199"\n'
+        '  "+14155550100": "sip:branch@pbx.example.com"\n'
+        '  teller: "+14155550123"\n'
+    )
+    numbers, problems = read_numbers(path)
+    assert problems == [] and numbers is not None
+    router = Router(numbers)
+    assert router.overflow("sip:+1-415-555-0100@gw;user=phone") == "sip:branch@pbx.example.com"
+    assert router.overflow("sip:teller@gw.example.com") == "+14155550123"
+    assert router.overflow("+19999999999") == "+14155550199"
+    path.write_text("default: a\n")
+    numbers, _ = read_numbers(path)
+    assert numbers is not None and Router(numbers).overflow("+14155550100") == ""  # busy
+
+
+def test_overflow_problems_have_positions(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text('default: a\noverflow:\n  "not a key!": "+14155550199"\n  x: "nope"\n')
+    numbers, problems = read_numbers(path)
+    assert numbers is None
+    text = [str(p) for p in problems]
+    assert any(":3:3: error: overflow key 'not a key!'" in t for t in text), text
+    assert any(":4:6: error: overflow.x: 'nope' is neither" in t for t in text), text

@@ -44,6 +44,7 @@ from voicegate.contracts import (
     CallInfo,
     EndReason,
     EventSink,
+    FlowAction,
     FlowRules,
     LegTransport,
     TransferOutcome,
@@ -577,15 +578,15 @@ class Call:
         flow = self._flow
         assert flow is not None
         to = flow.rules.destinations.get(action.destination, "")
-        target = TransferTarget(action.destination, to, self._new_handoff_id())
+        self._start_transfer(
+            TransferTarget(action.destination, to, self._new_handoff_id()), trigger, said
+        )
+
+    def _start_transfer(self, target: TransferTarget, trigger: FlowTrigger, said: str) -> None:
         self._transfer = (target, trigger, self._clock())
         self._emit_transfer(target, trigger, "requested", said, None)
         log.info(
-            "call %s: call flow transfers to %s (%s) on %s",
-            self.call_id,
-            action.destination,
-            to,
-            said,
+            "call %s: transfer to %s (%s) on %s", self.call_id, target.destination, target.to, said
         )
         transfer = getattr(self._leg, "transfer", None)
         if not callable(transfer):
@@ -598,6 +599,18 @@ class Call:
         except Exception as exc:
             log.exception("call %s: leg transfer failed", self.call_id)
             self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
+
+    def transfer_to(self, destination: str, to: str, trigger: str, detail: str = "") -> None:
+        """Hand the caller to ``to`` outside the persona's rules (``trigger``: ``engine_fault``,
+        ``overflow``, an operator): a ``call.transfer`` event follows; if it fails the call ends
+        with ``engine_fault`` for an engine fault, else it stays."""
+        if self._state is not CallState.ACTIVE or self._transfer is not None:
+            return
+        self._start_transfer(
+            TransferTarget(destination, to, self._new_handoff_id()),
+            FlowTrigger(trigger, detail, FlowAction("transfer", destination)),
+            f"{trigger} {detail}".strip(),
+        )
 
     def on_transfer_result(
         self, target: TransferTarget, outcome: TransferOutcome, detail: str
@@ -614,8 +627,16 @@ class Call:
         self._emit_transfer(target, trigger, outcome.value, detail, latency_ms)
         if self._on_transfer is not None:
             self._on_transfer(self, outcome.value, latency_ms / 1000)
+        is_fault = trigger.trigger == EndReason.ENGINE_FAULT.value
         if outcome is TransferOutcome.HANDED_OFF:
-            self._finish(EndReason.TRANSFERRED, f"to {target.destination} ({detail})".strip())
+            reason = (
+                EndReason.OVERFLOW
+                if is_fault or trigger.trigger == EndReason.OVERFLOW.value
+                else EndReason.TRANSFERRED
+            )
+            self._finish(reason, f"to {target.destination} ({detail})".strip())
+        elif is_fault:
+            self.end(EndReason.ENGINE_FAULT, f"transfer to overflow failed: {detail}")
         elif outcome is TransferOutcome.UNSUPPORTED:
             self.end(EndReason.AGENT_HANGUP, detail)
         elif trigger.trigger in (EndReason.MAX_DURATION.value, EndReason.SILENCE_TIMEOUT.value):

@@ -13,6 +13,9 @@ The file::
       "+14155550100": bank_teller
     sip_users:                        # the user part of the called SIP URI
       teller: bank_teller
+    overflow:                         # optional: where calls go when we cannot take them
+      default: "+14155550199"         # (no slot free, draining, engine fault); else busy
+      "+14155550100": "sip:branch@pbx.example.com"   # per called number or SIP user
 
 Owns: the numbers schema, its checks (line/col), normalising a called party, and ``Router``.
 Does file I/O only in ``read_numbers``; must not import calls, legs or app.
@@ -51,6 +54,8 @@ SIP_USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~+-]{0,63}$")
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 _DIGITS = re.compile(r"^\+?[0-9]{2,15}$")
 _SCHEMES = ("tel:", "sips:", "sip:")
+OVERFLOW_SIP_PATTERN = r"^sips?:[^\s@<>\"]+@[A-Za-z0-9.\-\[\]:]+(;[^\s<>\"]*)?$"
+_OVERFLOW_SIP = re.compile(OVERFLOW_SIP_PATTERN)
 
 
 class NumbersValidationError(RoutingError):
@@ -85,6 +90,24 @@ class NumbersSpec(BaseModel):
         description="User part of the called SIP URI (sip:teller@host -> teller) -> persona name.",
         json_schema_extra={"propertyNames": {"pattern": SIP_USER_PATTERN.pattern}},
     )
+    overflow: dict[str, str] = Field(
+        default_factory=dict,
+        description="Where a call goes when the gateway cannot take it (no free slot, draining, "
+        "engine fault): 'default' or a called number / SIP user -> an E.164 number or a SIP "
+        "URI. Without one the caller hears busy.",
+        json_schema_extra={
+            "propertyNames": {
+                "anyOf": [
+                    {"const": "default"},
+                    {"pattern": E164_PATTERN.pattern},
+                    {"pattern": SIP_USER_PATTERN.pattern},
+                ]
+            },
+            "additionalProperties": {
+                "anyOf": [{"pattern": E164_PATTERN.pattern}, {"pattern": OVERFLOW_SIP_PATTERN}]
+            },
+        },
+    )
 
 
 def numbers_json_schema() -> dict[str, Any]:
@@ -102,6 +125,7 @@ class NumbersMap:
     default: str
     numbers: dict[str, str] = field(default_factory=dict)
     sip_users: dict[str, str] = field(default_factory=dict)
+    overflow: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> to
     source: Path | None = None
     digest: str = ""
 
@@ -233,12 +257,36 @@ def read_numbers(
         return None, [*problems, Problem(path, 1, 1, "error", "document nesting is too deep")]
     numbers, entry_problems = _check_entries(spec, path, smap, known_personas)
     problems += entry_problems
+    overflow: dict[str, str] = {}
+    for key, target in spec.overflow.items():
+        pos = smap.value_pos(("overflow", key))
+        if not (E164_PATTERN.match(target) or _OVERFLOW_SIP.match(target)):
+            problems.append(
+                _problem(
+                    path,
+                    pos,
+                    f"overflow.{key}: '{target}' is neither an E.164 number nor a SIP URI "
+                    "(sip:user@host)",
+                )
+            )
+            continue
+        if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
+            overflow[key] = target
+        else:
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("overflow", key)),
+                    f"overflow key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
     if has_errors(problems):
         return None, problems
     result = NumbersMap(
         default=spec.default,
         numbers=numbers,
         sip_users=dict(spec.sip_users),
+        overflow=overflow,
         source=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
@@ -275,6 +323,16 @@ class Router:
     def replace(self, numbers: NumbersMap) -> None:
         """Use ``numbers`` for routes from now on (atomic for concurrent ``route`` calls)."""
         self._state = (numbers, {k.casefold(): v for k, v in numbers.sip_users.items()})
+
+    def overflow(self, to: str) -> str:
+        """Where a call to ``to`` goes when it cannot be taken ("" = none: answer busy)."""
+        numbers, _ = self._state
+        table = numbers.overflow
+        if not table:
+            return ""
+        number, user = normalise_called(to)
+        hit = table.get(user) or (table.get(number) if number is not None else None)
+        return hit or table.get("default", "")
 
     def route(self, to: str) -> str:
         """The persona for a called number / SIP URI / SIP user; the default when none matches."""

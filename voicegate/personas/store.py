@@ -381,6 +381,11 @@ class NumbersStore:
         """Shortcut for ``router.route``."""
         return self.router.route(to)
 
+    def overflow(self, to: str) -> str:
+        """Shortcut for ``router.overflow`` ("" while no numbers file is loaded)."""
+        router = self._router
+        return router.overflow(to) if router is not None else ""
+
     def problems(self) -> list[Problem]:
         return list(self._problems)
 
