@@ -454,3 +454,21 @@ async def test_fuzzed_messages_get_an_answer_or_nothing_and_calls_go_on(
     pulls = call.pulls
     await asyncio.sleep(0.1)
     assert call.pulls > pulls
+
+
+async def test_control_bytes_in_a_header_get_400_and_start_no_call(make_rig: Any) -> None:
+    rig = await make_rig()
+    peer, rtp = await rig.peer()
+    offer = sdp_offer("127.0.0.1", rtp.port)
+    peer.send(peer.request("INVITE", body=offer, extra="Subject: pay\x00ment\r\n"))
+    refused = await peer.response(400)
+    assert refused.cseq_method == "INVITE" and refused.call_id == peer.call_id
+    peer.send(peer.request("OPTIONS", extra="X-\x1bColour: red\r\n"))
+    assert (await peer.response(400)).cseq_method == "OPTIONS"
+    peer.send(peer.request("ACK", cseq=1, extra="Subject: \x07\r\n"))  # an ACK is never answered
+    await asyncio.sleep(0.1)
+    assert peer.udp.drain() == 0
+    assert rig.calls.calls == [] and rig.server.stats.messages_malformed == 3
+    peer.send(peer.request("INVITE", body=offer, extra="Subject: pay\tment\r\n"))  # HTAB is fine
+    await peer.response(200)
+    assert len(rig.calls.calls) == 1
