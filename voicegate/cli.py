@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -13,7 +15,9 @@ from voicegate.personas.cli import personas_app
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="VoiceGate: phone calls into a full-duplex voice model.", no_args_is_help=True)
+app = typer.Typer(
+    help="VoiceGate: phone calls into a full-duplex voice model.", no_args_is_help=True
+)
 
 
 def _settings_help() -> str:
@@ -36,7 +40,16 @@ def serve() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down, into the handler that
+    # was there before it started: with the default one a drained SIGTERM killed the process
+    # (status 143), which Docker and Kubernetes record as a failure. A drain is a clean stop.
+    signal.signal(signal.SIGTERM, _stopped_by_sigterm)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _stopped_by_sigterm(sig: int, frame: FrameType | None) -> None:
+    """SIGTERM outside uvicorn's own handler (after its shutdown, or before it started): exit 0."""
+    raise SystemExit(0)
 
 
 app.add_typer(personas_app, name="personas")
@@ -107,7 +120,9 @@ def call_offline(
     from voicegate.personas import PersonaStore
 
     settings = Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
     store = PersonaStore(settings.personas_dir)
     store.load()
     prompt = store.get(persona).to_prompt()
@@ -119,7 +134,9 @@ def call_offline(
     finally:
         engine.close()
     write_call_outputs(result, out, transcript)
-    typer.echo(f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}")
+    typer.echo(
+        f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}"
+    )
 
 
 def main() -> None:
