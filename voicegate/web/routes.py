@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from voicegate.config import Settings
 from voicegate.events.schema import CALL_ID_PATTERN, Event
+from voicegate.legs.http_body import BodyRefused, read_body
 from voicegate.legs.webrtc.auth import bearer_matches
 from voicegate.personas.problems import Problem, has_errors
 from voicegate.personas.tokens import default_token_counter
@@ -240,8 +241,9 @@ def _valid_call_id(call_id: str) -> bool:
 
 
 async def _text_body(request: Request) -> str | None:
-    raw = await request.body()
-    if len(raw) > MAX_PERSONA_BYTES:
+    try:
+        raw = await read_body(request, MAX_PERSONA_BYTES)
+    except BodyRefused:
         return None
     try:
         return raw.decode("utf-8")

@@ -99,7 +99,7 @@ class TwilioLegStats:
 
     def __init__(self) -> None:
         self.webhooks = 0
-        self.webhooks_refused = 0  # bad or missing signature
+        self.webhooks_refused = 0  # bad or missing signature, or a body too large (413)
         self.rejected_busy = 0  # answered <Reject reason="busy"/>
         self.status_callbacks = 0
         self.streams_started = 0
@@ -145,7 +145,7 @@ class TwilioLegStats:
 
 _COUNTERS = (
     ("webhooks", "voice webhooks received"),
-    ("webhooks_refused", "webhooks refused for a bad or missing signature"),
+    ("webhooks_refused", "webhooks refused: bad or missing signature, or body too large"),
     ("rejected_busy", "calls answered with Reject busy (full or draining)"),
     ("status_callbacks", "stream status callbacks recorded"),
     ("streams_started", "media streams that started a call"),

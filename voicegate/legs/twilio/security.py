@@ -83,6 +83,12 @@ class SignatureChecker:
             return f"{SIGNATURE_HEADER} does not match url {url} with {len(params)} parameter(s)"
         return None
 
+    def check_before_body(self, path: str, query: str, signature: str | None) -> str | None:
+        """What refuses a webhook before its body is read: no auth token, no signature."""
+        if self._validator is None or not signature:
+            return self._check(public_http_url(self._public_url, path, query), {}, signature)
+        return None
+
     def check_webhook(
         self,
         path: str,
