@@ -84,7 +84,11 @@ def create_app(
     registry = registry or CollectorRegistry()
     readiness = Readiness()
 
-    twilio = TwilioLeg(auth_token=settings.twilio_auth_token, public_url=settings.public_url)
+    twilio = TwilioLeg(
+        auth_token=settings.twilio_auth_token,
+        public_url=settings.public_url,
+        media_timeout_s=settings.twilio_media_timeout_s,
+    )
     registry.register(twilio.collector())
     sip_stats = SipStats()
     webrtc = WebRtcLeg(
