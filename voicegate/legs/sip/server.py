@@ -209,7 +209,9 @@ class SipServer:
         if self.events is not None:
             self.events.emit(event)
 
-    async def open_media(self, plan: MediaPlan, on_timeout: Callable[[str], None]) -> RtpSession:
+    async def open_media(
+        self, plan: MediaPlan, on_timeout: Callable[[str], None], *, signalling_host: str = ""
+    ) -> RtpSession:
         c = self.config
         return await RtpSession.open(
             plan,
@@ -221,6 +223,7 @@ class SipServer:
             timeout_before_media_s=c.rtp_timeout_before_media_s,
             timeout_s=c.rtp_timeout_s,
             pacer=self.pacer,
+            signalling_host=signalling_host,
         )
 
     def contact_for(self, peer: Peer, local_host: str) -> str:
