@@ -84,12 +84,9 @@ def create_app(
     registry = registry or CollectorRegistry()
     readiness = Readiness()
 
-    twilio = TwilioLeg(
-        auth_token=settings.twilio_auth_token,
-        public_url=settings.public_url,
-        media_timeout_s=settings.twilio_media_timeout_s,
-    )
+    twilio = TwilioLeg(auth_token=settings.twilio_auth_token, public_url=settings.public_url)
     registry.register(twilio.collector())
+    twilio.media_timeout_s = settings.twilio_media_timeout_s
     sip_stats = SipStats()
     webrtc = WebRtcLeg(
         token=settings.webrtc_token,

@@ -42,7 +42,7 @@ from voicegate.legs.twilio.security import (
     public_http_url,
     public_ws_url,
 )
-from voicegate.legs.twilio.stream import MEDIA_TIMEOUT_S, TwilioMediaStream
+from voicegate.legs.twilio.stream import TwilioMediaStream
 from voicegate.legs.twilio.twiml import TWIML_MEDIA_TYPE, connect_stream, reject
 
 __all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioLeg"]
@@ -84,20 +84,20 @@ class TwilioLeg:
         calls: Admission | None = None,
         personas: PersonaRouter | None = None,
         events: EventSink | None = None,
+        media_timeout_s: float = 10.0,
         tokens: CallTokens | None = None,
         stats: TwilioLegStats | None = None,
         max_ahead_ms: int = 100,
-        media_timeout_s: float = MEDIA_TIMEOUT_S,
     ) -> None:
         self.signatures = SignatureChecker(auth_token, public_url)
         self.public_url = public_url
         self.calls = calls
         self.personas = personas
         self.events = events
+        self.media_timeout_s = media_timeout_s  # 0: streams are not watched
         self.tokens = tokens or CallTokens()
         self.stats = stats or TwilioLegStats()
         self.max_ahead_ms = max_ahead_ms
-        self.media_timeout_s = media_timeout_s
         self.is_draining = False
         self._calls_seen: OrderedDict[str, tuple[str, float]] = OrderedDict()  # CallSid -> id, t0
         self._streams: dict[int, TwilioMediaStream] = {}
@@ -225,10 +225,10 @@ class TwilioLeg:
             ws,
             calls=self.calls or _NoCalls(),
             tokens=self.tokens,
+            media_timeout_s=self.media_timeout_s,
             stats=self.stats,
             report_error=self._report_error,
             max_ahead_ms=self.max_ahead_ms,
-            media_timeout_s=self.media_timeout_s,
         )
         self._streams[id(stream)] = stream
         try:
