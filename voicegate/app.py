@@ -106,6 +106,7 @@ def create_app(
         send_ms=settings.twilio_send_ms,
     )
     registry.register(twilio.collector())
+    twilio.media_timeout_s = settings.twilio_media_timeout_s
     sip_stats = SipStats()
     webrtc = _webrtc_leg(settings, registry)
     if settings.sip_enabled:
@@ -136,7 +137,7 @@ def create_app(
                 await sip.start()
                 stack.push_async_callback(sip.close)
                 app.state.sip = sip
-            drain = _Drain(parts, twilio, settings.drain_timeout_s)
+            drain = _Drain(parts, twilio, readiness, settings.drain_timeout_s)
             drain.install()
             stack.callback(drain.uninstall)
             readiness.checks.pop("starting", None)
@@ -299,14 +300,18 @@ class _Drain:
     uvicorn installs its own SIGTERM/SIGINT handlers before the lifespan starts and, on a
     signal, stops accepting connections and closes every WebSocket at once. So the lifespan
     puts its own handler in front: the first SIGTERM starts the drain while uvicorn keeps
-    serving (new calls get ``<Reject reason="busy"/>``), and only when the drain is over is the
-    signal handed to uvicorn's handler. A second SIGTERM, or SIGINT, ends the calls now.
+    serving (new calls get ``<Reject reason="busy"/>``, ``/readyz`` answers 503 "draining"), and
+    only when the drain is over is the signal handed to uvicorn's handler. A second SIGTERM, or
+    SIGINT, ends the calls now. (``voicegate serve`` then exits 0: see ``cli.serve``.)
     Only in the main thread (tests that run uvicorn in a thread drain in the lifespan instead).
     """
 
-    def __init__(self, parts: GatewayParts, twilio: TwilioLeg, timeout_s: float) -> None:
+    def __init__(
+        self, parts: GatewayParts, twilio: TwilioLeg, readiness: Readiness, timeout_s: float
+    ) -> None:
         self._parts = parts
         self._twilio = twilio
+        self._readiness = readiness
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         self._previous: dict[int, Any] = {}
@@ -329,6 +334,8 @@ class _Drain:
         self._loop.call_soon_threadsafe(self._start, sig)
 
     def _start(self, sig: int) -> None:
+        # unready at once, so that a load balancer stops sending calls that would be refused
+        self._readiness.add("draining", lambda: "draining")
         is_first = self._task is None
         if is_first and sig == signal.SIGTERM:
             log.info(

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
 
     # --- Twilio ---
     twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")
+    twilio_media_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="End a Twilio call whose media stopped this long while its socket stays open (0: never).",
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long active calls may run before they are ended."
     )

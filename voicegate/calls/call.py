@@ -543,9 +543,10 @@ class Call:
             if self._state is CallState.ENDED:
                 return
         if self._silence_ms and caller is not None:  # without caller VAD there is no silence
-            if caller.is_speech:
-                return
-            if now - self._last_caller_voice_ms >= self._silence_ms:
+            # speech lasts only as long as its audio keeps coming: media that stopped while the
+            # caller spoke (a frozen peer) is silence from the last sample received
+            last_voice_ms = self.caller_ms if caller.is_speech else self._last_caller_voice_ms
+            if now - last_voice_ms >= self._silence_ms:
                 self._on_limit(
                     EndReason.SILENCE_TIMEOUT, f"no caller speech for {self._silence_ms} ms"
                 )
