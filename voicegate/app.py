@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
 from voicegate.calls.edge import EdgeMonitor
+from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
@@ -257,6 +258,10 @@ async def _start_parts(
             budget=settings.edge_loop_budget_pct / 100,
             prior_cost=settings.edge_call_cost_pct / 100,
         )
+    handoff: HandoffPoster | None = None
+    if settings.handoff_secret:
+        handoff = HandoffPoster(settings.handoff_secret, timeout_s=settings.handoff_timeout_s)
+        stack.push_async_callback(handoff.aclose)
     calls = CallManager(
         engine,
         events,
@@ -264,6 +269,7 @@ async def _start_parts(
         max_calls=settings.max_calls,
         personas=personas,
         edge=edge,
+        handoff=handoff,
         **vad_options,
     )
     if edge is not None:

@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         0, ge=0, le=60_000, description="Ringing time between 180 and the 200 answer."
     )
 
+    # --- call flow ---
+    handoff_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key that signs warm handoff documents (VoiceGate-Signature); empty: no handoff POSTs.",
+    )
+    handoff_timeout_s: float = Field(
+        1.5, gt=0.0, le=10.0, description="Longest wait for a handoff endpoint before the transfer goes ahead."
+    )
+
     # --- the edge's own work per call ---
     edge_loop_budget_pct: float = Field(
         80.0,
