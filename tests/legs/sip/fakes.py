@@ -67,9 +67,13 @@ class FakeCalls:
 
 class FakeRouter:
     ROUTES = {"teller": "bank_teller", "+14155550100": "bank_teller"}
+    OVERFLOW = {"teller": "+14155550199"}
 
     def route(self, to: str) -> str:
         return self.ROUTES.get(to, "support_agent")
+
+    def overflow(self, to: str) -> str:
+        return self.OVERFLOW.get(to, "")
 
 
 @dataclass
