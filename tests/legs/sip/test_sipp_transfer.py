@@ -114,12 +114,19 @@ def transfers(events: list[dict[str, str]]) -> list[dict[str, str]]:
     return [e for e in events if e["type"] == "call.transfer"]
 
 
+@pytest.mark.parametrize("transport", ["u1", "t1"])  # SIPp: one UDP socket / one TCP connection
 async def test_refer_accepted_hands_the_call_off_and_sends_bye(
-    gateway: SipGateway, workdir: Path
+    gateway: SipGateway, workdir: Path, transport: str
 ) -> None:
     before = set(gateway.sip_call_ids())
     ok0, failed0, refers0 = handed_off(gateway)
-    result = run_sipp(gateway.sip_port, workdir, scenario="refer_accept.xml", service="desk")
+    result = run_sipp(
+        gateway.sip_port,
+        workdir,
+        scenario="refer_accept.xml",
+        service="desk",
+        extra=["-t", transport],
+    )
     assert result.returncode == 0, result.stdout + result.stderr  # REFER checked, our BYE came
     call_id = one_new_call(gateway, before)
     events = await read_events(gateway.redis_url, call_id)
@@ -251,6 +258,34 @@ async def test_no_final_notify_fails_the_transfer_and_late_notify_gets_481(
         assert (await asyncio.to_thread(client.recv_final, 3, "BYE")).code == 200
         client.close()
     events = await read_events(gateway.redis_url, call_id)
+    assert next(e for e in events if e["type"] == "call.ended")["reason"] == "caller_hangup"
+    await gateway.wait_idle()
+
+
+async def test_caller_hanging_up_during_the_transfer_fails_it(
+    gateway: SipGateway, media: socket.socket
+) -> None:
+    before = set(gateway.sip_call_ids())
+    client = await asyncio.to_thread(answer_call, gateway, media)
+    try:
+        call_id = one_new_call(gateway, before)
+        call = gateway.calls.get(call_id)
+        gateway.on_loop(call.transfer_to, "branch", "+14155550123", "operator")
+        refer = await asyncio.to_thread(recv_request, client, "REFER")
+        assert (refer.header("Refer-To") or "").startswith(
+            "<sip:+14155550123@trunk.example.test;user=phone?X-Handoff-Id="
+        )
+        client.sock.sendto(build_response(refer, 202), ("127.0.0.1", gateway.sip_port))
+        client.send(client.request("BYE", 2, user="desk"))
+        assert (await asyncio.to_thread(client.recv_final, 3, "BYE")).code == 200
+    finally:
+        client.close()
+    events = await read_events(gateway.redis_url, call_id)
+    failed = transfers(events)[1]
+    assert (failed["result"], failed["detail"]) == (
+        "failed",
+        "the caller's side hung up before the transfer's outcome",
+    )
     assert next(e for e in events if e["type"] == "call.ended")["reason"] == "caller_hangup"
     await gateway.wait_idle()
 
