@@ -67,7 +67,7 @@ class FakeCalls:
 
 class FakeRouter:
     ROUTES = {"teller": "bank_teller", "+14155550100": "bank_teller"}
-    OVERFLOW = {"teller": "+14155550199"}
+    OVERFLOW = {"overflowing": "+14155550199"}
 
     def route(self, to: str) -> str:
         return self.ROUTES.get(to, "support_agent")
