@@ -24,9 +24,7 @@ class Settings(BaseSettings):
 
     # --- HTTP ---
     host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
-    port: int = Field(
-        8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics)."
-    )
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics).")
     public_url: str = Field(
         "http://localhost:8000",
         description="Public https base URL that Twilio reaches (used to sign-check and build stream URLs).",
@@ -47,9 +45,7 @@ class Settings(BaseSettings):
     )
 
     # --- personas and routing ---
-    personas_dir: Path = Field(
-        Path("personas"), description="Folder of persona YAML files and voice clips."
-    )
+    personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files and voice clips.")
     numbers_file: Path = Field(
         Path("telephony/numbers.yaml"), description="Called number / SIP user -> persona map."
     )
@@ -74,9 +70,7 @@ class Settings(BaseSettings):
     )
 
     # --- Twilio ---
-    twilio_auth_token: str = Field(
-        "", description="Twilio auth token used to check X-Twilio-Signature."
-    )
+    twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long active calls may run before they are ended."
     )
@@ -154,12 +148,8 @@ class Settings(BaseSettings):
         True,
         description="Serve browser calls (POST /webrtc/offer); false leaves aiortc and av unimported.",
     )
-    webrtc_token: str = Field(
-        "", description="Bearer token for POST /webrtc/offer (empty: refuse all)."
-    )
-    editor_token: str = Field(
-        "", description="Bearer token for the persona editing API (empty: refuse all)."
-    )
+    webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
+    editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")
     webrtc_stun_urls: str = Field(
         "", description="Comma-separated STUN URLs for WebRTC ICE (empty: host candidates only)."
     )

@@ -45,9 +45,6 @@ REASON_PHRASES = {
     100: "Trying",
     180: "Ringing",
     200: "OK",
-    202: "Accepted",
-    302: "Moved Temporarily",
-    400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     405: "Method Not Allowed",
@@ -61,6 +58,9 @@ REASON_PHRASES = {
     491: "Request Pending",
     500: "Server Internal Error",
     503: "Service Unavailable",
+    # call control (REFER/NOTIFY, overflow); 400 "Bad Request" arrives with issue 11 on main
+    202: "Accepted",
+    302: "Moved Temporarily",
 }
 
 
