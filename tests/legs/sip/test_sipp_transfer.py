@@ -146,8 +146,13 @@ async def test_refer_accepted_hands_the_call_off_and_sends_bye(
     assert len(done["handoff_id"]) == 32 and done["handoff_id"] == requested["handoff_id"]
     ended = next(e for e in events if e["type"] == "call.ended")
     assert ended["reason"] == "transferred"
-    statuses = [e["status"] for e in events if e["type"] == "leg.status"]
-    assert "refer-sent" in statuses and "refer-progress" in statuses
+    statuses = [(e["status"], e["detail"]) for e in events if e["type"] == "leg.status"]
+    assert (
+        "refer-sent",
+        "sip:human@pbx.example.test?X-Handoff-Id=" + done["handoff_id"],
+    ) in statuses
+    assert ("refer-progress", "100 Trying (active)") in statuses
+    assert ("dialog-terminating", "transferred") in statuses
     assert handed_off(gateway) == (ok0 + 1, failed0, refers0 + 1)
     assert metric(gateway, "voicegate_call_transfer_latency_seconds_count") >= 1
     gateway.wait_idle_blocking()

@@ -298,10 +298,11 @@ class Dialog:
         if result.outcome is TransferOutcome.HANDED_OFF:
             self._stats.transfers_handed_off += 1
             log.info("sip call %s: transferred to %s: %s", self.call_id, refer.uri, result.detail)
-            if self.end_reason is None:
-                self.end_reason = EndReason.TRANSFERRED
             if call is not None:  # the Call ends itself (transferred); it does not hang us up
                 call.on_transfer_result(refer.target, result.outcome, result.detail)
+            if self.end_reason is None:  # the Call's reason: transferred, or overflow for a fault
+                reason = getattr(call, "end_reason", None)
+                self.end_reason = reason if isinstance(reason, EndReason) else EndReason.TRANSFERRED
             self._send_bye()
             return
         self._stats.transfers_failed += 1
