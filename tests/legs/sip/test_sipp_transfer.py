@@ -22,6 +22,7 @@ from voicegate.legs.sip.message import SipRequest, build_response, parse_message
 from ..gateway import read_events
 from .sip_client import SipClient, sdp_offer
 from .sip_helpers import SipGateway, run_sipp, start_sip_gateway
+from .test_kamailio import sbc  # noqa: F401  (the example SBC in front of this module's gateway)
 
 PERSONA = """\
 description: A test desk that hands callers on (SIP transfer tests).
@@ -265,6 +266,25 @@ async def test_no_final_notify_fails_the_transfer_and_late_notify_gets_481(
     events = await read_events(gateway.redis_url, call_id)
     assert next(e for e in events if e["type"] == "call.ended")["reason"] == "caller_hangup"
     await gateway.wait_idle()
+
+
+async def test_refer_through_the_example_sbc(
+    gateway: SipGateway,
+    sbc: int,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    """telephony/kamailio/kamailio.cfg relays our REFER and the caller's NOTIFYs (record-routed
+    in-dialog requests) and the BYE after the hand-off."""
+    pcm, _ = read_wav_int16(caller_wav_path(8000))
+    (tmp_path / "caller.ulaw").write_bytes(mulaw_encode(pcm[: 8000 * 3]))
+    before = set(gateway.sip_call_ids())
+    result = run_sipp(sbc, tmp_path, scenario="refer_accept.xml", service="desk")
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    call_id = one_new_call(gateway, before)
+    events = await read_events(gateway.redis_url, call_id)
+    assert [e["result"] for e in transfers(events)] == ["requested", "handed_off"]
+    assert next(e for e in events if e["type"] == "call.ended")["reason"] == "transferred"
+    gateway.wait_idle_blocking()
 
 
 async def test_caller_hanging_up_during_the_transfer_fails_it(
