@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         20.0, ge=0, description="New INVITEs/s per source address (0: no limit); more get 503."
     )
     sip_invite_burst: int = Field(40, ge=1, description="INVITE burst allowed per source address.")
+    sip_transfer_host: str = Field(
+        "",
+        description="Host of the SIP URI an E.164 transfer or overflow target becomes (sip:+1...@host;user=phone), e.g. the trunk's termination domain; empty: the address the INVITE came from.",
+    )
+    sip_refer_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=300,
+        description="A SIP transfer fails (the call stays with the agent) when no final NOTIFY arrives this long after the REFER.",
+    )
     sip_auth_username: str = Field(
         "", description="Digest username required on INVITEs (empty: no SIP authentication)."
     )

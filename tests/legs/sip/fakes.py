@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.contracts import CallInfo, EndReason, LegTransport
+from voicegate.contracts import (
+    CallInfo,
+    EndReason,
+    LegTransport,
+    TransferOutcome,
+    TransferTarget,
+)
 from voicegate.legs.sip.message import SipRequest, SipResponse, parse_message
 
 TONE = (8000 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(np.int16)
@@ -26,6 +32,7 @@ class FakeCall:
         self.ended: tuple[EndReason, str] | None = None
         self.pulls = 0
         self.now_ms = 0
+        self.transfers: list[tuple[TransferTarget, TransferOutcome, str]] = []
 
     def feed_caller_audio(self, pcm: npt.NDArray[np.int16]) -> None:
         self.fed_samples += len(pcm)
@@ -40,6 +47,11 @@ class FakeCall:
     def on_leg_closed(self, reason: EndReason) -> None:
         if self.closed is None:
             self.closed = reason
+
+    def on_transfer_result(
+        self, target: TransferTarget, outcome: TransferOutcome, detail: str
+    ) -> None:
+        self.transfers.append((target, outcome, detail))
 
     def end(self, reason: EndReason, detail: str = "") -> None:
         if self.ended is None:
@@ -67,9 +79,13 @@ class FakeCalls:
 
 class FakeRouter:
     ROUTES = {"teller": "bank_teller", "+14155550100": "bank_teller"}
+    OVERFLOW = {"overflowing": "+14155550199"}
 
     def route(self, to: str) -> str:
         return self.ROUTES.get(to, "support_agent")
+
+    def overflow(self, to: str) -> str:
+        return self.OVERFLOW.get(to, "")
 
 
 @dataclass

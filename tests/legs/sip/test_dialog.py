@@ -342,6 +342,25 @@ async def test_busy_when_full_or_draining(make_rig: Any) -> None:
     assert rig.server.stats.rtp_ports_in_use == 0
 
 
+async def test_302_to_the_overflow_when_full_or_the_slot_went(make_rig: Any) -> None:
+    rig = await make_rig()
+    rig.calls.is_admitting = False
+    peer, rtp = await rig.peer()
+    peer.send(peer.request("INVITE", user="overflowing", body=sdp_offer("127.0.0.1", rtp.port)))
+    moved = await peer.response(302)
+    # an E.164 overflow becomes a SIP URI at the host the INVITE came from (no transfer host)
+    assert moved.raw.headers.get("Contact") == "<sip:+14155550199@127.0.0.1;user=phone>"
+    peer.send(peer.request("ACK", cseq=moved.cseq, user="overflowing"))
+    rig.calls.is_admitting = True
+    rig.calls.error = NoFreeSlot("all taken")
+    peer2, rtp2 = await rig.peer()
+    peer2.send(peer2.request("INVITE", user="overflowing", body=sdp_offer("127.0.0.1", rtp2.port)))
+    await peer2.response(302)
+    assert rig.server.stats.invites_redirected == 2
+    assert rig.server.stats.invites_busy == 0
+    assert rig.server.stats.rtp_ports_in_use == 0
+
+
 async def test_488_when_no_codec_fits_or_no_offer(make_rig: Any) -> None:
     rig = await make_rig()
     peer, rtp = await rig.peer()

@@ -14,6 +14,18 @@ INVITE is retransmitted the same way until its ACK (17.2.1). Retransmitted reque
 stored response again. Re-INVITEs change codec, address or direction (hold = ``sendonly`` or
 ``inactive``: we stop sending RTP while the call's clock keeps running).
 
+Busy (no slot free, draining): ``302 Moved Temporarily`` with the overflow destination as the
+Contact when the numbers file names one for the called number (``PersonaRouter.overflow``), else
+``486 Busy Here``.
+
+Transfer (``LegControl.transfer``, RFC 3515): on a confirmed dialog an in-dialog REFER (new
+CSeq, ``Refer-To: <target>`` with ``?X-Handoff-Id=`` when the Call gave a handoff id,
+``Referred-By``), retransmitted like any non-INVITE request; its progress comes in NOTIFYs that
+get 200 (NOTIFYs for no pending REFER get 481). The outcome (``refer.Refer``, its own state
+table) goes to the Call once: HANDED_OFF -> we send BYE (the Call ended as transferred); FAILED
+(3xx-6xx to the REFER, a failure sipfrag, no final NOTIFY within ``refer_timeout_s``, the call
+ending first) -> the call stays with the agent.
+
 Owns: ``Dialog``, ``DialogState``. Imports the contracts, the pure SIP modules and the RTP
 session; never the engine or the events (states are reported through its host).
 """
@@ -28,8 +40,22 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from voicegate.contracts import CallInfo, CallLike, EndReason, LegTransport
-from voicegate.errors import InvalidStateError, NoFreeSlot, SdpError, SipError, VoiceGateError
+from voicegate.contracts import (
+    CallInfo,
+    CallLike,
+    EndReason,
+    LegTransport,
+    TransferOutcome,
+    TransferTarget,
+)
+from voicegate.errors import (
+    InvalidStateError,
+    NoFreeSlot,
+    SdpError,
+    SipError,
+    SipParseError,
+    VoiceGateError,
+)
 from voicegate.legs.sip.media import RATE_HZ, RtpSession
 from voicegate.legs.sip.message import (
     ALLOW,
@@ -42,6 +68,14 @@ from voicegate.legs.sip.message import (
     new_tag,
 )
 from voicegate.legs.sip.metrics import SipStats
+from voicegate.legs.sip.refer import (
+    Refer,
+    ReferResult,
+    ReferState,
+    SipFrag,
+    parse_sipfrag,
+    parse_subscription_state,
+)
 from voicegate.legs.sip.sdp import MediaPlan, build_answer, negotiate, parse_sdp
 from voicegate.legs.sip.transaction import Peer, Retransmission, SipTimers
 
@@ -82,6 +116,7 @@ class DialogHost(Protocol):
 
     stats: SipStats
     timers: SipTimers
+    refer_timeout_s: float
 
     def start_call(self, info: CallInfo, leg: LegTransport) -> SipCall: ...
 
@@ -94,6 +129,14 @@ class DialogHost(Protocol):
     ) -> RtpSession: ...
 
     def contact_for(self, peer: Peer, local_host: str) -> str: ...
+
+    def transfer_uri(self, target: TransferTarget, peer: Peer) -> str:
+        """The SIP URI for a transfer target (``SipParseError`` when it cannot be made)."""
+        ...
+
+    def overflow_uri(self, invite: SipRequest, peer: Peer) -> str:
+        """The overflow destination of the called party as a SIP URI, "" when none is set."""
+        ...
 
     def dialog_ended(self, dialog: Dialog) -> None: ...
 
@@ -137,6 +180,9 @@ class Dialog:
         self._invite_tx: Retransmission | None = None
         self._reinvite_tx: Retransmission | None = None
         self._bye_tx: Retransmission | None = None
+        self._refer: Refer | None = None  # the latest transfer (a failed one may be retried)
+        self._refer_tx: Retransmission | None = None
+        self._refer_timer: asyncio.TimerHandle | None = None
         self._reinvite_cseq: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._is_binding = False
@@ -182,6 +228,94 @@ class Dialog:
             self._send_bye()
         elif self.state is DialogState.PROCEEDING:
             self.reject(487 if reason is EndReason.DRAIN else 500)
+
+    # -- LegControl: cold transfer by REFER ------------------------------------------------
+
+    def transfer(self, target: TransferTarget) -> None:
+        """Send a REFER to ``target``; the outcome reaches the Call later (``on_transfer_result``)."""
+        call = self.call
+        if call is None:
+            return
+        if self._refer is not None and not self._refer.is_done:
+            call.on_transfer_result(target, TransferOutcome.FAILED, "a transfer is in progress")
+            return
+        if self.state is not DialogState.CONFIRMED:
+            call.on_transfer_result(
+                target, TransferOutcome.FAILED, f"the dialog is {self.state.value}, not confirmed"
+            )
+            return
+        try:
+            uri = self._host.transfer_uri(target, self.peer)
+        except SipParseError as exc:
+            call.on_transfer_result(target, TransferOutcome.FAILED, str(exc))
+            return
+        data, cseq = self._request(
+            "REFER", headers=[("Refer-To", f"<{uri}>"), ("Referred-By", self._contact)]
+        )
+        self._refer = Refer(target, cseq, uri)
+        self._stats.refers_sent += 1
+        log.info("sip call %s: REFER to %s (%s)", self.call_id, uri, target.destination)
+        self._emit_status("refer-sent", uri)
+        self._refer_tx = Retransmission(
+            self._send,
+            data,
+            self._timers,
+            self._stats,
+            self._refer_gave_up,
+            is_reliable=self.is_reliable,
+        )
+        self._refer_timer = asyncio.get_running_loop().call_later(
+            self._host.refer_timeout_s, self._refer_timed_out
+        )
+
+    def _refer_gave_up(self) -> None:
+        self._refer_tx = None
+        refer = self._refer
+        if refer is not None and refer.state is ReferState.SENT:
+            why = f"no answer to the REFER within {self._timers.timeout_s:.0f} s"
+            self._refer_done(refer.abandon(why))
+
+    def _refer_timed_out(self) -> None:
+        self._refer_timer = None
+        if self._refer is not None:
+            self._refer_done(self._refer.on_timeout(self._host.refer_timeout_s))
+
+    def _stop_refer_timers(self) -> None:
+        if self._refer_tx is not None:
+            self._refer_tx.stop()
+            self._refer_tx = None
+        if self._refer_timer is not None:
+            self._refer_timer.cancel()
+            self._refer_timer = None
+
+    def _refer_done(self, result: ReferResult | None) -> None:
+        """Tell the Call what became of the transfer; after a hand-off, hang up our side."""
+        refer = self._refer
+        if result is None or refer is None:
+            return
+        self._stop_refer_timers()
+        call = self.call
+        if result.outcome is TransferOutcome.HANDED_OFF:
+            self._stats.transfers_handed_off += 1
+            log.info("sip call %s: transferred to %s: %s", self.call_id, refer.uri, result.detail)
+            if call is not None:  # the Call ends itself (transferred); it does not hang us up
+                call.on_transfer_result(refer.target, result.outcome, result.detail)
+            if self.end_reason is None:  # the Call's reason: transferred, or overflow for a fault
+                reason = getattr(call, "end_reason", None)
+                self.end_reason = reason if isinstance(reason, EndReason) else EndReason.TRANSFERRED
+            self._send_bye()
+            return
+        self._stats.transfers_failed += 1
+        log.info("sip call %s: transfer to %s failed: %s", self.call_id, refer.uri, result.detail)
+        if self.state in (DialogState.ACCEPTED, DialogState.CONFIRMED):
+            self._emit_status("refer-failed", result.detail)
+        if call is not None:
+            call.on_transfer_result(refer.target, result.outcome, result.detail)
+
+    def _abandon_refer(self, why: str) -> None:
+        refer = self._refer
+        if refer is not None and not refer.is_done:
+            self._refer_done(refer.abandon(why))
 
     # -- the INVITE ------------------------------------------------------------------------
 
@@ -251,9 +385,8 @@ class Dialog:
         try:
             call = self._host.start_call(info, self)
         except NoFreeSlot as exc:
-            log.info("sip call %s: 486: %s", invite.call_id, exc)
-            self._stats.invites_busy += 1
-            self.reject(486)
+            log.info("sip call %s: busy: %s", invite.call_id, exc)
+            self.refuse_busy()
             return
         except VoiceGateError as exc:
             log.error("sip call %s could not start: %s", invite.call_id, exc)
@@ -323,6 +456,21 @@ class Dialog:
             self._send, data, self._timers, self._stats, None, is_reliable=self.is_reliable
         )
 
+    def refuse_busy(self) -> None:
+        """No slot, or draining: 302 to the overflow destination when one is set, else 486."""
+        try:
+            overflow = self._host.overflow_uri(self.invite, self.peer)
+        except Exception:
+            log.exception("sip call %s: overflow lookup failed", self.invite.call_id)
+            overflow = ""
+        if overflow:
+            self._stats.invites_redirected += 1
+            log.info("sip call %s: 302 to the overflow %s", self.invite.call_id, overflow)
+            self.reject(302, [("Contact", f"<{overflow}>")])
+        else:
+            self._stats.invites_busy += 1
+            self.reject(486)
+
     def _on_no_ack(self) -> None:
         if self.state is DialogState.ACCEPTED:
             log.warning(
@@ -373,6 +521,8 @@ class Dialog:
             self._on_reinvite(request, peer)
         elif method in ("OPTIONS", "INFO", "UPDATE"):
             self._on_simple(request, peer)
+        elif method == "NOTIFY":
+            self._on_notify(request, peer)
         else:
             peer.send(build_response(request, 405, headers=[("Allow", ALLOW)]))
 
@@ -394,6 +544,7 @@ class Dialog:
             if self._invite_tx is not None:
                 self._invite_tx.stop()
             self._set_state(DialogState.TERMINATED)
+            self._abandon_refer("the caller's side hung up before the transfer's outcome")
             if self.call is not None:
                 self.call.on_leg_closed(self.end_reason or EndReason.CALLER_HANGUP)
 
@@ -489,27 +640,84 @@ class Dialog:
             return
         self._respond(request, 200, peer=peer, headers=[("Allow", ALLOW)])
 
+    def _on_notify(self, request: SipRequest, peer: Peer) -> None:
+        """Progress of our REFER (RFC 3515 2.4.4): 200, then the outcome if it is final."""
+        refer = self._refer
+        event = (request.header("Event") or request.header("o") or "").strip()
+        package, _, params = event.partition(";")
+        event_id = ""
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "id":
+                event_id = value.strip()
+        if package.strip().lower() != "refer":
+            self._respond(request, 489, peer=peer, headers=[("Allow-Events", "refer")])
+            return
+        if (
+            refer is None
+            or refer.is_done
+            or self.state is not DialogState.CONFIRMED
+            or (event_id and event_id != str(refer.cseq))
+        ):
+            self._stats.unknown_dialog += 1
+            self._respond(request, 481, peer=peer)  # no such subscription (any more)
+            return
+        if request.cseq < self._remote_cseq:
+            self._respond(request, 500, peer=peer)
+            return
+        self._remote_cseq = request.cseq
+        try:
+            sub = parse_subscription_state(request.header("Subscription-State"))
+            frag: SipFrag | None = None
+            if request.body.strip():
+                if request.content_type != "message/sipfrag":
+                    raise SipParseError(f"NOTIFY body of type {request.content_type!r}")
+                frag = parse_sipfrag(request.body)
+        except SipParseError as exc:
+            log.info("sip call %s: bad NOTIFY (400): %s", self.call_id, exc)
+            warning = f'399 VoiceGate "{str(exc)[:120]}"'
+            self._respond(request, 400, peer=peer, headers=[("Warning", warning)])
+            return
+        self._respond(request, 200, peer=peer)
+        self._stats.refer_notifies += 1
+        if frag is not None:
+            self._emit_status("refer-progress", f"{frag} ({sub.state})")
+        self._refer_done(refer.on_notify(frag, sub))
+
     def on_response(self, response: SipResponse) -> None:
-        """A response to our BYE ends the dialog."""
+        """A response to our BYE ends the dialog; one to our REFER moves the transfer on."""
+        if response.cseq_method == "REFER":
+            self._on_refer_response(response)
+            return
         if response.cseq_method == "BYE" and response.code >= 200 and self._bye_tx is not None:
             self._bye_tx.stop()
             self._bye_tx = None
             if self.state is DialogState.TERMINATING:
                 self._set_state(DialogState.TERMINATED)
 
+    def _on_refer_response(self, response: SipResponse) -> None:
+        refer = self._refer
+        if refer is None or response.cseq != refer.cseq or response.code < 200:
+            return
+        if self._refer_tx is not None:
+            self._refer_tx.stop()
+            self._refer_tx = None
+        if response.code >= 300:
+            self._stats.refers_refused += 1
+        refer_sub = (response.raw.headers.get("Refer-Sub") or "true").strip().lower() != "false"
+        self._refer_done(refer.on_response(response.code, response.phrase, refer_sub=refer_sub))
+
     # -- our requests ----------------------------------------------------------------------
 
-    def _send_bye(self) -> None:
-        if self.state not in (DialogState.ACCEPTED, DialogState.CONFIRMED):
-            return
-        if self._invite_tx is not None:
-            self._invite_tx.stop()
-            self._invite_tx = None
+    def _request(
+        self, method: str, headers: list[tuple[str, str]] | None = None
+    ) -> tuple[bytes, int]:
+        """An in-dialog request of ours with the next CSeq: (bytes, cseq)."""
         self._local_cseq += 1
         invite = self.invite
         via = f"SIP/2.0/{self.peer.transport} {self._via_host()};branch={new_branch()};rport"
         data = build_request(
-            "BYE",
+            method,
             self._remote_target,
             via=via,
             from_=f"{invite.raw.headers['To']};tag={self.local_tag}",
@@ -518,8 +726,20 @@ class Dialog:
             cseq=self._local_cseq,
             contact=self._contact,
             routes=self._routes,
+            headers=headers or [],
         )
+        return data, self._local_cseq
+
+    def _send_bye(self) -> None:
+        if self.state not in (DialogState.ACCEPTED, DialogState.CONFIRMED):
+            return
+        if self._invite_tx is not None:
+            self._invite_tx.stop()
+            self._invite_tx = None
+        data, _ = self._request("BYE")
         self._set_state(DialogState.TERMINATING)
+        reason = self.end_reason.value if self.end_reason else "hang-up"
+        self._abandon_refer(f"the call ended ({reason}) before the transfer's outcome")
         if self.session is not None:
             self.session.close_nowait()
         self._bye_tx = Retransmission(
@@ -584,6 +804,7 @@ class Dialog:
             log.exception("sip call %s: status event failed", self.call_id)
 
     def _terminated(self) -> None:
+        self._stop_refer_timers()
         if self.session is not None:
             self.session.close_nowait()
         if self._reinvite_tx is not None:
@@ -612,6 +833,7 @@ class Dialog:
         for tx in (self._invite_tx, self._reinvite_tx, self._bye_tx):
             if tx is not None:
                 tx.stop()
+        self._stop_refer_timers()
         self._is_closed = True
         if self._linger is not None:
             self._linger.cancel()

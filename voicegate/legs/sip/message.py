@@ -44,7 +44,7 @@ MAX_HEADERS = 96
 MAX_BODY_BYTES = 8_192
 BRANCH_MAGIC = "z9hG4bK"  # RFC 3261 8.1.1.7
 SERVER_NAME = "VoiceGate"
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY"
 
 REASON_PHRASES = {
     100: "Trying",
@@ -60,9 +60,13 @@ REASON_PHRASES = {
     486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
+    489: "Bad Event",
     491: "Request Pending",
     500: "Server Internal Error",
     503: "Service Unavailable",
+    # call control (REFER/NOTIFY, overflow); 400 "Bad Request" arrives with issue 11 on main
+    202: "Accepted",
+    302: "Moved Temporarily",
 }
 
 
@@ -315,16 +319,18 @@ def build_request(
     cseq: int,
     contact: str = "",
     routes: Sequence[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
     content_type: str = "application/sdp",
 ) -> bytes:
-    """An in-dialog request we send (BYE)."""
+    """An in-dialog request we send (BYE, REFER)."""
     lines = [f"{method} {uri} SIP/2.0", f"Via: {via}", "Max-Forwards: 70"]
     lines.extend(f"Route: {r}" for r in routes)
     lines += [f"From: {from_}", f"To: {to}", f"Call-ID: {call_id}", f"CSeq: {cseq} {method}"]
     if contact:
         lines.append(f"Contact: {contact}")
     lines.append(f"User-Agent: {SERVER_NAME}")
+    lines.extend(f"{name}: {value}" for name, value in headers)
     if body:
         lines.append(f"Content-Type: {content_type}")
     lines.append(f"Content-Length: {len(body)}")

@@ -30,6 +30,7 @@ class SipStats:
     invites_unauthorized: int = 0
     invites_not_acceptable: int = 0
     invites_cancelled: int = 0
+    invites_redirected: int = 0  # 302 to the overflow destination
     retransmissions_absorbed: int = 0
     responses_retransmitted: int = 0
     no_ack_hangups: int = 0
@@ -52,6 +53,11 @@ class SipStats:
     late_ticks: int = 0
     skipped_ticks: int = 0
     media_timeouts: int = 0
+    refers_sent: int = 0
+    refers_refused: int = 0  # a 3xx-6xx answer to our REFER
+    refer_notifies: int = 0  # NOTIFYs of a transfer's progress, answered 200
+    transfers_handed_off: int = 0
+    transfers_failed: int = 0
 
     def collector(self) -> SipStatsCollector:
         return SipStatsCollector(self)

@@ -33,6 +33,7 @@ from voicegate.contracts import (
     LegReporter,
     LegTransport,
     PersonaRouter,
+    TransferTarget,
 )
 from voicegate.errors import SipParseError
 from voicegate.legs.sip.auth import DigestAuth, SourcePolicy
@@ -49,6 +50,7 @@ from voicegate.legs.sip.message import (
     split_stream,
 )
 from voicegate.legs.sip.metrics import SipStats
+from voicegate.legs.sip.refer import REFER_TIMEOUT_S, target_uri
 from voicegate.legs.sip.sdp import MediaPlan
 from voicegate.legs.sip.transaction import Peer, SipTimers
 
@@ -76,6 +78,8 @@ class SipConfig:
     auth_password: str = ""
     auth_realm: str = "voicegate"
     answer_delay_s: float = 0.0
+    transfer_host: str = ""  # host for E.164 transfer/overflow targets ("": the INVITE's source)
+    refer_timeout_s: float = REFER_TIMEOUT_S
     rtp_timeout_before_media_s: float = 30.0
     rtp_timeout_s: float = 15.0
     timers: SipTimers = SipTimers()
@@ -95,6 +99,8 @@ class SipConfig:
             auth_password=settings.sip_auth_password,
             auth_realm=settings.sip_auth_realm,
             answer_delay_s=settings.sip_answer_delay_ms / 1000.0,
+            transfer_host=settings.sip_transfer_host,
+            refer_timeout_s=settings.sip_refer_timeout_s,
             rtp_timeout_before_media_s=settings.rtp_timeout_before_media_s,
             rtp_timeout_s=settings.rtp_timeout_s,
         )
@@ -118,6 +124,7 @@ class SipServer:
         self.events = events
         self.stats = stats or SipStats()
         self.timers = config.timers
+        self.refer_timeout_s = config.refer_timeout_s
         self.policy = SourcePolicy(
             config.allow,
             invite_rate_per_s=config.invite_rate_per_s,
@@ -223,6 +230,13 @@ class SipServer:
         host = f"[{local_host}]" if ":" in local_host else local_host
         return f"<sip:voicegate@{host}:{self.port}{transport}>"
 
+    def transfer_uri(self, target: TransferTarget, peer: Peer) -> str:
+        return target_uri(target.to, self.config.transfer_host or peer.host, target.handoff_id)
+
+    def overflow_uri(self, invite: SipRequest, peer: Peer) -> str:
+        to = self.router.overflow(self._called(invite))
+        return target_uri(to, self.config.transfer_host or peer.host) if to else ""
+
     def dialog_ended(self, dialog: Dialog) -> None:
         self.stats.dialogs_active = sum(
             1 for d in self.dialogs.values() if d.state is not DialogState.TERMINATED
@@ -300,8 +314,8 @@ class SipServer:
             )
         elif method == "ACK":
             return
-        elif method in ("CANCEL", "BYE"):
-            self._unknown_dialog(request, peer)
+        elif method in ("CANCEL", "BYE", "NOTIFY"):
+            self._unknown_dialog(request, peer)  # NOTIFY: no subscription of ours (481)
         else:
             peer.send(
                 build_response(
@@ -377,9 +391,8 @@ class SipServer:
         self.dialogs[request.call_id] = dialog
         stats.dialogs_active += 1
         if not self.calls.can_admit():
-            stats.invites_busy += 1
-            log.info("sip call %s from %s: 486 busy", request.call_id, peer.host)
-            dialog.reject(486)
+            log.info("sip call %s from %s: busy", request.call_id, peer.host)
+            dialog.refuse_busy()  # 302 to the overflow destination, or 486
             return
         log.info(
             "sip INVITE %s from %s (%s) to %s -> persona %s",
@@ -393,14 +406,15 @@ class SipServer:
 
     def _route(self, request: SipRequest) -> str:
         """Request-URI user first, then the To number; the default when neither matches."""
+        return self.router.route(self._called(request))
+
+    def _called(self, request: SipRequest) -> str:
+        """The called party: the Request-URI user when it routes, else the To user."""
         default = self.router.route("")
         user = request.uri.user or ""
-        persona = self.router.route(user) if user else default
-        if persona == default:
-            to_user = request.to.uri.user or ""
-            if to_user:
-                persona = self.router.route(to_user)
-        return persona
+        if user and self.router.route(user) != default:
+            return user
+        return request.to.uri.user or user
 
     def _advertised_host(self, peer: Peer) -> str:
         """The address for Contact and SDP: configured, bound, or the route toward the peer."""
