@@ -105,13 +105,23 @@ def test_telephony_readme_example_is_a_valid_numbers_file(tmp_path: Path) -> Non
 
 
 def test_readme_persona_example_matches_the_defaults(tmp_path: Path) -> None:
-    [block] = _yaml_blocks(REPO / "README.md")
+    block = _yaml_blocks(REPO / "README.md")[0]
     path = tmp_path / "example.yaml"
     path.write_text(block.replace(" ...", "."))
     persona, problems = read_persona(path)
     assert persona is not None and problems == []
     assert persona.sampling.model_dump() == type(persona.sampling)().model_dump()
     assert persona.limits.model_dump() == type(persona.limits)().model_dump()
+
+
+def test_readme_call_flow_example_is_the_bank_tellers(tmp_path: Path) -> None:
+    [flow] = [b for b in _yaml_blocks(REPO / "README.md") if b.startswith("call_flow:")]
+    path = tmp_path / "flow.yaml"
+    path.write_text("description: d\ntext_prompt: t\nvoice: NATF0\n" + flow)
+    persona, problems = read_persona(path)
+    assert persona is not None and problems == []
+    teller, _ = read_persona(PERSONAS_DIR / "bank_teller.yaml", PERSONAS_DIR)
+    assert teller is not None and persona.call_flow == teller.call_flow
 
 
 def test_the_wav_voice_example_resolves_inside_the_folder() -> None:
