@@ -298,3 +298,36 @@ async def test_transfers_are_counted_and_timed_on_metrics(
 def test_settings_reach_the_leg(gateway: TwilioGateway) -> None:
     assert gateway.app.state.twilio.dial_timeout_s == 20
     assert Path(gateway.personas_dir / "transfer_desk.yaml").exists()
+
+
+async def test_the_stream_closes_only_after_the_agent_audio_sent_has_played(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
+    placed = await twilio.place_call(CALLER, DESK)
+    stream = await twilio.open_stream(placed)
+    stream.mark_delay_s = 0.3  # a long way back: every echo comes 300 ms after its audio played
+    await stream.play(tone(0.6))
+    assert stream.report.marks_received > stream.report.marks_echoed  # audio still queued
+    await stream.dtmf("0")
+    await stream.wait_closed(5)
+    assert stream.report.close_reason == "transfer"
+    assert stream.report.marks_echoed == stream.report.marks_received
+    assert (await twilio.follow(placed)).verbs == ["Dial", "Hangup"]
+
+
+async def test_a_lost_last_echo_delays_the_transfer_by_a_bounded_time(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
+    timeouts = gateway.twilio_stats.played_wait_timeouts
+    placed = await twilio.place_call(CALLER, DESK)
+    stream = await twilio.open_stream(placed)
+    await stream.play(tone(0.6))
+    stream.is_echoing_marks = False  # Twilio stops confirming
+    await stream.play(tone(0.2))
+    await stream.dtmf("0")
+    await stream.wait_closed(5)  # the wait is bounded: audio unconfirmed + 1 s
+    assert stream.report.close_reason == "transfer"
+    assert gateway.twilio_stats.played_wait_timeouts == timeouts + 1
+    assert (await twilio.follow(placed)).verbs == ["Dial", "Hangup"]
+    found = await transfers(gateway, placed.call_sid, "answered")
+    assert [e["result"] for e in found] == ["requested", "handed_off", "answered"]
