@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         30,
         ge=5,
         le=600,
-        description="Twilio transfers and overflow: how long <Dial> rings the person before the persona's fallback_say (or a hang-up).",
+        description="Twilio transfers and overflow: how long the Dial rings the person before the caller hears the persona's fallback_say (or is hung up on).",
     )
     vad_batch_ms: float = Field(
         16.0,
