@@ -331,3 +331,27 @@ async def test_a_lost_last_echo_delays_the_transfer_by_a_bounded_time(
     assert (await twilio.follow(placed)).verbs == ["Dial", "Hangup"]
     found = await transfers(gateway, placed.call_sid, "answered")
     assert [e["result"] for e in found] == ["requested", "handed_off", "answered"]
+
+
+async def test_transfers_outside_the_persona_rules(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
+    placed = await twilio.place_call(CALLER, DESK)
+    stream = await twilio.open_stream(placed)
+    await stream.play(tone(0.3))
+    call = gateway.on_loop(gateway.calls.get, placed.call_sid)
+    assert call is not None
+    # a number Twilio cannot dial: refused at once, the caller stays with the agent
+    gateway.on_loop(call.transfer_to, "desk", "555-0123", "operator")
+    found = await transfers(gateway, placed.call_sid, "failed")
+    assert "neither an E.164 number nor a SIP URI" in found[-1]["detail"]
+    await stream.play(tone(0.2))
+    assert not stream.is_closed
+    # an overflow transfer (what an engine fault does): the call ends overflow
+    gateway.on_loop(call.transfer_to, "overflow", OVERFLOW, "overflow", "test")
+    await stream.wait_closed(5)
+    flow = await twilio.follow(placed, dial_outcome="completed")
+    assert flow.dials[0].numbers[0][0] == OVERFLOW
+    events = await gateway.events(placed.call_sid)
+    (ended,) = [e for e in events if e["type"] == "call.ended"]
+    assert ended["reason"] == "overflow"

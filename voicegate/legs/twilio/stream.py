@@ -428,7 +428,7 @@ class TwilioMediaStream:
         self._record(
             NextStep(self.call_id, DIAL, target, fallback_say, trigger="transfer", t0=self._t0)
         )
-        self._is_leg_closed = True  # the Call ends itself as transferred, not as a hang-up
+        self._leg_closed(None)  # the Call ends itself as transferred, not as a hang-up
         self._stats.transfers += 1
         await self._close(CLOSE_NORMAL, "transfer")
         log.info(
@@ -595,14 +595,16 @@ class TwilioMediaStream:
 
     # -- endings and errors ------------------------------------------------------------------
 
-    def _leg_closed(self, reason: EndReason) -> None:
+    def _leg_closed(self, reason: EndReason | None) -> None:
+        """Tell the Call once that the leg is gone (``None``: count it, tell nobody)."""
         if self._is_leg_closed or self._call is None:
             return
         self._is_leg_closed = True
         stats = self._stats
         stats.sequence_missing += self._sequence.missing
         stats.sequence_reordered += self._sequence.reordered
-        self._call.on_leg_closed(reason)
+        if reason is not None:
+            self._call.on_leg_closed(reason)
 
     async def _close(self, code: int, reason: str) -> None:
         ws = self._ws
