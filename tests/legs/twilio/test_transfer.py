@@ -355,3 +355,20 @@ async def test_transfers_outside_the_persona_rules(
     events = await gateway.events(placed.call_sid)
     (ended,) = [e for e in events if e["type"] == "call.ended"]
     assert ended["reason"] == "overflow"
+
+
+async def test_a_draining_gateway_dials_the_overflow(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
+    leg = gateway.app.state.twilio
+    leg.begin_drain()
+    try:
+        placed = await twilio.place_call(CALLER, DESK_OVERFLOW)
+        flow = await twilio.follow(placed, twiml=placed.twiml, dial_outcome="no-answer")
+        assert flow.dials[0].numbers == [(OVERFLOW, "")]
+        assert flow.verbs == ["Dial", "Hangup"]
+        assert (await twilio.place_call(CALLER, DESK)).reject_reason == "busy"
+    finally:
+        leg.is_draining = False
+    found = await transfers(gateway, placed.call_sid, "no-answer")
+    assert [e["destination"] for e in found] == ["overflow"]
