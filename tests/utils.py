@@ -11,13 +11,17 @@
 - ``make_manager()``: a CallManager with ``ExactResampler``, ``EnergyVad`` and ``frozen_clock``.
 - ``run_call()``: drive a Call on a simulated 20 ms clock, ticking an engine every 80 ms, and
   collect what the leg pulled.
+- ``upload()``: a hostile HTTP upload over a raw socket that stops once the server answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +32,7 @@ from voicegate.engine.base import FRAME_SAMPLES, EngineStats, SlotSink, SlotStat
 from voicegate.errors import NoFreeSlot, UnknownPersona
 
 __all__ = [
+    "CHUNK_BYTES",
     "SILENCE",
     "EnergyVad",
     "ExactResampler",
@@ -37,11 +42,13 @@ __all__ = [
     "RecordingEvents",
     "ScheduledSlot",
     "ScriptedEngine",
+    "Upload",
     "frozen_clock",
     "make_manager",
     "run_call",
     "speech",
     "tone",
+    "upload",
 ]
 
 _TICK_S = 0.08  # the engine's tick, for ScheduledSlot
@@ -347,3 +354,64 @@ class ScriptedEngine:
             pcm, text = self._script(slot.call_index, slot.frames, frame)
             slot.sink.on_tick(TickOutput(frame_index=slot.frames, pcm=pcm, text_token=0, text=text))
             slot.frames += 1
+
+
+CHUNK_BYTES = 16 * 1024
+
+
+@dataclass
+class Upload:
+    """What came back of ``upload``: the status, the lower-cased headers, the body bytes sent."""
+
+    status: int
+    headers: str
+    body_bytes_sent: int
+
+
+async def upload(
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+    *,
+    content_length: int | None,
+    total_bytes: int,
+) -> Upload:
+    """POST ``total_bytes`` over a raw socket (chunked when ``content_length`` is None), one
+    16 KiB chunk at a time, and stop sending as soon as the response has come back: how much
+    of the body was sent when the server answered shows whether it refused while streaming."""
+    url = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    head = [f"POST {path} HTTP/1.1", f"Host: {url.netloc}"]
+    head.extend(f"{name}: {value}" for name, value in headers.items())
+    if content_length is None:
+        head.append("Transfer-Encoding: chunked")
+    else:
+        head.append(f"Content-Length: {content_length}")
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    await writer.drain()
+    answer = asyncio.create_task(reader.readuntil(b"\r\n\r\n"))
+    chunk = b"a=" + b"x" * (CHUNK_BYTES - 2)
+    sent = 0
+    try:
+        while sent < total_bytes:
+            # give the server time to answer before the first chunks: what matters is whether
+            # it answers before the upload is over, not how fast (generous for a loaded CI)
+            wait_s = 1.0 if sent == 0 else 0.05 if sent < 8 * CHUNK_BYTES else 0.0
+            done, _ = await asyncio.wait({answer}, timeout=wait_s)
+            if done:
+                break
+            try:
+                if content_length is None:
+                    writer.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                else:
+                    writer.write(chunk)
+                await writer.drain()
+            except ConnectionError:
+                break  # the server closed on us: its answer is in
+            sent += len(chunk)
+        response = await asyncio.wait_for(answer, 30)
+    finally:
+        answer.cancel()
+        writer.close()
+    status_line, _, headers = response.decode("latin-1").partition("\r\n")
+    return Upload(int(status_line.split()[1]), headers.lower(), sent)

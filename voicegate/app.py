@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
 from voicegate.calls.edge import EdgeMonitor
+from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
@@ -107,6 +108,7 @@ def create_app(
         dial_timeout_s=settings.twilio_dial_timeout_s,
     )
     registry.register(twilio.collector())
+    twilio.media_timeout_s = settings.twilio_media_timeout_s
     sip_stats = SipStats()
     webrtc = _webrtc_leg(settings, registry)
     if settings.sip_enabled:
@@ -137,7 +139,7 @@ def create_app(
                 await sip.start()
                 stack.push_async_callback(sip.close)
                 app.state.sip = sip
-            drain = _Drain(parts, twilio, settings.drain_timeout_s)
+            drain = _Drain(parts, twilio, readiness, settings.drain_timeout_s)
             drain.install()
             stack.callback(drain.uninstall)
             readiness.checks.pop("starting", None)
@@ -257,6 +259,10 @@ async def _start_parts(
             budget=settings.edge_loop_budget_pct / 100,
             prior_cost=settings.edge_call_cost_pct / 100,
         )
+    handoff: HandoffPoster | None = None
+    if settings.handoff_secret:
+        handoff = HandoffPoster(settings.handoff_secret, timeout_s=settings.handoff_timeout_s)
+        stack.push_async_callback(handoff.aclose)
     calls = CallManager(
         engine,
         events,
@@ -264,6 +270,7 @@ async def _start_parts(
         max_calls=settings.max_calls,
         personas=personas,
         edge=edge,
+        handoff=handoff,
         **vad_options,
     )
     if edge is not None:
@@ -300,14 +307,18 @@ class _Drain:
     uvicorn installs its own SIGTERM/SIGINT handlers before the lifespan starts and, on a
     signal, stops accepting connections and closes every WebSocket at once. So the lifespan
     puts its own handler in front: the first SIGTERM starts the drain while uvicorn keeps
-    serving (new calls get ``<Reject reason="busy"/>``), and only when the drain is over is the
-    signal handed to uvicorn's handler. A second SIGTERM, or SIGINT, ends the calls now.
+    serving (new calls get ``<Reject reason="busy"/>``, ``/readyz`` answers 503 "draining"), and
+    only when the drain is over is the signal handed to uvicorn's handler. A second SIGTERM, or
+    SIGINT, ends the calls now. (``voicegate serve`` then exits 0: see ``cli.serve``.)
     Only in the main thread (tests that run uvicorn in a thread drain in the lifespan instead).
     """
 
-    def __init__(self, parts: GatewayParts, twilio: TwilioLeg, timeout_s: float) -> None:
+    def __init__(
+        self, parts: GatewayParts, twilio: TwilioLeg, readiness: Readiness, timeout_s: float
+    ) -> None:
         self._parts = parts
         self._twilio = twilio
+        self._readiness = readiness
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         self._previous: dict[int, Any] = {}
@@ -330,6 +341,8 @@ class _Drain:
         self._loop.call_soon_threadsafe(self._start, sig)
 
     def _start(self, sig: int) -> None:
+        # unready at once, so that a load balancer stops sending calls that would be refused
+        self._readiness.add("draining", lambda: "draining")
         is_first = self._task is None
         if is_first and sig == signal.SIGTERM:
             log.info(

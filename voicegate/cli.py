@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -35,6 +37,10 @@ def serve() -> None:
 
     from voicegate.app import SERVER_OPTIONS, create_app
 
+    # uvicorn re-raises the signal that stopped it once it has shut down, into the handler that
+    # was there before it started: with the default one a drained SIGTERM killed the process
+    # (status 143), which Docker and Kubernetes record as a failure. A drain is a clean stop.
+    signal.signal(signal.SIGTERM, _stopped_by_sigterm)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -144,6 +150,11 @@ def call_offline(
     typer.echo(
         f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}"
     )
+
+
+def _stopped_by_sigterm(sig: int, frame: FrameType | None) -> None:
+    """SIGTERM outside uvicorn's own handler (after its shutdown, or before it started): exit 0."""
+    raise SystemExit(0)
 
 
 def main() -> None:

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
 
     # --- Twilio ---
     twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")
+    twilio_media_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="End a Twilio call whose media stopped this long while its socket stays open (0: never).",
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long active calls may run before they are ended."
     )
@@ -104,6 +109,15 @@ class Settings(BaseSettings):
     sip_auth_realm: str = Field("voicegate", description="Digest realm of the SIP challenge.")
     sip_answer_delay_ms: int = Field(
         0, ge=0, le=60_000, description="Ringing time between 180 and the 200 answer."
+    )
+
+    # --- call flow ---
+    handoff_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key that signs warm handoff documents (VoiceGate-Signature); empty: no handoff POSTs.",
+    )
+    handoff_timeout_s: float = Field(
+        1.5, gt=0.0, le=10.0, description="Longest wait for a handoff endpoint before the transfer goes ahead."
     )
 
     # --- the edge's own work per call ---

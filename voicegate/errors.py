@@ -19,6 +19,7 @@
         |   +-- TwilioProtocolError (ValueError)
         +-- SipError
         |   +-- SipParseError (ValueError)
+        |   |   +-- SipBadHeader         a control byte in a header (legs.sip.message; answered 400)
         |   +-- SdpError (ValueError)
         |   +-- RtpParseError (ValueError)
         +-- WebRtcError

@@ -241,6 +241,28 @@ def test_silence_timeout_counts_from_the_callers_last_speech() -> None:
     assert events.of_type(CallEnded)[0].duration_ms == 2500
 
 
+def test_media_that_stops_mid_speech_is_silence_for_the_silence_timeout() -> None:
+    engine = ScriptedEngine(lambda c, k, f: (speech(), ""))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events, limits=CallLimits(silence_timeout_s=1.0))
+    call = calls.start_call(CallInfo("c10", "twilio", "p"), leg)
+    n = 20 * MS
+    speaking = tone(1000 * MS)
+    for k in range(300):  # 6 s of the leg's 20 ms send clock
+        if not call.is_active:
+            break
+        if k < 50:  # the caller speaks for 1 s, then its media stops mid-word
+            call.feed_caller_audio(speaking[k * n : (k + 1) * n])
+        if k % 4 == 3:
+            engine.tick()
+        call.pull_agent_audio(n)
+    assert call.end_reason is EndReason.SILENCE_TIMEOUT
+    assert leg.hangups == [EndReason.SILENCE_TIMEOUT]
+    # the last caller audio came at 1000 ms: the timeout is 1 s later on the playout clock
+    assert events.of_type(CallEnded)[0].duration_ms == 2000
+
+
 def test_an_error_in_one_call_ends_only_that_call() -> None:
     class Boom(ExactResampler):
         def process(self, x: npt.NDArray[np.generic]) -> npt.NDArray[np.float32]:

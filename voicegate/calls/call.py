@@ -35,6 +35,7 @@ from voicegate.calls.bargein import BargeInRecord, BargeInTracker
 from voicegate.calls.dynamics import Dynamics, analyse
 from voicegate.calls.flow import CallFlow, FlowTrigger
 from voicegate.calls.framing import CallerFramer
+from voicegate.calls.handoff import HandoffPoster, handoff_document
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
 from voicegate.calls.ticks import TickRing
@@ -123,12 +124,14 @@ class Call:
         on_bargein: Callable[[Call, BargeInRecord], None] | None = None,
         flow: FlowRules | None = None,
         on_transfer: Callable[[Call, str, float | None], None] | None = None,
+        handoff: HandoffPoster | None = None,
         new_handoff_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.info = info
         self._flow = CallFlow(flow) if flow is not None and not flow.is_empty else None
         self._on_transfer = on_transfer
+        self._handoff = handoff
         self._new_handoff_id = new_handoff_id
         # a transfer asked of the leg: (target, trigger, clock() when asked); None when none
         self._transfer: tuple[TransferTarget, FlowTrigger, float] | None = None
@@ -549,9 +552,10 @@ class Call:
             if self._state is CallState.ENDED:
                 return
         if self._silence_ms and caller is not None:  # without caller VAD there is no silence
-            if caller.is_speech:
-                return
-            if now - self._last_caller_voice_ms >= self._silence_ms:
+            # speech lasts only as long as its audio keeps coming: media that stopped while the
+            # caller spoke (a frozen peer) is silence from the last sample received
+            last_voice_ms = self.caller_ms if caller.is_speech else self._last_caller_voice_ms
+            if now - last_voice_ms >= self._silence_ms:
                 self._on_limit(
                     EndReason.SILENCE_TIMEOUT, f"no caller speech for {self._silence_ms} ms"
                 )
@@ -594,6 +598,27 @@ class Call:
         log.info(
             "call %s: transfer to %s (%s) on %s", self.call_id, target.destination, target.to, said
         )
+        flow = self._flow
+        url = flow.rules.handoff_urls.get(target.destination, "") if flow is not None else ""
+        if url and self._handoff is not None and getattr(self._leg, "transfer", None):
+            document = handoff_document(
+                self.info,
+                target,
+                trigger=trigger.trigger,
+                trigger_detail=trigger.detail,
+                call_ms=self.now_ms,
+                segments=self.segments,
+                counters={"bargeins": len(self.bargeins), "dtmf": len(self.dtmf_digits)},
+            )
+            # the desktop gets the call so far first; the transfer waits at most the POST's bound
+            self._handoff.start(url, document, lambda: self._ask_leg(target))
+            return
+        self._ask_leg(target)
+
+    def _ask_leg(self, target: TransferTarget) -> None:
+        pending = self._transfer
+        if self._state is not CallState.ACTIVE or pending is None or pending[0] != target:
+            return  # the caller hung up while the handoff was being posted
         transfer = getattr(self._leg, "transfer", None)
         if not callable(transfer):
             self.on_transfer_result(

@@ -32,6 +32,7 @@ from voicegate.calls.call import (
     _default_vad,
 )
 from voicegate.calls.edge import EdgeMonitor
+from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.voice import VadLike
@@ -77,9 +78,11 @@ class CallManager:
         resampler_factory: Callable[[int, int], ResamplerLike] = _default_resampler,
         vad_factory: Callable[[int], VadLike] = _default_vad,
         edge: EdgeMonitor | None = None,
+        handoff: HandoffPoster | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
+        self._handoff = handoff
         self._edge = edge
         self._engine = engine
         self._events = events
@@ -170,6 +173,7 @@ class CallManager:
             on_bargein=self._on_bargein,
             flow=self._flow_for(info.persona),
             on_transfer=self._on_transfer,
+            handoff=self._handoff,
             clock=self._clock,
         )
         try:

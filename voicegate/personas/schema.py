@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from voicegate.contracts import FlowAction as FlowRuleAction
 from voicegate.contracts import FlowRules, PersonaPrompt, SamplingParams
+from voicegate.personas.problems import suggest
 
 __all__ = [
     "NAME_PATTERN",
@@ -247,8 +248,8 @@ class CallFlowSpec(_Strict):
         ]
         for name in used:
             if name not in self.destinations:
-                close = [n for n in names if n.lower() == name.lower() or name in n or n in name]
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                close = suggest(name, names)
+                hint = f" (did you mean '{close}'?)" if close else ""
                 known = ", ".join(names) or "none"
                 raise ValueError(
                     f"transfer to unknown destination '{name}'{hint}; destinations: {known}"

@@ -218,6 +218,10 @@ function onEvent(ev) {
   } else if (ev.type === "bargein") {
     addLine($("events"), at + " barge-in: agent stopped after " + ev.latency_ms + " ms" +
       (ev.cut_text ? ", cut: " + ev.cut_text : ""), "bargein");
+  } else if (ev.type === "call.transfer") {
+    // a browser call cannot be handed to a phone: the page says so, then the call ends
+    addLine($("events"), at + " transfer to " + ev.destination + (ev.to ? " (" + ev.to + ")" : "") +
+      ": " + ev.result + (ev.detail ? " (" + ev.detail + ")" : ""), "transfer");
   } else if (ev.type === "call.ended") {
     addLine($("events"), at + " call ended: " + ev.reason + (ev.detail ? " (" + ev.detail + ")" : ""));
     if (ev.call_id === vg.callId) {

@@ -34,6 +34,7 @@ from voicegate.auth import bearer_matches
 from voicegate.config import Settings
 from voicegate.contracts import CALL_ID_PATTERN, TokenCounter
 from voicegate.events.schema import Event
+from voicegate.legs.http_body import BodyRefused, read_body
 from voicegate.personas.problems import Problem, has_errors
 from voicegate.personas.tokens import estimate_tokens
 from voicegate.web.editor import MAX_PERSONA_BYTES, PersonaEditor, check_name
@@ -241,8 +242,9 @@ def _valid_call_id(call_id: str) -> bool:
 
 
 async def _text_body(request: Request) -> str | None:
-    raw = await request.body()
-    if len(raw) > MAX_PERSONA_BYTES:
+    try:
+        raw = await read_body(request, MAX_PERSONA_BYTES)
+    except BodyRefused:
         return None
     try:
         return raw.decode("utf-8")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from voicegate.contracts import EndReason
 from voicegate.errors import NoFreeSlot
@@ -218,6 +219,45 @@ async def test_lost_packets_keep_the_caller_timeline_and_garbage_does_not_latch(
     await wait_for(lambda: call.fed_samples == 160 * 8)  # 7 packets + 160 samples of silence
     assert rig.server.stats.rtp_gap_filled_samples == 160
     assert dialog.session.destination == ("127.0.0.1", rtp.port)
+
+
+async def test_rtp_from_a_third_address_before_the_caller_is_refused(
+    make_rig: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = await make_rig()
+    peer, rtp, dialog = await rig.answered()  # SDP c= and the INVITE both 127.0.0.1
+    gw_rtp = ("127.0.0.1", dialog.session.local_port)
+    intruder = await Udp.open("127.0.0.2")  # knows or guessed the port, sends first
+    rig.udps.append(intruder)
+    call = rig.calls.calls[0]
+    with caplog.at_level(logging.WARNING, logger="voicegate.legs.sip"):
+        for i in range(5):
+            intruder.send(rtp_packet(i, 160 * i, ssrc=666), gw_rtp)
+        await wait_for(lambda: rig.server.stats.rtp_refused_source == 5)
+    assert call.fed_samples == 0  # not the caller's audio
+    assert dialog.session.destination == ("127.0.0.1", rtp.port)  # still the SDP address
+    refusals = [r for r in caplog.records if "refused before the caller's media" in r.message]
+    assert len(refusals) == 1 and "127.0.0.2" in refusals[0].message  # logged once, not per packet
+    # the caller's own media (another port of its host: NAT) latches and gets the agent
+    actual = await Udp.open("127.0.0.1")
+    rig.udps.append(actual)
+    for i in range(5):
+        actual.send(rtp_packet(i, 160 * i), gw_rtp)
+    await wait_for(lambda: call.fed_samples == 800)
+    assert parse_rtp((await actual.recv())[0]).payload_type == 0
+    await asyncio.sleep(0.2)  # 10 frames of agent audio went out meanwhile
+    assert intruder.drain() == 0  # none of them to the intruder
+    intruder.send(rtp_packet(9, 1440, ssrc=666), gw_rtp)  # once latched: a foreign source
+    await wait_for(lambda: rig.server.stats.rtp_foreign_source == 1)
+    assert call.fed_samples == 800
+    metrics = generate_latest(collector_registry(rig.server.stats)).decode()
+    assert "voicegate_sip_rtp_refused_source_total 5.0" in metrics
+
+
+def collector_registry(stats: Any) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(stats.collector())
+    return registry
 
 
 async def test_sip_info_dtmf_relay_is_a_digit(make_rig: Any) -> None:
@@ -457,3 +497,21 @@ async def test_fuzzed_messages_get_an_answer_or_nothing_and_calls_go_on(
     pulls = call.pulls
     await asyncio.sleep(0.1)
     assert call.pulls > pulls
+
+
+async def test_control_bytes_in_a_header_get_400_and_start_no_call(make_rig: Any) -> None:
+    rig = await make_rig()
+    peer, rtp = await rig.peer()
+    offer = sdp_offer("127.0.0.1", rtp.port)
+    peer.send(peer.request("INVITE", body=offer, extra="Subject: pay\x00ment\r\n"))
+    refused = await peer.response(400)
+    assert refused.cseq_method == "INVITE" and refused.call_id == peer.call_id
+    peer.send(peer.request("OPTIONS", extra="X-\x1bColour: red\r\n"))
+    assert (await peer.response(400)).cseq_method == "OPTIONS"
+    peer.send(peer.request("ACK", cseq=1, extra="Subject: \x07\r\n"))  # an ACK is never answered
+    await asyncio.sleep(0.1)
+    assert peer.udp.drain() == 0
+    assert rig.calls.calls == [] and rig.server.stats.messages_malformed == 3
+    peer.send(peer.request("INVITE", body=offer, extra="Subject: pay\tment\r\n"))  # HTAB is fine
+    await peer.response(200)
+    assert len(rig.calls.calls) == 1

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from voicegate.errors import SipParseError
 from voicegate.legs.sip.message import (
     MAX_MESSAGE_BYTES,
+    SipBadHeader,
     SipRequest,
     SipResponse,
     build_request,
@@ -64,6 +65,47 @@ def test_response_parses() -> None:
 def test_malformed_messages_raise_sip_parse_error(name: str) -> None:
     with pytest.raises(SipParseError):
         parse_message(load(name))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bad_nul_in_header_value.sip",
+        "bad_bare_lf_in_header_value.sip",
+        "bad_escape_in_header_name.sip",
+        "bad_del_in_header_value.sip",
+    ],
+)
+def test_control_bytes_in_headers_are_refused_with_the_request_to_answer(name: str) -> None:
+    with pytest.raises(SipBadHeader) as refused:
+        parse_message(load(name))
+    assert isinstance(refused.value.request, SipRequest)
+    assert refused.value.request.call_id == "1-4242@127.0.0.1"
+
+
+def test_htab_in_a_header_value_is_allowed() -> None:
+    req = parse_message(load("bye_tab_in_header_value.sip"))
+    assert isinstance(req, SipRequest) and req.header("Subject") == "pay\tment"
+
+
+_CONTROL_BYTES = [b for b in range(32) if b not in (9, 10, 13)] + [127]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_fuzz_any_control_byte_in_any_header_line_is_refused(data: st.DataObject) -> None:
+    message = load("invite_sipp_uac_pcap.sip")
+    head_end = message.index(b"\r\n\r\n")
+    starts = [0] + [i + 2 for i in range(head_end) if message[i : i + 2] == b"\r\n"]
+    line = data.draw(st.sampled_from(starts))
+    end = message.index(b"\r\n", line)
+    pos = data.draw(st.integers(line, end))
+    byte = data.draw(st.sampled_from([*_CONTROL_BYTES, 10, 13]))
+    if byte in (10, 13):  # a lone CR or LF: not one next to its partner of a CRLF
+        pos = data.draw(st.integers(line + 1, end - 1))
+    mutated = message[:pos] + bytes([byte]) + message[pos:]
+    with pytest.raises(SipParseError):
+        parse_message(mutated)
 
 
 def test_oversize_message_is_refused() -> None:

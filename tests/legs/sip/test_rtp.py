@@ -15,8 +15,10 @@ from voicegate.legs.sip.rtp import (
     RtpPacket,
     RtpWriter,
     is_rtcp,
+    latch_hosts,
     parse_rtp,
     parse_telephone_event,
+    source_host,
 )
 
 
@@ -152,3 +154,23 @@ def test_replayed_capture_with_the_same_timestamp_is_a_new_event() -> None:
     other = [dtmf(11, False, 160, 500, 6)]
     digits = [d for p in first + again + other if (d := det.on_packet(p)) is not None]
     assert digits == ["1", "1", "#"]
+
+
+@pytest.mark.parametrize(
+    ("sdp_host", "signalling_host", "hosts"),
+    [
+        ("127.0.0.1", "127.0.0.1", {"127.0.0.1"}),  # the same address
+        ("10.0.0.5", "203.0.113.7", {"10.0.0.5", "203.0.113.7"}),  # caller behind NAT
+        ("100.64.9.9", "203.0.113.7", {"100.64.9.9", "203.0.113.7"}),  # carrier-grade NAT
+        ("169.254.1.1", "203.0.113.7", {"169.254.1.1", "203.0.113.7"}),  # link-local
+        ("198.51.100.2", "203.0.113.7", {"198.51.100.2", "203.0.113.7"}),  # a media gateway
+        ("0.0.0.0", "203.0.113.7", {"203.0.113.7"}),  # hold: no media address
+        ("media.example.net", "203.0.113.7", {"203.0.113.7"}),  # not an IP literal
+        ("203.0.113.7", "::ffff:203.0.113.7", {"203.0.113.7"}),  # IPv4-mapped source
+    ],
+)
+def test_latch_hosts_follow_the_signalling(
+    sdp_host: str, signalling_host: str, hosts: set[str]
+) -> None:
+    assert latch_hosts(sdp_host, signalling_host) == hosts
+    assert source_host("::ffff:203.0.113.7") == "203.0.113.7"

@@ -316,6 +316,46 @@ async def test_when_twilio_stops_confirming_output_stops_at_the_bound(
     assert gateway.twilio_stats.held_frames_dropped > dropped
 
 
+async def test_a_start_with_the_wrong_call_sid_leaves_the_token_for_the_real_one(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
+    placed = await twilio.place_call(CALLER, CALLED)
+    misrouted = dataclasses.replace(placed, call_sid="CA" + "f" * 32)
+    stream = await twilio.open_stream(misrouted)
+    await stream.wait_closed(5)
+    assert (stream.report.close_code, stream.report.close_reason) == (1008, "invalid call token")
+    retry = await twilio.open_stream(placed)  # the legitimate start, same token
+    await retry.play(tone(0.3))
+    assert not retry.is_closed and retry.report.media_messages > 0
+    await retry.stop()
+
+
+async def test_every_leg_counter_is_on_metrics(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed, send_start=False)
+    await stream.send_mulaw(b"\xff" * 160)  # media before the start: dropped and counted
+    await stream.send_start()
+    await stream.play(tone(0.2))
+    await stream.stop()
+    await gateway.wait_idle()
+    async with httpx.AsyncClient(base_url=gateway.base_url, trust_env=False) as client:
+        metrics = (await client.get("/metrics")).text
+    values = {
+        line.split()[0]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("voicegate_twilio_") and "{" not in line
+    }
+    assert values["voicegate_twilio_media_before_start_total"] >= 1
+    counters = [n for n, v in vars(gateway.twilio_stats).items() if type(v) is int]
+    assert "media_before_start" in counters
+    missing = [
+        n
+        for n in counters
+        if f"voicegate_twilio_{n}_total" not in values and f"voicegate_twilio_{n}" not in values
+    ]
+    assert missing == []
+
+
 async def test_ready_and_metrics(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
     async with httpx.AsyncClient(base_url=gateway.base_url, trust_env=False) as client:
         ready = await client.get("/readyz")

@@ -142,6 +142,16 @@ def test_token_is_bound_to_its_call_sid() -> None:
         tokens.consume(tok, "CA2")
 
 
+def test_wrong_call_sid_does_not_use_up_the_token() -> None:
+    tokens = CallTokens()
+    tok = tokens.issue(GRANT)
+    with pytest.raises(TwilioError, match="CallSid CA1"):
+        tokens.consume(tok, "CA2")  # a forged or misrouted start
+    assert tokens.consume(tok, "CA1") == GRANT  # the real stream still gets in
+    with pytest.raises(TwilioError, match="unknown, used or expired"):
+        tokens.consume(tok, "CA1")
+
+
 def test_missing_and_forged_tokens() -> None:
     tokens = CallTokens()
     tokens.issue(GRANT)

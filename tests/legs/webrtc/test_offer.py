@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from utils import upload
 
 from voicegate.audio import caller_wav_path
 from voicegate.contracts import EndReason
@@ -76,6 +77,26 @@ async def test_refuses_without_the_bearer_token(
             assert resp.status_code == 401, token
             assert resp.headers["www-authenticate"] == "Bearer"
     assert gateway.calls.active_count == 0 and not gateway.webrtc.sessions
+
+
+@pytest.mark.parametrize("content_length", [1024**3, None])
+async def test_an_oversized_offer_or_persona_body_is_refused_while_streaming(
+    gateway: WebRtcGateway, content_length: int | None
+) -> None:
+    for path, token, status in (
+        ("/webrtc/offer", WEBRTC_TOKEN, 413),
+        ("/api/personas/bank_teller/validate", EDITOR_TOKEN, 400),
+    ):
+        result = await upload(
+            gateway.base_url,
+            path,
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            content_length=content_length,
+            total_bytes=64 * 1024 * 1024,
+        )
+        assert result.status == status
+        # answered before the body (announced too large) or soon after the bound (chunked)
+        assert result.body_bytes_sent < (1 if content_length else 1024 * 1024)
 
 
 async def test_unknown_persona_bad_offer_and_duplicate_call_id(

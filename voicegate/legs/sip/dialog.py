@@ -90,7 +90,7 @@ class DialogHost(Protocol):
         ...
 
     async def open_media(
-        self, plan: MediaPlan, on_timeout: Callable[[str], None]
+        self, plan: MediaPlan, on_timeout: Callable[[str], None], *, signalling_host: str = ""
     ) -> RtpSession: ...
 
     def contact_for(self, peer: Peer, local_host: str) -> str: ...
@@ -222,7 +222,9 @@ class Dialog:
         # not cancelled while binding: a cancelled bind can leave its socket open (uvloop)
         self._is_binding = True
         try:
-            session = await self._host.open_media(plan, self._on_media_timeout)
+            session = await self._host.open_media(
+                plan, self._on_media_timeout, signalling_host=self.peer.host
+            )
         except SipError as exc:
             log.error("sip call %s: %s", invite.call_id, exc)
             self.reject(503, [("Retry-After", "5")])

@@ -4,7 +4,11 @@
 where RTCP arrives and is counted and dropped). ``datagram_received`` only parses, counts and
 hands on: G.711 -> ``Call.feed_caller_audio`` through a small reorder buffer, RFC 4733 ->
 ``Call.on_dtmf`` once per event; it never raises. The peer's address is latched from its first
-packet (symmetric RTP, RFC 4961) and until then the SDP address is used. ``start()`` joins the
+packet (symmetric RTP, RFC 4961) and until then the SDP address is used; only a source that
+agrees with the signalling can be latched (``rtp.latch_hosts``: the SDP ``c=`` address or the
+INVITE's source address, any port), so a third party sending to the port before the caller's
+first packet gets nothing. Its packets are counted (``voicegate_sip_rtp_refused_source``) and
+logged at most once per ``REFUSED_LOG_INTERVAL_S`` per call. ``start()`` joins the
 server's ``RtpPacer``, one task for every call: every 20 ms of a monotonic clock (deadlines
 ``t0 + k * 20 ms``) each session pulls 160 samples from its Call, encodes and sends them
 (skipped while the peer holds us), and checks the media timeout (``timeout_before_media_s``
@@ -32,7 +36,15 @@ from voicegate.audio import alaw_decode, alaw_encode, mulaw_decode, mulaw_encode
 from voicegate.contracts import CallLike
 from voicegate.errors import RtpParseError, SipError
 from voicegate.legs.sip.metrics import SipStats
-from voicegate.legs.sip.rtp import DtmfDetector, ReorderBuffer, RtpWriter, is_rtcp, parse_rtp
+from voicegate.legs.sip.rtp import (
+    DtmfDetector,
+    ReorderBuffer,
+    RtpWriter,
+    is_rtcp,
+    latch_hosts,
+    parse_rtp,
+    source_host,
+)
 from voicegate.legs.sip.sdp import MediaPlan
 
 __all__ = ["FRAME_SAMPLES", "RATE_HZ", "RtpPacer", "RtpSession"]
@@ -47,6 +59,7 @@ MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of burs
 BIND_ATTEMPTS = 64
 MAX_GAP_FILL_SAMPLES = 1600  # 200 ms: longer gaps are silence suppression or a stall, not loss
 TS_MOD = 1 << 32
+REFUSED_LOG_INTERVAL_S = 10.0  # refused sources are logged at most this often per call
 
 _DECODERS: dict[str, Callable[[bytes], npt.NDArray[np.int16]]] = {
     "PCMU": mulaw_decode,
@@ -79,8 +92,12 @@ class RtpSession(asyncio.DatagramProtocol):
         timeout_s: float = 15.0,
         pacer: RtpPacer | None = None,
         clock: Callable[[], float] = time.monotonic,
+        signalling_host: str = "",
     ) -> None:
         self._pacer = pacer or RtpPacer(stats, clock)
+        self._signalling_host = signalling_host  # where the INVITE came from
+        self._refused = 0
+        self._refused_logged_at = -REFUSED_LOG_INTERVAL_S
         self._stats = stats
         self._on_timeout = on_timeout
         self._timeout_before_media_s = timeout_before_media_s
@@ -163,6 +180,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._dtmf_pt = plan.dtmf_pt
         self._writer.payload_type = plan.codec_pt
         self._sdp_dest = (plan.remote_host, plan.remote_port)
+        self._latch_hosts = latch_hosts(plan.remote_host, self._signalling_host)
         self._is_sending = not plan.is_hold and plan.local_direction.is_sending
         self._expects_media = plan.remote_direction.is_sending and plan.remote_host != "0.0.0.0"
 
@@ -220,6 +238,10 @@ class RtpSession(asyncio.DatagramProtocol):
         if latched is not None and source != latched:
             stats.rtp_foreign_source += 1
             return
+        if latched is None and source[0] not in self._latch_hosts:
+            if source_host(source[0]) not in self._latch_hosts:  # e.g. an IPv4-mapped source
+                self._refuse(source)
+                return
         if is_rtcp(data):  # RTCP multiplexed on the RTP port (RFC 5761)
             stats.rtcp_in += 1
             return
@@ -258,6 +280,22 @@ class RtpSession(asyncio.DatagramProtocol):
                 call.on_dtmf(digit)
         else:
             stats.rtp_unknown_payload += 1
+
+    def _refuse(self, source: tuple[str, int]) -> None:
+        self._stats.rtp_refused_source += 1
+        self._refused += 1
+        now = self._clock()
+        if now - self._refused_logged_at >= REFUSED_LOG_INTERVAL_S:
+            self._refused_logged_at = now
+            log.warning(
+                "sip rtp port %d: packet from %s:%d refused before the caller's media (%d so "
+                "far): only %s agree with the signalling",
+                self.local_port,
+                source[0],
+                source[1],
+                self._refused,
+                ", ".join(sorted(self._latch_hosts)) or "no address",
+            )
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable while the peer is not listening yet: nothing to do

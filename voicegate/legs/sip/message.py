@@ -12,6 +12,7 @@ Owns: the SIP wire format. Pure: no asyncio, no sockets, nothing else from voice
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_HEADERS",
     "MAX_MESSAGE_BYTES",
+    "SipBadHeader",
     "SipRequest",
     "SipResponse",
     "build_request",
@@ -34,6 +36,9 @@ __all__ = [
     "split_stream",
 ]
 
+# RFC 3261 25.1: header text is TEXT-UTF8 and LWS; the only control bytes allowed are HTAB and
+# the CRLF that ends (or folds) a line. A NUL, a bare CR or LF, ESC, DEL... make the message bad.
+_CONTROL_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 MAX_MESSAGE_BYTES = 16_384  # far above a real INVITE (1-3 KB); UDP datagrams beyond are dropped
 MAX_HEADERS = 96
 MAX_BODY_BYTES = 8_192
@@ -45,6 +50,7 @@ REASON_PHRASES = {
     100: "Trying",
     180: "Ringing",
     200: "OK",
+    400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     405: "Method Not Allowed",
@@ -114,8 +120,21 @@ class SipResponse:
     raw: Response
 
 
+class SipBadHeader(SipParseError):
+    """A message whose header section holds a control byte; ``request`` is it, parsed, when
+    it is a request that can be answered (400), else None."""
+
+    def __init__(self, message: str, request: SipRequest | None) -> None:
+        super().__init__(message)
+        self.request = request
+
+
 def parse_message(data: bytes) -> SipRequest | SipResponse:
-    """Parse one SIP message; ``SipParseError`` for anything malformed or over the limits."""
+    """Parse one SIP message; ``SipParseError`` for anything malformed or over the limits.
+
+    ``SipBadHeader`` (a ``SipParseError``) when the start line or a header holds a control
+    byte other than HTAB (RFC 3261 25.1); it carries the request so that it can get a 400.
+    """
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipParseError(f"SIP message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     head_end = data.find(b"\r\n\r\n")
@@ -128,11 +147,19 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     except Exception as exc:  # sipmessage raises ValueError, but also IndexError/Unicode errors
         raise SipParseError(f"malformed SIP message: {exc!r}") from exc
     try:
-        return _checked(message, data, head_end)
+        parsed = _checked(message, data, head_end)
     except SipParseError:
         raise
     except Exception as exc:
         raise SipParseError(f"malformed SIP header: {exc!r}") from exc
+    bad = _CONTROL_BYTE.search(data, 0, head_end + 2)  # the last header's CRLF included
+    if bad is not None:
+        line = data.count(b"\r\n", 0, bad.start()) + 1
+        raise SipBadHeader(
+            f"control byte {bad.group()[:1]!r} in line {line} of the SIP headers",
+            parsed if isinstance(parsed, SipRequest) else None,
+        )
+    return parsed
 
 
 def _checked(message: Request | Response, data: bytes, head_end: int) -> SipRequest | SipResponse:

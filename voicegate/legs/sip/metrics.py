@@ -40,7 +40,8 @@ class SipStats:
     rtp_in: int = 0
     rtp_out: int = 0
     rtp_malformed: int = 0
-    rtp_foreign_source: int = 0
+    rtp_foreign_source: int = 0  # from another source once latched
+    rtp_refused_source: int = 0  # before the latch, from a source the signalling did not name
     rtp_unknown_payload: int = 0
     rtp_lost: int = 0
     rtp_gap_filled_samples: int = 0

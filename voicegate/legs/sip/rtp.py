@@ -7,11 +7,29 @@ packets, and resyncs on an SSRC change. ``parse_telephone_event`` and ``DtmfDete
 RFC 4733 packets into digits once each (the start of an event, its repeated and triple end
 packets deduplicated by RTP timestamp).
 
-Owns: the RTP wire format. Pure: no asyncio, no sockets.
+``latch_hosts(sdp_host, signalling_host)`` is the rule for symmetric RTP (RFC 4961): which
+source hosts a call's media may be latched to. Latching to the first packet from anywhere let a
+third party that knew or guessed the port take the call's audio before the caller's first
+packet. So media is latched only to a source consistent with the signalling:
+
+* the SDP connection address (``c=``) of the offer (or of the re-INVITE that moved the media):
+  where the caller said its media comes from; a carrier's media gateway or an SBC's relay
+  often differs from its signalling address;
+* the source address of the INVITE: a caller behind NAT writes its private address into the
+  SDP (RFC 1918, 100.64.0.0/10 shared space, link-local) and sends its media from the public
+  address its signalling came from. (Where the SDP address equals the INVITE's source this
+  adds nothing; where it is not an IP literal, the INVITE's source is the only one.)
+
+Any port of those hosts is accepted (a NAT picks its own). Packets from other sources before
+the latch are dropped, counted and logged (rate limited) by the session. Not covered: a NATed
+caller behind a proxy that neither anchors the media nor rewrites the SDP (its media comes
+from neither address); put the media through the SBC (rtpengine) there. Owns: the RTP wire format and this rule.
+Pure: no asyncio, no sockets.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 from dataclasses import dataclass
@@ -25,8 +43,10 @@ __all__ = [
     "RtpWriter",
     "TelephoneEvent",
     "is_rtcp",
+    "latch_hosts",
     "parse_rtp",
     "parse_telephone_event",
+    "source_host",
 ]
 
 RTP_VERSION = 2
@@ -232,3 +252,34 @@ class DtmfDetector:
             return None
         self._has_ended = event.is_end
         return event.digit
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def latch_hosts(sdp_host: str, signalling_host: str) -> frozenset[str]:
+    """The hosts a call's RTP may be latched to (see the module docstring for the rule).
+
+    ``sdp_host`` is the offer's connection address, ``signalling_host`` where its INVITE came
+    from; both are normalised (an IPv4-mapped IPv6 source is its IPv4 address). Addresses that
+    no packet can come from (``0.0.0.0``, a host name) are left out.
+    """
+    hosts: set[str] = set()
+    for host in (sdp_host, signalling_host):
+        ip = _ip(host)
+        if ip is not None and not ip.is_unspecified:
+            hosts.add(str(ip))
+    return frozenset(hosts)
+
+
+def source_host(host: str) -> str:
+    """A packet's source host in the form ``latch_hosts`` uses."""
+    ip = _ip(host)
+    return str(ip) if ip is not None else host

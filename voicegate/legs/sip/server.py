@@ -41,6 +41,7 @@ from voicegate.legs.sip.media import RtpPacer, RtpSession
 from voicegate.legs.sip.message import (
     ALLOW,
     MAX_MESSAGE_BYTES,
+    SipBadHeader,
     SipRequest,
     SipResponse,
     build_response,
@@ -200,7 +201,9 @@ class SipServer:
         if self.events is not None:
             self.events.leg_status(call_id, "sip", t_ms, status, detail)
 
-    async def open_media(self, plan: MediaPlan, on_timeout: Callable[[str], None]) -> RtpSession:
+    async def open_media(
+        self, plan: MediaPlan, on_timeout: Callable[[str], None], *, signalling_host: str = ""
+    ) -> RtpSession:
         c = self.config
         return await RtpSession.open(
             plan,
@@ -212,6 +215,7 @@ class SipServer:
             timeout_before_media_s=c.rtp_timeout_before_media_s,
             timeout_s=c.rtp_timeout_s,
             pacer=self.pacer,
+            signalling_host=signalling_host,
         )
 
     def contact_for(self, peer: Peer, local_host: str) -> str:
@@ -246,6 +250,11 @@ class SipServer:
             return
         try:
             message = parse_message(data)
+        except SipBadHeader as exc:
+            stats.messages_malformed += 1
+            self._log_malformed(peer, exc)
+            self._bad_request(exc.request, peer)
+            return
         except SipParseError as exc:
             stats.messages_malformed += 1
             self._log_malformed(peer, exc)
@@ -408,6 +417,17 @@ class SipServer:
                 return str(s.getsockname()[0])
         except (OSError, ValueError):
             return "127.0.0.1"
+
+    def _bad_request(self, request: SipRequest | None, peer: Peer) -> None:
+        """400 to a request refused for its headers (never to an ACK, RFC 3261 17.2.1)."""
+        if request is None or request.method == "ACK" or not self.policy.is_allowed(peer.host):
+            return
+        answer = build_response(request, 400, to_tag="bad", source=_src(peer))
+        try:
+            parse_message(answer)  # the echoed Via/From/To/Call-ID must be clean too
+        except SipParseError:
+            return
+        peer.send(answer)
 
     def _log_malformed(self, peer: Peer, exc: SipParseError) -> None:
         self._malformed_logged += 1

@@ -1,8 +1,9 @@
 """SIP transaction plumbing for the UAS (RFC 3261 17): timer values, where to answer, retransmission.
 
 ``Retransmission`` sends a message now and again at T1, 2*T1, ... capped at T2 until stopped,
-and calls ``on_give_up`` after 64*T1 (Timer G/H for final INVITE responses, the 2xx
-retransmission of 13.3.1.4, Timer E/F for our BYE). ``Peer`` says how to answer a message.
+and calls ``on_give_up`` at 64*T1 exactly (Timer G/H for final INVITE responses, the 2xx
+retransmission of 13.3.1.4, Timer E/F for our BYE): the give-up timer runs on its own and is not
+rounded up to the next retransmission. ``Peer`` says how to answer a message.
 
 Owns: ``SipTimers``, ``Peer``, ``Retransmission``. Needs a running event loop for timers only.
 """
@@ -12,10 +13,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from voicegate.legs.sip.metrics import SipStats
 
-__all__ = ["Peer", "Retransmission", "SipTimers"]
+__all__ = ["Peer", "Retransmission", "Scheduler", "SipTimers"]
+
+
+class _Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """The part of the event loop that timers use (tests pass a clock of their own)."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> _Cancellable: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +66,7 @@ class Retransmission:
         on_give_up: Callable[[], None] | None,
         *,
         is_reliable: bool,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._send = send
         self._data = data
@@ -59,29 +74,36 @@ class Retransmission:
         self._stats = stats
         self._on_give_up = on_give_up
         self._interval = timers.t1_s
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + timers.timeout_s
-        self._handle: asyncio.TimerHandle | None = None
+        self._loop: Scheduler = scheduler or asyncio.get_running_loop()
+        now = self._loop.time()
+        self._deadline = now + timers.timeout_s
+        self._handle: _Cancellable | None = None
         send(data)
         # 2xx retransmission is the UAS core's job on every transport (13.3.1.4); for
         # non-2xx over TCP only the give-up timer runs
         if not is_reliable or data.startswith(b"SIP/2.0 2"):
-            self._handle = loop.call_later(self._interval, self._fire)
+            self._next_at = now + self._interval
+            self._schedule()
         else:
-            self._handle = loop.call_at(self._deadline, self._give_up)
+            self._handle = self._loop.call_at(self._deadline, self._give_up)
+
+    def _schedule(self) -> None:
+        # the give-up is due at 64*T1 itself, not at the first retransmission past it (which
+        # came up to T2 late: 35.5 s instead of 32 s with the default timers)
+        if self._next_at >= self._deadline:
+            self._handle = self._loop.call_at(self._deadline, self._give_up)
+        else:
+            self._handle = self._loop.call_at(self._next_at, self._fire)
 
     def _fire(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
-            self._give_up()
-            return
         try:
             self._send(self._data)
         except Exception:
             pass
         self._stats.responses_retransmitted += 1
         self._interval = min(self._interval * 2, self._timers.t2_s)
-        self._handle = loop.call_later(self._interval, self._fire)
+        self._next_at += self._interval
+        self._schedule()
 
     def _give_up(self) -> None:
         self._handle = None

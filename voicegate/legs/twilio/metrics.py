@@ -99,7 +99,7 @@ class TwilioLegStats:
 
     def __init__(self) -> None:
         self.webhooks = 0
-        self.webhooks_refused = 0  # bad or missing signature
+        self.webhooks_refused = 0  # bad or missing signature, or a body too large (413)
         self.rejected_busy = 0  # answered <Reject reason="busy"/>
         self.status_callbacks = 0
         self.streams_started = 0
@@ -152,7 +152,7 @@ class TwilioLegStats:
 
 _COUNTERS = (
     ("webhooks", "voice webhooks received"),
-    ("webhooks_refused", "webhooks refused for a bad or missing signature"),
+    ("webhooks_refused", "webhooks refused: bad or missing signature, or body too large"),
     ("rejected_busy", "calls answered with Reject busy (full or draining)"),
     ("status_callbacks", "stream status callbacks recorded"),
     ("streams_started", "media streams that started a call"),
@@ -163,12 +163,14 @@ _COUNTERS = (
     ("unknown_events", "messages with an event name we do not know"),
     ("media_in", "caller media messages"),
     ("media_in_bytes", "caller mu-law bytes"),
+    ("media_before_start", "caller media messages that came before the stream's start (dropped)"),
     ("sequence_missing", "gaps in Twilio sequence numbers"),
     ("sequence_reordered", "repeated or out-of-order Twilio sequence numbers"),
     ("media_out", "agent media messages sent"),
     ("media_out_bytes", "agent mu-law bytes sent"),
     ("marks_out", "marks sent"),
     ("marks_in", "mark echoes received"),
+    ("marks_unknown", "mark echoes with a name we did not send"),
     ("clears", "clear messages sent"),
     ("cleared_ms", "agent audio dropped from Twilio's queue by clear, ms"),
     ("dtmf", "DTMF digits received"),

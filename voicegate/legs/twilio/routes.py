@@ -1,7 +1,9 @@
 """The Twilio leg's HTTP surface: voice webhook, stream status callback, media WebSocket, and
 what Twilio does after the stream (transfer, hang-up, overflow).
 
-* ``POST /twilio/voice``: checks ``X-Twilio-Signature`` (403 and a logged reason otherwise),
+* ``POST /twilio/voice``: checks ``X-Twilio-Signature`` (403 and a logged reason otherwise;
+  an unsigned request before its body is read, a body over 64 KiB with 413 as soon as its
+  length is announced or read, see ``voicegate.legs.http_body``),
   routes the called number to a persona, and answers ``<Connect action="/twilio/next"><Stream>``
   with the persona and a one-time call token as ``<Parameter>``s. When no call can be admitted
   (every slot taken, or the gateway draining) it answers ``<Dial>`` to the number's overflow
@@ -21,7 +23,7 @@ what Twilio does after the stream (transfer, hang-up, overflow).
 
 URLs are signed and built from ``VOICEGATE_PUBLIC_URL`` so that the gateway works behind a
 proxy. Twilio posts ``application/x-www-form-urlencoded`` forms; they are parsed here (bounded
-size) rather than through a multipart dependency.
+size, read while streaming) rather than through a multipart dependency.
 
 Owns: ``TwilioLeg`` (its parts and its ``APIRouter``). Wired by ``voicegate.app``.
 """
@@ -49,6 +51,7 @@ from voicegate.contracts import (
     TransferTarget,
 )
 from voicegate.errors import NoFreeSlot
+from voicegate.legs.http_body import CLOSE_CONNECTION, BodyRefused, read_body
 from voicegate.legs.twilio.metrics import TwilioLegCollector, TwilioLegStats
 from voicegate.legs.twilio.nextsteps import DIAL, NextStep, NextSteps
 from voicegate.legs.twilio.security import (
@@ -109,6 +112,7 @@ class TwilioLeg:
         calls: CallAdmission | None = None,
         personas: PersonaRouter | None = None,
         events: LegReporter | None = None,
+        media_timeout_s: float = 10.0,
         tokens: CallTokens | None = None,
         stats: TwilioLegStats | None = None,
         max_ahead_ms: int = 100,
@@ -123,6 +127,7 @@ class TwilioLeg:
         self.calls = calls
         self.personas = personas
         self.events = events
+        self.media_timeout_s = media_timeout_s  # 0: streams are not watched
         self.tokens = tokens or CallTokens()
         self.stats = stats or TwilioLegStats()
         self.max_ahead_ms = max_ahead_ms
@@ -150,26 +155,40 @@ class TwilioLeg:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    async def _signed_form(self, request: Request) -> tuple[dict[str, list[str]], str | None]:
-        body = await request.body()
-        if len(body) > MAX_FORM_BYTES:
-            return {}, f"form of {len(body)} bytes exceeds {MAX_FORM_BYTES}"
+    async def _signed_form(self, request: Request, what: str) -> dict[str, list[str]] | Response:
+        """The form of a signed webhook, or the response that refuses it (logged, counted).
+
+        Unsigned requests are refused before a byte of the body is read, oversized ones as
+        soon as their length is known (``read_body``), forged ones once the bounded body is in.
+        """
+        signature = request.headers.get(SIGNATURE_HEADER)
+        path, query = request.url.path, request.url.query
+        problem = self.signatures.check_before_body(path, query, signature)
+        if problem is not None:
+            return self._refuse(request, what, 403, "invalid signature", problem)
+        try:
+            body = await read_body(request, MAX_FORM_BYTES)
+        except BodyRefused as exc:
+            return self._refuse(request, what, exc.status_code, "body refused", exc.detail)
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
         except UnicodeDecodeError:
-            return {}, "form is not UTF-8"
+            return self._refuse(request, what, 403, "invalid signature", "form is not UTF-8")
         params: dict[str, list[str]] = {}
         for name, value in pairs:
             params.setdefault(name, []).append(value)
-        problem = self.signatures.check_webhook(
-            request.url.path, request.url.query, params, request.headers.get(SIGNATURE_HEADER)
-        )
-        return params, problem
+        problem = self.signatures.check_webhook(path, query, params, signature)
+        if problem is not None:
+            return self._refuse(request, what, 403, "invalid signature", problem)
+        return params
 
-    def _refused(self, request: Request, what: str, problem: str) -> Response:
+    def _refuse(self, request: Request, what: str, status: int, text: str, why: str) -> Response:
         self.stats.webhooks_refused += 1
-        log.warning("twilio %s refused (403) from %s: %s", what, _peer(request), problem)
-        return Response("invalid signature\n", status_code=403, media_type="text/plain")
+        log.warning("twilio %s refused (%d) from %s: %s", what, status, _peer(request), why)
+        # close: whatever of the body is still coming is not read
+        return Response(
+            f"{text}\n", status_code=status, media_type="text/plain", headers=CLOSE_CONNECTION
+        )
 
     def _url(self, path: str, **query: str) -> str:
         return public_http_url(self.public_url, path, urlencode(query) if query else "")
@@ -211,9 +230,9 @@ class TwilioLeg:
     async def voice(self, request: Request) -> Response:
         """``POST /twilio/voice``: TwiML for an incoming call."""
         self.stats.webhooks += 1
-        params, problem = await self._signed_form(request)
-        if problem is not None:
-            return self._refused(request, "voice webhook", problem)
+        params = await self._signed_form(request, "voice webhook")
+        if isinstance(params, Response):
+            return params
         call_sid = _first(params, "CallSid")
         from_, to = _first(params, "From"), _first(params, "To")
         calls, personas = self.calls, self.personas
@@ -258,9 +277,9 @@ class TwilioLeg:
 
     async def status(self, request: Request) -> Response:
         """``POST /twilio/status``: a stream status callback, recorded as a ``leg.status`` event."""
-        params, problem = await self._signed_form(request)
-        if problem is not None:
-            return self._refused(request, "status callback", problem)
+        params = await self._signed_form(request, "status callback")
+        if isinstance(params, Response):
+            return params
         self.stats.status_callbacks += 1
         call_sid = _first(params, "CallSid")
         status = _first(params, "StreamEvent") or "unknown"
@@ -279,9 +298,9 @@ class TwilioLeg:
 
     async def next_step(self, request: Request) -> Response:
         """``POST /twilio/next``: the ``<Connect action>``; dial what the stream recorded."""
-        params, problem = await self._signed_form(request)
-        if problem is not None:
-            return self._refused(request, "connect action", problem)
+        params = await self._signed_form(request, "connect action")
+        if isinstance(params, Response):
+            return params
         self.stats.next_requests += 1
         call_sid = _first(params, "CallSid")
         step = self.next_steps.get(call_sid) if call_sid else None
@@ -307,9 +326,9 @@ class TwilioLeg:
 
     async def dial_status(self, request: Request) -> Response:
         """``POST /twilio/dial-status``: the ``<Dial action>``, with the dialled call's outcome."""
-        params, problem = await self._signed_form(request)
-        if problem is not None:
-            return self._refused(request, "dial action", problem)
+        params = await self._signed_form(request, "dial action")
+        if isinstance(params, Response):
+            return params
         self.stats.dial_statuses += 1
         call_sid = _first(params, "CallSid")
         status = _first(params, "DialCallStatus") or "unknown"
@@ -339,9 +358,9 @@ class TwilioLeg:
 
     async def whisper(self, request: Request) -> Response:
         """``POST /twilio/whisper``: said to the person who answered, before the caller joins."""
-        params, problem = await self._signed_form(request)
-        if problem is not None:
-            return self._refused(request, "whisper", problem)
+        params = await self._signed_form(request, "whisper")
+        if isinstance(params, Response):
+            return params
         handoff = request.query_params.get("handoff", "")[:128]
         log.info(
             "twilio: transfer answered by %s (handoff %s)", _first(params, "To") or "?", handoff
@@ -359,6 +378,7 @@ class TwilioLeg:
             ws,
             calls=self.calls or _NoCalls(),
             tokens=self.tokens,
+            media_timeout_s=self.media_timeout_s,
             stats=self.stats,
             report_error=self._report_error,
             max_ahead_ms=self.max_ahead_ms,

@@ -83,6 +83,12 @@ class SignatureChecker:
             return f"{SIGNATURE_HEADER} does not match url {url} with {len(params)} parameter(s)"
         return None
 
+    def check_before_body(self, path: str, query: str, signature: str | None) -> str | None:
+        """What refuses a webhook before its body is read: no auth token, no signature."""
+        if self._validator is None or not signature:
+            return self._check(public_http_url(self._public_url, path, query), {}, signature)
+        return None
+
     def check_webhook(
         self,
         path: str,
@@ -167,14 +173,21 @@ class CallTokens:
         return token
 
     def consume(self, token: str | None, call_sid: str) -> CallGrant:
-        """Redeem ``token`` for the stream of ``call_sid``; raises ``TwilioError`` if it cannot."""
+        """Redeem ``token`` for the stream of ``call_sid``; raises ``TwilioError`` if it cannot.
+
+        The token is used up only when it is redeemed: a start with the wrong CallSid is
+        refused and leaves it for the right one.
+        """
         if not token:
             raise TwilioError(f"call {call_sid or '?'}: stream start carries no token parameter")
-        entry = self._grants.pop(token, None)
+        # look before taking: a start presented with the wrong CallSid must leave the token for
+        # the right one (a forged or misrouted start would otherwise lock out the real call)
+        entry = self._grants.get(token)
         if entry is None:
             raise TwilioError(f"call {call_sid or '?'}: unknown, used or expired call token")
         expires_at, grant = entry
         if self._clock() > expires_at:
+            del self._grants[token]
             self.expired += 1
             raise TwilioError(f"call {call_sid or '?'}: call token expired")
         if grant.call_sid and call_sid != grant.call_sid:
@@ -182,6 +195,7 @@ class CallTokens:
                 f"call {grant.call_id}: token was issued for CallSid {grant.call_sid}, "
                 f"stream started for {call_sid or '?'}"
             )
+        del self._grants[token]
         return grant
 
     def _purge(self) -> None:

@@ -201,6 +201,10 @@ class SimulatedStream:
         async with self._send_lock:
             await self._ws.send(text)
 
+    async def send_start(self) -> None:
+        """Send ``connected`` + ``start`` (for a stream opened with ``send_start=False``)."""
+        await self._send_start()
+
     async def _send_start(self) -> None:
         await self.send_text(Connected().to_wire())
         start = Start(

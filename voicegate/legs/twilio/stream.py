@@ -24,6 +24,10 @@ socket). It accepts, refuses with 1008 (policy violation) when the upgrade's sig
   close itself may drop Twilio's queue), the decision is recorded in ``NextSteps`` under the
   CallSid, and the socket is closed; the ``<Connect action>`` then dials or hangs up
   (``routes``). A transfer is reported ``HANDED_OFF`` once the socket is closed.
+* a media watchdog (a timer, about once a second, never per frame): Twilio sends media every
+  20 ms for the whole call, silence included, so a stream whose media stopped for
+  ``media_timeout_s`` while its socket stays open is a frozen peer: the call ends
+  ``media_timeout`` (the WebSocket ping would find it only ~35 s later, as a hang-up).
 
 Owns: ``TwilioMediaStream``. Imports audio and the contracts; never the engine or the app.
 """
@@ -100,6 +104,7 @@ MAX_MESSAGES_WITHOUT_YIELD = 4
 MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
 LOGGED_ERRORS_PER_CALL = 5
 MAX_MALFORMED_PER_CALL = 1000  # a peer this broken is not a phone call: hang up
+MEDIA_TIMEOUT_S = 10.0
 PLAYED_MARGIN_S = 1.0  # wait for the last mark's echo: the audio it follows plus this
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
@@ -126,6 +131,7 @@ class TwilioMediaStream:
         max_ahead_ms: int = DEFAULT_MAX_AHEAD_MS,
         send_ms: int = DEFAULT_SEND_MS,
         start_timeout_s: float = START_TIMEOUT_S,
+        media_timeout_s: float = MEDIA_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
         next_steps: NextSteps | None = None,
         overflow: Callable[[str], str] | None = None,
@@ -158,6 +164,8 @@ class TwilioMediaStream:
         self._overflow = overflow
         self._handoff: tuple[TransferTarget, str] | None = None  # (target, fallback_say)
         self._is_waiting_played = False
+        self._media_timeout_s = media_timeout_s  # 0: no watchdog
+        self._media_in = 0  # this stream's media messages (the watchdog reads it)
 
     # -- LegTransport (called by the Call, on the event loop) --------------------------------
 
@@ -344,6 +352,7 @@ class TwilioMediaStream:
             self._write_loop(), name=f"twilio-out-{self.call_id}"
         )
         self._close_after: tuple[int, str] | None = None
+        watchdog = _MediaWatchdog(self) if self._media_timeout_s > 0 else None
         unyielded = 0
         try:
             while True:
@@ -360,6 +369,8 @@ class TwilioMediaStream:
                     unyielded = 0
                     await asyncio.sleep(0)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if not writer.done():
                 writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
@@ -498,6 +509,7 @@ class TwilioMediaStream:
         self._sequence.note(event.sequence_number if not isinstance(event, Connected) else None)
         if isinstance(event, Media):
             payload = event.payload
+            self._media_in += 1
             stats.media_in += 1
             stats.media_in_bytes += len(payload)
             if payload:
@@ -643,6 +655,35 @@ def _undialable(to: str) -> str | None:
             return f"SIP URI of {len(to)} characters: Twilio's <Sip> takes under 255"
         return None
     return f"{to!r} is neither an E.164 number nor a SIP URI"
+
+
+class _MediaWatchdog:
+    """Ends the call when the stream's media stopped for ``media_timeout_s`` (socket open)."""
+
+    def __init__(self, stream: TwilioMediaStream) -> None:
+        self._stream = stream
+        self._interval_s = min(1.0, stream._media_timeout_s / 4)
+        self._seen = stream._media_in
+        self._seen_at = stream._clock()
+        self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._check)
+
+    def _check(self) -> None:
+        stream = self._stream
+        now = stream._clock()
+        if stream._media_in != self._seen:
+            self._seen, self._seen_at = stream._media_in, now
+        elif now - self._seen_at >= stream._media_timeout_s:
+            log.warning(
+                "twilio call %s: no media for %.1f s with the socket open, hanging up",
+                stream.call_id,
+                now - self._seen_at,
+            )
+            stream.request_hangup(EndReason.MEDIA_TIMEOUT)
+            return
+        self._timer = asyncio.get_running_loop().call_later(self._interval_s, self._check)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -6,9 +6,10 @@ Request (``Authorization: Bearer <VOICEGATE_WEBRTC_TOKEN>``, JSON)::
      "call_id": "wr-<32 hex>"}      # optional: lets the page subscribe to its events first
 
 Answers ``200 {"type": "answer", "sdp": ..., "call_id": "wr-...", "session_id": ...}``;
-``401`` without the token (or when none is configured), ``404`` for an unknown persona,
-``400`` for an unusable offer, ``409`` for a call_id already in use, ``503`` when no call can be admitted (every slot taken, or
-draining). The call then runs until the peer connection closes or fails (see ``session``).
+``401`` without the token (or when none is configured, before the body is read), ``404`` for
+an unknown persona, ``400`` for an unusable offer, ``413`` for a body over 65 KiB (by its
+Content-Length before reading, or while it streams in), ``409`` for a call_id already in use,
+``503`` when no call can be admitted (every slot taken, or draining). The call then runs until the peer connection closes or fails (see ``session``).
 
 Owns: ``WebRtcLeg`` (sessions, counters, its ``APIRouter``). Wired by ``voicegate.app``.
 """
@@ -33,6 +34,7 @@ from voicegate.contracts import (
     PersonaNames,
 )
 from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
+from voicegate.legs.http_body import CLOSE_CONNECTION, BodyRefused, read_body
 from voicegate.legs.webrtc.ice import enable_loopback_only, rtc_configuration
 from voicegate.legs.webrtc.session import SdpRejected, WebRtcSession
 
@@ -144,9 +146,10 @@ class WebRtcLeg:
         """``POST /webrtc/offer``: answer a browser's offer and start its call."""
         if not bearer_matches(request.headers.get("authorization"), self.token):
             return self._refuse("unauthorized", 401, "a valid bearer token is required")
-        body = await request.body()
-        if len(body) > MAX_OFFER_BYTES + 1024:
-            return self._refuse("bad_offer", 413, "offer too large")
+        try:
+            body = await read_body(request, MAX_OFFER_BYTES + 1024)
+        except BodyRefused as exc:
+            return self._refuse("bad_offer", exc.status_code, exc.detail, is_closing=True)
         try:
             offer = Offer.model_validate_json(body)
         except ValidationError as exc:
@@ -208,7 +211,13 @@ class WebRtcLeg:
         )
 
     def _refuse(
-        self, result: str, status: int, detail: str, *, retry_after: bool = False
+        self,
+        result: str,
+        status: int,
+        detail: str,
+        *,
+        retry_after: bool = False,
+        is_closing: bool = False,
     ) -> JSONResponse:
         self._m_offers.labels(result).inc()
         if status >= 500 or status == 401:
@@ -218,6 +227,8 @@ class WebRtcLeg:
             headers["Retry-After"] = "5"
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
+        if is_closing:  # the rest of a refused body is not read
+            headers.update(CLOSE_CONNECTION)
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
     def _on_session_closed(self, session: WebRtcSession) -> None:
