@@ -105,6 +105,7 @@ def create_app(
         auth_token=settings.twilio_auth_token,
         public_url=settings.public_url,
         send_ms=settings.twilio_send_ms,
+        dial_timeout_s=settings.twilio_dial_timeout_s,
     )
     registry.register(twilio.collector())
     twilio.media_timeout_s = settings.twilio_media_timeout_s

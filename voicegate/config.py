@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         multiple_of=20,
         description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
     )
+    twilio_dial_timeout_s: int = Field(
+        30,
+        ge=5,
+        le=600,
+        description="Twilio transfers and overflow: how long the Dial rings the person before the caller hears the persona's fallback_say (or is hung up on).",
+    )
     vad_batch_ms: float = Field(
         16.0,
         ge=0.0,

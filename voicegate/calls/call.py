@@ -206,6 +206,12 @@ class Call:
         return self._state is CallState.ACTIVE
 
     @property
+    def fallback_say(self) -> str:
+        """The persona's ``call_flow.fallback_say``: what a leg that learns of an unanswered
+        transfer after the call left us says to the caller (Twilio's ``<Dial action>``)."""
+        return self._flow.rules.fallback_say if self._flow is not None else ""
+
+    @property
     def slot(self) -> Slot | None:
         return self._slot
 

@@ -12,6 +12,7 @@ def test_exports_are_sorted_and_importable() -> None:
     public = {n for n in vars(twilio) if not n.startswith("_")}
     modules = {
         "metrics",
+        "nextsteps",
         "playout",
         "protocol",
         "routes",

@@ -125,6 +125,13 @@ class TwilioLegStats:
         self.late_ticks = 0  # a 20 ms send tick ran more than one frame late
         self.skipped_ticks = 0  # ticks given up after the loop stalled for long
         self.held_frames_dropped = 0  # agent frames dropped because marks stopped coming back
+        self.transfers = 0  # streams closed to hand the caller on (<Connect action> dials)
+        self.played_wait_timeouts = 0  # closed before the last mark's echo came back
+        self.overflow_dials = 0  # calls we could not take, dialled to the overflow
+        self.next_requests = 0  # <Connect action> requests answered
+        self.next_dials = 0  # of those, answered <Dial>
+        self.dial_statuses = 0  # <Dial action> requests answered
+        self.dial_unanswered = 0  # of those, busy / no-answer / failed / canceled
         self.ingress_ms = FixedHistogram(DELAY_BUCKETS_MS)
         self.egress_ms = FixedHistogram(DELAY_BUCKETS_MS)
         self.ahead_ms = FixedHistogram(AHEAD_BUCKETS_MS)
@@ -170,6 +177,13 @@ _COUNTERS = (
     ("late_ticks", "send ticks that ran more than a frame late"),
     ("skipped_ticks", "send ticks skipped after a stall"),
     ("held_frames_dropped", "agent frames dropped because Twilio stopped confirming playout"),
+    ("transfers", "streams closed to hand the caller to a person"),
+    ("played_wait_timeouts", "streams closed before Twilio confirmed the last agent audio played"),
+    ("overflow_dials", "calls we could not take answered with a Dial to the overflow"),
+    ("next_requests", "Connect action requests answered"),
+    ("next_dials", "Connect action requests answered with a Dial"),
+    ("dial_statuses", "Dial action requests answered"),
+    ("dial_unanswered", "dialled calls busy, unanswered, failed or canceled"),
 )
 
 

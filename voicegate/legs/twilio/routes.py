@@ -1,11 +1,22 @@
-"""The Twilio leg's HTTP surface: voice webhook, stream status callback, media WebSocket.
+"""The Twilio leg's HTTP surface: voice webhook, stream status callback, media WebSocket, and
+what Twilio does after the stream (transfer, hang-up, overflow).
 
 * ``POST /twilio/voice``: checks ``X-Twilio-Signature`` (403 and a logged reason otherwise;
   an unsigned request before its body is read, a body over 64 KiB with 413 as soon as its
   length is announced or read, see ``voicegate.legs.http_body``),
-  routes the called number to a persona, and answers ``<Connect><Stream>`` with the persona and
-  a one-time call token as ``<Parameter>``s; ``<Reject reason="busy"/>`` when no call can be
-  admitted (every slot taken, or the gateway draining).
+  routes the called number to a persona, and answers ``<Connect action="/twilio/next"><Stream>``
+  with the persona and a one-time call token as ``<Parameter>``s. When no call can be admitted
+  (every slot taken, or the gateway draining) it answers ``<Dial>`` to the number's overflow
+  (``PersonaRouter.overflow``), or ``<Reject reason="busy"/>`` where none is set.
+* ``POST /twilio/next`` (the ``<Connect action>``, requested once the stream's socket closed):
+  ``<Dial>`` to the transfer or overflow target the stream recorded in ``NextSteps`` under the
+  CallSid (``<Number url=/twilio/whisper?handoff=ID>`` or ``<Sip>uri?X-Handoff-Id=ID</Sip>``),
+  else ``<Hangup/>``.
+* ``POST /twilio/dial-status`` (the ``<Dial action>``): ``<Hangup/>`` when the person answered,
+  the persona's ``fallback_say`` then ``<Hangup/>`` when not; either way a ``call.transfer``
+  event with the far end's result (``LegReporter.leg_transfer``).
+* ``POST /twilio/whisper`` (the ``<Number url>``, run on the person's end when they answer): a
+  short ``<Say>`` to them; the handoff id in its query reaches us with the answer.
 * ``POST /twilio/status``: signed stream status callbacks, reported as ``leg.status`` events
   (through the ``LegReporter`` it is given: a callback may come after the call ended).
 * ``WS /twilio/media``: one ``TwilioMediaStream`` per socket (see ``stream``).
@@ -24,7 +35,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import Response
@@ -37,10 +48,12 @@ from voicegate.contracts import (
     LegReporter,
     LegTransport,
     PersonaRouter,
+    TransferTarget,
 )
 from voicegate.errors import NoFreeSlot
 from voicegate.legs.http_body import CLOSE_CONNECTION, BodyRefused, read_body
 from voicegate.legs.twilio.metrics import TwilioLegCollector, TwilioLegStats
+from voicegate.legs.twilio.nextsteps import DIAL, NextStep, NextSteps
 from voicegate.legs.twilio.security import (
     SIGNATURE_HEADER,
     CallGrant,
@@ -50,15 +63,39 @@ from voicegate.legs.twilio.security import (
     public_ws_url,
 )
 from voicegate.legs.twilio.stream import DEFAULT_SEND_MS, TwilioMediaStream
-from voicegate.legs.twilio.twiml import TWIML_MEDIA_TYPE, connect_stream, reject
+from voicegate.legs.twilio.twiml import (
+    HANDOFF_HEADER,
+    TWIML_MEDIA_TYPE,
+    connect_stream,
+    dial,
+    hangup,
+    reject,
+    say,
+    sip_uri_with_header,
+)
 
-__all__ = ["MEDIA_PATH", "STATUS_PATH", "VOICE_PATH", "TwilioLeg"]
+__all__ = [
+    "DIAL_STATUS_PATH",
+    "MEDIA_PATH",
+    "NEXT_PATH",
+    "STATUS_PATH",
+    "VOICE_PATH",
+    "WHISPER_PATH",
+    "TwilioLeg",
+]
 
 log = logging.getLogger("voicegate.legs.twilio")
 
 VOICE_PATH = "/twilio/voice"
 STATUS_PATH = "/twilio/status"
 MEDIA_PATH = "/twilio/media"
+NEXT_PATH = "/twilio/next"
+DIAL_STATUS_PATH = "/twilio/dial-status"
+WHISPER_PATH = "/twilio/whisper"
+DEFAULT_DIAL_TIMEOUT_S = 30
+WHISPER_SAY = "A caller transferred by the voice agent. Connecting you now."
+ANSWERED = frozenset({"completed", "answered"})
+DIAL_STATUSES = frozenset({"completed", "answered", "busy", "no-answer", "failed", "canceled"})
 MAX_FORM_BYTES = 64 * 1024
 MAX_REMEMBERED_CALLS = 10_000
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
@@ -80,7 +117,11 @@ class TwilioLeg:
         stats: TwilioLegStats | None = None,
         max_ahead_ms: int = 100,
         send_ms: int = DEFAULT_SEND_MS,
+        dial_timeout_s: int = DEFAULT_DIAL_TIMEOUT_S,
+        next_steps: NextSteps | None = None,
     ) -> None:
+        if not 5 <= dial_timeout_s <= 600:
+            raise ValueError(f"twilio: dial_timeout_s must be 5-600, got {dial_timeout_s}")
         self.signatures = SignatureChecker(auth_token, public_url)
         self.public_url = public_url
         self.calls = calls
@@ -91,6 +132,8 @@ class TwilioLeg:
         self.stats = stats or TwilioLegStats()
         self.max_ahead_ms = max_ahead_ms
         self.send_ms = send_ms
+        self.dial_timeout_s = dial_timeout_s
+        self.next_steps = next_steps or NextSteps()
         self.is_draining = False
         self._calls_seen: OrderedDict[str, tuple[str, float]] = OrderedDict()  # CallSid -> id, t0
         self._streams: dict[int, TwilioMediaStream] = {}
@@ -147,6 +190,43 @@ class TwilioLeg:
             f"{text}\n", status_code=status, media_type="text/plain", headers=CLOSE_CONNECTION
         )
 
+    def _url(self, path: str, **query: str) -> str:
+        return public_http_url(self.public_url, path, urlencode(query) if query else "")
+
+    def _overflow_for(self, to: str) -> str:
+        personas = self.personas
+        return personas.overflow(to) if personas is not None else ""
+
+    def _dial(self, step: NextStep, *, is_unanswered_call: bool = False) -> str:
+        """``<Dial>`` TwiML for a dial step: the handoff id as whisper query or SIP header."""
+        target = step.target
+        assert target is not None
+        handoff = target.handoff_id
+        action = self._url(DIAL_STATUS_PATH, handoff=handoff) if handoff else None
+        to = target.to
+        whisper = ""
+        if target.is_sip:
+            to = sip_uri_with_header(to, HANDOFF_HEADER, handoff)
+        elif handoff:
+            whisper = self._url(WHISPER_PATH, handoff=handoff)
+        return dial(
+            to,
+            action=action or self._url(DIAL_STATUS_PATH),
+            timeout_s=self.dial_timeout_s,
+            whisper_url=whisper,
+            answer_on_bridge=is_unanswered_call,
+        )
+
+    def _dial_or_none(
+        self, call_sid: str, step: NextStep, *, is_unanswered_call: bool = False
+    ) -> str | None:
+        try:
+            return self._dial(step, is_unanswered_call=is_unanswered_call)
+        except ValueError as exc:
+            self.next_steps.pop(call_sid)
+            log.error("twilio call %s: cannot dial: %s", step.call_id, exc)
+            return None
+
     async def voice(self, request: Request) -> Response:
         """``POST /twilio/voice``: TwiML for an incoming call."""
         self.stats.webhooks += 1
@@ -157,14 +237,30 @@ class TwilioLeg:
         from_, to = _first(params, "From"), _first(params, "To")
         calls, personas = self.calls, self.personas
         if self.is_draining or calls is None or personas is None or not calls.can_admit():
+            why = "draining" if self.is_draining else "no free slot" if calls else "not started"
+            overflow = self._overflow_for(to) if calls is not None else ""
+            if overflow and call_sid:
+                self.stats.overflow_dials += 1
+                call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
+                self._remember(call_sid, call_id)
+                step = NextStep(
+                    call_id, DIAL, TransferTarget("overflow", overflow), trigger="overflow"
+                )
+                self.next_steps.put(call_sid, step)
+                log.info(
+                    "twilio call %s from %s to %s: %s, dialled to the overflow %s",
+                    call_sid,
+                    from_,
+                    to,
+                    why,
+                    overflow,
+                )
+                # the call is not answered yet: the caller keeps hearing ringing until it is
+                twiml = self._dial_or_none(call_sid, step, is_unanswered_call=True)
+                if twiml is not None:
+                    return Response(twiml, media_type=TWIML_MEDIA_TYPE)
             self.stats.rejected_busy += 1
-            log.info(
-                "twilio call %s from %s to %s rejected busy (%s)",
-                call_sid,
-                from_,
-                to,
-                "draining" if self.is_draining else "no free slot" if calls else "not started",
-            )
+            log.info("twilio call %s from %s to %s rejected busy (%s)", call_sid, from_, to, why)
             return Response(reject("busy"), media_type=TWIML_MEDIA_TYPE)
         persona = personas.route(to)
         call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
@@ -174,6 +270,7 @@ class TwilioLeg:
             public_ws_url(self.public_url, MEDIA_PATH),
             {"persona": persona, "token": token},
             status_callback=public_http_url(self.public_url, STATUS_PATH),
+            action=public_http_url(self.public_url, NEXT_PATH),
         )
         log.info("twilio call %s from %s to %s -> persona %s", call_id, from_, to, persona)
         return Response(twiml, media_type=TWIML_MEDIA_TYPE)
@@ -199,6 +296,77 @@ class TwilioLeg:
             self.events.leg_status(call_id, "twilio", t_ms, status[:200], detail[:2000])
         return Response(status_code=204)
 
+    async def next_step(self, request: Request) -> Response:
+        """``POST /twilio/next``: the ``<Connect action>``; dial what the stream recorded."""
+        params = await self._signed_form(request, "connect action")
+        if isinstance(params, Response):
+            return params
+        self.stats.next_requests += 1
+        call_sid = _first(params, "CallSid")
+        step = self.next_steps.get(call_sid) if call_sid else None
+        if step is None or step.kind != DIAL:
+            self.next_steps.pop(call_sid)
+            log.info(
+                "twilio call %s: connect action -> hangup (%s)",
+                call_sid or "?",
+                step.trigger if step is not None else "no transfer recorded",
+            )
+            return Response(hangup(), media_type=TWIML_MEDIA_TYPE)
+        self.stats.next_dials += 1
+        assert step.target is not None
+        log.info(
+            "twilio call %s: connect action -> dial %s (%s, handoff %s)",
+            step.call_id,
+            step.target.to,
+            step.trigger,
+            step.target.handoff_id or "-",
+        )
+        twiml = self._dial_or_none(call_sid, step)
+        return Response(twiml or hangup(), media_type=TWIML_MEDIA_TYPE)
+
+    async def dial_status(self, request: Request) -> Response:
+        """``POST /twilio/dial-status``: the ``<Dial action>``, with the dialled call's outcome."""
+        params = await self._signed_form(request, "dial action")
+        if isinstance(params, Response):
+            return params
+        self.stats.dial_statuses += 1
+        call_sid = _first(params, "CallSid")
+        status = _first(params, "DialCallStatus") or "unknown"
+        step = self.next_steps.pop(call_sid) if call_sid else None
+        is_answered = status in ANSWERED
+        if not is_answered:
+            self.stats.dial_unanswered += 1
+        fallback = "" if is_answered or step is None else step.fallback_say
+        result = "answered" if is_answered else status if status in DIAL_STATUSES else "failed"
+        detail = f"DialCallStatus {status[:40]}"
+        if dial_sid := _first(params, "DialCallSid"):
+            detail += f", DialCallSid {dial_sid[:64]}"
+        if duration := _first(params, "DialCallDuration"):
+            detail += f", {duration[:16]} s"
+        if fallback:
+            detail += ", said the fallback"
+        if step is not None and step.target is not None and self.events is not None:
+            t_ms = int((time.monotonic() - step.t0) * 1000) if step.t0 else 0
+            self.events.leg_transfer(step.call_id, "twilio", t_ms, step.target, result, detail)
+        log.info(
+            "twilio call %s: dial action %s -> %s",
+            step.call_id if step is not None else call_sid or "?",
+            detail,
+            "hangup" if not fallback else "fallback, hangup",
+        )
+        return Response(say(fallback), media_type=TWIML_MEDIA_TYPE)
+
+    async def whisper(self, request: Request) -> Response:
+        """``POST /twilio/whisper``: said to the person who answered, before the caller joins."""
+        params = await self._signed_form(request, "whisper")
+        if isinstance(params, Response):
+            return params
+        handoff = request.query_params.get("handoff", "")[:128]
+        log.info(
+            "twilio: transfer answered by %s (handoff %s)", _first(params, "To") or "?", handoff
+        )
+        return Response(say(WHISPER_SAY, then_hangup=False), media_type=TWIML_MEDIA_TYPE)
+
     async def media(self, ws: WebSocket) -> None:
         """``WS /twilio/media``: one stream, owned by this task until the call ends."""
         problem = self.signatures.check_upgrade(ws.url.path, ws.headers.get(SIGNATURE_HEADER))
@@ -215,6 +383,8 @@ class TwilioLeg:
             report_error=self._report_error,
             max_ahead_ms=self.max_ahead_ms,
             send_ms=self.send_ms,
+            next_steps=self.next_steps,
+            overflow=self._overflow_for,
         )
         self._streams[id(stream)] = stream
         try:
@@ -240,6 +410,9 @@ class TwilioLeg:
         router = APIRouter(tags=["twilio"])
         router.add_api_route(VOICE_PATH, self.voice, methods=["POST"], include_in_schema=True)
         router.add_api_route(STATUS_PATH, self.status, methods=["POST"], status_code=204)
+        router.add_api_route(NEXT_PATH, self.next_step, methods=["POST"])
+        router.add_api_route(DIAL_STATUS_PATH, self.dial_status, methods=["POST"])
+        router.add_api_route(WHISPER_PATH, self.whisper, methods=["POST"])
         router.add_api_websocket_route(MEDIA_PATH, self.media)
         return router
 

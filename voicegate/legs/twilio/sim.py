@@ -8,6 +8,17 @@ agent ``media`` is queued and "played" in real time, a ``mark`` is echoed only o
 queued before it would have played, and ``clear`` drops the queue and returns every pending mark
 at once. It records what the caller would have heard and how far the gateway ran ahead.
 
+After the stream, ``follow`` does what Twilio documents for ``<Connect action>`` and ``<Dial>``
+(https://www.twilio.com/docs/voice/twiml/connect, .../dial): once the socket is closed it POSTs
+the signed action URL with the standard parameters (``CallSid``, ``AccountSid``, ``From``,
+``To``, ``CallStatus``, ...), runs the TwiML answer verb by verb (``Say``, ``Pause``,
+``Hangup``, ``Reject``, ``Redirect``, ``Dial``), and for ``<Dial>`` plays the called party's
+outcome given to it (``completed``, ``busy``, ``no-answer``, ``failed``, ``canceled``): on
+``completed`` it requests a ``<Number url>`` whisper as the person's side would, then POSTs the
+``<Dial action>`` with ``DialCallStatus``, ``DialCallSid`` (and ``DialCallDuration`` when
+connected) and runs that answer; without an action it goes on with the document. Everything
+it ran is in a ``FlowReport``.
+
 Used by ``voicegate demo``, the Twilio leg's tests and ``bench/load_bench.py``; Twilio's cloud
 cannot run here, so this is the only peer those can talk to.
 
@@ -48,13 +59,24 @@ from voicegate.legs.twilio.protocol import (
 )
 from voicegate.legs.twilio.security import SIGNATURE_HEADER, SignatureChecker
 
-__all__ = ["PlacedCall", "SimulatedStream", "StreamReport", "TwilioSimulator"]
+__all__ = [
+    "DIAL_OUTCOMES",
+    "DialRecord",
+    "FlowReport",
+    "PlacedCall",
+    "SimulatedStream",
+    "StreamReport",
+    "TwilioSimulator",
+]
 
 RATE_HZ = 8000
 FRAME_MS = 20
 FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
 SAMPLES_PER_MS = RATE_HZ // 1000
 MULAW_SILENCE = 0xFF
+DIAL_OUTCOMES = ("completed", "busy", "no-answer", "failed", "canceled")
+MAX_TWIML_DOCUMENTS = 10  # a call that keeps redirecting is a loop: Twilio gives up too
+_SIP_RESPONSE = {"completed": 200, "busy": 486, "no-answer": 480, "failed": 404, "canceled": 487}
 
 
 def _sid(prefix: str) -> str:
@@ -74,10 +96,37 @@ class PlacedCall:
     status_callback: str = ""
     parameters: dict[str, str] = field(default_factory=dict)
     reject_reason: str = ""
+    connect_action: str = ""  # <Connect action>: requested once the stream ends
 
     @property
     def is_connect(self) -> bool:
         return bool(self.stream_url)
+
+
+@dataclass(slots=True)
+class DialRecord:
+    """One ``<Dial>`` Twilio ran: its attributes, nouns, the simulated outcome."""
+
+    action: str
+    timeout_s: int
+    answer_on_bridge: bool
+    numbers: list[tuple[str, str]] = field(default_factory=list)  # (number, whisper url)
+    sips: list[str] = field(default_factory=list)
+    outcome: str = ""
+    whisper_said: list[str] = field(default_factory=list)  # said to the person who answered
+
+
+@dataclass(slots=True)
+class FlowReport:
+    """What Twilio ran after the voice webhook or the stream: verbs in order, and requests."""
+
+    verbs: list[str] = field(default_factory=list)  # tags in execution order
+    said: list[str] = field(default_factory=list)  # <Say> texts the caller heard
+    dials: list[DialRecord] = field(default_factory=list)
+    requests: list[tuple[str, int]] = field(default_factory=list)  # (public URL, status code)
+    errors: list[str] = field(default_factory=list)
+    is_hung_up: bool = False  # a <Hangup/> (or the end of the document) ended the call
+    reject_reason: str = ""
 
 
 @dataclass(slots=True)
@@ -408,15 +457,164 @@ class TwilioSimulator:
         }
 
     async def post_signed(
-        self, path: str, params: dict[str, str], *, signature: str | None = ""
+        self, path: str, params: dict[str, str], *, signature: str | None = "", query: str = ""
     ) -> httpx.Response:
         """POST a form as Twilio does; ``signature=""`` signs it, ``None`` sends none."""
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if signature == "":
-            signature = self._signer.sign_webhook(path, params)
+            signature = self._signer.sign_webhook(path, params, query)
         if signature is not None:
             headers[SIGNATURE_HEADER] = signature
-        return await self._http.post(path, data=params, headers=headers)
+        target = f"{path}?{query}" if query else path
+        return await self._http.post(target, data=params, headers=headers)
+
+    async def post_url(
+        self, url: str, params: dict[str, str], *, signature: str | None = ""
+    ) -> httpx.Response:
+        """POST to a public URL from a TwiML document (signed over that URL with its query)."""
+        parts = urlsplit(url)
+        base = urlsplit(self.public_url)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            raise TwilioError(f"TwiML URL {url!r} is not under the public URL {self.public_url}")
+        return await self.post_signed(
+            self._local_path(url), params, signature=signature, query=parts.query
+        )
+
+    def call_params(self, call: PlacedCall, status: str = "in-progress") -> dict[str, str]:
+        """Twilio's standard request parameters of ``call`` (action and Redirect requests)."""
+        return {**self.voice_params(call.call_sid, call.from_, call.to), "CallStatus": status}
+
+    async def follow(
+        self,
+        call: PlacedCall,
+        *,
+        dial_outcome: str = "completed",
+        dial_duration_s: int = 7,
+        twiml: str | None = None,
+    ) -> FlowReport:
+        """What Twilio does next: POST ``call``'s ``<Connect action>`` (the stream must be
+        closed) and run the answer; or, with ``twiml``, run that document (a voice webhook's
+        answer that is not a stream). ``<Dial>``s get ``dial_outcome``."""
+        if dial_outcome not in DIAL_OUTCOMES:
+            raise ValueError(f"dial outcome must be one of {DIAL_OUTCOMES}, got {dial_outcome!r}")
+        report = FlowReport()
+        document = twiml
+        if document is None:
+            if not call.connect_action:
+                report.is_hung_up = True  # nothing follows </Connect>: the call ends
+                return report
+            document = await self._request(report, call.connect_action, self.call_params(call))
+        for _ in range(MAX_TWIML_DOCUMENTS):
+            if document is None:
+                return report
+            document = await self._run(report, call, document, dial_outcome, dial_duration_s)
+        report.errors.append(f"more than {MAX_TWIML_DOCUMENTS} TwiML documents: a loop")
+        return report
+
+    async def _request(self, report: FlowReport, url: str, params: dict[str, str]) -> str | None:
+        response = await self.post_url(url, params)
+        report.requests.append((url, response.status_code))
+        if response.status_code != 200:
+            # Twilio would log an error and play its "application error" message
+            report.errors.append(f"{url} answered {response.status_code}")
+            report.is_hung_up = True
+            return None
+        return response.text
+
+    async def _run(
+        self, report: FlowReport, call: PlacedCall, twiml: str, outcome: str, duration_s: int
+    ) -> str | None:
+        """Run one document; returns the next document to run, None when the call is over."""
+        try:
+            root = ET.fromstring(twiml)
+        except ET.ParseError as exc:
+            report.errors.append(f"invalid TwiML: {exc}")
+            report.is_hung_up = True
+            return None
+        if root.tag != "Response":
+            report.errors.append(f"TwiML root is <{root.tag}>, not <Response>")
+        for verb in root:
+            report.verbs.append(verb.tag)
+            if verb.tag == "Say":
+                report.said.append((verb.text or "").strip())
+            elif verb.tag == "Pause":
+                continue
+            elif verb.tag == "Hangup":
+                report.is_hung_up = True
+                return None
+            elif verb.tag == "Reject":
+                report.reject_reason = verb.attrib.get("reason", "rejected")
+                report.is_hung_up = True
+                return None
+            elif verb.tag == "Redirect":
+                return await self._request(
+                    report, (verb.text or "").strip(), self.call_params(call)
+                )
+            elif verb.tag == "Dial":
+                record = self._dial_record(verb)
+                record.outcome = outcome
+                report.dials.append(record)
+                if outcome == "completed":
+                    await self._whisper(report, call, record)
+                if record.action:
+                    params = self.call_params(call)
+                    params.update(self._dial_params(record, outcome, duration_s))
+                    return await self._request(report, record.action, params)
+            else:
+                report.errors.append(f"the simulator does not run <{verb.tag}>")
+        report.is_hung_up = True  # the end of the document ends the call
+        return None
+
+    @staticmethod
+    def _dial_record(verb: ET.Element) -> DialRecord:
+        record = DialRecord(
+            action=verb.attrib.get("action", ""),
+            timeout_s=int(verb.attrib.get("timeout", "30")),
+            answer_on_bridge=verb.attrib.get("answerOnBridge", "false") == "true",
+        )
+        for noun in verb:
+            if noun.tag == "Number":
+                record.numbers.append(((noun.text or "").strip(), noun.attrib.get("url", "")))
+            elif noun.tag == "Sip":
+                record.sips.append((noun.text or "").strip())
+        if not verb.text or not verb.text.strip():
+            return record
+        record.numbers.append((verb.text.strip(), ""))  # <Dial>+1555...</Dial>
+        return record
+
+    def _dial_params(self, record: DialRecord, outcome: str, duration_s: int) -> dict[str, str]:
+        params = {"DialCallStatus": outcome, "DialCallSid": _sid("CA")}
+        if outcome == "completed":
+            params["DialCallDuration"] = str(duration_s)
+            params["DialBridged"] = "true"
+        if record.sips:
+            params["DialSipCallId"] = secrets.token_hex(8) + "@sip.twilio.test"
+            params["DialSipResponseCode"] = str(_SIP_RESPONSE[outcome])
+        return params
+
+    async def _whisper(self, report: FlowReport, call: PlacedCall, record: DialRecord) -> None:
+        """The person answered: run each ``<Number url>`` on their side (the first one)."""
+        for number, url in record.numbers[:1]:
+            if not url:
+                continue
+            params = {
+                "AccountSid": self.account_sid,
+                "ApiVersion": "2010-04-01",
+                "CallSid": _sid("CA"),
+                "ParentCallSid": call.call_sid,
+                "CallStatus": "in-progress",
+                "Direction": "outbound-dial",
+                "From": call.from_,
+                "To": number,
+            }
+            twiml = await self._request(report, url, params)
+            report.is_hung_up = False  # a failed whisper is the person's side, not the caller's
+            if twiml is None:
+                continue
+            with contextlib.suppress(ET.ParseError):
+                record.whisper_said.extend(
+                    (say.text or "").strip() for say in ET.fromstring(twiml).iter("Say")
+                )
 
     async def place_call(
         self, from_: str = "+15550100", to: str = "+15550199", *, call_sid: str | None = None
@@ -429,8 +627,9 @@ class TwilioSimulator:
         if response.status_code != 200:
             return placed
         root = ET.fromstring(twiml)
+        connect = root.find("./Connect")
         stream = root.find("./Connect/Stream")
-        if stream is not None:
+        if connect is not None and stream is not None:
             params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
             return PlacedCall(
                 200,
@@ -441,14 +640,18 @@ class TwilioSimulator:
                 stream_url=stream.attrib["url"],
                 status_callback=stream.attrib.get("statusCallback", ""),
                 parameters=params,
+                connect_action=connect.attrib.get("action", ""),
             )
         reject = root.find("./Reject")
         if reject is not None:
             return PlacedCall(
                 200, twiml, call_sid, from_, to, reject_reason=reject.attrib.get("reason", "")
             )
+        if root.find("./Dial") is not None:
+            return placed  # e.g. the overflow: run it with ``follow(placed, twiml=placed.twiml)``
         raise TwilioError(
-            f"voice webhook answered TwiML with neither Connect/Stream nor Reject: {twiml[:200]}"
+            "voice webhook answered TwiML with neither Connect/Stream, Dial nor Reject: "
+            f"{twiml[:200]}"
         )
 
     async def open_stream(

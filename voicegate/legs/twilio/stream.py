@@ -17,8 +17,13 @@ socket). It accepts, refuses with 1008 (policy violation) when the upgrade's sig
   cost is most of the edge's CPU, see shared/reference/edge-profile.md) for at most 20 ms more
   wait before fresh audio is pulled.
 * ``clear_playout()`` (the Call, at barge-in) drops held frames and sends ``clear``;
-  ``request_hangup()`` closes the socket (Twilio then ends the call: nothing follows
-  ``</Connect>`` in our TwiML).
+  ``request_hangup()`` closes the socket (Twilio then requests the ``<Connect action>``, which
+  answers ``<Hangup/>``).
+* ``transfer(target)`` (``LegControl``) and an agent hang-up: no more audio is pulled, the
+  agent audio already sent is let play (its last mark's echo, waited for a bounded time: the
+  close itself may drop Twilio's queue), the decision is recorded in ``NextSteps`` under the
+  CallSid, and the socket is closed; the ``<Connect action>`` then dials or hangs up
+  (``routes``). A transfer is reported ``HANDED_OFF`` once the socket is closed.
 * a media watchdog (a timer, about once a second, never per frame): Twilio sends media every
   20 ms for the whole call, silence included, so a stream whose media stopped for
   ``media_timeout_s`` while its socket stays open is a frozen peer: the call ends
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -42,9 +48,17 @@ import numpy.typing as npt
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voicegate.audio import mulaw_decode, mulaw_encode
-from voicegate.contracts import CallAdmission, CallInfo, CallLike, EndReason
+from voicegate.contracts import (
+    CallAdmission,
+    CallInfo,
+    CallLike,
+    EndReason,
+    TransferOutcome,
+    TransferTarget,
+)
 from voicegate.errors import NoFreeSlot, TwilioError, TwilioProtocolError, VoiceGateError
 from voicegate.legs.twilio.metrics import TwilioLegStats
+from voicegate.legs.twilio.nextsteps import DIAL, HANGUP, NextStep, NextSteps
 from voicegate.legs.twilio.playout import DEFAULT_MAX_AHEAD_MS, PlayoutTracker
 from voicegate.legs.twilio.protocol import (
     Connected,
@@ -62,6 +76,7 @@ from voicegate.legs.twilio.protocol import (
     parse_event,
 )
 from voicegate.legs.twilio.security import CallGrant, CallTokens
+from voicegate.legs.twilio.twiml import MAX_SIP_URI_CHARS
 
 __all__ = [
     "CLOSE_POLICY_VIOLATION",
@@ -90,6 +105,8 @@ MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of burs
 LOGGED_ERRORS_PER_CALL = 5
 MAX_MALFORMED_PER_CALL = 1000  # a peer this broken is not a phone call: hang up
 MEDIA_TIMEOUT_S = 10.0
+PLAYED_MARGIN_S = 1.0  # wait for the last mark's echo: the audio it follows plus this
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
 class ErrorReporter(Protocol):
@@ -116,6 +133,8 @@ class TwilioMediaStream:
         start_timeout_s: float = START_TIMEOUT_S,
         media_timeout_s: float = MEDIA_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        next_steps: NextSteps | None = None,
+        overflow: Callable[[str], str] | None = None,
     ) -> None:
         if send_ms not in SEND_MS_CHOICES:
             raise ValueError(f"twilio: send_ms must be one of {SEND_MS_CHOICES}, got {send_ms}")
@@ -141,6 +160,10 @@ class TwilioMediaStream:
         self._is_leg_closed = False
         self._malformed = 0
         self._pending_close = (CLOSE_POLICY_VIOLATION, "refused")
+        self._next_steps = next_steps
+        self._overflow = overflow
+        self._handoff: tuple[TransferTarget, str] | None = None  # (target, fallback_say)
+        self._is_waiting_played = False
         self._media_timeout_s = media_timeout_s  # 0: no watchdog
         self._media_in = 0  # this stream's media messages (the watchdog reads it)
 
@@ -169,6 +192,30 @@ class TwilioMediaStream:
         if self._hangup_reason is None:
             self._hangup_reason = reason
             self._wakeup()
+
+    def transfer(self, target: TransferTarget) -> None:
+        """``LegControl``: end the stream so that the ``<Connect action>`` dials ``target``.
+
+        Non-blocking; the outcome goes to ``Call.on_transfer_result`` once: ``HANDED_OFF`` when
+        the socket is closed, ``FAILED`` at once when ``target`` cannot be dialled by Twilio.
+        """
+        call = self._call
+        if call is None:
+            return
+        problem = _undialable(target.to)
+        if problem is None and self._next_steps is None:
+            problem = "the Twilio leg keeps no next steps (not wired)"
+        if problem is None and (self._handoff is not None or self._hangup_reason is not None):
+            problem = "the stream is already ending"
+        if problem is not None:
+            log.warning(
+                "twilio call %s: transfer to %s refused: %s", self.call_id, target.to, problem
+            )
+            call.on_transfer_result(target, TransferOutcome.FAILED, problem)
+            return
+        fallback = getattr(call, "fallback_say", "")
+        self._handoff = (target, fallback if isinstance(fallback, str) else "")
+        self._wakeup()
 
     def _wakeup(self) -> None:
         wake = self._wake
@@ -261,7 +308,23 @@ class TwilioMediaStream:
             self._call = self._calls.start_call(info, self)
         except NoFreeSlot as exc:
             self._stats.streams_refused_busy += 1
-            log.warning("twilio call %s refused at stream start: %s", grant.call_id, exc)
+            overflow = self._overflow(grant.to) if self._overflow is not None else ""
+            log.warning(
+                "twilio call %s refused at stream start: %s%s",
+                grant.call_id,
+                exc,
+                f"; the <Connect action> dials the overflow {overflow}" if overflow else "",
+            )
+            if overflow:
+                self._stats.overflow_dials += 1
+                self._record(
+                    NextStep(
+                        grant.call_id,
+                        DIAL,
+                        TransferTarget("overflow", overflow),
+                        trigger="overflow",
+                    )
+                )
             self._schedule_close(CLOSE_TRY_AGAIN_LATER, "no free slot")
             return False
         except VoiceGateError as exc:
@@ -329,9 +392,16 @@ class TwilioMediaStream:
                 timer = loop.call_later(max(0.0, next_tick - clock()), _resolve, wake)
                 await wake
                 timer.cancel()
+                if self._handoff is not None:
+                    await self._hand_off(*self._handoff)
+                    return
                 if self._hangup_reason is not None:
-                    await self._close(CLOSE_NORMAL, self._hangup_reason.value)
-                    self._leg_closed(self._hangup_reason)
+                    reason = self._hangup_reason
+                    if reason is EndReason.AGENT_HANGUP:
+                        await self._await_played()  # the goodbye
+                        self._record(NextStep(self.call_id, HANGUP, trigger=reason.value))
+                    await self._close(CLOSE_NORMAL, reason.value)
+                    self._leg_closed(reason)
                     return
                 if self._is_clear_requested:
                     await self._send_clear()
@@ -360,6 +430,62 @@ class TwilioMediaStream:
             await self._close(CLOSE_INTERNAL_ERROR, "internal error")
         finally:
             self._wake = None
+
+    async def _hand_off(self, target: TransferTarget, fallback_say: str) -> None:
+        """Let the audio sent play, record the dial, close the socket, report ``HANDED_OFF``."""
+        call = self._call
+        assert call is not None
+        await self._await_played()
+        self._record(
+            NextStep(self.call_id, DIAL, target, fallback_say, trigger="transfer", t0=self._t0)
+        )
+        self._leg_closed(None)  # the Call ends itself as transferred, not as a hang-up
+        self._stats.transfers += 1
+        await self._close(CLOSE_NORMAL, "transfer")
+        log.info(
+            "twilio call %s: stream closed for the transfer to %s (%s)",
+            self.call_id,
+            target.destination,
+            target.to,
+        )
+        call.on_transfer_result(
+            target, TransferOutcome.HANDED_OFF, f"stream closed; <Connect action> dials {target.to}"
+        )
+
+    async def _await_played(self) -> None:
+        """Stop sending and wait until Twilio echoes the last mark (the audio sent has
+        played), for at most that audio's length plus ``PLAYED_MARGIN_S``."""
+        self._held.clear()
+        playout = self._playout
+        if playout.pending_marks == 0:
+            return
+        loop = asyncio.get_running_loop()
+        clock = self._clock
+        deadline = clock() + playout.unconfirmed_ms / 1000 + PLAYED_MARGIN_S
+        self._is_waiting_played = True
+        try:
+            while playout.pending_marks:
+                left = deadline - clock()
+                if left <= 0:
+                    self._stats.played_wait_timeouts += 1
+                    log.info(
+                        "twilio call %s: no echo of the last mark within %.1f s; closing",
+                        self.call_id,
+                        playout.unconfirmed_ms / 1000 + PLAYED_MARGIN_S,
+                    )
+                    return
+                wake = loop.create_future()
+                self._wake = wake
+                timer = loop.call_later(left, _resolve, wake)
+                await wake
+                timer.cancel()
+        finally:
+            self._is_waiting_played = False
+
+    def _record(self, step: NextStep) -> None:
+        grant = self._grant
+        if self._next_steps is not None and grant is not None and grant.call_sid:
+            self._next_steps.put(grant.call_sid, step)
 
     def _on_message(self, message: Mapping[str, Any], arrived: float) -> bool:
         """Handle one inbound message; False when the stream is over."""
@@ -393,8 +519,8 @@ class TwilioMediaStream:
             stats.marks_in += 1
             if not self._playout.on_mark(event.name, arrived * 1000):
                 stats.marks_unknown += 1
-            elif self._held:
-                self._wakeup()  # room for the frames held back
+            elif self._held or self._is_waiting_played:
+                self._wakeup()  # room for the frames held back, or the last mark played
         elif isinstance(event, Dtmf):
             stats.dtmf += 1
             call.on_dtmf(event.digit)
@@ -481,14 +607,16 @@ class TwilioMediaStream:
 
     # -- endings and errors ------------------------------------------------------------------
 
-    def _leg_closed(self, reason: EndReason) -> None:
+    def _leg_closed(self, reason: EndReason | None) -> None:
+        """Tell the Call once that the leg is gone (``None``: count it, tell nobody)."""
         if self._is_leg_closed or self._call is None:
             return
         self._is_leg_closed = True
         stats = self._stats
         stats.sequence_missing += self._sequence.missing
         stats.sequence_reordered += self._sequence.reordered
-        self._call.on_leg_closed(reason)
+        if reason is not None:
+            self._call.on_leg_closed(reason)
 
     async def _close(self, code: int, reason: str) -> None:
         ws = self._ws
@@ -516,6 +644,17 @@ class TwilioMediaStream:
                 self._report_error(
                     self._grant.call_id, t_ms, "malformed_message", str(exc)[:2000], False
                 )
+
+
+def _undialable(to: str) -> str | None:
+    """Why Twilio's ``<Dial>`` cannot take ``to`` (None when it can)."""
+    if _E164.match(to):
+        return None
+    if to.lower().startswith(("sip:", "sips:")) and "@" in to:
+        if len(to) > MAX_SIP_URI_CHARS:
+            return f"SIP URI of {len(to)} characters: Twilio's <Sip> takes under 255"
+        return None
+    return f"{to!r} is neither an E.164 number nor a SIP URI"
 
 
 class _MediaWatchdog:
