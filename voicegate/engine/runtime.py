@@ -393,7 +393,7 @@ class BatchedEngine:
             out.frame_index = state.frames
             out.pcm = pcm_out[index]
             out.text_token = token
-            out.text = model.text_piece(token)
+            out.text = model.text_piece(index, token)
             state.frames += 1
             state.stats.frames += 1
             try:

@@ -81,6 +81,8 @@ class TorchTickModel:
         )
         self._out_host_np = self._out_host.numpy()
         self._tokens = np.full(n_slots, PAD_ID, dtype=np.int64)
+        # per slot: byte-fallback characters are decoded across tokens
+        self._text_streams = [tokenizer.stream() for _ in range(n_slots)]
         self._reset_mask = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
         self._prefill_lock = threading.Lock()
@@ -203,6 +205,7 @@ class TorchTickModel:
             self._reset_mask.zero_()
             self._reset_mask[index] = True
             self.mimi.reset_slots(self._reset_mask)
+        self._text_streams[index].reset()
 
     @torch.inference_mode()
     def step(
@@ -240,8 +243,8 @@ class TorchTickModel:
         self._out_dev[:, :FRAME_SAMPLES] = torch.where(valid[:, None], pcm.clamp(-1.0, 1.0), 0.0)
         self._out_dev[:, FRAME_SAMPLES] = torch.where(valid, out.text_tokens.float(), self._pad)
 
-    def text_piece(self, token: int) -> str:
-        return self.tokenizer.decode_piece(token)
+    def text_piece(self, index: int, token: int) -> str:
+        return self._text_streams[index].push(token)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(system_prompt_text(text)))
