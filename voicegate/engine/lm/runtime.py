@@ -266,6 +266,8 @@ class LM:
         inp = torch.where((pos[:, None] <= delays[None]) | ~act, self._initial[None], inp)
         x = m.embed_tokens(inp[:, :, None], has_absent=False)
         write = torch.where(active, pos % c.context, torch.full_like(pos, c.context))
+        # what this position was stepped with: a re-anchor prefills it again
+        state.history[torch.arange(inp.shape[0], device=pos.device), :, write] = inp
         # an inactive row's output is dropped: it reads one column, not a stale window
         filled = torch.where(active, torch.clamp(pos + 1, max=c.context), 1)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
