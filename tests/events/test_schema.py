@@ -29,6 +29,7 @@ from voicegate.events import (
     decode_fields,
     encode_fields,
 )
+from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
@@ -79,6 +80,15 @@ SAMPLES: list[Event] = [
     Dtmf(**COMMON, digit="7", duration_ms=120),
     CallError(**COMMON, code="bad_frame", message="media payload is not base64", is_fatal=False),
     LegStatus(**COMMON, status="stream-started", detail="StreamSid=MZ1"),
+    CallReanchored(
+        **COMMON,
+        prompt_frames=310,
+        kept_frames=1512,
+        chunks=12,
+        compute_ms=61.5,
+        position_before=2750,
+        position_after=1822,
+    ),
 ]
 
 
