@@ -45,7 +45,7 @@ TINY_CONTEXT = 1024  # long enough for a persona prompt of a few hundred tiny to
 CPU_DEFAULT_SLOTS = 1
 # Conversation kept by a re-anchor (120 s). A call re-anchors every 3000 - prompt - K - 250
 # frames and prefills K + catch-up positions each time: K = 1500 with a 300-frame prompt is one
-# re-anchor per 76 s and 1.6 prefilled positions per live frame (a prefill position costs the
+# re-anchor per 75 s and 1.6 prefilled positions per live frame (a prefill position costs the
 # compute of a decode step but not its memory traffic: the tick is memory-bound), while keeping
 # the last 2 minutes verbatim; bench/reanchor_bench.py measures it on the GPU.
 DEFAULT_REANCHOR_FRAMES = 1500
