@@ -183,3 +183,15 @@ class Settings(BaseSettings):
         le=8,
         description="Received audio frames held back to reorder packets (aiortc's default is 4 = 80 ms more delay).",
     )
+
+    # --- long calls (engine re-anchoring) ---
+    reanchor: bool = Field(
+        True,
+        description="Long calls keep their persona: before the prompt leaves the model's 240 s window, rebuild the call's context as the persona prompt plus its last VOICEGATE_REANCHOR_FRAMES frames (false: the persona slides out after about 3.5 minutes).",
+    )
+    reanchor_frames: int = Field(
+        1500,
+        ge=1,
+        le=2500,
+        description="Conversation frames (80 ms each) kept when a long call is re-anchored: more keeps more of the conversation, costs more per re-anchor and re-anchors more often (every 3000 - prompt - this - 250 frames).",
+    )

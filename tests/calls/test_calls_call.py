@@ -26,7 +26,8 @@ from utils import (
 
 from voicegate.calls import CallConfig, CallInfo, CallLimits, CallState, EndReason
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
-from voicegate.events.schema import (
+from voicegate.engine.base import ReanchorReport, TickOutput
+from voicegate.events.schema import CallReanchored, (
     BargeIn,
     CallEnded,
     CallError,
@@ -466,3 +467,17 @@ def test_a_leg_that_reports_its_close_during_hangup_keeps_our_reason() -> None:
     run_call(call, np.zeros(RATE, dtype=np.int16), tick=engine.tick, leg=leg)
     assert call.end_reason is EndReason.MAX_DURATION and leg.hangups == [EndReason.MAX_DURATION]
     assert [e.reason for e in events.of_type(CallEnded)] == ["max_duration"]
+
+
+def test_a_reanchor_report_from_the_engine_becomes_a_call_reanchored_event() -> None:
+    engine = ScriptedEngine(lambda c, k, f: (SILENCE, ""))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    call = make_manager(engine, events).start_call(CallInfo("c-re", "twilio", "p"), leg)
+    report = ReanchorReport(310, 1500, 12, 61.5, 2750, 1810)
+    call.on_tick(TickOutput(0, SILENCE, 3, "", reanchor=report))  # as the engine thread does
+    assert events.of_type(CallReanchored) == []  # handed over, emitted on the loop
+    call.pull_agent_audio(160)
+    (event,) = events.of_type(CallReanchored)
+    assert (event.prompt_frames, event.kept_frames, event.chunks) == (310, 1500, 12)
+    assert (event.position_before, event.position_after, event.compute_ms) == (2750, 1810, 61.5)

@@ -30,6 +30,7 @@ from voicegate.events import (
     decode_fields,
     encode_fields,
 )
+from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
@@ -89,6 +90,15 @@ SAMPLES: list[Event] = [
         handoff_id="h1",
         result="handed_off",
         latency_ms=120,
+    ),
+    CallReanchored(
+        **COMMON,
+        prompt_frames=310,
+        kept_frames=1512,
+        chunks=12,
+        compute_ms=61.5,
+        position_before=2750,
+        position_after=1822,
     ),
 ]
 

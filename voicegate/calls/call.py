@@ -24,6 +24,7 @@ import enum
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -51,7 +52,7 @@ from voicegate.contracts import (
     TransferOutcome,
     TransferTarget,
 )
-from voicegate.engine.base import MODEL_RATE_HZ, Slot, TickOutput
+from voicegate.engine.base import MODEL_RATE_HZ, ReanchorReport, Slot, TickOutput
 from voicegate.errors import InvalidStateError
 from voicegate.events.schema import Event
 
@@ -156,6 +157,7 @@ class Call:
         self._caller = CallerVoice(rate, vad_factory) if config.is_caller_vad_enabled else None
         # engine thread -> loop
         self._ticks = TickRing(clock, self._take_tick)
+        self._reanchors: deque[ReanchorReport] = deque()  # engine thread -> loop
         self._prime_time = 0.0  # arrival of the tick that primed the playout
         self.ticks = 0
         # agent side
@@ -362,6 +364,8 @@ class Call:
     def on_tick(self, out: TickOutput) -> None:
         """SlotSink: ENGINE THREAD. Copy the tick into the ring; the loop picks it up."""
         self._ticks.on_tick(out)
+        if out.reanchor is not None:  # rare (a long call's context rebuilt): a deque hop
+            self._reanchors.append(out.reanchor)
 
     # --- leg -> call (event loop) ------------------------------------------------------------
 
@@ -442,6 +446,8 @@ class Call:
     # --- agent side --------------------------------------------------------------------------
 
     def _take_tick(self, pcm: npt.NDArray[np.float32], text: str, arrived_at: float) -> None:
+        while self._reanchors:
+            self._emit_reanchored(self._reanchors.popleft())
         if not self.playout.is_primed:
             self._prime_time = arrived_at
         self._process_tick(pcm, text)
@@ -686,6 +692,17 @@ class Call:
         info = self.info
         now = self.now_ms
         self._emit(lambda: report.transfer(info, now, target, trigger, result, detail, latency_ms))
+
+    def _emit_reanchored(self, done: ReanchorReport) -> None:
+        info, now = self.info, self.now_ms
+        self._emit(lambda: report.reanchored(info, now, done))
+        log.info(
+            "call %s: re-anchored (%d prompt + %d kept frames, %.1f ms)",
+            info.call_id,
+            done.prompt_frames,
+            done.kept_frames,
+            done.compute_ms,
+        )
 
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)

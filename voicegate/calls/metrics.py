@@ -127,6 +127,17 @@ class _EngineCollector(Collector):
         yield _counter(
             "voicegate_engine_slot_overruns", "Caller frames dropped (queue full).", s.overruns
         )
+        yield _counter(
+            "voicegate_engine_reanchors",
+            "Long calls' contexts rebuilt (persona prompt + last frames) before the persona "
+            "left the 240 s window.",
+            s.reanchors,
+        )
+        yield _counter(
+            "voicegate_engine_reanchor_seconds",
+            "Engine time those rebuilds took, summed.",
+            s.reanchor_ms / 1000.0,
+        )
         yield _gauge("voicegate_engine_active_slots", "Slots in use.", s.active_slots)
         yield _gauge("voicegate_engine_max_slots", "Slots in the batch.", s.max_slots)
         yield _gauge(

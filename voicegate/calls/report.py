@@ -11,18 +11,20 @@ from voicegate.calls.dynamics import Dynamics
 from voicegate.calls.flow import FlowTrigger
 from voicegate.calls.transcript import AgentSegment
 from voicegate.contracts import CallInfo, EndReason, TransferTarget
+from voicegate.engine.base import ReanchorReport
 from voicegate.events.schema import (
     BargeIn,
     CallDynamics,
     CallEnded,
     CallError,
+    CallReanchored,
     CallStarted,
     CallTransfer,
     Dtmf,
     TranscriptAgent,
 )
 
-__all__ = ["bargein", "dtmf", "ended", "error", "segment", "started", "transfer"]
+__all__ = ["bargein", "dtmf", "ended", "error", "reanchored", "segment", "started", "transfer"]
 
 MAX_TEXT = 8192
 MAX_DETAIL = 2048
@@ -139,4 +141,18 @@ def transfer(
         result=result,
         detail=detail[:2048],
         latency_ms=None if latency_ms is None else int(latency_ms),
+    )
+
+
+def reanchored(info: CallInfo, t_ms: int, r: ReanchorReport) -> CallReanchored:
+    return CallReanchored(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=t_ms,
+        prompt_frames=r.prompt_frames,
+        kept_frames=r.kept_frames,
+        chunks=r.chunks,
+        compute_ms=round(r.compute_ms, 3),
+        position_before=r.position_before,
+        position_after=r.position_after,
     )

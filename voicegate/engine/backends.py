@@ -43,6 +43,12 @@ TINY_SEED = 1234
 TINY_DEFAULT_SLOTS = 4
 TINY_CONTEXT = 1024  # long enough for a persona prompt of a few hundred tiny tokens
 CPU_DEFAULT_SLOTS = 1
+# Conversation kept by a re-anchor (120 s). A call re-anchors every 3000 - prompt - K - 250
+# frames and prefills K + catch-up positions each time: K = 1500 with a 300-frame prompt is one
+# re-anchor per 75 s and 1.6 prefilled positions per live frame (a prefill position costs the
+# compute of a decode step but not its memory traffic: the tick is memory-bound), while keeping
+# the last 2 minutes verbatim; bench/reanchor_bench.py measures it on the GPU.
+DEFAULT_REANCHOR_FRAMES = 1500
 
 
 def resolve_device(name: str, *, prefer_cuda: bool) -> torch.device:
@@ -64,6 +70,16 @@ def tiny_lm_config(text_card: int) -> LMConfig:
     return dataclasses.replace(LMConfig.tiny(text_card=text_card), context=TINY_CONTEXT)
 
 
+def reanchor_frames(settings: Any) -> int:
+    """Frames a re-anchor keeps (``VOICEGATE_REANCHOR_FRAMES``); 0 when re-anchoring is off."""
+    if not bool(getattr(settings, "reanchor", True)):
+        return 0
+    frames = int(getattr(settings, "reanchor_frames", DEFAULT_REANCHOR_FRAMES))
+    if frames < 1:
+        raise ConfigError(f"VOICEGATE_REANCHOR_FRAMES: expected >= 1, got {frames}")
+    return frames
+
+
 def build_tiny_model(settings: Any) -> TorchTickModel:
     """Random weights with a fixed seed, small shapes, the bundled tokenizer; CPU by default."""
     device = resolve_device(str(getattr(settings, "device", "auto")), prefer_cuda=False)
@@ -77,7 +93,9 @@ def build_tiny_model(settings: Any) -> TorchTickModel:
     slots = int(getattr(settings, "max_calls", 0) or 0) or TINY_DEFAULT_SLOTS
     voices = VoiceBank(mimi, None, fake_presets=True)
     log.info("engine tiny: %d slots on %s", slots, device)
-    return TorchTickModel("tiny", lm, mimi, tokenizer, voices, slots)
+    return TorchTickModel(
+        "tiny", lm, mimi, tokenizer, voices, slots, reanchor_frames=reanchor_frames(settings)
+    )
 
 
 def build_personaplex_model(settings: Any) -> TorchTickModel:
@@ -95,6 +113,7 @@ def build_personaplex_model(settings: Any) -> TorchTickModel:
         device=device,
         max_calls=int(getattr(settings, "max_calls", 0) or 0),
         kv_cache=kv_cache,
+        reanchor_frames=reanchor_frames(settings),
     )
 
 
@@ -107,6 +126,7 @@ def load_release_model(
     max_calls: int = 0,
     name: str = "personaplex",
     kv_cache: str = "bf16",
+    reanchor_frames: int = 0,
 ) -> TorchTickModel:
     """Load a release folder with the given shapes (7B in production; tests pass tiny ones).
 
@@ -137,6 +157,10 @@ def load_release_model(
             lambda: (lm.new_state(1, kv_dtype=kv_dtype), MimiStreamer(mimi, 1)), device
         )
         free, total = torch.cuda.mem_get_info(device)
+        if reanchor_frames:  # the re-anchor workspace: one slot's KV ring in the model's dtype
+            c = lm_config
+            item = torch.empty((), dtype=dtype).element_size()
+            free -= c.num_layers * 2 * c.num_heads * c.context * c.head_dim * item
         budget = slots_that_fit(free, total, per_slot, max_calls)
         log.info("engine %s: loaded in %.1f s on %s; %s", name, load_s, device, budget.describe())
         slots = budget.slots
@@ -146,7 +170,16 @@ def load_release_model(
         slots = max_calls or CPU_DEFAULT_SLOTS
         log.info("engine %s: loaded in %.1f s on CPU; %d slots", name, load_s, slots)
     voices = VoiceBank(mimi, files.voices, fake_presets=False)
-    model = TorchTickModel(name, lm, mimi, tokenizer, voices, slots, kv_dtype=kv_dtype)
+    model = TorchTickModel(
+        name,
+        lm,
+        mimi,
+        tokenizer,
+        voices,
+        slots,
+        kv_dtype=kv_dtype,
+        reanchor_frames=reanchor_frames,
+    )
     model.budget = budget
     model.load_s = load_s
     return model

@@ -34,6 +34,7 @@ __all__ = [
     "MODEL_RATE_HZ",
     "Engine",
     "PersonaPrompt",
+    "ReanchorReport",
     "SamplingParams",
     "Slot",
     "SlotSink",
@@ -48,6 +49,24 @@ FRAME_SAMPLES = 1920
 FRAME_MS = 80
 
 
+@dataclass(frozen=True, slots=True)
+class ReanchorReport:
+    """A long call's context was rebuilt before its persona left the model's window.
+
+    The persona's prompt (``prompt_frames``) followed by the call's last ``kept_frames``
+    frames were prefilled again, in ``chunks`` between ticks (``compute_ms`` of engine time in
+    all); the slot's model position went from ``position_before`` to ``position_after``. The
+    caller hears no seam: audio and sampling carry on.
+    """
+
+    prompt_frames: int
+    kept_frames: int
+    chunks: int
+    compute_ms: float
+    position_before: int
+    position_after: int
+
+
 @dataclass(slots=True)
 class TickOutput:
     """One tick's result for one slot. ``pcm`` is only valid during the callback: copy it."""
@@ -56,6 +75,8 @@ class TickOutput:
     pcm: npt.NDArray[np.float32]  # 1920 samples, 24 kHz, [-1, 1]
     text_token: int
     text: str  # detokenised piece ('' for PAD/EPAD); a leading space marks a word start
+    # set on the first output after the slot was re-anchored (long calls), else None
+    reanchor: ReanchorReport | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +103,8 @@ class EngineStats:
     max_slots: int = 0
     tick_ms_p50: float = 0.0  # over the last ticks that did model work
     tick_ms_p99: float = 0.0
+    reanchors: int = 0  # long calls' contexts rebuilt (persona + last frames) since start
+    reanchor_ms: float = 0.0  # engine time those rebuilds took, summed
 
 
 class SlotSink(Protocol):

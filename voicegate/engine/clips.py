@@ -1,10 +1,11 @@
 """Whole clips for offline use (``voicegate call``, voice clips): resample to 24 kHz, normalise
-loudness. Files are read and written with ``voicegate.audio.wav``.
+loudness (ITU-R BS.1770, pyloudnorm). Files are read and written with ``voicegate.audio.wav``.
 
 Not for the live path (calls resample per frame with ``voicegate.audio``).
 
 Owns: resample_clip, normalize_loudness. Imports numpy and voicegate.audio's StreamingResampler
-(scipy, when installed, for ratios it does not serve).
+(scipy, when installed, for ratios it does not serve), pyloudnorm (and so scipy) inside
+``normalize_loudness`` only.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import numpy as np
 import numpy.typing as npt
 
 from voicegate.audio import StreamingResampler
+from voicegate.engine.base import MODEL_RATE_HZ
 from voicegate.errors import AudioError
 
 __all__ = ["normalize_loudness", "resample_clip"]
 
 log = logging.getLogger("voicegate.engine")
 
-TARGET_LOUDNESS_DB = -24.0
+TARGET_LOUDNESS_LUFS = -24.0  # the public generator's voice-clip level
+BS1770_BLOCK_S = 0.4  # gating block of ITU-R BS.1770-4
 
 
 def resample_clip(
@@ -59,13 +62,30 @@ def resample_clip(
 
 
 def normalize_loudness(
-    pcm: npt.NDArray[np.float32], target_db: float = TARGET_LOUDNESS_DB
+    pcm: npt.NDArray[np.float32],
+    target_lufs: float = TARGET_LOUDNESS_LUFS,
+    rate_hz: int = MODEL_RATE_HZ,
 ) -> npt.NDArray[np.float32]:
-    """Scale a clip to ``target_db`` RMS (dBFS), a stand-in for the reference's -24 LUFS
-    (no K-weighting or gating); silence is returned unchanged."""
-    rms = float(np.sqrt(np.mean(np.square(pcm, dtype=np.float64)))) if len(pcm) else 0.0
-    if rms < 1e-6:
-        return pcm.astype(np.float32, copy=True)
-    gain = 10.0 ** (target_db / 20.0) / rms
-    scaled: npt.NDArray[np.float32] = np.clip(pcm * gain, -1.0, 1.0).astype(np.float32)
+    """Scale a clip to ``target_lufs`` integrated loudness (ITU-R BS.1770-4: K-weighting,
+    400 ms blocks, absolute and relative gates), measured by pyloudnorm as the public
+    PersonaPlex generator measures its voice clips (-24 LUFS).
+
+    A clip shorter than one 400 ms block is measured as one block of its own length.
+    Silence (every block below the -70 LUFS gate) is returned unchanged. Not clipped: the
+    generator hands the scaled clip to Mimi as it is.
+    """
+    import pyloudnorm  # scipy underneath: imported when a clip is prepared, not at start-up
+
+    samples = np.asarray(pcm, dtype=np.float64)
+    if samples.ndim != 1:
+        raise AudioError(f"loudness: expected a mono clip, got shape {samples.shape}")
+    if len(samples) < 2:
+        return samples.astype(np.float32)
+    block_s = min(BS1770_BLOCK_S, len(samples) / rate_hz)
+    meter = pyloudnorm.Meter(rate_hz, block_size=block_s)
+    loudness = float(meter.integrated_loudness(samples))
+    if not np.isfinite(loudness):
+        return samples.astype(np.float32)
+    gain = 10.0 ** ((target_lufs - loudness) / 20.0)
+    scaled: npt.NDArray[np.float32] = (samples * gain).astype(np.float32)
     return scaled

@@ -60,7 +60,7 @@ class EchoModel:
         np.copyto(self._previous[:n_rows], pcm_in[:n_rows])
         return self._out, self._tokens
 
-    def text_piece(self, token: int) -> str:
+    def text_piece(self, index: int, token: int) -> str:
         return ""
 
     def count_tokens(self, text: str) -> int:

@@ -22,6 +22,11 @@ the owner calls ``tick()`` (tests, benchmarks).
 Joins and leaves take effect between ticks: a join marks the slot and the engine thread copies
 the persona's prompt state into the row (``TickModel.reset_slot``) before the next step.
 
+After each tick's outputs are delivered, a model with ``between_ticks(active)`` does its bounded
+housekeeping there (the torch model re-anchors long calls, one chunk per tick); what it reports
+is counted (``EngineStats.reanchors``) and handed to the slot's sink with its next output
+(``TickOutput.reanchor``).
+
 Owns: BatchedEngine, TickMode. Must not import pydantic, voicegate.config or torch (the model
 behind ``TickModel`` does the torch work).
 """
@@ -43,6 +48,7 @@ from voicegate.engine.base import (
     FRAME_SAMPLES,
     EngineStats,
     PersonaPrompt,
+    ReanchorReport,
     SamplingParams,
     SlotSink,
 )
@@ -136,6 +142,10 @@ class BatchedEngine:
         self._tick_ms_n = 0
         self._slot_underruns_retired = 0
         self._slot_overruns_retired = 0
+        # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
+        self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
+            getattr(model, "between_ticks", None)
+        )
         if mode is TickMode.OFFLINE:
             for state in self._slots:
                 state.notify = self._notify
@@ -275,6 +285,7 @@ class BatchedEngine:
             state.sink = sink
             state.stats = type(state.stats)()
             state.frames = 0
+            state.reanchor = None
             state.active = True
             self._pending[state.index] = _PendingReset(entry.state, entry.prompt.sampling, seed)
             handle = SlotHandle(
@@ -311,6 +322,8 @@ class BatchedEngine:
             max_slots=self._max_slots,
             tick_ms_p50=p50,
             tick_ms_p99=p99,
+            reanchors=s.reanchors,
+            reanchor_ms=s.reanchor_ms,
         )
 
     # --- slots ------------------------------------------------------------------------------
@@ -394,7 +407,9 @@ class BatchedEngine:
             out.frame_index = state.frames
             out.pcm = pcm_out[index]
             out.text_token = token
-            out.text = model.text_piece(token)
+            out.text = model.text_piece(index, token)
+            out.reanchor = state.reanchor
+            state.reanchor = None
             state.frames += 1
             state.stats.frames += 1
             try:
@@ -403,7 +418,37 @@ class BatchedEngine:
                 self._stats.sink_errors += 1
                 if self._stats.sink_errors == 1 or self._stats.sink_errors % 1000 == 0:
                     log.exception("engine %s: sink of slot %d raised", self.name, index)
+        if self._between_ticks is not None:
+            self._run_between_ticks(is_active)
         return True
+
+    def _run_between_ticks(self, is_active: np.ndarray) -> None:
+        assert self._between_ticks is not None
+        try:
+            done = self._between_ticks(is_active)
+        except Exception:
+            self._stats.tick_errors += 1
+            log.exception("engine %s: work between ticks failed", self.name)
+            return
+        for index, report in done:
+            self._stats.reanchors += 1
+            self._stats.reanchor_ms += report.compute_ms
+            with self._lock:
+                state = self._slots[index]
+                if state.active:
+                    state.reanchor = report
+            log.info(
+                "engine %s: slot %d re-anchored: prompt %d + last %d frames in %d chunks, "
+                "%.1f ms (position %d -> %d)",
+                self.name,
+                index,
+                report.prompt_frames,
+                report.kept_frames,
+                report.chunks,
+                report.compute_ms,
+                report.position_before,
+                report.position_after,
+            )
 
     def health(self) -> str | None:
         """None while the engine can serve, else why not (for /readyz)."""

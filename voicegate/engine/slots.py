@@ -22,7 +22,13 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from voicegate.engine.base import FRAME_SAMPLES, SlotSink, SlotStats, TickOutput
+from voicegate.engine.base import (
+    FRAME_SAMPLES,
+    ReanchorReport,
+    SlotSink,
+    SlotStats,
+    TickOutput,
+)
 
 __all__ = ["SlotHandle", "SlotState"]
 
@@ -42,6 +48,7 @@ class SlotState:
         "notify",
         "output",
         "persona_key",
+        "reanchor",
         "ring",
         "sink",
         "stats",
@@ -67,6 +74,7 @@ class SlotState:
         self.sink: SlotSink | None = None
         self.stats = SlotStats()
         self.frames = 0  # live frames delivered since join
+        self.reanchor: ReanchorReport | None = None  # for the next output (long calls)
         self.output = TickOutput(
             frame_index=0,
             pcm=np.zeros(FRAME_SAMPLES, dtype=np.float32),

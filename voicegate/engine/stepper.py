@@ -2,7 +2,7 @@
 
 The tick loop (``runtime``) owns slots, input rings, timing and sinks; a ``TickModel`` owns
 weights, per-slot streaming state and persona prompt states. Every method is called on the
-engine thread only, except ``prepare_persona`` / ``count_tokens`` / ``text_piece`` (any thread;
+engine thread only, except ``prepare_persona`` / ``count_tokens`` (any thread;
 ``prepare_persona`` may run torch on the caller's thread, never on the event loop).
 
 Owns: the TickModel protocol. Imports numpy only (no torch, no pydantic, no voicegate.config).
@@ -70,8 +70,10 @@ class TickModel(Protocol):
         """
         ...
 
-    def text_piece(self, token: int) -> str:
-        """Text of one token ('' for PAD/EPAD and other non-text ids)."""
+    def text_piece(self, index: int, token: int) -> str:
+        """Text that row ``index``'s next token completes ('' for PAD/EPAD and other non-text
+        ids, and for a byte of a character not finished yet): the slot's streaming decode,
+        reset by ``reset_slot``."""
         ...
 
     def count_tokens(self, text: str) -> int: ...

@@ -5,17 +5,24 @@ Usage::
     tok = load_text_tokenizer(model_dir)   # None: the tiny backend's bundled model
     ids = tok.encode("<system> You are a bank teller. <system>")
     tok.decode_piece(ids[0])                # ' You' ('▁' becomes a space; PAD/EPAD give '')
+    stream = tok.stream()                   # one per slot: the model's text as it comes
+    stream.push(token)                      # '' until a byte-fallback character is complete
 
 The release ships ``tokenizer_spm_32k_3.model`` (32000 pieces). The tiny backend's model is
 ``assets/tiny_spm.model``, made by ``scripts/make_tiny_tokenizer.py`` from text written for
 this project. In both, ids 0 (EPAD) and 3 (PAD) are not text.
 
-Owns: TextTokenizer, load_text_tokenizer, release_token_counter. Imports sentencepiece,
-voicegate.contracts and voicegate.errors only.
+A character outside the vocabulary is spelled by byte-fallback pieces (``<0xC3>`` ``<0xA9>`` for
+"é"): one UTF-8 byte per token. A lone byte has no text, so a ``TextStream`` keeps the bytes of
+an unfinished character across tokens and returns it when its last byte arrives.
+
+Owns: TextTokenizer, TextStream, load_text_tokenizer, release_token_counter. Imports
+sentencepiece, voicegate.contracts and voicegate.errors only.
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
 from pathlib import Path
 
@@ -29,6 +36,7 @@ __all__ = [
     "PAD_ID",
     "RELEASE_TOKENIZER_NAME",
     "TINY_TOKENIZER_PATH",
+    "TextStream",
     "TextTokenizer",
     "load_text_tokenizer",
     "release_token_counter",
@@ -51,6 +59,8 @@ class TextTokenizer:
         self.source = source
         self.vocab_size: int = processor.get_piece_size()
         self._pieces: list[str] = [self._piece_text(i) for i in range(self.vocab_size)]
+        # UTF-8 bytes of byte-fallback pieces (None for every other piece)
+        self._bytes: list[bytes | None] = [self._piece_byte(i) for i in range(self.vocab_size)]
 
     def _piece_text(self, token: int) -> str:
         sp = self._sp
@@ -61,6 +71,11 @@ class TextTokenizer:
             value = int(sp.id_to_piece(token)[3:5], 16)
             return chr(value) if value < 0x80 else ""
         return sp.id_to_piece(token).replace(_WORD_START, " ")
+
+    def _piece_byte(self, token: int) -> bytes | None:
+        if token in (EPAD_ID, PAD_ID) or not self._sp.is_byte(token):
+            return None
+        return bytes((int(self._sp.id_to_piece(token)[3:5], 16),))
 
     def encode(self, text: str) -> list[int]:
         return list(self._sp.encode(text))
@@ -76,6 +91,49 @@ class TextTokenizer:
 
     def count(self, text: str) -> int:
         return len(self._sp.encode(text))
+
+    def stream(self) -> TextStream:
+        """A streaming decoder for one token sequence (one per slot)."""
+        return TextStream(self._pieces, self._bytes)
+
+
+class TextStream:
+    """Decodes one token sequence as it is generated, byte-fallback characters included.
+
+    ``push(token)`` returns the text that token completes: a text piece as ``decode_piece``
+    gives it, '' for a byte that starts or continues a character, the whole character on its
+    last byte. Bytes that never form a valid character come out as U+FFFD when the next text
+    piece arrives (as ``sp.decode`` does). PAD/EPAD between bytes keep the partial character.
+    ``reset()`` forgets a partial character (a new call in the slot). Only a byte piece, or a
+    piece after one, allocates: the tick path stays a list lookup.
+    """
+
+    __slots__ = ("_bytes", "_decoder", "_is_pending", "_pieces")
+
+    def __init__(self, pieces: list[str], byte_values: list[bytes | None]) -> None:
+        self._pieces = pieces
+        self._bytes = byte_values
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._is_pending = False
+
+    def reset(self) -> None:
+        self._decoder.reset()
+        self._is_pending = False
+
+    def push(self, token: int) -> str:
+        if not 0 <= token < len(self._pieces):
+            return ""
+        value = self._bytes[token]
+        if value is None:
+            text = self._pieces[token]
+            if not self._is_pending or not text:
+                return text
+            # a text piece ends an unfinished character: what is pending is not UTF-8
+            self._is_pending = False
+            return self._decoder.decode(b"", final=True) + text
+        out = self._decoder.decode(value)
+        self._is_pending = bool(self._decoder.getstate()[0])
+        return out
 
 
 def load_text_tokenizer(model_dir: Path | None) -> TextTokenizer:

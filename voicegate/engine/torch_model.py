@@ -9,6 +9,10 @@ LM, Mimi encoder and decoder states do not move.
 On CUDA the device part of the tick is replayed from CUDA graphs captured at warm-up (see
 ``graphs``; ``VOICEGATE_NO_CUDA_GRAPH=1`` for eager ticks).
 
+Long calls (``reanchor_frames`` > 0): ``between_ticks`` re-anchors one slot at a time before
+its persona prompt leaves the attention window (``voicegate.engine.lm.reanchor``), prefilling at
+most ``reanchor_chunk_frames`` positions after each tick so that no tick is late because of it.
+
 Owns: TorchTickModel. Imports torch, numpy, the lm and mimi packages, the tokenizer.
 """
 
@@ -22,10 +26,17 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from voicegate.engine.base import FRAME_MS, FRAME_SAMPLES, PersonaPrompt, SamplingParams
+from voicegate.engine.base import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    PersonaPrompt,
+    ReanchorReport,
+    SamplingParams,
+)
 from voicegate.engine.capacity import realtime_slots
 from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
-from voicegate.engine.lm import LM, PromptState, system_prompt_text
+from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system_prompt_text
+from voicegate.engine.lm.reanchor import DEFAULT_MARGIN_FRAMES
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.tokenizer import PAD_ID, TextTokenizer
 from voicegate.engine.voices import VoiceBank
@@ -37,6 +48,9 @@ log = logging.getLogger("voicegate.engine")
 
 WARMUP_STEPS = 3
 ADMISSION_TICKS = 8  # worst-case ticks timed at warm-up, per measurement
+# positions prefilled after a tick while a re-anchor runs: with the 7B shapes about 1/12 of a
+# 1500-frame rebuild per tick (bench/reanchor_bench.py measures the chunk's time)
+REANCHOR_CHUNK_FRAMES = 128
 
 
 class TorchTickModel:
@@ -53,6 +67,9 @@ class TorchTickModel:
         *,
         use_cuda_graph: bool | None = None,
         kv_dtype: torch.dtype | None = None,
+        reanchor_frames: int = 0,
+        reanchor_chunk_frames: int = REANCHOR_CHUNK_FRAMES,
+        reanchor_margin_frames: int | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError(f"{name}: need at least one slot, got {n_slots}")
@@ -81,6 +98,21 @@ class TorchTickModel:
         )
         self._out_host_np = self._out_host.numpy()
         self._tokens = np.full(n_slots, PAD_ID, dtype=np.int64)
+        # per slot: byte-fallback characters are decoded across tokens
+        self._text_streams = [tokenizer.stream() for _ in range(n_slots)]
+        # long calls: the persona state of each slot, and one re-anchor in progress at most
+        self._prompts: list[PromptState | None] = [None] * n_slots
+        self._cannot_reanchor = np.zeros(n_slots, dtype=bool)
+        self._reanchor: Reanchorer | None = None
+        self._job: ReanchorJob | None = None
+        if reanchor_chunk_frames < 1:
+            raise ValueError(f"{name}: reanchor_chunk_frames must be >= 1")
+        self._reanchor_chunk = reanchor_chunk_frames
+        if reanchor_frames > 0:
+            margin = reanchor_margin_frames or min(DEFAULT_MARGIN_FRAMES, lm.config.context // 8)
+            self._reanchor = Reanchorer(
+                lm, self.state, keep_frames=reanchor_frames, margin_frames=margin
+            )
         self._reset_mask = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
         self._prefill_lock = threading.Lock()
@@ -200,9 +232,14 @@ class TorchTickModel:
             raise TypeError(f"{self._name}: expected a PromptState, got {type(persona_state)}")
         with torch.inference_mode():
             self.lm.load_slot(self.state, index, persona_state, sampling, seed)
+            self._prompts[index] = persona_state
+            self._cannot_reanchor[index] = False
+            if self._job is not None and self._job.slot == index:
+                self._job = None  # the call it was for has left
             self._reset_mask.zero_()
             self._reset_mask[index] = True
             self.mimi.reset_slots(self._reset_mask)
+        self._text_streams[index].reset()
 
     @torch.inference_mode()
     def step(
@@ -240,8 +277,68 @@ class TorchTickModel:
         self._out_dev[:, :FRAME_SAMPLES] = torch.where(valid[:, None], pcm.clamp(-1.0, 1.0), 0.0)
         self._out_dev[:, FRAME_SAMPLES] = torch.where(valid, out.text_tokens.float(), self._pad)
 
-    def text_piece(self, token: int) -> str:
-        return self.tokenizer.decode_piece(token)
+    @property
+    def reanchors_enabled(self) -> bool:
+        return self._reanchor is not None
+
+    def between_ticks(self, active: npt.NDArray[np.bool_]) -> list[tuple[int, ReanchorReport]]:
+        """Advance the re-anchor in progress by one chunk (or start one for a slot that is
+        due); returns the slot re-anchored now, if any, with its report. Engine thread only."""
+        anchor = self._reanchor
+        if anchor is None:
+            return []
+        job = self._job
+        if job is not None and not active[job.slot]:
+            job = self._job = None
+        if job is None:
+            job = self._job = self._next_job(anchor, active)
+            if job is None:
+                return []
+        position = int(self.state.positions_host[job.slot])
+        # the prompt's first frame leaves at the step at position `context`: never let it
+        # (a late tick is better than a call that loses its persona)
+        limit = None if position >= self.lm.config.context - 1 else self._reanchor_chunk
+        if not anchor.advance(job, limit):
+            return []
+        after = anchor.finish(job)
+        self._job = None
+        report = ReanchorReport(
+            prompt_frames=job.prompt_frames,
+            kept_frames=position - job.start,
+            chunks=job.chunks,
+            compute_ms=job.compute_s * 1000.0,
+            position_before=position,
+            position_after=after,
+        )
+        return [(job.slot, report)]
+
+    def _next_job(self, anchor: Reanchorer, active: npt.NDArray[np.bool_]) -> ReanchorJob | None:
+        """The due slot closest to losing its prompt, if any."""
+        positions = self.state.positions_host
+        best = -1
+        for i in range(self.n_slots):
+            if active[i] and not self._cannot_reanchor[i] and self._prompts[i] is not None:
+                if anchor.is_due(i) and (best < 0 or positions[i] > positions[best]):
+                    best = i
+        if best < 0:
+            return None
+        prompt = self._prompts[best]
+        assert prompt is not None
+        job = anchor.begin(best, prompt)
+        if job is None:
+            self._cannot_reanchor[best] = True
+            log.warning(
+                "engine %s: slot %d cannot be re-anchored: its prompt of %d frames leaves no "
+                "room in the %d-frame window",
+                self._name,
+                best,
+                prompt.length,
+                self.lm.config.context,
+            )
+        return job
+
+    def text_piece(self, index: int, token: int) -> str:
+        return self._text_streams[index].push(token)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(system_prompt_text(text)))

@@ -36,6 +36,7 @@ __all__ = [
     "CallDynamics",
     "CallEnded",
     "CallError",
+    "CallReanchored",
     "CallStarted",
     "CallTransfer",
     "Dtmf",
@@ -276,6 +277,20 @@ class CallError(Event):
     code: str = Field(max_length=64, description="short machine-readable code")
     message: str = Field(max_length=2048)
     is_fatal: bool = False
+
+
+class CallReanchored(Event):
+    """A long call's model context was rebuilt (persona prompt + its last frames) before the
+    persona left the model's 240 s window; the caller hears no seam. Carries its cost."""
+
+    type: ClassVar[str] = "call.reanchored"
+
+    prompt_frames: int = Field(ge=0, description="persona prompt frames (80 ms each)")
+    kept_frames: int = Field(ge=0, description="conversation frames prefilled after the prompt")
+    chunks: int = Field(ge=0, description="between-tick chunks the prefill took")
+    compute_ms: float = Field(ge=0, description="engine time the re-anchor took, all chunks")
+    position_before: int = Field(ge=0, description="model position before (frames in window)")
+    position_after: int = Field(ge=0, description="model position after")
 
 
 class LegStatus(Event):

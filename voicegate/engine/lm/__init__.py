@@ -35,6 +35,9 @@ slot has filled, rounded up to ``kv_block``). Seams for a custom decode kernel: 
 (a ``DecodeAttention``: gets each slot's filled length; default ``masked_sdpa``) and
 ``lm.new_state(n, kv_dtype=...)`` (cache stored in another dtype, e.g. 8-bit).
 
+Long calls: ``Reanchorer`` rebuilds a slot's context (persona prompt + its last frames) before
+the prompt leaves the attention window (``reanchor``).
+
 Owns: the LM model, its loading, prompt prefill and per-slot stepping. Imports torch,
 safetensors, numpy; nothing of telephony, Mimi or the tick loop.
 """
@@ -56,6 +59,7 @@ from voicegate.engine.lm.prompt import (
     VoicePrompt,
     system_prompt_text,
 )
+from voicegate.engine.lm.reanchor import Reanchorer, ReanchorJob
 from voicegate.engine.lm.runtime import LM, StepOutput
 from voicegate.engine.lm.state import LMState
 
@@ -66,6 +70,8 @@ __all__ = [
     "LMModel",
     "LMState",
     "PromptState",
+    "ReanchorJob",
+    "Reanchorer",
     "SILENCE_CODES",
     "SINE_CODES",
     "StepOutput",

@@ -192,6 +192,31 @@ class LMModel(nn.Module):
             x = self._layer_out(layer, x, F.scaled_dot_product_attention(q, k, v, is_causal=True))
         return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps), kv
 
+    def temporal_extend(self, x: torch.Tensor, kv: torch.Tensor, start: int) -> torch.Tensor:
+        """Causal pass over positions start..start+T-1 after positions 0..start-1: x [1, T, dim].
+
+        ``kv`` [L, 2, H, C, D] holds the keys/values of positions 0..start-1 in its first
+        columns and receives this pass's at start..start+T-1. Returns the normed hidden states
+        [1, T, dim]. A prefill cut in chunks (``reanchor``) gives what one pass gives.
+        """
+        c = self.config
+        t = x.shape[1]
+        end = start + t
+        if start < 0 or end > kv.shape[3]:
+            raise ValueError(f"positions {start}..{end - 1} do not fit {kv.shape[3]} columns")
+        at = torch.arange(start, end, device=x.device)
+        rotation = self._rotation(at[None])
+        # query at position p sees keys 0..p
+        mask = torch.arange(end, device=x.device)[None] <= at[:, None]
+        for i, layer in enumerate(self._temporal):
+            q, k, v = self._attention_in(layer, x, rotation)
+            kv[i, 0, :, start:end] = k[0]
+            kv[i, 1, :, start:end] = v[0]
+            keys, values = kv[i, 0, None, :, :end], kv[i, 1, None, :, :end]
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            x = self._layer_out(layer, x, attn)
+        return _ops.rms_norm(x, self.out_norm.alpha, c.norm_eps)
+
     def temporal_step(
         self,
         x: torch.Tensor,

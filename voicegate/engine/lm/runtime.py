@@ -6,6 +6,15 @@ agent codebooks with the depformer, and returns each slot's frame-aligned output
 and 8 agent codes of the same frame), exactly as the reference ``LMGen.step`` orders it.
 Slots are rows of preallocated tensors; inactive rows compute but change nothing.
 
+The attention window: once a slot has been through ``context`` (3000) positions, each step
+attends exactly 3000 keys, the current one and the 2999 before it (``filled`` is
+``min(position + 1, context)``). That is how Kyutai's moshi 0.2.13 ring cache attends and how the
+model was trained (a 3000-frame context). The public PersonaPlex generator forks an older
+moshi whose ring cache, once full, attends only 2999 keys (it overwrites the oldest column
+before reading: an off-by-one that moshi 0.2.13 fixed); its Mimi transformer likewise attends
+249 of 250. We keep 3000 (and 250 in ``voicegate.engine.mimi``): it is what training saw, and
+the difference only shows after 240 s, where the generator's output is untested anyway.
+
 Owns: ``LM`` and ``StepOutput``. Imports torch, numpy and the lm package.
 """
 
@@ -257,6 +266,8 @@ class LM:
         inp = torch.where((pos[:, None] <= delays[None]) | ~act, self._initial[None], inp)
         x = m.embed_tokens(inp[:, :, None], has_absent=False)
         write = torch.where(active, pos % c.context, torch.full_like(pos, c.context))
+        # what this position was stepped with: a re-anchor prefills it again
+        state.history[torch.arange(inp.shape[0], device=pos.device), :, write] = inp
         # an inactive row's output is dropped: it reads one column, not a stale window
         filled = torch.where(active, torch.clamp(pos + 1, max=c.context), 1)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]

@@ -44,6 +44,10 @@ class LMState:
     audio_top_k: torch.Tensor
     seeds: torch.Tensor  # [slots] int64
     counters: torch.Tensor  # [slots] int64: steps sampled since the slot was loaded
+    # [slots, 17, context + 1] int64: the input tokens (delayed layout) each position was
+    # stepped with, at column p % context (the last column is inactive rows' scratch); what a
+    # re-anchor prefills again (``voicegate.engine.lm.reanchor``)
+    history: torch.Tensor
     # [layers, 2, slots, heads, context + 1] bfloat16 when ``kv`` is 8-bit (``is_scaled_kv_dtype``):
     # column p's key (value) vector of a head is ``kv[...] * kv_scales[...]``; else None
     kv_scales: torch.Tensor | None = None
@@ -98,6 +102,7 @@ class LMState:
             audio_top_k=torch.full((n_slots,), 250, device=device, dtype=i64),
             seeds=torch.zeros(n_slots, device=device, dtype=i64),
             counters=torch.zeros(n_slots, device=device, dtype=i64),
+            history=torch.zeros(n_slots, c.num_codebooks, c.context + 1, device=device, dtype=i64),
             kv_scales=scales,
         )
 
@@ -115,4 +120,5 @@ class LMState:
         kv = c.num_layers * 2 * c.num_heads * (c.context + 1) * c.head_dim * item
         dep = c.dep_num_layers * 2 * c.dep_num_heads * c.dep_q * c.dep_head_dim * item
         small = (1 + c.num_codebooks * c.token_cache_size + 6) * 8
-        return kv + dep + small
+        history = c.num_codebooks * (c.context + 1) * 8
+        return kv + dep + small + history

@@ -3,6 +3,9 @@
 The cache has ``context`` entries per slot and is written at ``position % context``; which
 entries a query may see is computed from the slot's position alone, exactly like the moshi
 reference's ring cache, so long streams (past the 10 s window) match it step for step.
+Once full, a query attends exactly ``context`` (250) entries, itself included, as moshi 0.2.13
+and training do; the public PersonaPlex generator's older ring cache attends 249 (an
+off-by-one moshi fixed). See ``voicegate.engine.lm.runtime`` for the same choice in the LM.
 Names mirror the checkpoint (``transformer.layers.0.self_attn.in_proj_weight``).
 
 Owns: attention and the KV ring for the codec. Imports torch only.
