@@ -27,10 +27,11 @@ from utils import (
 from voicegate.calls import CallConfig, CallInfo, CallLimits, CallState, EndReason
 from voicegate.engine import BatchedEngine, EchoModel, PersonaPrompt, TickMode
 from voicegate.engine.base import ReanchorReport, TickOutput
-from voicegate.events.schema import CallReanchored, (
+from voicegate.events.schema import (
     BargeIn,
     CallEnded,
     CallError,
+    CallReanchored,
     CallStarted,
     Dtmf,
     TranscriptAgent,
