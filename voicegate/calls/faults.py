@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -53,6 +54,11 @@ class FaultLike(Protocol):
     @property
     def kind(self) -> enum.Enum: ...
 
+    @property
+    def at(self) -> float:
+        """When the fault was seen, ``time.monotonic()``."""
+        ...
+
     def describe(self) -> str: ...
 
 
@@ -69,12 +75,15 @@ class FaultResponder:
         registry: CollectorRegistry | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         retry_s: float = REBUILD_RETRY_S,
+        deadline_s: float = FAULT_DEADLINE_S,
+        transfer_deadline_s: float = TRANSFER_DEADLINE_S,
     ) -> None:
         self._calls = calls
         self._events = events
         self._overflow = overflow
         self._rebuild = rebuild
         self._retry_s = retry_s
+        self._deadlines_s = (deadline_s, transfer_deadline_s)
         self._loop = loop or asyncio.get_running_loop()
         self._seq = 0  # faults seen; a rebuild that overlapped a newer fault runs again
         self._task: asyncio.Task[None] | None = None
@@ -90,6 +99,11 @@ class FaultResponder:
         self.rebuilds = Gauge(
             "voicegate_engine_rebuilds",
             "Engine rebuilds completed since the gateway started.",
+            registry=registry,
+        )
+        self.last_fault_time = Gauge(
+            "voicegate_engine_last_fault_time_seconds",
+            "Unix time at which the last engine fault was seen (0: none since start).",
             registry=registry,
         )
         self.faulted = Gauge(
@@ -114,6 +128,7 @@ class FaultResponder:
         self._seq += 1
         self.last_fault = fault
         self.faults.labels(str(fault.kind.value)).inc()
+        self.last_fault_time.set(time.time() - (time.monotonic() - fault.at))
         self.faulted.set(1)
         self._calls.hold_admission(detail)
         calls = self._calls.calls()
@@ -125,12 +140,10 @@ class FaultResponder:
                 log.exception("call %s: engine fault handling failed", call.call_id)
                 call.end(EndReason.ENGINE_FAULT, detail)
         if calls:
-            self._timers.append(
-                self._loop.call_later(FAULT_DEADLINE_S, self._deadline, calls, detail, False)
-            )
-            self._timers.append(
-                self._loop.call_later(TRANSFER_DEADLINE_S, self._deadline, calls, detail, True)
-            )
+            first_s, final_s = self._deadlines_s
+            later = self._loop.call_later
+            self._timers.append(later(first_s, self._deadline, calls, detail, False))
+            self._timers.append(later(final_s, self._deadline, calls, detail, True))
         if not self.is_recovering:
             self._task = self._loop.create_task(self._recover(), name="engine-rebuild")
 
@@ -164,7 +177,7 @@ class FaultResponder:
                 continue
             if not is_final and call.transfer_trigger == FAULT_CODE:
                 continue  # the overflow transfer is under way: it has until the final deadline
-            wait_s = TRANSFER_DEADLINE_S if is_final else FAULT_DEADLINE_S
+            wait_s = self._deadlines_s[1 if is_final else 0]
             log.warning(
                 "call %s: still connected %.1f s after an engine fault", call.call_id, wait_s
             )

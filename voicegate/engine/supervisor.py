@@ -36,7 +36,9 @@ __all__ = ["EngineSupervisor"]
 
 log = logging.getLogger("voicegate.engine")
 
-CLOSE_TIMEOUT_S = 2.0  # how long a rebuild waits for the broken engine's tick thread
+# how long a rebuild waits for the broken engine's tick thread: a healthy step ends well within
+# it, and a hung one will not end by waiting longer
+CLOSE_TIMEOUT_S = 0.5
 _COUNTERS = ("ticks", "late_ticks", "skipped_ticks", "tick_errors", "sink_errors")
 
 
