@@ -23,8 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
+from voicegate.calls import FaultResponder
 from voicegate.calls.edge import EdgeMonitor
-from voicegate.calls.faults import FaultResponder
 from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
