@@ -88,6 +88,7 @@ class FaultResponder:
         self._seq = 0  # faults seen; a rebuild that overlapped a newer fault runs again
         self._task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
+        self._is_closed = False
         self.last_fault: FaultLike | None = None
         self.faults = Counter(
             "voicegate_engine_faults",
@@ -124,6 +125,9 @@ class FaultResponder:
             log.error("engine fault after shutdown: %s", fault.describe())
 
     def _on_fault(self, fault: FaultLike) -> None:
+        if self._is_closed:
+            log.error("engine fault during shutdown: %s", fault.describe())
+            return
         detail = fault.describe()
         self._seq += 1
         self.last_fault = fault
@@ -201,6 +205,7 @@ class FaultResponder:
         log.info("engine rebuilt: admitting calls again")
 
     async def aclose(self) -> None:
+        self._is_closed = True
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
