@@ -23,12 +23,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
+from voicegate.calls import FaultResponder
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
-from voicegate.engine import BatchedEngine, create_engine
+from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
 from voicegate.events import EventLog, LegEvents
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
@@ -192,10 +193,11 @@ class GatewayParts:
     """The running parts of one gateway (``app.state.parts`` once started)."""
 
     events: EventLog
-    engine: BatchedEngine
+    engine: EngineSupervisor  # the current engine; rebuilt after a fault
     personas: PersonaStore
     numbers: NumbersStore
     calls: CallManager
+    faults: FaultResponder
 
 
 async def _start_parts(
@@ -211,8 +213,9 @@ async def _start_parts(
     stack.push_async_callback(events.aclose)
 
     readiness.add("engine", lambda: f"engine {settings.engine} starting")
-    engine = await asyncio.to_thread(create_engine, settings)  # builds the model: blocks
-    await asyncio.to_thread(engine.start)  # warm-up blocks too: off the event loop
+    # building the model and its warm-up block: off the event loop (so does a rebuild)
+    engine = EngineSupervisor(lambda generation: create_engine(settings, generation=generation))
+    await asyncio.to_thread(engine.start)
     stack.push_async_callback(asyncio.to_thread, engine.close)
     readiness.add("engine", engine.health)
 
@@ -277,7 +280,13 @@ async def _start_parts(
         edge.register(registry, calls.limits)
         monitor = asyncio.get_running_loop().create_task(edge.run(), name="edge-monitor")
         stack.push_async_callback(_cancel, monitor)
-    return GatewayParts(events, engine, personas, numbers, calls)
+    # an engine fault: calls to overflow or ended, admission held, the engine rebuilt
+    faults = FaultResponder(
+        calls, events, overflow=numbers.overflow, rebuild=engine.rebuild, registry=registry
+    )
+    engine.on_fault = faults.report
+    stack.push_async_callback(faults.aclose)
+    return GatewayParts(events, engine, personas, numbers, calls, faults)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

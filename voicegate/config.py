@@ -44,6 +44,37 @@ class Settings(BaseSettings):
         "bf16", description="KV cache precision on the GPU (fp8 is opt-in)."
     )
 
+    # --- engine faults (a fault moves every call to overflow or ends it; the engine is rebuilt) ---
+    engine_tick_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="A tick running longer than this is an engine fault (as is a tick that raises or returns NaN/inf audio): calls go to their overflow destination or end, the engine is rebuilt.",
+    )
+    engine_fault: Literal["", "raise", "nan", "hang"] = Field(
+        "",
+        description="TESTS ONLY: make the engine's model fault (raise, NaN audio, hang) to exercise fault handling; never set in production.",
+    )
+    engine_fault_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="TESTS ONLY: seconds after engine_fault_calls calls are in until the fault.",
+    )
+    engine_fault_calls: int = Field(
+        1, ge=1, description="TESTS ONLY: calls in the engine that start the engine_fault clock."
+    )
+    engine_fault_engines: int = Field(
+        1,
+        ge=1,
+        description="TESTS ONLY: how many engines (start-up, then rebuilds) get engine_fault.",
+    )
+    engine_fault_warmup_s: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="TESTS ONLY: with engine_fault set, every engine's warm-up (a rebuild too) takes this much longer.",
+    )
+
     # --- personas and routing ---
     personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files and voice clips.")
     numbers_file: Path = Field(

@@ -17,6 +17,7 @@ Timelines (every ``*_ms`` in events and records is ms since the call started):
 Modules: ``call`` (the Call), ``playout`` (agent audio ring, playout clock), ``voice`` (both
 parties' voice activity), ``bargein`` (decisions), ``transcript`` (segments), ``dynamics``
 (talk/overlap/backchannels/response gaps), ``report`` (events), ``manager`` (admission, drain),
+``faults`` (engine faults: calls to overflow or ended, admission held while the engine is rebuilt),
 ``metrics`` (Prometheus), ``options`` (limits, tuning).
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.call import Call, CallState
 from voicegate.calls.dynamics import Dynamics, analyse
+from voicegate.calls.faults import FaultResponder
 from voicegate.calls.manager import CallManager, PersonaSource, limits_of
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
@@ -44,6 +46,7 @@ __all__ = [
     "EndReason",
     "EndResult",
     "EventSink",
+    "FaultResponder",
     "LegTransport",
     "PersonaSource",
     "TranscriptSegmenter",

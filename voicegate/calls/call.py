@@ -637,6 +637,13 @@ class Call:
             log.exception("call %s: leg transfer failed", self.call_id)
             self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
 
+    @property
+    def transfer_trigger(self) -> str | None:
+        """The trigger of the transfer the leg is executing now (``dtmf``, ``engine_fault``, ...),
+        or None when none is pending."""
+        pending = self._transfer
+        return pending[1].trigger if pending is not None else None
+
     def transfer_to(self, destination: str, to: str, trigger: str, detail: str = "") -> None:
         """Hand the caller to ``to`` outside the persona's rules (``trigger``: ``engine_fault``,
         ``overflow``, an operator): a ``call.transfer`` event follows; if it fails the call ends

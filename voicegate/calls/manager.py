@@ -94,6 +94,7 @@ class CallManager:
         self._max_calls = max_calls
         self._calls: dict[str, Call] = {}
         self._is_draining = False
+        self._admission_hold = ""  # why no call is admitted now (an engine fault); "" = none
         self._idle = asyncio.Event()
         self._idle.set()
         stats = getattr(engine, "stats", None)
@@ -124,10 +125,24 @@ class CallManager:
     def is_draining(self) -> bool:
         return self._is_draining
 
+    @property
+    def admission_hold(self) -> str:
+        """Why calls are refused now regardless of capacity ('' when they are not)."""
+        return self._admission_hold
+
+    def hold_admission(self, reason: str) -> None:
+        """Refuse every new call (``can_admit`` False, ``start_call`` raises NoFreeSlot) until
+        ``release_admission``: an engine fault, while the engine is rebuilt."""
+        self._admission_hold = reason or "held"
+
+    def release_admission(self) -> None:
+        self._admission_hold = ""
+
     def can_admit(self) -> bool:
-        """True when a new call would be taken now (not draining, a slot free)."""
+        """True when a new call would be taken now (not draining nor held, a slot free)."""
         return (
             not self._is_draining
+            and not self._admission_hold
             and len(self._calls) < self.capacity
             and self._engine.active_slots < self._engine.max_slots
         )
@@ -148,6 +163,9 @@ class CallManager:
         if self._is_draining:
             self.metrics.rejected.labels(info.leg, "draining").inc()
             raise NoFreeSlot(f"call {info.call_id}: the gateway is draining")
+        if self._admission_hold:
+            self.metrics.rejected.labels(info.leg, "engine_fault").inc()
+            raise NoFreeSlot(f"call {info.call_id}: not admitting: {self._admission_hold}")
         limits = self.limits()
         if len(self._calls) >= min(limits.values()):
             binding = min(limits, key=lambda k: (limits[k], k))

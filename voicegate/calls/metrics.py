@@ -42,7 +42,7 @@ class CallMetrics:
         )
         self.rejected = Counter(
             "voicegate_calls_rejected",
-            "Calls refused at admission (full: no slot or max_calls; edge: the event loop's measured capacity; draining: shutting down).",
+            "Calls refused at admission (full: no slot or max_calls; edge: the event loop's measured capacity; draining: shutting down; engine_fault: the engine is being rebuilt).",
             ["leg", "why"],
             registry=registry,
         )

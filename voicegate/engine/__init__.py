@@ -26,16 +26,21 @@ from voicegate.engine.base import (
 )
 from voicegate.engine.echo import EchoModel
 from voicegate.engine.factory import create_engine, create_model
+from voicegate.engine.health import EngineFault, FaultKind
 from voicegate.engine.runtime import BatchedEngine, TickMode
 from voicegate.engine.stepper import TickModel
+from voicegate.engine.supervisor import EngineSupervisor
 
 __all__ = [
     "BatchedEngine",
     "EchoModel",
     "Engine",
+    "EngineFault",
     "EngineStats",
+    "EngineSupervisor",
     "FRAME_MS",
     "FRAME_SAMPLES",
+    "FaultKind",
     "MODEL_RATE_HZ",
     "PersonaPrompt",
     "ReanchorReport",

@@ -27,6 +27,12 @@ housekeeping there (the torch model re-anchors long calls, one chunk per tick); 
 is counted (``EngineStats.reanchors``) and handed to the slot's sink with its next output
 (``TickOutput.reanchor``).
 
+Faults (``health``): a tick that raises, hands back NaN/inf audio, or runs past
+``tick_timeout_s`` (serving mode: a watch thread sees it) is a fault. The first one latches:
+ticking stops, no output of that tick reaches a sink, ``health()`` names it and ``on_fault``
+runs once (on the engine or watch thread: hop to your loop). A faulted engine is replaced, not
+repaired (``supervisor``).
+
 Owns: BatchedEngine, TickMode. Must not import pydantic, voicegate.config or torch (the model
 behind ``TickModel`` does the torch work).
 """
@@ -51,6 +57,13 @@ from voicegate.engine.base import (
     ReanchorReport,
     SamplingParams,
     SlotSink,
+)
+from voicegate.engine.health import (
+    TICK_TIMEOUT_S,
+    EngineFault,
+    FaultKind,
+    FaultWatch,
+    non_finite_rows,
 )
 from voicegate.engine.slots import SlotHandle, SlotState
 from voicegate.engine.stepper import TickModel
@@ -106,8 +119,12 @@ class BatchedEngine:
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
+        tick_timeout_s: float = TICK_TIMEOUT_S,
+        on_fault: Callable[[EngineFault], None] | None = None,
     ) -> None:
         self._model = model
+        # hangs are real time, whatever clock paces the ticks
+        self._watch = FaultWatch(model.name, timeout_s=tick_timeout_s, on_fault=on_fault)
         self._mode = mode
         self._clock = clock
         # serving mode waits with this (default: the stop event's wait); tests pass a fake
@@ -172,6 +189,20 @@ class BatchedEngine:
     def model(self) -> TickModel:
         return self._model
 
+    @property
+    def fault(self) -> EngineFault | None:
+        """The fault that stopped this engine, or None."""
+        return self._watch.fault
+
+    @property
+    def on_fault(self) -> Callable[[EngineFault], None] | None:
+        return self._watch.on_fault
+
+    @on_fault.setter
+    def on_fault(self, callback: Callable[[EngineFault], None] | None) -> None:
+        """Called once, on the engine or watch thread, with the first fault (see ``health``)."""
+        self._watch.on_fault = callback
+
     def next_tick_at(self) -> float | None:
         """When the next tick takes its input frames, on the engine's clock (``time.monotonic``
         unless one was injected); None in offline and manual modes and when not running.
@@ -193,6 +224,8 @@ class BatchedEngine:
             target=self._run, name=f"voicegate-engine-{self.name}", daemon=True
         )
         self._thread.start()
+        if self._mode is TickMode.SERVING:
+            self._watch.start()
         log.info(
             "engine %s started: %d slots, %s mode", self.name, self._max_slots, self._mode.value
         )
@@ -217,12 +250,24 @@ class BatchedEngine:
             del self._pending[keep:]
             self._stats.max_slots = keep
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop ticking and free every slot and the model.
+
+        ``timeout_s`` bounds the wait for the tick thread: a thread hung in a model step is left
+        behind (a daemon; it delivers nothing when it returns) instead of blocking forever.
+        """
         self._stop.set()
         self._notify()
+        self._watch.close()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(timeout_s)
+            if thread.is_alive():
+                log.warning(
+                    "engine %s: the tick thread is still in a model step after %.1f s: left behind",
+                    self.name,
+                    timeout_s or 0.0,
+                )
         self._next_due = None
         with self._lock:
             for state in self._slots:
@@ -356,6 +401,8 @@ class BatchedEngine:
 
         The engine thread calls this; in manual mode the owner does, from one thread only.
         """
+        if self._watch.fault is not None:
+            return False
         model = self._model
         inputs = self._inputs
         with self._lock:
@@ -388,12 +435,16 @@ class BatchedEngine:
         started = time.perf_counter()
         try:
             pcm_out, tokens = model.step(inputs, is_active, n_rows)
-        except Exception:
+        except Exception as exc:
             self._stats.tick_errors += 1
-            if self._stats.tick_errors == 1 or self._stats.tick_errors % 1000 == 0:
-                log.exception(
-                    "engine %s: model step failed (%d so far)", self.name, self._stats.tick_errors
-                )
+            log.exception("engine %s: model step failed", self.name)
+            self._watch.report(FaultKind.RAISE, f"model step raised {type(exc).__name__}: {exc}")
+            return False
+        if self._watch.fault is not None:
+            return False  # a hang was reported while the step ran: its output is void
+        bad = non_finite_rows(pcm_out, n_rows, is_active)
+        if bad:
+            self._watch.report(FaultKind.NAN, f"non-finite agent audio in {bad}")
             return False
         self._tick_ms[self._tick_ms_n % TICK_HISTORY] = (time.perf_counter() - started) * 1000.0
         self._tick_ms_n += 1
@@ -452,6 +503,9 @@ class BatchedEngine:
 
     def health(self) -> str | None:
         """None while the engine can serve, else why not (for /readyz)."""
+        fault = self._watch.fault
+        if fault is not None:
+            return fault.describe()
         if self._failure is not None:
             return f"engine {self.name}: tick thread died: {self._failure!r}"
         if not self._is_started:
@@ -470,23 +524,26 @@ class BatchedEngine:
             self._failure = exc
             self._next_due = None
             log.exception("engine %s: tick thread died", self.name)
+            self._watch.report(FaultKind.RAISE, f"tick thread died: {exc!r}")
             raise
 
     def _guarded_tick(self) -> None:
+        watch = self._watch
+        watch.tick_started()
         try:
             self.tick()
-        except Exception:  # one bad tick must not stop every call
+        except Exception as exc:  # the thread carries on; the fault stops the ticks
             self._stats.tick_errors += 1
-            if self._stats.tick_errors == 1 or self._stats.tick_errors % 1000 == 0:
-                log.exception(
-                    "engine %s: tick failed (%d so far)", self.name, self._stats.tick_errors
-                )
+            log.exception("engine %s: tick failed", self.name)
+            watch.report(FaultKind.RAISE, f"tick raised {type(exc).__name__}: {exc}")
+        finally:
+            watch.tick_ended()
 
     def _run_serving(self) -> None:
         clock = self._clock
         due = clock() + TICK_S
         self._next_due = due
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self._watch.fault is None:
             delay = due - clock()
             if delay > 0:
                 if self._sleep is None:
@@ -523,6 +580,6 @@ class BatchedEngine:
             with self._wake:
                 while not self._stop.is_set() and not self._offline_ready():
                     self._wake.wait()
-            if self._stop.is_set():
+            if self._stop.is_set() or self._watch.fault is not None:
                 return
             self._guarded_tick()
