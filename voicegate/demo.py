@@ -3,8 +3,10 @@
 Starts Redis (a local ``redis-server`` from PATH on a free port, or ``VOICEGATE_REDIS_URL``),
 serves the gateway with the ``tiny`` engine (random weights, CPU) on a free port, and plays
 Twilio's part with the simulator: the signed voice webhook, the signed Media Streams socket,
-the bundled caller WAV as 20 ms mu-law frames at real time, a DTMF key, then hang-up. It prints
-the call's events as stored in Redis and writes what the caller heard of the agent to a WAV.
+the bundled caller WAV as 20 ms mu-law frames at real time, then the key 0, which the bank
+teller's call flow answers with a transfer to the branch: the stream closes, and the simulated
+Twilio follows ``<Connect action>`` to the ``<Dial>`` and a person who answers. It prints the
+call's events as stored in Redis and writes what the caller heard of the agent to a WAV.
 
 Owns: ``run_demo``, ``ServerThread`` (uvicorn in a background thread; tests and the load
 benchmark use it too) and ``LocalRedis``.
@@ -202,15 +204,24 @@ async def _call(
         print("twilio: media stream open (signed upgrade, call token accepted)")
         caller = caller[: int(max_caller_s * 8000)]
         await stream.play(caller)
-        await stream.dtmf("1")
-        await stream.play_silence(1000)
-        await stream.stop()
-        await twilio.stream_status(placed, stream.stream_sid, "stream-stopped")
+        # the bank teller's call flow: 0 hands the caller to the branch (telephony README)
+        await stream.dtmf("0")
+        await stream.play_silence(3000)  # the agent's last words play out, then Twilio moves on
         print(
-            f"twilio: played {len(caller) / 8000:.1f} s of caller audio, pressed 1, hung up; "
+            f"twilio: played {len(caller) / 8000:.1f} s of caller audio, pressed 0; "
             f"received {stream.report.media_messages} media messages, most queued "
             f"{stream.report.max_ahead_ms:.0f} ms"
         )
+        if stream.is_closed:
+            flow = await twilio.follow(placed, dial_outcome="completed")
+            for dial in flow.dials:
+                numbers = ", ".join(n for n, _ in dial.numbers) or ", ".join(dial.sips)
+                print(f"twilio: <Connect action> -> <Dial> {numbers}: the person answered")
+            print(f"twilio: TwiML run after the stream: {' '.join(flow.verbs) or '(none)'}")
+        else:
+            print("twilio: the stream is still open (no transfer); hanging up")
+            await stream.stop()
+        await twilio.stream_status(placed, stream.stream_sid, "stream-stopped")
         return placed.call_sid, stream
 
 

@@ -94,6 +94,10 @@ def test_demo_runs_a_whole_call(redis_url: str, tmp_path: Path) -> None:
     text = result.stdout
     for needle in ("call.started", "dtmf", "call.ended", "RANDOM weights", "VOICEGATE_MODEL_DIR"):
         assert needle in text
+    # the caller pressed 0: the bank teller's call flow handed the call to the branch
+    assert "<Dial> +14155550123: the person answered" in text
+    assert "result=handed_off" in text and "reason=transferred" in text
+    assert "result=answered" in text
     with wave.open(str(out), "rb") as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (8000, 1, 2)
         assert wav.getnframes() > 8000 * 2
