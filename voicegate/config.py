@@ -24,7 +24,9 @@ class Settings(BaseSettings):
 
     # --- HTTP ---
     host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
-    port: int = Field(8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics).")
+    port: int = Field(
+        8000, ge=1, le=65535, description="HTTP port (Twilio webhooks, WebRTC, metrics)."
+    )
     public_url: str = Field(
         "http://localhost:8000",
         description="Public https base URL that Twilio reaches (used to sign-check and build stream URLs).",
@@ -76,7 +78,9 @@ class Settings(BaseSettings):
     )
 
     # --- personas and routing ---
-    personas_dir: Path = Field(Path("personas"), description="Folder of persona YAML files and voice clips.")
+    personas_dir: Path = Field(
+        Path("personas"), description="Folder of persona YAML files and voice clips."
+    )
     numbers_file: Path = Field(
         Path("telephony/numbers.yaml"), description="Called number / SIP user -> persona map."
     )
@@ -101,7 +105,9 @@ class Settings(BaseSettings):
     )
 
     # --- Twilio ---
-    twilio_auth_token: str = Field("", description="Twilio auth token used to check X-Twilio-Signature.")
+    twilio_auth_token: str = Field(
+        "", description="Twilio auth token used to check X-Twilio-Signature."
+    )
     twilio_media_timeout_s: float = Field(
         10.0,
         ge=0,
@@ -158,7 +164,10 @@ class Settings(BaseSettings):
         description="HMAC-SHA256 key that signs warm handoff documents (VoiceGate-Signature); empty: no handoff POSTs.",
     )
     handoff_timeout_s: float = Field(
-        1.5, gt=0.0, le=10.0, description="Longest wait for a handoff endpoint before the transfer goes ahead."
+        1.5,
+        gt=0.0,
+        le=10.0,
+        description="Longest wait for a handoff endpoint before the transfer goes ahead.",
     )
 
     # --- the edge's own work per call ---
@@ -199,8 +208,12 @@ class Settings(BaseSettings):
         True,
         description="Serve browser calls (POST /webrtc/offer); false leaves aiortc and av unimported.",
     )
-    webrtc_token: str = Field("", description="Bearer token for POST /webrtc/offer (empty: refuse all).")
-    editor_token: str = Field("", description="Bearer token for the persona editing API (empty: refuse all).")
+    webrtc_token: str = Field(
+        "", description="Bearer token for POST /webrtc/offer (empty: refuse all)."
+    )
+    editor_token: str = Field(
+        "", description="Bearer token for the persona editing API (empty: refuse all)."
+    )
     webrtc_stun_urls: str = Field(
         "", description="Comma-separated STUN URLs for WebRTC ICE (empty: host candidates only)."
     )

@@ -25,10 +25,20 @@ def test_settings_table_lists_exactly_the_settings() -> None:
 
 def test_readme_test_command_is_what_ci_runs() -> None:
     ci = (REPO / ".ci" / "run").read_text()
-    command = "python -m pytest -q -W error -p no:cacheprovider"
+    command = "bash scripts/check"
     assert command in ci.splitlines()
     assert f". .venv/bin/activate && {command}" in README
     assert "bash scripts/install.sh" in ci and "bash scripts/install.sh" in README
+    # the checks fail the build: none of them is allowed to fail quietly
+    check = (REPO / "scripts" / "check").read_text()
+    assert "set -euo pipefail" in check and "|| true" not in check
+    for step in (
+        "ruff format --check voicegate tests bench",
+        "ruff check voicegate tests bench",
+        "mypy --strict voicegate",
+        'python -m pytest -q -W error -p no:cacheprovider "$@"',
+    ):
+        assert step in check.splitlines()
 
 
 def test_readme_has_exactly_two_setup_steps() -> None:

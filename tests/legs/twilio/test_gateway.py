@@ -330,7 +330,9 @@ async def test_a_start_with_the_wrong_call_sid_leaves_the_token_for_the_real_one
     await retry.stop()
 
 
-async def test_every_leg_counter_is_on_metrics(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
+async def test_every_leg_counter_is_on_metrics(
+    gateway: TwilioGateway, twilio: TwilioSimulator
+) -> None:
     placed = await twilio.place_call(CALLER, CALLED)
     stream = await twilio.open_stream(placed, send_start=False)
     await stream.send_mulaw(b"\xff" * 160)  # media before the start: dropped and counted
