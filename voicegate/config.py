@@ -167,7 +167,7 @@ class Settings(BaseSettings):
         1.5,
         gt=0.0,
         le=10.0,
-        description="Longest wait for a handoff endpoint before the transfer goes ahead.",
+        description="Longest wait for a handoff endpoint; then transfer anyway.",
     )
 
     # --- the edge's own work per call ---

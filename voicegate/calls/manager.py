@@ -82,16 +82,15 @@ class CallManager:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._clock = clock
-        self._handoff = handoff
-        self._edge = edge
         self._engine = engine
         self._events = events
         self._personas = personas
         self._limits = limits
         self._config = config
-        self._resampler_factory = resampler_factory
-        self._vad_factory = vad_factory
         self._max_calls = max_calls
+        # what every Call of this manager is built with
+        self._call_parts = (resampler_factory, vad_factory, handoff)
+        self._edge = edge
         self._calls: dict[str, Call] = {}
         self._is_draining = False
         self._admission_hold = ""  # why no call is admitted now (an engine fault); "" = none
@@ -185,13 +184,13 @@ class CallManager:
             self._events,
             limits=self._limits_for(info.persona),
             config=self._config,
-            resampler_factory=self._resampler_factory,
-            vad_factory=self._vad_factory,
+            resampler_factory=self._call_parts[0],
+            vad_factory=self._call_parts[1],
             on_end=self._on_call_end,
             on_bargein=self._on_bargein,
             flow=self._flow_for(info.persona),
             on_transfer=self._on_transfer,
-            handoff=self._handoff,
+            handoff=self._call_parts[2],
             clock=self._clock,
         )
         try:

@@ -12,6 +12,7 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -228,16 +229,30 @@ def notify(client: SipClient, cseq: int, state: str, frag: str, event: str = "re
     return f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode()
 
 
+async def answered_call(gateway: SipGateway, media: socket.socket) -> tuple[Any, str]:
+    """A raw SIP caller's call, answered; its client and call id."""
+    before = set(gateway.sip_call_ids())
+    client = await asyncio.to_thread(answer_call, gateway, media)
+    return client, one_new_call(gateway, before)
+
+
+async def transfer_and_refer(
+    gateway: SipGateway, client: Any, call_id: str, destination: str, to: str
+) -> Any:
+    """Ask the call to transfer (as an operator would) and return the REFER the caller got."""
+    call = gateway.calls.get(call_id)
+    gateway.on_loop(call.transfer_to, destination, to, "operator")
+    return await asyncio.to_thread(recv_request, client, "REFER")
+
+
 async def test_no_final_notify_fails_the_transfer_and_late_notify_gets_481(
     gateway: SipGateway, media: socket.socket
 ) -> None:
-    before = set(gateway.sip_call_ids())
-    client = await asyncio.to_thread(answer_call, gateway, media)
+    client, call_id = await answered_call(gateway, media)
     try:
-        call_id = one_new_call(gateway, before)
-        call = gateway.calls.get(call_id)
-        gateway.on_loop(call.transfer_to, "human", "sip:human@pbx.example.test", "operator")
-        refer = await asyncio.to_thread(recv_request, client, "REFER")
+        refer = await transfer_and_refer(
+            gateway, client, call_id, "human", "sip:human@pbx.example.test"
+        )
         assert refer.header("Refer-To") is not None
         assert refer.header("Refer-To").startswith("<sip:human@pbx.example.test?X-Handoff-Id=")
         client.sock.sendto(build_response(refer, 202), ("127.0.0.1", gateway.sip_port))
@@ -290,13 +305,9 @@ async def test_refer_through_the_example_sbc(
 async def test_caller_hanging_up_during_the_transfer_fails_it(
     gateway: SipGateway, media: socket.socket
 ) -> None:
-    before = set(gateway.sip_call_ids())
-    client = await asyncio.to_thread(answer_call, gateway, media)
+    client, call_id = await answered_call(gateway, media)
     try:
-        call_id = one_new_call(gateway, before)
-        call = gateway.calls.get(call_id)
-        gateway.on_loop(call.transfer_to, "branch", "+14155550123", "operator")
-        refer = await asyncio.to_thread(recv_request, client, "REFER")
+        refer = await transfer_and_refer(gateway, client, call_id, "branch", "+14155550123")
         assert (refer.header("Refer-To") or "").startswith(
             "<sip:+14155550123@trunk.example.test;user=phone?X-Handoff-Id="
         )
