@@ -17,6 +17,11 @@ run it on purpose, not in CI.
 
     python bench/fault_bench.py                       # 20 calls, raise, nan, hang, echo engine
     python bench/fault_bench.py --calls 20 --kinds hang --engine tiny
+    python bench/fault_bench.py --overflow +14155550199   # calls handed to an overflow number
+
+With ``--overflow`` the numbers file gets that overflow destination: every call is transferred
+(the stream lets its queued audio play, closes, and ``<Connect action>`` dials the overflow), so
+"ended" is the fault -> the call handed off (``call.ended`` reason ``overflow``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from _gateway import caller_speech, scrape, start_gateway
+from _gateway import REPO, caller_speech, scrape, start_gateway
 from redis.asyncio import Redis
 
 from voicegate.demo import LocalRedis
@@ -128,6 +133,7 @@ def main() -> None:
     parser.add_argument("--engine", default="echo")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds of calls before it")
     parser.add_argument("--repeat", type=int, default=1, help="runs per kind")
+    parser.add_argument("--overflow", default="", help="overflow number or SIP URI for all calls")
     args = parser.parse_args()
     print(
         f"engine={args.engine}, {args.calls} live Twilio calls, fault {args.settle:g} s after "
@@ -137,6 +143,12 @@ def main() -> None:
         f"{'kind':<6} {'ended p50':>9} {'ended max':>9} {'closed max':>10} {'rebuild':>8}  reasons"
     )
     with tempfile.TemporaryDirectory() as tmp:
+        numbers: dict[str, str] = {}
+        if args.overflow:
+            path = Path(tmp) / "numbers.yaml"
+            shipped = (REPO / "telephony" / "numbers.yaml").read_text()
+            path.write_text(shipped + f'overflow:\n  default: "{args.overflow}"\n')
+            numbers["VOICEGATE_NUMBERS_FILE"] = str(path)
         redis = LocalRedis(Path(tmp))
         try:
             for kind in args.kinds.split(","):
@@ -151,6 +163,7 @@ def main() -> None:
                             "VOICEGATE_ENGINE_FAULT": kind,
                             "VOICEGATE_ENGINE_FAULT_CALLS": str(args.calls),
                             "VOICEGATE_ENGINE_FAULT_AFTER_S": str(args.settle),
+                            **numbers,
                         },
                         Path(tmp),
                         pin=False,
