@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -35,7 +36,7 @@ from voicegate.contracts import (
     PersonaRouter,
     TransferTarget,
 )
-from voicegate.errors import SipParseError
+from voicegate.errors import SipError, SipParseError
 from voicegate.legs.sip.auth import DigestAuth, SourcePolicy
 from voicegate.legs.sip.dialog import Dialog, DialogState, SipCall
 from voicegate.legs.sip.media import RtpPacer, RtpSession
@@ -136,6 +137,9 @@ class SipServer:
             else None
         )
         self.dialogs: dict[str, Dialog] = {}
+        # every RTP session opened, so that close() releases any a dialog left open
+        self._sessions: weakref.WeakSet[RtpSession] = weakref.WeakSet()
+        self._is_closing = False
         self.pacer = RtpPacer(self.stats)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -179,12 +183,15 @@ class SipServer:
 
     async def close(self) -> None:
         """End every dialog (BYE where one is up) and close the listeners."""
+        self._is_closing = True
         for dialog in list(self.dialogs.values()):
             if dialog.state in (DialogState.ACCEPTED, DialogState.CONFIRMED) and dialog.call:
                 with contextlib.suppress(Exception):
                     dialog.call.end(dialog.end_reason or EndReason.DRAIN, "gateway stopping")
             dialog.close()
         self.dialogs.clear()
+        for session in list(self._sessions):  # any a dialog did not close (idempotent)
+            session.close_nowait()
         await self.pacer.close()
         if self._udp is not None:
             self._udp.close()
@@ -212,7 +219,7 @@ class SipServer:
         self, plan: MediaPlan, on_timeout: Callable[[str], None], *, signalling_host: str = ""
     ) -> RtpSession:
         c = self.config
-        return await RtpSession.open(
+        session = await RtpSession.open(
             plan,
             self.stats,
             host=c.host,
@@ -224,6 +231,11 @@ class SipServer:
             pacer=self.pacer,
             signalling_host=signalling_host,
         )
+        if self._is_closing:  # bound while the server was closing: nobody would close it
+            session.close_nowait()
+            raise SipError("the SIP server is closing")
+        self._sessions.add(session)
+        return session
 
     def contact_for(self, peer: Peer, local_host: str) -> str:
         transport = ";transport=tcp" if peer.transport == "TCP" else ""
