@@ -164,10 +164,7 @@ class Settings(BaseSettings):
         description="HMAC-SHA256 key that signs warm handoff documents (VoiceGate-Signature); empty: no handoff POSTs.",
     )
     handoff_timeout_s: float = Field(
-        1.5,
-        gt=0.0,
-        le=10.0,
-        description="Longest wait for a handoff endpoint; then transfer anyway.",
+        1.5, gt=0.0, le=10.0, description="Longest wait for a handoff endpoint (s)."
     )
 
     # --- the edge's own work per call ---
@@ -181,7 +178,7 @@ class Settings(BaseSettings):
         1.0,
         gt=0.0,
         le=100.0,
-        description="Admission: the event-loop cost of one call (% of a core) assumed until it is measured on live calls.",
+        description="Admission: a call's loop cost (% of a core) until measured.",
     )
     twilio_send_ms: int = Field(
         40,
@@ -190,11 +187,9 @@ class Settings(BaseSettings):
         multiple_of=20,
         description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
     )
+    # Twilio transfers and overflow: how long <Dial> rings before the persona's fallback_say
     twilio_dial_timeout_s: int = Field(
-        30,
-        ge=5,
-        le=600,
-        description="Twilio transfers and overflow: how long the Dial rings the person before the caller hears the persona's fallback_say (or is hung up on).",
+        30, ge=5, le=600, description="How long a Twilio <Dial> rings the person (s)."
     )
     vad_batch_ms: float = Field(
         16.0,
