@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from engine_bench import NullSink, pct, sync  # noqa: E402  (this folder, run as a script)
 
 from voicegate.engine.attention_decode import TritonDecodeAttention, triton_available  # noqa: E402
 from voicegate.engine.backends import tiny_lm_config  # noqa: E402
@@ -49,20 +50,6 @@ PROMPT = (
     "Keep answers short, confirm numbers back to the caller, never ask for a full card number "
     "or a PIN, and offer to transfer to a human colleague when the caller asks for one."
 )
-
-
-class NullSink:
-    def on_tick(self, out: object) -> None:
-        pass
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def build(shapes: str, device: torch.device, workdir: Path) -> tuple[LM, MimiModel, object]:

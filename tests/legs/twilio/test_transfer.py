@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -72,13 +72,6 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield gw
     finally:
         gw.server.stop()
-
-
-@pytest.fixture
-async def twilio(gateway: TwilioGateway) -> AsyncIterator[TwilioSimulator]:
-    async with gateway.simulator() as sim:
-        yield sim
-    await gateway.wait_idle()
 
 
 def tone(seconds: float, hz: float = 440.0) -> np.ndarray:
