@@ -109,6 +109,7 @@ def one_reanchor(
         swap.append((time.perf_counter() - started) * 1000)
     row["whole_ms"] = min(whole)
     row["swap_ms"] = min(swap)
+    anchor.close()
     del anchor
     for chunk in chunks:
         anchor = Reanchorer(lm, state, keep_frames=keep, margin_frames=margin, chunk_frames=chunk)
@@ -133,6 +134,7 @@ def one_reanchor(
         row[f"chunk{chunk}_p50_ms"] = pct(times, 50)
         row[f"chunk{chunk}_max_ms"] = max(times)
         row[f"chunk{chunk}_n"] = float(math.ceil(row["kept_frames"] / chunk))
+        anchor.close()
         del anchor
     return row
 
@@ -254,6 +256,9 @@ def main() -> None:
     one = one_reanchor(model, prompt, args.keep, chunks, args.repeats, margin)
     model.close()
     del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     results["one"] = one
     print(f"one re-anchor: {json.dumps(one)}", flush=True)
 

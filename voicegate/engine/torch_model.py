@@ -356,6 +356,10 @@ class TorchTickModel:
     def close(self) -> None:
         """Free this model's slot state and graphs (the weights may be shared: kept)."""
         self._graphs = None
+        if self._reanchor is not None:
+            self._reanchor.close()
+            self._reanchor = None
+            self._job = None
         for name in ("state", "mimi", "_in_dev", "_out_dev"):
             if hasattr(self, name):
                 delattr(self, name)

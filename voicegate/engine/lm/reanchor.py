@@ -134,6 +134,11 @@ class Reanchorer:
         self._graph = graph
         return seconds
 
+    def close(self) -> None:
+        """Free the workspace and the captured pass (the graph's body refers back to self)."""
+        self._graph = None
+        self.workspace = self.workspace.new_empty(0)
+
     @torch.inference_mode()
     def time_chunk(self, repeats: int) -> float:
         """The slowest of ``repeats`` chunk passes in ms (before any job: they write only the
