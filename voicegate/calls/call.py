@@ -638,6 +638,11 @@ class Call:
             self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
 
     @property
+    def destinations(self) -> dict[str, str]:
+        """The persona's named transfer destinations (name -> number or SIP URI)."""
+        return dict(self._flow.rules.destinations) if self._flow is not None else {}
+
+    @property
     def transfer_trigger(self) -> str | None:
         """The trigger of the transfer the leg is executing now (``dtmf``, ``engine_fault``, ...),
         or None when none is pending."""
