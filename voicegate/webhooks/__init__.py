@@ -16,12 +16,12 @@ from voicegate.webhooks.report import build_report, encode_report, idempotency_k
 from voicegate.webhooks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign, verify
 
 __all__ = [
+    "Attempt",
     "DEAD_LETTER_KEY",
     "GROUP",
     "IDEMPOTENCY_HEADER",
-    "SIGNATURE_HEADER",
-    "Attempt",
     "ReplayResult",
+    "SIGNATURE_HEADER",
     "WebhookDelivery",
     "build_report",
     "delivery_key",
