@@ -127,6 +127,15 @@ async def post_report(
     return Attempt(False, status, f"HTTP {status}: {response.text[:200]}", retry_after)
 
 
+@dataclass(slots=True)
+class _Progress:
+    """A job's schedule as it knows it (Redis has the same unless a write failed)."""
+
+    attempts: int = 0
+    next_at: float = 0.0
+    last_error: str = ""
+
+
 class _Metrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         kw: dict[str, Any] = {"registry": registry}
@@ -221,6 +230,7 @@ class WebhookDelivery:
         self._is_closing = False
         self._is_group_ok = False
         self.is_redis_up = False
+        self._was_down = False
         self._metrics = _Metrics(registry)
         # plain counters for tests and benchmarks (the metrics show the same)
         self.delivered = 0
@@ -287,9 +297,10 @@ class WebhookDelivery:
                     await asyncio.sleep(BLOCK_MS / 1000)
                     continue
                 await self._read(">")
-                if not self.is_redis_up:
+                if not self.is_redis_up and self._was_down:
                     log.warning("webhooks: redis %s back", self.redis_url)
                 self.is_redis_up = True
+                self._was_down = False
                 backoff = 0.05
             except asyncio.CancelledError:
                 raise
@@ -302,6 +313,7 @@ class WebhookDelivery:
                         "webhooks: redis %s unavailable (%s); retrying", self.redis_url, exc
                     )
                 self.is_redis_up = False
+                self._was_down = True
                 self._is_group_ok = False
                 is_pending_read = True
                 with contextlib.suppress(Exception):
@@ -386,9 +398,10 @@ class WebhookDelivery:
 
     async def _job(self, entry_id: str, fields: dict[str, str]) -> None:
         backoff = 0.05
+        progress = _Progress()  # outlives a Redis error: the schedule holds while it is down
         while not self._is_closing:
             try:
-                await self._deliver(entry_id, fields)
+                await self._deliver(entry_id, fields, progress)
                 return
             except asyncio.CancelledError:
                 raise
@@ -400,7 +413,7 @@ class WebhookDelivery:
                 log.exception("webhook %s: delivery failed; retrying", fields.get("call_id"))
                 await asyncio.sleep(1.0)
 
-    async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
+    async def _deliver(self, entry_id: str, fields: dict[str, str], progress: _Progress) -> None:
         r = self._redis
         call_id = fields["call_id"]
         key = delivery_key(call_id)
@@ -425,10 +438,10 @@ class WebhookDelivery:
             await r.hset(key, mapping=cast(Any, state))
             await r.expire(key, self.retention_s)
         url, body, idem = state["url"], state["body"].encode(), state["key"]
-        attempts = int(state.get("attempts") or 0)
-        next_at = float(state.get("next_at") or 0)
+        attempts = max(int(state.get("attempts") or 0), progress.attempts)
+        next_at = max(float(state.get("next_at") or 0), progress.next_at)
         deadline = ended_s + self.retry_for_s
-        last_error = state.get("last_error", "")
+        last_error = progress.last_error or state.get("last_error", "")
         while True:
             now = self._clock()
             if now >= deadline:
@@ -473,6 +486,7 @@ class WebhookDelivery:
             if result.retry_after_s is not None:
                 delay = max(delay, min(result.retry_after_s, self.backoff_max_s))
             next_at = now + delay
+            progress.attempts, progress.next_at, progress.last_error = attempts, next_at, last_error
             self.retried += 1
             self._metrics.retried.inc()
             log.info(
