@@ -255,3 +255,21 @@ async def test_redis_down_when_the_call_ends_is_delivered_once_it_is_back(
         await eventually(lambda: hooks.delivered == 2, 30, f"not delivered: {rx.attempts}")
         keys = [h.key for h in rx.acked]
         assert keys == [idempotency_key("c-warmup"), idempotency_key("c-outage")]
+
+
+async def test_another_gateway_takes_over_what_a_dead_one_left(
+    redis_factory: Callable[..., Any], make_parts: Any
+) -> None:
+    redis = redis_factory()
+    with Receiver() as rx:
+        rx.is_failing = True
+        log, a, _ = await make_parts(redis.url, rx.url, consumer="gw-a", claim_idle_s=0.6)
+        emit_call(log, "c-orphan")
+        await eventually(lambda: len(rx.attempts) >= 1, 20, "gw-a made no attempt")
+        await a.aclose()  # gw-a is gone: its entry stays pending in the group, owned by gw-a
+        n_before = len(rx.attempts)
+        rx.is_failing = False
+        _, b, _ = await make_parts(redis.url, rx.url, consumer="gw-b", claim_idle_s=0.6)
+        await eventually(lambda: b.delivered == 1, 20, f"gw-b did not deliver: {rx.attempts}")
+        assert len(rx.attempts) == n_before + 1 and len(rx.acked) == 1
+        assert rx.acked[0].key == idempotency_key("c-orphan")
