@@ -276,3 +276,19 @@ async def test_another_gateway_takes_over_what_a_dead_one_left(
         await eventually(lambda: b.delivered == 1, 20, f"gw-b did not deliver: {rx.attempts}")
         assert len(rx.attempts) == n_before + 1 and len(rx.acked) == 1
         assert rx.acked[0].key == idempotency_key("c-orphan")
+
+
+async def test_410_gone_dead_letters_at_once(
+    redis_factory: Callable[..., Any], make_parts: Any
+) -> None:
+    redis = redis_factory()
+    with Receiver(fail_status=410) as rx:
+        rx.is_failing = True
+        log, hooks, _ = await make_parts(redis.url, rx.url)
+        emit_call(log, "c-gone")
+        await eventually(lambda: hooks.dead_lettered == 1, 20, "not dead-lettered")
+        assert len(rx.attempts) == 1 and hooks.retried == 0
+        client = Redis.from_url(redis.url, decode_responses=True)
+        (entry,) = await client.xrange(DEAD_LETTER_KEY)
+        await client.aclose()
+        assert entry[1]["last_error"].startswith("HTTP 410")

@@ -5,6 +5,7 @@ receiver. The webhook URL comes from the numbers file (``webhooks: default``).""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,12 +106,17 @@ async def test_redis_down_during_the_call_is_delivered_after_it_is_back(
 ) -> None:
     redis = redis_factory(is_durable=True)
     with Receiver() as rx:
+        # this time the persona names the URL (the numbers file has no webhooks)
+        personas = tmp_path / "personas"
+        shutil.copytree(REPO / "personas", personas)
+        with (personas / "bank_teller.yaml").open("a") as f:
+            f.write(f'\nwebhooks: {{call_ended: "{rx.url}"}}\n')
         settings = gateway_settings(
             redis.url,
             tmp_path,
             public_url=PUBLIC_URL,
             twilio_auth_token=AUTH_TOKEN,
-            numbers_file=numbers_with_webhook(tmp_path, rx.url),
+            personas_dir=personas,
             webhook_secret=SECRET,
             webhook_settle_s=0.2,
             webhook_backoff_min_s=0.2,
