@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -38,6 +38,8 @@ from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
 from voicegate.personas.tokens import estimate_tokens
 from voicegate.web import web_router
+from voicegate.web.calls_api import calls_router
+from voicegate.webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
     from voicegate.legs.webrtc import WebRtcLeg
@@ -166,6 +168,7 @@ def create_app(
     if webrtc is not None:
         app.include_router(webrtc.router())
     app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
+    app.include_router(calls_router(settings))  # the live call API (/calls)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -198,6 +201,7 @@ class GatewayParts:
     numbers: NumbersStore
     calls: CallManager
     faults: FaultResponder
+    webhooks: WebhookDelivery | None = None
 
 
 async def _start_parts(
@@ -286,7 +290,43 @@ async def _start_parts(
     )
     engine.on_fault = faults.report
     stack.push_async_callback(faults.aclose)
-    return GatewayParts(events, engine, personas, numbers, calls, faults)
+    webhooks = await _start_webhooks(settings, registry, stack, personas, numbers)
+    return GatewayParts(events, engine, personas, numbers, calls, faults, webhooks)
+
+
+async def _start_webhooks(
+    settings: Settings,
+    registry: CollectorRegistry,
+    stack: AsyncExitStack,
+    personas: PersonaStore,
+    numbers: NumbersStore,
+) -> WebhookDelivery | None:
+    """Post-call webhooks from the Redis consumer group (None without a signing secret)."""
+    if not settings.webhook_secret:
+        return None
+
+    def webhook_url(call: Mapping[str, str]) -> str:
+        # the called number's entry, else the persona's, else the numbers file's default
+        name = call.get("persona", "")
+        hooks = personas.get(name).webhooks if name and personas.has(name) else None
+        return numbers.webhook(call.get("to", ""), hooks.call_ended if hooks else "")
+
+    webhooks = WebhookDelivery(
+        settings.redis_url,
+        secret=settings.webhook_secret,
+        resolve=webhook_url,
+        registry=registry,
+        consumer=settings.webhook_consumer,
+        retry_for_s=settings.webhook_retry_for_s,
+        backoff_min_s=settings.webhook_backoff_min_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+        timeout_s=settings.webhook_timeout_s,
+        settle_s=settings.webhook_settle_s,
+        retention_s=settings.events_retention_s,
+    )
+    await webhooks.start()
+    stack.push_async_callback(webhooks.aclose)
+    return webhooks
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -131,6 +131,9 @@ class Call:
     ) -> None:
         self.info = info
         self._flow = CallFlow(flow) if flow is not None and not flow.is_empty else None
+        # named destinations count even without rules: the call API transfers to them
+        self._destinations = dict(flow.destinations) if flow is not None else {}
+        self._handoff_urls = dict(flow.handoff_urls) if flow is not None else {}
         self._on_transfer = on_transfer
         self._handoff = handoff
         self._new_handoff_id = new_handoff_id
@@ -604,8 +607,7 @@ class Call:
         log.info(
             "call %s: transfer to %s (%s) on %s", self.call_id, target.destination, target.to, said
         )
-        flow = self._flow
-        url = flow.rules.handoff_urls.get(target.destination, "") if flow is not None else ""
+        url = self._handoff_urls.get(target.destination, "")
         if url and self._handoff is not None and getattr(self._leg, "transfer", None):
             document = handoff_document(
                 self.info,
@@ -636,6 +638,11 @@ class Call:
         except Exception as exc:
             log.exception("call %s: leg transfer failed", self.call_id)
             self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
+
+    @property
+    def destinations(self) -> dict[str, str]:
+        """The persona's named transfer destinations (name -> number or SIP URI)."""
+        return dict(self._destinations)
 
     @property
     def transfer_trigger(self) -> str | None:

@@ -33,13 +33,14 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from voicegate.auth import bearer_matches
 from voicegate.config import Settings
 from voicegate.contracts import CALL_ID_PATTERN, TokenCounter
+from voicegate.events.fanout import Subscription
 from voicegate.events.schema import Event
 from voicegate.legs.http_body import BodyRefused, read_body
 from voicegate.personas.problems import Problem, has_errors
 from voicegate.personas.tokens import estimate_tokens
 from voicegate.web.editor import MAX_PERSONA_BYTES, PersonaEditor, check_name
 
-__all__ = ["STATIC_DIR", "event_json", "web_router"]
+__all__ = ["STATIC_DIR", "event_json", "event_stream_response", "web_router"]
 
 log = logging.getLogger("voicegate.web")
 
@@ -52,6 +53,35 @@ _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
 def event_json(event: Event) -> dict[str, Any]:
     """An event as the page gets it: its wire field names plus ``type``."""
     return {"type": event.type, **event.model_dump(mode="json", by_alias=True)}
+
+
+def event_stream_response(sub: Subscription, call_id: str | None) -> StreamingResponse:
+    """Server-sent events from ``sub`` (``event: <type>``, ``data: <JSON>``, a comment every
+    ``HEARTBEAT_S``); one call's feed ends after its ``call.ended``. Closes ``sub`` at the end."""
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield ": subscribed\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield ": ping\n\n"
+                    continue
+                if event is None:
+                    return
+                data = json.dumps(event_json(event), separators=(",", ":"))
+                yield f"event: {event.type}\ndata: {data}\n\n"
+                if call_id is not None and event.is_call_end:
+                    return  # a call's feed ends with the call
+        finally:
+            sub.close()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def problem_json(problem: Problem) -> dict[str, Any]:
@@ -153,31 +183,7 @@ def web_router(settings: Settings, count_tokens: TokenCounter = estimate_tokens)
             return _not_started()
         if call_id is not None and not _valid_call_id(call_id):
             return JSONResponse({"detail": "invalid call_id"}, status_code=400)
-        sub = p.events.subscribe(call_id)
-
-        async def stream() -> AsyncIterator[str]:
-            try:
-                yield ": subscribed\n\n"
-                while True:
-                    try:
-                        event = await asyncio.wait_for(sub.get(), HEARTBEAT_S)
-                    except TimeoutError:
-                        yield ": ping\n\n"
-                        continue
-                    if event is None:
-                        return
-                    data = json.dumps(event_json(event), separators=(",", ":"))
-                    yield f"event: {event.type}\ndata: {data}\n\n"
-                    if call_id is not None and event.is_call_end:
-                        return  # a call's feed ends with the call
-            finally:
-                sub.close()
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return event_stream_response(p.events.subscribe(call_id), call_id)
 
     @router.get("/api/personas/{name}")
     async def read_persona(request: Request, name: str) -> JSONResponse:
