@@ -37,7 +37,7 @@ from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
 from voicegate.personas.tokens import estimate_tokens
-from voicegate.web import web_router
+from voicegate.web import CallHistory, operator_router, web_router
 
 if TYPE_CHECKING:
     from voicegate.legs.webrtc import WebRtcLeg
@@ -155,6 +155,7 @@ def create_app(
             readiness.add("stopping", lambda: "shutting down")
             twilio.begin_drain()
             await parts.calls.drain(0)  # whatever the SIGTERM drain left (or SIGINT) ends now
+            history.close()
 
     app = FastAPI(title="VoiceGate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -166,6 +167,9 @@ def create_app(
     if webrtc is not None:
         app.include_router(webrtc.router())
     app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
+    history = CallHistory(settings.redis_url)  # ended calls read back for the operators' views
+    app.state.history = history
+    app.include_router(operator_router(settings, history))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

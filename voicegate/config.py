@@ -234,3 +234,9 @@ class Settings(BaseSettings):
         le=2500,
         description="Conversation frames (80 ms each) kept when a long call is re-anchored: more keeps more of the conversation, costs more per re-anchor and re-anchors more often (every 3000 - prompt - this - 250 frames).",
     )
+
+    # --- operators' views (live calls, call timelines, persona comparison) ---
+    viewer_token: str = Field(
+        "",
+        description="Read-only bearer token for the page's live calls, call history and persona comparison (the editor token works too; empty: editor token only).",
+    )

@@ -4,7 +4,7 @@
 * ``GET /api/personas``: names and descriptions for the call picker (webrtc or editor token).
 * ``GET /api/events?call_id=``: server-sent events fed by ``EventLog.subscribe`` (the same events
   the Redis writer gets): ``event: <type>`` + ``data: <JSON>`` (webrtc or editor token; without
-  ``call_id``, every call's events, editor token only). A call's feed ends after its
+  ``call_id``, every call's events, editor or viewer token only). A call's feed ends after its
   ``call.ended``. The page
   reads it with ``fetch`` so that the token travels in the Authorization header, not the URL.
 * ``GET /api/personas/<name>``: the YAML text (editor token).
@@ -44,7 +44,11 @@ __all__ = ["STATIC_DIR", "event_json", "web_router"]
 log = logging.getLogger("voicegate.web")
 
 STATIC_DIR = Path(__file__).resolve().parent
-_STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+_STATIC_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "timeline.js": "text/javascript",
+}
 HEARTBEAT_S = 15.0
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
 
@@ -111,6 +115,10 @@ def web_router(settings: Settings, count_tokens: TokenCounter = estimate_tokens)
     def may_edit(request: Request) -> bool:
         return bearer_matches(request.headers.get("authorization"), settings.editor_token)
 
+    def may_view(request: Request) -> bool:  # the operators' read-only token, or the editor's
+        auth = request.headers.get("authorization")
+        return bearer_matches(auth, settings.viewer_token, settings.editor_token)
+
     def editor_for(request: Request) -> PersonaEditor | JSONResponse:
         """The persona editor for a request with the editor token, else the refusal to send."""
         if not may_edit(request):
@@ -145,8 +153,9 @@ def web_router(settings: Settings, count_tokens: TokenCounter = estimate_tokens)
 
     @router.get("/api/events")
     async def events(request: Request, call_id: str | None = None) -> Response:
-        # one call's feed for whoever placed it; every call's (phone calls too) for editors only
-        if not (may_call(request) if call_id is not None else may_edit(request)):
+        # one call's feed for whoever placed it; every call's (phone calls too) for editors and
+        # viewers only
+        if not (may_view(request) or (call_id is not None and may_call(request))):
             return _unauthorized()
         p = parts(request)
         if p is None:
