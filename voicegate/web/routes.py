@@ -48,6 +48,7 @@ _STATIC_FILES = {
     "app.js": "text/javascript",
     "style.css": "text/css",
     "timeline.js": "text/javascript",
+    "operators.js": "text/javascript",
 }
 HEARTBEAT_S = 15.0
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
