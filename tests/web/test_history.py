@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from voicegate.events import EventLog
 from voicegate.events.schema import (
@@ -18,6 +19,7 @@ from voicegate.events.schema import (
     CallStarted,
     CallTransfer,
     TranscriptAgent,
+    call_events_key,
 )
 from voicegate.web import history as history_module
 from voicegate.web.history import CallHistory, HistoryError, Period, summarise
@@ -71,15 +73,32 @@ async def written(
 async def test_a_calls_events_come_back_in_order(written: tuple[str, CallHistory]) -> None:
     _, history = written
     events = await history.events("a2")
-    assert [e.type for e in events] == [
+    assert [e["type"] for e in events] == [
         "call.started",
         "caller.speech",
         "transcript.agent",
         "call.transfer",
         "call.ended",
     ]
-    assert isinstance(events[1], CallerSpeech) and events[1].end_ms == 1500
+    assert events[1]["end_ms"] == 1500 and events[1]["t"] == 1500
+    assert events[0]["from"] == "+15550002"  # wire names, as the live feed sends them
     assert await history.events("nope") == []
+
+
+async def test_an_unknown_event_type_comes_back_raw_and_a_malformed_one_is_left_out(
+    written: tuple[str, CallHistory],
+) -> None:
+    url, history = written
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        key = call_events_key("a1")
+        client.xadd(key, {"type": "from.the.future", "t": "1700", "x": "1"})
+        client.xadd(key, {"type": "dtmf", "t": "1800", "call_id": "a1", "leg": "twilio"})
+    finally:
+        client.close()
+    events = await history.events("a1")
+    assert events[-1] == {"type": "from.the.future", "t": "1700", "x": "1"}
+    assert "dtmf" not in [e["type"] for e in events]  # no digit: malformed, left out
 
 
 async def test_ended_calls_are_listed_newest_first_and_filtered(

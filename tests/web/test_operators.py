@@ -90,7 +90,8 @@ async def test_a_call_is_listed_live_then_read_back_from_redis(
         body = (await client.get(f"/api/calls/{sid}/events", headers=VIEW)).json()
         assert body["live"] is False
         types = [e["type"] for e in body["events"]]
-        assert types[0] == "call.started" and types[-1] == "call.ended"
+        calls = [t for t in types if t != "leg.status"]  # the stream's status callbacks race
+        assert calls[0] == "call.started" and calls[-1] == "call.ended", types
         turns = [e for e in body["events"] if e["type"] == "caller.speech"]
         assert turns and turns[0]["start_ms"] < 1000 and turns[0]["end_ms"] > 3000
         listed = (await client.get("/api/calls?persona=bank_teller", headers=VIEW)).json()

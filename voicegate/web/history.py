@@ -38,6 +38,7 @@ from typing import Any
 import redis
 
 from voicegate.events.schema import (
+    EVENT_TYPES,
     GLOBAL_EVENTS_KEY,
     Event,
     EventSchemaError,
@@ -46,7 +47,7 @@ from voicegate.events.schema import (
     decode_fields,
 )
 
-__all__ = ["MAX_SCAN_ENTRIES", "CallHistory", "HistoryError", "Period", "summarise"]
+__all__ = ["MAX_SCAN_ENTRIES", "CallHistory", "HistoryError", "Period", "event_json", "summarise"]
 
 MAX_SCAN_ENTRIES = 200_000  # global stream entries one list or comparison may read
 MAX_CALL_EVENTS = 20_000  # entries of one call's stream returned to the page
@@ -85,6 +86,11 @@ class Period:
         if until - since > MAX_PERIOD_S * 1000:
             raise ValueError(f"a period may span at most {MAX_PERIOD_S // 86400} days")
         return cls(since, until)
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as the page gets it: its wire field names plus ``type``."""
+    return {"type": event.type, **event.model_dump(mode="json", by_alias=True)}
 
 
 def summarise(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -138,19 +144,24 @@ class CallHistory:
 
     # --- one call ------------------------------------------------------------------------------
 
-    async def events(self, call_id: str) -> list[Event]:
-        """The call's events in order (empty when the call is unknown or has expired)."""
-        result: list[Event] = await self._run(self._events, call_id)
+    async def events(self, call_id: str) -> list[dict[str, Any]]:
+        """The call's events in order, as the page gets them (``event_json``); empty when the
+        call is unknown or has expired. An entry of a type this version does not know (a newer
+        gateway wrote it) comes as its raw stream fields (text values); a malformed entry of a
+        known type is left out."""
+        result: list[dict[str, Any]] = await self._run(self._events, call_id)
         return result
 
-    def _events(self, call_id: str) -> list[Event]:
+    def _events(self, call_id: str) -> list[dict[str, Any]]:
         entries: Any = self._redis().xrange(call_events_key(call_id), count=MAX_CALL_EVENTS)
-        out: list[Event] = []
+        out: list[dict[str, Any]] = []
         for _, fields in entries or []:
             try:
-                out.append(decode_fields(fields))
+                out.append(event_json(decode_fields(fields)))
             except EventSchemaError:
-                continue  # a type this version does not know (a newer gateway wrote it)
+                raw = {_text(k): _text(v) for k, v in fields.items()}
+                if raw.get("type", "") not in EVENT_TYPES:
+                    out.append(raw)
         return out
 
     # --- many calls ----------------------------------------------------------------------------

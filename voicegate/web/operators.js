@@ -17,6 +17,7 @@
     ended: [],         // the last ended-calls list
     comparison: null,  // the last /api/compare body
     renders: 0,
+    historyLoads: 0,   // calls' histories read from Redis
   };
 
   function token() { return $("viewer-token").value.trim() || $("editor-token").value.trim(); }
@@ -151,6 +152,7 @@
       const resp = await fetch("/api/calls/" + encodeURIComponent(callId) + "/events", { headers: headers() });
       const body = await resp.json().catch(() => ({}));
       if (!resp.ok) throw new Error(body.detail || String(resp.status));
+      ops.historyLoads++;
       if (ops.view !== v) return;
       for (const ev of body.events) addEvent(v, ev);
       if (!body.live || v.events.some((e) => e.type === "call.ended")) {

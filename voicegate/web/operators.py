@@ -29,7 +29,6 @@ from voicegate.auth import bearer_matches
 from voicegate.config import Settings
 from voicegate.contracts import CALL_ID_PATTERN
 from voicegate.web.history import CallHistory, HistoryError, Period
-from voicegate.web.routes import event_json
 
 __all__ = ["operator_router"]
 
@@ -97,9 +96,7 @@ def operator_router(settings: Settings, history: CallHistory) -> APIRouter:
             return _refused(503, str(exc))
         if not events and not is_live:
             return _refused(404, f"no events for call {call_id} (unknown or past retention)")
-        return JSONResponse(
-            {"call_id": call_id, "live": is_live, "events": [event_json(e) for e in events]}
-        )
+        return JSONResponse({"call_id": call_id, "live": is_live, "events": events})
 
     @router.get("/api/calls")
     async def ended_calls(

@@ -33,11 +33,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from voicegate.auth import bearer_matches
 from voicegate.config import Settings
 from voicegate.contracts import CALL_ID_PATTERN, TokenCounter
-from voicegate.events.schema import Event
 from voicegate.legs.http_body import BodyRefused, read_body
 from voicegate.personas.problems import Problem, has_errors
 from voicegate.personas.tokens import estimate_tokens
 from voicegate.web.editor import MAX_PERSONA_BYTES, PersonaEditor, check_name
+from voicegate.web.history import event_json
 
 __all__ = ["STATIC_DIR", "event_json", "web_router"]
 
@@ -52,11 +52,6 @@ _STATIC_FILES = {
 }
 HEARTBEAT_S = 15.0
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    """An event as the page gets it: its wire field names plus ``type``."""
-    return {"type": event.type, **event.model_dump(mode="json", by_alias=True)}
 
 
 def problem_json(problem: Problem) -> dict[str, Any]:

@@ -81,7 +81,7 @@
         case "transcript.caller": {
           const item = {
             s: num(ev.start_ms, t), e: num(ev.end_ms, t), text: ev.text || "",
-            words: parseWords(ev.words), final: ev.final !== false,
+            words: parseWords(ev.words), final: ev.final !== false && ev.final !== "false",
           };
           if (item.final) { partials.delete(item.s); m.callerText.push(item); }
           else partials.set(item.s, item);
@@ -94,9 +94,13 @@
           });
           break;
         case "dtmf": m.dtmf.push({ t, digit: ev.digit }); break;
-        case "call.transfer":
-          m.transfers.push({ t, result: ev.result, destination: ev.destination || "", to: ev.to || "" });
+        case "call.transfer": {
+          // one mark per transfer: its later results (handed_off, the far end's outcome) join it
+          const last = m.transfers[m.transfers.length - 1];
+          if (last && last.destination === (ev.destination || "") && ev.result !== "requested") last.results.push(ev.result);
+          else m.transfers.push({ t, results: [ev.result], destination: ev.destination || "", to: ev.to || "" });
           break;
+        }
         case "call.reanchored":
           m.reanchors.push({ t, compute: num(ev.compute_ms, 0), kept: num(ev.kept_frames, 0) });
           break;
@@ -118,6 +122,8 @@
     m.overlaps = intersect(callerAll, agentHeard);
     return m;
   }
+
+  function transferLabel(tr) { return "transfer " + tr.destination + ": " + tr.results.join(" \u2192 "); }
 
   function tickStep(durationS, pxPerS) {
     for (const step of [1, 2, 5, 10, 15, 30, 60, 120, 300, 600]) if (step * pxPerS >= 60) return step;
@@ -144,10 +150,13 @@
   // The call's timeline: caller and agent lanes over time, overlaps, barge-ins, DTMF,
   // transfers, re-anchors, and both transcripts under the lanes (heard / cut marked).
   function callTimeline(events, opts) {
-    const o = Object.assign({ width: 1000, nowMs: undefined, minPxPerS: 50 }, opts || {});
+    const o = Object.assign({ width: 1000, nowMs: undefined, minPxPerS: 40 }, opts || {});
     const m = buildModel(events, o.nowMs);
     const durS = Math.max(1, m.endMs / 1000);
-    const pxPerS = Math.max(o.minPxPerS, (o.width - LEFT - 20) / durS);
+    // the whole call in the view when it fits at 40 px/s or more, else scroll
+    const labels = m.transfers.map((tr) => transferLabel(tr).length).concat(m.ended ? [9 + m.ended.reason.length] : []);
+    const pad = Math.max(60, ...labels.map((n) => n * CHAR_PX + 24));  // room for the last labels
+    const pxPerS = Math.max(o.minPxPerS, (o.width - LEFT - pad - 4) / durS);
     const x = (ms) => LEFT + (ms / 1000) * pxPerS;
     const callerY = TOP + 8;
     const agentY = callerY + LANE_H + 10;
@@ -155,7 +164,7 @@
     const callerTextY = textTop;
     const agentTextY = textTop + TEXT_ROWS * TEXT_ROW_H + 8;
     const height = agentTextY + TEXT_ROWS * TEXT_ROW_H + 8;
-    const width = Math.ceil(x(m.endMs) + 30);
+    const width = Math.ceil(x(m.endMs) + pad);
     const svg = el("svg", {
       xmlns: SVG_NS, class: "vg-timeline", width, height, viewBox: `0 0 ${width} ${height}`,
       role: "img", "aria-label": "call timeline",
@@ -236,7 +245,7 @@
     for (const tr of m.transfers) {
       const g = el("g", { class: "transfer" });
       g.appendChild(el("line", { x1: x(tr.t), x2: x(tr.t), y1: TOP - 4, y2: agentY + LANE_H + 4 }));
-      g.appendChild(el("text", { x: x(tr.t) + 3, y: TOP + 4 }, "transfer " + tr.destination + ": " + tr.result));
+      g.appendChild(el("text", { x: x(tr.t) + 4, y: callerY + 12 }, transferLabel(tr)));
       marks.appendChild(g);
     }
     for (const r of m.reanchors) {
@@ -252,7 +261,7 @@
     if (m.ended) {
       const g = el("g", { class: "end" });
       g.appendChild(el("line", { x1: x(m.endMs), x2: x(m.endMs), y1: TOP - 6, y2: agentY + LANE_H + 4 }));
-      g.appendChild(el("text", { x: x(m.endMs) - 3, y: TOP - 9, "text-anchor": "end" }, "ended: " + m.ended.reason));
+      g.appendChild(el("text", { x: x(m.endMs) + 4, y: agentY + 17 }, "ended: " + m.ended.reason));
       marks.appendChild(g);
     } else if (o.nowMs !== undefined) {
       marks.appendChild(el("line", { x1: x(m.endMs), x2: x(m.endMs), y1: TOP - 6, y2: agentY + LANE_H + 4, class: "now" }));
@@ -309,7 +318,8 @@
   const REASON_COLORS = ["#2a6f97", "#e07a1f", "#6a994e", "#9d4edd", "#bc4749", "#577590", "#f2c14e", "#8d99ae"];
   const ROW_H = 22;
   const NAME_W = 120;
-  const PLOT_W = 300;
+  const PLOT_W = 280;
+  const VALUE_W = 62;       // the median's column, right of the plot
 
   function chartFrame(title, rows) {
     const fig = document.createElement("figure");
@@ -317,7 +327,8 @@
     const cap = document.createElement("figcaption");
     cap.textContent = title;
     const height = rows * ROW_H + 30;
-    const svg = el("svg", { xmlns: SVG_NS, width: NAME_W + PLOT_W + 20, height, viewBox: `0 0 ${NAME_W + PLOT_W + 20} ${height}` });
+    const w = NAME_W + PLOT_W + VALUE_W + 4;
+    const svg = el("svg", { xmlns: SVG_NS, width: w, height, viewBox: `0 0 ${w} ${height}` });
     fig.append(cap, svg);
     return [fig, svg];
   }
@@ -344,7 +355,7 @@
       g.appendChild(el("line", { x1: sx(s.p50), x2: sx(s.p50), y1: y, y2: y + 14, class: "median" }));
       g.appendChild(el("title", {}, `${p.persona}: median ${fmt(s.p50)}, middle half ${fmt(s.p25)}-${fmt(s.p75)}, p10-p90 ${fmt(s.p10)}-${fmt(s.p90)} (${s.n} calls)`));
       svg.appendChild(g);
-      svg.appendChild(el("text", { x: NAME_W + PLOT_W + 18, y: y + 11, "text-anchor": "end", class: "value" }, fmt(s.p50)));
+      svg.appendChild(el("text", { x: NAME_W + PLOT_W + VALUE_W, y: y + 11, "text-anchor": "end", class: "value" }, fmt(s.p50)));
     });
     const axisY = 8 + personas.length * ROW_H + 4;
     svg.appendChild(el("line", { x1: NAME_W, x2: NAME_W + PLOT_W, y1: axisY, y2: axisY, class: "axis" }));
@@ -361,7 +372,7 @@
       svg.appendChild(el("text", { x: NAME_W - 6, y: y + 11, "text-anchor": "end", class: "name" }, p.persona));
       svg.appendChild(el("rect", { x: NAME_W, y: y + 1, width: PLOT_W, height: 12, class: "track" }));
       svg.appendChild(el("rect", { x: NAME_W, y: y + 1, width: Math.max(0, p.transfer_rate * PLOT_W), height: 12, class: "bar" }));
-      svg.appendChild(el("text", { x: NAME_W + PLOT_W + 18, y: y + 11, "text-anchor": "end", class: "value" }, (p.transfer_rate * 100).toFixed(0) + " %"));
+      svg.appendChild(el("text", { x: NAME_W + PLOT_W + VALUE_W, y: y + 11, "text-anchor": "end", class: "value" }, (p.transfer_rate * 100).toFixed(0) + " %"));
     });
     return fig;
   }
@@ -384,7 +395,7 @@
         svg.appendChild(rect);
         at += w;
       }
-      svg.appendChild(el("text", { x: NAME_W + PLOT_W + 18, y: y + 11, "text-anchor": "end", class: "value" }, p.calls + " calls"));
+      svg.appendChild(el("text", { x: NAME_W + PLOT_W + VALUE_W, y: y + 11, "text-anchor": "end", class: "value" }, p.calls + " calls"));
     });
     // legend
     let lx = 4;
@@ -392,10 +403,10 @@
     reasons.forEach((r, k) => {
       svg.appendChild(el("rect", { x: lx, y: ly, width: 10, height: 10, fill: REASON_COLORS[k % REASON_COLORS.length] }));
       svg.appendChild(el("text", { x: lx + 13, y: ly + 9, class: "legend" }, r));
-      lx += 18 + r.length * 6;
+      lx += 24 + r.length * CHAR_PX;
     });
     const need = lx + 10;
-    if (need > NAME_W + PLOT_W + 20) { svg.setAttribute("width", need); svg.setAttribute("viewBox", `0 0 ${need} ${svg.getAttribute("height")}`); }
+    if (need > NAME_W + PLOT_W + VALUE_W + 4) { svg.setAttribute("width", need); svg.setAttribute("viewBox", `0 0 ${need} ${svg.getAttribute("height")}`); }
     return fig;
   }
 
