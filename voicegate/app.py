@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
@@ -42,7 +44,7 @@ from voicegate.web import CallHistory, operator_router, web_router
 if TYPE_CHECKING:
     from voicegate.legs.webrtc import WebRtcLeg
 
-__all__ = ["Readiness", "create_app"]
+__all__ = ["Readiness", "ReadinessCollector", "create_app"]
 
 # uvicorn settings that `voicegate serve`, the demo and the tests' server share. The sans-I/O
 # websockets protocol: measured here at about 25% less server CPU per WebSocket message than
@@ -75,6 +77,30 @@ class Readiness:
         return _answers(self.checks, "check")
 
 
+class ReadinessCollector(Collector):
+    """``voicegate_ready`` and ``voicegate_ready_check{check}`` (1 passing, 0 failing): the
+    readiness that ``/readyz`` answers, for dashboards and the engine-unready alert."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self._readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        problems = self._readiness.problems()
+        yield GaugeMetricFamily(
+            "voicegate_ready",
+            "1 when /readyz answers ready (every readiness check passes), else 0.",
+            value=0 if problems else 1,
+        )
+        per_check = GaugeMetricFamily(
+            "voicegate_ready_check",
+            "Per readiness check (engine, personas, numbers, ...): 1 passing, 0 failing.",
+            labels=["check"],
+        )
+        for name in sorted(self._readiness.checks):
+            per_check.add_metric([name], 0 if name in problems else 1)
+        yield per_check
+
+
 T = TypeVar("T")
 
 
@@ -98,6 +124,7 @@ def create_app(
     settings = settings or Settings()
     registry = registry or CollectorRegistry()
     readiness = Readiness()
+    registry.register(ReadinessCollector(readiness))
     # the release tokenizer when the model folder has it, else an estimate: the tiny engine's
     # small vocabulary would overstate every prompt against the 200-token guidance
     count_tokens = release_token_counter(settings.model_dir) or estimate_tokens
