@@ -4,15 +4,19 @@ read back from Redis afterwards, the ended-calls list, the comparison, tokens an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
-from legs.twilio.twilio_helpers import TwilioGateway
+from legs.gateway import gateway_settings, start_gateway
+from legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
 
 from voicegate.audio import caller_speech_ms, load_caller
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from .conftest import EDITOR_TOKEN, VIEW, WEBRTC_TOKEN
+from .conftest import EDITOR_TOKEN, VIEW, VIEWER_TOKEN, WEBRTC_TOKEN
 
 CALLED = "+14155550100"  # bank_teller in telephony/numbers.yaml
 CALLER = "+15005550123"
@@ -103,3 +107,42 @@ async def test_a_call_is_listed_live_then_read_back_from_redis(
         table = (await client.get("/api/compare", headers=VIEW)).json()
         teller = next(p for p in table["personas"] if p["persona"] == "bank_teller")
         assert teller["calls"] >= 1 and teller["end_reasons"].get("caller_hangup", 0) >= 1
+
+
+async def test_with_redis_down_a_live_call_still_opens_and_history_says_why(
+    redis_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = redis_factory()
+    settings = gateway_settings(
+        server.url,
+        tmp_path,
+        public_url=PUBLIC_URL,
+        twilio_auth_token=AUTH_TOKEN,
+        viewer_token=VIEWER_TOKEN,
+        webrtc_enabled=False,
+    )
+    gw = start_gateway(TwilioGateway, settings)
+    try:
+        async with gw.simulator() as twilio, http(gw) as client:
+            placed = await twilio.place_call(CALLER, CALLED)
+            stream = await twilio.open_stream(placed)
+            playing = asyncio.ensure_future(stream.play(np.zeros(8000 * 3, np.int16)))
+            try:
+                server.stop()
+                got = await client.get(f"/api/calls/{placed.call_sid}/events", headers=VIEW)
+                assert got.status_code == 200, got.text
+                body = got.json()
+                assert body["live"] is True and body["events"] == []
+                assert "cannot read the call history" in body["history_error"]
+                for path in ("/api/compare", "/api/calls", "/api/calls/CAgone/events"):
+                    refused = await client.get(path, headers=VIEW)
+                    assert refused.status_code == 503, (path, refused.text)
+                    assert "cannot read the call history" in refused.json()["detail"]
+                live = (await client.get("/api/calls/live", headers=VIEW)).json()["calls"]
+                assert [c["call_id"] for c in live] == [placed.call_sid]
+            finally:
+                await playing
+                await stream.stop()
+        await gw.wait_idle()
+    finally:
+        gw.server.stop()

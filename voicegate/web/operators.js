@@ -105,7 +105,7 @@
     const m = v.model;
     const who = m.started ? `${m.started.persona} · ${m.started.leg} · ${m.started.from || "?"} → ${m.started.to || "?"}` : "";
     const state = v.live ? "live" : m.ended ? `ended: ${m.ended.reason} after ${fmtDuration(m.ended.duration_ms)}` : "no end recorded";
-    $("call-title").textContent = `${v.callId} ${who ? "· " + who : ""} · ${state}`;
+    $("call-title").textContent = `${v.callId} ${who ? "· " + who : ""} · ${state}` + (v.error ? ` (history: ${v.error})` : "");
     const d = m.ended && m.ended.dynamics;
     $("call-summary").textContent = d
       ? `caller ${fmtDuration(d.caller_talk_ms)}, agent ${fmtDuration(d.agent_talk_ms)}, overlap ${(d.overlap_ms / 1000).toFixed(1)} s, ` +
@@ -154,6 +154,7 @@
       if (!resp.ok) throw new Error(body.detail || String(resp.status));
       ops.historyLoads++;
       if (ops.view !== v) return;
+      v.error = body.history_error || null;  // Redis away: a live call shows what comes from now on
       for (const ev of body.events) addEvent(v, ev);
       if (!body.live || v.events.some((e) => e.type === "call.ended")) {
         v.live = false;

@@ -7,7 +7,8 @@ All need the viewer token (``VOICEGATE_VIEWER_TOKEN``, read-only) or the editor 
   ``bargeins``); the page polls it.
 * ``GET /api/calls/<call_id>/events``: the call's events read back from Redis (its stream), as
   the live feed sends them, and ``live`` (whether the call runs here now). A live call's view
-  reads this, then follows ``GET /api/events?call_id=`` and drops what it already has (by id).
+  follows ``GET /api/events?call_id=``, reads this, and drops what it already has (by id). With
+  Redis down a live call answers no events and ``history_error``; an ended one 503.
 * ``GET /api/calls?since_ms=&until_ms=&persona=&number=&reason=&limit=``: calls that ended in
   the period (default the last 24 h), newest first, filtered.
 * ``GET /api/compare?since_ms=&until_ms=``: per persona over the period (default 7 days), the
@@ -90,13 +91,20 @@ def operator_router(settings: Settings, history: CallHistory) -> APIRouter:
         if _CALL_ID_RE.match(call_id) is None:
             return _refused(400, "invalid call_id")
         is_live = request.app.state.parts.calls.get(call_id) is not None
+        problem = ""
         try:
             events = await history.events(call_id)
         except HistoryError as exc:
-            return _refused(503, str(exc))
+            if not is_live:
+                return _refused(503, str(exc))
+            # a live call is still worth watching: its events from now on come from the feed
+            events, problem = [], str(exc)
         if not events and not is_live:
             return _refused(404, f"no events for call {call_id} (unknown or past retention)")
-        return JSONResponse({"call_id": call_id, "live": is_live, "events": events})
+        body: dict[str, Any] = {"call_id": call_id, "live": is_live, "events": events}
+        if problem:
+            body["history_error"] = problem
+        return JSONResponse(body)
 
     @router.get("/api/calls")
     async def ended_calls(
