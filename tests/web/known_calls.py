@@ -4,7 +4,7 @@ screenshots show.
 
 The call: a caller asks about a card charge, barges in once, backchannels once, keys in four
 digits and is transferred to a specialist (24 s; the same events a gateway would write, with
-the ``transcript.caller`` fields the caller-STT branch adds, when that type is known).
+``transcript.caller`` entries in the wire format the caller-STT branch adds).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import redis
 
 from voicegate.events import EventLog
 from voicegate.events.schema import (
-    EVENT_TYPES,
     BargeIn,
     CallDynamics,
     CallEnded,
@@ -75,16 +74,8 @@ def known_call_events() -> list[Event]:
             ),
         )
     ]
-    caller_cls = EVENT_TYPES.get("transcript.caller")
-    for (start, end), text in zip(CALLER_TURNS, CALLER_SAYS, strict=True):
+    for start, end in CALLER_TURNS:
         out.append((end, CallerSpeech(**common, t_ms=end, start_ms=start, end_ms=end)))
-        if caller_cls is not None:
-            words = text.split()
-            step = (end - start) // max(1, len(words))
-            timed = [[w, start + k * step, start + (k + 1) * step] for k, w in enumerate(words)]
-            fields = {"text": text, "start_ms": start, "end_ms": end, "final": True}
-            fields["words"] = timed if _is_list_field(caller_cls) else json.dumps(timed)
-            out.append((end + 1, caller_cls(**common, t_ms=end + 1, **fields)))
     for start, end, heard, cut, cut_at in AGENT_SEGMENTS:
         out.append(
             (
@@ -162,11 +153,6 @@ def known_call_events() -> list[Event]:
     return [e for _, e in out]
 
 
-def _is_list_field(cls: type[Event]) -> bool:
-    info = cls.model_fields.get("words")
-    return info is not None and info.annotation is not str
-
-
 # persona -> (calls, duration s mean, gap p50 ms, barge-ins per min, overlap share, transfer %)
 PERSONA_MIX = {
     "bank_teller": (14, 150, 420, 0.8, 0.05, 0.20),
@@ -218,8 +204,7 @@ def comparison_events(seed: int = 19) -> list[Event]:
 
 def raw_caller_transcripts() -> list[dict[str, str]]:
     """The known call's ``transcript.caller`` entries as stream fields (the caller-STT branch's
-    wire format: text, start_ms, end_ms, words = JSON [[word, start_ms, end_ms], ...], final),
-    for a gateway whose schema does not have that type yet."""
+    wire format: text, start_ms, end_ms, words = JSON [[word, start_ms, end_ms], ...], final)."""
     out = []
     for (start, end), text in zip(CALLER_TURNS, CALLER_SAYS, strict=True):
         words = text.split()
@@ -243,7 +228,9 @@ def raw_caller_transcripts() -> list[dict[str, str]]:
 
 async def write_events(redis_url: str, events: list[Event], journal_dir: Path) -> None:
     """Write ``events`` to Redis through a real EventLog and wait until they are there; the
-    known call's caller transcripts go straight to its stream when the schema lacks the type."""
+    known call's caller transcripts go straight to its stream, in the wire format the caller-STT
+    branch writes (a gateway that knows the type decodes them with its model; one that does not
+    passes them through raw)."""
     log = EventLog(redis_url, journal_dir=journal_dir)
     await log.start()
     try:
@@ -252,7 +239,7 @@ async def write_events(redis_url: str, events: list[Event], journal_dir: Path) -
         assert await log.wait_idle(), "the events did not reach Redis"
     finally:
         await log.aclose()
-    if "transcript.caller" not in EVENT_TYPES and any(e.call_id == KNOWN_CALL_ID for e in events):
+    if any(e.call_id == KNOWN_CALL_ID for e in events):
         client = redis.Redis.from_url(redis_url)
         try:
             for fields in raw_caller_transcripts():
