@@ -268,3 +268,9 @@ class Settings(BaseSettings):
         "",
         description="Bearer token for the live call API (/calls: list, hang up, transfer, events); the editor token works too (empty: editor token only).",
     )
+
+    # --- operators' views (live calls, call timelines, persona comparison) ---
+    viewer_token: str = Field(
+        "",
+        description="Read-only bearer token for the page's live calls, call history and persona comparison (the editor token works too; empty: editor token only).",
+    )

@@ -30,7 +30,10 @@ from voicegate.events import (
     decode_fields,
     encode_fields,
 )
-from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
+from voicegate.events.schema import (  # not re-exported by voicegate.events yet
+    CallerSpeech,
+    CallReanchored,
+)
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
@@ -100,6 +103,7 @@ SAMPLES: list[Event] = [
         position_before=2750,
         position_after=1822,
     ),
+    CallerSpeech(**COMMON, start_ms=500, end_ms=1740),
 ]
 
 

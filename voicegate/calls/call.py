@@ -271,6 +271,20 @@ class Call:
         """Call time: the later of the caller clock and the playout clock."""
         return max(self._caller_samples, self.playout.played) * 1000 // self.rate_hz
 
+    @property
+    def activity(self) -> str:
+        """Who is speaking now, for the live calls view: ``transferring``, ``both``,
+        ``caller``, ``agent``, ``silence`` or ``ended``."""
+        if self._state is CallState.ENDED:
+            return "ended"
+        if self._transfer is not None:
+            return "transferring"
+        is_caller = self._caller is not None and self._caller.is_speech
+        is_agent = self._agent.is_speaking
+        if is_caller and is_agent:
+            return "both"
+        return "caller" if is_caller else "agent" if is_agent else "silence"
+
     def end(self, reason: EndReason, detail: str = "") -> None:
         """End the call from our side: hang up the leg and free the slot now; idempotent."""
         if self._state is CallState.ENDED:
@@ -313,8 +327,11 @@ class Call:
         self.playout.close_intervals()
         caller_intervals: list[tuple[int, int]] = []
         if self._caller is not None:
+            was_speaking = self._caller.is_speech
             self._caller.close(self.caller_ms)
             caller_intervals = self._caller.intervals
+            if was_speaking:
+                self._emit_caller_turn(self._caller.last_stop_ms)
         self.dynamics = dyn = analyse(caller_intervals, self.playout.agent_intervals)
         slot_stats = self._slot.stats if self._slot is not None else None
         counters: dict[str, int | float] = {
@@ -429,6 +446,7 @@ class Call:
         if not is_speech:
             self._last_caller_voice_ms = t_ms
             self._bargein.on_caller_stop(t_ms)
+            self._emit_caller_turn(t_ms)
             return
         # audible when the caller started, not when the VAD confirmed it (~200 ms later); the
         # slack bridges the agent's pauses between words
@@ -717,6 +735,14 @@ class Call:
             done.kept_frames,
             done.compute_ms,
         )
+
+    def _emit_caller_turn(self, stop_ms: int) -> None:
+        # once per caller turn (a VAD state change), never per frame: the page's caller lane
+        caller = self._caller
+        if caller is None:
+            return
+        info, onset = self.info, caller.onset_ms
+        self._emit(lambda: report.caller_speech(info, onset, max(onset, stop_ms)))
 
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)

@@ -17,6 +17,7 @@ from voicegate.events.schema import (
     CallDynamics,
     CallEnded,
     CallError,
+    CallerSpeech,
     CallReanchored,
     CallStarted,
     CallTransfer,
@@ -24,7 +25,17 @@ from voicegate.events.schema import (
     TranscriptAgent,
 )
 
-__all__ = ["bargein", "dtmf", "ended", "error", "reanchored", "segment", "started", "transfer"]
+__all__ = [
+    "bargein",
+    "caller_speech",
+    "dtmf",
+    "ended",
+    "error",
+    "reanchored",
+    "segment",
+    "started",
+    "transfer",
+]
 
 MAX_TEXT = 8192
 MAX_DETAIL = 2048
@@ -155,4 +166,10 @@ def reanchored(info: CallInfo, t_ms: int, r: ReanchorReport) -> CallReanchored:
         compute_ms=round(r.compute_ms, 3),
         position_before=r.position_before,
         position_after=r.position_after,
+    )
+
+
+def caller_speech(info: CallInfo, start_ms: int, end_ms: int) -> CallerSpeech:
+    return CallerSpeech(
+        call_id=info.call_id, leg=info.leg, t_ms=end_ms, start_ms=start_ms, end_ms=end_ms
     )
