@@ -301,6 +301,7 @@ class ScriptedEngine:
         self._script = script
         self._max_slots = max_slots
         self.slots: list[FakeSlot] = []
+        self.text_prompts: list[str | None] = []  # each join's own text prompt (per-call)
         self.personas = {"p"}
         self.ticks = 0
 
@@ -331,13 +332,14 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def join(self, persona_key: str, sink: SlotSink) -> FakeSlot:
+    def join(self, persona_key: str, sink: SlotSink, *, text_prompt: str | None = None) -> FakeSlot:
         if persona_key not in self.personas:
             raise UnknownPersona(persona_key)
         if self.active_slots >= self._max_slots:
             raise NoFreeSlot("full")
         slot = FakeSlot(self, self.active_slots, len(self.slots), sink)
         self.slots.append(slot)
+        self.text_prompts.append(text_prompt)
         return slot
 
     def stats(self) -> EngineStats:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +53,18 @@ ADMISSION_TICKS = 8  # worst-case ticks timed at warm-up, per measurement
 # positions prefilled after a tick while a re-anchor runs: with the 7B shapes about 1/12 of a
 # 1500-frame rebuild per tick (bench/reanchor_bench.py measures the chunk's time)
 REANCHOR_CHUNK_FRAMES = 128
+
+
+@dataclass(frozen=True, slots=True)
+class _CallPrompt:
+    """A call's own prompt: its state (None once loaded), the persona's, its text's ids."""
+
+    state: PromptState | None
+    persona: PromptState
+    text_ids: list[int]
+
+    def compact(self) -> _CallPrompt:
+        return _CallPrompt(None, self.persona, self.text_ids)
 
 
 class TorchTickModel:
@@ -101,7 +115,7 @@ class TorchTickModel:
         # per slot: byte-fallback characters are decoded across tokens
         self._text_streams = [tokenizer.stream() for _ in range(n_slots)]
         # long calls: the persona state of each slot, and one re-anchor in progress at most
-        self._prompts: list[PromptState | None] = [None] * n_slots
+        self._prompts: list[PromptState | _CallPrompt | None] = [None] * n_slots
         self._cannot_reanchor = np.zeros(n_slots, dtype=bool)
         self._reanchor: Reanchorer | None = None
         self._job: ReanchorJob | None = None
@@ -225,14 +239,41 @@ class TorchTickModel:
         with self._prefill_lock, torch.inference_mode():
             return self.lm.prefill(voice, ids)
 
+    def prepare_calls(self, requests: Sequence[tuple[object, str]]) -> list[object]:
+        """Per-call prompt states, in one batched pass: each request is (the persona's state
+        from ``prepare_persona``, the call's own text prompt). The voice phases are the
+        persona's, reused; only the text phases are computed. Engine thread, between ticks."""
+        personas: list[PromptState] = []
+        texts: list[list[int]] = []
+        for state, text in requests:
+            if not isinstance(state, PromptState):
+                raise TypeError(f"{self._name}: expected a PromptState, got {type(state)}")
+            personas.append(state)
+            texts.append(self.tokenizer.encode(system_prompt_text(text)))
+        with self._prefill_lock, torch.inference_mode():
+            states = self.lm.prefill_text_phases(personas, texts)
+        if self._is_cuda:
+            torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
+        return [
+            _CallPrompt(state, persona, ids)
+            for state, persona, ids in zip(states, personas, texts, strict=True)
+        ]
+
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
     ) -> None:
-        if not isinstance(persona_state, PromptState):
+        kept: PromptState | _CallPrompt
+        if isinstance(persona_state, _CallPrompt):
+            # the slot keeps what rebuilds its prompt (re-anchoring), not the prompt's KV
+            kept, persona_state = persona_state.compact(), persona_state.state
+        elif isinstance(persona_state, PromptState):
+            kept = persona_state
+        else:
             raise TypeError(f"{self._name}: expected a PromptState, got {type(persona_state)}")
+        assert isinstance(persona_state, PromptState)
         with torch.inference_mode():
             self.lm.load_slot(self.state, index, persona_state, sampling, seed)
-            self._prompts[index] = persona_state
+            self._prompts[index] = kept
             self._cannot_reanchor[index] = False
             if self._job is not None and self._job.slot == index:
                 self._job = None  # the call it was for has left
@@ -322,8 +363,14 @@ class TorchTickModel:
                     best = i
         if best < 0:
             return None
-        prompt = self._prompts[best]
-        assert prompt is not None
+        kept = self._prompts[best]
+        assert kept is not None
+        if isinstance(kept, _CallPrompt):
+            # the call's own prompt, rebuilt from the persona's voice phases and its text
+            with self._prefill_lock, torch.inference_mode():
+                (prompt,) = self.lm.prefill_text_phases([kept.persona], [kept.text_ids])
+        else:
+            prompt = kept
         job = anchor.begin(best, prompt)
         if job is None:
             self._cannot_reanchor[best] = True
