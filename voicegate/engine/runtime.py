@@ -99,17 +99,18 @@ class _PersonaEntry:
 
 @dataclass(slots=True)
 class _PendingReset:
-    state: object | None  # None while the call's own prompt is being computed
+    state: object  # what ``reset_slot`` loads (the call's own prompt once computed)
     sampling: SamplingParams
     seed: int
     requested_s: float  # perf_counter at join
-    text: str = ""  # the call's own text prompt (when ``state`` is None)
+    is_waiting: bool = False  # the call's own prompt is not computed yet
+    text: str = ""  # the call's own text prompt (while waiting)
     persona_state: object = None  # its persona's state (voice phases; the fallback)
     generation: int = 0
 
 
 def _is_waiting(pending: _PendingReset | None) -> bool:
-    return pending is not None and pending.state is None
+    return pending is not None and pending.is_waiting
 
 
 def _cache_key(prompt: PersonaPrompt) -> tuple[str, str, str]:
@@ -367,7 +368,8 @@ class BatchedEngine:
             )
             if own and self._prepare_calls is not None:
                 assert text_prompt is not None
-                pending.state, pending.text, pending.persona_state = None, text_prompt, entry.state
+                pending.is_waiting, pending.text = True, text_prompt
+                pending.persona_state = entry.state
                 pending.generation = state.generation
                 self._stats.call_prompts += 1
             self._pending[state.index] = pending
@@ -461,7 +463,7 @@ class BatchedEngine:
         waiting: set[int] = set()
         with self._lock:
             for i, pending in enumerate(self._pending):
-                if pending is not None and pending.state is None:
+                if pending is not None and pending.is_waiting:
                     waiting.add(i)  # its own prompt is not computed yet: not stepped
                 elif pending is not None:
                     self._pending[i] = None
@@ -557,9 +559,9 @@ class BatchedEngine:
         prepare = self._prepare_calls
         assert prepare is not None
         with self._lock:
-            todo = [
-                (i, p) for i, p in enumerate(self._pending) if p is not None and p.state is None
-            ][:MAX_CALL_PROMPT_BATCH]
+            todo = [(i, p) for i, p in enumerate(self._pending) if p is not None and p.is_waiting][
+                :MAX_CALL_PROMPT_BATCH
+            ]
         if not todo:
             return
         if self._mode is TickMode.SERVING and self._next_due is not None:
@@ -584,7 +586,7 @@ class BatchedEngine:
         with self._lock:
             for (i, p), prompt_state in zip(todo, states, strict=True):
                 if self._pending[i] is p and self._slots[i].generation == p.generation:
-                    p.state = prompt_state
+                    p.state, p.is_waiting = prompt_state, False
 
     def _run_between_ticks(self, is_active: np.ndarray) -> None:
         assert self._between_ticks is not None
