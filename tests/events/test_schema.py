@@ -30,7 +30,7 @@ from voicegate.events import (
     decode_fields,
     encode_fields,
 )
-from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
+from voicegate.events.schema import CallContext, CallReanchored
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
@@ -99,6 +99,12 @@ SAMPLES: list[Event] = [
         compute_ms=61.5,
         position_before=2750,
         position_after=1822,
+    ),
+    CallContext(
+        **COMMON,
+        persona="bank_teller",
+        sources={"caller_name": "webhook", "account_tier": "numbers"},
+        webhook="ok",
     ),
 ]
 

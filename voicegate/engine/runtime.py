@@ -179,6 +179,7 @@ class BatchedEngine:
             model, "prepare_calls", None
         )
         self._prepare_s = 0.0  # the last batch of call prompts took this long (a budget guess)
+        self._n_waiting = 0  # joins whose own prompt is not computed yet (under ``_lock``)
         # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
         self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
             getattr(model, "between_ticks", None)
@@ -370,6 +371,7 @@ class BatchedEngine:
                 assert text_prompt is not None
                 pending.is_waiting, pending.text = True, text_prompt
                 pending.persona_state = entry.state
+                self._n_waiting += 1
                 pending.generation = state.generation
                 self._stats.call_prompts += 1
             self._pending[state.index] = pending
@@ -439,6 +441,9 @@ class BatchedEngine:
         self._slot_overruns_retired += state.stats.overruns
         state.active = False
         state.sink = None
+        pending = self._pending[state.index]
+        if pending is not None and pending.is_waiting:
+            self._n_waiting -= 1
         self._pending[state.index] = None
 
     def _notify(self) -> None:
@@ -456,7 +461,7 @@ class BatchedEngine:
             return False
         model = self._model
         inputs = self._inputs
-        if self._prepare_calls is not None and (
+        if self._n_waiting and (
             self._mode is not TickMode.SERVING or not self._has_stepping_slot()
         ):
             self._prepare_waiting()  # nobody's tick to make late (offline, manual, idle)
@@ -534,7 +539,7 @@ class BatchedEngine:
                     log.exception("engine %s: sink of slot %d raised", self.name, index)
         if self._between_ticks is not None:
             self._run_between_ticks(is_active)
-        if self._prepare_calls is not None and waiting:
+        if self._n_waiting:
             self._prepare_waiting()
         return True
 
@@ -587,6 +592,7 @@ class BatchedEngine:
             for (i, p), prompt_state in zip(todo, states, strict=True):
                 if self._pending[i] is p and self._slots[i].generation == p.generation:
                     p.state, p.is_waiting = prompt_state, False
+                    self._n_waiting -= 1
 
     def _run_between_ticks(self, is_active: np.ndarray) -> None:
         assert self._between_ticks is not None
