@@ -5,19 +5,13 @@ error, refusal, overflow and persona-switch paths."""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-from utils import SILENCE, LoopbackLeg, RecordingEvents, ScriptedEngine, make_manager
+from utils import SILENCE, LoopbackLeg, Operator, RecordingEvents, ScriptedEngine, make_manager
 
 from voicegate.calls.context import CallStartWebhook
-from voicegate.calls.handoff import SIGNATURE_HEADER, verify
 from voicegate.contracts import CallInfo
 from voicegate.engine.lm import system_prompt_text
 from voicegate.engine.tokenizer import load_text_tokenizer
@@ -59,49 +53,9 @@ class Personas:
         return name in self.items
 
 
-class Operator:
-    """The operator's call-start endpoint: checks the signature, answers per call_id."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: dict[str, tuple[int, bytes, float]] = {}  # call_id -> status, body, delay
-        self.bad_signatures = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if not verify(body, self.headers.get(SIGNATURE_HEADER, ""), SECRET):
-                    outer.bad_signatures += 1
-                document = json.loads(body)
-                outer.requests.append(document)
-                status, answer, delay = outer.answers.get(document["call_id"], (204, b"", 0.0))
-                time.sleep(delay)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/call-start"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def answer(self, call_id: str, doc: object, status: int = 200, delay_s: float = 0.0) -> None:
-        self.answers[call_id] = (status, json.dumps(doc).encode(), delay_s)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def operator() -> Iterator[Operator]:
-    op = Operator()
+    op = Operator(SECRET)
     yield op
     op.close()
 

@@ -310,7 +310,9 @@ class TwilioMediaStream:
             to=grant.to,
             leg_call_ref=start.call_sid,
             # the <Parameter>s of the TwiML that started the stream, but our call token
-            call_data={k: v for k, v in start.custom_parameters.items() if k != "token"},
+            call_data={
+                k: v for k, v in start.custom_parameters.items() if k not in ("token", "persona")
+            },
         )
         try:
             prepare = getattr(self._calls, "prepare_call", None)  # the call-start webhook
