@@ -432,6 +432,7 @@ class Operator:
     def __init__(self, secret: str) -> None:
         self.requests: list[dict[str, Any]] = []
         self.answers: dict[str, tuple[int, bytes, float]] = {}  # call_id -> status, body, delay
+        self.default: tuple[int, bytes, float] | None = None  # for calls not in ``answers``
         self.bad_signatures = 0
         outer = self
 
@@ -442,7 +443,8 @@ class Operator:
                     outer.bad_signatures += 1
                 document = json.loads(body)
                 outer.requests.append(document)
-                status, answer, delay = outer.answers.get(document["call_id"], (204, b"", 0.0))
+                fallback = outer.default or (204, b"", 0.0)
+                status, answer, delay = outer.answers.get(document["call_id"], fallback)
                 time.sleep(delay)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
