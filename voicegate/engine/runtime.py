@@ -102,7 +102,8 @@ class _PendingReset:
     state: object  # what ``reset_slot`` loads (the call's own prompt once computed)
     sampling: SamplingParams
     seed: int
-    requested_s: float  # perf_counter at join
+    requested_s: float  # perf_counter at join (join time, for the stats)
+    requested_at: float  # the engine's clock at join (how long it may still wait)
     is_waiting: bool = False  # the call's own prompt is not computed yet
     text: str = ""  # the call's own text prompt (while waiting)
     persona_state: object = None  # its persona's state (voice phases; the fallback)
@@ -178,7 +179,9 @@ class BatchedEngine:
         self._prepare_calls: Callable[[list[tuple[object, str]]], list[object]] | None = getattr(
             model, "prepare_calls", None
         )
-        self._prepare_s = 0.0  # the last batch of call prompts took this long (a budget guess)
+        # the last pass of per-call prompts took this long (s): whether the next fits before a
+        # tick; before any, a guess of a quarter tick
+        self._prepare_s = TICK_S / 4
         self._n_waiting = 0  # joins whose own prompt is not computed yet (under ``_lock``)
         # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
         self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
@@ -363,7 +366,9 @@ class BatchedEngine:
             state.frames = 0
             state.reanchor = None
             state.active = True
-            pending = _PendingReset(entry.state, entry.prompt.sampling, seed, time.perf_counter())
+            pending = _PendingReset(
+                entry.state, entry.prompt.sampling, seed, time.perf_counter(), self._clock()
+            )
             own = (
                 text_prompt is not None and text_prompt.strip() != entry.prompt.text_prompt.strip()
             )
@@ -571,10 +576,10 @@ class BatchedEngine:
             return
         if self._mode is TickMode.SERVING and self._next_due is not None:
             left_s = self._next_due - self._clock()
-            oldest_s = time.perf_counter() - min(p.requested_s for _, p in todo)
+            oldest_s = self._clock() - min(p.requested_at for _, p in todo)
             if self._prepare_s > left_s and oldest_s < MAX_CALL_PROMPT_WAIT_S:
                 return
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), self._clock()
         try:
             states = prepare([(p.persona_state, p.text) for _, p in todo])
         except Exception:
@@ -586,8 +591,8 @@ class BatchedEngine:
                 [i for i, _ in todo],
             )
             states = [p.persona_state for _, p in todo]
-        self._prepare_s = time.perf_counter() - started
-        self._stats.call_prompt_ms += self._prepare_s * 1000.0
+        self._prepare_s = self._clock() - started_at  # on the clock the ticks are due on
+        self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
         with self._lock:
             for (i, p), prompt_state in zip(todo, states, strict=True):
                 if self._pending[i] is p and self._slots[i].generation == p.generation:
