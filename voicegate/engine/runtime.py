@@ -22,6 +22,14 @@ the owner calls ``tick()`` (tests, benchmarks).
 Joins and leaves take effect between ticks: a join marks the slot and the engine thread copies
 the persona's prompt state into the row (``TickModel.reset_slot``) before the next step.
 
+A join with the call's own text prompt (``join(..., text_prompt=...)``: the persona's prompt with
+this call's variables) on a model with ``prepare_calls`` waits, not stepped, until that prompt
+is computed: on the persona's cached voice phases, only the text phases, every waiting call in
+one batched pass, on the engine thread after a tick's outputs are delivered and only when the
+last pass's time fits before the next tick is due (a call waits at most
+``MAX_CALL_PROMPT_WAIT_S`` for such room); with no call stepping, or in offline and manual
+modes, at once. ``EngineStats.join_ms_p50``/``p99``: join to the prompt state in the slot.
+
 After each tick's outputs are delivered, a model with ``between_ticks(active)`` does its bounded
 housekeeping there (the torch model re-anchors long calls, one chunk per tick); what it reports
 is counted (``EngineStats.reanchors``) and handed to the slot's sink with its next output

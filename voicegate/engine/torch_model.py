@@ -9,6 +9,11 @@ LM, Mimi encoder and decoder states do not move.
 On CUDA the device part of the tick is replayed from CUDA graphs captured at warm-up (see
 ``graphs``; ``VOICEGATE_NO_CUDA_GRAPH=1`` for eager ticks).
 
+Per-call prompts (``prepare_calls``): the text phases of calls whose text prompt is their own,
+prefilled in one batched pass after the persona's cached voice phases (``LM.prefill_text_phases``);
+a slot keeps only the persona's state and its text's ids, from which a re-anchor rebuilds the
+call's own prompt.
+
 Long calls (``reanchor_frames`` > 0): ``between_ticks`` re-anchors one slot at a time before
 its persona prompt leaves the attention window (``voicegate.engine.lm.reanchor``), prefilling at
 most ``reanchor_chunk_frames`` positions after each tick so that no tick is late because of it.
