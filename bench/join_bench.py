@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from engine_bench import VARIANTS, NullSink, build_ours, pct, set_variant  # noqa: E402
+from engine_bench import VARIANTS, NullSink, build_ours, pct, set_variant, sync  # noqa: E402
 
 from voicegate.engine.attention_decode import triton_available  # noqa: E402
 from voicegate.engine.base import PersonaPrompt, TickOutput  # noqa: E402
@@ -80,6 +80,38 @@ def fill_windows(model: TorchTickModel, n: int) -> None:
     for i in range(n):
         state.positions_host[i] = 2 * context + i
     state.positions.copy_(torch.from_numpy(state.positions_host))
+
+
+def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """One call's prompt computed alone: the whole prefill (voice and text phases, what a
+    per-call prompt would cost without the voice cache), the text phases only, and the text
+    phases of 4 calls in one pass (per call)."""
+    lm, mimi, tokenizer, voices = parts
+    voice = voices.resolve(PersonaPrompt(PERSONA, "", "NATF0"))
+    persona = lm.prefill(voice, tokenizer.encode(system_prompt_text(BASE_PROMPT)))
+    ids = [
+        tokenizer.encode(system_prompt_text(call_prompt(tokenizer, prompt_tokens, i)))
+        for i in range(4)
+    ]
+
+    def timed(fn: Any) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            sync(device)
+            started = time.perf_counter()
+            fn()
+            sync(device)
+            times.append((time.perf_counter() - started) * 1000)
+        return min(times[1:])
+
+    with torch.inference_mode():
+        return {
+            "voice_frames": float(voice.n_frames),
+            "text_tokens": float(len(ids[0])),
+            "whole_prefill_ms": timed(lambda: lm.prefill(voice, ids[0])),
+            "text_phases_ms": timed(lambda: lm.prefill_text_phases([persona], ids[:1])),
+            "text_phases_x4_ms": timed(lambda: lm.prefill_text_phases([persona] * 4, ids)) / 4,
+        }
 
 
 def run(
@@ -217,6 +249,8 @@ def main() -> None:
         "fp8" if device.type == "cuda" and triton_available() else "sdpa"
     )  # 80 live calls + the joining ones fit an H200 with the 8-bit cache
     parts = build_ours(args.shapes, device, args.workdir)
+    one = alone(parts, args.prompt_tokens, device, repeats=5)
+    print(json.dumps(one), flush=True)
     rows = []
     for live in [int(x) for x in args.live.split(",") if x]:
         row = run(
@@ -238,10 +272,17 @@ def main() -> None:
         "variant": variant,
         "rate": args.rate,
         "prompt_tokens": args.prompt_tokens,
+        "alone": one,
         "rows": rows,
     }
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
+    print(
+        f"\none call's prompt alone ({one['voice_frames']:.0f} voice frames, "
+        f"{one['text_tokens']:.0f} text tokens): whole prefill {one['whole_prefill_ms']:.1f} ms, "
+        f"text phases only {one['text_phases_ms']:.1f} ms, "
+        f"in a pass of 4 {one['text_phases_x4_ms']:.1f} ms per call"
+    )
     print(
         f"\njoins with a {args.prompt_tokens}-token per-call prompt at {args.rate:g}/s, "
         f"{args.shapes} shapes, {results['device']}, {variant} "
