@@ -89,19 +89,23 @@ def test_a_per_call_prompt_steps_as_a_persona_with_that_prompt() -> None:
     assert run(BANK.key, ALICE) == run("alice", None)
 
 
-def test_a_failed_per_call_prompt_starts_the_call_on_the_persona_prompt() -> None:
-    model = tiny_model(0, slots=1)
+def test_a_prompt_too_long_starts_on_the_persona_prompt_and_spares_its_batch() -> None:
+    model = tiny_model(0, slots=2)
     engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=7)
     engine.start()
     try:
         engine.load_persona(BANK)
-        sink = Collect()
         too_long = BANK.text_prompt + " word" * CONTEXT  # does not fit the window
-        slot = engine.join(BANK.key, sink, seed=1, text_prompt=too_long)
-        slot.push(noise_frames(2, 1)[0])
-        assert engine.tick() and slot.is_active
-        persona = fresh(model, BANK.text_prompt)
+        slots = [
+            engine.join(BANK.key, Collect(), seed=1, text_prompt=too_long),
+            engine.join(BANK.key, Collect(), seed=2, text_prompt=ALICE),  # same pass
+        ]
+        for slot, frame in zip(slots, noise_frames(2, 2), strict=True):
+            slot.push(frame)
+        assert engine.tick() and all(s.is_active for s in slots)
+        persona, alice = fresh(model, BANK.text_prompt), fresh(model, ALICE)
         torch.testing.assert_close(slot_kv(model, 0, persona.length), persona.kv)
+        torch.testing.assert_close(slot_kv(model, 1, alice.length), alice.kv, atol=1e-5, rtol=1e-5)
         assert engine.stats().call_prompt_errors == 1
     finally:
         engine.close()

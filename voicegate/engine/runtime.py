@@ -591,7 +591,6 @@ class BatchedEngine:
         try:
             states = prepare([(p.persona_state, p.text) for _, p in todo])
         except Exception:
-            self._stats.call_prompt_errors += len(todo)
             log.exception(
                 "engine %s: per-call prompts of slots %s failed: they start with their "
                 "persona's prompt",
@@ -601,6 +600,10 @@ class BatchedEngine:
             states = [p.persona_state for _, p in todo]
         self._prepare_s = self._clock() - started_at  # on the clock the ticks are due on
         self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
+        # a request the model could not honour comes back as its persona's own state
+        self._stats.call_prompt_errors += sum(
+            1 for (_, p), state in zip(todo, states, strict=True) if state is p.persona_state
+        )
         with self._lock:
             for (i, p), prompt_state in zip(todo, states, strict=True):
                 if self._pending[i] is p and self._slots[i].generation == p.generation:

@@ -43,6 +43,7 @@ from voicegate.engine.base import (
 from voicegate.engine.capacity import realtime_slots
 from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system_prompt_text
+from voicegate.engine.lm.prompt import SILENCE_FRAMES
 from voicegate.engine.lm.reanchor import DEFAULT_MARGIN_FRAMES
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.tokenizer import PAD_ID, TextTokenizer
@@ -247,22 +248,38 @@ class TorchTickModel:
     def prepare_calls(self, requests: Sequence[tuple[object, str]]) -> list[object]:
         """Per-call prompt states, in one batched pass: each request is (the persona's state
         from ``prepare_persona``, the call's own text prompt). The voice phases are the
-        persona's, reused; only the text phases are computed. Engine thread, between ticks."""
-        personas: list[PromptState] = []
-        texts: list[list[int]] = []
+        persona's, reused; only the text phases are computed. A text too long for the window
+        gets its persona's state back (logged). Engine thread, between ticks."""
+        out: list[object] = []
+        batch: list[tuple[int, PromptState, list[int]]] = []
+        context = self.lm.config.context
         for state, text in requests:
             if not isinstance(state, PromptState):
                 raise TypeError(f"{self._name}: expected a PromptState, got {type(state)}")
-            personas.append(state)
-            texts.append(self.tokenizer.encode(system_prompt_text(text)))
-        with self._prefill_lock, torch.inference_mode():
-            states = self.lm.prefill_text_phases(personas, texts)
-        if self._is_cuda:
-            torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
-        return [
-            _CallPrompt(state, persona, ids)
-            for state, persona, ids in zip(states, personas, texts, strict=True)
-        ]
+            ids = self.tokenizer.encode(system_prompt_text(text))
+            frames = state.voice_positions + len(ids) + SILENCE_FRAMES
+            if frames >= context:
+                log.warning(
+                    "engine %s: a per-call prompt of %d frames does not fit the %d-frame "
+                    "window: the call starts on its persona's prompt",
+                    self._name,
+                    frames,
+                    context,
+                )
+                out.append(state)
+                continue
+            out.append(None)
+            batch.append((len(out) - 1, state, ids))
+        if batch:
+            with self._prefill_lock, torch.inference_mode():
+                states = self.lm.prefill_text_phases(
+                    [p for _, p, _ in batch], [i for *_, i in batch]
+                )
+            if self._is_cuda:
+                torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
+            for (at, persona, ids), state in zip(batch, states, strict=True):
+                out[at] = _CallPrompt(state, persona, ids)
+        return out
 
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
