@@ -241,8 +241,8 @@ class CallManager:
         changed). Raises ``CallRefused`` when the webhook refuses the call and ``NoFreeSlot``
         when it sends the call to overflow. A leg awaits this just before ``start_call``."""
         webhook = self._webhook
-        if webhook is None:
-            return info
+        if webhook is None or not self.can_admit():
+            return info  # no webhook, or a call ``start_call`` refuses anyway: nothing to ask
         persona = self._personas.get(info.persona) if self._personas is not None else None
         values, _ = call_values(persona, info, self._numbers_for(info.to))
         answer = await webhook.ask(info, values)
