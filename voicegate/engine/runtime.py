@@ -484,17 +484,7 @@ class BatchedEngine:
                 if pending is not None and pending.is_waiting:
                     waiting.add(i)  # its own prompt is not computed yet: not stepped
                 elif pending is not None:
-                    self._pending[i] = None
-                    self._note_join(pending)
-                    try:
-                        model.reset_slot(i, pending.state, pending.sampling, pending.seed)
-                    except Exception:
-                        # the call cannot start: free its slot (its handle goes inactive)
-                        self._stats.tick_errors += 1
-                        log.exception("engine %s: joining slot %d failed", self.name, i)
-                        state = self._slots[i]
-                        self._retire(state)
-                        state.generation += 1
+                    self._load(i, pending)
             active = [
                 (s, s.generation, s.sink)
                 for s in self._slots
@@ -562,6 +552,20 @@ class BatchedEngine:
         pending = self._pending
         return any(s.active and not _is_waiting(pending[s.index]) for s in self._slots)
 
+    def _load(self, i: int, pending: _PendingReset) -> None:
+        """Put the joining call's prompt state into row ``i`` (engine thread, ``_lock`` held)."""
+        self._pending[i] = None
+        self._note_join(pending)
+        try:
+            self._model.reset_slot(i, pending.state, pending.sampling, pending.seed)
+        except Exception:
+            # the call cannot start: free its slot (its handle goes inactive)
+            self._stats.tick_errors += 1
+            log.exception("engine %s: joining slot %d failed", self.name, i)
+            state = self._slots[i]
+            self._retire(state)
+            state.generation += 1
+
     def _note_join(self, pending: _PendingReset) -> None:
         self._join_ms[self._join_ms_n % TICK_HISTORY] = (
             time.perf_counter() - pending.requested_s
@@ -598,8 +602,6 @@ class BatchedEngine:
                 [i for i, _ in todo],
             )
             states = [p.persona_state for _, p in todo]
-        self._prepare_s = self._clock() - started_at  # on the clock the ticks are due on
-        self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
         # a request the model could not honour comes back as its persona's own state
         self._stats.call_prompt_errors += sum(
             1 for (_, p), state in zip(todo, states, strict=True) if state is p.persona_state
@@ -609,6 +611,11 @@ class BatchedEngine:
                 if self._pending[i] is p and self._slots[i].generation == p.generation:
                     p.state, p.is_waiting = prompt_state, False
                     self._n_waiting -= 1
+                    self._load(i, p)  # here, between ticks: the next tick only steps it
+                    if self._mode is TickMode.SERVING:  # offline: every frame counts
+                        self._slots[i].keep_newest(1)  # what it queued while waiting is late
+        self._prepare_s = self._clock() - started_at  # on the clock the ticks are due on
+        self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
 
     def _run_between_ticks(self, is_active: np.ndarray) -> None:
         assert self._between_ticks is not None
