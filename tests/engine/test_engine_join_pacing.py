@@ -101,3 +101,20 @@ def test_a_prompt_that_does_not_fit_waits_for_room_then_runs() -> None:
     assert waits[0] < TICK_S
     assert all(MAX_CALL_PROMPT_WAIT_S <= w < MAX_CALL_PROMPT_WAIT_S + 2 * TICK_S for w in waits[1:])
     assert all(s.at is not None for s in sinks)
+
+
+def test_keep_newest_drops_the_oldest_frames_as_overruns() -> None:
+    import numpy as np
+
+    from voicegate.engine.slots import SlotState
+
+    state = SlotState(0, 4)
+    state.active = True
+    for value in (1.0, 2.0, 3.0):
+        state.push(np.full(1920, value, dtype=np.float32), state.generation)
+    state.keep_newest(1)
+    out = np.zeros(1920, dtype=np.float32)
+    assert state.queued() == 1 and state.stats.overruns == 2
+    assert state.pop_into(out) and out[0] == 3.0
+    state.keep_newest(1)  # nothing queued: nothing to drop
+    assert state.stats.overruns == 2
