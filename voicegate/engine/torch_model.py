@@ -302,6 +302,9 @@ class TorchTickModel:
             self._reset_mask.zero_()
             self._reset_mask[index] = True
             self.mimi.reset_slots(self._reset_mask)
+        if self._is_cuda and isinstance(kept, _CallPrompt):
+            # loaded between ticks (after its pass): its cost is that window's, not the tick's
+            torch.cuda.current_stream(self.device).synchronize()
         self._text_streams[index].reset()
 
     @torch.inference_mode()
