@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
 from voicegate.calls import FaultResponder
+from voicegate.calls.context import CallStartWebhook
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
@@ -33,6 +34,7 @@ from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
 from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
+from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
@@ -301,6 +303,19 @@ async def _start_parts(
     if settings.handoff_secret:
         handoff = HandoffPoster(settings.handoff_secret, timeout_s=settings.handoff_timeout_s)
         stack.push_async_callback(handoff.aclose)
+    webhook: CallStartWebhook | None = None
+    if settings.call_start_webhook_url:
+        if not settings.call_start_webhook_secret:
+            raise ConfigError(
+                "VOICEGATE_CALL_START_WEBHOOK_URL is set without "
+                "VOICEGATE_CALL_START_WEBHOOK_SECRET: its requests must be signed"
+            )
+        webhook = CallStartWebhook(
+            settings.call_start_webhook_url,
+            settings.call_start_webhook_secret,
+            timeout_s=settings.call_start_webhook_timeout_s,
+        )
+        stack.push_async_callback(webhook.aclose)
     calls = CallManager(
         engine,
         events,
@@ -309,6 +324,8 @@ async def _start_parts(
         personas=personas,
         edge=edge,
         handoff=handoff,
+        number_variables=numbers.variables,
+        webhook=webhook,
         **vad_options,
     )
     if edge is not None:

@@ -274,3 +274,19 @@ class Settings(BaseSettings):
         "",
         description="Read-only bearer token for the page's live calls, call history and persona comparison (the editor token works too; empty: editor token only).",
     )
+
+    # --- per-call context (prompt variables, call-start webhook) ---
+    call_start_webhook_url: str = Field(
+        "",
+        description="The operator's call-start webhook: a signed POST per call before it starts; its JSON answer may set prompt variables, pick another persona, or refuse/overflow the call (empty: none).",
+    )
+    call_start_webhook_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key that signs call-start webhook requests (VoiceGate-Signature); required with the URL.",
+    )
+    call_start_webhook_timeout_s: float = Field(
+        0.5,
+        gt=0.0,
+        le=5.0,
+        description="Longest wait for the call-start webhook (s); then the call goes on with the values it has.",
+    )

@@ -13,6 +13,7 @@
     +-- EventError                       the event log
     +-- EngineError
     |   +-- NoFreeSlot                   every slot of the batch is taken
+    |       +-- CallRefused              the call-start webhook refused the call (busy, no overflow)
     |   +-- CheckpointError              missing / extra / misshapen tensors, missing files
     +-- LegError
         +-- TwilioError
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 __all__ = [
     "AudioError",
+    "CallRefused",
     "CheckpointError",
     "CodecError",
     "ConfigError",
@@ -110,6 +112,10 @@ class EngineError(VoiceGateError):
 
 class NoFreeSlot(EngineError):
     """Every slot of the engine's batch is taken."""
+
+
+class CallRefused(NoFreeSlot):
+    """The operator's call-start webhook refused the call: answered busy, never overflowed."""
 
 
 class CheckpointError(EngineError):

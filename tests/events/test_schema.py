@@ -31,6 +31,7 @@ from voicegate.events import (
     encode_fields,
 )
 from voicegate.events.schema import (  # not re-exported by voicegate.events yet
+    CallContext,
     CallerSpeech,
     CallReanchored,
 )
@@ -104,6 +105,12 @@ SAMPLES: list[Event] = [
         position_after=1822,
     ),
     CallerSpeech(**COMMON, start_ms=500, end_ms=1740),
+    CallContext(
+        **COMMON,
+        persona="bank_teller",
+        sources={"caller_name": "webhook", "account_tier": "numbers"},
+        webhook="ok",
+    ),
 ]
 
 

@@ -16,8 +16,10 @@ Owns: CallManager, PersonaSource. Uses the engine only through ``engine.base.Eng
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -31,6 +33,7 @@ from voicegate.calls.call import (
     _default_resampler,
     _default_vad,
 )
+from voicegate.calls.context import CallStartWebhook, WebhookAnswer, call_values
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.metrics import CallMetrics
@@ -38,11 +41,14 @@ from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.voice import VadLike
 from voicegate.contracts import CallInfo, EndReason, EventSink, FlowRules, LegTransport
 from voicegate.engine.base import Engine
-from voicegate.errors import InvalidStateError, NoFreeSlot
+from voicegate.errors import CallRefused, InvalidStateError, NoFreeSlot
+from voicegate.events.schema import CallContext
 
 __all__ = ["CallManager", "PersonaSource", "limits_of"]
 
 log = logging.getLogger("voicegate.calls")
+
+MAX_PENDING_ANSWERS = 1024  # webhook answers kept for calls prepared but not started yet
 
 
 class PersonaSource(Protocol):
@@ -80,8 +86,14 @@ class CallManager:
         edge: EdgeMonitor | None = None,
         handoff: HandoffPoster | None = None,
         clock: Callable[[], float] = time.monotonic,
+        number_variables: Callable[[str], dict[str, str]] | None = None,
+        webhook: CallStartWebhook | None = None,
     ) -> None:
         self._clock = clock
+        # per-call context: the numbers file's values by called number, the operator's webhook
+        self._number_variables = number_variables
+        self._webhook = webhook
+        self._webhook_answers: OrderedDict[str, WebhookAnswer] = OrderedDict()
         self._engine = engine
         self._events = events
         self._personas = personas
@@ -193,8 +205,13 @@ class CallManager:
             handoff=self._call_parts[2],
             clock=self._clock,
         )
+        persona = self._personas.get(info.persona) if self._personas is not None else None
+        text_prompt, sources = self._call_prompt(persona, info)
         try:
-            slot = self._engine.join(info.persona, call)
+            if text_prompt is None:
+                slot = self._engine.join(info.persona, call)
+            else:
+                slot = self._engine.join(info.persona, call, text_prompt=text_prompt)
         except NoFreeSlot:
             self.metrics.rejected.labels(info.leg, "full").inc()
             raise
@@ -202,6 +219,9 @@ class CallManager:
         self._idle.clear()
         self.metrics.active.labels(info.leg).inc()
         call.bind(slot)
+        answer = self._webhook_answers.pop(info.call_id, None)
+        if sources is not None or answer is not None:
+            self._emit_context(info, sources or {}, answer)
         log.info(
             "call %s started: leg=%s persona=%s from=%s to=%s slot=%d",
             info.call_id,
@@ -212,6 +232,79 @@ class CallManager:
             slot.index,
         )
         return call
+
+    # --- per-call context ----------------------------------------------------------------------
+
+    async def prepare_call(self, info: CallInfo) -> CallInfo:
+        """Ask the operator's call-start webhook about ``info`` (when one is set; bounded wait):
+        returns the info to start the call with (its persona and webhook variables may have
+        changed). Raises ``CallRefused`` when the webhook refuses the call and ``NoFreeSlot``
+        when it sends the call to overflow. A leg awaits this just before ``start_call``."""
+        webhook = self._webhook
+        if webhook is None or not self.can_admit():
+            return info  # no webhook, or a call ``start_call`` refuses anyway: nothing to ask
+        persona = self._personas.get(info.persona) if self._personas is not None else None
+        values, _ = call_values(persona, info, self._numbers_for(info.to))
+        answer = await webhook.ask(info, values)
+        if answer.outcome == "ok" and answer.action != "continue":
+            self._emit_context(info, {}, answer)
+            self.metrics.rejected.labels(info.leg, f"webhook_{answer.action}").inc()
+            what = f"call {info.call_id}: the call-start webhook answered {answer.action}"
+            if answer.action == "refuse":
+                raise CallRefused(what)
+            raise NoFreeSlot(what)
+        if answer.outcome == "ok" and answer.persona and answer.persona != info.persona:
+            known = getattr(self._personas, "has", None)
+            if known is None or known(answer.persona):
+                info = dataclasses.replace(info, persona=answer.persona)
+            else:
+                answer = dataclasses.replace(
+                    answer, detail=f"unknown persona '{answer.persona}': kept {info.persona}"
+                )
+                log.warning("call %s: call-start webhook: %s", info.call_id, answer.detail)
+        answers = self._webhook_answers
+        answers[info.call_id] = answer
+        while len(answers) > MAX_PENDING_ANSWERS:  # calls prepared but never started
+            answers.popitem(last=False)
+        if answer.outcome == "ok" and answer.variables:
+            info = dataclasses.replace(info, variables=answer.variables)
+        return info
+
+    def _numbers_for(self, to: str) -> dict[str, str]:
+        return self._number_variables(to) if self._number_variables is not None else {}
+
+    def _call_prompt(
+        self, persona: Any, info: CallInfo
+    ) -> tuple[str | None, dict[str, str] | None]:
+        """The call's own text prompt (None: the persona's own, already cached) and where each
+        variable's value came from (None when the persona has no variables)."""
+        if persona is None or not getattr(persona, "has_variables", False):
+            return None, None
+        values, sources = call_values(persona, info, self._numbers_for(info.to))
+        text: str = persona.render_prompt(values)
+        for name in persona.template.names:
+            sources.setdefault(name, "default")
+        used = set(persona.template.names)
+        return text, {k: v for k, v in sources.items() if k in used}
+
+    def _emit_context(
+        self, info: CallInfo, sources: dict[str, str], answer: WebhookAnswer | None
+    ) -> None:
+        try:
+            self._events.emit(
+                CallContext(
+                    call_id=info.call_id,
+                    leg=info.leg,
+                    t_ms=0,
+                    persona=info.persona,
+                    sources=sources,
+                    webhook=answer.outcome if answer is not None else "off",
+                    action=answer.action if answer is not None else "continue",
+                    detail=answer.detail if answer is not None else "",
+                )
+            )
+        except Exception:  # an event must never stop a call
+            log.exception("call %s: call.context event failed", info.call_id)
 
     def _flow_for(self, persona: str) -> FlowRules | None:
         if self._personas is None:

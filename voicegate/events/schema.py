@@ -33,6 +33,7 @@ from voicegate.errors import EventError
 __all__ = [
     "BargeIn",
     "CALL_ID_PATTERN",
+    "CallContext",
     "CallDynamics",
     "CallEnded",
     "CallError",
@@ -302,6 +303,22 @@ class CallerSpeech(Event):
 
     start_ms: int = Field(ge=0, description="call time the caller started speaking")
     end_ms: int = Field(ge=0, description="call time the caller stopped")
+
+
+class CallContext(Event):
+    """A call's per-call context: where each prompt variable's value came from, and what the
+    call-start webhook did (``webhook``: ``ok``, ``timeout``, ``error`` or ``off``; on a
+    timeout or an error the call went on with the values it had)."""
+
+    type: ClassVar[str] = "call.context"
+
+    persona: str = Field(max_length=MAX_SHORT_CHARS)
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="variable -> default, numbers, call or webhook"
+    )
+    webhook: str = Field("off", max_length=16)
+    action: str = Field("continue", max_length=16, description="continue, refuse or overflow")
+    detail: str = Field("", max_length=2048)
 
 
 class LegStatus(Event):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from voicegate.personas.schema import (
     PersonaSpec,
     Sampling,
 )
+from voicegate.personas.template import BUILTIN_VARIABLES, PromptTemplate, TemplateError
 from voicegate.personas.tokens import (
     PROMPT_TOKEN_GUIDANCE,
     TokenCounter,
@@ -298,9 +300,13 @@ def read_persona_file(
             problems += voice_problems
         prompt = data.get("text_prompt")
         if isinstance(prompt, str):
-            tokens, token_problems = _token_problem(
-                prompt, path, smap.value_pos(("text_prompt",)), count_tokens
-            )
+            pos = smap.value_pos(("text_prompt",))
+            declared = spec.variables if spec is not None else _declared(data)
+            template, template_problems = _template_problems(prompt, raw, path, pos, declared)
+            problems += template_problems
+            defaults = {k: v.default for k, v in spec.variables.items()} if spec else {}
+            shown = template.render(defaults) if template is not None else prompt
+            tokens, token_problems = _token_problem(shown, path, pos, count_tokens)
             problems += token_problems
     problems.sort(key=lambda p: (p.line, p.col))
     if spec is None or has_errors(problems):
@@ -318,8 +324,58 @@ def read_persona_file(
         digest=digest.hexdigest(),
         prompt_tokens=tokens,
         webhooks=spec.webhooks,
+        variables=spec.variables,
     )
     return PersonaRead(persona, problems, clip)
+
+
+def _declared(data: dict[Any, Any]) -> dict[str, object]:
+    """Variable names declared in a document that failed the schema (for the prompt check)."""
+    variables = data.get("variables")
+    return {str(k): v for k, v in variables.items()} if isinstance(variables, dict) else {}
+
+
+def _source_pos(raw: bytes, start: tuple[int, int], needle: str) -> tuple[int, int] | None:
+    """Line/col of ``needle`` in the file at or after ``start`` (a prompt's text as written)."""
+    text = raw.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if not 1 <= start[0] <= len(lines):
+        return None
+    base = sum(len(line) + 1 for line in lines[: start[0] - 1]) + max(start[1] - 1, 0)
+    at = text.find(needle, base)
+    if at < 0:
+        return None
+    line = text.count("\n", 0, at) + 1
+    return line, at - (text.rfind("\n", 0, at) + 1) + 1
+
+
+def _template_problems(
+    prompt: str, raw: bytes, file: Path, pos: tuple[int, int], declared: Mapping[str, object]
+) -> tuple[PromptTemplate | None, list[Problem]]:
+    """A malformed brace or an undeclared variable in ``text_prompt``, at its place in the file
+    (found by its text; the prompt's start when a YAML escape hides it)."""
+    try:
+        template = PromptTemplate.parse(prompt)
+    except TemplateError as exc:
+        snippet = prompt[exc.offset : exc.offset + 2]
+        where = _source_pos(raw, pos, snippet) or pos
+        return None, [Problem(file, where[0], where[1], "error", f"text_prompt: {exc}")]
+    problems = []
+    known = [*declared, *BUILTIN_VARIABLES]
+    for name, _offset in template.undeclared(declared):
+        where = _source_pos(raw, pos, "{" + name + "}") or pos
+        problems.append(
+            Problem(
+                file,
+                where[0],
+                where[1],
+                "error",
+                f"text_prompt uses the variable '{{{name}}}', which is not declared: add it "
+                f"under 'variables' with a default (variables: {{{name}: {{default: ...}}}})",
+                suggest(name, known),
+            )
+        )
+    return template, problems
 
 
 def validation_error(what: str, problems: list[Problem]) -> PersonaValidationError:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voicegate.errors import RoutingError
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
 from voicegate.personas.schema import Webhooks
+from voicegate.personas.template import VARIABLE_NAME
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
 __all__ = [
@@ -68,6 +69,13 @@ class NumbersValidationError(RoutingError):
     def __init__(self, message: str, problems: list[Problem]) -> None:
         super().__init__(message)
         self.problems = list(problems)
+
+
+_VARIABLE_VALUES: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
+    "additionalProperties": {"type": "string", "maxLength": 500},
+}
 
 
 class NumbersSpec(BaseModel):
@@ -112,6 +120,13 @@ class NumbersSpec(BaseModel):
             },
         },
     )
+    variables: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per-call prompt variables by called number or SIP user ('default' for "
+        "every call): key -> {variable: value}. They override the persona's defaults; the "
+        "call's own data and the call-start webhook override them.",
+        json_schema_extra={"additionalProperties": _VARIABLE_VALUES},
+    )
 
     webhooks: dict[str, Webhooks] = Field(
         default_factory=dict,
@@ -147,6 +162,7 @@ class NumbersMap:
     sip_users: dict[str, str] = field(default_factory=dict)
     overflow: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> to
     webhooks: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> URL
+    variables: dict[str, dict[str, str]] = field(default_factory=dict)  # same keys -> values
     source: Path | None = None
     digest: str = ""
 
@@ -314,6 +330,25 @@ def read_numbers(
                     f"webhooks key '{key}' is neither 'default', an E.164 number nor a SIP user",
                 )
             )
+    for key, values in spec.variables.items():
+        if not (key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key)):
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("variables", key)),
+                    f"variables key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
+        for name in values:
+            if not VARIABLE_NAME.match(name):
+                problems.append(
+                    _problem(
+                        path,
+                        smap.key_pos(("variables", key, name)),
+                        f"variables.{key}: '{name}' is not a variable name (lowercase letters, "
+                        "digits and '_', starting with a letter)",
+                    )
+                )
     if has_errors(problems):
         return None, problems
     result = NumbersMap(
@@ -322,6 +357,7 @@ def read_numbers(
         sip_users=dict(spec.sip_users),
         overflow=overflow,
         webhooks=webhooks,
+        variables={k: dict(v) for k, v in spec.variables.items()},
         source=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
@@ -376,6 +412,20 @@ class Router:
         number, user = normalise_called(to)
         hit = table.get(user) or (table.get(number) if number is not None else None)
         return hit or persona_url or table.get("default", "")
+
+    def variables(self, to: str) -> dict[str, str]:
+        """The numbers file's variable values for a call to ``to``: its ``default`` entry, then
+        the called number's or SIP user's entry over it."""
+        numbers, _ = self._state
+        table = numbers.variables
+        if not table:
+            return {}
+        number, user = normalise_called(to)
+        out = dict(table.get("default", {}))
+        if number is not None:
+            out.update(table.get(number, {}))
+        out.update(table.get(user, {}))
+        return out
 
     def route(self, to: str) -> str:
         """The persona for a called number / SIP URI / SIP user; the default when none matches."""

@@ -9,6 +9,7 @@ Persona (a loaded persona), the voice presets. Imports only ``voicegate.contract
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from voicegate.contracts import FlowAction as FlowRuleAction
 from voicegate.contracts import FlowRules, PersonaPrompt, SamplingParams
 from voicegate.personas.problems import suggest
+from voicegate.personas.template import (
+    BUILTIN_VARIABLES,
+    DEFAULT_MAX_CHARS,
+    VARIABLE_NAME,
+    PromptTemplate,
+    clean_value,
+)
 
 __all__ = [
     "NAME_PATTERN",
@@ -27,6 +35,7 @@ __all__ = [
     "PersonaSpec",
     "Sampling",
     "Webhooks",
+    "Variable",
     "persona_json_schema",
 ]
 
@@ -110,6 +119,35 @@ class Limits(_Strict):
 
 
 Voice = Annotated[str, WithJsonSchema(_VOICE_JSON_SCHEMA)]
+
+_SIP_X_HEADER = re.compile(r"^[Xx]-[A-Za-z0-9-]{1,64}$")
+
+
+class Variable(_Strict):
+    """A per-call variable of ``text_prompt`` (``{name}``) and where a call's value comes from."""
+
+    default: str = Field(
+        max_length=500, description="The value when no source sets one (may be empty)."
+    )
+    max_chars: int = Field(
+        DEFAULT_MAX_CHARS,
+        ge=1,
+        le=500,
+        description="A call's value is cut to this many characters (after cleaning).",
+    )
+    sip_header: str | None = Field(
+        None,
+        description="SIP calls: take the value from this X- header of the INVITE.",
+        json_schema_extra={"pattern": _SIP_X_HEADER.pattern},
+    )
+
+    @field_validator("sip_header")
+    @classmethod
+    def _x_header(cls, value: str | None) -> str | None:
+        if value is not None and not _SIP_X_HEADER.match(value):
+            raise ValueError(f"sip_header '{value}' must be an X- header name (X-Caller-Name)")
+        return value
+
 
 # a phone number in E.164, or a SIP URI (Twilio <Sip> takes under 255 characters)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -306,6 +344,25 @@ class PersonaSpec(_Strict):
     webhooks: Webhooks | None = Field(
         None, description="Post-call webhooks: {call_ended: URL} gets a signed report per call."
     )
+    variables: dict[str, Variable] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Per-call variables used in text_prompt as {name}: name -> {default, "
+        "max_chars, sip_header}. caller_number and called_number need no declaration.",
+    )
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_names(cls, value: dict[str, Variable]) -> dict[str, Variable]:
+        for name in value:
+            if not VARIABLE_NAME.match(name):
+                raise ValueError(
+                    f"variable name '{name}' must be lowercase letters, digits and '_', "
+                    "starting with a letter"
+                )
+            if name in BUILTIN_VARIABLES:
+                raise ValueError(f"variable '{name}' is built in: do not declare it")
+        return value
 
     @field_validator("text_prompt")
     @classmethod
@@ -357,6 +414,31 @@ class Persona(BaseModel):
     digest: str = ""  # sha256 of the YAML bytes (and the clip's): changes when an edit matters
     prompt_tokens: int = 0  # model tokens of text_prompt (or an estimate; see loader)
     webhooks: Webhooks | None = None
+    variables: dict[str, Variable] = Field(default_factory=dict)
+
+    @property
+    def template(self) -> PromptTemplate:
+        """``text_prompt`` parsed (the loader has checked it)."""
+        return PromptTemplate.parse(self.text_prompt)
+
+    @property
+    def has_variables(self) -> bool:
+        return "{" in self.text_prompt and self.template.has_variables
+
+    def default_values(self) -> dict[str, str]:
+        return {name: v.default for name, v in self.variables.items()}
+
+    def render_prompt(self, values: Mapping[str, str] | None = None) -> str:
+        """``text_prompt`` with the defaults, overridden by ``values`` (each cleaned and cut to
+        its variable's ``max_chars``; names the persona does not use are ignored)."""
+        merged = self.default_values()
+        for name, value in (values or {}).items():
+            spec = self.variables.get(name)
+            if spec is not None:
+                merged[name] = clean_value(value, spec.max_chars)
+            elif name in BUILTIN_VARIABLES:
+                merged[name] = clean_value(value, DEFAULT_MAX_CHARS)
+        return self.template.render(merged)
 
     def flow_rules(self) -> FlowRules | None:
         """Its call flow as the Call applies it (None: no transfers or hang-up rules)."""
@@ -366,7 +448,7 @@ class Persona(BaseModel):
         """What ``Engine.load_persona`` needs."""
         return PersonaPrompt(
             key=self.name,
-            text_prompt=self.text_prompt,
+            text_prompt=self.render_prompt() if self.has_variables else self.text_prompt,
             voice=str(self.voice_path) if self.voice_path is not None else self.voice,
             sampling=self.sampling.to_params(),
             voice_path=self.voice_path,

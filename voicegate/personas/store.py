@@ -391,6 +391,11 @@ class NumbersStore:
         router = self._router
         return router.webhook(to, persona_url) if router is not None else persona_url
 
+    def variables(self, to: str) -> dict[str, str]:
+        """Shortcut for ``router.variables`` ({} while no numbers file is loaded)."""
+        router = self._router
+        return router.variables(to) if router is not None else {}
+
     def problems(self) -> list[Problem]:
         return list(self._problems)
 

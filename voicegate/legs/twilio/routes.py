@@ -266,9 +266,11 @@ class TwilioLeg:
         call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
         self._remember(call_sid, call_id)
         token = self.tokens.issue(CallGrant(call_id, call_sid, persona, from_, to))
+        # the voice URL's query (an operator's flow redirects here with ?caller_name=...) rides
+        # in <Parameter>s to the stream's start message: the call's own prompt variables
         twiml = connect_stream(
             public_ws_url(self.public_url, MEDIA_PATH),
-            {"persona": persona, "token": token},
+            {**_query_variables(request.url.query), "persona": persona, "token": token},
             status_callback=public_http_url(self.public_url, STATUS_PATH),
             action=public_http_url(self.public_url, NEXT_PATH),
         )
@@ -423,6 +425,22 @@ class _NoCalls:
 
     def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike:
         raise NoFreeSlot(f"call {info.call_id}: the gateway is not started")
+
+
+_VARIABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_QUERY_VARIABLES = 16
+MAX_QUERY_VALUE_CHARS = 500
+
+
+def _query_variables(query: str) -> dict[str, str]:
+    """Prompt variables from the voice webhook URL's query (signed with it by Twilio), bounded;
+    control characters dropped (XML cannot carry them)."""
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=False):
+        if _VARIABLE_RE.match(name) and name not in ("persona", "token"):
+            if len(out) < MAX_QUERY_VARIABLES:
+                out[name] = "".join(ch for ch in value[:MAX_QUERY_VALUE_CHARS] if ch >= " ")
+    return out
 
 
 def _first(params: dict[str, list[str]], name: str) -> str:
