@@ -11,6 +11,7 @@
     |   +-- CodecError (ValueError)
     |   +-- WavError (ValueError)         a WAV file that cannot be read or used
     +-- EventError                       the event log
+    +-- RecordingError                   a call recording: its announcement, folder or upload
     +-- EngineError
     |   +-- NoFreeSlot                   every slot of the batch is taken
     |   +-- CheckpointError              missing / extra / misshapen tensors, missing files
@@ -42,6 +43,7 @@ __all__ = [
     "NoFreeSlot",
     "PersonaError",
     "PersonaValidationError",
+    "RecordingError",
     "RoutingError",
     "RtpParseError",
     "SdpError",
@@ -102,6 +104,10 @@ class WavError(AudioError, ValueError):
 
 class EventError(VoiceGateError):
     """The event log failed."""
+
+
+class RecordingError(VoiceGateError):
+    """A call recording cannot be made, kept or uploaded (announcement, folder, storage)."""
 
 
 class EngineError(VoiceGateError):

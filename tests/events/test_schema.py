@@ -31,6 +31,7 @@ from voicegate.events import (
     encode_fields,
 )
 from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
+from voicegate.events.schema import RecordingEnded, RecordingStarted
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
@@ -99,6 +100,16 @@ SAMPLES: list[Event] = [
         compute_ms=61.5,
         position_before=2750,
         position_after=1822,
+    ),
+    RecordingStarted(
+        **COMMON, path="var/recordings/2026-12-03/CA0123abc.wav", rate_hz=8000, announcement=True
+    ),
+    RecordingEnded(
+        **COMMON,
+        path="var/recordings/2026-12-03/CA0123abc.wav",
+        duration_ms=61_240,
+        size_bytes=44 + 61_240 * 32,
+        status="complete",
     ),
 ]
 

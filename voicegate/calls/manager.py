@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.call import (
     _DEFAULT_CONFIG,
@@ -35,6 +36,7 @@ from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
+from voicegate.calls.recording import CallRecorder, RecordingPlan, RecordingResult, RecordingWriter
 from voicegate.calls.voice import VadLike
 from voicegate.contracts import CallInfo, EndReason, EventSink, FlowRules, LegTransport
 from voicegate.engine.base import Engine
@@ -80,8 +82,13 @@ class CallManager:
         edge: EdgeMonitor | None = None,
         handoff: HandoffPoster | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recording_plan: Callable[[CallInfo, int], RecordingPlan | None] | None = None,
+        recording_writer: RecordingWriter | None = None,
     ) -> None:
         self._clock = clock
+        # recordings: which calls, where, with which announcement; the writer thread
+        self._recording_plan = recording_plan
+        self._recording_writer = recording_writer
         self._engine = engine
         self._events = events
         self._personas = personas
@@ -178,6 +185,12 @@ class CallManager:
             )
         if info.call_id in self._calls:
             raise InvalidStateError(f"call {info.call_id}: already active")
+        plan = self._plan_recording(info, int(leg.rate_hz))
+        writer = self._recording_writer
+        recorder = None
+        if plan is not None and writer is not None:
+            recorder = CallRecorder(writer, plan.path, int(leg.rate_hz))
+        announcement = plan.announcement if recorder is not None and plan is not None else None
         call = Call(
             info,
             leg,
@@ -192,7 +205,26 @@ class CallManager:
             on_transfer=self._on_transfer,
             handoff=self._call_parts[2],
             clock=self._clock,
+            recorder=recorder,
+            announcement=announcement,
+            on_announced=self._join_announced,
+            on_recorded=self._recorded_callback() if recorder is not None else None,
         )
+        if call.is_announcing:
+            # the slot is joined once the announcement has played; the call holds its place
+            self._calls[info.call_id] = call
+            self._idle.clear()
+            self.metrics.active.labels(info.leg).inc()
+            call.announce()
+            log.info(
+                "call %s started: leg=%s persona=%s from=%s to=%s, recording announcement first",
+                info.call_id,
+                info.leg,
+                info.persona,
+                info.from_,
+                info.to,
+            )
+            return call
         try:
             slot = self._engine.join(info.persona, call)
         except NoFreeSlot:
@@ -212,6 +244,44 @@ class CallManager:
             slot.index,
         )
         return call
+
+    def _join_announced(self, call: Call) -> None:
+        """The announcement has played: the call joins its engine slot now."""
+        if not call.is_active or self._calls.get(call.call_id) is not call:
+            return
+        try:
+            slot = self._engine.join(call.info.persona, call)
+        except Exception as exc:
+            call.fail(exc, "join")
+            return
+        call.bind(slot)
+        log.info("call %s joined slot %d after the announcement", call.call_id, slot.index)
+
+    def _plan_recording(self, info: CallInfo, rate_hz: int) -> RecordingPlan | None:
+        if self._recording_plan is None:
+            return None
+        try:
+            return self._recording_plan(info, rate_hz)
+        except Exception:
+            # no recording rather than no call (nor a recording without its announcement)
+            log.exception("call %s: recording plan failed; not recording", info.call_id)
+            return None
+
+    def _recorded_callback(self) -> Callable[[Call, RecordingResult], None]:
+        loop = asyncio.get_running_loop()
+        events = self._events
+
+        def emit(call: Call, result: RecordingResult) -> None:
+            event = report.recording_ended(call.info, call.now_ms, result)
+            events.emit(event)
+
+        def on_recorded(call: Call, result: RecordingResult) -> None:  # the writer's thread
+            try:
+                loop.call_soon_threadsafe(emit, call, result)
+            except RuntimeError:  # the loop is gone (shutdown): the file is there all the same
+                log.info("recording %s ended after the loop closed", result.path)
+
+        return on_recorded
 
     def _flow_for(self, persona: str) -> FlowRules | None:
         if self._personas is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.dynamics import Dynamics
 from voicegate.calls.flow import FlowTrigger
+from voicegate.calls.recording import CallRecorder, RecordingResult
 from voicegate.calls.transcript import AgentSegment
 from voicegate.contracts import CallInfo, EndReason, TransferTarget
 from voicegate.engine.base import ReanchorReport
@@ -21,10 +22,23 @@ from voicegate.events.schema import (
     CallStarted,
     CallTransfer,
     Dtmf,
+    RecordingEnded,
+    RecordingStarted,
     TranscriptAgent,
 )
 
-__all__ = ["bargein", "dtmf", "ended", "error", "reanchored", "segment", "started", "transfer"]
+__all__ = [
+    "bargein",
+    "dtmf",
+    "ended",
+    "error",
+    "reanchored",
+    "recording_ended",
+    "recording_started",
+    "segment",
+    "started",
+    "transfer",
+]
 
 MAX_TEXT = 8192
 MAX_DETAIL = 2048
@@ -155,4 +169,39 @@ def reanchored(info: CallInfo, t_ms: int, r: ReanchorReport) -> CallReanchored:
         compute_ms=round(r.compute_ms, 3),
         position_before=r.position_before,
         position_after=r.position_after,
+    )
+
+
+def recording_started(
+    info: CallInfo, rec: CallRecorder, has_announcement: bool
+) -> RecordingStarted:
+    return RecordingStarted(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=0,
+        path=str(rec.path),
+        rate_hz=rec.rate_hz,
+        announcement=has_announcement,
+    )
+
+
+def recording_ended(info: CallInfo, t_ms: int, result: RecordingResult) -> RecordingEnded:
+    if result.error:
+        status = "failed"
+    elif result.is_kept:
+        status = "complete"
+    else:
+        status = "discarded"
+    detail = result.error or (
+        "" if result.is_kept else "the caller left during the recording announcement"
+    )
+    return RecordingEnded(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=t_ms,
+        path=str(result.path),
+        duration_ms=result.duration_ms,
+        size_bytes=result.size_bytes,
+        status=status,
+        detail=detail[:MAX_DETAIL],
     )

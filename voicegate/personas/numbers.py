@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voicegate.errors import RoutingError
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
+from voicegate.personas.schema import RecordingSpec
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
 __all__ = [
@@ -108,6 +109,21 @@ class NumbersSpec(BaseModel):
             },
         },
     )
+    recording: dict[str, RecordingSpec] = Field(
+        default_factory=dict,
+        description="Call recording per called number or SIP user ('default': the rest): "
+        "{enabled, announcement: voices/consent.wav (in the personas folder)}. A number's entry "
+        "wins over its persona's recording section, which wins over 'default'.",
+        json_schema_extra={
+            "propertyNames": {
+                "anyOf": [
+                    {"const": "default"},
+                    {"pattern": E164_PATTERN.pattern},
+                    {"pattern": SIP_USER_PATTERN.pattern},
+                ]
+            }
+        },
+    )
 
 
 def numbers_json_schema() -> dict[str, Any]:
@@ -126,6 +142,7 @@ class NumbersMap:
     numbers: dict[str, str] = field(default_factory=dict)
     sip_users: dict[str, str] = field(default_factory=dict)
     overflow: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> to
+    recording: dict[str, RecordingSpec] = field(default_factory=dict)  # same keys as overflow
     source: Path | None = None
     digest: str = ""
 
@@ -280,6 +297,18 @@ def read_numbers(
                     f"overflow key '{key}' is neither 'default', an E.164 number nor a SIP user",
                 )
             )
+    recording: dict[str, RecordingSpec] = {}
+    for key, rec in spec.recording.items():
+        if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
+            recording[key] = rec
+        else:
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("recording", key)),
+                    f"recording key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
     if has_errors(problems):
         return None, problems
     result = NumbersMap(
@@ -287,6 +316,7 @@ def read_numbers(
         numbers=numbers,
         sip_users=dict(spec.sip_users),
         overflow=overflow,
+        recording=recording,
         source=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
@@ -333,6 +363,16 @@ class Router:
         number, user = normalise_called(to)
         hit = table.get(user) or (table.get(number) if number is not None else None)
         return hit or table.get("default", "")
+
+    def recording(self, to: str) -> tuple[RecordingSpec | None, RecordingSpec | None]:
+        """(the entry for ``to``, the 'default' entry) of the numbers' recording table."""
+        numbers, _ = self._state
+        table = numbers.recording
+        if not table:
+            return None, None
+        number, user = normalise_called(to)
+        hit = table.get(user) or (table.get(number) if number is not None else None)
+        return hit, table.get("default")
 
     def route(self, to: str) -> str:
         """The persona for a called number / SIP URI / SIP user; the default when none matches."""
