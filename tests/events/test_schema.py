@@ -30,8 +30,11 @@ from voicegate.events import (
     decode_fields,
     encode_fields,
 )
-from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
-from voicegate.events.schema import RecordingEnded, RecordingStarted
+from voicegate.events.schema import (
+    CallReanchored,  # not re-exported by voicegate.events yet
+    RecordingEnded,
+    RecordingStarted,
+)
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
