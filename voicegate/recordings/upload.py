@@ -94,7 +94,7 @@ class S3Uploader:
                 aws_access_key_id=t.access_key_id or None,
                 aws_secret_access_key=t.secret_access_key or None,
                 config=Config(
-                    retries={"max_attempts": 1, "mode": "standard"},
+                    retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=self._timeout_s,
                     read_timeout=self._timeout_s,
                     s3={"addressing_style": "path"},
