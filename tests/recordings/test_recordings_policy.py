@@ -186,3 +186,18 @@ async def test_the_sweeper_runs_periodically(tmp_path: Path) -> None:
         assert not old.exists() and sweeper.removed == 1
     finally:
         await sweeper.aclose()
+
+
+def test_numbers_announcements_are_checked_against_the_personas_folder(tmp_path: Path) -> None:
+    folder = _personas(tmp_path)
+    path = tmp_path / "numbers.yaml"
+    path.write_text(
+        "default: a\nrecording:\n"
+        '  "+14155550100": {enabled: true, announcement: voices/consent.wav}\n'
+        '  "+14155550101": {enabled: true, announcement: voices/missing.wav}\n'
+    )
+    numbers, problems = read_numbers(path, {"a"}, folder)
+    assert numbers is None
+    (problem,) = problems
+    assert "voices/missing.wav" in str(problem) and problem.line == 4
+    assert read_numbers(path, {"a"})[0] is not None  # without a folder: not checked

@@ -329,6 +329,9 @@ class RecordingEnded(Event):
     status: str = Field(max_length=32, description="complete, discarded or failed")
     detail: str = Field("", max_length=2048)
 
+    def hash_fields(self) -> dict[str, str]:
+        return {"recording_path": self.path, "recording_status": self.status}
+
 
 def encode_fields(event: Event) -> dict[str, str]:
     """Flat ``str -> str`` stream fields of ``event``; raises EventSchemaError if it cannot."""

@@ -42,6 +42,7 @@ from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 __all__ = [
     "PERSONA_SUFFIXES",
     "PersonaRead",
+    "announcement_problems",
     "load_persona",
     "persona_files",
     "read_persona",
@@ -201,7 +202,7 @@ def _voice_problems(
 MAX_ANNOUNCEMENT_S = 60.0
 
 
-def _announcement_problems(
+def announcement_problems(
     clip: str, file: Path, personas_dir: Path, pos: tuple[int, int]
 ) -> tuple[Path | None, list[Problem]]:
     """The recording announcement: a readable WAV inside the personas folder, 0.2-60 s."""
@@ -331,7 +332,7 @@ def read_persona_file(
         if isinstance(recording, dict) and loc not in bad_locs:
             clip_name = recording.get("announcement")
             if isinstance(clip_name, str) and spec is not None:
-                announcement_path, clip_problems = _announcement_problems(
+                announcement_path, clip_problems = announcement_problems(
                     clip_name, path, personas_dir, smap.value_pos(loc)
                 )
                 problems += clip_problems

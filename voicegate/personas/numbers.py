@@ -34,6 +34,7 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voicegate.errors import RoutingError
+from voicegate.personas.loader import announcement_problems
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
 from voicegate.personas.schema import RecordingSpec
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
@@ -232,11 +233,12 @@ def _check_entries(
 
 
 def read_numbers(
-    path: Path, known_personas: Collection[str] | None = None
+    path: Path, known_personas: Collection[str] | None = None, personas_dir: Path | None = None
 ) -> tuple[NumbersMap | None, list[Problem]]:
     """Read and check a numbers file; the map is None when any problem is an error.
 
-    ``known_personas``: the persona names that exist (None skips that check).
+    ``known_personas``: the persona names that exist (None skips that check);
+    ``personas_dir``: where recording announcements must be (None skips that check).
     """
     try:
         raw = path.read_bytes()
@@ -301,6 +303,11 @@ def read_numbers(
     for key, rec in spec.recording.items():
         if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
             recording[key] = rec
+            if rec.announcement and personas_dir is not None:
+                clip_loc: Loc = ("recording", key, "announcement")
+                problems += announcement_problems(
+                    rec.announcement, path, personas_dir, smap.value_pos(clip_loc)
+                )[1]
         else:
             problems.append(
                 _problem(

@@ -439,7 +439,7 @@ class NumbersStore:
         if attempt == self._attempt:
             return False
         self._attempt = attempt
-        numbers, problems = read_numbers(self._path, set(names))
+        numbers, problems = read_numbers(self._path, set(names), self._personas.personas_dir)
         self._problems = problems
         if numbers is None:
             self._m_errors.inc()
