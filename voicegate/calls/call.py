@@ -141,6 +141,7 @@ class Call:
             announcement if announcement is not None and len(announcement) else None
         )
         self._announce_pos = 0
+        self._announce_out = np.zeros(0, dtype=np.int16)
         self._on_announced = on_announced
         self._on_recorded = on_recorded
         self._has_started = False
@@ -474,8 +475,11 @@ class Call:
         assert clip is not None
         pos = self._announce_pos
         take = min(n, len(clip) - pos)
-        out = np.zeros(n, dtype=np.int16)  # while it plays only (seconds per call)
+        if len(self._announce_out) < n:
+            self._announce_out = np.zeros(n, dtype=np.int16)
+        out = self._announce_out[:n]  # a view valid until the next pull, as the playout's
         out[:take] = clip[pos : pos + take]
+        out[take:] = 0
         self._announce_pos = pos + take
         self.playout.play_external(n)
         if self._announce_pos >= len(clip):
