@@ -302,7 +302,7 @@ def _start_recordings(
     settings: Settings, personas: PersonaStore, numbers: NumbersStore, stack: AsyncExitStack
 ) -> dict[str, Any]:
     """The recording writer thread, the retention sweep and the upload consumer (if any)."""
-    folder = settings.recordings_dir
+    folder = settings.recordings_dir.resolve()  # events carry absolute paths
     writer = RecordingWriter()
     writer.start()
     stack.push_async_callback(asyncio.to_thread, writer.close)  # after the calls' drain

@@ -19,6 +19,7 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -172,6 +173,11 @@ async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioG
     assert all(-PAD <= lag <= 0 for lag in good), good
     assert max(good) - min(good) <= 0.04 * RATE_HZ, good
     assert np.abs(right).max() > 1000  # the agent did speak
+    assert path.is_absolute()
+    # the page cannot read it: no route serves the recordings folder
+    async with httpx.AsyncClient(base_url=gateway.base_url, trust_env=False) as client:
+        for url in (f"/static/{path.name}", f"/recordings/{path.name}", f"/{path.name}"):
+            assert (await client.get(url)).status_code == 404, url
 
 
 async def test_announcement_is_heard_first_and_the_model_hears_nothing_meanwhile(
