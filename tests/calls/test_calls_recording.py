@@ -4,10 +4,12 @@ leaves)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -167,3 +169,73 @@ def test_header_fields() -> None:
     h = wav_header(8000, 400)
     assert len(h) == 44 and h[:4] == b"RIFF" and h[8:16] == b"WAVEfmt "
     assert int.from_bytes(h[4:8], "little") == 436 and int.from_bytes(h[40:44], "little") == 400
+
+
+# --- the CallManager: a call with an announcement joins its slot once it has played ----------
+
+
+def _manager_with_plan(
+    tmp_path: Path, writer: RecordingWriter, clip: npt.NDArray[np.int16]
+) -> tuple[Any, Any, Any]:
+    from utils import SILENCE, RecordingEvents, ScriptedEngine, make_manager
+
+    from voicegate.calls.recording import RecordingPlan
+
+    engine = ScriptedEngine(lambda c, k, f: (SILENCE, ""))
+    events = RecordingEvents()
+    calls = make_manager(
+        engine,
+        events,
+        recording_plan=lambda info, rate: RecordingPlan(tmp_path / f"{info.call_id}.wav", clip),
+        recording_writer=writer,
+    )
+    return engine, events, calls
+
+
+async def test_the_call_joins_its_slot_after_the_announcement(
+    writer: RecordingWriter, tmp_path: Path
+) -> None:
+    from utils import LoopbackLeg
+
+    from voicegate.contracts import CallInfo, EndReason
+    from voicegate.events.schema import RecordingEnded
+
+    clip = signal(400, 12)
+    engine, events, calls = _manager_with_plan(tmp_path, writer, clip)
+    call = calls.start_call(CallInfo("CAann", "twilio", "p"), LoopbackLeg())
+    assert call.is_announcing and call.slot is None and calls.active_count == 1
+    assert events.types() == ["call.started", "recording.started"]
+    assert events.events[1].announcement is True
+    heard = []
+    for _ in range(3):  # 480 samples pulled: the clip's 400 and 80 of silence
+        call.feed_caller_audio(signal(CHUNK, 13))
+        heard.append(call.pull_agent_audio(CHUNK).copy())
+        if _ < 2:
+            assert call.slot is None and call.frames_pushed == 0  # the model hears nothing
+    out = np.concatenate(heard)
+    assert np.array_equal(out[:400], clip) and not out[400:].any()
+    assert not call.is_announcing and call.slot is not None and engine.active_slots == 1
+    assert events.types().count("call.started") == 1
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    for _ in range(300):
+        await asyncio.sleep(0.01)  # recording.ended comes back from the writer thread
+        if events.of_type(RecordingEnded):
+            break
+    (ended,) = events.of_type(RecordingEnded)
+    assert ended.status == "complete" and ended.duration_ms == 60
+
+
+async def test_a_join_that_fails_after_the_announcement_ends_only_that_call(
+    writer: RecordingWriter, tmp_path: Path
+) -> None:
+    from utils import LoopbackLeg
+
+    from voicegate.contracts import CallInfo, EndReason
+
+    engine, events, calls = _manager_with_plan(tmp_path, writer, signal(200, 14))
+    call = calls.start_call(CallInfo("CAgone", "sip", "p"), LoopbackLeg())
+    engine.personas.clear()  # the persona unloaded while the announcement played
+    call.pull_agent_audio(CHUNK)
+    call.pull_agent_audio(CHUNK)
+    assert not call.is_active and call.end_reason is EndReason.ERROR
+    assert "join" in call.end_detail and calls.active_count == 0
