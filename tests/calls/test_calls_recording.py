@@ -239,3 +239,27 @@ async def test_a_join_that_fails_after_the_announcement_ends_only_that_call(
     call.pull_agent_audio(CHUNK)
     assert not call.is_active and call.end_reason is EndReason.ERROR
     assert "join" in call.end_detail and calls.active_count == 0
+
+
+async def test_a_call_ended_from_our_side_during_the_announcement_keeps_no_recording(
+    writer: RecordingWriter, tmp_path: Path
+) -> None:
+    from utils import LoopbackLeg
+
+    from voicegate.contracts import CallInfo, EndReason
+    from voicegate.events.schema import CallEnded, RecordingEnded
+
+    engine, events, calls = _manager_with_plan(tmp_path, writer, signal(4000, 15))
+    call = calls.start_call(CallInfo("CAfault", "twilio", "p"), LoopbackLeg())
+    call.feed_caller_audio(signal(CHUNK, 16))
+    call.pull_agent_audio(CHUNK)
+    calls.end_all(EndReason.ENGINE_FAULT, "engine fault")  # what the FaultResponder does last
+    for _ in range(300):
+        await asyncio.sleep(0.01)
+        if events.of_type(RecordingEnded):
+            break
+    (ended,) = events.of_type(RecordingEnded)
+    assert ended.status == "discarded" and "(engine_fault) during" in ended.detail
+    (call_ended,) = events.of_type(CallEnded)
+    assert call_ended.reason == "engine_fault" and call_ended.frames == 0
+    assert not (tmp_path / "CAfault.wav").exists() and engine.active_slots == 0

@@ -272,7 +272,7 @@ class CallManager:
         events = self._events
 
         def emit(call: Call, result: RecordingResult) -> None:
-            event = report.recording_ended(call.info, call.now_ms, result)
+            event = report.recording_ended(call.info, call.now_ms, result, call.end_reason)
             events.emit(event)
 
         def on_recorded(call: Call, result: RecordingResult) -> None:  # the writer's thread

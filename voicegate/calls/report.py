@@ -185,16 +185,21 @@ def recording_started(
     )
 
 
-def recording_ended(info: CallInfo, t_ms: int, result: RecordingResult) -> RecordingEnded:
+def recording_ended(
+    info: CallInfo, t_ms: int, result: RecordingResult, end_reason: EndReason | None = None
+) -> RecordingEnded:
     if result.error:
         status = "failed"
     elif result.is_kept:
         status = "complete"
     else:
         status = "discarded"
-    detail = result.error or (
-        "" if result.is_kept else "the caller left during the recording announcement"
-    )
+    if result.error or result.is_kept:
+        detail = result.error
+    elif end_reason is EndReason.CALLER_HANGUP or end_reason is None:
+        detail = "the caller left during the recording announcement"
+    else:  # the call ended from our side (fault, drain, limit) before the caller consented
+        detail = f"the call ended ({end_reason.value}) during the recording announcement"
     return RecordingEnded(
         call_id=info.call_id,
         leg=info.leg,
