@@ -30,6 +30,7 @@ from voicegate.calls.context import CallStartWebhook
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
+from voicegate.calls.recording import RecordingWriter
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
 from voicegate.engine import EngineSupervisor, create_engine
@@ -41,6 +42,13 @@ from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
 from voicegate.personas.tokens import estimate_tokens
+from voicegate.recordings import (
+    RecordingPolicy,
+    RecordingUploads,
+    RetentionSweeper,
+    S3Target,
+    S3Uploader,
+)
 from voicegate.web import CallHistory, operator_router, web_router
 from voicegate.web.calls_api import calls_router
 from voicegate.webhooks import WebhookDelivery
@@ -327,6 +335,7 @@ async def _start_parts(
         number_variables=numbers.variables,
         webhook=webhook,
         **vad_options,
+        **_start_recordings(settings, personas, numbers, stack),
     )
     if edge is not None:
         edge.register(registry, calls.limits)
@@ -375,6 +384,38 @@ async def _start_webhooks(
     await webhooks.start()
     stack.push_async_callback(webhooks.aclose)
     return webhooks
+
+
+def _start_recordings(
+    settings: Settings, personas: PersonaStore, numbers: NumbersStore, stack: AsyncExitStack
+) -> dict[str, Any]:
+    """The recording writer thread, the retention sweep and the upload consumer (if any)."""
+    folder = settings.recordings_dir.resolve()  # events carry absolute paths
+    writer = RecordingWriter()
+    writer.start()
+    stack.push_async_callback(asyncio.to_thread, writer.close)  # after the calls' drain
+    sweeper = RetentionSweeper(
+        folder, settings.recordings_retention_s, interval_s=settings.recordings_sweep_interval_s
+    )
+    sweeper.start()
+    stack.push_async_callback(sweeper.aclose)
+    if settings.recordings_s3_bucket:
+        target = S3Target(
+            endpoint_url=settings.recordings_s3_endpoint_url,
+            bucket=settings.recordings_s3_bucket,
+            prefix=settings.recordings_s3_prefix,
+            access_key_id=settings.recordings_s3_access_key_id,
+            secret_access_key=settings.recordings_s3_secret_access_key,
+            region=settings.recordings_s3_region,
+        )
+        uploader = S3Uploader(target, retry_for_s=settings.recordings_upload_retry_s)
+        uploads = RecordingUploads(settings.redis_url, uploader, folder)
+        uploads.start()
+        stack.push_async_callback(uploads.aclose)
+    policy = RecordingPolicy(
+        folder, settings.personas_dir, persona_of=personas.get, numbers_of=numbers.recording
+    )
+    return {"recording_plan": policy, "recording_writer": writer}
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -290,3 +290,36 @@ class Settings(BaseSettings):
         le=5.0,
         description="Longest wait for the call-start webhook (s); then the call goes on with the values it has.",
     )
+
+    # --- call recordings (persona / numbers `recording:`; issue 17) ---
+    recordings_dir: Path = Field(
+        Path("var/recordings"),
+        description="Folder of call recordings (stereo WAV, caller left, agent right), one sub-folder per UTC day; created 0700, files 0600.",
+    )
+    recordings_retention_s: float = Field(
+        2_592_000.0,
+        ge=0,
+        description="Recordings older than this are deleted by the gateway's sweep (0: kept forever).",
+    )
+    recordings_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the recordings folder is swept for retention."
+    )
+    recordings_s3_bucket: str = Field(
+        "", description="Upload finished recordings to this S3 bucket (empty: no upload)."
+    )
+    recordings_s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint (MinIO, Ceph...); empty: AWS."
+    )
+    recordings_s3_prefix: str = Field(
+        "recordings/", description="Key prefix of uploaded recordings (then YYYY-MM-DD/CALL.wav)."
+    )
+    recordings_s3_region: str = Field("us-east-1", description="S3 region.")
+    recordings_s3_access_key_id: str = Field(
+        "", description="S3 access key id (empty: botocore's credential chain)."
+    )
+    recordings_s3_secret_access_key: str = Field("", description="S3 secret access key.")
+    recordings_upload_retry_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a recording's upload is retried (exponential backoff with jitter) before it is given up (logged; the file stays until retention).",
+    )

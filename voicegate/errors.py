@@ -11,6 +11,7 @@
     |   +-- CodecError (ValueError)
     |   +-- WavError (ValueError)         a WAV file that cannot be read or used
     +-- EventError                       the event log
+    +-- RecordingError                   a call recording: its announcement, folder or upload
     +-- EngineError
     |   +-- NoFreeSlot                   every slot of the batch is taken
     |       +-- CallRefused              the call-start webhook refused the call (busy, no overflow)
@@ -44,6 +45,7 @@ __all__ = [
     "NoFreeSlot",
     "PersonaError",
     "PersonaValidationError",
+    "RecordingError",
     "RoutingError",
     "RtpParseError",
     "SdpError",
@@ -104,6 +106,10 @@ class WavError(AudioError, ValueError):
 
 class EventError(VoiceGateError):
     """The event log failed."""
+
+
+class RecordingError(VoiceGateError):
+    """A call recording cannot be made, kept or uploaded (announcement, folder, storage)."""
 
 
 class EngineError(VoiceGateError):

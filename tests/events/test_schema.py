@@ -34,6 +34,8 @@ from voicegate.events.schema import (  # not re-exported by voicegate.events yet
     CallContext,
     CallerSpeech,
     CallReanchored,
+    RecordingEnded,
+    RecordingStarted,
 )
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
@@ -110,6 +112,16 @@ SAMPLES: list[Event] = [
         persona="bank_teller",
         sources={"caller_name": "webhook", "account_tier": "numbers"},
         webhook="ok",
+    ),
+    RecordingStarted(
+        **COMMON, path="var/recordings/2026-12-03/CA0123abc.wav", rate_hz=8000, announcement=True
+    ),
+    RecordingEnded(
+        **COMMON,
+        path="var/recordings/2026-12-03/CA0123abc.wav",
+        duration_ms=61_240,
+        size_bytes=44 + 61_240 * 32,
+        status="complete",
     ),
 ]
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.call import (
     _DEFAULT_CONFIG,
@@ -38,6 +39,7 @@ from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
+from voicegate.calls.recording import CallRecorder, RecordingPlan, RecordingResult, RecordingWriter
 from voicegate.calls.voice import VadLike
 from voicegate.contracts import CallInfo, EndReason, EventSink, FlowRules, LegTransport
 from voicegate.engine.base import Engine
@@ -88,12 +90,19 @@ class CallManager:
         clock: Callable[[], float] = time.monotonic,
         number_variables: Callable[[str], dict[str, str]] | None = None,
         webhook: CallStartWebhook | None = None,
+        recording_plan: Callable[[CallInfo, int], RecordingPlan | None] | None = None,
+        recording_writer: RecordingWriter | None = None,
     ) -> None:
         self._clock = clock
         # per-call context: the numbers file's values by called number, the operator's webhook
         self._number_variables = number_variables
         self._webhook = webhook
         self._webhook_answers: OrderedDict[str, WebhookAnswer] = OrderedDict()
+        # recordings: which calls, where, with which announcement; the writer thread
+        self._recording_plan = recording_plan
+        self._recording_writer = recording_writer
+        # a call's own text prompt, kept while its recording announcement plays
+        self._announced_prompts: dict[str, str] = {}
         self._engine = engine
         self._events = events
         self._personas = personas
@@ -190,6 +199,12 @@ class CallManager:
             )
         if info.call_id in self._calls:
             raise InvalidStateError(f"call {info.call_id}: already active")
+        plan = self._plan_recording(info, int(leg.rate_hz))
+        writer = self._recording_writer
+        recorder = None
+        if plan is not None and writer is not None:
+            recorder = CallRecorder(writer, plan.path, int(leg.rate_hz))
+        announcement = plan.announcement if recorder is not None and plan is not None else None
         call = Call(
             info,
             leg,
@@ -204,9 +219,33 @@ class CallManager:
             on_transfer=self._on_transfer,
             handoff=self._call_parts[2],
             clock=self._clock,
+            recorder=recorder,
+            announcement=announcement,
+            on_announced=self._join_announced,
+            on_recorded=self._recorded_callback() if recorder is not None else None,
         )
         persona = self._personas.get(info.persona) if self._personas is not None else None
         text_prompt, sources = self._call_prompt(persona, info)
+        if call.is_announcing:
+            # the slot is joined once the announcement has played; the call holds its place
+            self._calls[info.call_id] = call
+            self._idle.clear()
+            self.metrics.active.labels(info.leg).inc()
+            if text_prompt is not None:
+                self._announced_prompts[info.call_id] = text_prompt
+            answer = self._webhook_answers.pop(info.call_id, None)
+            if sources is not None or answer is not None:
+                self._emit_context(info, sources or {}, answer)
+            call.announce()
+            log.info(
+                "call %s started: leg=%s persona=%s from=%s to=%s, recording announcement first",
+                info.call_id,
+                info.leg,
+                info.persona,
+                info.from_,
+                info.to,
+            )
+            return call
         try:
             if text_prompt is None:
                 slot = self._engine.join(info.persona, call)
@@ -306,6 +345,48 @@ class CallManager:
         except Exception:  # an event must never stop a call
             log.exception("call %s: call.context event failed", info.call_id)
 
+    def _join_announced(self, call: Call) -> None:
+        """The announcement has played: the call joins its engine slot now."""
+        text_prompt = self._announced_prompts.pop(call.call_id, None)
+        if not call.is_active or self._calls.get(call.call_id) is not call:
+            return
+        try:
+            if text_prompt is None:
+                slot = self._engine.join(call.info.persona, call)
+            else:
+                slot = self._engine.join(call.info.persona, call, text_prompt=text_prompt)
+        except Exception as exc:
+            call.fail(exc, "join")
+            return
+        call.bind(slot)
+        log.info("call %s joined slot %d after the announcement", call.call_id, slot.index)
+
+    def _plan_recording(self, info: CallInfo, rate_hz: int) -> RecordingPlan | None:
+        if self._recording_plan is None:
+            return None
+        try:
+            return self._recording_plan(info, rate_hz)
+        except Exception:
+            # no recording rather than no call (nor a recording without its announcement)
+            log.exception("call %s: recording plan failed; not recording", info.call_id)
+            return None
+
+    def _recorded_callback(self) -> Callable[[Call, RecordingResult], None]:
+        loop = asyncio.get_running_loop()
+        events = self._events
+
+        def emit(call: Call, result: RecordingResult) -> None:
+            event = report.recording_ended(call.info, call.now_ms, result, call.end_reason)
+            events.emit(event)
+
+        def on_recorded(call: Call, result: RecordingResult) -> None:  # the writer's thread
+            try:
+                loop.call_soon_threadsafe(emit, call, result)
+            except RuntimeError:  # the loop is gone (shutdown): the file is there all the same
+                log.info("recording %s ended after the loop closed", result.path)
+
+        return on_recorded
+
     def _flow_for(self, persona: str) -> FlowRules | None:
         if self._personas is None:
             return None
@@ -325,6 +406,7 @@ class CallManager:
         if self._calls.get(call.call_id) is not call:
             return
         del self._calls[call.call_id]
+        self._announced_prompts.pop(call.call_id, None)  # ended during its announcement
         leg = call.info.leg
         m = self.metrics
         m.active.labels(leg).dec()

@@ -48,6 +48,8 @@ __all__ = [
     "GLOBAL_EVENTS_KEY",
     "LegStatus",
     "MAX_EVENT_BYTES",
+    "RecordingEnded",
+    "RecordingStarted",
     "TranscriptAgent",
     "call_events_key",
     "call_key",
@@ -331,6 +333,32 @@ class LegStatus(Event):
 
     def hash_fields(self) -> dict[str, str]:
         return {"leg_status": self.status}
+
+
+class RecordingStarted(Event):
+    """The call is being recorded (stereo WAV: caller left, agent right, as heard)."""
+
+    type: ClassVar[str] = "recording.started"
+
+    path: str = Field(max_length=4096, description="the file on the gateway")
+    format: str = Field("wav", max_length=32, description="wav: PCM 16-bit stereo")
+    rate_hz: int = Field(gt=0)
+    announcement: bool = Field(False, description="a consent announcement plays first")
+
+
+class RecordingEnded(Event):
+    """The recording is complete (or discarded: the caller left during the announcement)."""
+
+    type: ClassVar[str] = "recording.ended"
+
+    path: str = Field(max_length=4096, description="the file on the gateway")
+    duration_ms: int = Field(ge=0, description="length of the recording (the call's)")
+    size_bytes: int = Field(0, ge=0)
+    status: str = Field(max_length=32, description="complete, discarded or failed")
+    detail: str = Field("", max_length=2048)
+
+    def hash_fields(self) -> dict[str, str]:
+        return {"recording_path": self.path, "recording_status": self.status}
 
 
 def encode_fields(event: Event) -> dict[str, str]:

@@ -44,6 +44,7 @@ from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 __all__ = [
     "PERSONA_SUFFIXES",
     "PersonaRead",
+    "announcement_problems",
     "load_persona",
     "persona_files",
     "read_persona",
@@ -200,6 +201,35 @@ def _voice_problems(
     return resolved, warnings
 
 
+MAX_ANNOUNCEMENT_S = 60.0
+
+
+def announcement_problems(
+    clip: str, file: Path, personas_dir: Path, pos: tuple[int, int]
+) -> tuple[Path | None, list[Problem]]:
+    """The recording announcement: a readable WAV inside the personas folder, 0.2-60 s."""
+
+    def err(message: str) -> tuple[None, list[Problem]]:
+        return None, [Problem(file, pos[0], pos[1], "error", message)]
+
+    candidate = personas_dir / clip
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(personas_dir.resolve()):
+        return err(f"announcement '{clip}' resolves to {resolved}, outside the personas folder")
+    if not resolved.is_file():
+        return err(f"announcement '{clip}' not found in {personas_dir}")
+    try:
+        info = inspect_wav(resolved, max_bytes=MAX_CLIP_BYTES)
+    except WavError as exc:
+        return err(f"announcement '{clip}': {exc}")
+    if not 0.2 <= info.duration_s <= MAX_ANNOUNCEMENT_S:
+        return err(
+            f"announcement '{clip}' is {info.duration_s:.2f} s long; expected 0.2 to "
+            f"{MAX_ANNOUNCEMENT_S:g} s"
+        )
+    return resolved, []
+
+
 def _token_problem(
     prompt: str, file: Path, pos: tuple[int, int], count_tokens: TokenCounter
 ) -> tuple[int, list[Problem]]:
@@ -288,6 +318,7 @@ def read_persona_file(
     except RecursionError:
         problems.append(Problem(path, 1, 1, "error", "document nesting is too deep"))
     voice_path: Path | None = None
+    announcement_path: Path | None = None
     clip: Path | None = None
     tokens = 0
     if isinstance(data, dict):
@@ -298,6 +329,15 @@ def read_persona_file(
                 voice, path, personas_dir, smap.value_pos(("voice",)), digest
             )
             problems += voice_problems
+        recording = data.get("recording")
+        loc = ("recording", "announcement")
+        if isinstance(recording, dict) and loc not in bad_locs:
+            clip_name = recording.get("announcement")
+            if isinstance(clip_name, str) and spec is not None:
+                announcement_path, clip_problems = announcement_problems(
+                    clip_name, path, personas_dir, smap.value_pos(loc)
+                )
+                problems += clip_problems
         prompt = data.get("text_prompt")
         if isinstance(prompt, str):
             pos = smap.value_pos(("text_prompt",))
@@ -319,6 +359,8 @@ def read_persona_file(
         sampling=spec.sampling,
         limits=spec.limits,
         call_flow=spec.call_flow,
+        recording=spec.recording,
+        announcement_path=announcement_path,
         voice_path=voice_path,
         source=path,
         digest=digest.hexdigest(),

@@ -37,8 +37,9 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voicegate.errors import RoutingError
+from voicegate.personas.loader import announcement_problems
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
-from voicegate.personas.schema import Webhooks
+from voicegate.personas.schema import RecordingSpec, Webhooks
 from voicegate.personas.template import VARIABLE_NAME
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
@@ -144,6 +145,22 @@ class NumbersSpec(BaseModel):
         },
     )
 
+    recording: dict[str, RecordingSpec] = Field(
+        default_factory=dict,
+        description="Call recording per called number or SIP user ('default': the rest): "
+        "{enabled, announcement: voices/consent.wav (in the personas folder)}. A number's entry "
+        "wins over its persona's recording section, which wins over 'default'.",
+        json_schema_extra={
+            "propertyNames": {
+                "anyOf": [
+                    {"const": "default"},
+                    {"pattern": E164_PATTERN.pattern},
+                    {"pattern": SIP_USER_PATTERN.pattern},
+                ]
+            }
+        },
+    )
+
 
 def numbers_json_schema() -> dict[str, Any]:
     """JSON Schema of the numbers YAML file (for editors)."""
@@ -163,6 +180,7 @@ class NumbersMap:
     overflow: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> to
     webhooks: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> URL
     variables: dict[str, dict[str, str]] = field(default_factory=dict)  # same keys -> values
+    recording: dict[str, RecordingSpec] = field(default_factory=dict)  # same keys as overflow
     source: Path | None = None
     digest: str = ""
 
@@ -252,11 +270,12 @@ def _check_entries(
 
 
 def read_numbers(
-    path: Path, known_personas: Collection[str] | None = None
+    path: Path, known_personas: Collection[str] | None = None, personas_dir: Path | None = None
 ) -> tuple[NumbersMap | None, list[Problem]]:
     """Read and check a numbers file; the map is None when any problem is an error.
 
-    ``known_personas``: the persona names that exist (None skips that check).
+    ``known_personas``: the persona names that exist (None skips that check);
+    ``personas_dir``: where recording announcements must be (None skips that check).
     """
     try:
         raw = path.read_bytes()
@@ -330,6 +349,23 @@ def read_numbers(
                     f"webhooks key '{key}' is neither 'default', an E.164 number nor a SIP user",
                 )
             )
+    recording: dict[str, RecordingSpec] = {}
+    for key, rec in spec.recording.items():
+        if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
+            recording[key] = rec
+            if rec.announcement and personas_dir is not None:
+                clip_loc: Loc = ("recording", key, "announcement")
+                problems += announcement_problems(
+                    rec.announcement, path, personas_dir, smap.value_pos(clip_loc)
+                )[1]
+        else:
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("recording", key)),
+                    f"recording key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
     for key, values in spec.variables.items():
         if not (key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key)):
             problems.append(
@@ -358,6 +394,7 @@ def read_numbers(
         overflow=overflow,
         webhooks=webhooks,
         variables={k: dict(v) for k, v in spec.variables.items()},
+        recording=recording,
         source=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
@@ -426,6 +463,16 @@ class Router:
             out.update(table.get(number, {}))
         out.update(table.get(user, {}))
         return out
+
+    def recording(self, to: str) -> tuple[RecordingSpec | None, RecordingSpec | None]:
+        """(the entry for ``to``, the 'default' entry) of the numbers' recording table."""
+        numbers, _ = self._state
+        table = numbers.recording
+        if not table:
+            return None, None
+        number, user = normalise_called(to)
+        hit = table.get(user) or (table.get(number) if number is not None else None)
+        return hit, table.get("default")
 
     def route(self, to: str) -> str:
         """The persona for a called number / SIP URI / SIP user; the default when none matches."""

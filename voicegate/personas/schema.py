@@ -33,6 +33,7 @@ __all__ = [
     "Limits",
     "Persona",
     "PersonaSpec",
+    "RecordingSpec",
     "Sampling",
     "Webhooks",
     "Variable",
@@ -314,6 +315,39 @@ class CallFlowSpec(_Strict):
         return self
 
 
+def _clip_path(value: str, what: str) -> str:
+    """A WAV path relative to the personas folder (the checks a file system is not needed for)."""
+    if not value.lower().endswith(_WAV_SUFFIX):
+        raise ValueError(f"{what} '{value}' is not a .wav clip path")
+    if "\0" in value:
+        raise ValueError(f"{what} path contains a NUL character")
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive:
+        raise ValueError(
+            f"{what} path '{value}' is absolute; give a path relative to the personas folder"
+        )
+    if ".." in posix.parts or ".." in windows.parts:
+        raise ValueError(f"{what} path '{value}' leaves the personas folder ('..')")
+    return value
+
+
+class RecordingSpec(_Strict):
+    """Call recording (stereo WAV, caller left, agent right) and its consent announcement."""
+
+    enabled: bool = Field(False, description="Record calls (VOICEGATE_RECORDINGS_DIR).")
+    announcement: str | None = Field(
+        None,
+        description="WAV clip relative to the personas folder (e.g. voices/consent.wav), played "
+        "to the caller before the agent starts; a caller who hangs up during it is not recorded.",
+        json_schema_extra={"pattern": r"^[^/\\].*\.[wW][aA][vV]$"},
+    )
+
+    @field_validator("announcement")
+    @classmethod
+    def _announcement_path(cls, value: str | None) -> str | None:
+        return None if value is None else _clip_path(value, "announcement")
+
+
 class PersonaSpec(_Strict):
     """One persona YAML document. The persona's name is the file's stem."""
 
@@ -364,6 +398,10 @@ class PersonaSpec(_Strict):
                 raise ValueError(f"variable '{name}' is built in: do not declare it")
         return value
 
+    recording: RecordingSpec | None = Field(
+        None, description="Record this persona's calls, after a consent announcement."
+    )
+
     @field_validator("text_prompt")
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
@@ -409,6 +447,8 @@ class Persona(BaseModel):
     sampling: Sampling = Field(default_factory=lambda: Sampling())
     limits: Limits = Field(default_factory=lambda: Limits())
     call_flow: CallFlowSpec | None = None
+    recording: RecordingSpec | None = None
+    announcement_path: Path | None = None  # resolved recording announcement clip
     voice_path: Path | None = None  # resolved clip when the voice is a WAV
     source: Path | None = None  # the YAML file it came from
     digest: str = ""  # sha256 of the YAML bytes (and the clip's): changes when an edit matters
