@@ -33,15 +33,16 @@ from voicegate.engine.stt.release import (
     check_asr_dir,
     count_extra_heads,
     load_asr_config,
+    load_asr_tokenizer,
 )
 from voicegate.engine.stt.runtime import NO_END_OF_TURN, Stt, SttState, SttStepOutput
 
 __all__ = [
     "ASR_CONFIG_NAME",
     "ASR_MODEL_NAME",
+    "AsrFiles",
     "FRAME_RATE_HZ",
     "NO_END_OF_TURN",
-    "AsrFiles",
     "Stt",
     "SttConfig",
     "SttModel",
@@ -50,6 +51,7 @@ __all__ = [
     "check_asr_dir",
     "count_extra_heads",
     "load_asr_config",
+    "load_asr_tokenizer",
     "load_stt_model",
     "random_stt_model",
     "stt_layout",

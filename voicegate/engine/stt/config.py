@@ -138,6 +138,41 @@ class SttConfig:
             audio_delay_s=0.5,
         )
 
+    def to_release_json(self) -> dict[str, Any]:
+        """The ``config.json`` a release with these shapes has (synthetic folders, tests)."""
+        feedforward = (3 * self.ffn_inner + 1) // 2
+        return {
+            "card": self.audio_card,
+            "n_q": self.n_q,
+            "dep_q": 0,
+            "delays": [0] * (self.n_q + 1),
+            "dim": self.dim,
+            "text_card": self.text_card,
+            "existing_text_padding_id": self.text_padding_id,
+            "num_heads": self.num_heads,
+            "num_layers": self.num_layers,
+            "hidden_scale": feedforward / self.dim,
+            "causal": True,
+            "layer_scale": None,
+            "context": self.context,
+            "max_period": self.max_period,
+            "gating": "silu",
+            "norm": "rms_norm_f32",
+            "positional_embedding": "rope",
+            "conditioners": {},
+            "cross_attention": False,
+            "extra_heads_num_heads": self.extra_heads,
+            "extra_heads_dim": self.extra_head_dim,
+            "lm_gen_config": {"temp": 0.0, "temp_text": 0.0, "top_k": 250, "top_k_text": 50},
+            "stt_config": {
+                "audio_delay_seconds": self.audio_delay_s,
+                "audio_silence_prefix_seconds": self.silence_prefix_s,
+            },
+            "model_type": "stt",
+            "name": self.name,
+            "tokenizer_name": self.tokenizer_name,
+        }
+
     @classmethod
     def from_release_json(cls, raw: dict[str, Any], source: str) -> SttConfig:
         """An ``SttConfig`` from a release's ``config.json``; CheckpointError naming the key

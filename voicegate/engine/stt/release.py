@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from voicegate.engine.stt.config import SttConfig
+from voicegate.engine.tokenizer import TextTokenizer
 from voicegate.errors import CheckpointError
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "check_asr_dir",
     "count_extra_heads",
     "load_asr_config",
+    "load_asr_tokenizer",
 ]
 
 ASR_CONFIG_NAME = "config.json"
@@ -97,3 +99,23 @@ def check_asr_dir(asr_dir: Path) -> AsrFiles:
         if heads:
             config = replace(config, extra_heads=heads)
     return AsrFiles(root=root, config=config, model=model, tokenizer=root / config.tokenizer_name)
+
+
+def load_asr_tokenizer(files: AsrFiles) -> TextTokenizer:
+    """The release's SentencePiece model, checked against the model's text vocabulary."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor()
+    try:
+        processor.Load(str(files.tokenizer))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"ASR tokenizer {files.tokenizer} is not a SentencePiece model: {exc}"
+        ) from exc
+    tokenizer = TextTokenizer(processor, str(files.tokenizer))
+    if tokenizer.vocab_size != files.config.text_card:
+        raise CheckpointError(
+            f"ASR tokenizer {files.tokenizer}: {tokenizer.vocab_size} pieces, the model "
+            f"expects {files.config.text_card}"
+        )
+    return tokenizer
