@@ -23,6 +23,8 @@ from utils import (
 )
 
 from voicegate.calls import CallConfig, CallInfo, EndReason
+from voicegate.calls.flow import CallFlow
+from voicegate.contracts import FlowAction, FlowRules
 from voicegate.engine.base import TickOutput
 from voicegate.events.schema import BargeIn, CallEnded, TranscriptCaller
 
@@ -128,3 +130,58 @@ def test_without_stt_output_bargein_goes_out_at_once_without_caller_text() -> No
     call.on_leg_closed(EndReason.CALLER_HANGUP)
     (ended,) = events.of_type(CallEnded)
     assert ended.dynamics is not None and ended.dynamics.caller_turn_ends == 0
+
+
+def _personas(flow: FlowRules) -> object:
+    class Personas:
+        def get(self, name: str) -> object:
+            class P:
+                limits = None
+
+                def flow_rules(self) -> FlowRules:
+                    return flow
+
+            return P()
+
+    return Personas()
+
+
+def test_a_caller_phrase_hangs_up_once_the_caller_is_silent() -> None:
+    """call_flow.caller_says: the STT's words match the phrase; the hang-up waits for silence."""
+    flow = FlowRules(caller_says=(("about my card", FlowAction("hangup")),), hangup_silence_ms=500)
+    engine = SttScriptedEngine()
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(
+        engine, events, config=CallConfig(prebuffer_ms=20), personas=_personas(flow)
+    )
+    call = calls.start_call(CallInfo("c-says", "twilio", "p"), leg)
+    caller = np.zeros(5 * RATE, dtype=np.int16)
+    caller[1000 * MS : 1480 * MS] = tone(480 * MS)
+    run_call(call, caller, tick=engine.tick, leg=leg)
+    assert not call.is_active
+    assert call.end_reason is EndReason.AGENT_HANGUP
+    assert call.end_detail == "caller_says 'about my card'"
+    # "card" is complete when the caller's segment closes (640 ms of pause after 1440 ms,
+    # transcribed DELAY frames later); then 500 ms more of the caller's silence
+    (ended,) = events.of_type(CallEnded)
+    assert 1440 + 500 <= ended.duration_ms <= 1440 + 640 + (DELAY + 2) * 80 + 500
+
+
+def test_caller_phrase_matching_on_word_boundaries() -> None:
+    flow = CallFlow(FlowRules(caller_says=(("a person", FlowAction("transfer", "desk")),)))
+    assert flow.on_caller_word("I", 100) is None
+    assert flow.on_caller_word("want", 200) is None
+    assert flow.on_caller_word("apersonal", 300) is None
+    flow2 = CallFlow(FlowRules(caller_says=(("a person", FlowAction("transfer", "desk")),)))
+    flow2.on_caller_word("talk", 100)
+    flow2.on_caller_word("to", 150)
+    flow2.on_caller_word("A", 200)
+    trigger = flow2.on_caller_word("Person!", 300)
+    assert trigger is not None
+    assert (trigger.trigger, trigger.detail, trigger.action.destination) == (
+        "caller_says",
+        "a person",
+        "desk",
+    )
+    assert flow2.on_caller_word("person", 400) is None  # the matched words are used up

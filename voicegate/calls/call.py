@@ -742,12 +742,22 @@ class Call:
     def _take_caller(self, frame_index: int, text: str, end_of_turn: float, delay: int) -> None:
         words = self._words
         if words is None:
-            words = self._words = CallerWords(delay, offset_ms=self._bind_caller_ms)
+            words = self._words = CallerWords(
+                delay,
+                offset_ms=self._bind_caller_ms,
+                on_word=self._on_caller_word if self._flow is not None else None,
+            )
         seg = words.on_frame(frame_index, text, end_of_turn)
         if seg is not None:
             self._emit_caller_segment(seg)
         if self._pending_bargeins:
             self._report_bargeins(is_ending=False)
+
+    def _on_caller_word(self, word: str, start_ms: int, end_ms: int) -> None:
+        if self._flow is not None and self._transfer is None and self.is_active:
+            # a hang-up waits for the caller's silence after this word: the VAD's speech that
+            # carried the word may end a little after the STT's word end
+            self._act(self._flow.on_caller_word(word, max(end_ms, self._last_caller_voice_ms)))
 
     def _report_bargeins(self, *, is_ending: bool) -> None:
         """Barge-in events go out once the STT has transcribed the caller's first words after

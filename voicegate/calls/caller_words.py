@@ -22,6 +22,7 @@ asyncio.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["CallerSegment", "CallerWords"]
@@ -56,6 +57,7 @@ class CallerWords:
         "_last_interim_ms",
         "_max_segment_ms",
         "_offset_ms",
+        "_on_word",
         "_pause_ms",
         "_piece",
         "_recent",
@@ -77,8 +79,10 @@ class CallerWords:
         max_segment_ms: int = 30_000,
         eot_on: float = 0.6,
         eot_off: float = 0.4,
+        on_word: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self._delay = delay_frames
+        self._on_word = on_word  # (word, start_ms, end_ms) as each word completes
         self._offset_ms = offset_ms
         self._pause_ms = pause_ms
         self._interim_ms = interim_ms
@@ -170,6 +174,8 @@ class CallerWords:
             entry = (word, self._word_start, self._word_end)
             self._seg_words.append(entry)
             self._recent.append(entry)
+            if self._on_word is not None:
+                self._on_word(*entry)
 
     def _segment(self, *, is_final: bool) -> CallerSegment:
         words = tuple(self._seg_words)
