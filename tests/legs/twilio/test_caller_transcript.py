@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,12 @@ async def test_caller_segments_reach_redis(
         assert all(0 <= s <= e <= duration_ms for _, s, e in words)
         assert int(seg["start_ms"]) == words[0][1] and int(seg["end_ms"]) == words[-1][2]
     assert "caller_turn_ends" in json.loads(ended["dynamics"])
+
+
+def test_demo_with_caller_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``voicegate demo --caller-words``: the demo call's events include the caller's segments."""
+    from voicegate.demo import run_demo
+
+    assert run_demo(tmp_path / "agent.wav", None, 2.0, caller_words=True) == 0
+    text = capsys.readouterr().out
+    assert "transcript.caller" in text and "final=true" in text
