@@ -195,8 +195,17 @@ def main() -> None:
         "on": slots_fit(parts, caller[0], kv8),
     }
     header["fp8_fit_without_stt"], header["fp8_fit_with_stt"] = fit["off"], fit["on"]
+    # bf16: 80 calls of 1.47 GiB of KV each nearly fill an H200; the STT's state (94 MiB per
+    # call for the 1B, 141 MiB for the 2.6B) and weights may not fit beside them
+    bf16_fit = slots_fit(parts, caller[0], None)
+    header["bf16_fit_without_stt"] = slots_fit(parts, None, None)
+    header["bf16_fit_with_stt"] = bf16_fit
     top = args.max or fit["on"]
-    plan = [(bf16, int(b)) for b in args.batches.split(",") if b]
+    plan = []
+    for b in (int(b) for b in args.batches.split(",") if b):
+        plan.append((bf16, b))
+        if b > bf16_fit > 0:  # also the most that fit with the STT, both ways
+            plan.append((bf16, bf16_fit))
     plan += [(fp8, top if b == "max" else int(b)) for b in args.fp8_batches.split(",") if b]
     rows: list[dict[str, object]] = []
     for variant, batch in plan:
@@ -233,6 +242,10 @@ def main() -> None:
             f"{off.get('calls', float('nan')):4.0f} /{on.get('calls', float('nan')):4.0f}"
         )
     print(f"memory (fp8 KV): {fit['off']} slots fit without the STT, {fit['on']} with it")
+    print(
+        f"memory (bf16 KV): {header['bf16_fit_without_stt']} slots fit without the STT, "
+        f"{bf16_fit} with it"
+    )
 
 
 if __name__ == "__main__":
