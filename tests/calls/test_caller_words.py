@@ -69,3 +69,12 @@ def test_words_between_gives_the_interrupting_words() -> None:
     feed(cw, [(" what", NO_HEAD), (" about", NO_HEAD)], start=4)
     assert cw.words_between(100, 1000) == "wait, what about"
     assert cw.words_between(0, 100) == "so"
+
+
+def test_an_interim_segment_goes_out_only_when_words_were_added() -> None:
+    cw = CallerWords(delay_frames=0, pause_ms=5000, interim_ms=160)
+    # one word, then a long word spelled piece by piece: no new complete word, no new interim
+    frames = [(" so", NO_HEAD), (" sup", NO_HEAD)] + [("er", NO_HEAD)] * 8
+    segs = feed(cw, frames)
+    assert [s.text for s in segs] == ["so"]
+    assert not segs[0].is_final

@@ -55,6 +55,7 @@ class CallerWords:
         "_is_armed",
         "_last_frame",
         "_last_interim_ms",
+        "_last_interim_words",
         "_max_segment_ms",
         "_offset_ms",
         "_on_word",
@@ -95,6 +96,7 @@ class CallerWords:
         self._seg_words: list[Word] = []
         self._recent: deque[Word] = deque(maxlen=RECENT_WORDS)
         self._last_interim_ms = 0
+        self._last_interim_words = 0  # words in the last interim segment sent
         self._last_frame = -1
         self._is_armed = False  # the probability fell below eot_off since the last turn end
         self._words_since_turn = False
@@ -135,8 +137,12 @@ class CallerWords:
                 out = self._close_segment()
             elif at + FRAME_MS - self._segment_start() >= self._max_segment_ms:
                 out = self._close_segment()
-            elif at - self._last_interim_ms >= self._interim_ms and self._seg_words:
+            elif (
+                at - self._last_interim_ms >= self._interim_ms
+                and len(self._seg_words) > self._last_interim_words
+            ):
                 self._last_interim_ms = at
+                self._last_interim_words = len(self._seg_words)
                 out = self._segment(is_final=False)
         return out
 
@@ -195,4 +201,5 @@ class CallerWords:
         seg = self._segment(is_final=True)
         self._seg_words.clear()
         self._last_interim_ms = seg.end_ms
+        self._last_interim_words = 0
         return seg

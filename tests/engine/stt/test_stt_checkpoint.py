@@ -117,6 +117,7 @@ def test_folder_with_heads_from_the_file(tmp_path: Path) -> None:
     root = _folder(tmp_path / "asr", "stt-1b-en_fr-candle", tiny, heads_in_config=False)
     files = check_asr_dir(root)
     assert files.config.extra_heads == 4 and files.config.context == 750
+    assert files.config.name == "asr"  # a release's config.json has no name: the folder's
     assert files.tokenizer.name == "tokenizer_en_fr_audio_8000.model"
     stt = Stt.from_checkpoint(files.model, files.config, "cpu", torch.float32)
     assert stt.config.has_end_of_turn

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from voicegate.errors import CheckpointError
@@ -219,7 +220,8 @@ class SttConfig:
         tokenizer_name = str(get("tokenizer_name", ""))
         try:
             return cls(
-                name=str(get("name", source)),
+                # releases carry no name: the folder's (kyutai/stt-1b-en_fr -> stt-1b-en_fr)
+                name=str(get("name", Path(source).parent.name or source)),
                 dim=dim,
                 num_layers=int(get("num_layers")),
                 num_heads=int(get("num_heads")),
