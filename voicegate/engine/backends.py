@@ -198,7 +198,7 @@ def load_release_model(
             lambda: (
                 lm.new_state(1, kv_dtype=kv_dtype),
                 MimiStreamer(mimi, 1),
-                stt_model.new_state(1) if stt_model is not None else None,
+                stt_model.new_state(1, kv_dtype) if stt_model is not None else None,
             ),
             device,
         )

@@ -150,7 +150,10 @@ class TorchTickModel:
                 out_tokens=self._out_dev[:, FRAME_SAMPLES + 1],
                 out_end_of_turn=self._out_dev[:, FRAME_SAMPLES + 2],
                 use_cuda_graph=use_cuda_graph,
+                kv_dtype=kv_dtype,  # an 8-bit LM cache: the STT's is 8-bit too
             )
+            if kv_dtype is not None and stt.attention is None:
+                stt.attention = lm.attention  # the LM's kernel for that cache (CUDA)
         self._graphs: TickGraphs | None = None
         if use_cuda_graph:
             buckets = kv_buckets(lm.config.context, lm.kv_block)

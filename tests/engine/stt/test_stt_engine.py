@@ -45,7 +45,13 @@ class CallerCollect:
         self.delays.add(out.caller_delay_frames)
 
 
-def _model(stt: Stt | None, n_slots: int, mimi_q: int, root: Path) -> TorchTickModel:
+def _model(
+    stt: Stt | None,
+    n_slots: int,
+    mimi_q: int,
+    root: Path,
+    kv_dtype: torch.dtype | None = None,
+) -> TorchTickModel:
     tokenizer = load_text_tokenizer(None)
     lm = LM.random(tiny_lm_config(tokenizer.vocab_size), "cpu", torch.float32, seed=1)
     mimi = MimiModel(dataclasses.replace(MimiConfig.tiny(), n_q=mimi_q)).init_random_(seed=2)
@@ -55,7 +61,15 @@ def _model(stt: Stt | None, n_slots: int, mimi_q: int, root: Path) -> TorchTickM
         stt_tok = load_asr_tokenizer(files)
     voices = VoiceBank(mimi, None, fake_presets=True)
     return TorchTickModel(
-        "tiny", lm, mimi, tokenizer, voices, n_slots, stt=stt, stt_tokenizer=stt_tok
+        "tiny",
+        lm,
+        mimi,
+        tokenizer,
+        voices,
+        n_slots,
+        stt=stt,
+        stt_tokenizer=stt_tok,
+        kv_dtype=kv_dtype,
     )
 
 
@@ -158,3 +172,20 @@ def test_a_bad_asr_folder_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="reads 32 codebooks, Mimi has 8"):
         create_model(settings)
     assert FRAME_SAMPLES == 1920
+
+
+def test_with_the_8bit_lm_cache_the_stt_cache_is_8bit_too(tmp_path: Path) -> None:
+    stt = Stt.random(tiny_stt_config(), "cpu", torch.float32, seed=5)
+    model = _model(stt, 2, mimi_q=8, root=tmp_path / "asr", kv_dtype=torch.float8_e4m3fn)
+    assert model.stt is not None
+    assert model.stt.state.kv.dtype == torch.float8_e4m3fn
+    assert model.stt.state.kv_scales is not None
+    persona = model.prepare_persona(BANK)
+    model.reset_slot(0, persona, BANK.sampling, seed=0)
+    active = np.array([True, False])
+    for frame in noise_frames(8, 5):
+        model.step(np.stack([frame, frame]), active, 2)
+    outputs = model.caller_outputs()
+    assert outputs is not None
+    assert 0 <= int(outputs[0][0]) < 1000 and 0.0 <= float(outputs[1][0]) <= 1.0
+    assert int(outputs[0][1]) == PAD_ID and float(outputs[1][1]) == NO_END_OF_TURN

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from voicegate.engine.stt import Stt, SttConfig
+from voicegate.engine.stt import Stt, SttConfig, SttState
 
 
 def _run(
@@ -51,3 +51,32 @@ def test_an_inactive_row_stands_still(parity_stt_config: SttConfig) -> None:
     without = _run(stt, codes[:, :, kept], [[True]] * len(kept), {})
     for i, t in enumerate(kept):
         torch.testing.assert_close(with_gap[t], without[i], rtol=0, atol=1e-5)
+
+
+def test_an_8bit_cache_keeps_scales_and_stays_close(parity_stt_config: SttConfig) -> None:
+    """With the engine's fp8 KV cache the STT's cache is 8-bit too (half of bf16's bytes):
+    one scale per vector; fed the same text, logits within 5% of the full-precision cache's
+    (e4m3 keeps 3 mantissa bits: ~2% here at head_dim 16) and the same greedy text."""
+    c = parity_stt_config
+    stt = Stt.random(c, "cpu", torch.float32, seed=6)
+    fp8 = stt.new_state(1, torch.float8_e4m3fn)
+    assert fp8.kv.dtype == torch.float8_e4m3fn and fp8.kv_scales is not None
+    assert fp8.kv_scales.shape == (c.num_layers, 2, 1, c.num_heads, c.context + 1)
+    expected = SttState.bytes_per_slot(c, torch.float8_e4m3fn)
+    assert expected == fp8.kv.numel() + 2 * fp8.kv_scales.numel() + 16
+    full = stt.new_state(1)
+    for state in (fp8, full):
+        stt.reset_slot(state, 0)
+    gen = torch.Generator().manual_seed(7)
+    codes = torch.randint(0, 2048, (1, c.n_q, 40), generator=gen)
+    worst, same = 0.0, 0
+    for t in range(40):  # past the 16-frame window: scaled columns are overwritten in the ring
+        out_a = stt.step(fp8, codes[:, :, t], np.ones(1, bool), return_logits=True)
+        out_b = stt.step(full, codes[:, :, t], np.ones(1, bool), return_logits=True)
+        a, b = out_a.text_logits, out_b.text_logits
+        assert a is not None and b is not None
+        same += int(torch.equal(out_a.text_tokens, out_b.text_tokens))
+        worst = max(worst, ((a - b).abs().max() / b.abs().max()).item())
+        fp8.text.copy_(full.text)  # the same text fed back: only the cache differs
+    assert 0 < worst < 5e-2
+    assert same >= 36

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from voicegate.engine.lm import _ops
 from voicegate.engine.lm._fused import StepKernels
-from voicegate.engine.lm.model import masked_sdpa
+from voicegate.engine.lm.model import DecodeAttention, masked_sdpa
 from voicegate.engine.stt.config import SttConfig
 
 __all__ = ["SttModel"]
@@ -107,12 +107,17 @@ class SttModel(nn.Module):
         filled: torch.Tensor,
         key_mask: torch.Tensor,
         kernels: StepKernels | None = None,
+        attention: DecodeAttention | None = None,
+        kv_scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One position per slot, as ``LMModel.temporal_step``: x [B, 1, dim] -> normed hidden.
 
         ``kv_cache`` [L, 2, B, H, C + 1, D] gets this step's keys/values at ``write_index`` [B];
-        slot b attends its first ``filled[b]`` columns (``key_mask`` [B, 1, 1, kv_len]).
+        slot b attends its first ``filled[b]`` columns (``key_mask`` [B, 1, 1, kv_len]). With
+        ``kv_scales`` [L, 2, B, H, C + 1] the cache is 8-bit: each vector is stored scaled and
+        ``attention`` (default ``masked_sdpa``) gets the layer's scales.
         """
+        attend = masked_sdpa if attention is None else attention
         k_fns = _EAGER if kernels is None else kernels
         c = self.config
         rows = torch.arange(x.shape[0], device=x.device)
@@ -125,9 +130,21 @@ class SttModel(nn.Module):
                 rotation,
             )  # fmt: skip
             keys, values = kv_cache[i, 0], kv_cache[i, 1]
-            keys[rows, :, write_index] = k[:, :, 0].to(keys.dtype)
-            values[rows, :, write_index] = v[:, :, 0].to(values.dtype)
-            attn = masked_sdpa(q, keys, values, filled, key_mask)
+            if kv_scales is None:
+                keys[rows, :, write_index] = k[:, :, 0].to(keys.dtype)
+                values[rows, :, write_index] = v[:, :, 0].to(values.dtype)
+                attn = attend(q, keys, values, filled, key_mask)
+            else:  # one scale per key/value vector, as the LM's 8-bit cache
+                kq, scale = _ops.quantize_vectors(
+                    torch.stack((k[:, :, 0], v[:, :, 0]), 1), keys.dtype
+                )
+                keys[rows, :, write_index] = kq[:, 0]
+                values[rows, :, write_index] = kq[:, 1]
+                k_scale, v_scale = kv_scales[i, 0], kv_scales[i, 1]
+                scale = scale.to(k_scale.dtype)
+                k_scale[rows, :, write_index] = scale[:, 0]
+                v_scale[rows, :, write_index] = scale[:, 1]
+                attn = attend(q, keys, values, filled, key_mask, k_scale=k_scale, v_scale=v_scale)
             gating = layer.gating
             x = k_fns.layer_out(
                 x, attn, layer.self_attn.out_proj.weight, layer.norm2.alpha,

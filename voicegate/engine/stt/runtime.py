@@ -32,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine.lm._ops import is_scaled_kv_dtype
+from voicegate.engine.lm.model import DecodeAttention
 from voicegate.engine.stt.checkpoint import load_stt_model, random_stt_model
 from voicegate.engine.stt.config import SttConfig
 from voicegate.engine.stt.model import SttModel
@@ -56,7 +58,9 @@ class SttStepOutput:
 @dataclass(eq=False, slots=True)
 class SttState:
     """Preallocated per-slot buffers; ``kv`` [L, 2, slots, H, context + 1, D] (last column:
-    scratch for inactive rows). ``text`` holds each slot's last text token (the next input)."""
+    scratch for inactive rows). ``text`` holds each slot's last text token (the next input).
+    With an 8-bit ``kv``, ``kv_scales`` [L, 2, slots, H, context + 1] (bfloat16) holds one
+    scale per stored vector (as ``LMState``)."""
 
     config: SttConfig
     n_slots: int
@@ -64,21 +68,28 @@ class SttState:
     positions: torch.Tensor  # [slots] int64, device
     positions_host: npt.NDArray[np.int64]
     text: torch.Tensor  # [slots] int64, device
+    kv_scales: torch.Tensor | None = None
 
     @staticmethod
     def bytes_per_slot(config: SttConfig, dtype: torch.dtype) -> int:
+        """Device bytes of one slot (``dtype``: the cache's; 8-bit ones add their scales)."""
         c = config
         item = torch.empty((), dtype=dtype).element_size()
-        return c.num_layers * 2 * c.num_heads * (c.context + 1) * c.head_dim * item + 16
+        vectors = c.num_layers * 2 * c.num_heads * (c.context + 1)
+        scales = 2 * vectors if is_scaled_kv_dtype(dtype) else 0
+        return vectors * c.head_dim * item + scales + 16
 
 
 class Stt:
     """An ``SttModel`` serving many slots (see the module docstring for the call order)."""
 
-    def __init__(self, model: SttModel, *, kv_block: int = 64) -> None:
+    def __init__(
+        self, model: SttModel, *, kv_block: int = 64, attention: DecodeAttention | None = None
+    ) -> None:
         self.model = model.eval()
         self.config: SttConfig = model.config
         self.kv_block = kv_block
+        self.attention = attention  # None: masked SDPA (reads 8-bit caches too)
         c = self.config
         self._audio_initial = torch.full(
             (1, c.n_q), c.audio_initial_id, device=model.device, dtype=torch.long
@@ -104,11 +115,21 @@ class Stt:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
-    def new_state(self, n_slots: int) -> SttState:
+    def new_state(self, n_slots: int, kv_dtype: torch.dtype | None = None) -> SttState:
+        """Preallocate ``n_slots`` slots; ``kv_dtype`` an 8-bit float for a scaled cache (half
+        the bytes of bf16: the STT's share of each call's memory follows the LM's choice)."""
         c, device = self.config, self.device
+        scales = None
+        if is_scaled_kv_dtype(kv_dtype):
+            scales = torch.zeros(
+                (c.num_layers, 2, n_slots, c.num_heads, c.context + 1),
+                device=device,
+                dtype=torch.bfloat16,
+            )
         return SttState(
             config=c,
             n_slots=n_slots,
+            kv_scales=scales,
             kv=torch.zeros(
                 c.num_layers,
                 2,
@@ -117,8 +138,8 @@ class Stt:
                 c.context + 1,
                 c.head_dim,
                 device=device,
-                dtype=self.dtype,
-            ),  # fmt: skip
+                dtype=kv_dtype or self.dtype,
+            ),
             positions=torch.zeros(n_slots, device=device, dtype=torch.long),
             positions_host=np.zeros(n_slots, dtype=np.int64),
             text=torch.full((n_slots,), c.text_initial_id, device=device, dtype=torch.long),
@@ -182,7 +203,16 @@ class Stt:
         write = torch.where(active, pos % c.context, c.context)
         filled = torch.where(active, torch.clamp(pos + 1, max=c.context), 1)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
-        hidden = m.step(x, pos, state.kv, write, filled, key_mask[:, None, None])
+        hidden = m.step(
+            x,
+            pos,
+            state.kv,
+            write,
+            filled,
+            key_mask[:, None, None],
+            attention=self.attention,
+            kv_scales=state.kv_scales,
+        )
         logits = m.text_logits(hidden)[:, 0]
         text = logits.float().argmax(-1)
         state.text.copy_(torch.where(active, text, state.text))

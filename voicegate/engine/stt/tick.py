@@ -38,6 +38,7 @@ class CallerStt:
         out_tokens: torch.Tensor,
         out_end_of_turn: torch.Tensor,
         use_cuda_graph: bool,
+        kv_dtype: torch.dtype | None = None,
     ) -> None:
         c = stt.config
         if tokenizer.vocab_size != c.text_card:
@@ -50,7 +51,7 @@ class CallerStt:
         self.stt = stt
         self.config = c
         self.tokenizer = tokenizer
-        self.state = stt.new_state(n_slots)
+        self.state = stt.new_state(n_slots, kv_dtype)
         self.codes = codes  # [slots, >= n_q] long: written by the tick's encode
         self._flags = flags  # [slots] float32: 1.0 for active rows
         self._out_tokens = out_tokens  # [slots] float32 column of the tick's output buffer
