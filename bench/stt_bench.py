@@ -164,7 +164,14 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=0, help="fp8 maximum (0: what memory fits)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-stt-bench"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=540.0,
+        help="start no new row after this long (the device tool stops a command at 600 s)",
+    )
     args = parser.parse_args()
+    started = time.perf_counter()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     device = torch.device(args.device)
     config = stt_config(args.shapes, args.stt)
@@ -211,6 +218,10 @@ def main() -> None:
     plan += [(fp8, top if b == "max" else int(b)) for b in args.fp8_batches.split(",") if b]
     rows: list[dict[str, object]] = []
     for variant, batch in plan:
+        if time.perf_counter() - started > args.time_budget_s:
+            print(f"{variant} batch {batch}: skipped (time budget)", flush=True)
+            rows.append({"variant": variant, "batch": batch})
+            continue
         pair: dict[str, dict[str, float]] = {}
         for label, stt in (("off", None), ("on", caller)):
             try:
@@ -225,6 +236,7 @@ def main() -> None:
         rows.append({"variant": variant, "batch": batch, **pair})
     if args.json is not None:
         args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    header["elapsed_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(header))
     print()
     cols = "variant batch | full p50/p99 off | full p50/p99 on | +p99 | fresh p99 off/on | calls off/on"
@@ -233,7 +245,9 @@ def main() -> None:
     for row in rows:
         off, on = row.get("off"), row.get("on")
         if not isinstance(off, dict) or not isinstance(on, dict):
-            print(f"{row['variant']:>7} {row['batch']:>5} | failed")
+            print(
+                f"{row['variant']:>7} {row['batch']:>5} | not run (failed or over the time budget)"
+            )
             continue
         grow = 100.0 * (on["full_p99_ms"] / off["full_p99_ms"] - 1.0)
         print(
