@@ -153,6 +153,68 @@ def bench_one(
     return row
 
 
+def graph_check(device: torch.device, workdir: Path, ticks: int = 24) -> dict[str, float]:
+    """CUDA graphs against eager ticks, tiny shapes with a 32-codebook Mimi and a 32-codebook
+    STT whose window (16) wraps: the caller tokens must be equal, the end-of-turn and agent
+    audio equal to float rounding. Two calls, the second joining late."""
+    import dataclasses
+
+    from voicegate.engine.backends import tiny_lm_config
+    from voicegate.engine.lm import LM
+    from voicegate.engine.mimi import MimiConfig, MimiModel
+    from voicegate.engine.tokenizer import load_text_tokenizer
+    from voicegate.engine.voices import VoiceBank
+
+    config = dataclasses.replace(tiny_stt_config(n_q=32), context=16)
+    files = make_asr_dir(workdir / "asr-check", config, seed=2)
+    prompt = PersonaPrompt("bank", PROMPT, "NATF0")
+    outputs = []
+    for use_graph in (False, True):
+        tokenizer = load_text_tokenizer(None)
+        lm = LM.random(tiny_lm_config(tokenizer.vocab_size), device, torch.float32, seed=1)
+        mimi_config = dataclasses.replace(MimiConfig.tiny(), n_q=32)
+        mimi = MimiModel(mimi_config).init_random_(seed=2).to(device)
+        stt = Stt.from_checkpoint(files.model, files.config, device, torch.float32)
+        model = TorchTickModel(
+            "check",
+            lm,
+            mimi,
+            tokenizer,
+            VoiceBank(mimi, None, fake_presets=True),
+            2,
+            use_cuda_graph=use_graph and device.type == "cuda",  # CPU: eager twice
+            stt=stt,
+            stt_tokenizer=load_asr_tokenizer(files),
+        )
+        model.warmup()
+        state = model.prepare_persona(prompt)
+        rng = np.random.default_rng(0)
+        got = []
+        for t in range(ticks):
+            if t in (0, ticks // 3):
+                model.reset_slot(0 if t == 0 else 1, state, prompt.sampling, seed=t)
+            active = np.array([True, t >= ticks // 3])
+            pcm = (rng.standard_normal((2, 1920)) * 0.1).astype(np.float32)
+            audio, _ = model.step(pcm, active, 2)
+            caller = model.caller_outputs()
+            assert caller is not None
+            got.append((audio.copy(), caller[0].copy(), caller[1].copy()))
+        outputs.append(got)
+        model.close()
+    eager, graphed = outputs
+    return {
+        "caller_tokens_equal": float(
+            all(np.array_equal(a[1], b[1]) for a, b in zip(eager, graphed, strict=True))
+        ),
+        "end_of_turn_max_diff": max(
+            float(np.abs(a[2] - b[2]).max()) for a, b in zip(eager, graphed, strict=True)
+        ),
+        "audio_max_diff": max(
+            float(np.abs(a[0] - b[0]).max()) for a, b in zip(eager, graphed, strict=True)
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", choices=["7b", "tiny"], default="7b")
@@ -164,6 +226,9 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=0, help="fp8 maximum (0: what memory fits)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-stt-bench"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--graph-check-only", action="store_true", help="CUDA graphs vs eager, then stop"
+    )
     parser.add_argument(
         "--time-budget-s",
         type=float,
@@ -186,6 +251,15 @@ def main() -> None:
         "ticks": args.ticks,
     }
     print(json.dumps(header), flush=True)
+    if device.type == "cuda" or args.graph_check_only:
+        try:
+            header["graph_check"] = graph_check(device, args.workdir)
+        except Exception:  # noqa: BLE001 (the timing still runs)
+            traceback.print_exc()
+            header["graph_check"] = "failed (see log)"
+        print("graph check", json.dumps(header["graph_check"]), flush=True)
+        if args.graph_check_only:
+            return
     parts = build_ours(args.shapes, device, args.workdir / args.shapes)
     caller = build_stt(config, device, args.workdir / args.shapes)
     sync(device)
