@@ -238,3 +238,43 @@ class Settings(BaseSettings):
         le=2500,
         description="Conversation frames (80 ms each) kept when a long call is re-anchored: more keeps more of the conversation, costs more per re-anchor and re-anchors more often (every 3000 - prompt - this - 250 frames).",
     )
+
+    # --- post-call webhooks and the live call API ---
+    webhook_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key that signs post-call webhook reports (VoiceGate-Signature); empty: no webhooks are sent.",
+    )
+    webhook_retry_for_s: float = Field(
+        86400.0,
+        gt=0.0,
+        description="How long after call.ended a report is retried (exponential backoff with jitter) before it goes to the dead-letter stream.",
+    )
+    webhook_backoff_min_s: float = Field(
+        1.0, gt=0.0, description="First retry delay of a webhook (s); doubles per attempt."
+    )
+    webhook_backoff_max_s: float = Field(
+        600.0, gt=0.0, description="Longest delay between two webhook attempts (s)."
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0.0, le=120.0, description="Longest wait for a webhook receiver's answer (s)."
+    )
+    webhook_settle_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="Wait this long after call.ended before building the report, so events logged just after it (a recording's end, the caller's last words) are in it.",
+    )
+    webhook_consumer: str = Field(
+        "",
+        description="This gateway's consumer name in the Redis webhooks group (empty: the host name); keep it stable across restarts.",
+    )
+    calls_api_token: str = Field(
+        "",
+        description="Bearer token for the live call API (/calls: list, hang up, transfer, events); the editor token works too (empty: editor token only).",
+    )
+
+    # --- operators' views (live calls, call timelines, persona comparison) ---
+    viewer_token: str = Field(
+        "",
+        description="Read-only bearer token for the page's live calls, call history and persona comparison (the editor token works too; empty: editor token only).",
+    )

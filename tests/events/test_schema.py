@@ -31,6 +31,7 @@ from voicegate.events import (
     encode_fields,
 )
 from voicegate.events.schema import (  # not re-exported by voicegate.events yet
+    CallerSpeech,
     CallReanchored,
     TranscriptCaller,
 )
@@ -120,6 +121,7 @@ SAMPLES: list[Event] = [
         words=[("I", 2000, 2080), ("lost", 2160, 2480), ("my", 2480, 2640), ("card", 2720, 3040)],
     ),
     TranscriptCaller(**COMMON, text="I lost", start_ms=2000, end_ms=2480, final=False),
+    CallerSpeech(**COMMON, start_ms=500, end_ms=1740),
 ]
 
 

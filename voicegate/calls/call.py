@@ -138,6 +138,9 @@ class Call:
     ) -> None:
         self.info = info
         self._flow = CallFlow(flow) if flow is not None and not flow.is_empty else None
+        # named destinations count even without rules: the call API transfers to them
+        self._destinations = dict(flow.destinations) if flow is not None else {}
+        self._handoff_urls = dict(flow.handoff_urls) if flow is not None else {}
         self._on_transfer = on_transfer
         self._handoff = handoff
         self._new_handoff_id = new_handoff_id
@@ -286,6 +289,20 @@ class Call:
         """Call time: the later of the caller clock and the playout clock."""
         return max(self._caller_samples, self.playout.played) * 1000 // self.rate_hz
 
+    @property
+    def activity(self) -> str:
+        """Who is speaking now, for the live calls view: ``transferring``, ``both``,
+        ``caller``, ``agent``, ``silence`` or ``ended``."""
+        if self._state is CallState.ENDED:
+            return "ended"
+        if self._transfer is not None:
+            return "transferring"
+        is_caller = self._caller is not None and self._caller.is_speech
+        is_agent = self._agent.is_speaking
+        if is_caller and is_agent:
+            return "both"
+        return "caller" if is_caller else "agent" if is_agent else "silence"
+
     def end(self, reason: EndReason, detail: str = "") -> None:
         """End the call from our side: hang up the leg and free the slot now; idempotent."""
         if self._state is CallState.ENDED:
@@ -333,8 +350,11 @@ class Call:
         self.playout.close_intervals()
         caller_intervals: list[tuple[int, int]] = []
         if self._caller is not None:
+            was_speaking = self._caller.is_speech
             self._caller.close(self.caller_ms)
             caller_intervals = self._caller.intervals
+            if was_speaking:
+                self._emit_caller_turn(self._caller.last_stop_ms)
         self.dynamics = dyn = analyse(caller_intervals, self.playout.agent_intervals)
         slot_stats = self._slot.stats if self._slot is not None else None
         counters: dict[str, int | float] = {
@@ -452,6 +472,7 @@ class Call:
         if not is_speech:
             self._last_caller_voice_ms = t_ms
             self._bargein.on_caller_stop(t_ms)
+            self._emit_caller_turn(t_ms)
             return
         # audible when the caller started, not when the VAD confirmed it (~200 ms later); the
         # slack bridges the agent's pauses between words
@@ -630,8 +651,7 @@ class Call:
         log.info(
             "call %s: transfer to %s (%s) on %s", self.call_id, target.destination, target.to, said
         )
-        flow = self._flow
-        url = flow.rules.handoff_urls.get(target.destination, "") if flow is not None else ""
+        url = self._handoff_urls.get(target.destination, "")
         if url and self._handoff is not None and getattr(self._leg, "transfer", None):
             document = handoff_document(
                 self.info,
@@ -662,6 +682,11 @@ class Call:
         except Exception as exc:
             log.exception("call %s: leg transfer failed", self.call_id)
             self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
+
+    @property
+    def destinations(self) -> dict[str, str]:
+        """The persona's named transfer destinations (name -> number or SIP URI)."""
+        return dict(self._destinations)
 
     @property
     def transfer_trigger(self) -> str | None:
@@ -780,6 +805,14 @@ class Call:
             self.caller_segments.append(seg)
         info = self.info
         self._emit(lambda: report.caller_segment(info, seg))
+
+    def _emit_caller_turn(self, stop_ms: int) -> None:
+        # once per caller turn (a VAD state change), never per frame: the page's caller lane
+        caller = self._caller
+        if caller is None:
+            return
+        info, onset = self.info, caller.onset_ms
+        self._emit(lambda: report.caller_speech(info, onset, max(onset, stop_ms)))
 
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)

@@ -18,6 +18,7 @@ from voicegate.events.schema import (
     CallDynamics,
     CallEnded,
     CallError,
+    CallerSpeech,
     CallReanchored,
     CallStarted,
     CallTransfer,
@@ -29,6 +30,7 @@ from voicegate.events.schema import (
 __all__ = [
     "bargein",
     "caller_segment",
+    "caller_speech",
     "dtmf",
     "ended",
     "error",
@@ -191,4 +193,10 @@ def reanchored(info: CallInfo, t_ms: int, r: ReanchorReport) -> CallReanchored:
         compute_ms=round(r.compute_ms, 3),
         position_before=r.position_before,
         position_after=r.position_after,
+    )
+
+
+def caller_speech(info: CallInfo, start_ms: int, end_ms: int) -> CallerSpeech:
+    return CallerSpeech(
+        call_id=info.call_id, leg=info.leg, t_ms=end_ms, start_ms=start_ms, end_ms=end_ms
     )

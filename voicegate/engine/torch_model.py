@@ -41,7 +41,7 @@ from voicegate.engine.base import (
 from voicegate.engine.capacity import realtime_slots
 from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system_prompt_text
-from voicegate.engine.lm.reanchor import DEFAULT_MARGIN_FRAMES
+from voicegate.engine.lm.reanchor import DEFAULT_CHUNK_FRAMES, DEFAULT_MARGIN_FRAMES
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.stt import Stt
 from voicegate.engine.stt.tick import CallerStt
@@ -55,9 +55,9 @@ log = logging.getLogger("voicegate.engine")
 
 WARMUP_STEPS = 3
 ADMISSION_TICKS = 8  # worst-case ticks timed at warm-up, per measurement
-# positions prefilled after a tick while a re-anchor runs: with the 7B shapes about 1/12 of a
-# 1500-frame rebuild per tick (bench/reanchor_bench.py measures the chunk's time)
-REANCHOR_CHUNK_FRAMES = 128
+# positions prefilled after a tick while a re-anchor runs (one captured pass; bench/
+# reanchor_bench.py measures its time)
+REANCHOR_CHUNK_FRAMES = DEFAULT_CHUNK_FRAMES
 
 
 class TorchTickModel:
@@ -124,7 +124,11 @@ class TorchTickModel:
         if reanchor_frames > 0:
             margin = reanchor_margin_frames or min(DEFAULT_MARGIN_FRAMES, lm.config.context // 8)
             self._reanchor = Reanchorer(
-                lm, self.state, keep_frames=reanchor_frames, margin_frames=margin
+                lm,
+                self.state,
+                keep_frames=reanchor_frames,
+                margin_frames=margin,
+                chunk_frames=reanchor_chunk_frames,
             )
         self._reset_mask = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
@@ -195,6 +199,8 @@ class TorchTickModel:
                     self.capture_s = graphs.capture()
                     if stt_graphs is not None:
                         self.capture_s += stt_graphs.capture()
+                if self._reanchor is not None:
+                    self.capture_s += self._reanchor.capture()
         finally:
             self._graphs = graphs
             if self.stt is not None:
@@ -233,6 +239,10 @@ class TorchTickModel:
         state.tokens.fill_(0)  # rows never loaded hold 'ungenerated' ids: give them real ones
         one = worst(1)
         every = worst(n) if n > 1 else one
+        if self._reanchor is not None:  # a re-anchor's chunk follows the tick in its frame
+            chunk_ms = self._reanchor.time_chunk(ADMISSION_TICKS)
+            one = [t + chunk_ms for t in one]
+            every = [t + chunk_ms for t in every]
         with torch.inference_mode():
             for i in range(n):
                 lm.reset_slot(state, i)
@@ -349,8 +359,8 @@ class TorchTickModel:
         position = int(self.state.positions_host[job.slot])
         # the prompt's first frame leaves at the step at position `context`: never let it
         # (a late tick is better than a call that loses its persona)
-        limit = None if position >= self.lm.config.context - 1 else self._reanchor_chunk
-        if not anchor.advance(job, limit):
+        whole = position >= self.lm.config.context - 1
+        if not anchor.advance(job, whole):
             return []
         after = anchor.finish(job)
         self._job = None
@@ -417,6 +427,10 @@ class TorchTickModel:
         """Free this model's slot state and graphs (the weights may be shared: kept)."""
         self._graphs = None
         self.stt = None
+        if self._reanchor is not None:
+            self._reanchor.close()
+            self._reanchor = None
+            self._job = None
         for name in ("state", "mimi", "_in_dev", "_out_dev"):
             if hasattr(self, name):
                 delattr(self, name)

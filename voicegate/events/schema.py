@@ -37,6 +37,7 @@ __all__ = [
     "CallEnded",
     "CallError",
     "CallReanchored",
+    "CallerSpeech",
     "CallStarted",
     "CallTransfer",
     "Dtmf",
@@ -318,6 +319,16 @@ class CallReanchored(Event):
     compute_ms: float = Field(ge=0, description="engine time the re-anchor took, all chunks")
     position_before: int = Field(ge=0, description="model position before (frames in window)")
     position_after: int = Field(ge=0, description="model position after")
+
+
+class CallerSpeech(Event):
+    """One turn of caller speech as the caller VAD saw it (onset to stop, backdated), emitted
+    when the turn ends (or the call does): the caller lane of the page's call timeline."""
+
+    type: ClassVar[str] = "caller.speech"
+
+    start_ms: int = Field(ge=0, description="call time the caller started speaking")
+    end_ms: int = Field(ge=0, description="call time the caller stopped")
 
 
 class LegStatus(Event):

@@ -317,6 +317,7 @@ def read_persona_file(
         source=path,
         digest=digest.hexdigest(),
         prompt_tokens=tokens,
+        webhooks=spec.webhooks,
     )
     return PersonaRead(persona, problems, clip)
 

@@ -16,6 +16,9 @@ The file::
     overflow:                         # optional: where calls go when we cannot take them
       default: "+14155550199"         # (no slot free, draining, engine fault); else busy
       "+14155550100": "sip:branch@pbx.example.com"   # per called number or SIP user
+    webhooks:                         # optional: post-call reports (see README, Webhooks)
+      default: {call_ended: "https://crm.example.com/voicegate"}
+      "+14155550100": {call_ended: "https://bank.example.com/calls"}
 
 Owns: the numbers schema, its checks (line/col), normalising a called party, and ``Router``.
 Does file I/O only in ``read_numbers``; must not import calls, legs or app.
@@ -35,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voicegate.errors import RoutingError
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
+from voicegate.personas.schema import Webhooks
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
 __all__ = [
@@ -109,6 +113,22 @@ class NumbersSpec(BaseModel):
         },
     )
 
+    webhooks: dict[str, Webhooks] = Field(
+        default_factory=dict,
+        description="Post-call webhooks: 'default' or a called number / SIP user -> "
+        "{call_ended: URL}. A number's or SIP user's entry wins over the persona's webhooks, "
+        "which win over 'default'.",
+        json_schema_extra={
+            "propertyNames": {
+                "anyOf": [
+                    {"const": "default"},
+                    {"pattern": E164_PATTERN.pattern},
+                    {"pattern": SIP_USER_PATTERN.pattern},
+                ]
+            }
+        },
+    )
+
 
 def numbers_json_schema() -> dict[str, Any]:
     """JSON Schema of the numbers YAML file (for editors)."""
@@ -126,6 +146,7 @@ class NumbersMap:
     numbers: dict[str, str] = field(default_factory=dict)
     sip_users: dict[str, str] = field(default_factory=dict)
     overflow: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> to
+    webhooks: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> URL
     source: Path | None = None
     digest: str = ""
 
@@ -280,6 +301,19 @@ def read_numbers(
                     f"overflow key '{key}' is neither 'default', an E.164 number nor a SIP user",
                 )
             )
+    webhooks: dict[str, str] = {}
+    for key, hooks in spec.webhooks.items():
+        if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
+            if hooks.call_ended:
+                webhooks[key] = hooks.call_ended
+        else:
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("webhooks", key)),
+                    f"webhooks key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
     if has_errors(problems):
         return None, problems
     result = NumbersMap(
@@ -287,6 +321,7 @@ def read_numbers(
         numbers=numbers,
         sip_users=dict(spec.sip_users),
         overflow=overflow,
+        webhooks=webhooks,
         source=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
@@ -333,6 +368,14 @@ class Router:
         number, user = normalise_called(to)
         hit = table.get(user) or (table.get(number) if number is not None else None)
         return hit or table.get("default", "")
+
+    def webhook(self, to: str, persona_url: str = "") -> str:
+        """The ``call_ended`` URL for a call to ``to``: the called number's or SIP user's entry,
+        else ``persona_url`` (the persona's own), else the 'default' entry ("" = none)."""
+        table = self._state[0].webhooks
+        number, user = normalise_called(to)
+        hit = table.get(user) or (table.get(number) if number is not None else None)
+        return hit or persona_url or table.get("default", "")
 
     def route(self, to: str) -> str:
         """The persona for a called number / SIP URI / SIP user; the default when none matches."""

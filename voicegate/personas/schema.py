@@ -26,6 +26,7 @@ __all__ = [
     "Persona",
     "PersonaSpec",
     "Sampling",
+    "Webhooks",
     "persona_json_schema",
 ]
 
@@ -146,6 +147,24 @@ class Destination(_Strict):
     def _url(cls, value: str) -> str:
         if value and not _HANDOFF_URL.match(value):
             raise ValueError(f"handoff_url '{value}' is not an http(s) URL")
+        return value
+
+
+class Webhooks(_Strict):
+    """Where the gateway POSTs signed reports of calls (post-call webhooks, at least once)."""
+
+    call_ended: str = Field(
+        "",
+        max_length=2000,
+        description="An http(s) URL that gets the call's signed JSON report after call.ended "
+        "(transcripts, dynamics, barge-ins, transfers, recording), retried until it answers 2xx.",
+    )
+
+    @field_validator("call_ended")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not _HANDOFF_URL.match(value):
+            raise ValueError(f"call_ended '{value}' is not an http(s) URL")
         return value
 
 
@@ -292,6 +311,9 @@ class PersonaSpec(_Strict):
     call_flow: CallFlowSpec | None = Field(
         None, description="Transfers to people and hang-ups (keys, the agent's words, limits)."
     )
+    webhooks: Webhooks | None = Field(
+        None, description="Post-call webhooks: {call_ended: URL} gets a signed report per call."
+    )
 
     @field_validator("text_prompt")
     @classmethod
@@ -342,6 +364,7 @@ class Persona(BaseModel):
     source: Path | None = None  # the YAML file it came from
     digest: str = ""  # sha256 of the YAML bytes (and the clip's): changes when an edit matters
     prompt_tokens: int = 0  # model tokens of text_prompt (or an estimate; see loader)
+    webhooks: Webhooks | None = None
 
     def flow_rules(self) -> FlowRules | None:
         """Its call flow as the Call applies it (None: no transfers or hang-up rules)."""

@@ -386,6 +386,11 @@ class NumbersStore:
         router = self._router
         return router.overflow(to) if router is not None else ""
 
+    def webhook(self, to: str, persona_url: str = "") -> str:
+        """Shortcut for ``router.webhook`` (``persona_url`` while no numbers file is loaded)."""
+        router = self._router
+        return router.webhook(to, persona_url) if router is not None else persona_url
+
     def problems(self) -> list[Problem]:
         return list(self._problems)
 

@@ -217,6 +217,27 @@ class LMModel(nn.Module):
             x = self._layer_out(layer, x, attn)
         return _ops.rms_norm(x, self.out_norm.alpha, c.norm_eps)
 
+    def temporal_extend_at(
+        self, x: torch.Tensor, kv: torch.Tensor, at: torch.Tensor, key_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``temporal_extend`` with fixed shapes, for a CUDA graph: x [1, T, dim] at positions
+        ``at`` [T] (a device tensor, consecutive), attending to every column of ``kv``
+        [L, 2, H, C, D] whose position (``key_positions`` = arange(C)) is at most the query's.
+
+        Columns past the last query hold whatever they held (masked), so a pass whose last
+        queries are padding leaves junk only where the next pass writes first.
+        """
+        rotation = self._rotation(at[None])
+        mask = key_positions[None] <= at[:, None]
+        for i, layer in enumerate(self._temporal):
+            q, k, v = self._attention_in(layer, x, rotation)
+            keys, values = kv[i, 0], kv[i, 1]
+            keys.index_copy_(1, at, k[0])
+            values.index_copy_(1, at, v[0])
+            attn = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask)
+            x = self._layer_out(layer, x, attn)
+        return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
+
     def temporal_step(
         self,
         x: torch.Tensor,
