@@ -185,3 +185,28 @@ def test_caller_phrase_matching_on_word_boundaries() -> None:
         "desk",
     )
     assert flow2.on_caller_word("person", 400) is None  # the matched words are used up
+
+
+def test_the_handoff_document_has_both_sides_in_time_order() -> None:
+    from voicegate.calls.caller_words import CallerSegment
+    from voicegate.calls.handoff import handoff_document
+    from voicegate.calls.transcript import AgentSegment
+    from voicegate.contracts import TransferTarget
+
+    agent = [AgentSegment("Hello, how can I help?", 0, 1500), AgentSegment("Sure.", 3000, 3400)]
+    caller = [CallerSegment("I lost my card", 1700, 2800, (("I", 1700, 1800),), is_final=True)]
+    doc = handoff_document(
+        CallInfo("c-h", "twilio", "p"),
+        TransferTarget("desk", "+14155550123", "h1"),
+        trigger="caller_says",
+        trigger_detail="a person",
+        call_ms=4000,
+        segments=agent,
+        counters={},
+        caller_segments=caller,
+    )
+    assert [(e["speaker"], e["text"]) for e in doc["transcript"]] == [
+        ("agent", "Hello, how can I help?"),
+        ("caller", "I lost my card"),
+        ("agent", "Sure."),
+    ]

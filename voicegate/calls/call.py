@@ -661,6 +661,7 @@ class Call:
                 call_ms=self.now_ms,
                 segments=self.segments,
                 counters={"bargeins": len(self.bargeins), "dtmf": len(self.dtmf_digits)},
+                caller_segments=self.caller_segments,
             )
             # the desktop gets the call so far first; the transfer waits at most the POST's bound
             self._handoff.start(url, document, lambda: self._ask_leg(target))
