@@ -125,3 +125,43 @@ def moshi_mimi(config: MimiConfig, state: dict[str, Any]) -> Any:
     model = get_mimi(None, mimi_config, device="cpu", num_codebooks=c.n_q_served)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def moshi_stt(config: Any, *, device: torch.device | str = "cpu") -> Any:
+    """moshi's LMModel for an ``SttConfig`` (dep_q 0, all delays 0, extra heads), float32, in
+    eval mode; load a state dict into it."""
+    from moshi.models.lm import LMModel as MoshiLMModel
+
+    ffn = (3 * config.ffn_inner + 1) // 2
+    assert 2 * ffn // 3 == config.ffn_inner and ffn != 4 * config.dim
+    with torch.device(device):
+        model = MoshiLMModel(
+            delays=[0] * (config.n_q + 1),
+            n_q=config.n_q,
+            dep_q=0,
+            card=config.audio_card,
+            text_card=config.text_card,
+            dim=config.dim,
+            num_heads=config.num_heads,
+            num_layers=config.num_layers,
+            hidden_scale=ffn / config.dim,  # type: ignore[arg-type]  # moshi says int, means float
+            norm="rms_norm_f32",
+            causal=True,
+            layer_scale=None,
+            context=config.context,
+            max_period=config.max_period,
+            gating="silu",
+            positional_embedding="rope",
+            existing_text_padding_id=config.text_padding_id,
+            extra_heads_num_heads=config.extra_heads,
+            extra_heads_dim=config.extra_head_dim,
+            depformer_multi_linear=True,
+            depformer_dim=1024,
+            depformer_num_heads=16,
+            depformer_num_layers=6,
+            depformer_pos_emb="none",
+            depformer_weights_per_step=True,
+            device=device,
+            dtype=torch.float32,
+        )
+    return model.eval()

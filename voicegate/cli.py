@@ -110,13 +110,17 @@ def demo(
     seconds: Annotated[
         float, typer.Option(min=1.0, max=60.0, help="Most caller audio to play.")
     ] = 8.0,
+    caller_words: Annotated[
+        bool,
+        typer.Option(help="Also run the tiny caller STT (random weights): transcript.caller."),
+    ] = False,
 ) -> None:
     """One whole call on this machine: local Redis, tiny engine, the real Twilio path (simulated)."""
     from voicegate.demo import run_demo
 
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("voicegate.personas").setLevel(logging.ERROR)  # prompt-length advice
-    raise typer.Exit(run_demo(out, caller_wav, seconds))
+    raise typer.Exit(run_demo(out, caller_wav, seconds, caller_words=caller_words))
 
 
 @app.command("call")

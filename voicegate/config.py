@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     kv_cache_dtype: Literal["bf16", "fp8"] = Field(
         "bf16", description="KV cache precision on the GPU (fp8 is opt-in)."
     )
+    asr_model_dir: Path | None = Field(
+        None,
+        description="Folder with a Kyutai streaming STT release (kyutai/stt-1b-en_fr, its -candle release, or kyutai/stt-2.6b-en: config.json, model.safetensors, the tokenizer): the caller's words are transcribed in the engine tick (transcript.caller events). Unset: no caller transcript.",
+    )
 
     # --- engine faults (a fault moves every call to overflow or ends it; the engine is rebuilt) ---
     engine_tick_timeout_s: float = Field(

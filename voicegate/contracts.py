@@ -178,6 +178,8 @@ class FlowRules:
     handoff_urls: dict[str, str] = field(default_factory=dict)  # name -> warm handoff URL
     dtmf: dict[str, FlowAction] = field(default_factory=dict)
     agent_says: tuple[tuple[str, FlowAction], ...] = ()
+    # phrases in the caller's words (the engine's caller STT; none without it)
+    caller_says: tuple[tuple[str, FlowAction], ...] = ()
     on_max_duration: FlowAction | None = None
     on_silence_timeout: FlowAction | None = None
     hangup_silence_ms: int = 1500
@@ -185,7 +187,13 @@ class FlowRules:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.dtmf or self.agent_says or self.on_max_duration or self.on_silence_timeout)
+        return not (
+            self.dtmf
+            or self.agent_says
+            or self.caller_says
+            or self.on_max_duration
+            or self.on_silence_timeout
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -252,8 +252,15 @@ def _print_event(fields: dict[str, str]) -> None:
     print(f"  t={fields.get('t', '?'):>6} ms  {kind:<17} {rest}")
 
 
-def run_demo(out_wav: Path, caller_wav: Path | None = None, max_caller_s: float = 10.0) -> int:
-    """Run the demo; returns a process exit code."""
+def run_demo(
+    out_wav: Path,
+    caller_wav: Path | None = None,
+    max_caller_s: float = 10.0,
+    *,
+    caller_words: bool = False,
+) -> int:
+    """Run the demo; returns a process exit code. ``caller_words``: the engine also runs the
+    tiny caller STT (random weights, a release-layout folder made for the run)."""
     from voicegate.app import create_app
     from voicegate.config import Settings
 
@@ -283,6 +290,11 @@ def run_demo(out_wav: Path, caller_wav: Path | None = None, max_caller_s: float 
             sip_enabled=False,
             max_calls=4,
         )
+        if caller_words:
+            from voicegate.engine.synthetic import make_asr_dir
+
+            settings.asr_model_dir = make_asr_dir(Path(tmp) / "asr").root
+            print("gateway: with the tiny caller STT (random weights): transcript.caller events")
         print("gateway: starting with the tiny engine (random weights, CPU) ...")
         server = ServerThread(create_app(settings), port=settings.port)
         server.start()

@@ -36,6 +36,7 @@ from voicegate.events.schema import (  # not re-exported by voicegate.events yet
     CallReanchored,
     RecordingEnded,
     RecordingStarted,
+    TranscriptCaller,
 )
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
@@ -61,6 +62,8 @@ SAMPLES: list[Event] = [
             response_gaps=7,
             response_gap_p50_ms=310.5,
             response_gap_p90_ms=720.0,
+            caller_turn_ends=3,
+            caller_turn_end_lag_p50_ms=240.0,
         ),
         counters={"late_ticks": 1, "cpu_ms": 12.5},
     ),
@@ -106,6 +109,21 @@ SAMPLES: list[Event] = [
         position_before=2750,
         position_after=1822,
     ),
+    BargeIn(
+        **COMMON,
+        caller_onset_ms=5000,
+        agent_stop_ms=5180,
+        latency_ms=180,
+        caller_text="wait, what about",
+    ),
+    TranscriptCaller(
+        **COMMON,
+        text="I lost my card",
+        start_ms=2000,
+        end_ms=3040,
+        words=[("I", 2000, 2080), ("lost", 2160, 2480), ("my", 2480, 2640), ("card", 2720, 3040)],
+    ),
+    TranscriptCaller(**COMMON, text="I lost", start_ms=2000, end_ms=2480, final=False),
     CallerSpeech(**COMMON, start_ms=500, end_ms=1740),
     CallContext(
         **COMMON,

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -33,6 +34,7 @@ import numpy.typing as npt
 
 from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord, BargeInTracker
+from voicegate.calls.caller_words import CallerSegment, CallerWords
 from voicegate.calls.dynamics import Dynamics, analyse
 from voicegate.calls.flow import CallFlow, FlowTrigger
 from voicegate.calls.framing import CallerFramer
@@ -58,6 +60,11 @@ from voicegate.errors import InvalidStateError
 from voicegate.events.schema import Event
 
 __all__ = ["Call", "CallState", "ResamplerLike"]
+
+# a barge-in's caller text: the words starting from a little before the onset (VAD onsets lag
+# a word's first sound) to this long after it
+BARGEIN_LEAD_MS = 300
+BARGEIN_WORDS_MS = 1500
 
 log = logging.getLogger("voicegate.calls")
 
@@ -174,7 +181,12 @@ class Call:
         self._caller_samples = 0
         self._caller = CallerVoice(rate, vad_factory) if config.is_caller_vad_enabled else None
         # engine thread -> loop
-        self._ticks = TickRing(clock, self._take_tick)
+        self._ticks = TickRing(clock, self._take_tick, self._take_caller)
+        # caller STT (when the engine runs one): words, segments and barge-in texts
+        self._words: CallerWords | None = None
+        self._bind_caller_ms = 0
+        self._pending_bargeins: list[BargeInRecord] = []  # waiting for the STT's words
+        self.caller_segments: list[CallerSegment] = []
         self._reanchors: deque[ReanchorReport] = deque()  # engine thread -> loop
         self._prime_time = 0.0  # arrival of the tick that primed the playout
         self.ticks = 0
@@ -253,6 +265,7 @@ class Call:
                 f"call {self.call_id}: already bound to slot {self._slot.index}"
             )
         self._slot = slot
+        self._bind_caller_ms = self.caller_ms
         self._framer.bind(slot)
         self.announce()
         # the model's clocks start with the slot: silence counts from the agent's first word
@@ -275,6 +288,11 @@ class Call:
     def is_announcing(self) -> bool:
         """True while the recording announcement plays (no slot yet; caller audio not fed)."""
         return self._announcement is not None
+
+    @property
+    def caller_turn_end_lags_ms(self) -> list[int]:
+        """Per caller turn end the STT signalled: ms after the caller's last word."""
+        return self._words.turn_end_lags_ms if self._words is not None else []
 
     @property
     def frames_pushed(self) -> int:
@@ -378,6 +396,11 @@ class Call:
         seg = self._segmenter.flush(now, unplayed)
         if seg is not None:
             self._emit_segment(seg)
+        if self._words is not None:
+            caller_seg = self._words.flush()
+            if caller_seg is not None:
+                self._emit_caller_segment(caller_seg)
+        self._report_bargeins(is_ending=True)
         self.playout.close_intervals()
         caller_intervals: list[tuple[int, int]] = []
         if self._caller is not None:
@@ -411,6 +434,9 @@ class Call:
                 bargeins=len(self.bargeins),
                 dynamics=dyn,
                 counters=counters,
+                caller_turn_end_lags_ms=(
+                    self._words.turn_end_lags_ms if self._words is not None else ()
+                ),
             )
         )
         log.info(
@@ -633,11 +659,11 @@ class Call:
         seg = self._segmenter.on_cut(agent_stop, cut_text, is_speech_cut=had_speech or was_audible)
         if seg is not None:
             self._emit_segment(seg)
-        info = self.info
-        self._emit(lambda: report.bargein(info, record))
+        self._pending_bargeins.append(record)
+        self._report_bargeins(is_ending=False)
         log.info(
             "call %s: barge-in at %d ms, agent stopped at %d ms (%d ms), %d ms dropped, cut %r",
-            info.call_id,
+            self.call_id,
             onset_ms,
             agent_stop,
             record.latency_ms,
@@ -720,6 +746,7 @@ class Call:
                 call_ms=self.now_ms,
                 segments=self.segments,
                 counters={"bargeins": len(self.bargeins), "dtmf": len(self.dtmf_digits)},
+                caller_segments=self.caller_segments,
             )
             # the desktop gets the call so far first; the transfer waits at most the POST's bound
             self._handoff.start(url, document, lambda: self._ask_leg(target))
@@ -820,6 +847,50 @@ class Call:
             done.kept_frames,
             done.compute_ms,
         )
+
+    # --- caller words (the engine's caller STT) -----------------------------------------------
+
+    def _take_caller(self, frame_index: int, text: str, end_of_turn: float, delay: int) -> None:
+        words = self._words
+        if words is None:
+            words = self._words = CallerWords(
+                delay,
+                offset_ms=self._bind_caller_ms,
+                on_word=self._on_caller_word if self._flow is not None else None,
+            )
+        seg = words.on_frame(frame_index, text, end_of_turn)
+        if seg is not None:
+            self._emit_caller_segment(seg)
+        if self._pending_bargeins:
+            self._report_bargeins(is_ending=False)
+
+    def _on_caller_word(self, word: str, start_ms: int, end_ms: int) -> None:
+        if self._flow is not None and self._transfer is None and self.is_active:
+            # a hang-up waits for the caller's silence after this word: the VAD's speech that
+            # carried the word may end a little after the STT's word end
+            self._act(self._flow.on_caller_word(word, max(end_ms, self._last_caller_voice_ms)))
+
+    def _report_bargeins(self, *, is_ending: bool) -> None:
+        """Barge-in events go out once the STT has transcribed the caller's first words after
+        the onset (or at once without an STT, or when the call ends)."""
+        words = self._words
+        info = self.info
+        while self._pending_bargeins:
+            record = self._pending_bargeins[0]
+            onset = record.caller_onset_ms
+            caller_text = ""
+            if words is not None:
+                if not is_ending and words.covered_ms < onset + BARGEIN_WORDS_MS:
+                    return
+                caller_text = words.words_between(onset - BARGEIN_LEAD_MS, onset + BARGEIN_WORDS_MS)
+            self._pending_bargeins.pop(0)
+            self._emit(partial(report.bargein, info, record, caller_text))
+
+    def _emit_caller_segment(self, seg: CallerSegment) -> None:
+        if seg.is_final:
+            self.caller_segments.append(seg)
+        info = self.info
+        self._emit(lambda: report.caller_segment(info, seg))
 
     def _emit_caller_turn(self, stop_ms: int) -> None:
         # once per caller turn (a VAD state change), never per frame: the page's caller lane

@@ -13,6 +13,9 @@ author writes, on signals the Call already has:
   ``hangup_silence_ms`` after the phrase was played, so a caller who answers "wait, one more
   thing" keeps the call, and "say goodbye to high fees" in mid-sentence ends nothing unless the
   caller then stays quiet.
+* ``caller_says``: a phrase matched the same way on the caller's words (the engine's caller
+  STT; the Call feeds each word as the STT completes it, with its end on the call clock). A
+  transfer fires at the match; a hang-up once the caller has then been silent as above.
 * ``limits``: what ``max_duration`` and ``silence_timeout`` do (default: hang up as before).
 
 Owns: ``FlowTrigger``, ``CallFlow`` (the rules, ``FlowRules``/``FlowAction``, are contracts: the
@@ -60,6 +63,8 @@ class CallFlow:
         "_is_word_open",
         "_pending_hangup",
         "_phrases",
+        "_caller_heard",
+        "_caller_phrases",
         "rules",
     )
 
@@ -71,6 +76,8 @@ class CallFlow:
         self._is_word_open = False  # the last word may still be continued by the next piece
         self._phrases = [(normalise(p), p, a) for p, a in rules.agent_says if normalise(p)]
         self._pending_hangup: tuple[FlowTrigger, int] | None = None  # (trigger, played at ms)
+        self._caller_heard = ""  # normalised recent caller words, complete words only
+        self._caller_phrases = [(normalise(p), p, a) for p, a in rules.caller_says if normalise(p)]
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -140,6 +147,29 @@ class CallFlow:
                 trigger = FlowTrigger("agent_says", phrase, action)
                 if action.kind == "hangup":
                     self._pending_hangup = (trigger, played_end_ms)
+                    return None
+                self._pending_hangup = None
+                return trigger
+        return None
+
+    # --- the caller's words (caller STT) ---------------------------------------------------
+
+    def on_caller_word(self, word: str, end_ms: int) -> FlowTrigger | None:
+        """One complete caller word (ending at ``end_ms``); returns a transfer that fires now.
+        Hang-ups wait for ``poll`` (the caller's silence after the phrase)."""
+        if not self._caller_phrases:
+            return None
+        piece = normalise(word)
+        if not piece:
+            return None
+        heard = (self._caller_heard + " " + piece).strip()[-MAX_HEARD_CHARS:]
+        self._caller_heard = heard
+        for norm, phrase, action in self._caller_phrases:
+            if heard == norm or heard.endswith(" " + norm):
+                self._caller_heard = ""
+                trigger = FlowTrigger("caller_says", phrase, action)
+                if action.kind == "hangup":
+                    self._pending_hangup = (trigger, end_ms)
                     return None
                 self._pending_hangup = None
                 return trigger

@@ -50,9 +50,12 @@ def handoff_document(
     call_ms: int,
     segments: Sequence[Any],
     counters: dict[str, int],
+    caller_segments: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """The JSON document a destination's desktop gets (``segments``: AgentSegment-like)."""
-    transcript = [
+    """The JSON document a destination's desktop gets (``segments``: AgentSegment-like;
+    ``caller_segments``: the caller's final CallerSegment-likes when the engine runs a caller
+    STT, merged in by start time)."""
+    transcript: list[dict[str, Any]] = [
         {
             "speaker": "agent",
             "text": seg.text,
@@ -61,8 +64,15 @@ def handoff_document(
             "heard": seg.is_heard,
             "cut_text": seg.cut_text,
         }
-        for seg in list(segments)[-MAX_TRANSCRIPT_SEGMENTS:]
+        for seg in segments
     ]
+    if caller_segments:
+        transcript += [
+            {"speaker": "caller", "text": s.text, "start_ms": s.start_ms, "end_ms": s.end_ms}
+            for s in caller_segments
+        ]
+        transcript.sort(key=lambda entry: int(entry["start_ms"]))
+    transcript = transcript[-MAX_TRANSCRIPT_SEGMENTS:]
     return {
         "type": "voicegate.handoff",
         "handoff_id": target.handoff_id,

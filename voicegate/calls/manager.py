@@ -415,6 +415,8 @@ class CallManager:
         m.call_underruns.labels(leg).observe(call.playout.underruns)
         m.call_overruns.labels(leg).observe(call.playout.overruns)
         m.call_duration.labels(leg).observe(call.now_ms / 1000.0)
+        for lag_ms in call.caller_turn_end_lags_ms:
+            m.caller_turn_end_lag.labels(leg).observe(lag_ms / 1000.0)
         if not self._calls:
             self._idle.set()
 

@@ -95,6 +95,14 @@ class CallMetrics:
             buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 3600),
             registry=registry,
         )
+        self.caller_turn_end_lag = Histogram(
+            "voicegate_caller_turn_end_lag_seconds",
+            "Caller STT end-of-turn signal: from the end of the caller's last word to the "
+            "model saying the caller's turn ended (models with the head: stt-1b-en_fr).",
+            ["leg"],
+            buckets=(0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+            registry=registry,
+        )
         self._engine_stats = engine_stats
         if registry is not None and engine_stats is not None:
             registry.register(_EngineCollector(engine_stats))

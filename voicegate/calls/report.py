@@ -7,7 +7,8 @@ Owns: the mapping from call state to ``call.started``, ``call.ended``, ``transcr
 from __future__ import annotations
 
 from voicegate.calls.bargein import BargeInRecord
-from voicegate.calls.dynamics import Dynamics
+from voicegate.calls.caller_words import CallerSegment
+from voicegate.calls.dynamics import Dynamics, percentile
 from voicegate.calls.flow import FlowTrigger
 from voicegate.calls.recording import CallRecorder, RecordingResult
 from voicegate.calls.transcript import AgentSegment
@@ -26,10 +27,12 @@ from voicegate.events.schema import (
     RecordingEnded,
     RecordingStarted,
     TranscriptAgent,
+    TranscriptCaller,
 )
 
 __all__ = [
     "bargein",
+    "caller_segment",
     "caller_speech",
     "dtmf",
     "ended",
@@ -44,6 +47,8 @@ __all__ = [
 
 MAX_TEXT = 8192
 MAX_DETAIL = 2048
+MAX_WORDS = 1024  # words of one caller segment in an event (a 30 s segment has ~100)
+MAX_WORD = 64
 
 
 def started(info: CallInfo) -> CallStarted:
@@ -69,6 +74,7 @@ def ended(
     bargeins: int,
     dynamics: Dynamics,
     counters: dict[str, int | float],
+    caller_turn_end_lags_ms: list[int] | tuple[int, ...] = (),
 ) -> CallEnded:
     return CallEnded(
         call_id=info.call_id,
@@ -89,6 +95,8 @@ def ended(
             response_gaps=len(dynamics.response_gaps_ms),
             response_gap_p50_ms=dynamics.response_gap_p50_ms,
             response_gap_p90_ms=dynamics.response_gap_p90_ms,
+            caller_turn_ends=len(caller_turn_end_lags_ms),
+            caller_turn_end_lag_p50_ms=percentile(caller_turn_end_lags_ms, 50.0),
         ),
         counters=counters,
     )
@@ -108,7 +116,25 @@ def segment(info: CallInfo, seg: AgentSegment) -> TranscriptAgent:
     )
 
 
-def bargein(info: CallInfo, rec: BargeInRecord) -> BargeIn:
+def caller_segment(info: CallInfo, seg: CallerSegment) -> TranscriptCaller:
+    words = list(seg.words)
+    text = seg.text
+    if len(text) > MAX_TEXT or len(words) > MAX_WORDS:  # a runaway: keep what fits
+        words = words[:MAX_WORDS]
+        text = text[:MAX_TEXT]
+    return TranscriptCaller(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=seg.end_ms,
+        text=text,
+        start_ms=seg.start_ms,
+        end_ms=seg.end_ms,
+        words=[(w[:MAX_WORD], s, e) for w, s, e in words],
+        final=seg.is_final,
+    )
+
+
+def bargein(info: CallInfo, rec: BargeInRecord, caller_text: str = "") -> BargeIn:
     return BargeIn(
         call_id=info.call_id,
         leg=info.leg,
@@ -118,6 +144,7 @@ def bargein(info: CallInfo, rec: BargeInRecord) -> BargeIn:
         latency_ms=rec.latency_ms,
         discarded_ms=rec.discarded_ms,
         cut_text=rec.cut_text[:MAX_TEXT],
+        caller_text=caller_text[:MAX_TEXT],
     )
 
 

@@ -10,6 +10,8 @@ the loop falls more than ``TICK_RING`` ticks behind, the oldest are lost (counte
 Usage::
 
     ring = TickRing(clock, take)     # take(pcm, text, arrived_at) runs on the loop, in order
+    ring = TickRing(clock, take, take_caller)  # + take_caller(frame, text, eot, delay) first,
+                                     # for ticks that carry the caller STT's output
     ring.on_tick(out)                # engine thread, once per tick
     if ring.written != ring.read:    # event loop: cheap check, then
         ring.drain()
@@ -38,9 +40,16 @@ class TickRing:
         self,
         clock: Callable[[], float],
         take: Callable[[npt.NDArray[np.float32], str, float], None],
+        take_caller: Callable[[int, str, float, int], None] | None = None,
     ) -> None:
         self._clock = clock
         self._take = take  # (pcm, text, arrival time on ``clock``), on the loop
+        # (frame index, caller text piece, end-of-turn probability, STT delay frames)
+        self._take_caller = take_caller
+        self._frame = [-1] * TICK_RING  # -1: the tick carried no caller STT output
+        self._caller_text = [""] * TICK_RING
+        self._caller_eot = [0.0] * TICK_RING
+        self._caller_delay = 0
         self._pcm = np.zeros((TICK_RING, FRAME_SAMPLES), dtype=np.float32)
         self._text = [""] * TICK_RING
         self._time = [0.0] * TICK_RING  # clock() at arrival
@@ -54,6 +63,13 @@ class TickRing:
         i = w & (TICK_RING - 1)
         np.copyto(self._pcm[i], out.pcm)
         self._text[i] = out.text
+        if out.caller_token >= 0:
+            self._frame[i] = out.frame_index
+            self._caller_text[i] = out.caller_text
+            self._caller_eot[i] = out.caller_end_of_turn
+            self._caller_delay = out.caller_delay_frames
+        else:
+            self._frame[i] = -1
         self._time[i] = self._clock()
         self.written = w + 1
 
@@ -68,4 +84,9 @@ class TickRing:
             i = r & (TICK_RING - 1)
             r += 1
             self.read = r
+            frame = self._frame[i]
+            if frame >= 0 and self._take_caller is not None:
+                self._take_caller(
+                    frame, self._caller_text[i], self._caller_eot[i], self._caller_delay
+                )
             self._take(self._pcm[i], self._text[i], self._time[i])

@@ -21,7 +21,8 @@ from voicegate.engine.capacity import measure_state_bytes, slots_that_fit
 from voicegate.engine.lm import LM, LMConfig
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer, load_mimi
 from voicegate.engine.modeldir import ModelFiles, check_model_dir
-from voicegate.engine.tokenizer import load_text_tokenizer
+from voicegate.engine.stt import Stt, check_asr_dir, load_asr_tokenizer
+from voicegate.engine.tokenizer import TextTokenizer, load_text_tokenizer
 from voicegate.engine.torch_model import TorchTickModel
 from voicegate.engine.voices import VoiceBank
 from voicegate.errors import CheckpointError, ConfigError
@@ -80,6 +81,32 @@ def reanchor_frames(settings: Any) -> int:
     return frames
 
 
+def load_caller_stt(
+    settings: Any, device: torch.device, dtype: torch.dtype
+) -> tuple[Stt, TextTokenizer] | None:
+    """The caller STT from ``VOICEGATE_ASR_MODEL_DIR`` (checked, loaded), or None if unset."""
+    asr_dir = getattr(settings, "asr_model_dir", None)
+    if asr_dir is None or str(asr_dir) == "":
+        return None
+    files = check_asr_dir(Path(asr_dir))
+    tokenizer = load_asr_tokenizer(files)
+    started = time.perf_counter()
+    stt = Stt.from_checkpoint(files.model, files.config, device, dtype)
+    log.info(
+        "caller ASR %s (%d layers, %d-frame window, %d codebooks, delay %d frames%s) loaded "
+        "from %s in %.1f s",
+        files.config.name,
+        files.config.num_layers,
+        files.config.context,
+        files.config.n_q,
+        files.config.delay_frames,
+        ", end-of-turn heads" if files.config.has_end_of_turn else "",
+        files.root,
+        time.perf_counter() - started,
+    )
+    return stt, tokenizer
+
+
 def build_tiny_model(settings: Any) -> TorchTickModel:
     """Random weights with a fixed seed, small shapes, the bundled tokenizer; CPU by default."""
     device = resolve_device(str(getattr(settings, "device", "auto")), prefer_cuda=False)
@@ -92,9 +119,18 @@ def build_tiny_model(settings: Any) -> TorchTickModel:
     mimi = MimiModel(MimiConfig.tiny()).init_random_(seed=TINY_SEED).to(device)
     slots = int(getattr(settings, "max_calls", 0) or 0) or TINY_DEFAULT_SLOTS
     voices = VoiceBank(mimi, None, fake_presets=True)
+    caller = load_caller_stt(settings, device, torch.float32)
     log.info("engine tiny: %d slots on %s", slots, device)
     return TorchTickModel(
-        "tiny", lm, mimi, tokenizer, voices, slots, reanchor_frames=reanchor_frames(settings)
+        "tiny",
+        lm,
+        mimi,
+        tokenizer,
+        voices,
+        slots,
+        reanchor_frames=reanchor_frames(settings),
+        stt=caller[0] if caller else None,
+        stt_tokenizer=caller[1] if caller else None,
     )
 
 
@@ -114,6 +150,9 @@ def build_personaplex_model(settings: Any) -> TorchTickModel:
         max_calls=int(getattr(settings, "max_calls", 0) or 0),
         kv_cache=kv_cache,
         reanchor_frames=reanchor_frames(settings),
+        caller_stt=load_caller_stt(
+            settings, device, torch.bfloat16 if device.type == "cuda" else torch.float32
+        ),
     )
 
 
@@ -127,6 +166,7 @@ def load_release_model(
     name: str = "personaplex",
     kv_cache: str = "bf16",
     reanchor_frames: int = 0,
+    caller_stt: tuple[Stt, TextTokenizer] | None = None,
 ) -> TorchTickModel:
     """Load a release folder with the given shapes (7B in production; tests pass tiny ones).
 
@@ -153,8 +193,14 @@ def load_release_model(
     load_s = time.perf_counter() - started
     budget = None
     if device.type == "cuda":
+        stt_model = caller_stt[0] if caller_stt else None
         per_slot = measure_state_bytes(
-            lambda: (lm.new_state(1, kv_dtype=kv_dtype), MimiStreamer(mimi, 1)), device
+            lambda: (
+                lm.new_state(1, kv_dtype=kv_dtype),
+                MimiStreamer(mimi, 1),
+                stt_model.new_state(1, kv_dtype) if stt_model is not None else None,
+            ),
+            device,
         )
         free, total = torch.cuda.mem_get_info(device)
         if reanchor_frames:  # the re-anchor workspace: one slot's KV ring in the model's dtype
@@ -179,6 +225,8 @@ def load_release_model(
         slots,
         kv_dtype=kv_dtype,
         reanchor_frames=reanchor_frames,
+        stt=caller_stt[0] if caller_stt else None,
+        stt_tokenizer=caller_stt[1] if caller_stt else None,
     )
     model.budget = budget
     model.load_s = load_s

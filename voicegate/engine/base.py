@@ -77,6 +77,14 @@ class TickOutput:
     text: str  # detokenised piece ('' for PAD/EPAD); a leading space marks a word start
     # set on the first output after the slot was re-anchored (long calls), else None
     reanchor: ReanchorReport | None = None
+    # the caller's words (an ASR model is configured): this frame's STT text token (-1: no
+    # STT), its text piece ('' for PAD/EPAD; a leading space starts a word) and the probability
+    # that the caller's turn ends here (-1.0: no STT or no end-of-turn head). The text of a
+    # frame trails the caller's audio by ``caller_delay_frames`` frames (the model's delay).
+    caller_token: int = -1
+    caller_text: str = ""
+    caller_end_of_turn: float = -1.0
+    caller_delay_frames: int = 0
 
 
 @dataclass(slots=True)

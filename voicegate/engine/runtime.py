@@ -195,6 +195,12 @@ class BatchedEngine:
         self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
             getattr(model, "between_ticks", None)
         )
+        # optional on a TickModel: the caller STT's per-row outputs of the last step
+        self._caller_outputs: Callable[[], tuple[np.ndarray, np.ndarray] | None] | None = getattr(
+            model, "caller_outputs", None
+        )
+        self._caller_piece: Callable[[int, int], str] | None = getattr(model, "caller_piece", None)
+        self._caller_delay_frames = int(getattr(model, "caller_delay_frames", 0))
         if mode is TickMode.OFFLINE:
             for state in self._slots:
                 state.notify = self._notify
@@ -520,6 +526,7 @@ class BatchedEngine:
         self._tick_ms[self._tick_ms_n % TICK_HISTORY] = (time.perf_counter() - started) * 1000.0
         self._tick_ms_n += 1
         self._stats.ticks += 1
+        caller = self._caller_outputs() if self._caller_outputs is not None else None
         for state, generation, sink in active:
             if sink is None or state.generation != generation:
                 continue  # left during the step
@@ -532,6 +539,12 @@ class BatchedEngine:
             out.text = model.text_piece(index, token)
             out.reanchor = state.reanchor
             state.reanchor = None
+            if caller is not None and self._caller_piece is not None:
+                caller_token = int(caller[0][index])
+                out.caller_token = caller_token
+                out.caller_text = self._caller_piece(index, caller_token)
+                out.caller_end_of_turn = float(caller[1][index])
+                out.caller_delay_frames = self._caller_delay_frames
             state.frames += 1
             state.stats.frames += 1
             try:

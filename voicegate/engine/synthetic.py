@@ -11,8 +11,10 @@ through sentencepiece's model proto, to pad the tokenizer to the LM's text vocab
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,11 +30,15 @@ from voicegate.engine.modeldir import (
     ModelFiles,
     check_model_dir,
 )
+from voicegate.engine.stt import AsrFiles, SttConfig, check_asr_dir, write_random_stt
+from voicegate.engine.stt.release import ASR_CONFIG_NAME, ASR_MODEL_NAME
 from voicegate.engine.tokenizer import TINY_TOKENIZER_PATH
 
 __all__ = [
     "SYNTHETIC_VOICES",
+    "make_asr_dir",
     "make_release_dir",
+    "tiny_stt_config",
     "write_random_lm",
     "write_synthetic_tokenizer",
     "write_voice_preset",
@@ -119,3 +125,33 @@ def make_release_dir(
     for i, name in enumerate(SYNTHETIC_VOICES):
         write_voice_preset(voices / f"{name}.pt", lm_config.dim, seed=seed + i)
     return check_model_dir(root), times
+
+
+TINY_ASR_TOKENIZER_NAME = "tokenizer_tiny_asr.model"
+
+
+def tiny_stt_config(text_card: int = 1000, n_q: int = 8) -> SttConfig:
+    """The tiny STT: tiny dims, the tiny Mimi's 8 codebooks, 4 end-of-turn heads, a 64-frame
+    window (wraps in 5 s of a test call), the 1B's 0.5 s delay."""
+    return replace(
+        SttConfig.tiny(text_card=text_card, n_q=n_q), tokenizer_name=TINY_ASR_TOKENIZER_NAME
+    )
+
+
+def make_asr_dir(
+    root: Path,
+    config: SttConfig | None = None,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> AsrFiles:
+    """An ASR release folder (config.json, model.safetensors, tokenizer) with random weights:
+    the tiny STT by default, loaded through the same checks as a Kyutai release."""
+    config = config or tiny_stt_config()
+    if not config.tokenizer_name:
+        config = replace(config, tokenizer_name=TINY_ASR_TOKENIZER_NAME)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ASR_CONFIG_NAME).write_text(json.dumps(config.to_release_json(), indent=1) + "\n")
+    write_random_stt(root / ASR_MODEL_NAME, config, seed=seed, dtype=dtype)
+    write_synthetic_tokenizer(root / config.tokenizer_name, config.text_card)
+    return check_asr_dir(root)

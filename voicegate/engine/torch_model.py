@@ -14,6 +14,11 @@ prefilled in one batched pass after the persona's cached voice phases (``LM.pref
 a slot keeps only the persona's state and its text's ids, from which a re-anchor rebuilds the
 call's own prompt.
 
+Caller STT (``stt`` given): the encode gives as many codebooks as the STT reads (the LM takes
+the first 8), and the STT steps every active slot after the LM with its own graphs
+(``voicegate.engine.stt.tick``); its text token and end-of-turn probability travel in two more
+columns of the output buffer ([S, 1923]) and are read with ``caller_outputs()``.
+
 Long calls (``reanchor_frames`` > 0): ``between_ticks`` re-anchors one slot at a time before
 its persona prompt leaves the attention window (``voicegate.engine.lm.reanchor``), prefilling at
 most ``reanchor_chunk_frames`` positions after each tick so that no tick is late because of it.
@@ -46,6 +51,8 @@ from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system
 from voicegate.engine.lm.prompt import SILENCE_FRAMES
 from voicegate.engine.lm.reanchor import DEFAULT_CHUNK_FRAMES, DEFAULT_MARGIN_FRAMES
 from voicegate.engine.mimi import MimiModel, MimiStreamer
+from voicegate.engine.stt import Stt
+from voicegate.engine.stt.tick import CallerStt
 from voicegate.engine.tokenizer import PAD_ID, TextTokenizer
 from voicegate.engine.voices import VoiceBank
 from voicegate.errors import PersonaError
@@ -90,6 +97,8 @@ class TorchTickModel:
         reanchor_frames: int = 0,
         reanchor_chunk_frames: int = REANCHOR_CHUNK_FRAMES,
         reanchor_margin_frames: int | None = None,
+        stt: Stt | None = None,
+        stt_tokenizer: TextTokenizer | None = None,
     ) -> None:
         if n_slots < 1:
             raise ValueError(f"{name}: need at least one slot, got {n_slots}")
@@ -101,7 +110,14 @@ class TorchTickModel:
         self.n_slots = n_slots
         self.device = lm.device
         self.state = lm.new_state(n_slots, kv_dtype=kv_dtype)  # 8-bit: lm.attention must read it
-        self.mimi = MimiStreamer(mimi, n_slots)
+        n_user = lm.config.n_q - lm.config.dep_q
+        encode_codebooks = max(n_user, stt.config.n_q) if stt is not None else None
+        if stt is not None and stt.config.n_q > mimi.config.n_q:
+            raise ValueError(
+                f"{name}: the ASR model reads {stt.config.n_q} codebooks, Mimi has {mimi.config.n_q}"
+            )
+        self.mimi = MimiStreamer(mimi, n_slots, encode_codebooks)
+        self._n_user = n_user
         is_cuda = self.device.type == "cuda"
         # one host-to-device copy per tick: every row's frame, then every row's active flag
         in_size = n_slots * FRAME_SAMPLES + n_slots
@@ -110,12 +126,9 @@ class TorchTickModel:
         self._in_dev = torch.zeros(in_size, dtype=torch.float32, device=self.device)
         self._pcm_dev = self._in_dev[: n_slots * FRAME_SAMPLES].view(n_slots, FRAME_SAMPLES)
         self._flags_dev = self._in_dev[n_slots * FRAME_SAMPLES :]
-        self._out_dev = torch.zeros(
-            (n_slots, FRAME_SAMPLES + 1), dtype=torch.float32, device=self.device
-        )
-        self._out_host = torch.zeros(
-            (n_slots, FRAME_SAMPLES + 1), dtype=torch.float32, pin_memory=is_cuda
-        )
+        width = FRAME_SAMPLES + 1 + (2 if stt is not None else 0)  # + STT token, end of turn
+        self._out_dev = torch.zeros((n_slots, width), dtype=torch.float32, device=self.device)
+        self._out_host = torch.zeros((n_slots, width), dtype=torch.float32, pin_memory=is_cuda)
         self._out_host_np = self._out_host.numpy()
         self._tokens = np.full(n_slots, PAD_ID, dtype=np.int64)
         # per slot: byte-fallback characters are decoded across tokens
@@ -145,6 +158,26 @@ class TorchTickModel:
         self.load_s = 0.0  # seconds spent reading the checkpoints, when loaded from files
         if use_cuda_graph is None:
             use_cuda_graph = graphs_enabled(self.device)
+        self.stt: CallerStt | None = None
+        if stt is not None:
+            if stt_tokenizer is None:
+                raise ValueError(f"{name}: an ASR model needs its tokenizer")
+            codes = torch.zeros(
+                (n_slots, self.mimi.encode_codebooks), dtype=torch.long, device=self.device
+            )
+            self.stt = CallerStt(
+                stt,
+                stt_tokenizer,
+                n_slots,
+                codes=codes,
+                flags=self._flags_dev,
+                out_tokens=self._out_dev[:, FRAME_SAMPLES + 1],
+                out_end_of_turn=self._out_dev[:, FRAME_SAMPLES + 2],
+                use_cuda_graph=use_cuda_graph,
+                kv_dtype=kv_dtype,  # an 8-bit LM cache: the STT's is 8-bit too
+            )
+            if kv_dtype is not None and stt.attention is None:
+                stt.attention = lm.attention  # the LM's kernel for that cache (CUDA)
         self._graphs: TickGraphs | None = None
         if use_cuda_graph:
             buckets = kv_buckets(lm.config.context, lm.kv_block)
@@ -177,16 +210,21 @@ class TorchTickModel:
         idle = np.zeros(self.n_slots, dtype=bool)  # nothing advances: states stay clean
         frames = np.zeros((self.n_slots, FRAME_SAMPLES), dtype=np.float32)
         graphs, self._graphs = self._graphs, None
+        stt_graphs = self.stt.detach_graphs() if self.stt is not None else None
         try:
             for _ in range(WARMUP_STEPS):
                 self.step(frames, idle, self.n_slots)  # eager; leaves every flag at 0
             if graphs is not None:
                 with torch.inference_mode():
                     self.capture_s = graphs.capture()
+                    if stt_graphs is not None:
+                        self.capture_s += stt_graphs.capture()
                 if self._reanchor is not None:
                     self.capture_s += self._reanchor.capture()
         finally:
             self._graphs = graphs
+            if self.stt is not None:
+                self.stt.attach_graphs(stt_graphs)
         if graphs is not None:
             for _ in range(WARMUP_STEPS):
                 self.step(frames, idle, self.n_slots)  # replays
@@ -211,6 +249,8 @@ class TorchTickModel:
             for _ in range(ADMISSION_TICKS):
                 state.positions_host[:] = full
                 state.positions.fill_(full)
+                if self.stt is not None:
+                    self.stt.set_positions(2 * self.stt.config.context)
                 started = time.perf_counter()
                 self.step(frames, active, n)
                 times.append((time.perf_counter() - started) * 1000.0)
@@ -227,6 +267,8 @@ class TorchTickModel:
             for i in range(n):
                 lm.reset_slot(state, i)
             self.mimi.reset_slots(torch.ones(n, dtype=torch.bool, device=self.device))
+            if self.stt is not None:
+                self.stt.reset_all()
         self.worst_tick_ms = (float(np.median(every)), max(every))
         self.realtime_slots = realtime_slots(n, max(one), max(every), float(FRAME_MS))
         log.info(
@@ -312,6 +354,8 @@ class TorchTickModel:
             self._reset_mask.zero_()
             self._reset_mask[index] = True
             self.mimi.reset_slots(self._reset_mask)
+            if self.stt is not None:
+                self.stt.reset_slot(index)
         if self._is_cuda and isinstance(kept, _CallPrompt):
             # loaded between ticks (after its pass): its cost is that window's, not the tick's
             torch.cuda.current_stream(self.device).synchronize()
@@ -334,17 +378,25 @@ class TorchTickModel:
         else:
             self._device_tick(kv_len)
         lm.note_step(self.state, active_host)
+        if self.stt is not None:
+            self.stt.run(active_host)
         self._out_host.copy_(self._out_dev, non_blocking=self._is_cuda)
         if self._is_cuda:
             torch.cuda.current_stream(self.device).synchronize()
-        np.copyto(self._tokens, self._out_host_np[:, FRAME_SAMPLES], casting="unsafe")
+        out = self._out_host_np
+        np.copyto(self._tokens, out[:, FRAME_SAMPLES], casting="unsafe")
+        if self.stt is not None:
+            self.stt.read(out[:, FRAME_SAMPLES + 1], out[:, FRAME_SAMPLES + 2])
         return self._out_host_np[:, :FRAME_SAMPLES], self._tokens
 
     @torch.inference_mode()
     def _device_tick(self, kv_len: int) -> None:
         """The device part of a tick: static buffers in, static buffers out (graph body)."""
         active_dev = self._flags_dev > 0.5
-        user_codes = self.mimi.encode_step(self._pcm_dev, active_dev)
+        codes = self.mimi.encode_step(self._pcm_dev, active_dev)
+        if self.stt is not None:
+            self.stt.codes.copy_(codes)
+        user_codes = codes[:, : self._n_user]
         out = self.lm.step_tensors(self.state, user_codes, active_dev, kv_len)
         valid = out.is_valid
         # rows without a frame carry placeholder ids (initial/unknown): give Mimi a real code
@@ -422,12 +474,31 @@ class TorchTickModel:
     def text_piece(self, index: int, token: int) -> str:
         return self._text_streams[index].push(token)
 
+    @property
+    def caller_delay_frames(self) -> int:
+        """Frames by which the caller STT's text trails the caller's audio (0: no STT)."""
+        return 0 if self.stt is None else self.stt.config.delay_frames
+
+    def caller_outputs(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        """This tick's caller STT text tokens and end-of-turn probabilities per row (-1: the
+        model has no head), or None without an STT. Valid until the next step."""
+        if self.stt is None:
+            return None
+        return self.stt.tokens, self.stt.end_of_turn
+
+    def caller_piece(self, index: int, token: int) -> str:
+        """Text that row ``index``'s caller token completes (the slot's streaming decode)."""
+        return "" if self.stt is None else self.stt.text_piece(index, token)
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(system_prompt_text(text)))
 
     def close(self) -> None:
         """Free this model's slot state and graphs (the weights may be shared: kept)."""
         self._graphs = None
+        self.stt = None
         if self._reanchor is not None:
             self._reanchor.close()
             self._reanchor = None

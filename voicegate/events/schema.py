@@ -51,6 +51,7 @@ __all__ = [
     "RecordingEnded",
     "RecordingStarted",
     "TranscriptAgent",
+    "TranscriptCaller",
     "call_events_key",
     "call_key",
     "decode_fields",
@@ -182,6 +183,10 @@ class CallDynamics(BaseModel):
     response_gaps: int = Field(0, ge=0, description="how many caller-stop -> agent-start gaps")
     response_gap_p50_ms: float | None = None
     response_gap_p90_ms: float | None = None
+    # caller STT with an end-of-turn head: how often it said the caller's turn ended, and how
+    # long after the caller's last word it said so
+    caller_turn_ends: int = Field(0, ge=0, description="caller turn ends the STT signalled")
+    caller_turn_end_lag_p50_ms: float | None = None
 
 
 class CallEnded(Event):
@@ -252,6 +257,25 @@ class TranscriptAgent(Event):
     cut_text: str = Field("", max_length=MAX_TEXT_CHARS, description="the part not heard")
 
 
+class TranscriptCaller(Event):
+    """One segment of the caller's speech from the caller STT, split on pauses.
+
+    Times are on the call's clock (ms since the call started, the caller's audio). A segment
+    with ``final`` False is interim (more words may follow, the text may grow); the final one
+    of the same ``start_ms`` replaces it. Segments are final once the STT's delay has passed.
+    """
+
+    type: ClassVar[str] = "transcript.caller"
+
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    start_ms: int = Field(ge=0, description="call time the first word started")
+    end_ms: int = Field(ge=0, description="call time the last word ended")
+    words: list[tuple[str, int, int]] = Field(
+        default_factory=list, max_length=2048, description="[word, start_ms, end_ms] each"
+    )
+    final: bool = True
+
+
 class BargeIn(Event):
     """The caller spoke while the agent was speaking and the agent yielded."""
 
@@ -262,6 +286,9 @@ class BargeIn(Event):
     latency_ms: int = Field(description="agent_stop_ms - caller_onset_ms")
     discarded_ms: int = Field(0, ge=0, description="queued agent audio dropped (clear)")
     cut_text: str = Field("", max_length=MAX_TEXT_CHARS, description="agent text not heard")
+    caller_text: str = Field(
+        "", max_length=MAX_TEXT_CHARS, description="the caller's words that interrupted (STT)"
+    )
 
 
 class Dtmf(Event):

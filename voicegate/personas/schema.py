@@ -269,6 +269,13 @@ class CallFlowSpec(_Strict):
     agent_says: list[PhraseRule] = Field(
         default_factory=list, max_length=50, description="Agent phrases -> transfer or hang-up."
     )
+    caller_says: list[PhraseRule] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Caller phrases (the caller's words from the engine's STT, "
+        "VOICEGATE_ASR_MODEL_DIR) -> transfer or hang-up; a hang-up waits for the caller's "
+        "silence as for agent_says.",
+    )
     limits: FlowLimits = Field(
         default_factory=lambda: FlowLimits(), description="What the limits do."
     )
@@ -299,6 +306,7 @@ class CallFlowSpec(_Strict):
         names = list(self.destinations)
         used = [a.transfer for a in self.dtmf.values() if isinstance(a, Transfer)]
         used += [r.transfer for r in self.agent_says if r.transfer is not None]
+        used += [r.transfer for r in self.caller_says if r.transfer is not None]
         used += [
             a.transfer
             for a in (self.limits.max_duration, self.limits.silence_timeout)
@@ -507,18 +515,22 @@ def flow_rules(spec: CallFlowSpec | None) -> FlowRules | None:
     """The Call's view of a persona's ``call_flow`` (None when it has none)."""
     if spec is None:
         return None
-    phrases: list[tuple[str, FlowRuleAction]] = []
-    for rule in spec.agent_says:
-        if rule.transfer is not None:
-            phrases.append((rule.phrase, FlowRuleAction("transfer", rule.transfer)))
-        else:
-            phrases.append((rule.phrase, FlowRuleAction("hangup")))
+
+    def phrase_rules(rules: list[PhraseRule]) -> tuple[tuple[str, FlowRuleAction], ...]:
+        return tuple(
+            (r.phrase, FlowRuleAction("transfer", r.transfer))
+            if r.transfer is not None
+            else (r.phrase, FlowRuleAction("hangup"))
+            for r in rules
+        )
+
     dtmf = {k: a for k, v in spec.dtmf.items() if (a := _action(v)) is not None}
     return FlowRules(
         destinations={name: d.to for name, d in spec.destinations.items()},
         handoff_urls={n: d.handoff_url for n, d in spec.destinations.items() if d.handoff_url},
         dtmf=dtmf,
-        agent_says=tuple(phrases),
+        agent_says=phrase_rules(spec.agent_says),
+        caller_says=phrase_rules(spec.caller_says),
         on_max_duration=_action(spec.limits.max_duration),
         on_silence_timeout=_action(spec.limits.silence_timeout),
         hangup_silence_ms=int(spec.hangup_after_silence_s * 1000),

@@ -10,6 +10,8 @@ const vg = {
   state: "idle",
   events: [],      // every event received for the current/last call (wire fields + type)
   transcript: [],  // transcript.agent texts
+  callerTranscript: [],  // final transcript.caller texts (the caller STT, when the engine has one)
+  callerLines: {},  // start_ms -> the <li> of a caller segment (interim lines are updated)
   error: null,
   feed: null,      // AbortController of the event feed
   // inbound audio as the browser measured it (getStats inbound-rtp)
@@ -105,6 +107,8 @@ async function startCall(persona) {
   if (vg.pc) await hangUp();
   vg.events = [];
   vg.transcript = [];
+  vg.callerTranscript = [];
+  vg.callerLines = {};
   vg.error = null;
   vg.ended = null;
   $("transcript").replaceChildren();
@@ -219,9 +223,20 @@ function onEvent(ev) {
     vg.transcript.push(ev.text);
     addLine($("transcript"), ev.text + (ev.cut_at_ms >= 0 && ev.is_heard === false ? " (not heard)" : ""),
       ev.cut_text ? "cut" : "");
+  } else if (ev.type === "transcript.caller") {
+    // both sides in one list: an interim caller line grows until its final version arrives
+    const text = "Caller: " + ev.text;
+    const line = vg.callerLines[ev.start_ms];
+    if (line) line.textContent = text;
+    else { addLine($("transcript"), text, "caller"); vg.callerLines[ev.start_ms] = $("transcript").lastChild; }
+    if (ev.final === true || ev.final === "true") {
+      vg.callerTranscript.push(ev.text);
+      delete vg.callerLines[ev.start_ms];
+    }
   } else if (ev.type === "bargein") {
     addLine($("events"), at + " barge-in: agent stopped after " + ev.latency_ms + " ms" +
-      (ev.cut_text ? ", cut: " + ev.cut_text : ""), "bargein");
+      (ev.cut_text ? ", cut: " + ev.cut_text : "") +
+      (ev.caller_text ? ", caller: " + ev.caller_text : ""), "bargein");
   } else if (ev.type === "call.transfer") {
     // a browser call cannot be handed to a phone: the page says so, then the call ends
     addLine($("events"), at + " transfer to " + ev.destination + (ev.to ? " (" + ev.to + ")" : "") +

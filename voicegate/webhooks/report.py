@@ -85,6 +85,7 @@ def _bargein(f: Mapping[str, str]) -> dict[str, Any]:
         "latency_ms": _int(f.get("latency_ms")),
         "discarded_ms": _int(f.get("discarded_ms")),
         "cut_text": f.get("cut_text", ""),
+        "caller_text": f.get("caller_text", ""),  # the caller's interrupting words (caller STT)
     }
 
 

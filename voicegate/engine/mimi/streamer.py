@@ -48,7 +48,7 @@ class MimiStreamer:
         mimi.reset_slots(mask)               # [8] bool: restart those slots only
     """
 
-    def __init__(self, model: MimiModel, n_slots: int) -> None:
+    def __init__(self, model: MimiModel, n_slots: int, encode_codebooks: int | None = None) -> None:
         if n_slots < 1:
             raise ValueError(f"n_slots must be >= 1, got {n_slots}")
         self.model = model
@@ -56,6 +56,14 @@ class MimiStreamer:
         self.n_slots = n_slots
         self.frame_samples = self.config.frame_samples
         self.n_codebooks = self.config.n_q_served
+        # codebooks an encode returns (a caller STT reads up to all 32; the LM the first 8:
+        # residual VQ codes of a shorter encode are a prefix of a longer one's)
+        self.encode_codebooks = encode_codebooks or self.n_codebooks
+        if not self.n_codebooks <= self.encode_codebooks <= self.config.n_q:
+            raise ValueError(
+                f"encode_codebooks must be in {self.n_codebooks}..{self.config.n_q}, "
+                f"got {self.encode_codebooks}"
+            )
         device, dtype = model.device, model.dtype
         self.device = device
 
@@ -90,7 +98,7 @@ class MimiStreamer:
 
     @torch.inference_mode()
     def encode_step(self, pcm: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode one frame per slot: ``pcm`` [B, 1920] float -> codes [B, n_q_served] long."""
+        """Encode one frame per slot: ``pcm`` [B, 1920] float -> codes [B, encode_codebooks]."""
         if tuple(pcm.shape) != (self.n_slots, self.frame_samples):
             raise ValueError(
                 f"expected pcm [{self.n_slots}, {self.frame_samples}], got {tuple(pcm.shape)}"
@@ -105,7 +113,7 @@ class MimiStreamer:
             self._down_first.fill_(False)
         else:
             self._down_first.logical_and_(~active)
-        return m.quantizer.encode(x, self.n_codebooks)[:, :, 0]
+        return m.quantizer.encode(x, self.encode_codebooks)[:, :, 0]
 
     @torch.inference_mode()
     def decode_step(self, codes: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:

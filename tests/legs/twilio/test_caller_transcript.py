@@ -1,0 +1,92 @@
+"""The caller's words end to end: a Twilio call (the simulator) into the real app with the
+tiny engine and the tiny caller STT (random weights, a release-layout ASR folder loaded by the
+real loader); transcript.caller segments land in Redis with word timings on the call clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicegate.engine.synthetic import make_asr_dir
+from voicegate.legs.twilio.sim import TwilioSimulator
+
+from ..gateway import gateway_settings, start_gateway
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+
+CALLED = "+14155550100"
+CALLER = "+15005550006"
+
+
+@pytest.fixture(scope="module")
+def stt_gateway(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TwilioGateway]:
+    tmp = tmp_path_factory.mktemp("gw-stt")
+    files = make_asr_dir(tmp / "asr", seed=5)
+    settings = gateway_settings(
+        redis_url,
+        tmp,
+        public_url=PUBLIC_URL,
+        twilio_auth_token=AUTH_TOKEN,
+        engine="tiny",
+        device="cpu",
+        asr_model_dir=files.root,
+    )
+    gw = start_gateway(TwilioGateway, settings)
+    try:
+        yield gw
+    finally:
+        gw.server.stop()
+
+
+@pytest.fixture
+async def sim(stt_gateway: TwilioGateway) -> AsyncIterator[TwilioSimulator]:
+    async with stt_gateway.simulator() as s:
+        yield s
+    await stt_gateway.wait_idle()
+
+
+def noise(seconds: float, amplitude: int = 6000) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return (
+        (rng.standard_normal(int(seconds * 8000)) * amplitude).clip(-32000, 32000).astype(np.int16)
+    )
+
+
+async def test_caller_segments_reach_redis(
+    stt_gateway: TwilioGateway, sim: TwilioSimulator
+) -> None:
+    placed = await sim.place_call(CALLER, CALLED)
+    stream = await sim.open_stream(placed)
+    await stream.play(noise(2.5))
+    await stream.play_silence(500)
+    await stream.stop()
+    await stt_gateway.wait_idle(timeout_s=10.0)
+    events = await stt_gateway.events(placed.call_sid)
+    ended = next(e for e in events if e["type"] == "call.ended")
+    duration_ms = int(ended["duration_ms"])
+    caller = [e for e in events if e["type"] == "transcript.caller"]
+    final = [e for e in caller if e["final"] == "true"]
+    assert final, [e["type"] for e in events]
+    assert any(e["final"] == "false" for e in caller)  # interim segments while it spoke
+    for seg in final:
+        words = json.loads(seg["words"])
+        assert words and seg["text"] == " ".join(w for w, _, _ in words)
+        starts = [s for _, s, _ in words]
+        assert starts == sorted(starts)
+        assert all(0 <= s <= e <= duration_ms for _, s, e in words)
+        assert int(seg["start_ms"]) == words[0][1] and int(seg["end_ms"]) == words[-1][2]
+    assert "caller_turn_ends" in json.loads(ended["dynamics"])
+
+
+def test_demo_with_caller_words(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``voicegate demo --caller-words``: the demo call's events include the caller's segments."""
+    from voicegate.demo import run_demo
+
+    assert run_demo(tmp_path / "agent.wav", None, 2.0, caller_words=True) == 0
+    text = capsys.readouterr().out
+    assert "transcript.caller" in text and "final=true" in text
