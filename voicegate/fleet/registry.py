@@ -52,6 +52,7 @@ FLEET_PREFIX = "voicegate:{fleet}:"
 PODS_KEY = FLEET_PREFIX + "pods"
 CALLS_RETENTION_MS = 24 * 3600 * 1000  # a lost pod's calls list, if no survivor ever reads it
 REDIS_TIMEOUT_S = 1.0  # a placement waits this long for Redis, then the pod decides alone
+MAX_RELEASED = 10_000  # released call ids held for the next beat (bounded during an outage)
 _PLACEMENT_ERRORS = (RedisError, OSError, TimeoutError, ConnectionError)
 
 
@@ -93,16 +94,17 @@ return {best, best_url, tostring(best_free - 1)}
 """
 
 # KEYS: pods index, pod hash, its reservations, its calls. ARGV: id, ttl ms, url, sip, slots,
-# draining (0/1), calls retention ms, then call id, leg pairs (the pod's active calls).
+# draining (0/1), calls retention ms, n, then n call id, leg pairs (the pod's active calls),
+# then the ids of calls that ended here since the last beat (their reservations are released).
 HEARTBEAT_SCRIPT = """
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[4])
-local n = 0
-for i = 8, #ARGV, 2 do
+local n = tonumber(ARGV[8])
+for i = 9, 8 + 2 * n, 2 do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   redis.call('ZREM', KEYS[3], ARGV[i])
-  n = n + 1
 end
+for i = 9 + 2 * n, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i]) end
 if n > 0 then redis.call('PEXPIRE', KEYS[4], ARGV[7]) end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[2], 'url', ARGV[3], 'sip', ARGV[4], 'slots', ARGV[5],
@@ -226,6 +228,7 @@ class FleetRegistry:
         self._poke = asyncio.Event()
         self._is_draining = False
         self._has_left = False
+        self._released: list[str] = []
         self.beats = 0
         self.beat_failures = 0
         self.placements_local = 0
@@ -237,8 +240,13 @@ class FleetRegistry:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Publish the first heartbeat (raises when Redis cannot be reached), then keep beating."""
-        await self.heartbeat()
+        """Publish the first heartbeat, then keep beating (a Redis outage is logged and retried:
+        meanwhile the pod is not placeable by others and decides its own calls alone)."""
+        try:
+            await self.heartbeat()
+        except _PLACEMENT_ERRORS as exc:
+            self.beat_failures += 1
+            log.warning("fleet: first heartbeat of pod %s failed: %r", self.pod_id, exc)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="fleet-heartbeat")
 
     async def aclose(self) -> None:
@@ -302,12 +310,25 @@ class FleetRegistry:
             state.slots,
             1 if (self._is_draining or state.is_draining) else 0,
             CALLS_RETENTION_MS,
+            len(state.calls),
         ]
         for call_id, leg in state.calls:
             args += [call_id, leg]
-        n = int(await self._beat(keys=self._keys(), args=args))
+        released, self._released = self._released, []
+        args += released
+        try:
+            n = int(await self._beat(keys=self._keys(), args=args))
+        except BaseException:
+            self._released = released + self._released
+            raise
         self.beats += 1
         return n
+
+    def release(self, call_id: str) -> None:
+        """``call_id``'s media came and went here (or was refused): drop its reservation at the
+        next beat, even when no beat saw the call active."""
+        if call_id and len(self._released) < MAX_RELEASED:
+            self._released.append(call_id)
 
     async def reap(self) -> list[LostPod]:
         """Take over every pod whose entry expired: its calls go to ``on_lost``."""
