@@ -233,3 +233,20 @@ def test_bad_settings_are_refused(pod_id: str, url: str, heartbeat_s: float, ttl
             heartbeat_s=heartbeat_s,
             ttl_s=ttl_s,
         )
+
+
+async def test_a_pod_never_takes_itself_over(redis_url: str) -> None:
+    """A pod whose own entry lapsed (a stalled loop, or leaving) must not close its own calls."""
+    pod = Pod(2, [("c1", "twilio")])
+    reg = make(redis_url, "self", pod)
+    other = make(redis_url, "other", Pod(1))
+    try:
+        await reg.heartbeat()
+        await asyncio.sleep(0.6)  # past the TTL without a beat
+        assert await reg.reap() == []
+        await other.heartbeat()
+        lost = await other.reap()
+        assert [p.pod_id for p in lost] == ["self"]
+    finally:
+        await reg.aclose()
+        await other.aclose()

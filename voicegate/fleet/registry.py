@@ -113,14 +113,15 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return n
 """
 
-# KEYS: pods index. Takes every pod whose hash expired out of the index (only one caller gets a
-# given pod) and returns {id, n, call id, leg, ...} per lost pod, its calls list deleted.
+# KEYS: pods index. ARGV: the caller's own id (never reaped: it is alive, it is asking). Takes
+# every other pod whose hash expired out of the index (only one caller gets a given pod) and
+# returns {id, n, call id, leg, ...} per lost pod, its calls list deleted.
 REAP_SCRIPT = """
 local prefix = string.sub(KEYS[1], 1, -5)
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local pod = prefix .. 'pod:' .. id
-  if redis.call('EXISTS', pod) == 0 then
+  if id ~= ARGV[1] and redis.call('EXISTS', pod) == 0 then
     redis.call('SREM', KEYS[1], id)
     local calls = redis.call('HGETALL', pod .. ':calls')
     redis.call('DEL', pod .. ':calls', pod .. ':resv')
@@ -270,11 +271,17 @@ class FleetRegistry:
     async def leave(self) -> None:
         """Remove this pod's entry, reservations and calls list (its calls are over)."""
         self._has_left = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            # let the current beat finish (cancelling a command mid-flight would spoil the one
+            # connection), then the loop sees _has_left and ends
+            self.poke()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), REDIS_TIMEOUT_S * 3)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self._leave(keys=self._keys(), args=[self.pod_id])
         except _PLACEMENT_ERRORS as exc:
@@ -285,10 +292,12 @@ class FleetRegistry:
         return [PODS_KEY, pod_key(pod), pod_key(pod, "resv"), pod_key(pod, "calls")]
 
     async def _run(self) -> None:
-        while True:
+        while not self._has_left:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.heartbeat_s)
             self._poke.clear()
+            if self._has_left:
+                return
             try:
                 await self.heartbeat()
                 await self.reap()
@@ -332,7 +341,7 @@ class FleetRegistry:
 
     async def reap(self) -> list[LostPod]:
         """Take over every pod whose entry expired: its calls go to ``on_lost``."""
-        reply = await self._reap(keys=[PODS_KEY])
+        reply = await self._reap(keys=[PODS_KEY], args=[self.pod_id])
         lost: list[LostPod] = []
         i = 0
         while i < len(reply):
