@@ -250,3 +250,23 @@ async def test_a_pod_never_takes_itself_over(redis_url: str) -> None:
     finally:
         await reg.aclose()
         await other.aclose()
+
+
+async def test_a_restarted_pod_closes_the_calls_of_its_previous_process(redis_url: str) -> None:
+    """A StatefulSet pod restarted under the same id before its TTL ran out: nobody reaps it, so
+    the new process closes what its predecessor listed."""
+    before = make(redis_url, "p0", Pod(2, [("old-1", "twilio"), ("old-2", "sip")]))
+    await before.heartbeat()
+    await before.aclose()  # killed; restarted at once
+    closer = LostCallCloser(ListSink())
+    after = make(redis_url, "p0", Pod(2))
+    after._on_lost, closer.registry = closer, after
+    try:
+        await after.start()
+        ended = closer._events.events  # type: ignore[attr-defined]
+        assert sorted(e.call_id for e in ended) == ["old-1", "old-2"]
+        assert {e.reason for e in ended} == {"gateway_lost"}
+        fields = await after.pods()
+        assert fields["p0"]["active"] == "0"
+    finally:
+        await after.aclose()

@@ -133,6 +133,14 @@ end
 return out
 """
 
+# KEYS: the pod's calls list. A pod starting under an id whose calls list is still there (the
+# same StatefulSet pod restarted within the TTL) takes the list: none of those calls are its own.
+PREVIOUS_SCRIPT = """
+local calls = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return calls
+"""
+
 # KEYS: pods index, pod hash, reservations, calls. ARGV: id. The pod leaves for good.
 LEAVE_SCRIPT = """
 redis.call('SREM', KEYS[1], ARGV[1])
@@ -225,6 +233,7 @@ class FleetRegistry:
         self._beat = self._redis.register_script(HEARTBEAT_SCRIPT)
         self._reap = self._redis.register_script(REAP_SCRIPT)
         self._leave = self._redis.register_script(LEAVE_SCRIPT)
+        self._previous = self._redis.register_script(PREVIOUS_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
         self._is_draining = False
@@ -244,6 +253,7 @@ class FleetRegistry:
         """Publish the first heartbeat, then keep beating (a Redis outage is logged and retried:
         meanwhile the pod is not placeable by others and decides its own calls alone)."""
         try:
+            await self._close_previous()
             await self.heartbeat()
         except _PLACEMENT_ERRORS as exc:
             self.beat_failures += 1
@@ -338,6 +348,21 @@ class FleetRegistry:
         next beat, even when no beat saw the call active."""
         if call_id and len(self._released) < MAX_RELEASED:
             self._released.append(call_id)
+
+    async def _close_previous(self) -> None:
+        """Calls listed under this id by a previous process (restarted before its TTL ran out):
+        they died with it, so they go to ``on_lost`` like a lost pod's."""
+        flat = await self._previous(keys=[pod_key(self.pod_id, "calls")])
+        if not flat:
+            return
+        calls = tuple(LostCall(str(flat[k]), str(flat[k + 1])) for k in range(0, len(flat), 2))
+        log.warning(
+            "fleet: pod %s restarted; %d calls of its previous process to close",
+            self.pod_id,
+            len(calls),
+        )
+        if self._on_lost is not None:
+            await self._on_lost(LostPod(self.pod_id, calls))
 
     async def reap(self) -> list[LostPod]:
         """Take over every pod whose entry expired: its calls go to ``on_lost``."""

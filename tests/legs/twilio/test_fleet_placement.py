@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -97,7 +98,9 @@ async def test_calls_fill_self_then_the_other_pod_then_busy(
         assert not full.is_connect and full.reject_reason == "busy", full.twiml
 
         # a call ends on B: after B's next heartbeat the fleet has a slot there again
-        await streams.pop().stop()
+        ended = streams.pop()
+        await ended.stop()
+        await ended.close()
         await wait_for(lambda: b.calls.active_count == 1)
         await asyncio.sleep(0.5)
         again = await front.place_call(to="+14155550100")
@@ -106,6 +109,7 @@ async def test_calls_fill_self_then_the_other_pod_then_busy(
     finally:
         for stream in streams:
             await stream.stop()
+            await stream.close()
         for sim in (front, sim_a, sim_b):
             await sim.aclose()
         await a.wait_idle()
@@ -137,7 +141,45 @@ async def test_a_token_for_another_pod_is_refused_and_left_for_it(
     finally:
         for stream in streams:
             await stream.stop()
+            await stream.close()
         for sim in (front, sim_a, sim_b):
             await sim.aclose()
         await a.wait_idle()
         await b.wait_idle()
+
+
+async def test_redis_down_the_pod_decides_alone(tmp_path: Path) -> None:
+    """No registry answer: the webhook is still answered, by this pod's own admission."""
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    settings = gateway_settings(
+        redis.url,
+        tmp_path,
+        public_url=PUBLIC_URL,
+        twilio_auth_token=AUTH_TOKEN,
+        max_calls=1,
+        fleet_enabled=True,
+        fleet_pod_id="solo",
+        fleet_pod_url="https://solo.gw.test",
+        fleet_heartbeat_s=0.2,
+        fleet_ttl_s=1.0,
+    )
+    gw = start_gateway(TwilioGateway, settings)
+    front, direct = on(gw, PUBLIC_URL), on(gw, "https://solo.gw.test")
+    try:
+        redis.kill()
+        placed = await front.place_call(to="+14155550100")
+        assert placed.stream_url == "wss://solo.gw.test/twilio/media", placed.twiml
+        assert gw.twilio_stats.placement_failures == 1
+        stream = await direct.open_stream(placed)
+        await wait_for(lambda: gw.calls.active_count == 1)
+        busy = await front.place_call(to="+14155550100")  # its one slot is taken
+        assert busy.reject_reason == "busy", busy.twiml
+        await stream.stop()
+        await stream.close()
+        await gw.wait_idle()
+    finally:
+        await front.aclose()
+        await direct.aclose()
+        gw.server.stop()
+        redis.kill()
