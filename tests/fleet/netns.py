@@ -1,11 +1,13 @@
 """Network namespaces for the fleet test: one bridge in the root namespace, one namespace per
 gateway with a veth into the bridge and its own address (iproute2 ``ip``; needs root or
-CAP_NET_ADMIN). ``NetnsLab.close()`` deletes everything it made, also after a failure, and a new
-lab first removes leftovers with its own names (a run that was SIGKILLed)."""
+CAP_NET_ADMIN). ``NetnsLab.close()`` deletes everything it made, also after a failure; names carry
+the test process's pid, and a new lab first removes the leftovers of runs whose process is gone
+(one that was SIGKILLed before its clean-up ran)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -24,30 +26,35 @@ class NetnsLab:
     """``size`` namespaces on 10.231.<n>.0/24: the root side is .1, namespace i is .(11 + i)."""
 
     size: int
-    tag: int = field(default_factory=lambda: 20 + os.getpid() % 200)
+    pid: int = field(default_factory=os.getpid)
     namespaces: list[str] = field(default_factory=list)
 
     @property
+    def tag(self) -> int:
+        return 20 + self.pid % 200
+
+    @property
     def bridge(self) -> str:
-        return f"vgb{self.tag}"
+        return f"vgb{self.pid}"
 
     @property
     def host_ip(self) -> str:
         return f"10.231.{self.tag}.1"
 
     def ns(self, i: int) -> str:
-        return f"vgf{self.tag}p{i}"
+        return f"vgf{self.pid}p{i}"
 
     def ip(self, i: int) -> str:
         return f"10.231.{self.tag}.{11 + i}"
 
     def _veth(self, i: int) -> str:
-        return f"vgv{self.tag}p{i}"
+        return f"vgv{self.pid}p{i}"
 
     def open(self) -> None:
         if shutil.which("ip") is None:
             pytest.fail("iproute2 is not installed: apt-get install iproute2 (scripts/install.sh)")
-        self.close()  # leftovers of a killed run with the same names
+        _remove_orphans()
+        self.close()
         try:
             _ip("link", "add", self.bridge, "type", "bridge")
         except subprocess.CalledProcessError as exc:
@@ -83,3 +90,29 @@ class NetnsLab:
         links = _ip("-o", "link", "show", check=False).stdout
         out = [self.ns(i) for i in range(self.size) if self.ns(i) in names]
         return out + [n for n in (self.bridge,) if f" {n}:" in links or f" {n}@" in links]
+
+
+def _remove_orphans() -> None:
+    """Namespaces and bridges of earlier labs whose test process no longer runs."""
+    names = _ip("netns", "list", check=False).stdout.split()
+    links = re.findall(
+        r"^\d+: (vg[bv]\d+(?:p\d+)?)[@:]", _ip("-o", "link", "show", check=False).stdout, re.M
+    )
+    for name in [*names, *links]:
+        match = re.fullmatch(r"vg([bfv])(\d+)(?:p\d+)?", name)
+        if match is None or _is_alive(int(match.group(2))):
+            continue
+        if match.group(1) == "f":
+            _ip("netns", "del", name, check=False)
+        else:
+            _ip("link", "del", name, check=False)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
