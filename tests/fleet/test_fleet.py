@@ -357,6 +357,7 @@ async def test_fleet_of_three(fleet: Fleet) -> None:
         pods[2].proc.kill()
         placements: list[tuple[float, int]] = []
         expired_at: float | None = None
+        closed_at: float | None = None
         while time.monotonic() - t_kill < TTL_S + 1.5:
             placed = await place(0)
             now = time.monotonic() - t_kill
@@ -364,6 +365,12 @@ async def test_fleet_of_three(fleet: Fleet) -> None:
                 placements.append((now, pod_of(placed)))
             if expired_at is None and not await redis.exists("voicegate:{fleet}:pod:p2"):
                 expired_at = time.monotonic() - t_kill
+            if closed_at is None:
+                closed = [
+                    await _field(redis, c, "reason", "gateway_lost", call=True) for c in lost_calls
+                ]
+                if all(closed):
+                    closed_at = time.monotonic() - t_kill
             await asyncio.sleep(0.05)
         assert expired_at is not None
         on_dead = [t for t, j in placements if j == 2]
@@ -377,7 +384,7 @@ async def test_fleet_of_three(fleet: Fleet) -> None:
                 f"{call_id} not closed as gateway_lost",
             )
             await streams.pop(call_id)[1].close()
-        lost_closed_ms = (time.monotonic() - t_kill) * 1000
+        lost_closed_ms = (closed_at if closed_at is not None else time.monotonic() - t_kill) * 1000
 
         # -- SIP after the losses: Kamailio sends it to the pod that is left -------------------
         for call_id in on_pod(0):

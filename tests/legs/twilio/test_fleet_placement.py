@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import RedisServer
+from voicegate.legs.twilio.security import SignatureChecker
 from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
 from ..gateway import gateway_settings, start_gateway
@@ -183,3 +184,21 @@ async def test_redis_down_the_pod_decides_alone(tmp_path: Path) -> None:
         await direct.aclose()
         gw.server.stop()
         redis.kill()
+
+
+def test_signatures_for_the_fleet_url_and_the_pod_url_pass_others_do_not() -> None:
+    checker = SignatureChecker(AUTH_TOKEN, PUBLIC_URL, (POD_URLS["a"],))
+    params = {"CallSid": "CA1", "To": "+14155550100"}
+    for base in (PUBLIC_URL, POD_URLS["a"]):
+        signer = SignatureChecker(AUTH_TOKEN, base)
+        assert (
+            checker.check_webhook(
+                "/twilio/voice", "", params, signer.sign_webhook("/twilio/voice", params)
+            )
+            is None
+        )
+        assert checker.check_upgrade("/twilio/media", signer.sign_upgrade("/twilio/media")) is None
+    other = SignatureChecker(AUTH_TOKEN, POD_URLS["b"])
+    assert checker.check_upgrade("/twilio/media", other.sign_upgrade("/twilio/media")) is not None
+    forged = other.sign_webhook("/twilio/voice", params)
+    assert checker.check_webhook("/twilio/voice", "", params, forged) is not None
