@@ -277,6 +277,8 @@ class TwilioLeg:
                     return Response(twiml, media_type=TWIML_MEDIA_TYPE)
                 placed = None
             is_full = placed is None or self.is_draining or not calls.can_admit()
+            if is_full and placed is not None:
+                self.placer.release(call_id)  # reserved here, but this pod cannot take it now
         else:
             is_full = self.is_draining or calls is None or not calls.can_admit()
         if is_full or calls is None or personas is None:
