@@ -37,7 +37,7 @@ RUN pip install --upgrade pip \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY voicegate ./voicegate
-RUN pip install . && python -c "import torch, voicegate.audio; print('torch', torch.__version__)"
+RUN pip install '.[s3]' && python -c "import torch, voicegate.audio; print('torch', torch.__version__)"
 
 COPY personas ./personas
 COPY telephony ./telephony

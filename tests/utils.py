@@ -12,14 +12,19 @@
 - ``run_call()``: drive a Call on a simulated 20 ms clock, ticking an engine every 80 ms, and
   collect what the leg pulled.
 - ``upload()``: a hostile HTTP upload over a raw socket that stops once the server answered.
+- ``Operator``: a call-start webhook endpoint (real HTTP server) that checks signatures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voicegate.calls import CallManager
+from voicegate.calls.handoff import SIGNATURE_HEADER, verify
 from voicegate.contracts import EndReason
 from voicegate.engine.base import FRAME_SAMPLES, EngineStats, SlotSink, SlotStats, TickOutput
 from voicegate.errors import NoFreeSlot, UnknownPersona
@@ -301,6 +307,7 @@ class ScriptedEngine:
         self._script = script
         self._max_slots = max_slots
         self.slots: list[FakeSlot] = []
+        self.text_prompts: list[str | None] = []  # each join's own text prompt (per-call)
         self.personas = {"p"}
         self.ticks = 0
 
@@ -331,13 +338,14 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def join(self, persona_key: str, sink: SlotSink) -> FakeSlot:
+    def join(self, persona_key: str, sink: SlotSink, *, text_prompt: str | None = None) -> FakeSlot:
         if persona_key not in self.personas:
             raise UnknownPersona(persona_key)
         if self.active_slots >= self._max_slots:
             raise NoFreeSlot("full")
         slot = FakeSlot(self, self.active_slots, len(self.slots), sink)
         self.slots.append(slot)
+        self.text_prompts.append(text_prompt)
         return slot
 
     def stats(self) -> EngineStats:
@@ -415,3 +423,46 @@ async def upload(
         writer.close()
     status_line, _, headers = response.decode("latin-1").partition("\r\n")
     return Upload(int(status_line.split()[1]), headers.lower(), sent)
+
+
+class Operator:
+    """An operator's call-start webhook endpoint (a real HTTP server on a free local port):
+    checks the signature with ``secret``, answers per call_id (status, JSON body, delay)."""
+
+    def __init__(self, secret: str) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: dict[str, tuple[int, bytes, float]] = {}  # call_id -> status, body, delay
+        self.default: tuple[int, bytes, float] | None = None  # for calls not in ``answers``
+        self.bad_signatures = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if not verify(body, self.headers.get(SIGNATURE_HEADER, ""), secret):
+                    outer.bad_signatures += 1
+                document = json.loads(body)
+                outer.requests.append(document)
+                fallback = outer.default or (204, b"", 0.0)
+                status, answer, delay = outer.answers.get(document["call_id"], fallback)
+                time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/call-start"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, call_id: str, doc: object, status: int = 200, delay_s: float = 0.0) -> None:
+        self.answers[call_id] = (status, json.dumps(doc).encode(), delay_s)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -21,17 +21,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
 from voicegate.calls import FaultResponder
+from voicegate.calls.context import CallStartWebhook
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
+from voicegate.calls.recording import RecordingWriter
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
 from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
+from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
 from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
@@ -39,12 +44,21 @@ from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
 from voicegate.personas.tokens import estimate_tokens
-from voicegate.web import web_router
+from voicegate.recordings import (
+    RecordingPolicy,
+    RecordingUploads,
+    RetentionSweeper,
+    S3Target,
+    S3Uploader,
+)
+from voicegate.web import CallHistory, operator_router, web_router
+from voicegate.web.calls_api import calls_router
+from voicegate.webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
     from voicegate.legs.webrtc import WebRtcLeg
 
-__all__ = ["Readiness", "create_app"]
+__all__ = ["Readiness", "ReadinessCollector", "create_app"]
 
 # uvicorn settings that `voicegate serve`, the demo and the tests' server share. The sans-I/O
 # websockets protocol: measured here at about 25% less server CPU per WebSocket message than
@@ -77,6 +91,30 @@ class Readiness:
         return _answers(self.checks, "check")
 
 
+class ReadinessCollector(Collector):
+    """``voicegate_ready`` and ``voicegate_ready_check{check}`` (1 passing, 0 failing): the
+    readiness that ``/readyz`` answers, for dashboards and the engine-unready alert."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self._readiness = readiness
+
+    def collect(self) -> Iterator[Metric]:
+        problems = self._readiness.problems()
+        yield GaugeMetricFamily(
+            "voicegate_ready",
+            "1 when /readyz answers ready (every readiness check passes), else 0.",
+            value=0 if problems else 1,
+        )
+        per_check = GaugeMetricFamily(
+            "voicegate_ready_check",
+            "Per readiness check (engine, personas, numbers, ...): 1 passing, 0 failing.",
+            labels=["check"],
+        )
+        for name in sorted(self._readiness.checks):
+            per_check.add_metric([name], 0 if name in problems else 1)
+        yield per_check
+
+
 T = TypeVar("T")
 
 
@@ -100,6 +138,7 @@ def create_app(
     settings = settings or Settings()
     registry = registry or CollectorRegistry()
     readiness = Readiness()
+    registry.register(ReadinessCollector(readiness))
     # the release tokenizer when the model folder has it, else an estimate: the tiny engine's
     # small vocabulary would overstate every prompt against the 200-token guidance
     count_tokens = release_token_counter(settings.model_dir) or estimate_tokens
@@ -166,6 +205,7 @@ def create_app(
             await parts.calls.drain(0)  # whatever the SIGTERM drain left (or SIGINT) ends now
             if fleet is not None:
                 await fleet.leave()  # its calls ended: nothing for a survivor to close
+            history.close()
 
     app = FastAPI(title="VoiceGate", version=__version__, lifespan=lifespan)
     app.state.settings = settings
@@ -177,6 +217,10 @@ def create_app(
     if webrtc is not None:
         app.include_router(webrtc.router())
     app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
+    app.include_router(calls_router(settings))  # the live call API (/calls)
+    history = CallHistory(settings.redis_url)  # ended calls read back for the operators' views
+    app.state.history = history
+    app.include_router(operator_router(settings, history))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -209,6 +253,7 @@ class GatewayParts:
     numbers: NumbersStore
     calls: CallManager
     faults: FaultResponder
+    webhooks: WebhookDelivery | None = None
 
 
 async def _start_parts(
@@ -277,6 +322,19 @@ async def _start_parts(
     if settings.handoff_secret:
         handoff = HandoffPoster(settings.handoff_secret, timeout_s=settings.handoff_timeout_s)
         stack.push_async_callback(handoff.aclose)
+    webhook: CallStartWebhook | None = None
+    if settings.call_start_webhook_url:
+        if not settings.call_start_webhook_secret:
+            raise ConfigError(
+                "VOICEGATE_CALL_START_WEBHOOK_URL is set without "
+                "VOICEGATE_CALL_START_WEBHOOK_SECRET: its requests must be signed"
+            )
+        webhook = CallStartWebhook(
+            settings.call_start_webhook_url,
+            settings.call_start_webhook_secret,
+            timeout_s=settings.call_start_webhook_timeout_s,
+        )
+        stack.push_async_callback(webhook.aclose)
     calls = CallManager(
         engine,
         events,
@@ -285,7 +343,10 @@ async def _start_parts(
         personas=personas,
         edge=edge,
         handoff=handoff,
+        number_variables=numbers.variables,
+        webhook=webhook,
         **vad_options,
+        **_start_recordings(settings, personas, numbers, stack),
     )
     if edge is not None:
         edge.register(registry, calls.limits)
@@ -297,7 +358,75 @@ async def _start_parts(
     )
     engine.on_fault = faults.report
     stack.push_async_callback(faults.aclose)
-    return GatewayParts(events, engine, personas, numbers, calls, faults)
+    webhooks = await _start_webhooks(settings, registry, stack, personas, numbers)
+    return GatewayParts(events, engine, personas, numbers, calls, faults, webhooks)
+
+
+async def _start_webhooks(
+    settings: Settings,
+    registry: CollectorRegistry,
+    stack: AsyncExitStack,
+    personas: PersonaStore,
+    numbers: NumbersStore,
+) -> WebhookDelivery | None:
+    """Post-call webhooks from the Redis consumer group (None without a signing secret)."""
+    if not settings.webhook_secret:
+        return None
+
+    def webhook_url(call: Mapping[str, str]) -> str:
+        # the called number's entry, else the persona's, else the numbers file's default
+        name = call.get("persona", "")
+        hooks = personas.get(name).webhooks if name and personas.has(name) else None
+        return numbers.webhook(call.get("to", ""), hooks.call_ended if hooks else "")
+
+    webhooks = WebhookDelivery(
+        settings.redis_url,
+        secret=settings.webhook_secret,
+        resolve=webhook_url,
+        registry=registry,
+        consumer=settings.webhook_consumer,
+        retry_for_s=settings.webhook_retry_for_s,
+        backoff_min_s=settings.webhook_backoff_min_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+        timeout_s=settings.webhook_timeout_s,
+        settle_s=settings.webhook_settle_s,
+        retention_s=settings.events_retention_s,
+    )
+    await webhooks.start()
+    stack.push_async_callback(webhooks.aclose)
+    return webhooks
+
+
+def _start_recordings(
+    settings: Settings, personas: PersonaStore, numbers: NumbersStore, stack: AsyncExitStack
+) -> dict[str, Any]:
+    """The recording writer thread, the retention sweep and the upload consumer (if any)."""
+    folder = settings.recordings_dir.resolve()  # events carry absolute paths
+    writer = RecordingWriter()
+    writer.start()
+    stack.push_async_callback(asyncio.to_thread, writer.close)  # after the calls' drain
+    sweeper = RetentionSweeper(
+        folder, settings.recordings_retention_s, interval_s=settings.recordings_sweep_interval_s
+    )
+    sweeper.start()
+    stack.push_async_callback(sweeper.aclose)
+    if settings.recordings_s3_bucket:
+        target = S3Target(
+            endpoint_url=settings.recordings_s3_endpoint_url,
+            bucket=settings.recordings_s3_bucket,
+            prefix=settings.recordings_s3_prefix,
+            access_key_id=settings.recordings_s3_access_key_id,
+            secret_access_key=settings.recordings_s3_secret_access_key,
+            region=settings.recordings_s3_region,
+        )
+        uploader = S3Uploader(target, retry_for_s=settings.recordings_upload_retry_s)
+        uploads = RecordingUploads(settings.redis_url, uploader, folder)
+        uploads.start()
+        stack.push_async_callback(uploads.aclose)
+    policy = RecordingPolicy(
+        folder, settings.personas_dir, persona_of=personas.get, numbers_of=numbers.recording
+    )
+    return {"recording_plan": policy, "recording_writer": writer}
 
 
 async def _join_fleet(

@@ -1,4 +1,4 @@
-"""The ``voicegate`` command (typer): serve, demo, personas, call, bench."""
+"""The ``voicegate`` command (typer): serve, demo, personas, call, bench, webhooks."""
 
 from __future__ import annotations
 
@@ -150,6 +150,48 @@ def call_offline(
     typer.echo(
         f"{out}: {len(result.pcm) / 24000:.1f} s of agent audio; {transcript}: {result.text!r}"
     )
+
+
+webhooks_app = typer.Typer(help="Post-call webhooks (delivered by the running gateways).")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    call_id: Annotated[str, typer.Argument(help="The call whose report to send again.")],
+    url: Annotated[
+        str, typer.Option(help="Send here instead of the stored URL (needed if none is stored).")
+    ] = "",
+) -> None:
+    """Send one call's post-call report again, now, once (same body and idempotency key, signed
+    now with VOICEGATE_WEBHOOK_SECRET); exit 1 unless the receiver answered 2xx."""
+    import asyncio
+
+    from voicegate.webhooks import replay
+
+    settings = Settings()
+    if not settings.webhook_secret:
+        raise typer.BadParameter("VOICEGATE_WEBHOOK_SECRET is not set: reports are signed with it")
+    try:
+        result = asyncio.run(
+            replay(
+                settings.redis_url,
+                call_id,
+                secret=settings.webhook_secret,
+                url=url,
+                timeout_s=settings.webhook_timeout_s,
+                retention_s=settings.events_retention_s,
+            )
+        )
+    except LookupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    attempt = result.attempt
+    if attempt.ok:
+        typer.echo(f"{call_id}: delivered to {result.url} (HTTP {attempt.status})")
+        return
+    typer.echo(f"{call_id}: {result.url} did not take it: {attempt.error}", err=True)
+    raise typer.Exit(1)
 
 
 def _stopped_by_sigterm(sig: int, frame: FrameType | None) -> None:

@@ -235,6 +235,95 @@ class Settings(BaseSettings):
         description="Conversation frames (80 ms each) kept when a long call is re-anchored: more keeps more of the conversation, costs more per re-anchor and re-anchors more often (every 3000 - prompt - this - 250 frames).",
     )
 
+    # --- post-call webhooks and the live call API ---
+    webhook_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key that signs post-call webhook reports (VoiceGate-Signature); empty: no webhooks are sent.",
+    )
+    webhook_retry_for_s: float = Field(
+        86400.0,
+        gt=0.0,
+        description="How long after call.ended a report is retried (exponential backoff with jitter) before it goes to the dead-letter stream.",
+    )
+    webhook_backoff_min_s: float = Field(
+        1.0, gt=0.0, description="First retry delay of a webhook (s); doubles per attempt."
+    )
+    webhook_backoff_max_s: float = Field(
+        600.0, gt=0.0, description="Longest delay between two webhook attempts (s)."
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0.0, le=120.0, description="Longest wait for a webhook receiver's answer (s)."
+    )
+    webhook_settle_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="Wait this long after call.ended before building the report, so events logged just after it (a recording's end, the caller's last words) are in it.",
+    )
+    webhook_consumer: str = Field(
+        "",
+        description="This gateway's consumer name in the Redis webhooks group (empty: the host name); keep it stable across restarts.",
+    )
+    calls_api_token: str = Field(
+        "",
+        description="Bearer token for the live call API (/calls: list, hang up, transfer, events); the editor token works too (empty: editor token only).",
+    )
+
+    # --- operators' views (live calls, call timelines, persona comparison) ---
+    viewer_token: str = Field(
+        "",
+        description="Read-only bearer token for the page's live calls, call history and persona comparison (the editor token works too; empty: editor token only).",
+    )
+
+    # --- per-call context (prompt variables, call-start webhook) ---
+    call_start_webhook_url: str = Field(
+        "",
+        description="The operator's call-start webhook: a signed POST per call before it starts; its JSON answer may set prompt variables, pick another persona, or refuse/overflow the call (empty: none).",
+    )
+    call_start_webhook_secret: str = Field(
+        "",
+        description="HMAC-SHA256 key that signs call-start webhook requests (VoiceGate-Signature); required with the URL.",
+    )
+    call_start_webhook_timeout_s: float = Field(
+        0.5,
+        gt=0.0,
+        le=5.0,
+        description="Longest wait for the call-start webhook (s); then the call goes on with the values it has.",
+    )
+
+    # --- call recordings (persona / numbers `recording:`; issue 17) ---
+    recordings_dir: Path = Field(
+        Path("var/recordings"),
+        description="Folder of call recordings (stereo WAV, caller left, agent right), one sub-folder per UTC day; created 0700, files 0600.",
+    )
+    recordings_retention_s: float = Field(
+        2_592_000.0,
+        ge=0,
+        description="Recordings older than this are deleted by the gateway's sweep (0: kept forever).",
+    )
+    recordings_sweep_interval_s: float = Field(
+        3600.0, gt=0, description="How often the recordings folder is swept for retention."
+    )
+    recordings_s3_bucket: str = Field(
+        "", description="Upload finished recordings to this S3 bucket (empty: no upload)."
+    )
+    recordings_s3_endpoint_url: str = Field(
+        "", description="S3-compatible endpoint (MinIO, Ceph...); empty: AWS."
+    )
+    recordings_s3_prefix: str = Field(
+        "recordings/", description="Key prefix of uploaded recordings (then YYYY-MM-DD/CALL.wav)."
+    )
+    recordings_s3_region: str = Field("us-east-1", description="S3 region.")
+    recordings_s3_access_key_id: str = Field(
+        "", description="S3 access key id (empty: botocore's credential chain)."
+    )
+    recordings_s3_secret_access_key: str = Field("", description="S3 secret access key.")
+    recordings_upload_retry_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a recording's upload is retried (exponential backoff with jitter) before it is given up (logged; the file stays until retention).",
+    )
+
     # --- fleet (several gateways sharing the Redis above; off: a single gateway) ---
     fleet_enabled: bool = Field(
         False,

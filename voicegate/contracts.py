@@ -38,7 +38,7 @@ standard library (numpy and ``Event`` for type checking only); every room may im
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -124,6 +124,10 @@ class CallInfo:
     from_: str = ""
     to: str = ""
     leg_call_ref: str = ""  # Twilio CallSid, SIP Call-ID, WebRTC session id
+    # per-call context (raw, untrusted): the leg's own data (Twilio custom parameters, SIP X-
+    # headers, WebRTC offer variables), and the values the call-start webhook set
+    call_data: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
 
 
 class LegTransport(Protocol):
@@ -257,7 +261,13 @@ class CallAdmission(Protocol):
         ...
 
     def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike:
-        """Admit a call into an engine slot; raises ``NoFreeSlot`` when full or draining."""
+        """Admit a call into an engine slot; raises ``NoFreeSlot`` when full or draining.
+
+        A ``CallManager`` also has ``async prepare_call(info) -> CallInfo``: a leg awaits it
+        (when present) just before ``start_call`` to run the operator's call-start webhook,
+        which may change the persona or the call's variables, or refuse (``CallRefused``) or
+        overflow (``NoFreeSlot``) the call.
+        """
         ...
 
 

@@ -11,8 +11,10 @@
     |   +-- CodecError (ValueError)
     |   +-- WavError (ValueError)         a WAV file that cannot be read or used
     +-- EventError                       the event log
+    +-- RecordingError                   a call recording: its announcement, folder or upload
     +-- EngineError
     |   +-- NoFreeSlot                   every slot of the batch is taken
+    |       +-- CallRefused              the call-start webhook refused the call (busy, no overflow)
     |   +-- CheckpointError              missing / extra / misshapen tensors, missing files
     +-- LegError
         +-- TwilioError
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "AudioError",
+    "CallRefused",
     "CheckpointError",
     "CodecError",
     "ConfigError",
@@ -42,6 +45,7 @@ __all__ = [
     "NoFreeSlot",
     "PersonaError",
     "PersonaValidationError",
+    "RecordingError",
     "RoutingError",
     "RtpParseError",
     "SdpError",
@@ -104,12 +108,20 @@ class EventError(VoiceGateError):
     """The event log failed."""
 
 
+class RecordingError(VoiceGateError):
+    """A call recording cannot be made, kept or uploaded (announcement, folder, storage)."""
+
+
 class EngineError(VoiceGateError):
     """The model engine failed or refused."""
 
 
 class NoFreeSlot(EngineError):
     """Every slot of the engine's batch is taken."""
+
+
+class CallRefused(NoFreeSlot):
+    """The operator's call-start webhook refused the call: answered busy, never overflowed."""
 
 
 class CheckpointError(EngineError):

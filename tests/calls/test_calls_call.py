@@ -31,6 +31,7 @@ from voicegate.events.schema import (
     BargeIn,
     CallEnded,
     CallError,
+    CallerSpeech,
     CallReanchored,
     CallStarted,
     Dtmf,
@@ -482,3 +483,25 @@ def test_a_reanchor_report_from_the_engine_becomes_a_call_reanchored_event() -> 
     (event,) = events.of_type(CallReanchored)
     assert (event.prompt_frames, event.kept_frames, event.chunks) == (310, 1500, 12)
     assert (event.position_before, event.position_after, event.compute_ms) == (2750, 1810, 61.5)
+
+
+def test_each_caller_turn_becomes_one_caller_speech_event() -> None:
+    # the page's caller lane: one event per turn, when it ends (an open turn at the call's end)
+    engine = ScriptedEngine(lambda c, k, f: (np.zeros_like(f), ""))
+    events = RecordingEvents()
+    leg = LoopbackLeg(RATE)
+    calls = make_manager(engine, events)
+    call = calls.start_call(CallInfo("v1", "twilio", "p"), leg)
+    caller = np.zeros(3 * RATE, dtype=np.int16)
+    caller[500 * MS : 1000 * MS] = tone(500 * MS)
+    caller[2500 * MS :] = tone(500 * MS)
+    assert call.activity == "silence"
+    run_call(call, caller, tick=engine.tick, leg=leg)
+    assert [(e.start_ms, e.end_ms) for e in events.of_type(CallerSpeech)] == [(500, 1000)]
+    assert call.activity == "caller"  # the second turn is still open
+    call.on_leg_closed(EndReason.CALLER_HANGUP)
+    turns = [(e.start_ms, e.end_ms) for e in events.of_type(CallerSpeech)]
+    assert turns == [(500, 1000), (2500, 3000)]
+    ended = events.of_type(CallEnded)[0]
+    assert ended.dynamics is not None and ended.dynamics.caller_talk_ms == 1000
+    assert call.activity == "ended"

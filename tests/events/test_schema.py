@@ -30,7 +30,13 @@ from voicegate.events import (
     decode_fields,
     encode_fields,
 )
-from voicegate.events.schema import CallReanchored  # not re-exported by voicegate.events yet
+from voicegate.events.schema import (  # not re-exported by voicegate.events yet
+    CallContext,
+    CallerSpeech,
+    CallReanchored,
+    RecordingEnded,
+    RecordingStarted,
+)
 
 COMMON = dict(call_id="CA0123abc", leg="twilio", t_ms=1234)
 
@@ -99,6 +105,23 @@ SAMPLES: list[Event] = [
         compute_ms=61.5,
         position_before=2750,
         position_after=1822,
+    ),
+    CallerSpeech(**COMMON, start_ms=500, end_ms=1740),
+    CallContext(
+        **COMMON,
+        persona="bank_teller",
+        sources={"caller_name": "webhook", "account_tier": "numbers"},
+        webhook="ok",
+    ),
+    RecordingStarted(
+        **COMMON, path="var/recordings/2026-12-03/CA0123abc.wav", rate_hz=8000, announcement=True
+    ),
+    RecordingEnded(
+        **COMMON,
+        path="var/recordings/2026-12-03/CA0123abc.wav",
+        duration_ms=61_240,
+        size_bytes=44 + 61_240 * 32,
+        status="complete",
     ),
 ]
 

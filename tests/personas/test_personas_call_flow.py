@@ -103,3 +103,17 @@ def test_mistakes_are_reported_where_they_are(
     assert any(message in p.message for p in problems), [str(p) for p in problems]
     hit = next(p for p in problems if message in p.message)
     assert (hit.line, hit.col) == where
+
+
+def test_a_persona_names_its_post_call_webhook(tmp_path: Path) -> None:
+    path = tmp_path / "hooked.yaml"
+    path.write_text(
+        "description: d\ntext_prompt: t\nvoice: NATF0\n"
+        'webhooks: {call_ended: "https://crm.example.com/calls"}\n'
+    )
+    persona = load_persona(path)
+    assert persona.webhooks is not None
+    assert persona.webhooks.call_ended == "https://crm.example.com/calls"
+    path.write_text("description: d\ntext_prompt: t\nvoice: NATF0\nwebhooks: {call_ended: nope}\n")
+    _, problems = read_persona(path)
+    assert any("call_ended 'nope' is not an http(s) URL" in str(p) for p in problems), problems

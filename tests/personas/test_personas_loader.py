@@ -196,6 +196,7 @@ def test_public_exports() -> None:
         "problems",
         "schema",
         "store",
+        "template",
         "tokens",
         "validate",
         "watch",

@@ -139,3 +139,40 @@ def test_overflow_problems_have_positions(tmp_path: Path) -> None:
     text = [str(p) for p in problems]
     assert any(":3:3: error: overflow key 'not a key!'" in t for t in text), text
     assert any(":4:6: error: overflow.x: 'nope' is neither" in t for t in text), text
+
+
+def test_webhooks_per_number_then_persona_then_default(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text(
+        "default: a\n"
+        "webhooks:\n"
+        '  default: {call_ended: "https://crm.example.com/all"}\n'
+        '  "+14155550100": {call_ended: "https://bank.example.com/calls"}\n'
+        "  teller: {call_ended: http://127.0.0.1:9000/hook}\n"
+    )
+    numbers, problems = read_numbers(path)
+    assert problems == [] and numbers is not None
+    router = Router(numbers)
+    assert router.webhook("+1 415 555 0100", "https://p/") == "https://bank.example.com/calls"
+    assert router.webhook("sip:teller@gw") == "http://127.0.0.1:9000/hook"
+    assert router.webhook("+19999999999", "https://p/") == "https://p/"  # the persona's
+    assert router.webhook("+19999999999") == "https://crm.example.com/all"
+    path.write_text("default: a\n")
+    numbers, _ = read_numbers(path)
+    assert numbers is not None and Router(numbers).webhook("+14155550100") == ""
+
+
+def test_webhook_problems_have_positions(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text('default: a\nwebhooks:\n  "not a key!": {call_ended: "https://x/"}\n')
+    numbers, problems = read_numbers(path)
+    assert numbers is None
+    assert any(":3:3: error: webhooks key 'not a key!'" in str(p) for p in problems), problems
+    path.write_text(
+        "default: a\nwebhooks:\n  x: {call_ended: ftp://nope}\n  y: {call_end: https://x/}\n"
+    )
+    numbers, problems = read_numbers(path)
+    assert numbers is None
+    text = [str(p) for p in problems]
+    assert any(":3:19: error: webhooks.x.call_ended" in t and "ftp://nope" in t for t in text), text
+    assert any(":4:7: error: unknown key 'call_end'" in t for t in text), text

@@ -39,6 +39,7 @@ from voicegate.calls.framing import CallerFramer
 from voicegate.calls.handoff import HandoffPoster, handoff_document
 from voicegate.calls.options import CallConfig, CallLimits
 from voicegate.calls.playout import TICK_MS, PlayoutBuffer
+from voicegate.calls.recording import CallRecorder, RecordingResult
 from voicegate.calls.ticks import TickRing
 from voicegate.calls.transcript import AgentSegment, TranscriptSegmenter
 from voicegate.calls.voice import SUBBLOCK_MS, AgentVoice, CallerVoice, VadLike
@@ -128,9 +129,26 @@ class Call:
         handoff: HandoffPoster | None = None,
         new_handoff_id: Callable[[], str] = lambda: uuid.uuid4().hex,
         clock: Callable[[], float] = time.monotonic,
+        recorder: CallRecorder | None = None,
+        announcement: npt.NDArray[np.int16] | None = None,
+        on_announced: Callable[[Call], None] | None = None,
+        on_recorded: Callable[[Call, RecordingResult], None] | None = None,
     ) -> None:
         self.info = info
+        # recording (calls/recording.py) and the consent announcement played before the slot
+        self.recorder = recorder
+        self._announcement = (
+            announcement if announcement is not None and len(announcement) else None
+        )
+        self._announce_pos = 0
+        self._announce_out = np.zeros(0, dtype=np.int16)
+        self._on_announced = on_announced
+        self._on_recorded = on_recorded
+        self._has_started = False
         self._flow = CallFlow(flow) if flow is not None and not flow.is_empty else None
+        # named destinations count even without rules: the call API transfers to them
+        self._destinations = dict(flow.destinations) if flow is not None else {}
+        self._handoff_urls = dict(flow.handoff_urls) if flow is not None else {}
         self._on_transfer = on_transfer
         self._handoff = handoff
         self._new_handoff_id = new_handoff_id
@@ -236,8 +254,27 @@ class Call:
             )
         self._slot = slot
         self._framer.bind(slot)
+        self.announce()
+        # the model's clocks start with the slot: silence counts from the agent's first word
+        self._last_caller_voice_ms = self.caller_ms
+
+    def announce(self) -> None:
+        """Emit ``call.started`` (and ``recording.started``) once: at the join, or at the
+        answer when the consent announcement plays before the slot is joined."""
+        if self._has_started:
+            return
+        self._has_started = True
         info = self.info
         self._emit(lambda: report.started(info))
+        rec = self.recorder
+        if rec is not None:
+            has_announcement = self._announcement is not None
+            self._emit(lambda: report.recording_started(info, rec, has_announcement))
+
+    @property
+    def is_announcing(self) -> bool:
+        """True while the recording announcement plays (no slot yet; caller audio not fed)."""
+        return self._announcement is not None
 
     @property
     def frames_pushed(self) -> int:
@@ -268,6 +305,20 @@ class Call:
         """Call time: the later of the caller clock and the playout clock."""
         return max(self._caller_samples, self.playout.played) * 1000 // self.rate_hz
 
+    @property
+    def activity(self) -> str:
+        """Who is speaking now, for the live calls view: ``transferring``, ``both``,
+        ``caller``, ``agent``, ``silence`` or ``ended``."""
+        if self._state is CallState.ENDED:
+            return "ended"
+        if self._transfer is not None:
+            return "transferring"
+        is_caller = self._caller is not None and self._caller.is_speech
+        is_agent = self._agent.is_speaking
+        if is_caller and is_agent:
+            return "both"
+        return "caller" if is_caller else "agent" if is_agent else "silence"
+
     def end(self, reason: EndReason, detail: str = "") -> None:
         """End the call from our side: hang up the leg and free the slot now; idempotent."""
         if self._state is CallState.ENDED:
@@ -288,6 +339,8 @@ class Call:
         self._set_state(CallState.ENDED)
         self.end_reason = reason
         self.end_detail = detail
+        if self._announcement is not None and reason is EndReason.CALLER_HANGUP:
+            detail = self.end_detail = "caller left during the recording announcement"
         if self._slot is not None:
             try:
                 self._slot.leave()
@@ -297,8 +350,26 @@ class Call:
             self._wrap_up(reason, detail)
         except Exception:
             log.exception("call %s: wrapping up failed", self.call_id)
+        self._finish_recording()
         if self._on_end is not None:
             self._on_end(self)
+
+    def _finish_recording(self) -> None:
+        rec = self.recorder
+        if rec is None:
+            return
+        on_recorded = self._on_recorded
+        # a caller who left during the announcement did not consent: nothing is kept
+        is_discard = self._announcement is not None
+        end = max(self._caller_samples, self.playout.played)
+        try:
+            rec.finish(
+                end,
+                None if on_recorded is None else (lambda result: on_recorded(self, result)),
+                is_discard=is_discard,
+            )
+        except Exception:
+            log.exception("call %s: finishing the recording failed", self.call_id)
 
     def _wrap_up(self, reason: EndReason, detail: str) -> None:
         now = self.now_ms
@@ -310,8 +381,11 @@ class Call:
         self.playout.close_intervals()
         caller_intervals: list[tuple[int, int]] = []
         if self._caller is not None:
+            was_speaking = self._caller.is_speech
             self._caller.close(self.caller_ms)
             caller_intervals = self._caller.intervals
+            if was_speaking:
+                self._emit_caller_turn(self._caller.last_stop_ms)
         self.dynamics = dyn = analyse(caller_intervals, self.playout.agent_intervals)
         slot_stats = self._slot.stats if self._slot is not None else None
         counters: dict[str, int | float] = {
@@ -374,13 +448,16 @@ class Call:
         if self._state is not CallState.ACTIVE:
             return
         try:
+            if self.recorder is not None:
+                self.recorder.caller(pcm, self._caller_samples)
             self._caller_samples += len(pcm)
             caller = self._caller
             if caller is not None:
                 change = caller.feed(pcm)
                 if change is not None:
                     self._on_caller_change(change[0], change[1])
-            self._framer.feed(self._in_rs.process(pcm), len(pcm))
+            if self._announcement is None:  # the model hears nothing of the announcement time
+                self._framer.feed(self._in_rs.process(pcm), len(pcm))
             ticks = self._ticks
             if ticks.written != ticks.read:
                 ticks.drain()
@@ -397,16 +474,40 @@ class Call:
             if ticks.written != ticks.read:
                 ticks.drain()
             pb = self.playout
-            if pb.is_lead_pending:
+            at = pb.played
+            if self._announcement is not None:
+                out = self._pull_announcement(n_samples)
+            elif pb.is_lead_pending:
                 waited_s = self._clock() - self._prime_time
                 out = pb.pull(n_samples, int(waited_s * self.rate_hz))
             else:
                 out = pb.pull(n_samples)
+            if self.recorder is not None:
+                self.recorder.agent(out, at)
             self._check_limits()
             return out
         except Exception as exc:
             self.fail(exc, "agent_audio")
             return np.zeros(n_samples, dtype=np.int16)
+
+    def _pull_announcement(self, n: int) -> npt.NDArray[np.int16]:
+        clip = self._announcement
+        assert clip is not None
+        pos = self._announce_pos
+        take = min(n, len(clip) - pos)
+        if len(self._announce_out) < n:
+            self._announce_out = np.zeros(n, dtype=np.int16)
+        out = self._announce_out[:n]  # a view valid until the next pull, as the playout's
+        out[:take] = clip[pos : pos + take]
+        out[take:] = 0
+        self._announce_pos = pos + take
+        self.playout.play_external(n)
+        if self._announce_pos >= len(clip):
+            self._announcement = None
+            log.info("call %s: recording announcement played (%d ms)", self.call_id, self.now_ms)
+            if self._on_announced is not None:
+                self._on_announced(self)  # joins the slot
+        return out
 
     def on_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller."""
@@ -426,6 +527,7 @@ class Call:
         if not is_speech:
             self._last_caller_voice_ms = t_ms
             self._bargein.on_caller_stop(t_ms)
+            self._emit_caller_turn(t_ms)
             return
         # audible when the caller started, not when the VAD confirmed it (~200 ms later); the
         # slack bridges the agent's pauses between words
@@ -509,6 +611,8 @@ class Call:
         far_ms = int(getattr(self._leg, "queued_ms", 0) or 0)
         self._leg.clear_playout()
         dropped, had_speech, cut_text = pb.drop(max(0, pb.played_ms - far_ms))
+        if self.recorder is not None:  # what the far side cleared was never heard
+            self.recorder.cut(pb.played - far_ms * self.rate_hz // 1000)
         if self._muted_text:
             cut_text += "".join(self._muted_text)
             self._muted_text.clear()
@@ -550,6 +654,8 @@ class Call:
         if self._max_ms and now >= self._max_ms:
             self._on_limit(EndReason.MAX_DURATION, f"{self._max_ms} ms reached")
             return
+        if self._announcement is not None:
+            return  # no agent yet: its silence and flow rules start with the slot
         caller = self._caller
         flow = self._flow
         if flow is not None and self._transfer is None:
@@ -604,8 +710,7 @@ class Call:
         log.info(
             "call %s: transfer to %s (%s) on %s", self.call_id, target.destination, target.to, said
         )
-        flow = self._flow
-        url = flow.rules.handoff_urls.get(target.destination, "") if flow is not None else ""
+        url = self._handoff_urls.get(target.destination, "")
         if url and self._handoff is not None and getattr(self._leg, "transfer", None):
             document = handoff_document(
                 self.info,
@@ -636,6 +741,11 @@ class Call:
         except Exception as exc:
             log.exception("call %s: leg transfer failed", self.call_id)
             self.on_transfer_result(target, TransferOutcome.FAILED, f"leg error: {exc}")
+
+    @property
+    def destinations(self) -> dict[str, str]:
+        """The persona's named transfer destinations (name -> number or SIP URI)."""
+        return dict(self._destinations)
 
     @property
     def transfer_trigger(self) -> str | None:
@@ -710,6 +820,14 @@ class Call:
             done.kept_frames,
             done.compute_ms,
         )
+
+    def _emit_caller_turn(self, stop_ms: int) -> None:
+        # once per caller turn (a VAD state change), never per frame: the page's caller lane
+        caller = self._caller
+        if caller is None:
+            return
+        info, onset = self.info, caller.onset_ms
+        self._emit(lambda: report.caller_speech(info, onset, max(onset, stop_ms)))
 
     def _emit_segment(self, seg: AgentSegment) -> None:
         self.segments.append(seg)

@@ -16,13 +16,16 @@ Owns: CallManager, PersonaSource. Uses the engine only through ``engine.base.Eng
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from voicegate.calls import report
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.call import (
     _DEFAULT_CONFIG,
@@ -31,18 +34,23 @@ from voicegate.calls.call import (
     _default_resampler,
     _default_vad,
 )
+from voicegate.calls.context import CallStartWebhook, WebhookAnswer, call_values
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.metrics import CallMetrics
 from voicegate.calls.options import CallConfig, CallLimits
+from voicegate.calls.recording import CallRecorder, RecordingPlan, RecordingResult, RecordingWriter
 from voicegate.calls.voice import VadLike
 from voicegate.contracts import CallInfo, EndReason, EventSink, FlowRules, LegTransport
 from voicegate.engine.base import Engine
-from voicegate.errors import InvalidStateError, NoFreeSlot
+from voicegate.errors import CallRefused, InvalidStateError, NoFreeSlot
+from voicegate.events.schema import CallContext
 
 __all__ = ["CallManager", "PersonaSource", "limits_of"]
 
 log = logging.getLogger("voicegate.calls")
+
+MAX_PENDING_ANSWERS = 1024  # webhook answers kept for calls prepared but not started yet
 
 
 class PersonaSource(Protocol):
@@ -80,8 +88,21 @@ class CallManager:
         edge: EdgeMonitor | None = None,
         handoff: HandoffPoster | None = None,
         clock: Callable[[], float] = time.monotonic,
+        number_variables: Callable[[str], dict[str, str]] | None = None,
+        webhook: CallStartWebhook | None = None,
+        recording_plan: Callable[[CallInfo, int], RecordingPlan | None] | None = None,
+        recording_writer: RecordingWriter | None = None,
     ) -> None:
         self._clock = clock
+        # per-call context: the numbers file's values by called number, the operator's webhook
+        self._number_variables = number_variables
+        self._webhook = webhook
+        self._webhook_answers: OrderedDict[str, WebhookAnswer] = OrderedDict()
+        # recordings: which calls, where, with which announcement; the writer thread
+        self._recording_plan = recording_plan
+        self._recording_writer = recording_writer
+        # a call's own text prompt, kept while its recording announcement plays
+        self._announced_prompts: dict[str, str] = {}
         self._engine = engine
         self._events = events
         self._personas = personas
@@ -178,6 +199,12 @@ class CallManager:
             )
         if info.call_id in self._calls:
             raise InvalidStateError(f"call {info.call_id}: already active")
+        plan = self._plan_recording(info, int(leg.rate_hz))
+        writer = self._recording_writer
+        recorder = None
+        if plan is not None and writer is not None:
+            recorder = CallRecorder(writer, plan.path, int(leg.rate_hz))
+        announcement = plan.announcement if recorder is not None and plan is not None else None
         call = Call(
             info,
             leg,
@@ -192,9 +219,38 @@ class CallManager:
             on_transfer=self._on_transfer,
             handoff=self._call_parts[2],
             clock=self._clock,
+            recorder=recorder,
+            announcement=announcement,
+            on_announced=self._join_announced,
+            on_recorded=self._recorded_callback() if recorder is not None else None,
         )
+        persona = self._personas.get(info.persona) if self._personas is not None else None
+        text_prompt, sources = self._call_prompt(persona, info)
+        if call.is_announcing:
+            # the slot is joined once the announcement has played; the call holds its place
+            self._calls[info.call_id] = call
+            self._idle.clear()
+            self.metrics.active.labels(info.leg).inc()
+            if text_prompt is not None:
+                self._announced_prompts[info.call_id] = text_prompt
+            answer = self._webhook_answers.pop(info.call_id, None)
+            if sources is not None or answer is not None:
+                self._emit_context(info, sources or {}, answer)
+            call.announce()
+            log.info(
+                "call %s started: leg=%s persona=%s from=%s to=%s, recording announcement first",
+                info.call_id,
+                info.leg,
+                info.persona,
+                info.from_,
+                info.to,
+            )
+            return call
         try:
-            slot = self._engine.join(info.persona, call)
+            if text_prompt is None:
+                slot = self._engine.join(info.persona, call)
+            else:
+                slot = self._engine.join(info.persona, call, text_prompt=text_prompt)
         except NoFreeSlot:
             self.metrics.rejected.labels(info.leg, "full").inc()
             raise
@@ -202,6 +258,9 @@ class CallManager:
         self._idle.clear()
         self.metrics.active.labels(info.leg).inc()
         call.bind(slot)
+        answer = self._webhook_answers.pop(info.call_id, None)
+        if sources is not None or answer is not None:
+            self._emit_context(info, sources or {}, answer)
         log.info(
             "call %s started: leg=%s persona=%s from=%s to=%s slot=%d",
             info.call_id,
@@ -212,6 +271,121 @@ class CallManager:
             slot.index,
         )
         return call
+
+    # --- per-call context ----------------------------------------------------------------------
+
+    async def prepare_call(self, info: CallInfo) -> CallInfo:
+        """Ask the operator's call-start webhook about ``info`` (when one is set; bounded wait):
+        returns the info to start the call with (its persona and webhook variables may have
+        changed). Raises ``CallRefused`` when the webhook refuses the call and ``NoFreeSlot``
+        when it sends the call to overflow. A leg awaits this just before ``start_call``."""
+        webhook = self._webhook
+        if webhook is None or not self.can_admit():
+            return info  # no webhook, or a call ``start_call`` refuses anyway: nothing to ask
+        persona = self._personas.get(info.persona) if self._personas is not None else None
+        values, _ = call_values(persona, info, self._numbers_for(info.to))
+        answer = await webhook.ask(info, values)
+        if answer.outcome == "ok" and answer.action != "continue":
+            self._emit_context(info, {}, answer)
+            self.metrics.rejected.labels(info.leg, f"webhook_{answer.action}").inc()
+            what = f"call {info.call_id}: the call-start webhook answered {answer.action}"
+            if answer.action == "refuse":
+                raise CallRefused(what)
+            raise NoFreeSlot(what)
+        if answer.outcome == "ok" and answer.persona and answer.persona != info.persona:
+            known = getattr(self._personas, "has", None)
+            if known is None or known(answer.persona):
+                info = dataclasses.replace(info, persona=answer.persona)
+            else:
+                answer = dataclasses.replace(
+                    answer, detail=f"unknown persona '{answer.persona}': kept {info.persona}"
+                )
+                log.warning("call %s: call-start webhook: %s", info.call_id, answer.detail)
+        answers = self._webhook_answers
+        answers[info.call_id] = answer
+        while len(answers) > MAX_PENDING_ANSWERS:  # calls prepared but never started
+            answers.popitem(last=False)
+        if answer.outcome == "ok" and answer.variables:
+            info = dataclasses.replace(info, variables=answer.variables)
+        return info
+
+    def _numbers_for(self, to: str) -> dict[str, str]:
+        return self._number_variables(to) if self._number_variables is not None else {}
+
+    def _call_prompt(
+        self, persona: Any, info: CallInfo
+    ) -> tuple[str | None, dict[str, str] | None]:
+        """The call's own text prompt (None: the persona's own, already cached) and where each
+        variable's value came from (None when the persona has no variables)."""
+        if persona is None or not getattr(persona, "has_variables", False):
+            return None, None
+        values, sources = call_values(persona, info, self._numbers_for(info.to))
+        text: str = persona.render_prompt(values)
+        for name in persona.template.names:
+            sources.setdefault(name, "default")
+        used = set(persona.template.names)
+        return text, {k: v for k, v in sources.items() if k in used}
+
+    def _emit_context(
+        self, info: CallInfo, sources: dict[str, str], answer: WebhookAnswer | None
+    ) -> None:
+        try:
+            self._events.emit(
+                CallContext(
+                    call_id=info.call_id,
+                    leg=info.leg,
+                    t_ms=0,
+                    persona=info.persona,
+                    sources=sources,
+                    webhook=answer.outcome if answer is not None else "off",
+                    action=answer.action if answer is not None else "continue",
+                    detail=answer.detail if answer is not None else "",
+                )
+            )
+        except Exception:  # an event must never stop a call
+            log.exception("call %s: call.context event failed", info.call_id)
+
+    def _join_announced(self, call: Call) -> None:
+        """The announcement has played: the call joins its engine slot now."""
+        text_prompt = self._announced_prompts.pop(call.call_id, None)
+        if not call.is_active or self._calls.get(call.call_id) is not call:
+            return
+        try:
+            if text_prompt is None:
+                slot = self._engine.join(call.info.persona, call)
+            else:
+                slot = self._engine.join(call.info.persona, call, text_prompt=text_prompt)
+        except Exception as exc:
+            call.fail(exc, "join")
+            return
+        call.bind(slot)
+        log.info("call %s joined slot %d after the announcement", call.call_id, slot.index)
+
+    def _plan_recording(self, info: CallInfo, rate_hz: int) -> RecordingPlan | None:
+        if self._recording_plan is None:
+            return None
+        try:
+            return self._recording_plan(info, rate_hz)
+        except Exception:
+            # no recording rather than no call (nor a recording without its announcement)
+            log.exception("call %s: recording plan failed; not recording", info.call_id)
+            return None
+
+    def _recorded_callback(self) -> Callable[[Call, RecordingResult], None]:
+        loop = asyncio.get_running_loop()
+        events = self._events
+
+        def emit(call: Call, result: RecordingResult) -> None:
+            event = report.recording_ended(call.info, call.now_ms, result, call.end_reason)
+            events.emit(event)
+
+        def on_recorded(call: Call, result: RecordingResult) -> None:  # the writer's thread
+            try:
+                loop.call_soon_threadsafe(emit, call, result)
+            except RuntimeError:  # the loop is gone (shutdown): the file is there all the same
+                log.info("recording %s ended after the loop closed", result.path)
+
+        return on_recorded
 
     def _flow_for(self, persona: str) -> FlowRules | None:
         if self._personas is None:
@@ -232,6 +406,7 @@ class CallManager:
         if self._calls.get(call.call_id) is not call:
             return
         del self._calls[call.call_id]
+        self._announced_prompts.pop(call.call_id, None)  # ended during its announcement
         leg = call.info.leg
         m = self.metrics
         m.active.labels(leg).dec()

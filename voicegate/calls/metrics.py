@@ -148,6 +148,20 @@ class _EngineCollector(Collector):
         yield _gauge(
             "voicegate_engine_tick_ms_p99", "p99 tick time over recent ticks (ms).", s.tick_ms_p99
         )
+        # per-call context: joins with their own prompt (text phases computed per call)
+        yield _counter(
+            "voicegate_engine_call_prompts", "Joins with a per-call text prompt.", s.call_prompts
+        )
+        yield _counter(
+            "voicegate_engine_call_prompt_errors",
+            "Per-call prompts that could not be computed (the call used its persona's).",
+            s.call_prompt_errors,
+        )
+        yield _gauge(
+            "voicegate_engine_join_ms_p99",
+            "p99 of join to the prompt state in the slot over recent joins (ms).",
+            s.join_ms_p99,
+        )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -99,6 +99,10 @@ class PlayoutBuffer:
     def played_ms(self) -> int:
         return self.played * 1000 // self.rate_hz
 
+    def play_external(self, n: int) -> None:
+        """``n`` samples of other audio (the recording announcement) played: the clock runs."""
+        self.played += n
+
     def _ms(self, playout_samples: int) -> int:
         return playout_samples * 1000 // self.rate_hz
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from voicegate.calls.bargein import BargeInRecord
 from voicegate.calls.dynamics import Dynamics
 from voicegate.calls.flow import FlowTrigger
+from voicegate.calls.recording import CallRecorder, RecordingResult
 from voicegate.calls.transcript import AgentSegment
 from voicegate.contracts import CallInfo, EndReason, TransferTarget
 from voicegate.engine.base import ReanchorReport
@@ -17,14 +18,29 @@ from voicegate.events.schema import (
     CallDynamics,
     CallEnded,
     CallError,
+    CallerSpeech,
     CallReanchored,
     CallStarted,
     CallTransfer,
     Dtmf,
+    RecordingEnded,
+    RecordingStarted,
     TranscriptAgent,
 )
 
-__all__ = ["bargein", "dtmf", "ended", "error", "reanchored", "segment", "started", "transfer"]
+__all__ = [
+    "bargein",
+    "caller_speech",
+    "dtmf",
+    "ended",
+    "error",
+    "reanchored",
+    "recording_ended",
+    "recording_started",
+    "segment",
+    "started",
+    "transfer",
+]
 
 MAX_TEXT = 8192
 MAX_DETAIL = 2048
@@ -155,4 +171,50 @@ def reanchored(info: CallInfo, t_ms: int, r: ReanchorReport) -> CallReanchored:
         compute_ms=round(r.compute_ms, 3),
         position_before=r.position_before,
         position_after=r.position_after,
+    )
+
+
+def caller_speech(info: CallInfo, start_ms: int, end_ms: int) -> CallerSpeech:
+    return CallerSpeech(
+        call_id=info.call_id, leg=info.leg, t_ms=end_ms, start_ms=start_ms, end_ms=end_ms
+    )
+
+
+def recording_started(
+    info: CallInfo, rec: CallRecorder, has_announcement: bool
+) -> RecordingStarted:
+    return RecordingStarted(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=0,
+        path=str(rec.path),
+        rate_hz=rec.rate_hz,
+        announcement=has_announcement,
+    )
+
+
+def recording_ended(
+    info: CallInfo, t_ms: int, result: RecordingResult, end_reason: EndReason | None = None
+) -> RecordingEnded:
+    if result.error:
+        status = "failed"
+    elif result.is_kept:
+        status = "complete"
+    else:
+        status = "discarded"
+    if result.error or result.is_kept:
+        detail = result.error
+    elif end_reason is EndReason.CALLER_HANGUP or end_reason is None:
+        detail = "the caller left during the recording announcement"
+    else:  # the call ended from our side (fault, drain, limit) before the caller consented
+        detail = f"the call ended ({end_reason.value}) during the recording announcement"
+    return RecordingEnded(
+        call_id=info.call_id,
+        leg=info.leg,
+        t_ms=t_ms,
+        path=str(result.path),
+        duration_ms=result.duration_ms,
+        size_bytes=result.size_bytes,
+        status=status,
+        detail=detail[:MAX_DETAIL],
     )

@@ -105,6 +105,12 @@ class EngineStats:
     tick_ms_p99: float = 0.0
     reanchors: int = 0  # long calls' contexts rebuilt (persona + last frames) since start
     reanchor_ms: float = 0.0  # engine time those rebuilds took, summed
+    # per-call context: joins with their own text prompt (text phases computed per call)
+    call_prompts: int = 0
+    call_prompt_errors: int = 0  # failed: those calls started on the persona's own prompt
+    call_prompt_ms: float = 0.0  # engine time spent on them, summed
+    join_ms_p50: float = 0.0  # join() to the prompt state in the slot, over the last joins
+    join_ms_p99: float = 0.0
 
 
 class SlotSink(Protocol):
@@ -186,10 +192,12 @@ class Engine(Protocol):
         """Number of model text tokens the persona prompt ``text`` takes."""
         ...
 
-    def join(self, persona_key: str, sink: SlotSink) -> Slot:
+    def join(self, persona_key: str, sink: SlotSink, *, text_prompt: str | None = None) -> Slot:
         """Take a free slot with the persona's prompt state; raises NoFreeSlot / UnknownPersona.
 
         Thread-safe and cheap: the state copy happens on the engine thread before the next tick.
+        ``text_prompt`` (optional): this call's own text prompt (the persona's with the call's
+        variables filled in); an engine that caches voice phases computes only its text phases.
         """
         ...
 

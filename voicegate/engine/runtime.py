@@ -22,6 +22,14 @@ the owner calls ``tick()`` (tests, benchmarks).
 Joins and leaves take effect between ticks: a join marks the slot and the engine thread copies
 the persona's prompt state into the row (``TickModel.reset_slot``) before the next step.
 
+A join with the call's own text prompt (``join(..., text_prompt=...)``: the persona's prompt with
+this call's variables) on a model with ``prepare_calls`` waits, not stepped, until that prompt
+is computed: on the persona's cached voice phases, only the text phases, every waiting call in
+one batched pass, on the engine thread after a tick's outputs are delivered and only when the
+last pass's time fits before the next tick is due (a call waits at most
+``MAX_CALL_PROMPT_WAIT_S`` for such room); with no call stepping, or in offline and manual
+modes, at once. ``EngineStats.join_ms_p50``/``p99``: join to the prompt state in the slot.
+
 After each tick's outputs are delivered, a model with ``between_ticks(active)`` does its bounded
 housekeeping there (the torch model re-anchors long calls, one chunk per tick); what it reports
 is counted (``EngineStats.reanchors``) and handed to the slot's sink with its next output
@@ -80,6 +88,9 @@ SERVING_TRIM_AFTER_TICKS = 12
 OFFLINE_QUEUE_FRAMES = 64
 TICK_HISTORY = 512  # tick durations kept for p50/p99
 MAX_BEHIND_TICKS = 2
+MAX_CALL_PROMPT_BATCH = 8  # per-call prompts computed in one pass between two ticks
+# a waiting per-call prompt is computed even without room before the next tick after this long
+MAX_CALL_PROMPT_WAIT_S = 0.5
 
 
 class TickMode(enum.Enum):
@@ -94,11 +105,21 @@ class _PersonaEntry:
     state: object
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _PendingReset:
-    state: object
+    state: object  # what ``reset_slot`` loads (the call's own prompt once computed)
     sampling: SamplingParams
     seed: int
+    requested_s: float  # perf_counter at join (join time, for the stats)
+    requested_at: float  # the engine's clock at join (how long it may still wait)
+    is_waiting: bool = False  # the call's own prompt is not computed yet
+    text: str = ""  # the call's own text prompt (while waiting)
+    persona_state: object = None  # its persona's state (voice phases; the fallback)
+    generation: int = 0
+
+
+def _is_waiting(pending: _PendingReset | None) -> bool:
+    return pending is not None and pending.is_waiting
 
 
 def _cache_key(prompt: PersonaPrompt) -> tuple[str, str, str]:
@@ -159,6 +180,17 @@ class BatchedEngine:
         self._tick_ms_n = 0
         self._slot_underruns_retired = 0
         self._slot_overruns_retired = 0
+        # joins: join() to the prompt state in the slot, ms (for p50/p99)
+        self._join_ms = np.zeros(TICK_HISTORY, dtype=np.float64)
+        self._join_ms_n = 0
+        # optional on a TickModel: per-call prompts (voice phases of the persona + own text)
+        self._prepare_calls: Callable[[list[tuple[object, str]]], list[object]] | None = getattr(
+            model, "prepare_calls", None
+        )
+        # the last pass of per-call prompts took this long (s): whether the next fits before a
+        # tick; before any, a guess of a quarter tick
+        self._prepare_s = TICK_S / 4
+        self._n_waiting = 0  # joins whose own prompt is not computed yet (under ``_lock``)
         # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
         self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
             getattr(model, "between_ticks", None)
@@ -311,7 +343,17 @@ class BatchedEngine:
     def count_tokens(self, text: str) -> int:
         return self._model.count_tokens(text)
 
-    def join(self, persona_key: str, sink: SlotSink, *, seed: int | None = None) -> SlotHandle:
+    def join(
+        self,
+        persona_key: str,
+        sink: SlotSink,
+        *,
+        seed: int | None = None,
+        text_prompt: str | None = None,
+    ) -> SlotHandle:
+        """Take a free slot (see ``Engine.join``). ``text_prompt``: the call's own text prompt
+        (the persona's with this call's variables); its text phases are computed between ticks
+        on the persona's cached voice phases, and the slot starts stepping once they are in."""
         if not self._is_started or self._stop.is_set():
             raise InvalidStateError(f"engine {self.name}: cannot join a call when not running")
         with self._lock:
@@ -332,7 +374,20 @@ class BatchedEngine:
             state.frames = 0
             state.reanchor = None
             state.active = True
-            self._pending[state.index] = _PendingReset(entry.state, entry.prompt.sampling, seed)
+            pending = _PendingReset(
+                entry.state, entry.prompt.sampling, seed, time.perf_counter(), self._clock()
+            )
+            own = (
+                text_prompt is not None and text_prompt.strip() != entry.prompt.text_prompt.strip()
+            )
+            if own and self._prepare_calls is not None:
+                assert text_prompt is not None
+                pending.is_waiting, pending.text = True, text_prompt
+                pending.persona_state = entry.state
+                self._n_waiting += 1
+                pending.generation = state.generation
+                self._stats.call_prompts += 1
+            self._pending[state.index] = pending
             handle = SlotHandle(
                 state, state.generation, self._leave, next_tick_at=self.next_tick_at
             )
@@ -347,6 +402,12 @@ class BatchedEngine:
             window = self._tick_ms[:n]
             p50 = float(np.percentile(window, 50))
             p99 = float(np.percentile(window, 99))
+        n = min(self._join_ms_n, TICK_HISTORY)
+        join_p50 = join_p99 = 0.0
+        if n:
+            joins = self._join_ms[:n]
+            join_p50 = float(np.percentile(joins, 50))
+            join_p99 = float(np.percentile(joins, 99))
         underruns = self._slot_underruns_retired
         overruns = self._slot_overruns_retired
         active = 0
@@ -369,6 +430,11 @@ class BatchedEngine:
             tick_ms_p99=p99,
             reanchors=s.reanchors,
             reanchor_ms=s.reanchor_ms,
+            call_prompts=s.call_prompts,
+            call_prompt_errors=s.call_prompt_errors,
+            call_prompt_ms=s.call_prompt_ms,
+            join_ms_p50=join_p50,
+            join_ms_p99=join_p99,
         )
 
     # --- slots ------------------------------------------------------------------------------
@@ -388,6 +454,9 @@ class BatchedEngine:
         self._slot_overruns_retired += state.stats.overruns
         state.active = False
         state.sink = None
+        pending = self._pending[state.index]
+        if pending is not None and pending.is_waiting:
+            self._n_waiting -= 1
         self._pending[state.index] = None
 
     def _notify(self) -> None:
@@ -405,20 +474,22 @@ class BatchedEngine:
             return False
         model = self._model
         inputs = self._inputs
+        if self._n_waiting and (
+            self._mode is not TickMode.SERVING or not self._has_stepping_slot()
+        ):
+            self._prepare_waiting()  # nobody's tick to make late (offline, manual, idle)
+        waiting: set[int] = set()
         with self._lock:
             for i, pending in enumerate(self._pending):
-                if pending is not None:
-                    self._pending[i] = None
-                    try:
-                        model.reset_slot(i, pending.state, pending.sampling, pending.seed)
-                    except Exception:
-                        # the call cannot start: free its slot (its handle goes inactive)
-                        self._stats.tick_errors += 1
-                        log.exception("engine %s: joining slot %d failed", self.name, i)
-                        state = self._slots[i]
-                        self._retire(state)
-                        state.generation += 1
-            active = [(s, s.generation, s.sink) for s in self._slots if s.active]
+                if pending is not None and pending.is_waiting:
+                    waiting.add(i)  # its own prompt is not computed yet: not stepped
+                elif pending is not None:
+                    self._load(i, pending)
+            active = [
+                (s, s.generation, s.sink)
+                for s in self._slots
+                if s.active and s.index not in waiting
+            ]
         if not active:
             return False
         highest = 0
@@ -471,7 +542,80 @@ class BatchedEngine:
                     log.exception("engine %s: sink of slot %d raised", self.name, index)
         if self._between_ticks is not None:
             self._run_between_ticks(is_active)
+        if self._n_waiting:
+            self._prepare_waiting()
         return True
+
+    # --- per-call prompts -------------------------------------------------------------------
+
+    def _has_stepping_slot(self) -> bool:
+        pending = self._pending
+        return any(s.active and not _is_waiting(pending[s.index]) for s in self._slots)
+
+    def _load(self, i: int, pending: _PendingReset) -> None:
+        """Put the joining call's prompt state into row ``i`` (engine thread, ``_lock`` held)."""
+        self._pending[i] = None
+        self._note_join(pending)
+        try:
+            self._model.reset_slot(i, pending.state, pending.sampling, pending.seed)
+        except Exception:
+            # the call cannot start: free its slot (its handle goes inactive)
+            self._stats.tick_errors += 1
+            log.exception("engine %s: joining slot %d failed", self.name, i)
+            state = self._slots[i]
+            self._retire(state)
+            state.generation += 1
+
+    def _note_join(self, pending: _PendingReset) -> None:
+        self._join_ms[self._join_ms_n % TICK_HISTORY] = (
+            time.perf_counter() - pending.requested_s
+        ) * 1000.0
+        self._join_ms_n += 1
+
+    def _prepare_waiting(self) -> None:
+        """Compute the waiting calls' own prompts (engine thread, between ticks), in one
+        batched pass of at most ``MAX_CALL_PROMPT_BATCH``; in serving mode only when the last
+        such pass fits the time left before the next tick (a call waits at most
+        ``MAX_CALL_PROMPT_WAIT_S`` for room). A failure starts the call on its persona's own
+        prompt (logged): a call never fails to start because of its variables."""
+        prepare = self._prepare_calls
+        assert prepare is not None
+        with self._lock:
+            todo = [(i, p) for i, p in enumerate(self._pending) if p is not None and p.is_waiting][
+                :MAX_CALL_PROMPT_BATCH
+            ]
+        if not todo:
+            return
+        if self._mode is TickMode.SERVING and self._next_due is not None:
+            left_s = self._next_due - self._clock()
+            oldest_s = self._clock() - min(p.requested_at for _, p in todo)
+            if self._prepare_s > left_s and oldest_s < MAX_CALL_PROMPT_WAIT_S:
+                return
+        started, started_at = time.perf_counter(), self._clock()
+        try:
+            states = prepare([(p.persona_state, p.text) for _, p in todo])
+        except Exception:
+            log.exception(
+                "engine %s: per-call prompts of slots %s failed: they start with their "
+                "persona's prompt",
+                self.name,
+                [i for i, _ in todo],
+            )
+            states = [p.persona_state for _, p in todo]
+        # a request the model could not honour comes back as its persona's own state
+        self._stats.call_prompt_errors += sum(
+            1 for (_, p), state in zip(todo, states, strict=True) if state is p.persona_state
+        )
+        with self._lock:
+            for (i, p), prompt_state in zip(todo, states, strict=True):
+                if self._pending[i] is p and self._slots[i].generation == p.generation:
+                    p.state, p.is_waiting = prompt_state, False
+                    self._n_waiting -= 1
+                    self._load(i, p)  # here, between ticks: the next tick only steps it
+                    if self._mode is TickMode.SERVING:  # offline: every frame counts
+                        self._slots[i].keep_newest(1)  # what it queued while waiting is late
+        self._prepare_s = self._clock() - started_at  # on the clock the ticks are due on
+        self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
 
     def _run_between_ticks(self, is_active: np.ndarray) -> None:
         assert self._between_ticks is not None

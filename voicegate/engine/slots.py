@@ -88,6 +88,16 @@ class SlotState:
             self.count = 0
             self.deep_ticks = 0
 
+    def keep_newest(self, frames: int) -> None:
+        """Drop all but the newest ``frames`` queued frames (counted as overruns): a call that
+        waited for its own prompt starts without a standing queue."""
+        with self.lock:
+            extra = self.count - frames
+            if extra > 0:
+                self.head = (self.head + extra) % self.ring.shape[0]
+                self.count -= extra
+                self.stats.overruns += extra
+
     def push(self, pcm: npt.NDArray[np.float32], generation: int) -> bool:
         """Queue a copy of ``pcm``; False if the slot was left or rejoined since."""
         capacity = self.ring.shape[0]

@@ -47,6 +47,10 @@ class TickModel(Protocol):
         """Compute the persona's prompt state (opaque); cached by the caller per persona key."""
         ...
 
+    # Optional (looked up with getattr by the runtime): ``prepare_calls(requests)`` with
+    # requests [(persona state, the call's own text prompt)] -> a state per request for
+    # ``reset_slot`` (engine thread, between ticks). A model without it ignores per-call text.
+
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
     ) -> None:

@@ -200,8 +200,15 @@ class EngineSupervisor:
     def count_tokens(self, text: str) -> int:
         return self.current.count_tokens(text)
 
-    def join(self, persona_key: str, sink: SlotSink, *, seed: int | None = None) -> SlotHandle:
-        return self.current.join(persona_key, sink, seed=seed)
+    def join(
+        self,
+        persona_key: str,
+        sink: SlotSink,
+        *,
+        seed: int | None = None,
+        text_prompt: str | None = None,
+    ) -> SlotHandle:
+        return self.current.join(persona_key, sink, seed=seed, text_prompt=text_prompt)
 
     def stats(self) -> EngineStats:
         """The current engine's snapshot; counters include the engines retired before it."""

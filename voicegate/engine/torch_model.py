@@ -9,6 +9,11 @@ LM, Mimi encoder and decoder states do not move.
 On CUDA the device part of the tick is replayed from CUDA graphs captured at warm-up (see
 ``graphs``; ``VOICEGATE_NO_CUDA_GRAPH=1`` for eager ticks).
 
+Per-call prompts (``prepare_calls``): the text phases of calls whose text prompt is their own,
+prefilled in one batched pass after the persona's cached voice phases (``LM.prefill_text_phases``);
+a slot keeps only the persona's state and its text's ids, from which a re-anchor rebuilds the
+call's own prompt.
+
 Long calls (``reanchor_frames`` > 0): ``between_ticks`` re-anchors one slot at a time before
 its persona prompt leaves the attention window (``voicegate.engine.lm.reanchor``), prefilling at
 most ``reanchor_chunk_frames`` positions after each tick so that no tick is late because of it.
@@ -21,6 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +43,8 @@ from voicegate.engine.base import (
 from voicegate.engine.capacity import realtime_slots
 from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system_prompt_text
-from voicegate.engine.lm.reanchor import DEFAULT_MARGIN_FRAMES
+from voicegate.engine.lm.prompt import SILENCE_FRAMES
+from voicegate.engine.lm.reanchor import DEFAULT_CHUNK_FRAMES, DEFAULT_MARGIN_FRAMES
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.tokenizer import PAD_ID, TextTokenizer
 from voicegate.engine.voices import VoiceBank
@@ -48,9 +56,21 @@ log = logging.getLogger("voicegate.engine")
 
 WARMUP_STEPS = 3
 ADMISSION_TICKS = 8  # worst-case ticks timed at warm-up, per measurement
-# positions prefilled after a tick while a re-anchor runs: with the 7B shapes about 1/12 of a
-# 1500-frame rebuild per tick (bench/reanchor_bench.py measures the chunk's time)
-REANCHOR_CHUNK_FRAMES = 128
+# positions prefilled after a tick while a re-anchor runs (one captured pass; bench/
+# reanchor_bench.py measures its time)
+REANCHOR_CHUNK_FRAMES = DEFAULT_CHUNK_FRAMES
+
+
+@dataclass(frozen=True, slots=True)
+class _CallPrompt:
+    """A call's own prompt: its state (None once loaded), the persona's, its text's ids."""
+
+    state: PromptState | None
+    persona: PromptState
+    text_ids: list[int]
+
+    def compact(self) -> _CallPrompt:
+        return _CallPrompt(None, self.persona, self.text_ids)
 
 
 class TorchTickModel:
@@ -101,7 +121,7 @@ class TorchTickModel:
         # per slot: byte-fallback characters are decoded across tokens
         self._text_streams = [tokenizer.stream() for _ in range(n_slots)]
         # long calls: the persona state of each slot, and one re-anchor in progress at most
-        self._prompts: list[PromptState | None] = [None] * n_slots
+        self._prompts: list[PromptState | _CallPrompt | None] = [None] * n_slots
         self._cannot_reanchor = np.zeros(n_slots, dtype=bool)
         self._reanchor: Reanchorer | None = None
         self._job: ReanchorJob | None = None
@@ -111,7 +131,11 @@ class TorchTickModel:
         if reanchor_frames > 0:
             margin = reanchor_margin_frames or min(DEFAULT_MARGIN_FRAMES, lm.config.context // 8)
             self._reanchor = Reanchorer(
-                lm, self.state, keep_frames=reanchor_frames, margin_frames=margin
+                lm,
+                self.state,
+                keep_frames=reanchor_frames,
+                margin_frames=margin,
+                chunk_frames=reanchor_chunk_frames,
             )
         self._reset_mask = torch.zeros(n_slots, dtype=torch.bool, device=self.device)
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
@@ -159,6 +183,8 @@ class TorchTickModel:
             if graphs is not None:
                 with torch.inference_mode():
                     self.capture_s = graphs.capture()
+                if self._reanchor is not None:
+                    self.capture_s += self._reanchor.capture()
         finally:
             self._graphs = graphs
         if graphs is not None:
@@ -193,6 +219,10 @@ class TorchTickModel:
         state.tokens.fill_(0)  # rows never loaded hold 'ungenerated' ids: give them real ones
         one = worst(1)
         every = worst(n) if n > 1 else one
+        if self._reanchor is not None:  # a re-anchor's chunk follows the tick in its frame
+            chunk_ms = self._reanchor.time_chunk(ADMISSION_TICKS)
+            one = [t + chunk_ms for t in one]
+            every = [t + chunk_ms for t in every]
         with torch.inference_mode():
             for i in range(n):
                 lm.reset_slot(state, i)
@@ -225,20 +255,66 @@ class TorchTickModel:
         with self._prefill_lock, torch.inference_mode():
             return self.lm.prefill(voice, ids)
 
+    def prepare_calls(self, requests: Sequence[tuple[object, str]]) -> list[object]:
+        """Per-call prompt states, in one batched pass: each request is (the persona's state
+        from ``prepare_persona``, the call's own text prompt). The voice phases are the
+        persona's, reused; only the text phases are computed. A text too long for the window
+        gets its persona's state back (logged). Engine thread, between ticks."""
+        out: list[object] = []
+        batch: list[tuple[int, PromptState, list[int]]] = []
+        context = self.lm.config.context
+        for state, text in requests:
+            if not isinstance(state, PromptState):
+                raise TypeError(f"{self._name}: expected a PromptState, got {type(state)}")
+            ids = self.tokenizer.encode(system_prompt_text(text))
+            frames = state.voice_positions + len(ids) + SILENCE_FRAMES
+            if frames >= context:
+                log.warning(
+                    "engine %s: a per-call prompt of %d frames does not fit the %d-frame "
+                    "window: the call starts on its persona's prompt",
+                    self._name,
+                    frames,
+                    context,
+                )
+                out.append(state)
+                continue
+            out.append(None)
+            batch.append((len(out) - 1, state, ids))
+        if batch:
+            with self._prefill_lock, torch.inference_mode():
+                states = self.lm.prefill_text_phases(
+                    [p for _, p, _ in batch], [i for *_, i in batch]
+                )
+            if self._is_cuda:
+                torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
+            for (at, persona, ids), state in zip(batch, states, strict=True):
+                out[at] = _CallPrompt(state, persona, ids)
+        return out
+
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
     ) -> None:
-        if not isinstance(persona_state, PromptState):
+        kept: PromptState | _CallPrompt
+        if isinstance(persona_state, _CallPrompt):
+            # the slot keeps what rebuilds its prompt (re-anchoring), not the prompt's KV
+            kept, persona_state = persona_state.compact(), persona_state.state
+        elif isinstance(persona_state, PromptState):
+            kept = persona_state
+        else:
             raise TypeError(f"{self._name}: expected a PromptState, got {type(persona_state)}")
+        assert isinstance(persona_state, PromptState)
         with torch.inference_mode():
             self.lm.load_slot(self.state, index, persona_state, sampling, seed)
-            self._prompts[index] = persona_state
+            self._prompts[index] = kept
             self._cannot_reanchor[index] = False
             if self._job is not None and self._job.slot == index:
                 self._job = None  # the call it was for has left
             self._reset_mask.zero_()
             self._reset_mask[index] = True
             self.mimi.reset_slots(self._reset_mask)
+        if self._is_cuda and isinstance(kept, _CallPrompt):
+            # loaded between ticks (after its pass): its cost is that window's, not the tick's
+            torch.cuda.current_stream(self.device).synchronize()
         self._text_streams[index].reset()
 
     @torch.inference_mode()
@@ -297,8 +373,8 @@ class TorchTickModel:
         position = int(self.state.positions_host[job.slot])
         # the prompt's first frame leaves at the step at position `context`: never let it
         # (a late tick is better than a call that loses its persona)
-        limit = None if position >= self.lm.config.context - 1 else self._reanchor_chunk
-        if not anchor.advance(job, limit):
+        whole = position >= self.lm.config.context - 1
+        if not anchor.advance(job, whole):
             return []
         after = anchor.finish(job)
         self._job = None
@@ -322,8 +398,14 @@ class TorchTickModel:
                     best = i
         if best < 0:
             return None
-        prompt = self._prompts[best]
-        assert prompt is not None
+        kept = self._prompts[best]
+        assert kept is not None
+        if isinstance(kept, _CallPrompt):
+            # the call's own prompt, rebuilt from the persona's voice phases and its text
+            with self._prefill_lock, torch.inference_mode():
+                (prompt,) = self.lm.prefill_text_phases([kept.persona], [kept.text_ids])
+        else:
+            prompt = kept
         job = anchor.begin(best, prompt)
         if job is None:
             self._cannot_reanchor[best] = True
@@ -346,6 +428,10 @@ class TorchTickModel:
     def close(self) -> None:
         """Free this model's slot state and graphs (the weights may be shared: kept)."""
         self._graphs = None
+        if self._reanchor is not None:
+            self._reanchor.close()
+            self._reanchor = None
+            self._job = None
         for name in ("state", "mimi", "_in_dev", "_out_dev"):
             if hasattr(self, name):
                 delattr(self, name)

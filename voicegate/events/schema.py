@@ -33,10 +33,12 @@ from voicegate.errors import EventError
 __all__ = [
     "BargeIn",
     "CALL_ID_PATTERN",
+    "CallContext",
     "CallDynamics",
     "CallEnded",
     "CallError",
     "CallReanchored",
+    "CallerSpeech",
     "CallStarted",
     "CallTransfer",
     "Dtmf",
@@ -46,6 +48,8 @@ __all__ = [
     "GLOBAL_EVENTS_KEY",
     "LegStatus",
     "MAX_EVENT_BYTES",
+    "RecordingEnded",
+    "RecordingStarted",
     "TranscriptAgent",
     "call_events_key",
     "call_key",
@@ -293,6 +297,32 @@ class CallReanchored(Event):
     position_after: int = Field(ge=0, description="model position after")
 
 
+class CallerSpeech(Event):
+    """One turn of caller speech as the caller VAD saw it (onset to stop, backdated), emitted
+    when the turn ends (or the call does): the caller lane of the page's call timeline."""
+
+    type: ClassVar[str] = "caller.speech"
+
+    start_ms: int = Field(ge=0, description="call time the caller started speaking")
+    end_ms: int = Field(ge=0, description="call time the caller stopped")
+
+
+class CallContext(Event):
+    """A call's per-call context: where each prompt variable's value came from, and what the
+    call-start webhook did (``webhook``: ``ok``, ``timeout``, ``error`` or ``off``; on a
+    timeout or an error the call went on with the values it had)."""
+
+    type: ClassVar[str] = "call.context"
+
+    persona: str = Field(max_length=MAX_SHORT_CHARS)
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="variable -> default, numbers, call or webhook"
+    )
+    webhook: str = Field("off", max_length=16)
+    action: str = Field("continue", max_length=16, description="continue, refuse or overflow")
+    detail: str = Field("", max_length=2048)
+
+
 class LegStatus(Event):
     """A leg-level status report (Twilio stream statusCallback, SIP dialog state, ICE state)."""
 
@@ -303,6 +333,32 @@ class LegStatus(Event):
 
     def hash_fields(self) -> dict[str, str]:
         return {"leg_status": self.status}
+
+
+class RecordingStarted(Event):
+    """The call is being recorded (stereo WAV: caller left, agent right, as heard)."""
+
+    type: ClassVar[str] = "recording.started"
+
+    path: str = Field(max_length=4096, description="the file on the gateway")
+    format: str = Field("wav", max_length=32, description="wav: PCM 16-bit stereo")
+    rate_hz: int = Field(gt=0)
+    announcement: bool = Field(False, description="a consent announcement plays first")
+
+
+class RecordingEnded(Event):
+    """The recording is complete (or discarded: the caller left during the announcement)."""
+
+    type: ClassVar[str] = "recording.ended"
+
+    path: str = Field(max_length=4096, description="the file on the gateway")
+    duration_ms: int = Field(ge=0, description="length of the recording (the call's)")
+    size_bytes: int = Field(0, ge=0)
+    status: str = Field(max_length=32, description="complete, discarded or failed")
+    detail: str = Field("", max_length=2048)
+
+    def hash_fields(self) -> dict[str, str]:
+        return {"recording_path": self.path, "recording_status": self.status}
 
 
 def encode_fields(event: Event) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from voicegate.personas.schema import (
     PersonaSpec,
     Sampling,
 )
+from voicegate.personas.template import BUILTIN_VARIABLES, PromptTemplate, TemplateError
 from voicegate.personas.tokens import (
     PROMPT_TOKEN_GUIDANCE,
     TokenCounter,
@@ -42,6 +44,7 @@ from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 __all__ = [
     "PERSONA_SUFFIXES",
     "PersonaRead",
+    "announcement_problems",
     "load_persona",
     "persona_files",
     "read_persona",
@@ -198,6 +201,35 @@ def _voice_problems(
     return resolved, warnings
 
 
+MAX_ANNOUNCEMENT_S = 60.0
+
+
+def announcement_problems(
+    clip: str, file: Path, personas_dir: Path, pos: tuple[int, int]
+) -> tuple[Path | None, list[Problem]]:
+    """The recording announcement: a readable WAV inside the personas folder, 0.2-60 s."""
+
+    def err(message: str) -> tuple[None, list[Problem]]:
+        return None, [Problem(file, pos[0], pos[1], "error", message)]
+
+    candidate = personas_dir / clip
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(personas_dir.resolve()):
+        return err(f"announcement '{clip}' resolves to {resolved}, outside the personas folder")
+    if not resolved.is_file():
+        return err(f"announcement '{clip}' not found in {personas_dir}")
+    try:
+        info = inspect_wav(resolved, max_bytes=MAX_CLIP_BYTES)
+    except WavError as exc:
+        return err(f"announcement '{clip}': {exc}")
+    if not 0.2 <= info.duration_s <= MAX_ANNOUNCEMENT_S:
+        return err(
+            f"announcement '{clip}' is {info.duration_s:.2f} s long; expected 0.2 to "
+            f"{MAX_ANNOUNCEMENT_S:g} s"
+        )
+    return resolved, []
+
+
 def _token_problem(
     prompt: str, file: Path, pos: tuple[int, int], count_tokens: TokenCounter
 ) -> tuple[int, list[Problem]]:
@@ -286,6 +318,7 @@ def read_persona_file(
     except RecursionError:
         problems.append(Problem(path, 1, 1, "error", "document nesting is too deep"))
     voice_path: Path | None = None
+    announcement_path: Path | None = None
     clip: Path | None = None
     tokens = 0
     if isinstance(data, dict):
@@ -296,11 +329,24 @@ def read_persona_file(
                 voice, path, personas_dir, smap.value_pos(("voice",)), digest
             )
             problems += voice_problems
+        recording = data.get("recording")
+        loc = ("recording", "announcement")
+        if isinstance(recording, dict) and loc not in bad_locs:
+            clip_name = recording.get("announcement")
+            if isinstance(clip_name, str) and spec is not None:
+                announcement_path, clip_problems = announcement_problems(
+                    clip_name, path, personas_dir, smap.value_pos(loc)
+                )
+                problems += clip_problems
         prompt = data.get("text_prompt")
         if isinstance(prompt, str):
-            tokens, token_problems = _token_problem(
-                prompt, path, smap.value_pos(("text_prompt",)), count_tokens
-            )
+            pos = smap.value_pos(("text_prompt",))
+            declared = spec.variables if spec is not None else _declared(data)
+            template, template_problems = _template_problems(prompt, raw, path, pos, declared)
+            problems += template_problems
+            defaults = {k: v.default for k, v in spec.variables.items()} if spec else {}
+            shown = template.render(defaults) if template is not None else prompt
+            tokens, token_problems = _token_problem(shown, path, pos, count_tokens)
             problems += token_problems
     problems.sort(key=lambda p: (p.line, p.col))
     if spec is None or has_errors(problems):
@@ -313,12 +359,65 @@ def read_persona_file(
         sampling=spec.sampling,
         limits=spec.limits,
         call_flow=spec.call_flow,
+        recording=spec.recording,
+        announcement_path=announcement_path,
         voice_path=voice_path,
         source=path,
         digest=digest.hexdigest(),
         prompt_tokens=tokens,
+        webhooks=spec.webhooks,
+        variables=spec.variables,
     )
     return PersonaRead(persona, problems, clip)
+
+
+def _declared(data: dict[Any, Any]) -> dict[str, object]:
+    """Variable names declared in a document that failed the schema (for the prompt check)."""
+    variables = data.get("variables")
+    return {str(k): v for k, v in variables.items()} if isinstance(variables, dict) else {}
+
+
+def _source_pos(raw: bytes, start: tuple[int, int], needle: str) -> tuple[int, int] | None:
+    """Line/col of ``needle`` in the file at or after ``start`` (a prompt's text as written)."""
+    text = raw.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if not 1 <= start[0] <= len(lines):
+        return None
+    base = sum(len(line) + 1 for line in lines[: start[0] - 1]) + max(start[1] - 1, 0)
+    at = text.find(needle, base)
+    if at < 0:
+        return None
+    line = text.count("\n", 0, at) + 1
+    return line, at - (text.rfind("\n", 0, at) + 1) + 1
+
+
+def _template_problems(
+    prompt: str, raw: bytes, file: Path, pos: tuple[int, int], declared: Mapping[str, object]
+) -> tuple[PromptTemplate | None, list[Problem]]:
+    """A malformed brace or an undeclared variable in ``text_prompt``, at its place in the file
+    (found by its text; the prompt's start when a YAML escape hides it)."""
+    try:
+        template = PromptTemplate.parse(prompt)
+    except TemplateError as exc:
+        snippet = prompt[exc.offset : exc.offset + 2]
+        where = _source_pos(raw, pos, snippet) or pos
+        return None, [Problem(file, where[0], where[1], "error", f"text_prompt: {exc}")]
+    problems = []
+    known = [*declared, *BUILTIN_VARIABLES]
+    for name, _offset in template.undeclared(declared):
+        where = _source_pos(raw, pos, "{" + name + "}") or pos
+        problems.append(
+            Problem(
+                file,
+                where[0],
+                where[1],
+                "error",
+                f"text_prompt uses the variable '{{{name}}}', which is not declared: add it "
+                f"under 'variables' with a default (variables: {{{name}: {{default: ...}}}})",
+                suggest(name, known),
+            )
+        )
+    return template, problems
 
 
 def validation_error(what: str, problems: list[Problem]) -> PersonaValidationError:

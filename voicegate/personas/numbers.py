@@ -16,6 +16,9 @@ The file::
     overflow:                         # optional: where calls go when we cannot take them
       default: "+14155550199"         # (no slot free, draining, engine fault); else busy
       "+14155550100": "sip:branch@pbx.example.com"   # per called number or SIP user
+    webhooks:                         # optional: post-call reports (see README, Webhooks)
+      default: {call_ended: "https://crm.example.com/voicegate"}
+      "+14155550100": {call_ended: "https://bank.example.com/calls"}
 
 Owns: the numbers schema, its checks (line/col), normalising a called party, and ``Router``.
 Does file I/O only in ``read_numbers``; must not import calls, legs or app.
@@ -34,7 +37,10 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from voicegate.errors import RoutingError
+from voicegate.personas.loader import announcement_problems
 from voicegate.personas.problems import Problem, format_problems, has_errors, suggest
+from voicegate.personas.schema import RecordingSpec, Webhooks
+from voicegate.personas.template import VARIABLE_NAME
 from voicegate.personas.yamldoc import Loc, SourceMap, parse_yaml
 
 __all__ = [
@@ -64,6 +70,13 @@ class NumbersValidationError(RoutingError):
     def __init__(self, message: str, problems: list[Problem]) -> None:
         super().__init__(message)
         self.problems = list(problems)
+
+
+_VARIABLE_VALUES: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": r"^[a-z][a-z0-9_]{0,63}$"},
+    "additionalProperties": {"type": "string", "maxLength": 500},
+}
 
 
 class NumbersSpec(BaseModel):
@@ -108,6 +121,45 @@ class NumbersSpec(BaseModel):
             },
         },
     )
+    variables: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per-call prompt variables by called number or SIP user ('default' for "
+        "every call): key -> {variable: value}. They override the persona's defaults; the "
+        "call's own data and the call-start webhook override them.",
+        json_schema_extra={"additionalProperties": _VARIABLE_VALUES},
+    )
+
+    webhooks: dict[str, Webhooks] = Field(
+        default_factory=dict,
+        description="Post-call webhooks: 'default' or a called number / SIP user -> "
+        "{call_ended: URL}. A number's or SIP user's entry wins over the persona's webhooks, "
+        "which win over 'default'.",
+        json_schema_extra={
+            "propertyNames": {
+                "anyOf": [
+                    {"const": "default"},
+                    {"pattern": E164_PATTERN.pattern},
+                    {"pattern": SIP_USER_PATTERN.pattern},
+                ]
+            }
+        },
+    )
+
+    recording: dict[str, RecordingSpec] = Field(
+        default_factory=dict,
+        description="Call recording per called number or SIP user ('default': the rest): "
+        "{enabled, announcement: voices/consent.wav (in the personas folder)}. A number's entry "
+        "wins over its persona's recording section, which wins over 'default'.",
+        json_schema_extra={
+            "propertyNames": {
+                "anyOf": [
+                    {"const": "default"},
+                    {"pattern": E164_PATTERN.pattern},
+                    {"pattern": SIP_USER_PATTERN.pattern},
+                ]
+            }
+        },
+    )
 
 
 def numbers_json_schema() -> dict[str, Any]:
@@ -126,6 +178,9 @@ class NumbersMap:
     numbers: dict[str, str] = field(default_factory=dict)
     sip_users: dict[str, str] = field(default_factory=dict)
     overflow: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> to
+    webhooks: dict[str, str] = field(default_factory=dict)  # "default" / number / user -> URL
+    variables: dict[str, dict[str, str]] = field(default_factory=dict)  # same keys -> values
+    recording: dict[str, RecordingSpec] = field(default_factory=dict)  # same keys as overflow
     source: Path | None = None
     digest: str = ""
 
@@ -215,11 +270,12 @@ def _check_entries(
 
 
 def read_numbers(
-    path: Path, known_personas: Collection[str] | None = None
+    path: Path, known_personas: Collection[str] | None = None, personas_dir: Path | None = None
 ) -> tuple[NumbersMap | None, list[Problem]]:
     """Read and check a numbers file; the map is None when any problem is an error.
 
-    ``known_personas``: the persona names that exist (None skips that check).
+    ``known_personas``: the persona names that exist (None skips that check);
+    ``personas_dir``: where recording announcements must be (None skips that check).
     """
     try:
         raw = path.read_bytes()
@@ -280,6 +336,55 @@ def read_numbers(
                     f"overflow key '{key}' is neither 'default', an E.164 number nor a SIP user",
                 )
             )
+    webhooks: dict[str, str] = {}
+    for key, hooks in spec.webhooks.items():
+        if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
+            if hooks.call_ended:
+                webhooks[key] = hooks.call_ended
+        else:
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("webhooks", key)),
+                    f"webhooks key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
+    recording: dict[str, RecordingSpec] = {}
+    for key, rec in spec.recording.items():
+        if key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key):
+            recording[key] = rec
+            if rec.announcement and personas_dir is not None:
+                clip_loc: Loc = ("recording", key, "announcement")
+                problems += announcement_problems(
+                    rec.announcement, path, personas_dir, smap.value_pos(clip_loc)
+                )[1]
+        else:
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("recording", key)),
+                    f"recording key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
+    for key, values in spec.variables.items():
+        if not (key == "default" or E164_PATTERN.match(key) or SIP_USER_PATTERN.match(key)):
+            problems.append(
+                _problem(
+                    path,
+                    smap.key_pos(("variables", key)),
+                    f"variables key '{key}' is neither 'default', an E.164 number nor a SIP user",
+                )
+            )
+        for name in values:
+            if not VARIABLE_NAME.match(name):
+                problems.append(
+                    _problem(
+                        path,
+                        smap.key_pos(("variables", key, name)),
+                        f"variables.{key}: '{name}' is not a variable name (lowercase letters, "
+                        "digits and '_', starting with a letter)",
+                    )
+                )
     if has_errors(problems):
         return None, problems
     result = NumbersMap(
@@ -287,6 +392,9 @@ def read_numbers(
         numbers=numbers,
         sip_users=dict(spec.sip_users),
         overflow=overflow,
+        webhooks=webhooks,
+        variables={k: dict(v) for k, v in spec.variables.items()},
+        recording=recording,
         source=path,
         digest=hashlib.sha256(raw).hexdigest(),
     )
@@ -333,6 +441,38 @@ class Router:
         number, user = normalise_called(to)
         hit = table.get(user) or (table.get(number) if number is not None else None)
         return hit or table.get("default", "")
+
+    def webhook(self, to: str, persona_url: str = "") -> str:
+        """The ``call_ended`` URL for a call to ``to``: the called number's or SIP user's entry,
+        else ``persona_url`` (the persona's own), else the 'default' entry ("" = none)."""
+        table = self._state[0].webhooks
+        number, user = normalise_called(to)
+        hit = table.get(user) or (table.get(number) if number is not None else None)
+        return hit or persona_url or table.get("default", "")
+
+    def variables(self, to: str) -> dict[str, str]:
+        """The numbers file's variable values for a call to ``to``: its ``default`` entry, then
+        the called number's or SIP user's entry over it."""
+        numbers, _ = self._state
+        table = numbers.variables
+        if not table:
+            return {}
+        number, user = normalise_called(to)
+        out = dict(table.get("default", {}))
+        if number is not None:
+            out.update(table.get(number, {}))
+        out.update(table.get(user, {}))
+        return out
+
+    def recording(self, to: str) -> tuple[RecordingSpec | None, RecordingSpec | None]:
+        """(the entry for ``to``, the 'default' entry) of the numbers' recording table."""
+        numbers, _ = self._state
+        table = numbers.recording
+        if not table:
+            return None, None
+        number, user = normalise_called(to)
+        hit = table.get(user) or (table.get(number) if number is not None else None)
+        return hit, table.get("default")
 
     def route(self, to: str) -> str:
         """The persona for a called number / SIP URI / SIP user; the default when none matches."""

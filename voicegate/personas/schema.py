@@ -9,6 +9,7 @@ Persona (a loaded persona), the voice presets. Imports only ``voicegate.contract
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 from voicegate.contracts import FlowAction as FlowRuleAction
 from voicegate.contracts import FlowRules, PersonaPrompt, SamplingParams
 from voicegate.personas.problems import suggest
+from voicegate.personas.template import (
+    BUILTIN_VARIABLES,
+    DEFAULT_MAX_CHARS,
+    VARIABLE_NAME,
+    PromptTemplate,
+    clean_value,
+)
 
 __all__ = [
     "NAME_PATTERN",
@@ -25,7 +33,10 @@ __all__ = [
     "Limits",
     "Persona",
     "PersonaSpec",
+    "RecordingSpec",
     "Sampling",
+    "Webhooks",
+    "Variable",
     "persona_json_schema",
 ]
 
@@ -110,6 +121,35 @@ class Limits(_Strict):
 
 Voice = Annotated[str, WithJsonSchema(_VOICE_JSON_SCHEMA)]
 
+_SIP_X_HEADER = re.compile(r"^[Xx]-[A-Za-z0-9-]{1,64}$")
+
+
+class Variable(_Strict):
+    """A per-call variable of ``text_prompt`` (``{name}``) and where a call's value comes from."""
+
+    default: str = Field(
+        max_length=500, description="The value when no source sets one (may be empty)."
+    )
+    max_chars: int = Field(
+        DEFAULT_MAX_CHARS,
+        ge=1,
+        le=500,
+        description="A call's value is cut to this many characters (after cleaning).",
+    )
+    sip_header: str | None = Field(
+        None,
+        description="SIP calls: take the value from this X- header of the INVITE.",
+        json_schema_extra={"pattern": _SIP_X_HEADER.pattern},
+    )
+
+    @field_validator("sip_header")
+    @classmethod
+    def _x_header(cls, value: str | None) -> str | None:
+        if value is not None and not _SIP_X_HEADER.match(value):
+            raise ValueError(f"sip_header '{value}' must be an X- header name (X-Caller-Name)")
+        return value
+
+
 # a phone number in E.164, or a SIP URI (Twilio <Sip> takes under 255 characters)
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _SIP_URI = re.compile(r"^sips?:[^\s@<>\"]+@[A-Za-z0-9.\-\[\]:]+(;[^\s<>\"]*)?$")
@@ -146,6 +186,24 @@ class Destination(_Strict):
     def _url(cls, value: str) -> str:
         if value and not _HANDOFF_URL.match(value):
             raise ValueError(f"handoff_url '{value}' is not an http(s) URL")
+        return value
+
+
+class Webhooks(_Strict):
+    """Where the gateway POSTs signed reports of calls (post-call webhooks, at least once)."""
+
+    call_ended: str = Field(
+        "",
+        max_length=2000,
+        description="An http(s) URL that gets the call's signed JSON report after call.ended "
+        "(transcripts, dynamics, barge-ins, transfers, recording), retried until it answers 2xx.",
+    )
+
+    @field_validator("call_ended")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not _HANDOFF_URL.match(value):
+            raise ValueError(f"call_ended '{value}' is not an http(s) URL")
         return value
 
 
@@ -257,6 +315,39 @@ class CallFlowSpec(_Strict):
         return self
 
 
+def _clip_path(value: str, what: str) -> str:
+    """A WAV path relative to the personas folder (the checks a file system is not needed for)."""
+    if not value.lower().endswith(_WAV_SUFFIX):
+        raise ValueError(f"{what} '{value}' is not a .wav clip path")
+    if "\0" in value:
+        raise ValueError(f"{what} path contains a NUL character")
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive:
+        raise ValueError(
+            f"{what} path '{value}' is absolute; give a path relative to the personas folder"
+        )
+    if ".." in posix.parts or ".." in windows.parts:
+        raise ValueError(f"{what} path '{value}' leaves the personas folder ('..')")
+    return value
+
+
+class RecordingSpec(_Strict):
+    """Call recording (stereo WAV, caller left, agent right) and its consent announcement."""
+
+    enabled: bool = Field(False, description="Record calls (VOICEGATE_RECORDINGS_DIR).")
+    announcement: str | None = Field(
+        None,
+        description="WAV clip relative to the personas folder (e.g. voices/consent.wav), played "
+        "to the caller before the agent starts; a caller who hangs up during it is not recorded.",
+        json_schema_extra={"pattern": r"^[^/\\].*\.[wW][aA][vV]$"},
+    )
+
+    @field_validator("announcement")
+    @classmethod
+    def _announcement_path(cls, value: str | None) -> str | None:
+        return None if value is None else _clip_path(value, "announcement")
+
+
 class PersonaSpec(_Strict):
     """One persona YAML document. The persona's name is the file's stem."""
 
@@ -283,6 +374,32 @@ class PersonaSpec(_Strict):
     limits: Limits = Field(default_factory=lambda: Limits(), description="Call limits.")
     call_flow: CallFlowSpec | None = Field(
         None, description="Transfers to people and hang-ups (keys, the agent's words, limits)."
+    )
+    webhooks: Webhooks | None = Field(
+        None, description="Post-call webhooks: {call_ended: URL} gets a signed report per call."
+    )
+    variables: dict[str, Variable] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Per-call variables used in text_prompt as {name}: name -> {default, "
+        "max_chars, sip_header}. caller_number and called_number need no declaration.",
+    )
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_names(cls, value: dict[str, Variable]) -> dict[str, Variable]:
+        for name in value:
+            if not VARIABLE_NAME.match(name):
+                raise ValueError(
+                    f"variable name '{name}' must be lowercase letters, digits and '_', "
+                    "starting with a letter"
+                )
+            if name in BUILTIN_VARIABLES:
+                raise ValueError(f"variable '{name}' is built in: do not declare it")
+        return value
+
+    recording: RecordingSpec | None = Field(
+        None, description="Record this persona's calls, after a consent announcement."
     )
 
     @field_validator("text_prompt")
@@ -330,10 +447,38 @@ class Persona(BaseModel):
     sampling: Sampling = Field(default_factory=lambda: Sampling())
     limits: Limits = Field(default_factory=lambda: Limits())
     call_flow: CallFlowSpec | None = None
+    recording: RecordingSpec | None = None
+    announcement_path: Path | None = None  # resolved recording announcement clip
     voice_path: Path | None = None  # resolved clip when the voice is a WAV
     source: Path | None = None  # the YAML file it came from
     digest: str = ""  # sha256 of the YAML bytes (and the clip's): changes when an edit matters
     prompt_tokens: int = 0  # model tokens of text_prompt (or an estimate; see loader)
+    webhooks: Webhooks | None = None
+    variables: dict[str, Variable] = Field(default_factory=dict)
+
+    @property
+    def template(self) -> PromptTemplate:
+        """``text_prompt`` parsed (the loader has checked it)."""
+        return PromptTemplate.parse(self.text_prompt)
+
+    @property
+    def has_variables(self) -> bool:
+        return "{" in self.text_prompt and self.template.has_variables
+
+    def default_values(self) -> dict[str, str]:
+        return {name: v.default for name, v in self.variables.items()}
+
+    def render_prompt(self, values: Mapping[str, str] | None = None) -> str:
+        """``text_prompt`` with the defaults, overridden by ``values`` (each cleaned and cut to
+        its variable's ``max_chars``; names the persona does not use are ignored)."""
+        merged = self.default_values()
+        for name, value in (values or {}).items():
+            spec = self.variables.get(name)
+            if spec is not None:
+                merged[name] = clean_value(value, spec.max_chars)
+            elif name in BUILTIN_VARIABLES:
+                merged[name] = clean_value(value, DEFAULT_MAX_CHARS)
+        return self.template.render(merged)
 
     def flow_rules(self) -> FlowRules | None:
         """Its call flow as the Call applies it (None: no transfers or hang-up rules)."""
@@ -343,7 +488,7 @@ class Persona(BaseModel):
         """What ``Engine.load_persona`` needs."""
         return PersonaPrompt(
             key=self.name,
-            text_prompt=self.text_prompt,
+            text_prompt=self.render_prompt() if self.has_variables else self.text_prompt,
             voice=str(self.voice_path) if self.voice_path is not None else self.voice,
             sampling=self.sampling.to_params(),
             voice_path=self.voice_path,

@@ -42,7 +42,7 @@ from voicegate.errors import RoutingError, UnknownPersona
 from voicegate.personas.loader import persona_files, read_persona_file
 from voicegate.personas.numbers import Router, read_numbers
 from voicegate.personas.problems import Problem
-from voicegate.personas.schema import Persona
+from voicegate.personas.schema import Persona, RecordingSpec
 from voicegate.personas.tokens import TokenCounter, estimate_tokens
 from voicegate.personas.watch import FileSignature, ReloadLoop, is_racy, signature
 
@@ -386,6 +386,21 @@ class NumbersStore:
         router = self._router
         return router.overflow(to) if router is not None else ""
 
+    def webhook(self, to: str, persona_url: str = "") -> str:
+        """Shortcut for ``router.webhook`` (``persona_url`` while no numbers file is loaded)."""
+        router = self._router
+        return router.webhook(to, persona_url) if router is not None else persona_url
+
+    def variables(self, to: str) -> dict[str, str]:
+        """Shortcut for ``router.variables`` ({} while no numbers file is loaded)."""
+        router = self._router
+        return router.variables(to) if router is not None else {}
+
+    def recording(self, to: str) -> tuple[RecordingSpec | None, RecordingSpec | None]:
+        """Shortcut for ``router.recording`` ((None, None) while no numbers file is loaded)."""
+        router = self._router
+        return router.recording(to) if router is not None else (None, None)
+
     def problems(self) -> list[Problem]:
         return list(self._problems)
 
@@ -434,7 +449,7 @@ class NumbersStore:
         if attempt == self._attempt:
             return False
         self._attempt = attempt
-        numbers, problems = read_numbers(self._path, set(names))
+        numbers, problems = read_numbers(self._path, set(names), self._personas.personas_dir)
         self._problems = problems
         if numbers is None:
             self._m_errors.inc()

@@ -63,7 +63,7 @@ def validate_paths(
             problems.append(Problem(path, 1, 1, "error", "no such file or folder"))
         elif _is_numbers_file(path, numbers_file):
             known = {p.stem for p in persona_files(names_dir)}
-            problems += read_numbers(path, known)[1]
+            problems += read_numbers(path, known, names_dir)[1]
         elif path.suffix in PERSONA_SUFFIXES:
             problems += read_persona(path, path.parent, count_tokens)[1]
         else:

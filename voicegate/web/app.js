@@ -38,12 +38,14 @@ window.vg = vg;
 
 function readTokens() {
   const frag = new URLSearchParams(location.hash.slice(1));
-  for (const [key, store] of [["call_token", "vg.callToken"], ["editor_token", "vg.editorToken"]]) {
+  const keys = [["call_token", "vg.callToken"], ["editor_token", "vg.editorToken"], ["viewer_token", "vg.viewerToken"]];
+  for (const [key, store] of keys) {
     if (frag.get(key)) localStorage.setItem(store, frag.get(key));
   }
-  if (frag.get("call_token") || frag.get("editor_token")) history.replaceState(null, "", location.pathname);
+  if (keys.some(([key]) => frag.get(key))) history.replaceState(null, "", location.pathname);
   $("call-token").value = localStorage.getItem("vg.callToken") || "";
   $("editor-token").value = localStorage.getItem("vg.editorToken") || "";
+  $("viewer-token").value = localStorage.getItem("vg.viewerToken") || "";
 }
 
 function callToken() { return $("call-token").value.trim(); }
@@ -53,7 +55,9 @@ function auth(token) { return { Authorization: "Bearer " + token }; }
 $("save-tokens").addEventListener("click", () => {
   localStorage.setItem("vg.callToken", callToken());
   localStorage.setItem("vg.editorToken", editorToken());
+  localStorage.setItem("vg.viewerToken", $("viewer-token").value.trim());
   loadPersonas();
+  if (vg.ops) vg.ops.refreshLive();
 });
 
 // --- personas list -----------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 * ``GET /api/personas``: names and descriptions for the call picker (webrtc or editor token).
 * ``GET /api/events?call_id=``: server-sent events fed by ``EventLog.subscribe`` (the same events
   the Redis writer gets): ``event: <type>`` + ``data: <JSON>`` (webrtc or editor token; without
-  ``call_id``, every call's events, editor token only). A call's feed ends after its
+  ``call_id``, every call's events, editor or viewer token only). A call's feed ends after its
   ``call.ended``. The page
   reads it with ``fetch`` so that the token travels in the Authorization header, not the URL.
 * ``GET /api/personas/<name>``: the YAML text (editor token).
@@ -33,25 +33,55 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from voicegate.auth import bearer_matches
 from voicegate.config import Settings
 from voicegate.contracts import CALL_ID_PATTERN, TokenCounter
-from voicegate.events.schema import Event
+from voicegate.events.fanout import Subscription
 from voicegate.legs.http_body import BodyRefused, read_body
 from voicegate.personas.problems import Problem, has_errors
 from voicegate.personas.tokens import estimate_tokens
 from voicegate.web.editor import MAX_PERSONA_BYTES, PersonaEditor, check_name
+from voicegate.web.history import event_json
 
-__all__ = ["STATIC_DIR", "event_json", "web_router"]
+__all__ = ["STATIC_DIR", "event_json", "event_stream_response", "web_router"]
 
 log = logging.getLogger("voicegate.web")
 
 STATIC_DIR = Path(__file__).resolve().parent
-_STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+_STATIC_FILES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "timeline.js": "text/javascript",
+    "operators.js": "text/javascript",
+}
 HEARTBEAT_S = 15.0
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
 
 
-def event_json(event: Event) -> dict[str, Any]:
-    """An event as the page gets it: its wire field names plus ``type``."""
-    return {"type": event.type, **event.model_dump(mode="json", by_alias=True)}
+def event_stream_response(sub: Subscription, call_id: str | None) -> StreamingResponse:
+    """Server-sent events from ``sub`` (``event: <type>``, ``data: <JSON>``, a comment every
+    ``HEARTBEAT_S``); one call's feed ends after its ``call.ended``. Closes ``sub`` at the end."""
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            yield ": subscribed\n\n"
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield ": ping\n\n"
+                    continue
+                if event is None:
+                    return
+                data = json.dumps(event_json(event), separators=(",", ":"))
+                yield f"event: {event.type}\ndata: {data}\n\n"
+                if call_id is not None and event.is_call_end:
+                    return  # a call's feed ends with the call
+        finally:
+            sub.close()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def problem_json(problem: Problem) -> dict[str, Any]:
@@ -111,6 +141,10 @@ def web_router(settings: Settings, count_tokens: TokenCounter = estimate_tokens)
     def may_edit(request: Request) -> bool:
         return bearer_matches(request.headers.get("authorization"), settings.editor_token)
 
+    def may_view(request: Request) -> bool:  # the operators' read-only token, or the editor's
+        auth = request.headers.get("authorization")
+        return bearer_matches(auth, settings.viewer_token, settings.editor_token)
+
     def editor_for(request: Request) -> PersonaEditor | JSONResponse:
         """The persona editor for a request with the editor token, else the refusal to send."""
         if not may_edit(request):
@@ -145,39 +179,16 @@ def web_router(settings: Settings, count_tokens: TokenCounter = estimate_tokens)
 
     @router.get("/api/events")
     async def events(request: Request, call_id: str | None = None) -> Response:
-        # one call's feed for whoever placed it; every call's (phone calls too) for editors only
-        if not (may_call(request) if call_id is not None else may_edit(request)):
+        # one call's feed for whoever placed it; every call's (phone calls too) for editors and
+        # viewers only
+        if not (may_view(request) or (call_id is not None and may_call(request))):
             return _unauthorized()
         p = parts(request)
         if p is None:
             return _not_started()
         if call_id is not None and not _valid_call_id(call_id):
             return JSONResponse({"detail": "invalid call_id"}, status_code=400)
-        sub = p.events.subscribe(call_id)
-
-        async def stream() -> AsyncIterator[str]:
-            try:
-                yield ": subscribed\n\n"
-                while True:
-                    try:
-                        event = await asyncio.wait_for(sub.get(), HEARTBEAT_S)
-                    except TimeoutError:
-                        yield ": ping\n\n"
-                        continue
-                    if event is None:
-                        return
-                    data = json.dumps(event_json(event), separators=(",", ":"))
-                    yield f"event: {event.type}\ndata: {data}\n\n"
-                    if call_id is not None and event.is_call_end:
-                        return  # a call's feed ends with the call
-            finally:
-                sub.close()
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return event_stream_response(p.events.subscribe(call_id), call_id)
 
     @router.get("/api/personas/{name}")
     async def read_persona(request: Request, name: str) -> JSONResponse:

@@ -64,7 +64,7 @@ def test_reanchored_state_equals_a_fresh_prefill_of_the_same_frames(
     lm: LM, rel_close: Callable[..., None]
 ) -> None:
     call = Call(lm, slots=2)
-    anchor = Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=MARGIN)
+    anchor = Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=MARGIN, chunk_frames=CHUNK)
     n = call.prompt.length
     assert n == 3 + 12 + 2
     while not anchor.is_due(0):
@@ -73,7 +73,7 @@ def test_reanchored_state_equals_a_fresh_prefill_of_the_same_frames(
     job = anchor.begin(0, call.prompt)
     assert job is not None and job.start == CONTEXT - MARGIN - KEEP
     steps_during = 0
-    while not anchor.advance(job, max_frames=CHUNK):  # the call keeps talking meanwhile
+    while not anchor.advance(job):  # the call keeps talking meanwhile
         call.step()
         steps_during += 1
     assert steps_during >= 2 and job.chunks >= 3
@@ -101,7 +101,9 @@ def test_reanchored_state_equals_a_fresh_prefill_of_the_same_frames(
 def test_a_neighbour_is_bit_identical_with_and_without_a_reanchor_beside_it(lm: LM) -> None:
     def run(with_reanchor: bool) -> Call:
         call = Call(lm, slots=3, seed=9)
-        anchor = Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=MARGIN)
+        anchor = Reanchorer(
+            lm, call.state, keep_frames=KEEP, margin_frames=MARGIN, chunk_frames=CHUNK
+        )
         job = None
         reanchors = 0
         for _ in range(int(2.5 * CONTEXT)):
@@ -110,7 +112,7 @@ def test_a_neighbour_is_bit_identical_with_and_without_a_reanchor_beside_it(lm: 
                 continue
             if job is None and anchor.is_due(1):
                 job = anchor.begin(1, call.prompt)
-            if job is not None and anchor.advance(job, max_frames=CHUNK):
+            if job is not None and anchor.advance(job):
                 anchor.finish(job)
                 job = None
                 reanchors += 1
@@ -134,12 +136,14 @@ def test_a_neighbour_is_bit_identical_with_and_without_a_reanchor_beside_it(lm: 
 
 def test_no_room_means_no_reanchor(lm: LM) -> None:
     call = Call(lm, slots=1)
-    anchor = Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=MARGIN)
+    anchor = Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=MARGIN, chunk_frames=CHUNK)
     assert anchor.kept_frames(call.prompt.length, call.prompt.length) == 0
     assert anchor.begin(0, call.prompt) is None  # no conversation yet
     long_prompt = dataclasses.replace(call.prompt, length=CONTEXT - 2 * MARGIN)
     assert anchor.kept_frames(long_prompt.length, CONTEXT - MARGIN) == 0
     with pytest.raises(ValueError, match="margin"):
         Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=CONTEXT)
+    with pytest.raises(ValueError, match="chunk of 9 frames"):
+        Reanchorer(lm, call.state, keep_frames=KEEP, margin_frames=MARGIN, chunk_frames=MARGIN + 1)
     with pytest.raises(ValueError, match="keep_frames"):
         Reanchorer(lm, call.state, keep_frames=0)

@@ -217,6 +217,55 @@ class LMModel(nn.Module):
             x = self._layer_out(layer, x, attn)
         return _ops.rms_norm(x, self.out_norm.alpha, c.norm_eps)
 
+    def temporal_extend_at(
+        self, x: torch.Tensor, kv: torch.Tensor, at: torch.Tensor, key_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``temporal_extend`` with fixed shapes, for a CUDA graph: x [1, T, dim] at positions
+        ``at`` [T] (a device tensor, consecutive), attending to every column of ``kv``
+        [L, 2, H, C, D] whose position (``key_positions`` = arange(C)) is at most the query's.
+
+        Columns past the last query hold whatever they held (masked), so a pass whose last
+        queries are padding leaves junk only where the next pass writes first.
+        """
+        rotation = self._rotation(at[None])
+        mask = key_positions[None] <= at[:, None]
+        for i, layer in enumerate(self._temporal):
+            q, k, v = self._attention_in(layer, x, rotation)
+            keys, values = kv[i, 0], kv[i, 1]
+            keys.index_copy_(1, at, k[0])
+            values.index_copy_(1, at, v[0])
+            attn = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask)
+            x = self._layer_out(layer, x, attn)
+        return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
+
+    def temporal_extend_rows(
+        self, x: torch.Tensor, kv: torch.Tensor, starts: torch.Tensor
+    ) -> torch.Tensor:
+        """``temporal_extend`` for B sequences at once: x [B, T, dim], row b at positions
+        ``starts[b]`` .. ``starts[b] + lengths[b] - 1`` (T = the longest; the rest of a shorter
+        row is padding whose output is meaningless), after the keys/values of its positions
+        0..starts[b]-1 in ``kv`` [L, 2, B, H, C, D], which receives this pass's. Returns the
+        normed hidden states [B, T, dim]."""
+        c = self.config
+        b, t = x.shape[:2]
+        at = starts[:, None] + torch.arange(t, device=x.device)[None]  # [B, T]
+        end = int((starts + t).max())
+        if end > kv.shape[4]:
+            raise ValueError(f"positions up to {end - 1} do not fit {kv.shape[4]} columns")
+        rotation = self._rotation(at)
+        # query at position p of row b sees that row's keys 0..p (padding never reaches a
+        # real query: its positions come after the row's last one)
+        mask = (torch.arange(end, device=x.device)[None, None] <= at[:, :, None])[:, None]
+        rows = torch.arange(b, device=x.device)[:, None]
+        for i, layer in enumerate(self._temporal):
+            q, k, v = self._attention_in(layer, x, rotation)
+            kv[i, 0][rows, :, at] = k.transpose(1, 2)
+            kv[i, 1][rows, :, at] = v.transpose(1, 2)
+            keys, values = kv[i, 0, :, :, :end], kv[i, 1, :, :, :end]
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            x = self._layer_out(layer, x, attn)
+        return _ops.rms_norm(x, self.out_norm.alpha, c.norm_eps)
+
     def temporal_step(
         self,
         x: torch.Tensor,

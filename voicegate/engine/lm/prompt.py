@@ -33,6 +33,7 @@ __all__ = [
     "build_prompt_frames",
     "delayed_layout",
     "system_prompt_text",
+    "text_phase_layout",
 ]
 
 SILENCE_CODES: tuple[int, ...] = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)
@@ -123,6 +124,14 @@ class PromptState:
     hidden: torch.Tensor
     tokens: torch.Tensor
     length: int
+    # frames of the voice phase: positions 0..voice_frames + SILENCE_FRAMES - 1 (the voice
+    # phases) do not depend on the text, so a per-call text extends them (``text_phase_layout``)
+    voice_frames: int = -1
+
+    @property
+    def voice_positions(self) -> int:
+        """Leading positions that depend on the voice only (0 when unknown)."""
+        return self.voice_frames + SILENCE_FRAMES if self.voice_frames >= 0 else 0
 
 
 def build_prompt_frames(
@@ -148,6 +157,19 @@ def build_prompt_frames(
     if n_text:
         frames[0, start : start + n_text] = torch.tensor(list(text_tokens), dtype=torch.long)
     return frames
+
+
+def text_phase_layout(
+    config: LMConfig, voice_frames: int, text_tokens: Sequence[int]
+) -> torch.Tensor:
+    """Positions ``voice_frames + SILENCE_FRAMES`` .. N of the delayed layout [17, N + 1 - P]:
+    what a prompt with this text adds after its voice phases (none of it depends on the voice:
+    the most delayed row reads one frame back, a silence frame)."""
+    dummy = VoicePrompt(agent_codes=torch.zeros(voice_frames, config.dep_q, dtype=torch.long))
+    grid = delayed_layout(config, build_prompt_frames(config, dummy, text_tokens))
+    if config.max_delay > SILENCE_FRAMES:
+        raise ValueError(f"delays of {config.max_delay} frames reach into the voice phase")
+    return grid[:, voice_frames + SILENCE_FRAMES :]
 
 
 def delayed_layout(config: LMConfig, frames: torch.Tensor) -> torch.Tensor:

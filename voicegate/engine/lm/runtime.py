@@ -39,6 +39,7 @@ from voicegate.engine.lm.prompt import (
     VoicePrompt,
     build_prompt_frames,
     delayed_layout,
+    text_phase_layout,
 )
 from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k
 from voicegate.engine.lm.state import LMState
@@ -132,8 +133,65 @@ class LM:
             x[0, :given] = voice.embeddings.to(self.device, self.dtype)
         hidden, kv = self.model.temporal_prefill(x)
         return PromptState(
-            kv=kv, hidden=hidden[0, -1], tokens=grid[:, n - 1 :].to(self.device), length=n
+            kv=kv,
+            hidden=hidden[0, -1],
+            tokens=grid[:, n - 1 :].to(self.device),
+            length=n,
+            voice_frames=voice.n_frames,
         )
+
+    @torch.inference_mode()
+    def prefill_text_phases(
+        self, prompts: Sequence[PromptState], texts: Sequence[Sequence[int]]
+    ) -> list[PromptState]:
+        """Per-call prompts in one batched pass: ``prompts[i]``'s voice phases (cached per
+        persona, reused as they are) followed by the text phases of ``texts[i]`` (token ids,
+        already wrapped in tags). Equals ``prefill`` of the same voice and text."""
+        if len(prompts) != len(texts) or not prompts:
+            raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+        c = self.config
+        grids, starts = [], []
+        for prompt, ids in zip(prompts, texts, strict=True):
+            start = prompt.voice_positions
+            if start < 1 or start > prompt.length:
+                raise ValueError("prompt state does not know its voice phases")
+            grid = text_phase_layout(c, prompt.voice_frames, ids)
+            if start + grid.shape[1] - 1 >= c.context:
+                raise ValueError(
+                    f"prompt of {start + grid.shape[1] - 1} frames does not fit the "
+                    f"{c.context}-frame context"
+                )
+            grids.append(grid)
+            starts.append(start)
+        steps = max(g.shape[1] - 1 for g in grids)
+        batch = len(grids)
+        tokens = torch.full((batch, c.num_codebooks, steps), -1, dtype=torch.long)
+        for i, grid in enumerate(grids):
+            tokens[i, :, : grid.shape[1] - 1] = grid[:, :-1]
+        columns = max(s + steps for s in starts)
+        kv = torch.empty(
+            c.num_layers, 2, batch, c.num_heads, columns, c.head_dim,
+            device=self.device, dtype=self.dtype,
+        )  # fmt: skip
+        for i, (prompt, start) in enumerate(zip(prompts, starts, strict=True)):
+            kv[:, :, i, :, :start] = prompt.kv[:, :, :, :start]
+        x = self.model.embed_tokens(tokens.to(self.device))
+        starts_dev = torch.tensor(starts, device=self.device)
+        hidden = self.model.temporal_extend_rows(x, kv, starts_dev)
+        out = []
+        for i, (prompt, grid, start) in enumerate(zip(prompts, grids, starts, strict=True)):
+            added = grid.shape[1] - 1
+            n = start + added
+            out.append(
+                PromptState(
+                    kv=kv[:, :, i, :, :n],
+                    hidden=hidden[i, added - 1],
+                    tokens=grid[:, added - 1 :].to(self.device),
+                    length=n,
+                    voice_frames=prompt.voice_frames,
+                )
+            )
+        return out
 
     def set_sampling(
         self, state: LMState, slot: int, sampling: SamplingParams, seed: int | None = None

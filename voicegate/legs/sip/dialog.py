@@ -49,6 +49,7 @@ from voicegate.contracts import (
     TransferTarget,
 )
 from voicegate.errors import (
+    CallRefused,
     InvalidStateError,
     NoFreeSlot,
     SdpError,
@@ -109,6 +110,21 @@ class SipCall(CallLike, Protocol):
     """The Call as this leg uses it (``voicegate.calls.Call``)."""
 
     def end(self, reason: EndReason, detail: str = "") -> None: ...
+
+
+MAX_X_HEADERS = 32
+MAX_X_HEADER_CHARS = 1024
+
+
+def _x_headers(invite: SipRequest) -> dict[str, str]:
+    """The INVITE's ``X-`` headers (a persona's ``sip_header`` variables read them), bounded."""
+    out: dict[str, str] = {}
+    for name in invite.raw.headers.keys():
+        if name[:2].lower() == "x-" and len(out) < MAX_X_HEADERS:
+            value = invite.raw.headers.get(name)
+            if value is not None:
+                out[name] = value[:MAX_X_HEADER_CHARS]
+    return out
 
 
 class DialogHost(Protocol):
@@ -381,9 +397,21 @@ class Dialog:
             from_=_user_or_uri(invite.from_.uri),
             to=_user_or_uri(invite.to.uri),
             leg_call_ref=invite.call_id[:128],
+            call_data=_x_headers(invite),
         )
+        prepare = getattr(self._host, "prepare_call", None)  # the call-start webhook
         try:
+            if prepare is not None:
+                info = await prepare(info)
+                if self.state is not DialogState.PROCEEDING or self._is_closed:  # CANCEL
+                    session.close_nowait()
+                    return
             call = self._host.start_call(info, self)
+        except CallRefused as exc:
+            log.info("sip call %s: 603: %s", invite.call_id, exc)
+            self._stats.invites_busy += 1
+            self.reject(603)
+            return
         except NoFreeSlot as exc:
             log.info("sip call %s: busy: %s", invite.call_id, exc)
             self.refuse_busy()

@@ -213,6 +213,11 @@ class SipServer:
     def start_call(self, info: CallInfo, leg: LegTransport) -> SipCall:
         return cast(SipCall, self.calls.start_call(info, leg))  # the Call has ``end`` too
 
+    async def prepare_call(self, info: CallInfo) -> CallInfo:
+        """The call-start webhook of the call manager, when it has one (see CallAdmission)."""
+        prepare = getattr(self.calls, "prepare_call", None)
+        return info if prepare is None else cast(CallInfo, await prepare(info))
+
     def leg_status(self, call_id: str, t_ms: int, status: str, detail: str) -> None:
         if self.events is not None:
             self.events.leg_status(call_id, "sip", t_ms, status, detail)

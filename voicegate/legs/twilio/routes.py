@@ -26,8 +26,9 @@ proxy. In a fleet (``placer`` set) the voice webhook reaches any pod through the
 at the fleet's URL; the pod places the call (itself first, else the pod with the most free
 slots, through the registry) and answers with the chosen pod's own ``wss://`` URL, action and
 status callback (``pod_url``), so the stream and the requests that follow it reach the pod that
-holds the call; a token for another pod goes through Redis and only that pod redeems it. Twilio posts ``application/x-www-form-urlencoded`` forms; they are parsed here (bounded
-size, read while streaming) rather than through a multipart dependency.
+holds the call; a token for another pod goes through Redis and only that pod redeems it.
+Twilio posts ``application/x-www-form-urlencoded`` forms; they are parsed here (bounded size,
+read while streaming) rather than through a multipart dependency.
 
 Owns: ``TwilioLeg`` (its parts and its ``APIRouter``). Wired by ``voicegate.app``.
 """
@@ -272,7 +273,8 @@ class TwilioLeg:
         if self.placer is not None and calls is not None and personas is not None:
             placed = await self._place(call_id)
             if placed is not None and not placed.is_self:
-                twiml = await self._place_remote(placed, call_id, call_sid, from_, to)
+                variables = _query_variables(request.url.query)
+                twiml = await self._place_remote(placed, call_id, call_sid, from_, to, variables)
                 if twiml is not None:
                     return Response(twiml, media_type=TWIML_MEDIA_TYPE)
                 placed = None
@@ -309,9 +311,11 @@ class TwilioLeg:
         persona = personas.route(to)
         self._remember(call_sid, call_id)
         token = self.tokens.issue(CallGrant(call_id, call_sid, persona, from_, to))
+        # the voice URL's query (an operator's flow redirects here with ?caller_name=...) rides
+        # in <Parameter>s to the stream's start message: the call's own prompt variables
         twiml = connect_stream(
             public_ws_url(self.public_url, MEDIA_PATH),
-            {"persona": persona, "token": token},
+            {**_query_variables(request.url.query), "persona": persona, "token": token},
             status_callback=public_http_url(self.public_url, STATUS_PATH),
             action=public_http_url(self.public_url, NEXT_PATH),
         )
@@ -329,7 +333,13 @@ class TwilioLeg:
             return _HERE
 
     async def _place_remote(
-        self, placed: PlacementLike, call_id: str, call_sid: str, from_: str, to: str
+        self,
+        placed: PlacementLike,
+        call_id: str,
+        call_sid: str,
+        from_: str,
+        to: str,
+        variables: dict[str, str],
     ) -> str | None:
         """TwiML sending the call's stream to another pod; None when its grant cannot be stored."""
         assert self.placer is not None and self.personas is not None
@@ -354,7 +364,7 @@ class TwilioLeg:
         )
         return connect_stream(
             public_ws_url(placed.url, MEDIA_PATH),
-            {"persona": persona, "token": token},
+            {**variables, "persona": persona, "token": token},  # the variables ride along
             status_callback=public_http_url(placed.url, STATUS_PATH),
             action=public_http_url(placed.url, NEXT_PATH),
         )
@@ -542,6 +552,22 @@ class _NoCalls:
 
     def start_call(self, info: CallInfo, leg: LegTransport) -> CallLike:
         raise NoFreeSlot(f"call {info.call_id}: the gateway is not started")
+
+
+_VARIABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_QUERY_VARIABLES = 16
+MAX_QUERY_VALUE_CHARS = 500
+
+
+def _query_variables(query: str) -> dict[str, str]:
+    """Prompt variables from the voice webhook URL's query (signed with it by Twilio), bounded;
+    control characters dropped (XML cannot carry them)."""
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=False):
+        if _VARIABLE_RE.match(name) and name not in ("persona", "token"):
+            if len(out) < MAX_QUERY_VARIABLES:
+                out[name] = "".join(ch for ch in value[:MAX_QUERY_VALUE_CHARS] if ch >= " ")
+    return out
 
 
 def _first(params: dict[str, list[str]], name: str) -> str:

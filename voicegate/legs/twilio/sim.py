@@ -617,11 +617,17 @@ class TwilioSimulator:
                 )
 
     async def place_call(
-        self, from_: str = "+15550100", to: str = "+15550199", *, call_sid: str | None = None
+        self,
+        from_: str = "+15550100",
+        to: str = "+15550199",
+        *,
+        call_sid: str | None = None,
+        query: str = "",
     ) -> PlacedCall:
-        """POST the signed voice webhook and read the TwiML answer."""
+        """POST the signed voice webhook (``query``: on the voice URL) and read the TwiML."""
         call_sid = call_sid or _sid("CA")
-        response = await self.post_signed("/twilio/voice", self.voice_params(call_sid, from_, to))
+        params = self.voice_params(call_sid, from_, to)
+        response = await self.post_signed("/twilio/voice", params, query=query)
         twiml = response.text
         placed = PlacedCall(response.status_code, twiml, call_sid, from_, to)
         if response.status_code != 200:

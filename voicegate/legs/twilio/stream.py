@@ -56,7 +56,13 @@ from voicegate.contracts import (
     TransferOutcome,
     TransferTarget,
 )
-from voicegate.errors import NoFreeSlot, TwilioError, TwilioProtocolError, VoiceGateError
+from voicegate.errors import (
+    CallRefused,
+    NoFreeSlot,
+    TwilioError,
+    TwilioProtocolError,
+    VoiceGateError,
+)
 from voicegate.legs.twilio.metrics import TwilioLegStats
 from voicegate.legs.twilio.nextsteps import DIAL, HANGUP, NextStep, NextSteps
 from voicegate.legs.twilio.playout import DEFAULT_MAX_AHEAD_MS, PlayoutTracker
@@ -249,7 +255,7 @@ class TwilioMediaStream:
             return  # the peer closed or stopped before starting
         if self._fetch_grant is not None:
             await self._fetch_grant(start.custom_parameters.get("token") or "")
-        if not self._admit(start):
+        if not await self._admit(start):
             await self._close(*self._pending_close)
             return
         self._stats.streams_started += 1
@@ -284,7 +290,7 @@ class TwilioMediaStream:
             if isinstance(event, Media):
                 self._stats.media_before_start += 1
 
-    def _admit(self, start: Start) -> bool:
+    async def _admit(self, start: Start) -> bool:
         """Redeem the call token and start the Call; closes the socket when refused."""
         self._stream_sid = start.stream_sid
         try:
@@ -307,9 +313,21 @@ class TwilioMediaStream:
             from_=grant.from_,
             to=grant.to,
             leg_call_ref=start.call_sid,
+            # the <Parameter>s of the TwiML that started the stream, but our call token
+            call_data={
+                k: v for k, v in start.custom_parameters.items() if k not in ("token", "persona")
+            },
         )
         try:
+            prepare = getattr(self._calls, "prepare_call", None)  # the call-start webhook
+            if prepare is not None:
+                info = await prepare(info)
             self._call = self._calls.start_call(info, self)
+        except CallRefused as exc:
+            self._stats.streams_refused_busy += 1
+            log.warning("twilio call %s refused at stream start: %s", grant.call_id, exc)
+            self._schedule_close(CLOSE_TRY_AGAIN_LATER, "call refused")
+            return False
         except NoFreeSlot as exc:
             self._stats.streams_refused_busy += 1
             overflow = self._overflow(grant.to) if self._overflow is not None else ""

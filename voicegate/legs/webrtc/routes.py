@@ -33,7 +33,7 @@ from voicegate.contracts import (
     EndReason,
     PersonaNames,
 )
-from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
+from voicegate.errors import CallRefused, InvalidStateError, NoFreeSlot, UnknownPersona
 from voicegate.legs.http_body import CLOSE_CONNECTION, BodyRefused, read_body
 from voicegate.legs.webrtc.ice import enable_loopback_only, rtc_configuration
 from voicegate.legs.webrtc.session import SdpRejected, WebRtcSession
@@ -56,6 +56,12 @@ class Offer(BaseModel):
     sdp: str = Field(min_length=1, max_length=MAX_OFFER_BYTES)
     persona: str = Field(min_length=1, max_length=64)
     call_id: str | None = Field(None, pattern=r"^wr-[0-9a-f]{32}$")
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Per-call prompt variables by name (each value cleaned and cut to the "
+        "persona's max_chars; names the persona does not declare are ignored).",
+    )
 
 
 class WebRtcLeg:
@@ -183,13 +189,20 @@ class WebRtcLeg:
                 from_=request.client.host if request.client else "",
                 to=offer.persona,
                 leg_call_ref=session_id,
+                call_data={k[:64]: v[:2000] for k, v in offer.variables.items()},
             )
+            prepare = getattr(calls, "prepare_call", None)  # the call-start webhook
+            if prepare is not None:
+                info = await prepare(info)
             call = calls.start_call(info, session)
             session.bind(call)
             answer = await session.answer()
         except SdpRejected as exc:
             await session.close()
             return self._refuse("bad_offer", 400, str(exc))
+        except CallRefused as exc:
+            await session.close()
+            return self._refuse("refused", 403, str(exc))
         except NoFreeSlot as exc:
             await session.close()
             return self._refuse("busy", 503, str(exc), retry_after=True)

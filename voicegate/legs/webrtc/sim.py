@@ -142,16 +142,24 @@ class WebRtcCaller:
         except MediaStreamError:
             self.track_ended.set()
 
-    async def offer(self, persona: str, token: str | None = None) -> httpx.Response:
+    async def offer(
+        self, persona: str, token: str | None = None, variables: dict[str, str] | None = None
+    ) -> httpx.Response:
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        body = {"type": "offer", "sdp": self.pc.localDescription.sdp, "persona": persona}
+        body: dict[str, Any] = {
+            "type": "offer",
+            "sdp": self.pc.localDescription.sdp,
+            "persona": persona,
+        }
+        if variables:
+            body["variables"] = variables
         token = self.token if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(base_url=self.base_url, timeout=10, trust_env=False) as http:
             return await http.post("/webrtc/offer", json=body, headers=headers)
 
-    async def call(self, persona: str) -> dict[str, Any]:
-        resp = await self.offer(persona)
+    async def call(self, persona: str, variables: dict[str, str] | None = None) -> dict[str, Any]:
+        resp = await self.offer(persona, variables=variables)
         assert resp.status_code == 200, resp.text
         answer: dict[str, Any] = resp.json()
         self.call_id = answer["call_id"]

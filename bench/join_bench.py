@@ -1,0 +1,307 @@
+"""Join benchmark: calls that join with their own (per-call) text prompt while others talk.
+
+    python3 bench/join_bench.py --device cuda                       # 7B shapes, random weights
+    python3 bench/join_bench.py --device cpu --shapes tiny --live 1,4 --seconds 3   # smoke
+
+For each live-call count (``--live``, default 1 and 80): a serving-mode engine (the real tick
+thread, 80 ms on the monotonic clock, CUDA graphs) with that many calls whose windows are full
+(the worst-case tick), first ``--seconds`` with no joins (the baseline), then ``--seconds``
+of ``--rate`` joins per second, each with its own text prompt of ``--prompt-tokens`` tokens
+(the persona's prompt with per-call variables): its voice phases come from the persona's
+cache, its text phases are prefilled between ticks. A joined call stays ``--hold-s`` and leaves.
+
+Per row: join time p50/p99 (``join()`` to the call's prompt state in its slot: what the call
+waits before its first step) and join to first output (one tick more), the ticks, late ticks
+(a tick that ended after the next was due) and skipped ticks, the tick p99, and the per-call
+prompt passes' engine time. Budget: join p99 <= 150 ms and no late tick. Prints a table last
+(and ``--json``). Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from engine_bench import VARIANTS, NullSink, build_ours, pct, set_variant, sync  # noqa: E402
+
+from voicegate.engine.attention_decode import triton_available  # noqa: E402
+from voicegate.engine.base import PersonaPrompt, TickOutput  # noqa: E402
+from voicegate.engine.lm import system_prompt_text  # noqa: E402
+from voicegate.engine.runtime import BatchedEngine, TickMode  # noqa: E402
+from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
+from voicegate.errors import NoFreeSlot  # noqa: E402
+
+PERSONA = "bank"
+BASE_PROMPT = (
+    "You work for First Neuron Bank and your name is Sanni. You are speaking with {name}, a "
+    "{tier} customer. Greet them by name, ask how you can help, and answer questions about "
+    "accounts, cards, loans, transfers and branch hours."
+)
+FILLER = (
+    " Keep answers short, confirm numbers back to the caller, never ask for a full card number "
+    "or a PIN, and offer to transfer to a human colleague when the caller asks for one."
+)
+
+
+class FirstOutput:
+    """A joining call's sink: when its first output came (engine thread)."""
+
+    def __init__(self) -> None:
+        self.first_s: float | None = None
+
+    def on_tick(self, out: TickOutput) -> None:
+        if self.first_s is None:
+            self.first_s = time.perf_counter()
+
+
+def call_prompt(tokenizer: Any, n_tokens: int, i: int) -> str:
+    """A per-call prompt of about ``n_tokens`` model tokens (tags included), unique to call i."""
+    text = BASE_PROMPT.format(name=f"Caller Number {i}", tier=("gold", "standard")[i % 2])
+    while len(tokenizer.encode(system_prompt_text(text + FILLER))) <= n_tokens:
+        text += FILLER
+    words = text.split(" ")
+    while len(words) > 1 and len(tokenizer.encode(system_prompt_text(" ".join(words)))) > n_tokens:
+        words.pop()
+    return " ".join(words)
+
+
+def fill_windows(model: TorchTickModel, n: int) -> None:
+    """Slots 0..n-1 as calls past the attention window (the worst-case tick); engine thread."""
+    state, context = model.state, model.lm.config.context
+    for i in range(n):
+        state.positions_host[i] = 2 * context + i
+    state.positions.copy_(torch.from_numpy(state.positions_host))
+
+
+def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """One call's prompt computed alone: the whole prefill (voice and text phases, what a
+    per-call prompt would cost without the voice cache), the text phases only, and the text
+    phases of 4 calls in one pass (per call)."""
+    lm, mimi, tokenizer, voices = parts
+    voice = voices.resolve(PersonaPrompt(PERSONA, "", "NATF0"))
+    persona = lm.prefill(voice, tokenizer.encode(system_prompt_text(BASE_PROMPT)))
+    ids = [
+        tokenizer.encode(system_prompt_text(call_prompt(tokenizer, prompt_tokens, i)))
+        for i in range(4)
+    ]
+
+    def timed(fn: Any) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            sync(device)
+            started = time.perf_counter()
+            fn()
+            sync(device)
+            times.append((time.perf_counter() - started) * 1000)
+        return min(times[1:])
+
+    with torch.inference_mode():
+        return {
+            "voice_frames": float(voice.n_frames),
+            "text_tokens": float(len(ids[0])),
+            "whole_prefill_ms": timed(lambda: lm.prefill(voice, ids[0])),
+            "text_phases_ms": timed(lambda: lm.prefill_text_phases([persona], ids[:1])),
+            "text_phases_x4_ms": timed(lambda: lm.prefill_text_phases([persona] * 4, ids)) / 4,
+        }
+
+
+def run(
+    parts: Any,
+    variant: str,
+    live: int,
+    join_slots: int,
+    rate: float,
+    seconds: float,
+    hold_s: float,
+    prompt_tokens: int,
+    device: torch.device,
+) -> dict[str, float]:
+    lm, mimi, tokenizer, voices = parts
+    kv_dtype = set_variant(lm, variant, manual_fp8=False)
+    model = TorchTickModel(
+        "bench", lm, mimi, tokenizer, voices, live + join_slots, kv_dtype=kv_dtype
+    )
+    # the live calls' windows are filled on the engine thread, between two ticks (no race)
+    todo: list[int] = []
+    plain = model.between_ticks
+
+    def between_ticks(active: np.ndarray) -> list[Any]:
+        if todo:
+            fill_windows(model, todo.pop())
+        return plain(active)
+
+    model.between_ticks = between_ticks  # type: ignore[method-assign]
+    engine = BatchedEngine(model, mode=TickMode.SERVING, seed=0)
+    engine._admit_measured = lambda: None  # type: ignore[method-assign]  # noqa: SLF001 (all rows)
+    engine.start()
+    try:
+        persona = PersonaPrompt(
+            PERSONA, BASE_PROMPT.format(name="our customer", tier="standard"), "NATF0"
+        )
+        engine.load_persona(persona)
+        prompts = [call_prompt(tokenizer, prompt_tokens, i) for i in range(64)]
+        for i in range(live):
+            engine.join(PERSONA, NullSink(), seed=i)
+        time.sleep(0.5)
+        todo.append(live)
+        # warm the per-call prefill (first-use costs: kernels, allocator) outside the figures
+        for i in range(3):
+            slot = engine.join(PERSONA, NullSink(), seed=900 + i, text_prompt=prompts[i])
+            time.sleep(0.3)
+            slot.leave()
+        time.sleep(0.5)
+
+        def snapshot() -> tuple[int, int, int, float, int]:
+            s = engine.stats()
+            return s.ticks, s.late_ticks, s.skipped_ticks, s.call_prompt_ms, s.call_prompts
+
+        base0 = snapshot()
+        time.sleep(seconds)
+        base1 = snapshot()
+        joins_before = engine._join_ms_n  # noqa: SLF001 (the storm's joins only)
+        started = time.perf_counter()
+        sinks: list[tuple[float, FirstOutput]] = []
+        leaving: list[tuple[float, Any]] = []
+        refused = 0
+        period = 1.0 / rate
+        n = 0
+        while time.perf_counter() - started < seconds:
+            due = started + n * period
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            now = time.perf_counter()
+            while leaving and leaving[0][0] <= now:
+                leaving.pop(0)[1].leave()
+            sink = FirstOutput()
+            joined_s = time.perf_counter()
+            try:
+                slot = engine.join(PERSONA, sink, seed=1000 + n, text_prompt=prompts[n % 64])
+            except NoFreeSlot:
+                refused += 1
+            else:
+                sinks.append((joined_s, sink))
+                leaving.append((joined_s + hold_s, slot))
+            n += 1
+        time.sleep(max(hold_s, 0.5))
+        for _, slot in leaving:
+            slot.leave()
+        storm = snapshot()
+        joins_n = engine._join_ms_n - joins_before  # noqa: SLF001
+        ring = engine._join_ms  # noqa: SLF001
+        size = len(ring)
+        join_ms = [float(ring[i % size]) for i in range(joins_before, joins_before + joins_n)][
+            -size:
+        ]
+        first_ms = [(s.first_s - t) * 1000 for t, s in sinks if s.first_s is not None]
+        prompts_n = max(storm[4] - base1[4], 1)
+        stats = engine.stats()
+        return {
+            "live": float(live),
+            "joins": float(len(sinks)),
+            "refused": float(refused),
+            "join_p50_ms": pct(join_ms, 50),
+            "join_p99_ms": pct(join_ms, 99),
+            "join_max_ms": max(join_ms) if join_ms else float("nan"),
+            "first_out_p50_ms": pct(first_ms, 50),
+            "first_out_p99_ms": pct(first_ms, 99),
+            "prompt_pass_ms": (storm[3] - base1[3]) / prompts_n,
+            "base_ticks": float(base1[0] - base0[0]),
+            "base_late": float(base1[1] - base0[1]),
+            "ticks": float(storm[0] - base1[0]),
+            "late_ticks": float(storm[1] - base1[1]),
+            "skipped_ticks": float(storm[2] - base1[2]),
+            "tick_p99_ms": stats.tick_ms_p99,
+        }
+    finally:
+        engine.close()
+        model.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", choices=["7b", "tiny"], default="7b")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="")
+    parser.add_argument("--live", default="1,80", help="live calls, comma-separated")
+    parser.add_argument("--join-slots", type=int, default=12, help="slots for joining calls")
+    parser.add_argument("--rate", type=float, default=20.0, help="joins per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="baseline and storm each")
+    parser.add_argument("--hold-s", type=float, default=0.4, help="a joined call's length")
+    parser.add_argument("--prompt-tokens", type=int, default=200)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-bench"))
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    variant = args.variant or (
+        "fp8" if device.type == "cuda" and triton_available() else "sdpa"
+    )  # 80 live calls + the joining ones fit an H200 with the 8-bit cache
+    parts = build_ours(args.shapes, device, args.workdir)
+    one = alone(parts, args.prompt_tokens, device, repeats=5)
+    print(json.dumps(one), flush=True)
+    rows = []
+    for live in [int(x) for x in args.live.split(",") if x]:
+        row = run(
+            parts,
+            variant,
+            live,
+            args.join_slots,
+            args.rate,
+            args.seconds,
+            args.hold_s,
+            args.prompt_tokens,
+            device,
+        )
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    results = {
+        "shapes": args.shapes,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "variant": variant,
+        "rate": args.rate,
+        "prompt_tokens": args.prompt_tokens,
+        "alone": one,
+        "rows": rows,
+    }
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(
+        f"\none call's prompt alone ({one['voice_frames']:.0f} voice frames, "
+        f"{one['text_tokens']:.0f} text tokens): whole prefill {one['whole_prefill_ms']:.1f} ms, "
+        f"text phases only {one['text_phases_ms']:.1f} ms, "
+        f"in a pass of 4 {one['text_phases_x4_ms']:.1f} ms per call"
+    )
+    print(
+        f"\njoins with a {args.prompt_tokens}-token per-call prompt at {args.rate:g}/s, "
+        f"{args.shapes} shapes, {results['device']}, {variant} "
+        "(budget: join p99 <= 150 ms, no late tick)"
+    )
+    head = (
+        "| live | joins | join p50 ms | join p99 ms | 1st out p99 ms | prompt pass ms "
+        "| ticks | late (no joins) | late | skipped | tick p99 ms |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        print(
+            f"| {r['live']:.0f} | {r['joins']:.0f} | {r['join_p50_ms']:.1f} | "
+            f"{r['join_p99_ms']:.1f} | {r['first_out_p99_ms']:.1f} | {r['prompt_pass_ms']:.1f} | "
+            f"{r['ticks']:.0f} | {r['base_late']:.0f} | {r['late_ticks']:.0f} | "
+            f"{r['skipped_ticks']:.0f} | {r['tick_p99_ms']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
