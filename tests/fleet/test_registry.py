@@ -270,3 +270,33 @@ async def test_a_restarted_pod_closes_the_calls_of_its_previous_process(redis_ur
         assert fields["p0"]["active"] == "0"
     finally:
         await after.aclose()
+
+
+async def test_no_pod_is_taken_over_after_a_redis_outage(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    """Redis down longer than the TTL, then back (with its data): every entry lapsed meanwhile,
+    but the pods are alive; none may close the other's calls, and both re-register."""
+    server = redis_factory(is_durable=True)
+    pods = [Pod(2, [("outage-a", "twilio")]), Pod(2, [("outage-b", "twilio")])]
+    # b beats seldom: after the outage a is back long before b has re-registered
+    regs = [
+        make(server.url, "a", pods[0], heartbeat_s=0.05),
+        make(server.url, "b", pods[1], heartbeat_s=0.45),
+    ]
+    closers = [LostCallCloser(ListSink()) for _ in regs]
+    for reg, closer in zip(regs, closers, strict=True):
+        reg._on_lost, closer.registry = closer, reg
+    try:
+        for reg in regs:
+            await reg.start()
+        await asyncio.sleep(0.3)
+        server.kill()
+        await asyncio.sleep(0.8)  # longer than the 0.5 s TTL
+        server.start()
+        await asyncio.sleep(1.5)  # both beat again; a reaper would have run by now
+        assert [c._events.events for c in closers] == [[], []]  # type: ignore[attr-defined]
+        assert set(await regs[0].pods()) == {"a", "b"}
+    finally:
+        for reg in regs:
+            await reg.aclose()

@@ -302,6 +302,11 @@ class FleetRegistry:
         return [PODS_KEY, pod_key(pod), pod_key(pod, "resv"), pod_key(pod, "calls")]
 
     async def _run(self) -> None:
+        # no reaping until this pod has beaten for a whole TTL: after a Redis outage (or at
+        # start) every other live pod's entry may have lapsed, and each needs one heartbeat
+        # period to re-register before a missing entry can mean a dead pod
+        healthy_since: float | None = None
+        loop = asyncio.get_running_loop()
         while not self._has_left:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), self.heartbeat_s)
@@ -310,8 +315,12 @@ class FleetRegistry:
                 return
             try:
                 await self.heartbeat()
-                await self.reap()
+                if healthy_since is None:
+                    healthy_since = loop.time()
+                if loop.time() - healthy_since >= self.ttl_s + self.heartbeat_s:
+                    await self.reap()
             except _PLACEMENT_ERRORS as exc:
+                healthy_since = None
                 self.beat_failures += 1
                 if self.beat_failures == 1 or self.beat_failures % 60 == 0:
                     log.warning("fleet: heartbeat of pod %s failed: %r", self.pod_id, exc)
