@@ -9,10 +9,11 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 # redis-server: events (and the demo); sip-tester + baresip: SIP peers, kamailio: the SBC example
 # in front of the SIP leg (tests run their own; the package's service would take port 5060, so it is
-# stopped and disabled below); chromium: WebRTC tests;
+# stopped and disabled below); chromium: WebRTC tests; iproute2: `ip netns` for the fleet test;
 # ffmpeg libs come with aiortc's av wheel.
 $SUDO apt-get install -y --no-install-recommends \
-    redis-server sip-tester baresip kamailio chromium chromium-driver espeak-ng sox ca-certificates
+    redis-server sip-tester baresip kamailio chromium chromium-driver espeak-ng sox ca-certificates \
+    iproute2
 if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now kamailio 2>/dev/null || true; fi
 python3 -m venv .venv
 . .venv/bin/activate

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,6 +38,7 @@ from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
 from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
+from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
@@ -146,6 +148,7 @@ def create_app(
         public_url=settings.public_url,
         send_ms=settings.twilio_send_ms,
         dial_timeout_s=settings.twilio_dial_timeout_s,
+        pod_url=settings.fleet_pod_url,
     )
     registry.register(twilio.collector())
     twilio.media_timeout_s = settings.twilio_media_timeout_s
@@ -179,7 +182,11 @@ def create_app(
                 await sip.start()
                 stack.push_async_callback(sip.close)
                 app.state.sip = sip
+            fleet = await _join_fleet(settings, parts, twilio, stack)
             drain = _Drain(parts, twilio, readiness, settings.drain_timeout_s)
+            if fleet is not None:
+                drain.on_begin = fleet.begin_drain  # placed nowhere new from the first SIGTERM
+                app.state.fleet = fleet
             drain.install()
             stack.callback(drain.uninstall)
             readiness.checks.pop("starting", None)
@@ -193,7 +200,11 @@ def create_app(
             yield
             readiness.add("stopping", lambda: "shutting down")
             twilio.begin_drain()
+            if fleet is not None:
+                fleet.begin_drain()
             await parts.calls.drain(0)  # whatever the SIGTERM drain left (or SIGINT) ends now
+            if fleet is not None:
+                await fleet.leave()  # its calls ended: nothing for a survivor to close
             history.close()
 
     app = FastAPI(title="VoiceGate", version=__version__, lifespan=lifespan)
@@ -418,6 +429,42 @@ def _start_recordings(
     return {"recording_plan": policy, "recording_writer": writer}
 
 
+async def _join_fleet(
+    settings: Settings, parts: GatewayParts, twilio: TwilioLeg, stack: AsyncExitStack
+) -> FleetRegistry | None:
+    """The fleet registry (VOICEGATE_FLEET_ENABLED): heartbeat this pod, place Twilio calls."""
+    if not settings.fleet_enabled:
+        return None
+    calls = parts.calls
+
+    def state() -> PodState:
+        is_held = bool(calls.admission_hold)
+        return PodState(
+            slots=0 if is_held else calls.capacity,
+            is_draining=calls.is_draining or twilio.is_draining,
+            calls=[(call.call_id, call.info.leg) for call in calls.calls()],
+        )
+
+    closer = LostCallCloser(parts.events)
+    fleet = FleetRegistry(
+        settings.redis_url,
+        pod_id=settings.fleet_pod_id or socket.gethostname(),
+        url=settings.fleet_pod_url or settings.public_url,
+        sip=settings.fleet_sip_address,
+        state=state,
+        on_lost=closer,
+        heartbeat_s=settings.fleet_heartbeat_s,
+        ttl_s=settings.fleet_ttl_s,
+        reservation_s=settings.fleet_reservation_s,
+    )
+    closer.registry = fleet
+    await fleet.start()
+    stack.push_async_callback(fleet.aclose)
+    twilio.placer = fleet
+    log.info("fleet: pod %s joined at %s", fleet.pod_id, fleet.url)
+    return fleet
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -461,6 +508,7 @@ class _Drain:
         self._loop = asyncio.get_running_loop()
         self._previous: dict[int, Any] = {}
         self._task: asyncio.Task[None] | None = None
+        self.on_begin: Callable[[], None] | None = None
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -481,6 +529,8 @@ class _Drain:
     def _start(self, sig: int) -> None:
         # unready at once, so that a load balancer stops sending calls that would be refused
         self._readiness.add("draining", lambda: "draining")
+        if self.on_begin is not None:
+            self.on_begin()
         is_first = self._task is None
         if is_first and sig == signal.SIGTERM:
             log.info(

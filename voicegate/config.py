@@ -327,3 +327,34 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a recording's upload is retried (exponential backoff with jitter) before it is given up (logged; the file stays until retention).",
     )
+
+    # --- fleet (several gateways sharing the Redis above; off: a single gateway) ---
+    fleet_enabled: bool = Field(
+        False,
+        description="Join the fleet registry in Redis: heartbeat this pod's free slots, place each Twilio call on a pod with a free slot (this one first).",
+    )
+    fleet_pod_id: str = Field(
+        "", max_length=64, description="This pod's id in the fleet (empty: the host name)."
+    )
+    fleet_pod_url: str = Field(
+        "",
+        description="This pod's own public https base (Twilio reaches its media WebSocket there); empty: VOICEGATE_PUBLIC_URL. Webhooks signed for either are accepted.",
+    )
+    fleet_sip_address: str = Field(
+        "", description="This pod's SIP address host:port as the SBC reaches it (informational)."
+    )
+    fleet_heartbeat_s: float = Field(
+        1.0, gt=0, le=30, description="How often the pod publishes its slots to the registry."
+    )
+    fleet_ttl_s: float = Field(
+        3.0,
+        gt=0,
+        le=120,
+        description="A pod whose heartbeat stops is gone from the registry after this (more than the heartbeat).",
+    )
+    fleet_reservation_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="A slot placed for a Twilio call and not claimed by its media stream within this is released.",
+    )

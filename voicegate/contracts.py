@@ -103,10 +103,11 @@ class EndReason(enum.Enum):
     AGENT_HANGUP = "agent_hangup"  # the persona's call flow hung up
     OVERFLOW = "overflow"  # sent to the overflow destination (no slot, drain, engine fault)
     ENGINE_FAULT = "engine_fault"  # the engine failed and no overflow destination was set
+    GATEWAY_LOST = "gateway_lost"  # its gateway died; closed by a survivor of the fleet
 
     @property
     def result(self) -> EndResult:
-        if self is EndReason.ERROR or self is EndReason.ENGINE_FAULT:
+        if self in (EndReason.ERROR, EndReason.ENGINE_FAULT, EndReason.GATEWAY_LOST):
             return EndResult.SERVER_ERROR
         if self is EndReason.MEDIA_TIMEOUT:
             return EndResult.UPSTREAM_ERROR

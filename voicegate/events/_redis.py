@@ -1,7 +1,8 @@
 """The Redis side of the EventLog: one connection that writes batches of records atomically.
 
 Each record becomes one EVALSHA of ``WRITE_SCRIPT``, which (atomically, per event) skips the
-event if this writer already wrote its sequence number to that call, else XADDs it to the
+event if this writer already wrote its sequence number to that call (or it is a second
+``call.ended`` of a call that has ended), else XADDs it to the
 call's stream and the global stream (``MAXLEN ~``), updates the call hash and sets the TTLs.
 redis-py parses the URL (auth, db, TLS, unix sockets) and owns the socket; the commands are
 packed here (redis-py's per-argument packing cost ~10x more) and its own retries are off: the
@@ -49,6 +50,12 @@ local mark = 'w:' .. ARGV[1]
 local seq = tonumber(ARGV[2])
 local last = redis.call('HGET', KEYS[1], mark)
 if last and tonumber(last) >= seq then return 0 end
+if ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'status') == 'ended' then
+  -- a call ends once: a second call.ended (a fleet survivor closed it as gateway_lost and the
+  -- pod turned out alive, or a dead pod's journal replayed later) is a duplicate
+  redis.call('HSET', KEYS[1], mark, ARGV[2])
+  return 0
+end
 local nh = tonumber(ARGV[8])
 local nf = tonumber(ARGV[9])
 local h_end = 9 + 2 * nh

@@ -5,7 +5,8 @@ for both); ``close()`` ends every dialog and releases the sockets. Each datagram
 framed out of a TCP stream, goes through ``handle()``, which never raises: a malformed or
 oversize message is counted and dropped silently (no answer to garbage), a source outside the
 allow-list gets 403, a source over its INVITE rate gets 503, a missing or wrong digest gets 401;
-a new INVITE gets 100 at once and a ``Dialog``; OPTIONS gets 200; requests for dialogs we do
+a new INVITE gets 100 at once and a ``Dialog``; OPTIONS gets 200, or 503 while no call can be
+admitted (full or draining: an SBC's dispatcher probe then skips this gateway); requests for dialogs we do
 not know get 481 (ACKs are dropped).
 
 Dialog states (once a dialog has a Call, up to its termination after the Call ended) and
@@ -61,6 +62,7 @@ log = logging.getLogger("voicegate.legs.sip")
 
 LOGGED_MALFORMED = 20  # then only every 1000th
 BIND_ATTEMPTS = 20
+OPTIONS_RETRY_AFTER_S = "5"  # a full or draining gateway's OPTIONS 503: probe again later
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,12 +322,17 @@ class SipServer:
                 return
             self._on_invite(request, peer)
         elif method == "OPTIONS":
+            # an SBC's dispatcher probes with OPTIONS: 503 takes a full or draining gateway out
+            # of its rotation until a probe gets 200 again (RFC 3261 11.2: OPTIONS answers as
+            # an INVITE would)
+            is_open = self.calls.can_admit()
             peer.send(
                 build_response(
                     request,
-                    200,
+                    200 if is_open else 503,
                     to_tag="options",
-                    headers=[("Allow", ALLOW), ("Accept", "application/sdp")],
+                    headers=[("Allow", ALLOW), ("Accept", "application/sdp")]
+                    + ([] if is_open else [("Retry-After", OPTIONS_RETRY_AFTER_S)]),
                     source=_src(peer),
                 )
             )

@@ -132,6 +132,8 @@ class TwilioLegStats:
         self.next_dials = 0  # of those, answered <Dial>
         self.dial_statuses = 0  # <Dial action> requests answered
         self.dial_unanswered = 0  # of those, busy / no-answer / failed / canceled
+        self.placed_elsewhere = 0  # fleet: calls this pod placed on another pod
+        self.placement_failures = 0  # fleet: the registry did not answer; decided locally
         self.ingress_ms = FixedHistogram(DELAY_BUCKETS_MS)
         self.egress_ms = FixedHistogram(DELAY_BUCKETS_MS)
         self.ahead_ms = FixedHistogram(AHEAD_BUCKETS_MS)
@@ -184,6 +186,8 @@ _COUNTERS = (
     ("next_dials", "Connect action requests answered with a Dial"),
     ("dial_statuses", "Dial action requests answered"),
     ("dial_unanswered", "dialled calls busy, unanswered, failed or canceled"),
+    ("placed_elsewhere", "calls this pod placed on another pod of the fleet"),
+    ("placement_failures", "fleet placements that failed (Redis), decided by this pod alone"),
 )
 
 

@@ -22,8 +22,13 @@ what Twilio does after the stream (transfer, hang-up, overflow).
 * ``WS /twilio/media``: one ``TwilioMediaStream`` per socket (see ``stream``).
 
 URLs are signed and built from ``VOICEGATE_PUBLIC_URL`` so that the gateway works behind a
-proxy. Twilio posts ``application/x-www-form-urlencoded`` forms; they are parsed here (bounded
-size, read while streaming) rather than through a multipart dependency.
+proxy. In a fleet (``placer`` set) the voice webhook reaches any pod through the load balancer
+at the fleet's URL; the pod places the call (itself first, else the pod with the most free
+slots, through the registry) and answers with the chosen pod's own ``wss://`` URL, action and
+status callback (``pod_url``), so the stream and the requests that follow it reach the pod that
+holds the call; a token for another pod goes through Redis and only that pod redeems it.
+Twilio posts ``application/x-www-form-urlencoded`` forms; they are parsed here (bounded size,
+read while streaming) rather than through a multipart dependency.
 
 Owns: ``TwilioLeg`` (its parts and its ``APIRouter``). Wired by ``voicegate.app``.
 """
@@ -32,9 +37,11 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 import uuid
 from collections import OrderedDict
+from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request, WebSocket
@@ -101,6 +108,26 @@ MAX_REMEMBERED_CALLS = 10_000
 _CALL_ID_RE = re.compile(CALL_ID_PATTERN)
 
 
+class PlacementLike(Protocol):
+    """Where the fleet put a call (``voicegate.fleet.Placement``)."""
+
+    @property
+    def pod_id(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def is_self(self) -> bool: ...
+
+
+class CallPlacer(Protocol):
+    """The fleet registry as the voice webhook uses it (``voicegate.fleet.FleetRegistry``)."""
+
+    async def place(self, call_id: str) -> PlacementLike | None: ...
+    async def put_grant(self, token: str, pod_id: str, grant: dict[str, str]) -> None: ...
+    async def take_grant(self, token: str) -> dict[str, str] | None: ...
+    def release(self, call_id: str) -> None: ...
+
+
 class TwilioLeg:
     """The Twilio leg of one gateway: signature checks, tokens, counters and the routes."""
 
@@ -119,11 +146,17 @@ class TwilioLeg:
         send_ms: int = DEFAULT_SEND_MS,
         dial_timeout_s: int = DEFAULT_DIAL_TIMEOUT_S,
         next_steps: NextSteps | None = None,
+        pod_url: str = "",
+        placer: CallPlacer | None = None,
     ) -> None:
         if not 5 <= dial_timeout_s <= 600:
             raise ValueError(f"twilio: dial_timeout_s must be 5-600, got {dial_timeout_s}")
-        self.signatures = SignatureChecker(auth_token, public_url)
-        self.public_url = public_url
+        # public_url: where Twilio posts the voice webhook (a fleet's load balancer); pod_url:
+        # this gateway's own public base, which every URL it hands out is built on
+        self.signatures = SignatureChecker(auth_token, public_url, (pod_url,))
+        self.fleet_url = public_url
+        self.public_url = pod_url or public_url
+        self.placer = placer
         self.calls = calls
         self.personas = personas
         self.events = events
@@ -236,12 +269,25 @@ class TwilioLeg:
         call_sid = _first(params, "CallSid")
         from_, to = _first(params, "From"), _first(params, "To")
         calls, personas = self.calls, self.personas
-        if self.is_draining or calls is None or personas is None or not calls.can_admit():
+        call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
+        if self.placer is not None and calls is not None and personas is not None:
+            placed = await self._place(call_id)
+            if placed is not None and not placed.is_self:
+                variables = _query_variables(request.url.query)
+                twiml = await self._place_remote(placed, call_id, call_sid, from_, to, variables)
+                if twiml is not None:
+                    return Response(twiml, media_type=TWIML_MEDIA_TYPE)
+                placed = None
+            is_full = placed is None or self.is_draining or not calls.can_admit()
+            if is_full and placed is not None:
+                self.placer.release(call_id)  # reserved here, but this pod cannot take it now
+        else:
+            is_full = self.is_draining or calls is None or not calls.can_admit()
+        if is_full or calls is None or personas is None:
             why = "draining" if self.is_draining else "no free slot" if calls else "not started"
             overflow = self._overflow_for(to) if calls is not None else ""
             if overflow and call_sid:
                 self.stats.overflow_dials += 1
-                call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
                 self._remember(call_sid, call_id)
                 step = NextStep(
                     call_id, DIAL, TransferTarget("overflow", overflow), trigger="overflow"
@@ -263,7 +309,6 @@ class TwilioLeg:
             log.info("twilio call %s from %s to %s rejected busy (%s)", call_sid, from_, to, why)
             return Response(reject("busy"), media_type=TWIML_MEDIA_TYPE)
         persona = personas.route(to)
-        call_id = call_sid if _CALL_ID_RE.match(call_sid) else f"tw-{uuid.uuid4().hex}"
         self._remember(call_sid, call_id)
         token = self.tokens.issue(CallGrant(call_id, call_sid, persona, from_, to))
         # the voice URL's query (an operator's flow redirects here with ?caller_name=...) rides
@@ -276,6 +321,74 @@ class TwilioLeg:
         )
         log.info("twilio call %s from %s to %s -> persona %s", call_id, from_, to, persona)
         return Response(twiml, media_type=TWIML_MEDIA_TYPE)
+
+    async def _place(self, call_id: str) -> PlacementLike | None:
+        """The fleet's choice for a new call; on a Redis failure this pod alone decides."""
+        assert self.placer is not None
+        try:
+            return await self.placer.place(call_id)
+        except Exception as exc:
+            self.stats.placement_failures += 1
+            log.warning("twilio call %s: fleet placement failed (%r): deciding here", call_id, exc)
+            return _HERE
+
+    async def _place_remote(
+        self,
+        placed: PlacementLike,
+        call_id: str,
+        call_sid: str,
+        from_: str,
+        to: str,
+        variables: dict[str, str],
+    ) -> str | None:
+        """TwiML sending the call's stream to another pod; None when its grant cannot be stored."""
+        assert self.placer is not None and self.personas is not None
+        persona = self.personas.route(to)
+        token = secrets.token_urlsafe(24)
+        grant = {"call_id": call_id, "call_sid": call_sid, "persona": persona}
+        grant.update({"from": from_, "to": to})
+        try:
+            await self.placer.put_grant(token, placed.pod_id, grant)
+        except Exception as exc:
+            self.stats.placement_failures += 1
+            log.warning("twilio call %s: cannot hand to pod %s: %r", call_id, placed.pod_id, exc)
+            return None
+        self.stats.placed_elsewhere += 1
+        log.info(
+            "twilio call %s from %s to %s -> persona %s on pod %s",
+            call_id,
+            from_,
+            to,
+            persona,
+            placed.pod_id,
+        )
+        return connect_stream(
+            public_ws_url(placed.url, MEDIA_PATH),
+            {**variables, "persona": persona, "token": token},  # the variables ride along
+            status_callback=public_http_url(placed.url, STATUS_PATH),
+            action=public_http_url(placed.url, NEXT_PATH),
+        )
+
+    async def _fetch_grant(self, token: str) -> None:
+        """A stream's token this pod did not issue: a grant another pod stored for this one."""
+        if self.placer is None or not token or token in self.tokens:
+            return
+        try:
+            grant = await self.placer.take_grant(token)
+        except Exception as exc:
+            log.warning("twilio: cannot read a fleet call token: %r", exc)
+            return
+        if grant is not None:
+            self.tokens.adopt(
+                token,
+                CallGrant(
+                    grant.get("call_id", ""),
+                    grant.get("call_sid", ""),
+                    grant.get("persona", ""),
+                    grant.get("from", ""),
+                    grant.get("to", ""),
+                ),
+            )
 
     async def status(self, request: Request) -> Response:
         """``POST /twilio/status``: a stream status callback, recorded as a ``leg.status`` event."""
@@ -387,12 +500,15 @@ class TwilioLeg:
             send_ms=self.send_ms,
             next_steps=self.next_steps,
             overflow=self._overflow_for,
+            fetch_grant=self._fetch_grant if self.placer is not None else None,
         )
         self._streams[id(stream)] = stream
         try:
             await stream.run(problem)
         finally:
             del self._streams[id(stream)]
+            if self.placer is not None:
+                self.placer.release(stream.call_id)  # its reservation, if a beat missed the call
 
     def _report_error(
         self, call_id: str, t_ms: int, code: str, message: str, is_fatal: bool
@@ -417,6 +533,17 @@ class TwilioLeg:
         router.add_api_route(WHISPER_PATH, self.whisper, methods=["POST"])
         router.add_api_websocket_route(MEDIA_PATH, self.media)
         return router
+
+
+class _Here:
+    """The placement when the registry cannot answer: this pod, by its own admission."""
+
+    pod_id = ""
+    url = ""
+    is_self = True
+
+
+_HERE = _Here()
 
 
 class _NoCalls:

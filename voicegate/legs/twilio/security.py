@@ -67,10 +67,27 @@ class SignatureChecker:
     An empty auth token refuses everything: an unchecked gateway would run the GPU for anyone.
     """
 
-    def __init__(self, auth_token: str, public_url: str) -> None:
+    def __init__(self, auth_token: str, public_url: str, also_urls: Sequence[str] = ()) -> None:
         self._validator = RequestValidator(auth_token) if auth_token else None
         self._public_url = public_url
-        _split_base(public_url)  # fail at start-up, not on the first call
+        # a fleet pod is reached under the fleet's URL (webhooks through the load balancer) and
+        # under its own (its media WebSocket and the callbacks of its calls): either may be signed
+        self._bases = [public_url, *(u for u in also_urls if u and u != public_url)]
+        for base in self._bases:
+            _split_base(base)  # fail at start-up, not on the first call
+
+    def _check_any(
+        self,
+        build: Callable[[str], str],
+        params: Mapping[str, str | Sequence[str]],
+        signature: str | None,
+    ) -> str | None:
+        problem: str | None = None
+        for base in self._bases:
+            problem = self._check(build(base), params, signature)
+            if problem is None:
+                return None
+        return problem
 
     def _check(
         self, url: str, params: Mapping[str, str | Sequence[str]], signature: str | None
@@ -97,11 +114,11 @@ class SignatureChecker:
         signature: str | None,
     ) -> str | None:
         """A POST webhook: the public URL (with its query string) plus the form parameters."""
-        return self._check(public_http_url(self._public_url, path, query), params, signature)
+        return self._check_any(lambda base: public_http_url(base, path, query), params, signature)
 
     def check_upgrade(self, path: str, signature: str | None) -> str | None:
         """The Media Streams WebSocket upgrade: ``wss://host/path`` with no parameters."""
-        return self._check(public_ws_url(self._public_url, path), {}, signature)
+        return self._check_any(lambda base: public_ws_url(base, path), {}, signature)
 
     def sign_webhook(
         self, path: str, params: Mapping[str, str | Sequence[str]], query: str = ""
@@ -161,6 +178,17 @@ class CallTokens:
 
     def __len__(self) -> int:
         return len(self._grants)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._grants
+
+    def adopt(self, token: str, grant: CallGrant) -> None:
+        """Hold a token another gateway of the fleet issued for this one (then ``consume`` it)."""
+        self._purge()
+        while len(self._grants) >= self._max:
+            self._grants.popitem(last=False)
+            self.evicted += 1
+        self._grants[token] = (self._clock() + self._ttl_s, grant)
 
     def issue(self, grant: CallGrant) -> str:
         """A fresh token for ``grant``; the oldest outstanding one is dropped past the bound."""

@@ -40,7 +40,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -141,6 +141,7 @@ class TwilioMediaStream:
         clock: Callable[[], float] = time.monotonic,
         next_steps: NextSteps | None = None,
         overflow: Callable[[str], str] | None = None,
+        fetch_grant: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         if send_ms not in SEND_MS_CHOICES:
             raise ValueError(f"twilio: send_ms must be one of {SEND_MS_CHOICES}, got {send_ms}")
@@ -168,6 +169,7 @@ class TwilioMediaStream:
         self._pending_close = (CLOSE_POLICY_VIOLATION, "refused")
         self._next_steps = next_steps
         self._overflow = overflow
+        self._fetch_grant = fetch_grant  # a fleet: a token another pod issued for this one
         self._handoff: tuple[TransferTarget, str] | None = None  # (target, fallback_say)
         self._is_waiting_played = False
         self._media_timeout_s = media_timeout_s  # 0: no watchdog
@@ -251,6 +253,8 @@ class TwilioMediaStream:
             return
         if start is None:
             return  # the peer closed or stopped before starting
+        if self._fetch_grant is not None:
+            await self._fetch_grant(start.custom_parameters.get("token") or "")
         if not await self._admit(start):
             await self._close(*self._pending_close)
             return
