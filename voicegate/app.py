@@ -40,6 +40,7 @@ from voicegate.personas.tokens import estimate_tokens
 from voicegate.web import web_router
 
 if TYPE_CHECKING:
+    from voicegate.legs.carriers import CarrierLegs
     from voicegate.legs.webrtc import WebRtcLeg
 
 __all__ = ["Readiness", "create_app"]
@@ -114,6 +115,7 @@ def create_app(
     webrtc = _webrtc_leg(settings, registry)
     if settings.sip_enabled:
         registry.register(sip_stats.collector())
+    carriers = _carrier_legs(settings, registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,6 +128,8 @@ def create_app(
             twilio.calls = parts.calls
             twilio.personas = parts.numbers
             twilio.events = leg_events
+            if carriers is not None:
+                carriers.calls, carriers.numbers = parts.calls, parts.numbers
             if webrtc is not None:
                 webrtc.calls, webrtc.personas = parts.calls, parts.personas
                 stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
@@ -165,6 +169,9 @@ def create_app(
     app.state.webrtc = webrtc
     if webrtc is not None:
         app.include_router(webrtc.router())
+    app.state.carriers = carriers
+    if carriers is not None:
+        app.include_router(carriers.router())
     app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
 
     @app.get("/healthz")
@@ -308,6 +315,24 @@ def _webrtc_leg(settings: Settings, registry: CollectorRegistry) -> WebRtcLeg | 
         jitter_prefetch=settings.webrtc_jitter_prefetch,
         registry=registry,
     )
+
+
+def _carrier_legs(settings: Settings, registry: CollectorRegistry) -> CarrierLegs | None:
+    """The carrier legs named by ``VOICEGATE_CARRIERS`` (pipecat imported only then)."""
+    names = [n.strip().lower() for n in settings.carriers.split(",") if n.strip()]
+    if not names:
+        return None
+    from voicegate.legs.carriers import CarrierLegs
+
+    legs = CarrierLegs(
+        names,
+        public_url=settings.public_url,
+        token=settings.carrier_token,
+        plivo_auth_token=settings.plivo_auth_token,
+        send_ms=settings.twilio_send_ms,
+    )
+    registry.register(legs.collector())
+    return legs
 
 
 class _Drain:

@@ -223,6 +223,20 @@ class Settings(BaseSettings):
         description="Received audio frames held back to reorder packets (aiortc's default is 4 = 80 ms more delay).",
     )
 
+    # --- carrier legs over pipecat's serializers (the voicegate[pipecat] extra) ---
+    carriers: str = Field(
+        "",
+        description="Comma-separated carriers whose media streams are served on /{carrier}/media: telnyx, plivo (empty: none, and pipecat is never imported).",
+    )
+    carrier_token: str = Field(
+        "",
+        description="Shared secret a carrier's stream URL carries as ?token= (Telnyx does not sign its media socket); empty: a carrier without another credential is refused.",
+    )
+    plivo_auth_token: str = Field(
+        "",
+        description="Plivo auth token: the X-Plivo-Signature-V3 of each /plivo/media upgrade is checked with it.",
+    )
+
     # --- long calls (engine re-anchoring) ---
     reanchor: bool = Field(
         True,

@@ -1,0 +1,26 @@
+"""Carrier legs over pipecat's serializers: Telnyx and Plivo media streams on
+``/telnyx/media`` and ``/plivo/media`` (the ``voicegate[pipecat]`` extra; ``voicegate.app``
+imports this package only when ``VOICEGATE_CARRIERS`` names a carrier).
+
+Each is a leg like Twilio's: the same Call layer, numbers.yaml routing, events and metrics;
+``protocols`` says what differs per carrier, ``security`` who may open a stream, ``stream`` owns
+one socket, ``sim`` speaks each carrier's side for the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import voicegate.audio  # noqa: F401  (audioop imported with its warning filtered, before pipecat)
+from voicegate.legs.carriers.protocols import CARRIERS, PLIVO, TELNYX, CarrierProtocol, StreamStart
+from voicegate.legs.carriers.routes import CarrierLegs
+from voicegate.legs.carriers.stream import CarrierMediaStream, CarrierStats
+
+__all__ = [
+    "CARRIERS",
+    "PLIVO",
+    "TELNYX",
+    "CarrierLegs",
+    "CarrierMediaStream",
+    "CarrierProtocol",
+    "CarrierStats",
+    "StreamStart",
+]
