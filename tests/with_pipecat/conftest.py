@@ -3,10 +3,11 @@ VoiceGate's audio package first imports it once with that warning filtered (STYL
 
 from __future__ import annotations
 
-import voicegate.audio  # noqa: F401, I001
 import sys
 
 from loguru import logger
+
+import voicegate.audio  # noqa: F401, I001
 
 # pipecat logs every link and frame at DEBUG: keep its warnings and errors only
 logger.remove()

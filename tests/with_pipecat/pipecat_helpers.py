@@ -60,9 +60,7 @@ class Run:
 def frames_of(pcm: np.ndarray, rate_hz: int = 8000) -> list[InputAudioRawFrame]:
     """20 ms ``InputAudioRawFrame`` s of ``pcm`` (int16 mono)."""
     n = rate_hz // 50
-    return [
-        InputAudioRawFrame(pcm[i : i + n].tobytes(), rate_hz, 1) for i in range(0, len(pcm), n)
-    ]
+    return [InputAudioRawFrame(pcm[i : i + n].tobytes(), rate_hz, 1) for i in range(0, len(pcm), n)]
 
 
 async def run_pipelines(
@@ -81,7 +79,9 @@ async def run_pipelines(
         worker.add_event_handler("on_pipeline_started", on_started)
     await runner.add_workers(*workers)
 
-    async def feed(run: Run, worker: PipelineWorker, event: asyncio.Event, script: Sequence[Frame]) -> None:
+    async def feed(
+        run: Run, worker: PipelineWorker, event: asyncio.Event, script: Sequence[Frame]
+    ) -> None:
         await event.wait()
         t0 = time.monotonic()
         k = 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import (
     EndWorkerFrame,
     InputDTMFFrame,
@@ -15,7 +16,6 @@ from pipecat.frames.frames import (
     OutputAudioRawFrame,
     TTSTextFrame,
 )
-from pipecat.audio.dtmf.types import KeypadEntry
 
 from tests.legs.gateway import REPO, read_events
 from tests.with_pipecat.pipecat_helpers import Run, frames_of, run_pipelines
@@ -97,7 +97,9 @@ async def test_a_barge_in_broadcasts_pipecats_interruption_frames(
         spans = caller_speech_ms()
         a = speech[: spans[0][1] * 8]
         b = speech[spans[1][0] * 8 : spans[1][1] * 8 + 800]
-        script = np.concatenate([a, tone(0.4, hz=2000, amplitude=3000), b, np.zeros(8000, np.int16)])
+        script = np.concatenate(
+            [a, tone(0.4, hz=2000, amplitude=3000), b, np.zeros(8000, np.int16)]
+        )
         run = Run(VoiceGateS2SService(shared, persona="support_agent", call_id="pc-barge"))
         await run_pipelines([run], [frames_of(script)])
         assert run.service.interruptions >= 1
@@ -144,7 +146,9 @@ async def test_a_persona_hang_up_ends_the_pipeline(tmp_path: Path) -> None:
     try:
         run = Run(VoiceGateS2SService(shared, persona="hanger"))
         silence = frames_of(np.zeros(8000 * 3, np.int16))
-        await run_pipelines([run], [[*silence[:10], InputDTMFFrame(KeypadEntry.NINE), *silence[10:]]])
+        await run_pipelines(
+            [run], [[*silence[:10], InputDTMFFrame(KeypadEntry.NINE), *silence[10:]]]
+        )
         call = run.service.call
         assert call is not None and call.end_reason is not None
         assert call.end_reason.value == "agent_hangup"

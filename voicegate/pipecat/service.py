@@ -154,7 +154,7 @@ class VoiceGateS2SService(FrameProcessor):
 
     # -- pipecat --------------------------------------------------------------------------------
 
-    async def setup(self, setup: FrameProcessorSetup) -> None:
+    async def setup(self, setup: FrameProcessorSetup | Any) -> None:
         """Start the shared engine (first pipeline only) and load the persona: slow start-up
         work belongs here, run alongside the other processors' set-up."""
         await super().setup(setup)

@@ -16,7 +16,11 @@ SUPPORT = "+14155550101"
 
 
 def sim(gateway: CarrierGateway, carrier: str, **kw: str) -> CarrierSimulator:
-    args = {"token": TOKEN, "plivo_auth_token": PLIVO_AUTH_TOKEN, "public_url": "wss://gw.example.com"}
+    args = {
+        "token": TOKEN,
+        "plivo_auth_token": PLIVO_AUTH_TOKEN,
+        "public_url": "wss://gw.example.com",
+    }
     args.update(kw)
     return CarrierSimulator(carrier, gateway.ws_url, **args)
 
@@ -101,7 +105,10 @@ async def test_a_telnyx_start_with_a_wrong_rate_is_refused(gateway: CarrierGatew
         {
             "event": "start",
             "stream_id": "s1",
-            "start": {"call_control_id": "c1", "media_format": {"encoding": "PCMU", "sample_rate": 16000}},
+            "start": {
+                "call_control_id": "c1",
+                "media_format": {"encoding": "PCMU", "sample_rate": 16000},
+            },
         }
     )
     await call.wait_closed(5)
@@ -110,7 +117,9 @@ async def test_a_telnyx_start_with_a_wrong_rate_is_refused(gateway: CarrierGatew
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)
-async def test_malformed_messages_do_not_end_the_call(gateway: CarrierGateway, carrier: str) -> None:
+async def test_malformed_messages_do_not_end_the_call(
+    gateway: CarrierGateway, carrier: str
+) -> None:
     call = await sim(gateway, carrier).connect(to=SUPPORT)
     malformed = gateway.stats[carrier].malformed_messages
     await call.send_text("{not json")

@@ -14,7 +14,7 @@ Owns: ``CarrierLegs``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import fields
 from urllib.parse import urlsplit
 
@@ -84,7 +84,7 @@ class CarrierLegs:
             router.add_api_websocket_route(f"/{name}/media", self._endpoint(name))
         return router
 
-    def _endpoint(self, name: str):  # type: ignore[no-untyped-def]
+    def _endpoint(self, name: str) -> Callable[[WebSocket], Awaitable[None]]:
         protocol = self.protocols[name]
         stats = self.stats[name]
 
@@ -118,14 +118,18 @@ class _StatsCollector(Collector):
         for f in fields(CarrierStats):
             if f.name == "streams_active":
                 gauge = GaugeMetricFamily(
-                    "voicegate_carrier_streams_active", "Open carrier media streams.", labels=["carrier"]
+                    "voicegate_carrier_streams_active",
+                    "Open carrier media streams.",
+                    labels=["carrier"],
                 )
                 for name, s in self._stats.items():
                     gauge.add_metric([name], s.streams_active)
                 yield gauge
                 continue
             counter = CounterMetricFamily(
-                f"voicegate_carrier_{f.name}", f"Carrier leg: {f.name.replace('_', ' ')}.", labels=["carrier"]
+                f"voicegate_carrier_{f.name}",
+                f"Carrier leg: {f.name.replace('_', ' ')}.",
+                labels=["carrier"],
             )
             for name, s in self._stats.items():
                 counter.add_metric([name], getattr(s, f.name))

@@ -197,7 +197,11 @@ class SimulatedCarrierCall:
                 "event": "dtmf",
                 "sequenceNumber": self._next_seq(),
                 "streamId": self.stream_id,
-                "dtmf": {"track": "inbound", "digit": digit, "timestamp": str(int(time.time() * 1000))},
+                "dtmf": {
+                    "track": "inbound",
+                    "digit": digit,
+                    "timestamp": str(int(time.time() * 1000)),
+                },
             }
         await self.send_json(message)
 
@@ -245,7 +249,11 @@ class SimulatedCarrierCall:
             report.clears += 1
             asyncio.get_running_loop().create_task(
                 self.send_json(
-                    {"event": "clearedAudio", "sequenceNumber": self._next_seq(), "streamId": self.stream_id}
+                    {
+                        "event": "clearedAudio",
+                        "sequenceNumber": self._next_seq(),
+                        "streamId": self.stream_id,
+                    }
                 )
             )
         else:
