@@ -16,10 +16,10 @@ from __future__ import annotations
 
 # imports the stdlib audioop once with its deprecation warning filtered (STYLE rule 10), before
 # pipecat's audio utilities import it
-import voicegate.audio  # noqa: F401
+from voicegate import audio as _audio  # noqa: F401
 
 try:
-    import pipecat  # noqa: F401
+    import pipecat as _pipecat  # noqa: F401
 except ImportError as exc:  # pragma: no cover - the extra is installed in CI
     raise ImportError(
         "voicegate.pipecat needs pipecat-ai: pip install 'voicegate[pipecat]'"

@@ -9,7 +9,7 @@ one socket, ``sim`` speaks each carrier's side for the tests and the benchmark.
 
 from __future__ import annotations
 
-import voicegate.audio  # noqa: F401  (audioop imported with its warning filtered, before pipecat)
+from voicegate import audio as _audio  # noqa: F401  (audioop, its warning filtered, first)
 from voicegate.legs.carriers.protocols import CARRIERS, PLIVO, TELNYX, CarrierProtocol, StreamStart
 from voicegate.legs.carriers.routes import CarrierLegs
 from voicegate.legs.carriers.stream import CarrierMediaStream, CarrierStats
