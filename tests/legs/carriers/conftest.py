@@ -30,7 +30,7 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     settings = gateway_settings(
         redis_url,
         tmp_path_factory.mktemp("gw"),
-        carriers="telnyx,plivo",
+        carriers="telnyx,plivo,exotel,vonage",
         carrier_token=TOKEN,
         plivo_auth_token=PLIVO_AUTH_TOKEN,
         public_url=PUBLIC,

@@ -10,7 +10,7 @@ from tests.legs.carriers.conftest import PLIVO_AUTH_TOKEN, PUBLIC, TOKEN, Carrie
 from voicegate.audio.samples import caller_speech_ms, load_caller
 from voicegate.legs.carriers.sim import CarrierSimulator
 
-CARRIERS = ["telnyx", "plivo"]
+CARRIERS = ["telnyx", "plivo", "exotel", "vonage"]
 TELLER = "+14155550100"  # numbers.yaml: bank_teller (DTMF 0 transfers)
 SUPPORT = "+14155550101"
 
@@ -136,6 +136,25 @@ async def test_metrics_have_the_carrier_counters(gateway: CarrierGateway) -> Non
 
     async with httpx.AsyncClient(trust_env=False) as client:
         text = (await client.get(gateway.base_url + "/metrics")).text
-    assert 'voicegate_carrier_streams_started_total{carrier="telnyx"}' in text
-    assert 'voicegate_carrier_streams_started_total{carrier="plivo"}' in text
+    for carrier in CARRIERS:
+        assert f'voicegate_carrier_streams_started_total{{carrier="{carrier}"}}' in text
     assert PUBLIC  # the public URL the Plivo signature is checked against
+
+
+async def test_a_vonage_stream_of_another_audio_format_is_refused(gateway: CarrierGateway) -> None:
+    call = await sim(gateway, "vonage").connect(send_start=False)
+    await call.send_json(
+        {"event": "websocket:connected", "content-type": "audio/mulaw", "uuid": "u1"}
+    )
+    await call.wait_closed(5)
+    assert call.report.close_code == 1008
+    assert gateway.calls.active_count == 0
+
+
+async def test_vonage_gets_only_20_ms_frames_at_16_khz(gateway: CarrierGateway) -> None:
+    call = await sim(gateway, "vonage").connect(to=SUPPORT)
+    await call.play(tone(1.0))
+    await call.hang_up()
+    assert call.report.media_messages > 10
+    assert call.report.protocol_errors == []  # the simulator flags any frame not 640 bytes
+    await gateway.wait_idle()

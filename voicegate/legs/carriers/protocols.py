@@ -1,4 +1,5 @@
-"""What differs between the carriers that stream a call over a WebSocket like Twilio does.
+"""What differs between the carriers that stream a call over a WebSocket like Twilio does
+(Telnyx, Plivo, Exotel, Vonage).
 
 Media in and out, clears and DTMF go through pipecat's serializers (set to the carrier's own
 8 kHz rate both ways, so pipecat's soxr resampler is never in the path: the Call resamples with
@@ -26,12 +27,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipecat.serializers.exotel import ExotelFrameSerializer
 from pipecat.serializers.plivo import PlivoFrameSerializer
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
+from pipecat.serializers.vonage import VonageFrameSerializer
 
 from voicegate.errors import LegError
 
-__all__ = ["CARRIERS", "PLIVO", "TELNYX", "CarrierProtocol", "CarrierProtocolError", "StreamStart"]
+__all__ = [
+    "CARRIERS",
+    "EXOTEL",
+    "PLIVO",
+    "TELNYX",
+    "VONAGE",
+    "CarrierProtocol",
+    "CarrierProtocolError",
+    "StreamStart",
+]
 
 RATE_HZ = 8000
 
@@ -50,6 +62,7 @@ class StreamStart:
     from_: str = ""
     to: str = ""
     params: Mapping[str, str] = field(default_factory=dict)
+    rate_hz: int = RATE_HZ  # of the audio both ways (Vonage: 16 kHz L16 by default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +75,8 @@ class CarrierProtocol:
     make_serializer: Callable[[StreamStart], Any]
     stop_events: frozenset[str] = frozenset({"stop"})
     ignored_events: frozenset[str] = frozenset()
+    start_event: str = "start"
+    max_message_ms: int = 0  # the longest audio message the carrier takes (0: any length)
 
 
 def parse_message(raw: str | bytes, carrier: str) -> dict[str, Any]:
@@ -190,4 +205,95 @@ PLIVO = CarrierProtocol(
     ignored_events=frozenset({"playedStream", "clearedAudio"}),
 )
 
-CARRIERS: dict[str, CarrierProtocol] = {c.name: c for c in (TELNYX, PLIVO)}
+# --- Exotel -----------------------------------------------------------------------------------
+
+
+def _exotel_start(message: Mapping[str, Any]) -> StreamStart:
+    start = _section(message, "start", "exotel")
+    fmt = start.get("media_format") or {}
+    rate = int(fmt.get("sample_rate", RATE_HZ)) if isinstance(fmt, dict) else RATE_HZ
+    if rate != RATE_HZ:
+        raise CarrierProtocolError(f"exotel start: sample_rate {rate} (expected {RATE_HZ})")
+    custom = start.get("custom_parameters")
+    params = {str(k): str(v) for k, v in custom.items()} if isinstance(custom, dict) else {}
+    return StreamStart(
+        stream_id=_text(start, "stream_sid", "exotel"),
+        call_ref=_text(start, "call_sid", "exotel"),
+        encoding="L16",
+        from_=_text(start, "from", "exotel", required=False),
+        to=_text(start, "to", "exotel", required=False),
+        params=params,
+    )
+
+
+def _exotel_serializer(start: StreamStart) -> Any:
+    params = ExotelFrameSerializer.InputParams(exotel_sample_rate=RATE_HZ, sample_rate=RATE_HZ)
+    return ExotelFrameSerializer(stream_sid=start.stream_id, call_sid=start.call_ref, params=params)
+
+
+# Exotel (Voicebot applet, bidirectional): ``connected``, ``start`` {``stream_sid``, ``start``
+# {``stream_sid``, ``call_sid``, ``from``, ``to``, ``custom_parameters``, ``media_format``
+# {``encoding`` raw 16-bit PCM, ``sample_rate`` "8000"}}}, ``media`` (base64 PCM), ``dtmf``,
+# ``mark``, ``stop``; we send ``media`` and ``clear``.
+EXOTEL = CarrierProtocol(
+    "exotel", _exotel_start, _exotel_serializer, ignored_events=frozenset({"connected", "mark"})
+)
+
+
+# --- Vonage -----------------------------------------------------------------------------------
+
+VONAGE_RATES_HZ = (8000, 16000)
+
+
+def _vonage_start(message: Mapping[str, Any]) -> StreamStart:
+    content_type = str(message.get("content-type", ""))
+    kind, _, rate_part = content_type.partition(";")
+    rate_text = rate_part.strip().removeprefix("rate=")
+    if kind.strip() != "audio/l16" or not rate_text.isdigit():
+        raise CarrierProtocolError(
+            f"vonage websocket:connected: content-type {content_type!r} "
+            "(expected audio/l16;rate=8000 or 16000)"
+        )
+    rate = int(rate_text)
+    if rate not in VONAGE_RATES_HZ:
+        raise CarrierProtocolError(f"vonage: rate {rate} (expected one of {VONAGE_RATES_HZ})")
+    # the NCCO's websocket endpoint ``headers`` arrive in this message: from, to, a call uuid
+    headers = {k: str(v) for k, v in message.items() if isinstance(v, (str, int)) and k != "event"}
+    call_ref = headers.get("uuid") or headers.get("conversation_uuid") or ""
+    if not call_ref:
+        raise CarrierProtocolError(
+            "vonage websocket:connected: no 'uuid' header (add it to the NCCO's websocket headers)"
+        )
+    return StreamStart(
+        stream_id=call_ref,
+        call_ref=call_ref,
+        encoding="L16",
+        from_=headers.get("from", ""),
+        to=headers.get("to", ""),
+        params=headers,
+        rate_hz=rate,
+    )
+
+
+def _vonage_serializer(start: StreamStart) -> Any:
+    params = VonageFrameSerializer.InputParams(
+        vonage_sample_rate=start.rate_hz, sample_rate=start.rate_hz
+    )
+    return VonageFrameSerializer(params=params)
+
+
+# Vonage (Voice API ``connect`` to a websocket endpoint, ``audio/l16;rate=16000``): first a text
+# ``websocket:connected`` {``content-type``, the NCCO's headers}, then binary 20 ms L16 frames;
+# ``websocket:dtmf``; the socket closes when the call ends; we send binary 20 ms frames (Vonage
+# takes no other length) and ``{"action": "clear"}``, answered by ``websocket:cleared``.
+VONAGE = CarrierProtocol(
+    "vonage",
+    _vonage_start,
+    _vonage_serializer,
+    stop_events=frozenset(),
+    ignored_events=frozenset({"websocket:cleared", "websocket:notify"}),
+    start_event="websocket:connected",
+    max_message_ms=20,
+)
+
+CARRIERS: dict[str, CarrierProtocol] = {c.name: c for c in (TELNYX, PLIVO, EXOTEL, VONAGE)}

@@ -1,5 +1,5 @@
 """The carriers' side of a media stream, for the tests and the benchmark: a WebSocket client that
-speaks Telnyx's or Plivo's documented protocol byte for byte (not pipecat's code: the messages are
+speaks Telnyx's, Plivo's, Exotel's or Vonage's documented protocol byte for byte (not pipecat's code: the messages are
 written here from the carriers' documentation), plays the caller's audio at real time and records
 what the gateway sends back.
 
@@ -32,14 +32,17 @@ import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from voicegate.audio import mulaw_decode, mulaw_encode
+from voicegate.audio import StreamingResampler, mulaw_decode, mulaw_encode
 from voicegate.legs.carriers.security import PLIVO_NONCE, PLIVO_SIGNATURE, plivo_v3_signature
 
 __all__ = ["CarrierReport", "CarrierSimulator", "SimulatedCarrierCall"]
 
 RATE_HZ = 8000
 FRAME_MS = 20
-FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
+EXOTEL_CHUNK_MS = 100  # Exotel streams about every 100 ms
+VONAGE_RATE_HZ = 16000
+VONAGE_FRAME_BYTES = VONAGE_RATE_HZ * FRAME_MS // 1000 * 2  # 640: Vonage takes only 20 ms
+CARRIER_NAMES = ("telnyx", "plivo", "exotel", "vonage")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class SimulatedCarrierCall:
 
     def __init__(self, carrier: str, ws: ClientConnection, stream_id: str, call_ref: str) -> None:
         self.carrier = carrier
+        self.rate_hz = VONAGE_RATE_HZ if carrier == "vonage" else RATE_HZ
         self.stream_id = stream_id
         self.call_ref = call_ref
         self.report = CarrierReport()
@@ -69,6 +73,7 @@ class SimulatedCarrierCall:
         self._t0 = time.monotonic()
         self._heard = bytearray()
         self._closed = asyncio.Event()
+        self._replies: set[asyncio.Task[None]] = set()
         self._recv_task = asyncio.create_task(self._receive(), name=f"{carrier}-sim-recv")
 
     @property
@@ -79,7 +84,9 @@ class SimulatedCarrierCall:
         await asyncio.wait_for(self._closed.wait(), timeout_s)
 
     def heard_pcm(self) -> npt.NDArray[np.int16]:
-        """The agent's audio as received (8 kHz), in arrival order."""
+        """The agent's audio as received (at ``rate_hz``), in arrival order."""
+        if self.carrier in ("exotel", "vonage"):
+            return np.frombuffer(bytes(self._heard), dtype=np.int16).copy()
         return mulaw_decode(bytes(self._heard))
 
     def _next_seq(self) -> int:
@@ -94,6 +101,41 @@ class SimulatedCarrierCall:
         await self._ws.send(text)
 
     async def send_start(self, to: str, from_: str, extra: dict[str, str]) -> None:
+        if self.carrier == "exotel":
+            await self.send_json({"event": "connected"})
+            await self.send_json(
+                {
+                    "event": "start",
+                    "sequence_number": str(self._next_seq()),
+                    "stream_sid": self.stream_id,
+                    "start": {
+                        "stream_sid": self.stream_id,
+                        "call_sid": self.call_ref,
+                        "account_sid": "exotel-account",
+                        "from": from_,
+                        "to": to,
+                        "custom_parameters": extra,
+                        "media_format": {
+                            "encoding": "audio/x-raw",
+                            "sample_rate": "8000",
+                            "bit_rate": "16",
+                        },
+                    },
+                }
+            )
+            return
+        if self.carrier == "vonage":
+            await self.send_json(
+                {
+                    "event": "websocket:connected",
+                    "content-type": f"audio/l16;rate={VONAGE_RATE_HZ}",
+                    "uuid": self.call_ref,
+                    "from": from_,
+                    "to": to,
+                    **extra,
+                }
+            )
+            return
         if self.carrier == "telnyx":
             await self.send_json({"event": "connected", "version": "1.0.0"})
             await self.send_json(
@@ -130,13 +172,25 @@ class SimulatedCarrierCall:
             }
         )
 
-    async def send_mulaw(self, payload: bytes) -> float:
-        """One ``media`` message now; returns its monotonic send time."""
+    async def send_audio(self, payload: bytes) -> float:
+        """One audio message now (``payload`` in the carrier's encoding); its send time."""
         self._chunk += 1
+        if self.carrier == "vonage":
+            sent_at = time.monotonic()
+            await self._ws.send(payload)  # a binary L16 frame
+            return sent_at
         b64 = base64.b64encode(payload).decode()
         elapsed_ms = int((time.monotonic() - self._t0) * 1000)
-        if self.carrier == "telnyx":
-            message: dict[str, Any] = {
+        message: dict[str, Any]
+        if self.carrier == "exotel":
+            message = {
+                "event": "media",
+                "sequence_number": str(self._next_seq()),
+                "stream_sid": self.stream_id,
+                "media": {"chunk": str(self._chunk), "timestamp": str(elapsed_ms), "payload": b64},
+            }
+        elif self.carrier == "telnyx":
+            message = {
                 "event": "media",
                 "sequence_number": str(self._next_seq()),
                 "media": {
@@ -164,26 +218,51 @@ class SimulatedCarrierCall:
         return sent_at
 
     async def play(self, pcm: npt.NDArray[np.int16], *, realtime: bool = True) -> int:
-        """Stream 8 kHz PCM as 20 ms frames at real time (no drift); returns frames sent."""
-        mulaw = mulaw_encode(np.asarray(pcm, dtype=np.int16))
+        """Stream 8 kHz PCM at real time (no drift) in the carrier's chunks (20 ms; Exotel
+        100 ms) and encoding (mu-law; Exotel 16-bit PCM; Vonage 16 kHz L16 binary frames);
+        returns the messages sent."""
+        pcm = np.asarray(pcm, dtype=np.int16)
+        chunk_ms = EXOTEL_CHUNK_MS if self.carrier == "exotel" else FRAME_MS
+        if self.carrier == "vonage":
+            up = StreamingResampler(RATE_HZ, VONAGE_RATE_HZ).process(pcm)
+            data = np.clip(up * 32768.0, -32768, 32767).astype("<i2").tobytes()
+        elif self.carrier == "exotel":
+            data = pcm.astype("<i2").tobytes()
+        else:
+            data = mulaw_encode(pcm)
+        width = 1 if self.carrier in ("telnyx", "plivo") else 2
+        step = self.rate_hz * chunk_ms // 1000 * width
         start = time.monotonic()
-        frames = 0
-        for k, offset in enumerate(range(0, len(mulaw), FRAME_SAMPLES)):
+        sent = 0
+        for k, offset in enumerate(range(0, len(data), step)):
             if self.is_closed:
                 break
             if realtime:
-                delay = start + k * FRAME_MS / 1000 - time.monotonic()
+                delay = start + k * chunk_ms / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                await self.send_mulaw(mulaw[offset : offset + FRAME_SAMPLES])
+                await self.send_audio(data[offset : offset + step])
             except ConnectionClosed:
                 break
-            frames += 1
-        return frames
+            sent += 1
+        return sent
 
     async def dtmf(self, digit: str) -> None:
         """The caller presses a key."""
+        if self.carrier == "vonage":
+            await self.send_json({"event": "websocket:dtmf", "digit": digit, "duration": 250})
+            return
+        if self.carrier == "exotel":
+            await self.send_json(
+                {
+                    "event": "dtmf",
+                    "sequence_number": str(self._next_seq()),
+                    "stream_sid": self.stream_id,
+                    "dtmf": {"digit": digit, "duration": "100"},
+                }
+            )
+            return
         if self.carrier == "telnyx":
             message: dict[str, Any] = {
                 "event": "dtmf",
@@ -206,7 +285,18 @@ class SimulatedCarrierCall:
         await self.send_json(message)
 
     async def hang_up(self) -> None:
-        """The caller hangs up: Telnyx sends ``stop`` and closes; Plivo just closes."""
+        """The caller hangs up: Telnyx and Exotel send ``stop`` and close; Plivo and Vonage
+        just close."""
+        if not self.is_closed and self.carrier == "exotel":
+            with contextlib.suppress(ConnectionClosed):
+                await self.send_json(
+                    {
+                        "event": "stop",
+                        "sequence_number": str(self._next_seq()),
+                        "stream_sid": self.stream_id,
+                        "stop": {"call_sid": self.call_ref, "reason": "callended"},
+                    }
+                )
         if not self.is_closed and self.carrier == "telnyx":
             with contextlib.suppress(ConnectionClosed):
                 await self.send_json(
@@ -228,6 +318,23 @@ class SimulatedCarrierCall:
     def _on_command(self, message: dict[str, Any]) -> None:
         report = self.report
         event = message.get("event")
+        if self.carrier == "vonage":
+            if message.get("action") == "clear":
+                report.clears += 1
+                self._reply({"event": "websocket:cleared"})
+            else:
+                report.protocol_errors.append(f"vonage: unexpected command {message!r:.80}")
+            return
+        if self.carrier == "exotel":
+            if message.get("stream_sid") != self.stream_id:
+                report.protocol_errors.append(f"exotel: {event} for {message.get('stream_sid')!r}")
+            elif event == "media":
+                self._on_media(message.get("media", {}).get("payload"))
+            elif event == "clear":
+                report.clears += 1
+            else:
+                report.protocol_errors.append(f"exotel: unexpected event {event!r}")
+            return
         if self.carrier == "telnyx":
             if event == "media":
                 self._on_media(message.get("media", {}).get("payload"))
@@ -259,11 +366,20 @@ class SimulatedCarrierCall:
         else:
             report.protocol_errors.append(f"plivo: unexpected event {event!r}")
 
+    def _reply(self, message: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self.send_json(message))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+
     def _on_media(self, payload: object) -> None:
         if not isinstance(payload, str):
             self.report.protocol_errors.append("media without a payload")
             return
-        data = base64.b64decode(payload)
+        self._on_audio(base64.b64decode(payload))
+
+    def _on_audio(self, data: bytes) -> None:
+        if self.carrier == "vonage" and len(data) != VONAGE_FRAME_BYTES:
+            self.report.protocol_errors.append(f"vonage: a {len(data)}-byte audio frame")
         self.report.media_messages += 1
         self.report.media_bytes += len(data)
         self.report.arrivals.append(time.monotonic())
@@ -273,7 +389,10 @@ class SimulatedCarrierCall:
         try:
             async for raw in self._ws:
                 if isinstance(raw, bytes):
-                    self.report.protocol_errors.append("binary frame from the gateway")
+                    if self.carrier == "vonage":
+                        self._on_audio(raw)
+                    else:
+                        self.report.protocol_errors.append("binary frame from the gateway")
                     continue
                 try:
                     message = json.loads(raw)
@@ -306,8 +425,8 @@ class CarrierSimulator:
         plivo_auth_token: str = "",
         public_url: str = "",
     ) -> None:
-        if carrier not in ("telnyx", "plivo"):
-            raise ValueError(f"carrier simulator: telnyx or plivo, got {carrier!r}")
+        if carrier not in CARRIER_NAMES:
+            raise ValueError(f"carrier simulator: one of {CARRIER_NAMES}, got {carrier!r}")
         self.carrier = carrier
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or base_url).rstrip("/")

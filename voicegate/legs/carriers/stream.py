@@ -1,11 +1,11 @@
-"""One carrier media stream (Telnyx, Plivo) on the gateway side: the socket's single owner and
+"""One carrier media stream (Telnyx, Plivo, Exotel, Vonage) on the gateway side: the socket's single owner and
 the Call's leg.
 
 ``CarrierMediaStream.run()`` accepts the WebSocket, refuses it (1008) when the upgrade is not
 authenticated, waits for the carrier's ``start``, routes the called number to a persona
 (numbers.yaml), starts the Call (1013 when no slot is free) and then, in one task, reads: media
--> the carrier's pipecat serializer (8 kHz both ways: no resampling in pipecat) -> mu-law/A-law
-decode -> ``Call.feed_caller_audio``; DTMF -> ``Call.on_dtmf``; ``stop`` or a closed socket ->
+-> the carrier's pipecat serializer (at the carrier's own rate both ways: no resampling in
+pipecat) -> mu-law/A-law decode (L16 for Exotel, Vonage) -> ``Call.feed_caller_audio``; DTMF -> ``Call.on_dtmf``; ``stop`` or a closed socket ->
 ``Call.on_leg_closed``. A child task sends the agent's audio: every ``send_ms`` of a monotonic
 clock (deadlines ``t0 + k * send_ms``, no drift) that much is pulled from the Call and, unless it
 is silence, serialized and sent. Audio goes out at real time, never ahead, so a barge-in's
@@ -47,7 +47,6 @@ __all__ = ["CarrierMediaStream", "CarrierStats"]
 log = logging.getLogger("voicegate.legs.carriers")
 
 FRAME_MS = 20
-FRAME_SAMPLES = RATE_HZ * FRAME_MS // 1000
 DEFAULT_SEND_MS = 40  # as the Twilio leg: half the messages of 20 ms for 20 ms more wait
 SEND_MS_CHOICES = (20, 40, 60, 80)
 CLOSE_NORMAL = 1000
@@ -103,8 +102,9 @@ class CarrierMediaStream:
         self._router = router
         self._stats = stats
         self._query = dict(query or {})
+        self._send_ms = send_ms
         self._block_s = send_ms / 1000
-        self._block_samples = FRAME_SAMPLES * send_ms // FRAME_MS
+        self._rate_hz = RATE_HZ  # the carrier's start may say otherwise (Vonage: 16 kHz)
         self._start_timeout_s = start_timeout_s
         self._clock = clock
         self._call: CallLike | None = None
@@ -120,7 +120,7 @@ class CarrierMediaStream:
 
     @property
     def rate_hz(self) -> int:
-        return RATE_HZ
+        return self._rate_hz
 
     @property
     def call_id(self) -> str:
@@ -190,8 +190,10 @@ class CarrierMediaStream:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
                 return None
+            if message.get("bytes") is not None:
+                continue  # audio before the start: nothing to feed yet
             event = parse_message(_text_of(message), protocol.name)
-            if event["event"] == "start":
+            if event["event"] == protocol.start_event:
                 return protocol.parse_start(event)
             if event["event"] in protocol.stop_events:
                 return None
@@ -203,9 +205,10 @@ class CarrierMediaStream:
         from_ = start.from_ or self._query.get("from", "")
         persona = self._router.route(to)
         self._call_id = call_id = f"{name}-{_UNSAFE_ID.sub('_', start.call_ref)[:100]}"
+        self._rate_hz = start.rate_hz
         serializer = self._protocol.make_serializer(start)
-        # the pipeline rate is the carrier's own 8 kHz: pipecat resamples nothing
-        await serializer.setup(types.SimpleNamespace(audio_in_sample_rate=RATE_HZ))
+        # the pipeline rate is the carrier's own: pipecat resamples nothing
+        await serializer.setup(types.SimpleNamespace(audio_in_sample_rate=start.rate_hz))
         self._serializer = serializer
         info = CallInfo(call_id, name, persona, from_=from_, to=to, leg_call_ref=start.call_ref)
         try:
@@ -282,7 +285,10 @@ class CarrierMediaStream:
         call = self._call
         assert call is not None
         block_s = self._block_s
-        n = self._block_samples
+        rate = self._rate_hz
+        n = rate * self._send_ms // 1000
+        max_ms = self._protocol.max_message_ms
+        step = rate * max_ms // 1000 if max_ms else n  # samples per message
         stats = self._stats
         next_tick = clock() + block_s
         try:
@@ -317,11 +323,17 @@ class CarrierMediaStream:
                 while next_tick <= now:
                     next_tick += block_s
                     pcm = call.pull_agent_audio(n)
-                    if pcm.any():
-                        text = await self._serializer.serialize(_Out(pcm.tobytes(), RATE_HZ, 1))
-                        if text:
-                            await self._ws.send_text(text)
-                            stats.media_out += 1
+                    if not pcm.any():
+                        continue
+                    for i in range(0, n, step):
+                        data = await self._serializer.serialize(
+                            _Out(pcm[i : i + step].tobytes(), rate, 1)
+                        )
+                        if isinstance(data, bytes):
+                            await self._ws.send_bytes(data)
+                        elif data:
+                            await self._ws.send_text(data)
+                        stats.media_out += 1
         except WebSocketDisconnect:
             self._leg_closed(EndReason.CALLER_HANGUP)
         except Exception:
