@@ -1,4 +1,5 @@
-"""Leg load of the carrier legs (Telnyx, Plivo over pipecat's serializers) beside Twilio's.
+"""Leg load of the carrier legs (Telnyx, Plivo, Exotel, Vonage over pipecat's serializers) beside
+Twilio's.
 
 One ``voicegate serve`` process with the echo engine (so the figures are the edge's own cost:
 leg, codec, resampling, VAD, events), Redis (a throwaway ``redis-server``) and the Twilio,
@@ -43,7 +44,7 @@ CALLED = "+14155550101"  # support_agent
 CALLER = "+15005550006"
 RATE_HZ = 8000
 LOOP_STEP_SAMPLES = 6160
-LEGS = ("twilio", "telnyx", "plivo")
+LEGS = ("twilio", "telnyx", "plivo", "exotel", "vonage")
 
 
 class _Call:
@@ -163,7 +164,7 @@ def main() -> None:
                 "VOICEGATE_REDIS_URL": redis.url,
                 "VOICEGATE_PUBLIC_URL": PUBLIC,
                 "VOICEGATE_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
-                "VOICEGATE_CARRIERS": "telnyx,plivo",
+                "VOICEGATE_CARRIERS": "telnyx,plivo,exotel,vonage",
                 "VOICEGATE_CARRIER_TOKEN": CARRIER_TOKEN,
                 "VOICEGATE_PLIVO_AUTH_TOKEN": PLIVO_TOKEN,
                 "VOICEGATE_WEBRTC_ENABLED": "false",

@@ -226,7 +226,7 @@ class Settings(BaseSettings):
     # --- carrier legs over pipecat's serializers (the voicegate[pipecat] extra) ---
     carriers: str = Field(
         "",
-        description="Comma-separated carriers whose media streams are served on /{carrier}/media: telnyx, plivo (empty: none, and pipecat is never imported).",
+        description="Comma-separated carriers whose media streams are served on /{carrier}/media: telnyx, plivo, exotel, vonage (empty: none, and pipecat is never imported).",
     )
     carrier_token: str = Field(
         "",
