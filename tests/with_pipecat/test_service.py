@@ -4,6 +4,7 @@ with the calls' events written to a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,14 @@ from pipecat.frames.frames import (
 from tests.legs.gateway import REPO, read_events
 from tests.with_pipecat.pipecat_helpers import Run, frames_of, run_pipelines
 from voicegate.audio.samples import caller_speech_ms, load_caller
-from voicegate.errors import PersonaError
+from voicegate.errors import ConfigError, PersonaError
 from voicegate.personas.loader import load_persona
-from voicegate.pipecat import SharedEngine, VoiceGateS2SService, VoiceGateTransferFrame
+from voicegate.pipecat import (
+    SharedEngine,
+    VoiceGateS2SService,
+    VoiceGateTransferFrame,
+    shared_engine,
+)
 
 PERSONAS = REPO / "personas"
 
@@ -164,3 +170,38 @@ async def test_an_unknown_persona_is_a_clear_error(tmp_path: Path) -> None:
             await shared.persona("nobody")
     finally:
         await shared.aclose()
+
+
+async def test_an_engine_fault_ends_the_pipelines_call_and_the_engine_is_rebuilt() -> None:
+    # the test-only fault injector: the echo model raises 0.5 s after a call is in it
+    shared = SharedEngine(
+        "echo",
+        personas_dir=PERSONAS,
+        max_calls=2,
+        engine_fault="raise",
+        engine_fault_after_s=0.5,
+        engine_fault_calls=1,
+        engine_fault_engines=1,
+    )
+    try:
+        run = Run(VoiceGateS2SService(shared, persona="support_agent"))
+        await run_pipelines([run], [frames_of(tone(4.0))])
+        call = run.service.call
+        assert call is not None and call.end_reason is not None
+        assert call.end_reason.value == "engine_fault"
+        assert run.down.of(EndWorkerFrame)  # the pipeline was told to end, not left silent
+        for _ in range(100):  # the supervisor rebuilds the engine off the loop
+            if not shared.calls.admission_hold:
+                break
+            await asyncio.sleep(0.05)
+        assert shared.calls.can_admit()
+    finally:
+        await shared.aclose()
+
+
+def test_shared_engine_is_one_per_name_and_refuses_other_settings() -> None:
+    first = shared_engine("test-one", engine="echo", max_calls=1)
+    assert shared_engine("test-one") is first
+    assert shared_engine("test-one", engine="echo", max_calls=1) is first
+    with pytest.raises(ConfigError, match="other settings"):
+        shared_engine("test-one", engine="tiny")

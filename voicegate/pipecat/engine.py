@@ -31,10 +31,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from voicegate.calls.faults import FaultResponder
 from voicegate.calls.manager import CallManager
 from voicegate.contracts import CallInfo, LegTransport
 from voicegate.engine.base import Engine
 from voicegate.engine.factory import create_engine
+from voicegate.engine.supervisor import EngineSupervisor
 from voicegate.errors import ConfigError, InvalidStateError, PersonaError
 from voicegate.events.schema import Event
 from voicegate.personas.loader import load_persona
@@ -68,7 +70,9 @@ class SharedEngine:
     """A process-wide engine, its personas, events and Call admission for pipecat pipelines.
 
     ``engine`` is a backend name (``tiny``, ``echo``, ``personaplex``; built with
-    ``voicegate.engine.create_engine``) or an ``Engine`` already started. ``events_url``: a Redis
+    ``voicegate.engine.create_engine`` under an ``EngineSupervisor``: after an engine fault every
+    call ends, ``engine_fault``, and the engine is rebuilt) or an ``Engine`` already started
+    (then its faults are yours to handle). ``events_url``: a Redis
     URL; the calls' events then go there as the gateway writes them (``journal_dir`` keeps them
     through an outage). All methods run on one event loop, except where said.
     """
@@ -103,6 +107,7 @@ class SharedEngine:
         self._personas = _Personas()
         self._events: Any = _NoEvents()
         self._calls: CallManager | None = None
+        self._faults: FaultResponder | None = None
         self._start_lock = asyncio.Lock()
         self._persona_lock = threading.Lock()
         self._is_closed = False
@@ -143,16 +148,31 @@ class SharedEngine:
                 await events.start()
                 self._events = events
             if self._engine is None:
-                built = create_engine(self._settings)
-                await asyncio.to_thread(built.start)
-                self._engine = built
-            self._calls = CallManager(
+                settings = self._settings
+                supervisor = EngineSupervisor(
+                    lambda generation: create_engine(settings, generation=generation)
+                )
+                await asyncio.to_thread(supervisor.start)
+                self._engine = supervisor
+            calls = CallManager(
                 self._engine,
                 self._events,
                 registry=self.registry,
                 max_calls=self._max_calls,
                 personas=self._personas,
             )
+            if isinstance(self._engine, EngineSupervisor):
+                # an engine fault: every pipeline's call ends (EndWorkerFrame), none is admitted
+                # until the engine is rebuilt (the gateway's own FaultResponder)
+                self._faults = FaultResponder(
+                    calls,
+                    self._events,
+                    overflow=lambda to: "",
+                    rebuild=self._engine.rebuild,
+                    registry=self.registry,
+                )
+                self._engine.on_fault = self._faults.report
+            self._calls = calls
             log.info(
                 "pipecat shared engine %s ready: %d slots",
                 self._engine.name,
@@ -207,6 +227,8 @@ class SharedEngine:
         self._is_closed = True
         if self._calls is not None:
             await self._calls.drain(0)
+        if self._faults is not None:
+            await self._faults.aclose()
         if self._engine is not None and self._owns_engine:
             await asyncio.to_thread(self._engine.close)
         closer = getattr(self._events, "aclose", None)
