@@ -99,6 +99,14 @@ def _text(obj: Mapping[str, Any], key: str, carrier: str, *, required: bool = Tr
     return str(value)
 
 
+def _rate(fmt: object, key: str, carrier: str) -> int:
+    """The sample rate of a ``media_format``-like object (8000 when it does not say)."""
+    value = fmt.get(key, RATE_HZ) if isinstance(fmt, dict) else RATE_HZ
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        raise CarrierProtocolError(f"{carrier} start: {key} {value!r} is not a rate in Hz")
+    return int(value)
+
+
 def _section(message: Mapping[str, Any], key: str, carrier: str) -> Mapping[str, Any]:
     value = message.get(key)
     if not isinstance(value, dict):
@@ -117,7 +125,7 @@ def _telnyx_start(message: Mapping[str, Any]) -> StreamStart:
     encoding = str(fmt.get("encoding", "PCMU")).upper() if isinstance(fmt, dict) else "PCMU"
     if encoding not in _TELNYX_ENCODINGS:
         raise CarrierProtocolError(f"telnyx start: encoding {encoding!r} (expected PCMU or PCMA)")
-    rate = int(fmt.get("sample_rate", RATE_HZ)) if isinstance(fmt, dict) else RATE_HZ
+    rate = _rate(fmt, "sample_rate", "telnyx")
     if rate != RATE_HZ:
         raise CarrierProtocolError(f"telnyx start: sample_rate {rate} (expected {RATE_HZ})")
     return StreamStart(
@@ -176,7 +184,7 @@ def _plivo_start(message: Mapping[str, Any]) -> StreamStart:
             f"plivo start: encoding {encoding!r} (expected audio/x-mulaw: set the <Stream> "
             'contentType="audio/x-mulaw;rate=8000")'
         )
-    rate = int(fmt.get("sampleRate", RATE_HZ)) if isinstance(fmt, dict) else RATE_HZ
+    rate = _rate(fmt, "sampleRate", "plivo")
     if rate != RATE_HZ:
         raise CarrierProtocolError(f"plivo start: sampleRate {rate} (expected {RATE_HZ})")
     headers = _plivo_headers(message.get("extra_headers"))
@@ -211,7 +219,7 @@ PLIVO = CarrierProtocol(
 def _exotel_start(message: Mapping[str, Any]) -> StreamStart:
     start = _section(message, "start", "exotel")
     fmt = start.get("media_format") or {}
-    rate = int(fmt.get("sample_rate", RATE_HZ)) if isinstance(fmt, dict) else RATE_HZ
+    rate = _rate(fmt, "sample_rate", "exotel")
     if rate != RATE_HZ:
         raise CarrierProtocolError(f"exotel start: sample_rate {rate} (expected {RATE_HZ})")
     custom = start.get("custom_parameters")
