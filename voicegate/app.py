@@ -130,6 +130,7 @@ def create_app(
             twilio.events = leg_events
             if carriers is not None:
                 carriers.calls, carriers.numbers = parts.calls, parts.numbers
+                stack.push_async_callback(carriers.aclose)  # after the drain below
             if webrtc is not None:
                 webrtc.calls, webrtc.personas = parts.calls, parts.personas
                 stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
@@ -322,14 +323,18 @@ def _carrier_legs(settings: Settings, registry: CollectorRegistry) -> CarrierLeg
     names = [n.strip().lower() for n in settings.carriers.split(",") if n.strip()]
     if not names:
         return None
-    from voicegate.legs.carriers import CarrierLegs
+    from voicegate.legs.carriers import CarrierLegs, TelnyxControl
 
+    controls: dict[str, Any] = {}
+    if settings.telnyx_api_key and "telnyx" in names:
+        controls["telnyx"] = TelnyxControl(settings.telnyx_api_key, settings.telnyx_api_url)
     legs = CarrierLegs(
         names,
         public_url=settings.public_url,
         token=settings.carrier_token,
         plivo_auth_token=settings.plivo_auth_token,
         send_ms=settings.twilio_send_ms,
+        controls=controls,
     )
     registry.register(legs.collector())
     return legs

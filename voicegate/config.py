@@ -236,6 +236,14 @@ class Settings(BaseSettings):
         "",
         description="Plivo auth token: the X-Plivo-Signature-V3 of each /plivo/media upgrade is checked with it.",
     )
+    telnyx_api_key: str = Field(
+        "",
+        description="Telnyx API key: a persona's transfer and our hang-ups of Telnyx calls go through Call Control (empty: transfers are unsupported and a hang-up only closes the media socket).",
+    )
+    telnyx_api_url: str = Field(
+        "https://api.telnyx.com/v2",
+        description="Telnyx Call Control base URL (tests point it elsewhere).",
+    )
 
     # --- long calls (engine re-anchoring) ---
     reanchor: bool = Field(

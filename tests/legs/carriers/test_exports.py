@@ -10,5 +10,5 @@ def test_exports_are_sorted_and_importable() -> None:
     for name in carriers.__all__:
         assert getattr(carriers, name) is not None
     public = {n for n in vars(carriers) if not n.startswith("_")}
-    modules = {"protocols", "routes", "security", "sim", "stream", "annotations"}
+    modules = {"control", "protocols", "routes", "security", "sim", "stream", "annotations"}
     assert public - modules == set(carriers.__all__)

@@ -10,6 +10,7 @@ one socket, ``sim`` speaks each carrier's side for the tests and the benchmark.
 from __future__ import annotations
 
 from voicegate import audio as _audio  # noqa: F401  (audioop, its warning filtered, first)
+from voicegate.legs.carriers.control import CarrierControl, TelnyxControl
 from voicegate.legs.carriers.protocols import (
     CARRIERS,
     EXOTEL,
@@ -28,9 +29,11 @@ __all__ = [
     "PLIVO",
     "TELNYX",
     "VONAGE",
+    "CarrierControl",
     "CarrierLegs",
     "CarrierMediaStream",
     "CarrierProtocol",
     "CarrierStats",
     "StreamStart",
+    "TelnyxControl",
 ]

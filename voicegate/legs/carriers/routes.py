@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from voicegate.contracts import CallAdmission, PersonaRouter
 from voicegate.errors import ConfigError
+from voicegate.legs.carriers.control import CarrierControl
 from voicegate.legs.carriers.protocols import CARRIERS, CarrierProtocol
 from voicegate.legs.carriers.security import check_plivo_signature, check_token
 from voicegate.legs.carriers.stream import DEFAULT_SEND_MS, CarrierMediaStream, CarrierStats
@@ -46,7 +47,9 @@ class CarrierLegs:
         token: str = "",
         plivo_auth_token: str = "",
         send_ms: int = DEFAULT_SEND_MS,
+        controls: dict[str, CarrierControl] | None = None,
     ) -> None:
+        self.controls = dict(controls or {})
         self.protocols: dict[str, CarrierProtocol] = {}
         for name in names:
             protocol = CARRIERS.get(name)
@@ -100,11 +103,16 @@ class CarrierLegs:
                 stats=stats,
                 query=dict(ws.query_params),
                 send_ms=self._send_ms,
+                control=self.controls.get(name),
             )
             await stream.run(self.auth_problem(name, ws))
 
         media.__name__ = f"{name}_media"
         return media
+
+    async def aclose(self) -> None:
+        for control in self.controls.values():
+            await control.aclose()
 
     def collector(self) -> Collector:
         return _StatsCollector(self.stats)

@@ -32,8 +32,17 @@ from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame, Interrupti
 from pipecat.frames.frames import OutputAudioRawFrame as _Out
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from voicegate.contracts import CallAdmission, CallInfo, CallLike, EndReason, PersonaRouter
+from voicegate.contracts import (
+    CallAdmission,
+    CallInfo,
+    CallLike,
+    EndReason,
+    PersonaRouter,
+    TransferOutcome,
+    TransferTarget,
+)
 from voicegate.errors import NoFreeSlot, VoiceGateError
+from voicegate.legs.carriers.control import CarrierControl
 from voicegate.legs.carriers.protocols import (
     RATE_HZ,
     CarrierProtocol,
@@ -76,6 +85,8 @@ class CarrierStats:
     malformed_messages: int = 0
     late_ticks: int = 0
     skipped_blocks: int = 0
+    transfers: int = 0
+    hangups: int = 0  # through the carrier's REST API
 
 
 class CarrierMediaStream:
@@ -93,6 +104,7 @@ class CarrierMediaStream:
         send_ms: int = DEFAULT_SEND_MS,
         start_timeout_s: float = START_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        control: CarrierControl | None = None,
     ) -> None:
         if send_ms not in SEND_MS_CHOICES:
             raise ValueError(f"{protocol.name}: send_ms must be one of {SEND_MS_CHOICES}")
@@ -115,6 +127,9 @@ class CarrierMediaStream:
         self._hangup_reason: EndReason | None = None
         self._is_leg_closed = False
         self._malformed = 0
+        self._control = control
+        self._start: StreamStart | None = None
+        self._handoff: TransferTarget | None = None
 
     # -- LegTransport (called by the Call, on the event loop) ---------------------------------
 
@@ -134,6 +149,23 @@ class CarrierMediaStream:
         if self._hangup_reason is None:
             self._hangup_reason = reason
             self._wakeup()
+
+    def transfer(self, target: TransferTarget) -> None:
+        """``LegControl``: hand the caller to ``target.to`` through the carrier's REST API
+        (non-blocking); ``unsupported`` without call control for this carrier."""
+        call = self._call
+        if call is None:
+            return
+        name = self._protocol.name
+        if self._control is None:
+            detail = f"the {name} leg has no call control configured (a REST API key)"
+            call.on_transfer_result(target, TransferOutcome.UNSUPPORTED, detail)
+            return
+        if self._handoff is not None or self._hangup_reason is not None:
+            call.on_transfer_result(target, TransferOutcome.FAILED, "the stream is ending")
+            return
+        self._handoff = target
+        self._wakeup()
 
     def _wakeup(self) -> None:
         wake = self._wake
@@ -206,6 +238,7 @@ class CarrierMediaStream:
         persona = self._router.route(to)
         self._call_id = call_id = f"{name}-{_UNSAFE_ID.sub('_', start.call_ref)[:100]}"
         self._rate_hz = start.rate_hz
+        self._start = start
         serializer = self._protocol.make_serializer(start)
         # the pipeline rate is the carrier's own: pipecat resamples nothing
         await serializer.setup(types.SimpleNamespace(audio_in_sample_rate=start.rate_hz))
@@ -298,10 +331,11 @@ class CarrierMediaStream:
                 timer = loop.call_later(max(0.0, next_tick - clock()), _resolve, wake)
                 await wake
                 timer.cancel()
+                if self._handoff is not None and await self._hand_off(self._handoff):
+                    return
                 if self._hangup_reason is not None:
                     reason = self._hangup_reason
-                    await self._close(CLOSE_NORMAL, reason.value)
-                    self._leg_closed(reason)
+                    await self._hang_up(reason)
                     return
                 if self._is_clear_requested:
                     self._is_clear_requested = False
@@ -343,13 +377,52 @@ class CarrierMediaStream:
         finally:
             self._wake = None
 
+    async def _hand_off(self, target: TransferTarget) -> bool:
+        """Ask the carrier to transfer; True when the call has left us (socket closed)."""
+        self._handoff = None
+        call, control, start = self._call, self._control, self._start
+        assert call is not None and control is not None and start is not None
+        name = self._protocol.name
+        problem = await control.transfer(start.call_ref, target.to)
+        if problem is not None:
+            log.warning(
+                "%s call %s: transfer to %s failed: %s", name, self._call_id, target.to, problem
+            )
+            call.on_transfer_result(target, TransferOutcome.FAILED, problem)
+            return False
+        self._stats.transfers += 1
+        self._leg_closed(None)  # the Call ends itself as transferred, not as a hang-up
+        await self._close(CLOSE_NORMAL, "transfer")
+        log.info("%s call %s: transferred to %s", name, self._call_id, target.to)
+        call.on_transfer_result(
+            target, TransferOutcome.HANDED_OFF, f"{name} transfer to {target.to}"
+        )
+        return True
+
+    async def _hang_up(self, reason: EndReason) -> None:
+        """Our side ends the call: the carrier's REST hang-up where configured (closing the
+        media socket alone leaves a Telnyx call up), then the socket."""
+        control, start = self._control, self._start
+        if control is not None and start is not None and reason is not EndReason.CALLER_HANGUP:
+            problem = await control.hang_up(start.call_ref)
+            if problem is not None:
+                log.warning(
+                    "%s call %s: hang-up failed: %s", self._protocol.name, self._call_id, problem
+                )
+            else:
+                self._stats.hangups += 1
+        await self._close(CLOSE_NORMAL, reason.value)
+        self._leg_closed(reason)
+
     # -- endings and errors --------------------------------------------------------------------
 
-    def _leg_closed(self, reason: EndReason) -> None:
+    def _leg_closed(self, reason: EndReason | None) -> None:
+        """Tell the Call once that the leg is gone (``None``: note it, tell nobody)."""
         if self._is_leg_closed or self._call is None:
             return
         self._is_leg_closed = True
-        self._call.on_leg_closed(reason)
+        if reason is not None:
+            self._call.on_leg_closed(reason)
 
     async def _close(self, code: int, reason: str) -> None:
         ws = self._ws
