@@ -236,7 +236,7 @@ class SharedEngine:
             await closer()
 
 
-_SHARED: dict[str, SharedEngine] = {}
+_SHARED: dict[str, tuple[SharedEngine, dict[str, Any]]] = {}
 
 
 def shared_engine(name: str = "default", **kwargs: Any) -> SharedEngine:
@@ -247,8 +247,10 @@ def shared_engine(name: str = "default", **kwargs: Any) -> SharedEngine:
     """
     existing = _SHARED.get(name)
     if existing is None:
-        existing = _SHARED[name] = SharedEngine(**kwargs)
-        existing._made_with = dict(kwargs)  # type: ignore[attr-defined]
-    elif kwargs and kwargs != getattr(existing, "_made_with", kwargs):
+        engine = SharedEngine(**kwargs)
+        _SHARED[name] = (engine, dict(kwargs))
+        return engine
+    engine, made_with = existing
+    if kwargs and kwargs != made_with:
         raise ConfigError(f"pipecat: shared engine {name!r} exists with other settings")
-    return existing
+    return engine
