@@ -56,6 +56,7 @@ from voicegate.web.calls_api import calls_router
 from voicegate.webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
+    from voicegate.legs.carriers import CarrierLegs
     from voicegate.legs.webrtc import WebRtcLeg
 
 __all__ = ["Readiness", "ReadinessCollector", "create_app"]
@@ -156,6 +157,7 @@ def create_app(
     webrtc = _webrtc_leg(settings, registry)
     if settings.sip_enabled:
         registry.register(sip_stats.collector())
+    carriers = _carrier_legs(settings, registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -168,6 +170,9 @@ def create_app(
             twilio.calls = parts.calls
             twilio.personas = parts.numbers
             twilio.events = leg_events
+            if carriers is not None:
+                carriers.calls, carriers.numbers = parts.calls, parts.numbers
+                stack.push_async_callback(carriers.aclose)  # after the drain below
             if webrtc is not None:
                 webrtc.calls, webrtc.personas = parts.calls, parts.personas
                 stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
@@ -216,6 +221,9 @@ def create_app(
     app.state.webrtc = webrtc
     if webrtc is not None:
         app.include_router(webrtc.router())
+    app.state.carriers = carriers
+    if carriers is not None:
+        app.include_router(carriers.router())
     app.include_router(web_router(settings, count_tokens))  # the page at / and its APIs
     app.include_router(calls_router(settings))  # the live call API (/calls)
     history = CallHistory(settings.redis_url)  # ended calls read back for the operators' views
@@ -484,6 +492,28 @@ def _webrtc_leg(settings: Settings, registry: CollectorRegistry) -> WebRtcLeg | 
         jitter_prefetch=settings.webrtc_jitter_prefetch,
         registry=registry,
     )
+
+
+def _carrier_legs(settings: Settings, registry: CollectorRegistry) -> CarrierLegs | None:
+    """The carrier legs named by ``VOICEGATE_CARRIERS`` (pipecat imported only then)."""
+    names = [n.strip().lower() for n in settings.carriers.split(",") if n.strip()]
+    if not names:
+        return None
+    from voicegate.legs.carriers import CarrierLegs, TelnyxControl
+
+    controls: dict[str, Any] = {}
+    if settings.telnyx_api_key and "telnyx" in names:
+        controls["telnyx"] = TelnyxControl(settings.telnyx_api_key, settings.telnyx_api_url)
+    legs = CarrierLegs(
+        names,
+        public_url=settings.public_url,
+        token=settings.carrier_token,
+        plivo_auth_token=settings.plivo_auth_token,
+        send_ms=settings.twilio_send_ms,
+        controls=controls,
+    )
+    registry.register(legs.collector())
+    return legs
 
 
 class _Drain:

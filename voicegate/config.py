@@ -227,6 +227,28 @@ class Settings(BaseSettings):
         description="Received audio frames held back to reorder packets (aiortc's default is 4 = 80 ms more delay).",
     )
 
+    # --- carrier legs over pipecat's serializers (the voicegate[pipecat] extra) ---
+    carriers: str = Field(
+        "",
+        description="Comma-separated carriers whose media streams are served on /{carrier}/media: telnyx, plivo, exotel, vonage (empty: none, and pipecat is never imported).",
+    )
+    carrier_token: str = Field(
+        "",
+        description="Shared secret a carrier's stream URL carries as ?token= (Telnyx does not sign its media socket); empty: a carrier without another credential is refused.",
+    )
+    plivo_auth_token: str = Field(
+        "",
+        description="Plivo auth token: the X-Plivo-Signature-V3 of each /plivo/media upgrade is checked with it.",
+    )
+    telnyx_api_key: str = Field(
+        "",
+        description="Telnyx API key: a persona's transfer and our hang-ups of Telnyx calls go through Call Control (empty: transfers are unsupported and a hang-up only closes the media socket).",
+    )
+    telnyx_api_url: str = Field(
+        "https://api.telnyx.com/v2",
+        description="Telnyx Call Control base URL (tests point it elsewhere).",
+    )
+
     # --- long calls (engine re-anchoring) ---
     reanchor: bool = Field(
         True,

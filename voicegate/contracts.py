@@ -148,6 +148,8 @@ class LegTransport(Protocol):
 
         A leg that sends ahead of real time may also expose ``queued_ms: int`` (agent audio
         sent but not yet played); the Call reads it just before a clear to time the barge-in.
+        A leg may also expose ``on_agent_text(t_ms, text)``: the Call then hands it the agent's
+        text pieces as they are played (pulled), on the playout clock.
         """
         ...
 

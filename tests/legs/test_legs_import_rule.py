@@ -9,7 +9,12 @@ import sys
 
 import pytest
 
-LEGS = ["voicegate.legs.twilio", "voicegate.legs.sip", "voicegate.legs.webrtc"]
+LEGS = [
+    "voicegate.legs.twilio",
+    "voicegate.legs.sip",
+    "voicegate.legs.webrtc",
+    "voicegate.legs.carriers",
+]
 NEVER = ("voicegate.calls.call", "voicegate.events.log", "voicegate.engine.runtime")
 
 

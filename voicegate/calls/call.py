@@ -164,6 +164,8 @@ class Call:
         self.transfers: list[tuple[TransferTarget, str]] = []  # (target, outcome)
         self._clock = clock
         self._leg = leg
+        # optional on a leg: the agent's words as they are played (pipecat's text frames)
+        self._leg_text: Callable[[int, str], None] | None = getattr(leg, "on_agent_text", None)
         self._events = events
         self._limits = limits
         self._config = config
@@ -628,6 +630,8 @@ class Call:
         seg = self._segmenter.on_tick(t_ms, t_ms + TICK_MS, text, is_speech)
         if seg is not None:
             self._emit_segment(seg)
+        if text and self._leg_text is not None:
+            self._leg_text(t_ms, text)
         if self._flow is not None:
             self._act(self._flow.on_agent_played(text, t_ms + TICK_MS))
 
