@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,21 +50,41 @@ PRESET_FRAMES = 20
 
 
 def write_synthetic_tokenizer(path: Path, vocab_size: int) -> None:
-    """The bundled tiny SentencePiece model padded with unused pieces to ``vocab_size``."""
-    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+    """The bundled tiny SentencePiece model padded with unused pieces to ``vocab_size``.
 
-    proto = model_pb2.ModelProto()  # type: ignore[attr-defined]
-    proto.ParseFromString(TINY_TOKENIZER_PATH.read_bytes())
-    have = len(proto.pieces)
+    The pieces are appended in protobuf's wire format (``ModelProto.pieces`` is field 1; a
+    repeated field's entries may follow the other fields), not through sentencepiece's
+    generated ``sentencepiece_model_pb2``: that module refuses a protobuf runtime older than the
+    one it was generated with, and pipecat (an extra) pins protobuf below it.
+    """
+    import sentencepiece
+
+    raw = TINY_TOKENIZER_PATH.read_bytes()
+    tiny = sentencepiece.SentencePieceProcessor(model_proto=raw)
+    have = tiny.get_piece_size()
     if vocab_size < have:
         raise ValueError(f"vocab_size {vocab_size} is below the tiny model's {have} pieces")
-    lowest = min(p.score for p in proto.pieces) - 1.0
+    lowest = min(tiny.get_score(i) for i in range(have)) - 1.0
+    out = bytearray(raw)
     for i in range(vocab_size - have):
-        piece = proto.pieces.add()
-        piece.piece = f"\u2581filler{i}"
-        piece.score = lowest - i * 1e-3
-        piece.type = model_pb2.ModelProto.SentencePiece.NORMAL  # type: ignore[attr-defined]
-    path.write_bytes(proto.SerializeToString())
+        text = f"\u2581filler{i}".encode()
+        # SentencePiece {1: piece (bytes), 2: score (float32), 3: type = NORMAL (1)}
+        entry = b"\x0a" + _varint(len(text)) + text
+        entry += b"\x15" + struct.pack("<f", lowest - i * 1e-3) + b"\x18\x01"
+        out += b"\x0a" + _varint(len(entry)) + entry
+    path.write_bytes(bytes(out))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
 
 def write_random_lm(
