@@ -1,0 +1,90 @@
+"""The control channel between the engine process and an edge worker: small typed messages.
+
+Audio never crosses it (that is the shared-memory rings' job, ``rings``): only a call's join
+and leave, admission answers, engine faults and rebuilds, and the hello that tells a worker
+where the rings are. Messages are pickled over a ``multiprocessing.connection.Connection`` on a
+socket pair both processes inherited from ``voicegate serve``; the peer is our own child.
+
+Owns: the message dataclasses. Imports the contracts only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voicegate.contracts import CallInfo
+
+__all__ = [
+    "FaultNotice",
+    "Hello",
+    "JoinReply",
+    "JoinRequest",
+    "Leave",
+    "RebuildReply",
+    "RebuildRequest",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Engine process -> worker, first: where the rings are and what the worker shares."""
+
+    worker: int  # 0-based; worker 0 also runs the SIP server and the webhook delivery
+    workers: int
+    ring_name: str
+    ring_slots: int
+    token_secret: bytes  # signs Twilio call tokens so that any worker can redeem them
+    metrics_dir: str  # every worker's /metrics snapshot, merged by whichever is scraped
+    engine_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """Worker -> engine: take a slot for this call (the engine's ``join``)."""
+
+    request: int
+    persona: str
+    info: CallInfo | None
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinReply:
+    """Engine -> worker: the slot and its ring generation, or why not (``error`` names the
+    exception class: NoFreeSlot, UnknownPersona, InvalidStateError, EngineError)."""
+
+    request: int
+    slot: int = -1
+    generation: int = 0
+    error: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Worker -> engine: the call left its slot."""
+
+    slot: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class FaultNotice:
+    """Engine -> every worker: the engine faulted (``voicegate.engine.health.EngineFault``)."""
+
+    kind: str
+    at: float  # time.monotonic(), the same clock in every process of the host
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildRequest:
+    """Worker -> engine: rebuild the faulted engine (a no-op when it was rebuilt already)."""
+
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReply:
+    request: int
+    error: str = ""
