@@ -268,3 +268,11 @@ class Settings(BaseSettings):
         "",
         description="Bearer token for the live call API (/calls: list, hang up, transfer, events); the editor token works too (empty: editor token only).",
     )
+
+    # --- edge workers (issue 10) ---
+    edge_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`serve`: processes that run the legs and calls (1: one process does everything). With N > 1 the engine runs in the main process and N workers share the HTTP port and its slots through shared memory; SIP runs in worker 0.",
+    )

@@ -2,7 +2,7 @@
 
 ``voicegate serve --workers N`` (``VOICEGATE_EDGE_WORKERS``) runs the engine in the main
 process (``serve``, ``host``) and the HTTP/WebSocket side in N worker processes that share its
-listening socket (``worker``); each worker's CallManager joins calls through a ``RemoteEngine``
+port (``worker``); each worker's CallManager joins calls through a ``RemoteEngine``
 (``remote``) whose slots exchange 80 ms frames with the engine's tick thread over lock-free
 rings in shared memory (``rings``), with a small control channel for the rest (``messages``).
 With one worker (the default) none of this is used: the gateway is one process, as before.

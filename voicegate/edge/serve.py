@@ -1,9 +1,10 @@
 """``voicegate serve --workers N``: one engine process, N edge worker processes.
 
 The engine process (this one) builds the engine, loads the personas into it (its own store,
-hot reload included), keeps an event log for the calls a dead worker leaves behind, binds the
-HTTP listening socket and starts the workers (``voicegate.edge.worker``), which share that
-socket (the kernel hands each new connection to one of them) and own every leg and Call.
+hot reload included), keeps an event log for the calls a dead worker leaves behind, binds one
+HTTP listening socket per worker on the same port (SO_REUSEPORT: the kernel hands each new
+connection to one of them) and starts the workers (``voicegate.edge.worker``), which own every
+leg and Call.
 Audio crosses between them in shared memory (``rings``), control on a socket pair per worker
 (``messages``); see ``host`` and ``remote``.
 
@@ -91,15 +92,22 @@ async def _serve(settings: Settings, workers: int) -> None:
         )
         await asyncio.to_thread(personas.load)
         personas.start()
-        listener = socket.create_server(
-            (settings.host, settings.port), backlog=LISTEN_BACKLOG, reuse_port=False
-        )
+        # one listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
+        # new connections over them by their addresses. One shared socket was measured to
+        # hand nearly every connection to the same worker (whichever wakes first wins).
+        listeners = [
+            socket.create_server(
+                (settings.host, settings.port), backlog=LISTEN_BACKLOG, reuse_port=True
+            )
+            for _ in range(workers)
+        ]
         secret = secrets.token_bytes(32)
         try:
-            for k in range(workers):
+            for k, listener in enumerate(listeners):
                 procs.append(_spawn(k, workers, listener, host, engine, secret, metrics_dir))
         finally:
-            listener.close()  # the workers hold it now
+            for listener in listeners:
+                listener.close()  # each worker holds its own now (gone with it if it dies)
         log.info(
             "engine %s (%d slots) serving %d edge workers on %s:%d",
             engine.name,

@@ -21,7 +21,12 @@ from voicegate.legs.twilio.routes import (
     WHISPER_PATH,
     TwilioLeg,
 )
-from voicegate.legs.twilio.security import CallGrant, CallTokens, SignatureChecker
+from voicegate.legs.twilio.security import (
+    CallGrant,
+    CallTokens,
+    SignatureChecker,
+    SignedCallTokens,
+)
 from voicegate.legs.twilio.stream import TwilioMediaStream
 
 __all__ = [
@@ -33,6 +38,7 @@ __all__ = [
     "WHISPER_PATH",
     "CallGrant",
     "CallTokens",
+    "SignedCallTokens",
     "NextStep",
     "NextSteps",
     "PlayoutTracker",
