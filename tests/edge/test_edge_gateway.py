@@ -8,6 +8,8 @@ import asyncio
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -20,14 +22,17 @@ import numpy as np
 import pytest
 
 from tests.legs.gateway import REPO, read_events
+from tests.legs.sip.sip_client import SipClient, sdp_offer
+from tests.legs.sip.sip_helpers import free_udp_port, rtp_range
 from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
-from voicegate.audio import caller_speech_ms, load_caller
+from voicegate.audio import caller_speech_ms, load_caller, mulaw_decode, mulaw_encode
 from voicegate.demo import free_port
+from voicegate.legs.sip.rtp import parse_rtp
 from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
 CALLED = "+14155550100"  # bank_teller
 CALLER = "+15005550006"
-STARTED = re.compile(r"\[w(\d+)\] voicegate\.calls: call (\S+) started")
+STARTED = re.compile(r"\[w(\d+)\] voicegate\.calls: call (\S+) started: leg=(\w+)")
 
 
 def tone(seconds: float, hz: float = 440.0, amplitude: int = 8000) -> np.ndarray:
@@ -41,10 +46,12 @@ class MultiGateway:
     base: str
     log: Path
     redis_url: str
+    sip_port: int
 
-    def worker_of(self) -> dict[str, int]:
+    def worker_of(self, leg: str = "twilio") -> dict[str, int]:
         """call id -> the worker that runs it (from the workers' logs)."""
-        return {m[2]: int(m[1]) for m in STARTED.finditer(self.log.read_text())}
+        text = self.log.read_text()
+        return {m[2]: int(m[1]) for m in STARTED.finditer(text) if m[3] == leg}
 
     def worker_pids(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -83,6 +90,7 @@ async def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float
 @pytest.fixture
 async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
     port = free_port()
+    rtp_min, rtp_max = rtp_range()
     env = gateway_env(
         redis_url,
         tmp_path,
@@ -91,13 +99,20 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
         VOICEGATE_DRAIN_TIMEOUT_S="1.5",
         VOICEGATE_EDGE_WORKERS="2",
         VOICEGATE_MAX_CALLS="24",
+        VOICEGATE_SIP_ENABLED="true",
+        VOICEGATE_SIP_HOST="127.0.0.1",
+        VOICEGATE_SIP_PORT=str(free_udp_port()),
+        VOICEGATE_RTP_PORT_MIN=str(rtp_min),
+        VOICEGATE_RTP_PORT_MAX=str(rtp_max),
     )
     log = tmp_path / "gateway.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "voicegate", "serve"], env=env, cwd=REPO, stderr=sink
         )
-    gateway = MultiGateway(proc, f"http://127.0.0.1:{port}", log, redis_url)
+    gateway = MultiGateway(
+        proc, f"http://127.0.0.1:{port}", log, redis_url, int(env["VOICEGATE_SIP_PORT"])
+    )
     try:
         await _wait_ready(gateway.base, proc)
         for _ in range(100):  # both workers up (each says so once its app started)
@@ -176,6 +191,14 @@ async def test_twilio_calls_through_two_workers_behave_as_through_one(
         assert await multi.metric("voicegate_calls_total") == total
         assert await multi.metric("voicegate_engine_max_slots") > 0
 
+        # a SIP call (worker 0 runs the SIP server): RTP in, the echo back, BYE
+        heard = await asyncio.to_thread(_sip_call, multi.sip_port, tone(1.5))
+        assert np.sqrt(np.mean(heard.astype(np.float64) ** 2)) > 500
+        (sip_call,) = multi.worker_of("sip")
+        events = await read_events(multi.redis_url, sip_call)
+        assert [e["type"] for e in events].count("call.started") == 1
+        assert events[-1]["type"] == "call.ended" and events[-1]["reason"] == "caller_hangup"
+
         # SIGTERM: both workers drain (busy, then the call ends "drain"), then a clean exit
         placed = await twilio.place_call(CALLER, CALLED)
         stream = await twilio.open_stream(placed)
@@ -189,6 +212,42 @@ async def test_twilio_calls_through_two_workers_behave_as_through_one(
         await playing
         assert stream.report.close_reason == "drain"
     assert multi.proc.wait(30) == 0
+
+
+def _sip_call(sip_port: int, pcm: np.ndarray) -> np.ndarray:
+    """INVITE, 20 ms PCMU packets of ``pcm`` at real time, BYE; what came back, decoded."""
+    media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media.bind(("127.0.0.1", 0))
+    client = SipClient(("127.0.0.1", sip_port))
+    heard: list[np.ndarray] = []
+    try:
+        client.send(
+            client.request("INVITE", 1, body=sdp_offer("127.0.0.1", media.getsockname()[1]))
+        )
+        ok = client.recv_final(5)
+        assert ok.code == 200
+        client.send(client.request("ACK", 1))
+        port = int(re.search(rb"m=audio (\d+)", ok.raw.body)[1])  # type: ignore[index]
+        media.setblocking(False)
+        payload = mulaw_encode(pcm)
+        t0 = time.monotonic()
+        for k in range(len(payload) // 160 + 25):  # and 0.5 s of silence for the echo's tail
+            chunk = payload[k * 160 : (k + 1) * 160] or b"\xff" * 160
+            header = struct.pack("!BBHII", 0x80, 0, k & 0xFFFF, k * 160, 0x1234)
+            media.sendto(header + chunk.ljust(160, b"\xff"), ("127.0.0.1", port))
+            while True:
+                try:
+                    data = media.recv(2048)
+                except BlockingIOError:
+                    break
+                heard.append(mulaw_decode(parse_rtp(data).payload))
+            time.sleep(max(0.0, t0 + (k + 1) * 0.02 - time.monotonic()))
+        client.send(client.request("BYE", 2))
+        assert client.recv_final(3, method="BYE").code == 200
+    finally:
+        client.close()
+        media.close()
+    return np.concatenate(heard) if heard else np.zeros(0, np.int16)
 
 
 async def test_a_killed_worker_ends_its_calls_and_the_others_carry_on(

@@ -44,6 +44,7 @@ from voicegate.edge.messages import (
     Leave,
     RebuildReply,
     RebuildRequest,
+    close_channel,
 )
 from voicegate.edge.rings import CTL_OVERRUNS, CTL_UNDERRUNS, RingLayout, SlotRings
 from voicegate.engine.base import TickOutput
@@ -335,11 +336,11 @@ class EngineHost:
                 remote, WORKER_LOST_DETAIL.format(worker=index, pid=worker.pid, why=why)
             )
         self._publish_active()
-        for closable in (worker.conn, worker.tick_sock):
-            try:
-                closable.close()
-            except OSError:
-                pass
+        close_channel(worker.conn)
+        try:
+            worker.tick_sock.close()
+        except OSError:
+            pass
         if lost and not self._is_closed:
             log.error(
                 "edge worker %d (pid %d) is gone (%s): %d calls ended, their slots freed",

@@ -10,7 +10,11 @@ Owns: the message dataclasses. Imports the contracts only.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 from voicegate.contracts import CallInfo
 
@@ -22,6 +26,7 @@ __all__ = [
     "Leave",
     "RebuildReply",
     "RebuildRequest",
+    "close_channel",
 ]
 
 
@@ -88,3 +93,17 @@ class RebuildRequest:
 class RebuildReply:
     request: int
     error: str = ""
+
+
+def close_channel(conn: Connection) -> None:
+    """Shut the channel's socket down, then close it: a thread blocked in ``recv`` on it
+    wakes (EOF) and the peer sees the close at once; a bare close would wait for that recv."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+    except OSError:
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+    with contextlib.suppress(OSError):
+        conn.close()

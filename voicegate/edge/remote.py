@@ -43,6 +43,7 @@ from voicegate.edge.messages import (
     Leave,
     RebuildReply,
     RebuildRequest,
+    close_channel,
 )
 from voicegate.edge.rings import (
     CTL_IN_DROPPED,
@@ -227,10 +228,7 @@ class RemoteEngine:
             self._wake_w.send(b"x")
         except OSError:
             pass
-        try:
-            self._conn.close()
-        except OSError:
-            pass
+        close_channel(self._conn)
         for thread in self._threads:
             thread.join(2.0)
         for sock in (self._tick_sock, self._wake_r, self._wake_w):

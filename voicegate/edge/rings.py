@@ -22,6 +22,7 @@ Owns: SlotRings, RingLayout, HEADER_* indices. Imports numpy and the engine cont
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 
@@ -91,6 +92,7 @@ HEADER_FIELDS = (
     "reanchors",
     "reanchor_ms",
     "published",  # how many times the engine published (a heartbeat)
+    "owner_pid",  # the engine process (its resource tracker removes the segment)
 )
 HEADER_INDEX = {name: i for i, name in enumerate(HEADER_FIELDS)}
 
@@ -163,21 +165,24 @@ class SlotRings:
         rings = cls(shm, layout, is_owner=True)
         rings.header.fill(0.0)
         rings.header[HEADER_INDEX["next_tick_at"]] = float("nan")
+        rings.header[HEADER_INDEX["owner_pid"]] = os.getpid()
         rings.ctl.fill(0)
         return rings
 
     @classmethod
     def attach(cls, name: str, layout: RingLayout) -> SlotRings:
         shm = shared_memory.SharedMemory(name=name, create=False)
-        # the engine process owns the segment: this process's resource tracker must not unlink
-        # it when the worker exits or is killed (Python < 3.13 has no ``track=False``)
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
         if shm.size < layout.nbytes:
             shm.close()
             raise ValueError(
                 f"shared ring segment {name}: {shm.size} bytes, the layout needs {layout.nbytes}"
             )
-        return cls(shm, layout, is_owner=False)
+        rings = cls(shm, layout, is_owner=False)
+        if int(rings.read("owner_pid")) != os.getpid():
+            # the engine process owns the segment: this process's resource tracker must not
+            # unlink it when the worker exits or is killed (Python < 3.13 has no track=False)
+            resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+        return rings
 
     @property
     def name(self) -> str:

@@ -1,0 +1,169 @@
+"""The engine process's host and a worker's RemoteEngine in one process, over real socket pairs
+and a real shared segment, with the echo engine ticked by hand."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import numpy as np
+import pytest
+
+from tests.utils import RecordingEvents
+from voicegate.contracts import CallInfo, PersonaPrompt
+from voicegate.edge.host import EngineHost
+from voicegate.edge.messages import Hello
+from voicegate.edge.remote import RemoteEngine, RemoteFault
+from voicegate.engine.base import FRAME_SAMPLES, TickOutput
+from voicegate.engine.echo import EchoModel
+from voicegate.engine.health import EngineFault, FaultKind
+from voicegate.engine.runtime import BatchedEngine, TickMode
+from voicegate.engine.supervisor import EngineSupervisor
+from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
+from voicegate.events.schema import CallEnded
+
+
+@dataclass
+class Sink:
+    """A Call's place as a SlotSink (``info`` travels with the join)."""
+
+    info: CallInfo
+    frames: list[tuple[int, float]] = field(default_factory=list)
+    got: threading.Event = field(default_factory=threading.Event)
+
+    def on_tick(self, out: TickOutput) -> None:
+        self.frames.append((out.frame_index, float(out.pcm[0])))
+        self.got.set()
+
+
+@dataclass
+class Rig:
+    host: EngineHost
+    engine: EngineSupervisor
+    remote: RemoteEngine
+    events: RecordingEvents
+
+    def tick(self) -> None:
+        assert self.engine.current.tick()
+
+
+def _link(host: EngineHost, engine: EngineSupervisor, index: int) -> RemoteEngine:
+    ctl_here, ctl_there = socket.socketpair()
+    tick_here, tick_there = socket.socketpair()
+    hello = Hello(
+        index, 2, host.rings.name, host.rings.layout.slots, b"s" * 32, "/nonexistent", "echo"
+    )
+    host.attach(index, 4242 + index, Connection(ctl_here.detach()), tick_here, hello)
+    remote = RemoteEngine(Connection(ctl_there.detach()), tick_there)
+    remote.start()
+    return remote
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    events = RecordingEvents()
+    host = EngineHost(events)
+    engine = EngineSupervisor(
+        lambda g: host.adopt(BatchedEngine(EchoModel(2), mode=TickMode.MANUAL))
+    )
+    engine.start()
+    host.start(engine)
+    engine.load_persona(PersonaPrompt("teller", "", "NATF0"))
+    remote = _link(host, engine, 0)
+    try:
+        yield Rig(host, engine, remote, events)
+    finally:
+        remote.close()
+        host.close()
+        engine.close()
+
+
+def info(n: int) -> CallInfo:
+    return CallInfo(f"call-{n}", "twilio", "teller", "+1", "+2")
+
+
+def wait(predicate: object, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_frames_cross_both_ways_and_admission_is_the_engines(rig: Rig) -> None:
+    a, b = Sink(info(1)), Sink(info(2))
+    slot_a = rig.remote.join("teller", a)
+    slot_b = rig.remote.join("teller", b)
+    assert {slot_a.index, slot_b.index} == {0, 1}
+    assert rig.remote.active_slots == 2 and rig.remote.max_slots == 2
+    with pytest.raises(NoFreeSlot):
+        rig.remote.join("teller", Sink(info(3)))
+    with pytest.raises(UnknownPersona):
+        slot_b.leave()
+        rig.remote.join("nobody", Sink(info(4)))
+    for k in range(4):
+        slot_a.push(np.full(FRAME_SAMPLES, 0.1 * (k + 1), dtype=np.float32))
+        rig.tick()
+        wait(lambda k=k: len(a.frames) == k + 1)
+    # the echo engine plays each frame back one tick later, in order, on the worker's thread
+    assert [i for i, _ in a.frames] == [0, 1, 2, 3]
+    assert [round(v, 3) for _, v in a.frames] == [0.0, 0.1, 0.2, 0.3]
+    assert b.frames == []  # it left before any tick
+    assert rig.remote.stats().ticks == 4
+    assert rig.remote.next_tick_at() is None  # manual ticks: no schedule
+    with pytest.raises(ValueError, match="expected a"):
+        slot_a.push(np.zeros(10, dtype=np.float32))
+    slot_a.leave()
+    wait(lambda: rig.engine.active_slots == 0)
+    assert not slot_a.is_active
+
+
+def test_a_call_joins_once_whichever_worker_asks(rig: Rig) -> None:
+    other = _link(rig.host, rig.engine, 1)
+    try:
+        rig.remote.join("teller", Sink(info(7)))
+        with pytest.raises(InvalidStateError, match="joined already"):
+            other.join("teller", Sink(info(7)))  # a replayed Twilio token in another worker
+    finally:
+        other.close()
+
+
+def test_a_lost_worker_frees_its_slots_and_its_calls_end(rig: Rig) -> None:
+    other = _link(rig.host, rig.engine, 1)
+    kept = rig.remote.join("teller", Sink(info(1)))
+    other.join("teller", Sink(info(2)))
+    assert rig.engine.active_slots == 2
+    other.close()  # as when the process dies: its end of the channel closes
+    wait(lambda: rig.engine.active_slots == 1)
+    (ended,) = rig.events.of_type(CallEnded)
+    assert ended.call_id == "call-2" and ended.reason == "error"
+    assert "edge worker 1 (pid 4243) exited mid-call" in ended.detail
+    assert kept.is_active  # the other worker's call is untouched
+    sink = Sink(info(3))
+    assert rig.remote.join("teller", sink).index in (0, 1)  # the freed slot serves again
+
+
+def test_an_engine_fault_reaches_every_worker_and_one_rebuild_serves_all(rig: Rig) -> None:
+    faults: list[RemoteFault] = []
+    rig.remote.on_fault = faults.append
+    rig.remote.join("teller", Sink(info(1)))
+    fault = EngineFault("echo", FaultKind.NAN, "non-finite agent audio", time.monotonic())
+    rig.engine.current._watch.report(fault.kind, fault.detail)
+    wait(lambda: bool(faults))
+    assert faults[0].kind is FaultKind.NAN and "non-finite" in faults[0].describe()
+    assert rig.remote.health() is not None
+    rig.remote.rebuild()
+    assert rig.engine.rebuilds == 1 and rig.remote.health() is None
+    rig.remote.rebuild()  # a second worker asking after the rebuild: nothing more to do
+    assert rig.engine.rebuilds == 1
+
+
+def test_the_engine_process_gone_is_noticed(rig: Rig) -> None:
+    lost: list[str] = []
+    rig.remote.on_lost = lost.append
+    rig.host.close()
+    wait(lambda: bool(lost))
+    assert rig.remote.health() is not None and "gone" in rig.remote.health()  # type: ignore[operator]
