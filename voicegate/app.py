@@ -120,6 +120,7 @@ def create_app(
         send_ms=settings.twilio_send_ms,
         dial_timeout_s=settings.twilio_dial_timeout_s,
         tokens=edge.tokens if edge is not None else None,
+        next_steps=edge.next_steps if edge is not None else None,
     )
     registry.register(twilio.collector())
     twilio.media_timeout_s = settings.twilio_media_timeout_s

@@ -32,6 +32,7 @@ from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
 CALLED = "+14155550100"  # bank_teller
 CALLER = "+15005550006"
+WEBHOOK = re.compile(r"\[w(\d+)\] voicegate\.legs\.twilio: twilio call (\S+) from .* -> persona")
 STARTED = re.compile(r"\[w(\d+)\] voicegate\.calls: call (\S+) started: leg=(\w+)")
 
 
@@ -52,6 +53,10 @@ class MultiGateway:
         """call id -> the worker that runs it (from the workers' logs)."""
         text = self.log.read_text()
         return {m[2]: int(m[1]) for m in STARTED.finditer(text) if m[3] == leg}
+
+    def webhook_worker_of(self) -> dict[str, int]:
+        """call id -> the worker that answered its voice webhook."""
+        return {m[2]: int(m[1]) for m in WEBHOOK.finditer(self.log.read_text())}
 
     def worker_pids(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -182,8 +187,34 @@ async def test_twilio_calls_through_two_workers_behave_as_through_one(
         assert [e for e in events if e["type"] == "bargein"], [e["type"] for e in events]
         assert stream.report.clears >= 1
 
+        # a transfer recorded by one worker, Twilio's <Connect action> answered by the other
+        tries = 0
+        for _ in range(12):
+            tries += 1
+            placed = await twilio.place_call(CALLER, CALLED)
+            stream = await twilio.open_stream(placed)
+            await stream.play(tone(0.4))
+            sid = placed.call_sid
+            if multi.worker_of().get(sid) != multi.webhook_worker_of().get(sid):
+                break
+            await stream.stop()  # both in one worker: try again
+        else:
+            raise AssertionError("no call had its stream in the other worker")
+        await stream.dtmf("0")  # bank_teller: 0 -> the branch
+        await stream.play_silence(100)
+        await stream.wait_closed(5)
+        assert stream.report.close_reason == "transfer"
+        flow = await twilio.follow(placed, dial_outcome="completed")
+        assert flow.errors == [] and flow.verbs == ["Dial", "Hangup"]
+        assert flow.dials[0].numbers[0][0] == "+14155550123"
+        events = await read_events(multi.redis_url, placed.call_sid)
+        (ended,) = [e for e in events if e["type"] == "call.ended"]
+        assert ended["reason"] == "transferred"
+        # the <Dial action> (the other worker too) logged the answered transfer
+        assert [e["result"] for e in events if e["type"] == "call.transfer"][-1] == "answered"
+
         # /metrics: every worker's calls, merged (each worker ran at least one)
-        total = len(streams) + 1
+        total = len(streams) + 1 + tries
         for _ in range(40):  # the other worker's snapshot is at most a second old
             if await multi.metric("voicegate_calls_total") >= total:
                 break

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from tests.utils import RecordingEvents
-from voicegate.contracts import CallInfo, PersonaPrompt
+from voicegate.contracts import CallInfo, PersonaPrompt, TransferTarget
 from voicegate.edge.host import EngineHost
 from voicegate.edge.messages import Hello
 from voicegate.edge.remote import RemoteEngine, RemoteFault
+from voicegate.edge.steps import SharedNextSteps
 from voicegate.engine.base import FRAME_SAMPLES, TickOutput
 from voicegate.engine.echo import EchoModel
 from voicegate.engine.health import EngineFault, FaultKind
@@ -25,6 +26,7 @@ from voicegate.engine.runtime import BatchedEngine, TickMode
 from voicegate.engine.supervisor import EngineSupervisor
 from voicegate.errors import InvalidStateError, NoFreeSlot, UnknownPersona
 from voicegate.events.schema import CallEnded
+from voicegate.legs.twilio.nextsteps import DIAL, NextStep
 
 
 @dataclass
@@ -167,3 +169,17 @@ def test_the_engine_process_gone_is_noticed(rig: Rig) -> None:
     rig.host.close()
     wait(lambda: bool(lost))
     assert rig.remote.health() is not None and "gone" in rig.remote.health()  # type: ignore[operator]
+
+
+def test_a_twilio_next_step_recorded_in_one_worker_reaches_the_others(rig: Rig) -> None:
+    other = _link(rig.host, rig.engine, 1)
+    try:
+        here, there = SharedNextSteps(rig.remote.send_note), SharedNextSteps(other.send_note)
+        rig.remote.on_note, other.on_note = here.apply, there.apply
+        step = NextStep("CA1", DIAL, TransferTarget("branch", "+14155550123"), trigger="dtmf")
+        here.put("CA1", step)
+        wait(lambda: there.get("CA1") == step)
+        assert there.pop("CA1") == step
+        wait(lambda: here.get("CA1") is None)
+    finally:
+        other.close()

@@ -42,6 +42,7 @@ from voicegate.edge.messages import (
     JoinReply,
     JoinRequest,
     Leave,
+    NextStepNote,
     RebuildReply,
     RebuildRequest,
     close_channel,
@@ -237,6 +238,8 @@ class EngineHost:
                     self._leave(worker.index, message.slot, message.generation)
                 elif isinstance(message, RebuildRequest):
                     worker.send(self._rebuild(message))
+                elif isinstance(message, NextStepNote):
+                    self._relay(worker.index, message)
                 else:
                     log.error("edge worker %d: unexpected %r: closing it", worker.index, message)
                     why = f"it sent an unexpected {type(message).__name__}"
@@ -248,6 +251,14 @@ class EngineHost:
             log.exception("edge worker %d: control channel failed", worker.index)
             why = f"its control channel failed: {exc!r}"
         self.worker_gone(worker.index, why)
+
+    def _relay(self, sender: int, note: NextStepNote) -> None:
+        for worker in list(self._workers.values()):
+            if worker.index != sender and not worker.is_gone:
+                try:
+                    worker.send(note)
+                except OSError:
+                    pass
 
     def _join(self, worker: _Worker, request: JoinRequest) -> JoinReply:
         engine, rings = self._engine, self._rings

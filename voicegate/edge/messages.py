@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from voicegate.contracts import CallInfo
+from voicegate.legs.twilio.nextsteps import NextStep
 
 __all__ = [
     "FaultNotice",
@@ -24,6 +25,7 @@ __all__ = [
     "JoinReply",
     "JoinRequest",
     "Leave",
+    "NextStepNote",
     "RebuildReply",
     "RebuildRequest",
     "close_channel",
@@ -71,6 +73,15 @@ class Leave:
 
     slot: int
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class NextStepNote:
+    """Worker -> engine -> every other worker: a Twilio next step recorded (``step``) or
+    forgotten (None) for ``call_sid`` (``voicegate.edge.steps``)."""
+
+    call_sid: str
+    step: NextStep | None
 
 
 @dataclass(frozen=True, slots=True)

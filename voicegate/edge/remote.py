@@ -41,6 +41,7 @@ from voicegate.edge.messages import (
     JoinReply,
     JoinRequest,
     Leave,
+    NextStepNote,
     RebuildReply,
     RebuildRequest,
     close_channel,
@@ -198,6 +199,7 @@ class RemoteEngine:
         self._out = TickOutput(0, np.zeros(FRAME_SAMPLES, dtype=np.float32), 0, "")
         self.on_fault: Callable[[RemoteFault], None] | None = None
         self.on_lost: Callable[[str], None] | None = None  # the engine process went away
+        self.on_note: Callable[[NextStepNote], None] | None = None  # another worker's step
         self.ticks_delivered = 0
 
     # --- life cycle --------------------------------------------------------------------------
@@ -325,6 +327,14 @@ class RemoteEngine:
             raise EngineError(f"engine rebuild failed in the engine process: {reply.error}")
         self._fault = None
 
+    def send_note(self, note: NextStepNote) -> None:
+        """To every other worker, through the engine process (never raises)."""
+        if self._is_connected:
+            try:
+                self._send(note)
+            except OSError:
+                pass
+
     def _send(self, message: object) -> None:
         with self._send_lock:
             self._conn.send(message)
@@ -363,6 +373,10 @@ class RemoteEngine:
                     if waiting is not None:
                         waiting[1].append(message)
                         waiting[0].set()
+                elif isinstance(message, NextStepNote):
+                    note = self.on_note
+                    if note is not None:
+                        note(message)
                 elif isinstance(message, FaultNotice):
                     try:
                         kind = FaultKind(message.kind)

@@ -24,6 +24,7 @@ from types import FrameType
 
 from voicegate.edge.metrics import MetricsShare
 from voicegate.edge.remote import RemoteEngine
+from voicegate.edge.steps import SharedNextSteps
 from voicegate.legs.twilio.security import SignedCallTokens
 
 __all__ = ["EdgeWorker", "main", "worker_settings"]
@@ -39,6 +40,7 @@ class EdgeWorker:
     engine: RemoteEngine
     tokens: SignedCallTokens
     metrics: MetricsShare
+    next_steps: SharedNextSteps
 
 
 def worker_settings(settings: object, index: int) -> object:
@@ -87,11 +89,14 @@ def main(argv: list[str] | None = None) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     engine.on_lost = engine_lost
+    next_steps = SharedNextSteps(engine.send_note)
+    engine.on_note = next_steps.apply
     edge = EdgeWorker(
         index=args.index,
         engine=engine,
         tokens=SignedCallTokens(hello.token_secret),
         metrics=MetricsShare(Path(hello.metrics_dir), args.index),
+        next_steps=next_steps,
     )
     ours = worker_settings(settings, args.index)
     assert isinstance(ours, Settings)
