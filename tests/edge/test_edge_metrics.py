@@ -19,6 +19,9 @@ def worker_registry(calls: int, loop: float, slots: int) -> CollectorRegistry:
     )
     Gauge("voicegate_edge_loop_utilisation", "Loop busy.", registry=registry).set(loop)
     Gauge("voicegate_engine_max_slots", "Slots.", registry=registry).set(slots)
+    capacity = Gauge("voicegate_capacity_calls", "Calls.", ["limit"], registry=registry)
+    capacity.labels("engine").set(slots)
+    capacity.labels("edge").set(calls * 10)
     h = Histogram("voicegate_x_seconds", "A latency.", registry=registry, buckets=(0.1, 1.0))
     for _ in range(calls):
         h.observe(0.05)
@@ -47,6 +50,8 @@ def test_counts_add_up_engine_figures_are_taken_once_loops_by_the_busiest(
     assert merged["voicegate_x_seconds_bucket{le=0.1}"] == 8
     assert merged["voicegate_engine_max_slots"] == 64  # one engine, not 128
     assert merged["voicegate_edge_loop_utilisation"] == 0.7  # the busiest loop limits
+    assert merged["voicegate_capacity_calls{limit=engine}"] == 64
+    assert merged["voicegate_capacity_calls{limit=edge}"] == 80  # each worker's loop budget
 
 
 def test_a_gone_workers_old_snapshot_is_left_out(tmp_path: Path) -> None:

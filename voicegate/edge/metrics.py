@@ -5,7 +5,8 @@ Merging: samples with the same name and labels are summed (calls, messages, even
 buckets: totals over the workers), except the engine's and the capacity's families, which every
 worker reads from the one engine (``voicegate_engine_*``, ``voicegate_capacity_*``: the same
 value, taken once), and each worker's own event-loop figures (``voicegate_edge_*``), where the
-busiest worker is the one that limits (the largest is kept). A worker's file older than
+busiest worker is the one that limits (the largest is kept); the edge's admission limit
+(``voicegate_capacity_calls{limit="edge"}``) is per worker, so it is summed. A worker's file older than
 ``STALE_S`` (it exited) is left out.
 
 Owns: MetricsShare, merge_expositions. Imports prometheus_client only.
@@ -58,12 +59,16 @@ def merge_expositions(texts: list[str]) -> bytes:
             take_max = family.name.startswith(_TAKE_MAX)
             for sample in family.samples:
                 key = (sample.name, tuple(sorted(sample.labels.items())))
+                is_max = take_max and not (
+                    family.name == "voicegate_capacity_calls"
+                    and sample.labels.get("limit") == "edge"
+                )
                 old = samples.get(key)
                 if old is None:
                     samples[key] = sample.value
                 elif sample.name.endswith("_created"):
                     samples[key] = min(old, sample.value)
-                elif take_max:
+                elif is_max:
                     samples[key] = max(old, sample.value)
                 else:
                     samples[key] = old + sample.value

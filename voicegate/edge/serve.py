@@ -116,7 +116,10 @@ async def _serve(settings: Settings, workers: int) -> None:
             settings.host,
             settings.port,
         )
-        await _wait(procs, host, settings.drain_timeout_s)
+        is_stopped = await _wait(procs, host, settings.drain_timeout_s)
+        if not is_stopped:
+            log.error("every edge worker exited: stopping the gateway")
+            raise SystemExit(1)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -170,8 +173,9 @@ def _spawn(
     return proc
 
 
-async def _wait(procs: list[subprocess.Popen[bytes]], host: EngineHost, drain_s: float) -> None:
-    """Until every worker exited; a signal here is passed on to each of them."""
+async def _wait(procs: list[subprocess.Popen[bytes]], host: EngineHost, drain_s: float) -> bool:
+    """Until every worker exited; a signal here is passed on to each of them. True when a
+    signal stopped them, False when they all died on their own."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals: list[int] = []
@@ -210,6 +214,7 @@ async def _wait(procs: list[subprocess.Popen[bytes]], host: EngineHost, drain_s:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return stopping.is_set()
 
 
 async def _all_exit(pending: dict[int, subprocess.Popen[bytes]]) -> None:

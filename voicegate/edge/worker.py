@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
 
+from voicegate.config import Settings
 from voicegate.edge.metrics import MetricsShare
 from voicegate.edge.remote import RemoteEngine
 from voicegate.edge.steps import SharedNextSteps
@@ -43,11 +44,8 @@ class EdgeWorker:
     next_steps: SharedNextSteps
 
 
-def worker_settings(settings: object, index: int) -> object:
+def worker_settings(settings: Settings, index: int) -> Settings:
     """The settings of worker ``index``: SIP and webhooks in worker 0 only, its own journal."""
-    from voicegate.config import Settings
-
-    assert isinstance(settings, Settings)
     update: dict[str, object] = {
         "events_journal_dir": settings.events_journal_dir / f"worker-{index}",
     }
@@ -72,7 +70,6 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from voicegate.app import SERVER_OPTIONS, create_app
-    from voicegate.config import Settings
 
     signal.signal(signal.SIGTERM, _stopped_by_sigterm)  # as `voicegate serve`: a drain exits 0
     settings = Settings()
@@ -98,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics=MetricsShare(Path(hello.metrics_dir), args.index),
         next_steps=next_steps,
     )
-    ours = worker_settings(settings, args.index)
-    assert isinstance(ours, Settings)
-    app = create_app(ours, edge=edge)
+    app = create_app(worker_settings(settings, args.index), edge=edge)
     config = uvicorn.Config(app, log_level="info", **SERVER_OPTIONS)
     listener = socket.socket(fileno=args.listen_fd)
     try:
