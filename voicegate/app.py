@@ -202,7 +202,7 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        text = edge.metrics.text() if edge is not None else generate_latest(registry)
+        text = await edge.metrics.text() if edge is not None else generate_latest(registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app

