@@ -48,6 +48,7 @@ class MultiGateway:
     log: Path
     redis_url: str
     sip_port: int
+    started_at: float = 0.0
 
     def worker_of(self, leg: str = "twilio") -> dict[str, int]:
         """call id -> the worker that runs it (from the workers' logs)."""
@@ -124,6 +125,7 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
             if len(gateway.worker_pids()) == 2 and log.read_text().count("gateway ready") == 2:
                 break
             await asyncio.sleep(0.1)
+        gateway.started_at = time.monotonic()
         yield gateway
     finally:
         if proc.poll() is None:
@@ -291,7 +293,8 @@ async def test_a_killed_worker_ends_its_calls_and_the_others_carry_on(
         victim = owner[streams[0][0]]
         survivors = [(sid, s) for sid, s in streams if owner[sid] != victim]
         lost = [sid for sid, _ in streams if owner[sid] == victim]
-        os.kill(pids[victim], signal.SIGKILL)
+        await asyncio.sleep(max(0.0, 5.5 - (time.monotonic() - multi.started_at)))
+        os.kill(pids[victim], signal.SIGKILL)  # past the crash-loop guard: it is started again
         for call_sid in lost:
             events = await read_events(multi.redis_url, call_sid)
             ended = [e for e in events if e["type"] == "call.ended"]
@@ -316,3 +319,21 @@ async def test_a_killed_worker_ends_its_calls_and_the_others_carry_on(
             assert np.sqrt(np.mean(heard**2)) > 500
         async with httpx.AsyncClient(trust_env=False) as client:
             assert (await client.get(multi.base + "/readyz")).status_code == 200
+        # the engine process started the worker again: new calls land in it and work
+        for _ in range(300):
+            if multi.log.read_text().count(f"[w{victim}] voicegate.app: gateway ready") == 2:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the killed worker was not started again")
+        for _ in range(16):
+            placed = await twilio.place_call(CALLER, CALLED)
+            stream = await twilio.open_stream(placed)
+            await stream.play(tone(0.6))
+            await stream.stop()
+            if multi.worker_of().get(placed.call_sid) == victim:
+                heard = stream.heard_pcm().astype(np.float64)
+                assert np.sqrt(np.mean(heard**2)) > 500
+                break
+        else:
+            raise AssertionError("no call landed in the restarted worker")

@@ -76,15 +76,6 @@ class _RingSink:
             self.rings.put_output(self.index, out)
 
 
-@dataclass(slots=True)
-class _Remote:
-    worker: int
-    handle: SlotHandle
-    generation: int
-    info: CallInfo | None
-    joined_at: float
-
-
 class _Worker:
     def __init__(
         self, index: int, pid: int, conn: Connection, tick_sock: socket.socket, hello: Hello
@@ -102,6 +93,16 @@ class _Worker:
     def send(self, message: object) -> None:
         with self.send_lock:
             self.conn.send(message)
+
+
+@dataclass(slots=True)
+class _Remote:
+    worker: int
+    owner: _Worker
+    handle: SlotHandle
+    generation: int
+    info: CallInfo | None
+    joined_at: float
 
 
 class EngineHost:
@@ -250,7 +251,7 @@ class EngineHost:
         except Exception as exc:
             log.exception("edge worker %d: control channel failed", worker.index)
             why = f"its control channel failed: {exc!r}"
-        self.worker_gone(worker.index, why)
+        self._gone(worker, why)
 
     def _relay(self, sender: int, note: NextStepNote) -> None:
         for worker in list(self._workers.values()):
@@ -289,7 +290,7 @@ class EngineHost:
                 handle.leave()
                 return JoinReply(request.request, error="InvalidStateError", message="gone")
             self._remote[index] = _Remote(
-                worker.index, handle, generation, request.info, time.monotonic()
+                worker.index, worker, handle, generation, request.info, time.monotonic()
             )
             self._remote_view = tuple(self._remote.items())
         self._publish_active()
@@ -298,7 +299,12 @@ class EngineHost:
     def _leave(self, worker: int, index: int, generation: int) -> None:
         with self._lock:
             remote = self._remote.get(index)
-            if remote is None or remote.worker != worker or remote.generation != generation:
+            if (
+                remote is None
+                or remote.worker != worker
+                or remote.owner.is_gone
+                or remote.generation != generation
+            ):
                 return
             del self._remote[index]
             self._remote_view = tuple(self._remote.items())
@@ -330,12 +336,20 @@ class EngineHost:
 
     def worker_gone(self, index: int, why: str) -> None:
         """Worker ``index`` is gone: free its slots and end its calls in the event log."""
+        worker = self._workers.get(index)
+        if worker is not None:
+            self._gone(worker, why)
+
+    def _gone(self, worker: _Worker, why: str) -> None:
+        index = worker.index
         with self._lock:
-            worker = self._workers.get(index)
-            if worker is None or worker.is_gone:
+            if worker.is_gone:
                 return
             worker.is_gone = True
             lost = [(i, r) for i, r in self._remote.items() if r.worker == index]
+            # a worker started again under this index must not lose the new one's calls:
+            # calls are matched to the _Worker that joined them
+            lost = [(i, r) for i, r in lost if r.owner is worker]
             for i, _ in lost:
                 del self._remote[i]
             self._remote_view = tuple(self._remote.items())

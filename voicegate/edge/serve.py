@@ -10,8 +10,9 @@ Audio crosses between them in shared memory (``rings``), control on a socket pai
 
 SIGTERM (or SIGINT) is passed to every worker: each drains its calls as a single gateway does
 (new calls busy, ``/readyz`` 503, calls ended after ``VOICEGATE_DRAIN_TIMEOUT_S``) and exits;
-then the engine stops and this process exits 0. A worker that dies is not restarted: its calls
-end (``host``) and the others carry on; the gateway exits once no worker is left.
+then the engine stops and this process exits 0. A worker that dies mid-serving loses its calls
+(``host`` ends them and frees their slots; the others carry on) and is started again, unless it
+died within ``RESTART_MIN_UPTIME_S`` of its start; the gateway exits 1 once no worker is left.
 
 Owns: serve_workers. Wires the engine, the personas, the event log and the host.
 """
@@ -28,6 +29,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -50,6 +53,7 @@ log = logging.getLogger("voicegate.edge")
 
 LISTEN_BACKLOG = 2048
 EXIT_GRACE_S = 15.0  # after the drain deadline, how long a worker may take to exit
+RESTART_MIN_UPTIME_S = 5.0  # a worker that dies sooner is not started again (a crash loop)
 
 
 def serve_workers(settings: Settings, workers: int) -> None:
@@ -92,22 +96,22 @@ async def _serve(settings: Settings, workers: int) -> None:
         )
         await asyncio.to_thread(personas.load)
         personas.start()
-        # one listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
-        # new connections over them by their addresses. One shared socket was measured to
-        # hand nearly every connection to the same worker (whichever wakes first wins).
-        listeners = [
-            socket.create_server(
+        secret = secrets.token_bytes(32)
+
+        def start(k: int) -> subprocess.Popen[bytes]:
+            # one listening socket per worker on the same port (SO_REUSEPORT): the kernel
+            # spreads new connections over them by their addresses. One shared socket was
+            # measured to hand nearly every connection to the same worker (whichever wakes
+            # first wins). The worker holds it; it goes with the worker if that dies.
+            listener = socket.create_server(
                 (settings.host, settings.port), backlog=LISTEN_BACKLOG, reuse_port=True
             )
-            for _ in range(workers)
-        ]
-        secret = secrets.token_bytes(32)
-        try:
-            for k, listener in enumerate(listeners):
-                procs.append(_spawn(k, workers, listener, host, engine, secret, metrics_dir))
-        finally:
-            for listener in listeners:
-                listener.close()  # each worker holds its own now (gone with it if it dies)
+            try:
+                return _spawn(k, workers, listener, host, engine, secret, metrics_dir)
+            finally:
+                listener.close()
+
+        procs.extend(start(k) for k in range(workers))
         log.info(
             "engine %s (%d slots) serving %d edge workers on %s:%d",
             engine.name,
@@ -116,7 +120,7 @@ async def _serve(settings: Settings, workers: int) -> None:
             settings.host,
             settings.port,
         )
-        is_stopped = await _wait(procs, host, settings.drain_timeout_s)
+        is_stopped = await _wait(procs, host, settings.drain_timeout_s, start)
         if not is_stopped:
             log.error("every edge worker exited: stopping the gateway")
             raise SystemExit(1)
@@ -173,15 +177,20 @@ def _spawn(
     return proc
 
 
-async def _wait(procs: list[subprocess.Popen[bytes]], host: EngineHost, drain_s: float) -> bool:
-    """Until every worker exited; a signal here is passed on to each of them. True when a
-    signal stopped them, False when they all died on their own."""
+async def _wait(
+    procs: list[subprocess.Popen[bytes]],
+    host: EngineHost,
+    drain_s: float,
+    start: Callable[[int], subprocess.Popen[bytes]],
+) -> bool:
+    """Until every worker exited; a signal here is passed on to each of them. A worker that
+    dies on its own is started again (its calls ended by ``host``), unless it lived less than
+    ``RESTART_MIN_UPTIME_S``. True when a signal stopped them, False when they all died."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    signals: list[int] = []
+    started_at = [time.monotonic()] * len(procs)
 
     def forward(sig: int) -> None:
-        signals.append(sig)
         stopping.set()
         for proc in procs:
             if proc.poll() is None:
@@ -191,32 +200,53 @@ async def _wait(procs: list[subprocess.Popen[bytes]], host: EngineHost, drain_s:
         loop.call_soon_threadsafe(forward, sig)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    alive = set(range(len(procs)))
     try:
-        pending = {proc.pid: proc for proc in procs}
-        while pending:
+        while alive:
             await asyncio.sleep(0.2)
-            for pid, proc in list(pending.items()):
+            for index in sorted(alive):
+                proc = procs[index]
                 code = proc.poll()
                 if code is None:
                     continue
-                del pending[pid]
-                index = procs.index(proc)
-                if not stopping.is_set():
-                    log.error("edge worker %d (pid %d) exited with status %d", index, pid, code)
+                alive.discard(index)
                 host.worker_gone(index, f"it exited with status {code}")
-            if stopping.is_set() and pending:
+                if stopping.is_set():
+                    continue
+                lived_s = time.monotonic() - started_at[index]
+                if lived_s < RESTART_MIN_UPTIME_S:
+                    log.error(
+                        "edge worker %d (pid %d) exited with status %d after %.1f s: "
+                        "not started again",
+                        index,
+                        proc.pid,
+                        code,
+                        lived_s,
+                    )
+                    continue
+                log.error(
+                    "edge worker %d (pid %d) exited with status %d: starting it again",
+                    index,
+                    proc.pid,
+                    code,
+                )
+                procs[index] = start(index)
+                started_at[index] = time.monotonic()
+                alive.add(index)
+            if stopping.is_set() and alive:
                 try:
-                    await asyncio.wait_for(_all_exit(pending), drain_s + EXIT_GRACE_S)
+                    await asyncio.wait_for(_all_exit(procs), drain_s + EXIT_GRACE_S)
                 except TimeoutError:
-                    for proc in pending.values():
-                        log.error("edge worker pid %d did not stop: killed", proc.pid)
-                        proc.kill()
+                    for proc in procs:
+                        if proc.poll() is None:
+                            log.error("edge worker pid %d did not stop: killed", proc.pid)
+                            proc.kill()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return stopping.is_set()
 
 
-async def _all_exit(pending: dict[int, subprocess.Popen[bytes]]) -> None:
-    while any(proc.poll() is None for proc in pending.values()):
+async def _all_exit(procs: list[subprocess.Popen[bytes]]) -> None:
+    while any(proc.poll() is None for proc in procs):
         await asyncio.sleep(0.1)
