@@ -161,6 +161,9 @@ def _spawn(
         ],
         pass_fds=fds,
         env=os.environ.copy(),
+        # signals reach a worker from this process only (a terminal's Ctrl+C goes to the
+        # foreground group): a second SIGTERM means "end the calls now" to a draining worker
+        start_new_session=True,
     )
     ctl_there.close()
     tick_there.close()
