@@ -411,4 +411,7 @@ class EngineHost:
             self.worker_gone(index, "the gateway is stopping")
         rings, self._rings = self._rings, None
         if rings is not None:
-            rings.close()
+            try:
+                rings.close()
+            except BufferError:  # a view still held (a tick thread left behind in a hang)
+                log.warning("edge: the shared rings are still in use: left to the OS")

@@ -129,8 +129,8 @@ async def _serve(settings: Settings, workers: int) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        await asyncio.to_thread(engine.close)  # no tick touches the rings after this
         host.close()
-        await asyncio.to_thread(engine.close)
         if personas is not None:
             personas.close()
         await events.aclose()
