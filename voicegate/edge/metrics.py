@@ -105,20 +105,31 @@ class MetricsShare:
         self._path = folder / f"worker-{worker}.prom"
         self.registry: CollectorRegistry | None = None
 
-    def write(self) -> None:
-        if self.registry is None:
-            return
+    def write(self, data: bytes | None = None) -> None:
+        """Replace this worker's snapshot (``data``, else the registry's samples now)."""
+        if data is None:
+            if self.registry is None:
+                return
+            data = generate_latest(self.registry)
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_bytes(generate_latest(self.registry))
+        tmp.write_bytes(data)
         os.replace(tmp, self._path)
 
     async def run(self, interval_s: float = WRITE_S) -> None:
-        """Write the snapshot every ``interval_s`` until cancelled (off the loop: a file write)."""
+        """Write the snapshot every ``interval_s`` until cancelled. The samples are taken on the
+        event loop (the collectors read the loop's state, as a scrape does), the file is
+        written on a thread; a failure is logged and the next period tries again."""
+        failures = 0
         while True:
             try:
-                await asyncio.to_thread(self.write)
-            except OSError as exc:
-                log.warning("edge metrics: cannot write %s: %s", self._path, exc)
+                if self.registry is not None:
+                    await asyncio.to_thread(self.write, generate_latest(self.registry))
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 600 == 0:
+                    log.warning(
+                        "edge metrics: cannot write %s (%d times): %r", self._path, failures, exc
+                    )
             await asyncio.sleep(interval_s)
 
     async def text(self) -> bytes:

@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     listener = socket.socket(fileno=args.listen_fd)
     try:
         uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass  # SIGINT (the engine process gone, or a second signal): the calls were ended
     finally:
         edge.metrics.remove()
 
