@@ -76,3 +76,15 @@ def test_label_values_survive_the_merge() -> None:
 
     merged = merge_expositions([generate_latest(registry).decode()] * 2)
     assert samples(merged)['voicegate_e_total{why=a "b"\\c\nd}'] == 2
+
+
+async def test_summed_counters_never_go_back_whichever_worker_answers(tmp_path: Path) -> None:
+    a, b = MetricsShare(tmp_path, 0), MetricsShare(tmp_path, 1)
+    a.registry = worker_registry(3, 0.1, 8)
+    b.registry = worker_registry(5, 0.1, 8)
+    b.write()
+    key = "voicegate_calls_total{leg=twilio}"
+    first = samples(await a.text())[key]  # a's own count, now
+    assert first == 8
+    # b answers the next scrape before a's periodic snapshot: it must see a's count of then
+    assert samples(await b.text())[key] >= first

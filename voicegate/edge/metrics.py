@@ -1,6 +1,10 @@
 """One /metrics for every edge worker: each writes its samples to a shared folder once a second,
 and whichever worker is scraped merges its live samples with the others' latest.
 
+Each worker's part of a scrape is its latest snapshot, and the worker that answers writes its
+own first (``text``), so summed counters never go back between two scrapes answered by
+different workers.
+
 Merging: samples with the same name and labels are summed (calls, messages, events, histogram
 buckets: totals over the workers), except the engine's and the capacity's families, which every
 worker reads from the one engine (``voicegate_engine_*``, ``voicegate_capacity_*``: the same
@@ -133,16 +137,23 @@ class MetricsShare:
             await asyncio.sleep(interval_s)
 
     async def text(self) -> bytes:
-        """Every worker's samples merged: this one's live, the others' latest snapshots.
+        """Every worker's samples merged: this one's now, the others' latest snapshots.
 
         This worker's samples are taken on the event loop (as a single gateway's are: its
-        collectors read the loop's state); reading and merging the others' runs on a thread,
-        off the loop that carries this worker's calls.
+        collectors read the loop's state) and written as its snapshot before the merge, so a
+        later scrape answered by another worker never shows less than this one did: a counter
+        summed over the workers never goes back (Prometheus would read that as a reset). The
+        file work and the merge run on a thread, off the loop that carries this worker's calls.
         """
         if self.registry is None:
             return b""
-        own = generate_latest(self.registry).decode()
-        return await asyncio.to_thread(self.merged, own)
+        own = generate_latest(self.registry)
+        return await asyncio.to_thread(self._scrape, own)
+
+    def _scrape(self, own: bytes) -> bytes:
+        with contextlib.suppress(OSError):
+            self.write(own)
+        return self.merged(own.decode())
 
     def merged(self, own: str) -> bytes:
         """``own`` merged with the other workers' latest snapshots (blocking: file reads)."""
