@@ -5,6 +5,7 @@ SIGTERM drains every worker and the gateway exits 0."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -128,10 +129,12 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
         gateway.started_at = time.monotonic()
         yield gateway
     finally:
+        workers = gateway.worker_pids().values() if proc.poll() is None else ()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-            for pid in gateway.worker_pids().values() if proc.poll() is None else ():
+        for pid in workers:  # they stop by themselves once the engine process is gone
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -337,3 +340,21 @@ async def test_a_killed_worker_ends_its_calls_and_the_others_carry_on(
                 break
         else:
             raise AssertionError("no call landed in the restarted worker")
+
+        # the engine process dies: every worker ends its calls (engine_fault) and exits
+        placed = await twilio.place_call(CALLER, CALLED)
+        stream = await twilio.open_stream(placed)
+        await stream.play(tone(0.4))
+        workers = list(multi.worker_pids().values())
+        multi.proc.kill()
+        multi.proc.wait()
+        await stream.wait_closed(10)
+        events = await read_events(multi.redis_url, placed.call_sid)
+        assert events[-1]["reason"] == "engine_fault"
+        assert "engine process gone" in events[-1]["detail"]
+        for _ in range(200):
+            if not any(Path(f"/proc/{pid}").exists() for pid in workers):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("a worker outlived the engine process")

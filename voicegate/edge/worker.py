@@ -13,6 +13,7 @@ Owns: EdgeWorker, main. Imports the app, the remote engine and uvicorn (at run t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -21,12 +22,17 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from voicegate.config import Settings
+from voicegate.contracts import EndReason
 from voicegate.edge.metrics import MetricsShare
 from voicegate.edge.remote import RemoteEngine
 from voicegate.edge.steps import SharedNextSteps
 from voicegate.legs.twilio.security import SignedCallTokens
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["EdgeWorker", "main", "worker_settings"]
 
@@ -80,9 +86,18 @@ def main(argv: list[str] | None = None) -> None:
     engine = RemoteEngine(Connection(args.control_fd), socket.socket(fileno=args.tick_fd))
     hello = engine.hello
 
+    app: FastAPI | None = None
+
     def engine_lost(why: str) -> None:
-        # no engine, no calls: end them now (SIGINT: the drain hangs up every call at once)
+        # no engine, no calls: end them now with the reason (on the loop), then stop (SIGINT:
+        # the drain hangs up what is left at once and hands the signal to the server)
         log.error("worker %d: engine process gone (%s): stopping", args.index, why)
+        parts = getattr(app.state, "parts", None) if app is not None else None
+        loop = getattr(app.state, "loop", None) if app is not None else None
+        if parts is not None and loop is not None:
+            detail = f"engine process gone: {why}"
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to end
+                loop.call_soon_threadsafe(parts.calls.end_all, EndReason.ENGINE_FAULT, detail)
         os.kill(os.getpid(), signal.SIGINT)
 
     engine.on_lost = engine_lost
