@@ -183,3 +183,24 @@ def test_a_twilio_next_step_recorded_in_one_worker_reaches_the_others(rig: Rig) 
         wait(lambda: here.get("CA1") is None)
     finally:
         other.close()
+
+
+def test_the_previous_calls_late_tick_never_reaches_the_next_call_in_its_slot(rig: Rig) -> None:
+    a = Sink(info(1))
+    slot_a = rig.remote.join("teller", a)
+    state = rig.engine.current._slots[slot_a.index]
+    old_sink = state.sink  # the engine thread may still be delivering to it after the leave
+    assert old_sink is not None
+    slot_a.push(np.full(FRAME_SAMPLES, 0.9, dtype=np.float32))  # never pumped
+    slot_a.leave()
+    wait(lambda: rig.engine.active_slots == 0)
+    b = Sink(info(2))
+    slot_b = rig.remote.join("teller", b)
+    assert slot_b.index == slot_a.index
+    late = TickOutput(41, np.full(FRAME_SAMPLES, 0.7, dtype=np.float32), 5, " old")
+    old_sink.on_tick(late)  # the previous call's tick, in flight across the hand-over
+    slot_b.push(np.full(FRAME_SAMPLES, 0.5, dtype=np.float32))
+    rig.tick()
+    rig.tick()
+    wait(lambda: len(b.frames) == 2)
+    assert b.frames == [(0, 0.0), (1, 0.5)]  # its own ticks only, its own audio echoed

@@ -69,30 +69,44 @@ def test_the_output_record_round_trips_text_and_reanchor(rings: SlotRings) -> No
     into = blank()
     for k in range(3 * rings.layout.out_frames):  # several wraps
         out = TickOutput(k, frame(k / 100), 1000 + k, pieces[k % 4], report if k % 5 == 2 else None)
-        assert rings.put_output(2, out)
-        assert rings.take_output(2, into)
+        assert rings.put_output(2, out, 1)
+        assert rings.take_output(2, into) == 1
         assert into.frame_index == k and into.text_token == 1000 + k
         assert into.text == pieces[k % 4].encode()[:TEXT_BYTES].decode("utf-8", "replace")
         assert np.array_equal(into.pcm, out.pcm)
         assert into.reanchor == (report if k % 5 == 2 else None)
-    assert not rings.take_output(2, into)
+    assert rings.take_output(2, into) == -1
 
 
 def test_a_worker_that_does_not_read_loses_new_ticks_counted(rings: SlotRings) -> None:
     cap = rings.layout.out_frames
     for k in range(cap + 2):
-        assert rings.put_output(0, TickOutput(k, frame(k), 0, "")) is (k < cap)
+        assert rings.put_output(0, TickOutput(k, frame(k), 0, ""), 1) is (k < cap)
     assert rings.ctl[0, CTL_OUT_DROPPED] == 2
     into = blank()
-    assert rings.take_output(0, into) and into.frame_index == 0
+    assert rings.take_output(0, into) == 1 and into.frame_index == 0
 
 
-def test_reset_empties_the_rings_and_bumps_the_generation(rings: SlotRings) -> None:
-    rings.push_input(1, frame(1))
-    rings.put_output(1, TickOutput(0, frame(1), 0, "a"))
+def test_a_hand_over_skips_what_the_previous_call_left_and_its_late_tick(
+    rings: SlotRings,
+) -> None:
+    rings.push_input(1, frame(1))  # the previous call's last frame, never pumped
+    rings.put_output(1, TickOutput(7, frame(1), 0, "old"), 1)  # and its unread tick
     g = rings.generation(1)
-    assert rings.reset(1) == g + 1
+    generation, in_start, out_start = rings.hand_over(1)
+    assert generation == g + 1
+    rings.skip_inputs_to(1, in_start)  # the engine's pump, first time it sees the new call
+    rings.skip_outputs_to(1, out_start)  # the new worker, at join
     assert rings.queued_inputs(1) == 0 and rings.queued_outputs(1) == 0
+    # the previous call's tick still in flight on the engine thread lands after the hand-over
+    rings.put_output(1, TickOutput(8, frame(1), 0, "late"), generation - 1)
+    rings.put_output(1, TickOutput(0, frame(2), 0, "new"), generation)
+    into = blank()
+    assert rings.take_output(1, into) == generation - 1  # the reader drops this one
+    assert rings.take_output(1, into) == generation and into.text == "new"
+    rings.push_input(1, frame(3))
+    view = rings.pop_input(1)
+    assert view is not None and float(view[0]) == 3.0
 
 
 def test_attach_sees_the_same_memory_and_a_short_segment_is_refused(rings: SlotRings) -> None:
@@ -133,7 +147,7 @@ def test_fuzz_interleavings_match_a_bounded_fifo(ops: list[tuple[bool, int]]) ->
                         model.append(seq)
                     else:
                         dropped += 1
-                    ok = rings.put_output(0, TickOutput(seq, frame(seq), seq, str(seq)))
+                    ok = rings.put_output(0, TickOutput(seq, frame(seq), seq, str(seq)), 1)
                     if ok:
                         out_model.append(seq)
                     else:
@@ -147,8 +161,8 @@ def test_fuzz_interleavings_match_a_bounded_fifo(ops: list[tuple[bool, int]]) ->
                         assert view is not None and float(view[0]) == model.popleft()
                         rings.release_input(0)
                     got = rings.take_output(0, into)
-                    assert got is bool(out_model)
-                    if got:
+                    assert (got == 1) is bool(out_model)
+                    if got == 1:
                         want = out_model.popleft()
                         assert (into.frame_index, into.text) == (want, str(want))
                         assert float(into.pcm[5]) == want

@@ -63,17 +63,20 @@ WORKER_LOST_DETAIL = "edge worker {worker} (pid {pid}) exited mid-call: {why}"
 
 
 class _RingSink:
-    """A remote call's ``SlotSink``: ENGINE THREAD, copies the tick into the output ring."""
+    """A remote call's ``SlotSink``: ENGINE THREAD, copies the tick into the output ring,
+    stamped with the call's generation (a late tick after the slot changed hands is dropped
+    by the new call's reader)."""
 
-    __slots__ = ("index", "rings")
+    __slots__ = ("generation", "index", "rings")
 
     def __init__(self, rings: SlotRings) -> None:
         self.rings = rings
         self.index = -1  # set once the slot is known (a tick before that is not the call's)
+        self.generation = 0
 
     def on_tick(self, out: TickOutput) -> None:
         if self.index >= 0:
-            self.rings.put_output(self.index, out)
+            self.rings.put_output(self.index, out, self.generation)
 
 
 class _Worker:
@@ -103,6 +106,8 @@ class _Remote:
     generation: int
     info: CallInfo | None
     joined_at: float
+    in_start: int  # the input ring's write count at the hand-over: older frames are not ours
+    is_primed: bool = False  # the tick thread skipped to in_start
 
 
 class EngineHost:
@@ -153,6 +158,9 @@ class EngineHost:
             return
         for index, remote in self._remote_view:
             handle = remote.handle
+            if not remote.is_primed:
+                rings.skip_inputs_to(index, remote.in_start)
+                remote.is_primed = True
             while True:
                 frame = rings.pop_input(index)
                 if frame is None:
@@ -283,18 +291,19 @@ class EngineHost:
         except Exception as exc:  # the worker raises the same class
             return JoinReply(request.request, error=type(exc).__name__, message=str(exc))
         index = handle.index
-        generation = rings.reset(index)
+        generation, in_start, out_start = rings.hand_over(index)
+        sink.generation = generation
         sink.index = index
         with self._lock:
             if worker.is_gone:
                 handle.leave()
                 return JoinReply(request.request, error="InvalidStateError", message="gone")
             self._remote[index] = _Remote(
-                worker.index, worker, handle, generation, request.info, time.monotonic()
+                worker.index, worker, handle, generation, request.info, time.monotonic(), in_start
             )
             self._remote_view = tuple(self._remote.items())
         self._publish_active()
-        return JoinReply(request.request, slot=index, generation=generation)
+        return JoinReply(request.request, slot=index, generation=generation, out_start=out_start)
 
     def _leave(self, worker: int, index: int, generation: int) -> None:
         with self._lock:

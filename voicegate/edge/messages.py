@@ -63,6 +63,7 @@ class JoinReply:
     request: int
     slot: int = -1
     generation: int = 0
+    out_start: int = 0  # the output ring's write count at the hand-over (``rings``)
     error: str = ""
     message: str = ""
 

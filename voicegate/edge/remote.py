@@ -50,6 +50,7 @@ from voicegate.edge.rings import (
     CTL_IN_DROPPED,
     CTL_OVERRUNS,
     CTL_UNDERRUNS,
+    OUT_FRAMES,
     RingLayout,
     SlotRings,
 )
@@ -303,6 +304,9 @@ class RemoteEngine:
                 cls = EngineError
             raise cls(reply.message)
         slot = RemoteSlot(self, self._rings, reply.slot, reply.generation, persona_key, sink)
+        # this worker's reader is the slot's output consumer from now on: what the previous
+        # call left unread is not ours (the reader sees the slot only after this)
+        self._rings.skip_outputs_to(reply.slot, reply.out_start)
         with self._lock:
             self._slots[reply.slot] = slot
             self._slots_view = tuple(self._slots.values())
@@ -429,8 +433,13 @@ class RemoteEngine:
                 index = slot.index
                 if slot._is_left or rings.generation(index) != slot.generation:
                     continue
-                sink = slot.sink
-                while rings.take_output(index, out):
+                sink, generation = slot.sink, slot.generation
+                for _ in range(OUT_FRAMES):
+                    made_for = rings.take_output(index, out)
+                    if made_for < 0:
+                        break
+                    if made_for != generation:
+                        continue  # the previous call's last tick, late
                     self.ticks_delivered += 1
                     try:
                         sink.on_tick(out)

@@ -13,9 +13,12 @@ producer copies the frame, then bumps ``write``; the consumer copies it out, the
 relies on stores becoming visible in program order (x86-64's TSO); the counters are written
 after the data by plain numpy stores.
 
-A slot's rings belong to one call at a time: the engine process resets them (``reset``) and
-bumps the slot's generation before it hands the slot to a worker, and a worker checks the
-generation it was given before it reads (a slot that changed hands is not its any more).
+A slot's rings belong to one call at a time. The counters are never reset (each is written by
+one side only, and a call that just left may still have a tick in flight on the engine
+thread): ``hand_over`` bumps the slot's generation and says where the new call's frames start,
+each consumer skips what came before that start (``skip_inputs_to``, ``skip_outputs_to``), and
+every output record carries the generation of the call it was made for, so a late tick of the
+previous call is dropped by the reader (``take_output`` returns the record's generation).
 
 Owns: SlotRings, RingLayout, HEADER_* indices. Imports numpy and the engine contract only.
 """
@@ -72,7 +75,8 @@ _M_CHUNKS = 6
 _M_COMPUTE_US = 7
 _M_POS_BEFORE = 8
 _M_POS_AFTER = 9
-META_WORDS = 10
+_M_GENERATION = 10
+META_WORDS = 11
 
 # header (float64), written by the engine process
 HEADER_FIELDS = (
@@ -198,15 +202,28 @@ class SlotRings:
 
     # --- slot hand-over (engine process) -----------------------------------------------------
 
-    def reset(self, slot: int) -> int:
-        """Empty both rings of ``slot`` and bump its generation; returns the new generation.
-
-        Only while no worker uses the slot (before it is handed out, after it was given back).
+    def hand_over(self, slot: int) -> tuple[int, int, int]:
+        """ENGINE PROCESS, when ``slot`` goes to a new call: bump its generation and zero its
+        per-call counters; returns (generation, input start, output start). The previous
+        call's producer has stopped (it left) or its last tick is stamped with its generation.
         """
         row = self.ctl[slot]
-        row[CTL_IN_WRITE:CTL_WORDS] = 0
         row[CTL_GENERATION] += 1
-        return int(row[CTL_GENERATION])
+        row[CTL_IN_DROPPED] = 0
+        row[CTL_OUT_DROPPED] = 0
+        row[CTL_UNDERRUNS] = 0
+        row[CTL_OVERRUNS] = 0
+        return int(row[CTL_GENERATION]), int(row[CTL_IN_WRITE]), int(row[CTL_OUT_WRITE])
+
+    def skip_inputs_to(self, slot: int, start: int) -> None:
+        """ENGINE (the input consumer): drop frames queued before ``start``."""
+        if int(self.ctl[slot, CTL_IN_READ]) < start:
+            self.ctl[slot, CTL_IN_READ] = start
+
+    def skip_outputs_to(self, slot: int, start: int) -> None:
+        """WORKER (the output consumer): drop ticks written before ``start``."""
+        if int(self.ctl[slot, CTL_OUT_READ]) < start:
+            self.ctl[slot, CTL_OUT_READ] = start
 
     def generation(self, slot: int) -> int:
         return int(self.ctl[slot, CTL_GENERATION])
@@ -232,7 +249,7 @@ class SlotRings:
         """ENGINE: the oldest queued frame as a view (valid until ``release_input``), or None."""
         row = self.ctl[slot]
         r = int(row[CTL_IN_READ])
-        if int(row[CTL_IN_WRITE]) == r:
+        if int(row[CTL_IN_WRITE]) <= r:
             return None
         view: npt.NDArray[np.float32] = self._inputs[slot, r & self._in_mask]
         return view
@@ -243,8 +260,9 @@ class SlotRings:
 
     # --- agent ticks: engine -> worker --------------------------------------------------------
 
-    def put_output(self, slot: int, out: TickOutput) -> bool:
-        """ENGINE: copy one tick's output; False (counted) when the worker has not kept up."""
+    def put_output(self, slot: int, out: TickOutput, generation: int) -> bool:
+        """ENGINE: copy one tick's output of the call of ``generation``; False (counted) when
+        the worker has not kept up."""
         row = self.ctl[slot]
         w = int(row[CTL_OUT_WRITE])
         if w - int(row[CTL_OUT_READ]) >= self.layout.out_frames:
@@ -253,6 +271,7 @@ class SlotRings:
         i = w & self._out_mask
         np.copyto(self._outputs[slot, i], out.pcm, casting="same_kind")
         meta = self._meta[slot, i]
+        meta[_M_GENERATION] = generation
         meta[_M_FRAME] = out.frame_index
         meta[_M_TOKEN] = out.text_token
         raw = out.text.encode("utf-8")[:TEXT_BYTES] if out.text else b""
@@ -278,13 +297,13 @@ class SlotRings:
         row = self.ctl[slot]
         return int(row[CTL_OUT_WRITE] - row[CTL_OUT_READ])
 
-    def take_output(self, slot: int, into: TickOutput) -> bool:
+    def take_output(self, slot: int, into: TickOutput) -> int:
         """WORKER: fill ``into`` with the oldest tick (``into.pcm`` is overwritten in place);
-        False when none is queued."""
+        returns the generation of the call it was made for, or -1 when none is queued."""
         row = self.ctl[slot]
         r = int(row[CTL_OUT_READ])
-        if int(row[CTL_OUT_WRITE]) == r:
-            return False
+        if int(row[CTL_OUT_WRITE]) <= r:
+            return -1
         i = r & self._out_mask
         np.copyto(into.pcm, self._outputs[slot, i])
         meta = self._meta[slot, i]
@@ -303,8 +322,9 @@ class SlotRings:
             )
         else:
             into.reanchor = None
+        generation = int(meta[_M_GENERATION])
         row[CTL_OUT_READ] = r + 1
-        return True
+        return generation
 
     # --- header (engine publishes, workers read) ----------------------------------------------
 
