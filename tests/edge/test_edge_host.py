@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -13,6 +14,7 @@ from multiprocessing.connection import Connection
 import numpy as np
 import pytest
 
+from tests.engine.engine_helpers import noise_frames
 from tests.utils import RecordingEvents
 from voicegate.contracts import CallInfo, PersonaPrompt, TransferTarget
 from voicegate.edge.host import EngineHost
@@ -21,6 +23,7 @@ from voicegate.edge.remote import RemoteEngine, RemoteFault
 from voicegate.edge.steps import SharedNextSteps
 from voicegate.engine.base import FRAME_SAMPLES, TickOutput
 from voicegate.engine.echo import EchoModel
+from voicegate.engine.factory import create_model
 from voicegate.engine.health import EngineFault, FaultKind
 from voicegate.engine.runtime import BatchedEngine, TickMode
 from voicegate.engine.supervisor import EngineSupervisor
@@ -204,3 +207,59 @@ def test_the_previous_calls_late_tick_never_reaches_the_next_call_in_its_slot(ri
     rig.tick()
     wait(lambda: len(b.frames) == 2)
     assert b.frames == [(0, 0.0), (1, 0.5)]  # its own ticks only, its own audio echoed
+
+
+def test_the_tiny_engine_through_the_rings_gives_what_it_gives_in_process() -> None:
+    settings = types.SimpleNamespace(engine="tiny", max_calls=2, device="cpu")
+    prompt = PersonaPrompt("teller", "", "NATF0")
+    frames = noise_frames(3, 5)
+
+    local = BatchedEngine(create_model(settings), mode=TickMode.MANUAL, seed=7)
+    local.start()
+    local.load_persona(prompt)
+    want_text: list[tuple[int, str]] = []
+    want_pcm: list[np.ndarray] = []
+
+    class Keep:
+        info = info(1)
+
+        def on_tick(self, out: TickOutput) -> None:
+            want_text.append((out.text_token, out.text))
+            want_pcm.append(out.pcm.copy())
+
+    slot = local.join("teller", Keep())
+    for f in frames:
+        slot.push(f)
+        local.tick()
+    local.close()
+
+    host = EngineHost(RecordingEvents())
+    engine = EngineSupervisor(
+        lambda g: host.adopt(BatchedEngine(create_model(settings), mode=TickMode.MANUAL, seed=7))
+    )
+    engine.start()
+    host.start(engine)
+    engine.load_persona(prompt)
+    remote = _link(host, engine, 0)
+    got_text: list[tuple[int, str]] = []
+    got_pcm: list[np.ndarray] = []
+
+    class Collect:
+        info = info(1)
+
+        def on_tick(self, out: TickOutput) -> None:
+            got_text.append((out.text_token, out.text))
+            got_pcm.append(out.pcm.copy())
+
+    try:
+        remote_slot = remote.join("teller", Collect())
+        for k, f in enumerate(frames):
+            remote_slot.push(f)
+            assert engine.current.tick()
+            wait(lambda k=k: len(got_pcm) == k + 1)
+    finally:
+        remote.close()
+        host.close()
+        engine.close()
+    assert got_text == want_text
+    assert all(np.array_equal(a, b) for a, b in zip(got_pcm, want_pcm, strict=True))
