@@ -15,8 +15,11 @@ Per level, the N calls start staggered over ``--stagger`` s; after a warm-up (``
 measured window of ``--seconds`` begins; the calls hang up just after it ends. One row per level:
 
   ok          calls that were admitted and played to the end without a protocol error
-  gw CPU      gateway process CPU over the window (utime+stime, /proc/PID/stat), % of one core
-  loop        the gateway's main thread (the event loop: /proc/PID/task/PID/stat), % of a core
+  gw CPU      gateway process CPU over the window (utime+stime, /proc/PID/stat), % of one core;
+              with ``--workers N`` (edge worker processes) the engine process and every worker
+  loop        the gateway's main thread (the event loop: /proc/PID/task/PID/stat), % of a core;
+              with ``--workers N`` the busiest worker's (the JSON has each, and the engine
+              process's CPU)
   /call       gw CPU / N
   wait        how long the event-loop thread was runnable but waited for a core (schedstat),
               % of the window: above a few %, other work on the machine starves the gateway
@@ -48,6 +51,7 @@ the end. Numbers vary with the machine: run it on purpose, not in CI.
     python bench/gateway_bench.py --engine echo --leg sip --levels 10,20 --seconds 10
     python bench/gateway_bench.py --engine personaplex --device cuda --kv-cache fp8 \\
         --levels 20,40,80,120,158 --seconds 30 --caller-procs 8        # the GPU machine
+    python bench/gateway_bench.py --engine echo --levels 10 --seconds 8 --workers 2
 """
 
 from __future__ import annotations
@@ -354,6 +358,7 @@ def _gateway_env(args: argparse.Namespace, redis_url: str, sip_port: int) -> dic
         "VOICEGATE_TWILIO_AUTH_TOKEN": TOKEN,
         "VOICEGATE_REDIS_URL": redis_url,
         "VOICEGATE_MAX_CALLS": str(args.max_calls if args.max_calls >= 0 else max(args.levels)),
+        "VOICEGATE_EDGE_WORKERS": str(args.workers),
     }
     if args.engine == "personaplex":
         env["VOICEGATE_MODEL_DIR"] = str(args.model_dir)
@@ -398,6 +403,24 @@ def _start_workers(procs: int, setup: dict[str, Any]) -> list[subprocess.Popen[s
         if line != "ready":
             raise RuntimeError(f"caller process {proc.pid} did not start: {line!r}")
     return workers
+
+
+def edge_worker_pids(pid: int) -> list[int]:
+    """The edge worker processes of a ``voicegate serve --workers N`` (none: one process)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"voicegate.edge.worker" in cmdline:
+                pids.append(int(child))
+    return sorted(pids)
 
 
 def holes_by_origin(calls: list[dict[str, Any]], near_s: float = 0.015) -> dict[str, int]:
@@ -452,11 +475,17 @@ def run_level(
         proc.stdin.write(json.dumps(plan) + "\n")
         proc.stdin.flush()
 
-    def sample() -> tuple[float, float, float, list[float], dict[str, float], float]:
+    # with edge workers the event loops are theirs; the engine process runs the tick thread
+    loop_pids = edge_worker_pids(pid) or [pid]
+    gateway_pids = sorted({pid, *loop_pids})
+
+    def sample() -> tuple[float, float, list[float], list[float], dict[str, float], list[float]]:
         now = time.monotonic()
-        gw, loop, wait = cpu_seconds(pid), cpu_seconds(pid, pid), runqueue_wait_seconds(pid)
+        gw = sum(cpu_seconds(p) for p in gateway_pids)
+        loops = [cpu_seconds(p, p) for p in loop_pids] + [cpu_seconds(pid)]
+        waits = [runqueue_wait_seconds(p) for p in loop_pids]
         callers = [cpu_seconds(w.pid) for w in workers]
-        return now, gw, loop, callers, scrape(base), wait
+        return now, gw, loops, callers, scrape(base), waits
 
     time.sleep(max(0.0, w0 - time.monotonic()))
     a = sample()
@@ -518,9 +547,17 @@ def run_level(
         "failures": failures,
         "window_s": wall,
         "gw_cpu_pct": 100 * (b[1] - a[1]) / wall,
-        "loop_cpu_pct": 100 * (b[2] - a[2]) / wall,
+        # the busiest event loop (one per edge worker); the engine process's CPU apart
+        "loop_cpu_pct": max(
+            100 * (y - x) / wall for x, y in zip(a[2][:-1], b[2][:-1], strict=True)
+        ),
+        "loops_cpu_pct": [100 * (y - x) / wall for x, y in zip(a[2][:-1], b[2][:-1], strict=True)],
+        "engine_proc_cpu_pct": 100 * (b[2][-1] - a[2][-1]) / wall,
+        "workers": len(loop_pids) if loop_pids != [pid] else 1,
         "cpu_pct_per_call": 100 * (b[1] - a[1]) / wall / n,
-        "loop_runqueue_wait_pct": 100 * (b[5] - a[5]) / wall,
+        "loop_runqueue_wait_pct": max(
+            100 * (y - x) / wall for x, y in zip(a[5], b[5], strict=True)
+        ),
         "callers_cpu_pct": 100 * (sum(b[3]) - sum(a[3])) / wall,
         "busiest_caller_proc_cpu_pct": max(
             100 * (y - x) / wall for x, y in zip(a[3], b[3], strict=True)
@@ -678,6 +715,13 @@ def main() -> None:
         help="a gateway setting, e.g. VOICEGATE_EDGE_LOOP_BUDGET_PCT=0 (no edge admission "
         "limit) or VOICEGATE_TWILIO_SEND_MS=20; repeatable",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="edge worker processes (VOICEGATE_EDGE_WORKERS; 1: one gateway process). With N > 1 "
+        "gw CPU sums the engine process and every worker, loop and wait are the busiest worker's",
+    )
     parser.add_argument("--ready-timeout", type=float, default=900.0)
     parser.add_argument(
         "--prepare-only",
@@ -727,6 +771,12 @@ def main() -> None:
                     f"{args.caller_procs} processes; {args.seconds:.0f} s window after "
                     f"{args.stagger:.0f} s ramp + {args.warmup:.0f} s warm-up; "
                     f"{os.cpu_count()} host cores; CPU in % of one core, times in ms"
+                    + (
+                        f"; {args.workers} edge workers (gw CPU: engine process + workers; "
+                        "loop, wait: the busiest worker's)"
+                        if args.workers > 1
+                        else ""
+                    )
                 )
                 print(title, flush=True)
                 print(header(), flush=True)
@@ -735,6 +785,14 @@ def main() -> None:
                     row = run_level(args, base, proc.pid, sip_port, n)
                     rows.append(row)
                     print(format_row(row), flush=True)
+                    if row["workers"] > 1:
+                        print(
+                            f"  N={n} event loop per worker: "
+                            + ", ".join(f"{x:.0f}%" for x in row["loops_cpu_pct"])
+                            + f"; engine process {row['engine_proc_cpu_pct']:.0f}%",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     if row["holes"]:
                         print(
                             f"  N={n} holes by origin (a hole on calls of other caller processes "

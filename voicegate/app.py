@@ -56,6 +56,8 @@ from voicegate.web.calls_api import calls_router
 from voicegate.webhooks import WebhookDelivery
 
 if TYPE_CHECKING:
+    from voicegate.edge.remote import RemoteEngine
+    from voicegate.edge.worker import EdgeWorker
     from voicegate.legs.carriers import CarrierLegs
     from voicegate.legs.webrtc import WebRtcLeg
 
@@ -133,9 +135,17 @@ def _answers(fns: dict[str, Callable[[], T | None]], what: str) -> dict[str, T |
 
 
 def create_app(
-    settings: Settings | None = None, registry: CollectorRegistry | None = None
+    settings: Settings | None = None,
+    registry: CollectorRegistry | None = None,
+    *,
+    edge: EdgeWorker | None = None,
 ) -> FastAPI:
-    """Build the app; parts start in the lifespan so that tests can run it over real sockets."""
+    """Build the app; parts start in the lifespan so that tests can run it over real sockets.
+
+    ``edge``: this process is an edge worker (``voicegate serve --workers N``): calls join the
+    engine process's engine, Twilio call tokens are signed with the workers' shared secret and
+    /metrics merges every worker's samples (``voicegate.edge``).
+    """
     settings = settings or Settings()
     registry = registry or CollectorRegistry()
     readiness = Readiness()
@@ -150,6 +160,8 @@ def create_app(
         send_ms=settings.twilio_send_ms,
         dial_timeout_s=settings.twilio_dial_timeout_s,
         pod_url=settings.fleet_pod_url,
+        tokens=edge.tokens if edge is not None else None,
+        next_steps=edge.next_steps if edge is not None else None,
     )
     registry.register(twilio.collector())
     twilio.media_timeout_s = settings.twilio_media_timeout_s
@@ -163,7 +175,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         readiness.add("starting", lambda: "starting")
         async with AsyncExitStack() as stack:
-            parts = await _start_parts(settings, registry, readiness, stack, count_tokens)
+            parts = await _start_parts(settings, registry, readiness, stack, count_tokens, edge)
+            if edge is not None:
+                edge.metrics.registry = registry
+                writer = asyncio.get_running_loop().create_task(edge.metrics.run(), name="metrics")
+                stack.push_async_callback(_cancel, writer)
             app.state.parts = parts
             app.state.loop = asyncio.get_running_loop()  # for tests and benchmarks in other threads
             leg_events = LegEvents(parts.events)  # what legs report that no Call can
@@ -246,7 +262,8 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        text = await edge.metrics.text() if edge is not None else generate_latest(registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     return app
 
@@ -256,7 +273,8 @@ class GatewayParts:
     """The running parts of one gateway (``app.state.parts`` once started)."""
 
     events: EventLog
-    engine: EngineSupervisor  # the current engine; rebuilt after a fault
+    # the current engine, rebuilt after a fault; an edge worker's is the engine process's
+    engine: EngineSupervisor | RemoteEngine
     personas: PersonaStore
     numbers: NumbersStore
     calls: CallManager
@@ -270,6 +288,7 @@ async def _start_parts(
     readiness: Readiness,
     stack: AsyncExitStack,
     count_tokens: TokenCounter,
+    worker: EdgeWorker | None = None,
 ) -> GatewayParts:
     """Start events, engine, personas, numbers and calls; ``stack`` closes them in reverse."""
     events = EventLog.from_settings(settings, registry)
@@ -278,7 +297,11 @@ async def _start_parts(
 
     readiness.add("engine", lambda: f"engine {settings.engine} starting")
     # building the model and its warm-up block: off the event loop (so does a rebuild)
-    engine = EngineSupervisor(lambda generation: create_engine(settings, generation=generation))
+    engine: EngineSupervisor | RemoteEngine
+    if worker is not None:
+        engine = worker.engine  # the engine process loads the personas into it
+    else:
+        engine = EngineSupervisor(lambda generation: create_engine(settings, generation=generation))
     await asyncio.to_thread(engine.start)
     stack.push_async_callback(asyncio.to_thread, engine.close)
     readiness.add("engine", engine.health)

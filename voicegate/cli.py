@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 from types import FrameType
@@ -31,7 +32,16 @@ def _settings_help() -> str:
 
 
 @app.command(epilog=_settings_help())
-def serve() -> None:
+def serve(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Edge worker processes (default VOICEGATE_EDGE_WORKERS, 1: one process).",
+        ),
+    ] = None,
+) -> None:
     """Run the gateway (HTTP, Twilio, WebRTC, SIP) until SIGTERM/SIGINT."""
     import uvicorn
 
@@ -42,10 +52,19 @@ def serve() -> None:
     # (status 143), which Docker and Kubernetes record as a failure. A drain is a clean stop.
     signal.signal(signal.SIGTERM, _stopped_by_sigterm)
     settings = Settings()
+    if workers is not None:
+        settings = settings.model_copy(update={"edge_workers": workers})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.edge_workers > 1:
+        from voicegate.edge.serve import serve_workers
+
+        # the workers read their settings from the environment: pass the count on
+        os.environ["VOICEGATE_EDGE_WORKERS"] = str(settings.edge_workers)
+        serve_workers(settings, settings.edge_workers)
+        return
     uvicorn.run(
         create_app(settings),
         host=settings.host,

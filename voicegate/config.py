@@ -380,3 +380,11 @@ class Settings(BaseSettings):
         le=60,
         description="A slot placed for a Twilio call and not claimed by its media stream within this is released.",
     )
+
+    # --- edge workers (issue 10) ---
+    edge_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`serve`: processes that run the legs and calls (1: one process does everything). With N > 1 the engine runs in the main process and N workers share the HTTP port and its slots through shared memory; SIP runs in worker 0.",
+    )

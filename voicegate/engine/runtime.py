@@ -204,6 +204,11 @@ class BatchedEngine:
         if mode is TickMode.OFFLINE:
             for state in self._slots:
                 state.notify = self._notify
+        # optional, on the tick thread around every tick (edge workers' shared-memory rings:
+        # ``voicegate.edge.host``): queue remote callers' frames before the step, publish
+        # the outputs after it
+        self.before_tick: Callable[[], None] | None = None
+        self.after_tick: Callable[[], None] | None = None
 
     # --- Engine protocol -------------------------------------------------------------------
 
@@ -478,6 +483,23 @@ class BatchedEngine:
         """
         if self._watch.fault is not None:
             return False
+        if self.before_tick is not None:
+            self._run_hook(self.before_tick)
+        try:
+            return self._step()
+        finally:
+            if self.after_tick is not None:
+                self._run_hook(self.after_tick)
+
+    def _run_hook(self, hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception:
+            self._stats.sink_errors += 1
+            if self._stats.sink_errors == 1 or self._stats.sink_errors % 1000 == 0:
+                log.exception("engine %s: a tick hook raised", self.name)
+
+    def _step(self) -> bool:
         model = self._model
         inputs = self._inputs
         if self._n_waiting and (

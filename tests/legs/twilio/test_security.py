@@ -13,6 +13,7 @@ from voicegate.legs.twilio.security import (
     CallGrant,
     CallTokens,
     SignatureChecker,
+    SignedCallTokens,
     public_http_url,
     public_ws_url,
 )
@@ -169,3 +170,54 @@ def test_outstanding_tokens_are_bounded() -> None:
     assert len(tokens) == 3 and tokens.evicted == 1
     with pytest.raises(TwilioError):
         tokens.consume(first, "CA1")
+
+
+# --- tokens shared by edge workers (voicegate serve --workers N) ---
+
+
+def test_a_signed_token_issued_in_one_worker_is_redeemed_once_in_another() -> None:
+    secret = b"k" * 32
+    grant = CallGrant("CA1", "CA1", "bank_teller", "+1", "+2")
+    token = SignedCallTokens(secret).issue(grant)
+    other = SignedCallTokens(secret)
+    assert other  # truthy with nothing redeemed yet (TwilioLeg takes ``tokens or ...``)
+    assert other.consume(token, "CA1") == grant
+    with pytest.raises(TwilioError, match="unknown, used or expired"):
+        other.consume(token, "CA1")
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t[:-2] + ("AA" if t[-2:] != "AA" else "BB"),  # tag changed
+        lambda t: "e30" + t[3:],  # body changed
+        lambda t: t.replace(".", ""),  # no tag
+        lambda t: "!!!." + t.split(".")[1],  # not base64
+        lambda t: "",
+    ],
+)
+def test_a_tampered_or_foreign_signed_token_is_refused(mangle: object) -> None:
+    token = SignedCallTokens(b"k" * 32).issue(CallGrant("CA1", "CA1", "p"))
+    with pytest.raises(TwilioError):
+        SignedCallTokens(b"k" * 32).consume(mangle(token), "CA1")  # type: ignore[operator]
+    with pytest.raises(TwilioError, match="unknown, used or expired"):
+        SignedCallTokens(b"x" * 32).consume(token, "CA1")  # another gateway's secret
+
+
+def test_a_signed_token_expires_and_binds_its_call_sid() -> None:
+    now = [100.0]
+    tokens = SignedCallTokens(b"k" * 32, ttl_s=10, clock=lambda: now[0])
+    token = tokens.issue(CallGrant("CA1", "CA1", "p"))
+    with pytest.raises(TwilioError, match="issued for CallSid CA1"):
+        tokens.consume(token, "CA2")
+    assert tokens.consume(token, "CA1").persona == "p"  # the wrong sid left it usable
+    late = tokens.issue(CallGrant("CA3", "CA3", "p"))
+    now[0] += 11
+    with pytest.raises(TwilioError, match="expired"):
+        tokens.consume(late, "CA3")
+    assert tokens.expired == 1
+
+
+def test_a_short_token_secret_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        SignedCallTokens(b"short")

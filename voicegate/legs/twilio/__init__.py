@@ -21,7 +21,12 @@ from voicegate.legs.twilio.routes import (
     WHISPER_PATH,
     TwilioLeg,
 )
-from voicegate.legs.twilio.security import CallGrant, CallTokens, SignatureChecker
+from voicegate.legs.twilio.security import (
+    CallGrant,
+    CallTokens,
+    SignatureChecker,
+    SignedCallTokens,
+)
 from voicegate.legs.twilio.stream import TwilioMediaStream
 
 __all__ = [
@@ -37,6 +42,7 @@ __all__ = [
     "NextSteps",
     "PlayoutTracker",
     "SignatureChecker",
+    "SignedCallTokens",
     "TwilioLeg",
     "TwilioLegStats",
     "TwilioMediaStream",

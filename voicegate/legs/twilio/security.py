@@ -11,11 +11,22 @@ Call tokens: the voice webhook issues a random token, binds it to the CallSid an
 puts it in a ``<Parameter>``; the stream's ``start`` message must carry it back. A token works
 once and expires, so a replayed or forged ``start`` cannot take an engine slot.
 
-Owns: ``SignatureChecker``, ``CallTokens``, ``CallGrant``. Pure: no asyncio, no sockets.
+With several edge workers (``voicegate serve --workers N``) the webhook and the stream may land
+in different processes: ``SignedCallTokens`` carries the grant in the token itself, signed with
+a secret the workers share; it expires as the random token does, is used once per worker, and
+the engine process refuses a second join of the same call id, so a replay in another worker
+cannot take a slot either.
+
+Owns: ``SignatureChecker``, ``CallTokens``, ``SignedCallTokens``, ``CallGrant``. Pure: no
+asyncio, no sockets.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from collections import OrderedDict
@@ -31,6 +42,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "CallGrant",
     "CallTokens",
+    "SignedCallTokens",
     "SignatureChecker",
     "public_http_url",
     "public_ws_url",
@@ -234,3 +246,96 @@ class CallTokens:
                 break
             del self._grants[token]
             self.expired += 1
+
+
+_SIGNATURE_BYTES = 16
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SignedCallTokens(CallTokens):
+    """Call tokens any process holding ``secret`` can redeem (edge workers share one).
+
+    A token is the grant and its expiry (on ``clock``, ``time.monotonic``: one clock for every
+    process of a host) with an HMAC-SHA256 tag. Redeemed tokens are remembered until they
+    expire, so one works once in this process; the engine process refuses a call id that
+    already joined, which covers a replay in another worker.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        ttl_s: float = DEFAULT_TOKEN_TTL_S,
+        max_outstanding: int = MAX_OUTSTANDING_TOKENS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if len(secret) < 16:
+            raise ConfigError(f"call token secret: at least 16 bytes, got {len(secret)}")
+        super().__init__(ttl_s, max_outstanding, clock)
+        self._secret = secret
+        self._used: OrderedDict[str, float] = OrderedDict()  # token -> expiry
+        self.issued = 0
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+    def __bool__(self) -> bool:
+        return True  # an instance with nothing redeemed yet is still a token source
+
+    def _tag(self, body: bytes) -> bytes:
+        return hmac.new(self._secret, body, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+
+    def issue(self, grant: CallGrant) -> str:
+        self.issued += 1
+        expires_at = self._clock() + self._ttl_s
+        body = json.dumps(
+            [grant.call_id, grant.call_sid, grant.persona, grant.from_, grant.to, expires_at],
+            separators=(",", ":"),
+        ).encode()
+        return f"{_b64(body)}.{_b64(self._tag(body))}"
+
+    def consume(self, token: str | None, call_sid: str) -> CallGrant:
+        if not token:
+            raise TwilioError(f"call {call_sid or '?'}: stream start carries no token parameter")
+        self._forget_expired()
+        body_text, dot, tag_text = token.partition(".")
+        try:
+            body, tag = _unb64(body_text), _unb64(tag_text)
+        except ValueError:
+            body, tag = b"", b""
+        if not dot or not hmac.compare_digest(tag, self._tag(body)) or token in self._used:
+            raise TwilioError(f"call {call_sid or '?'}: unknown, used or expired call token")
+        try:
+            call_id, grant_sid, persona, from_, to, expires_at = json.loads(body)
+            grant = CallGrant(str(call_id), str(grant_sid), str(persona), str(from_), str(to))
+            expires_at = float(expires_at)
+        except (ValueError, TypeError) as exc:
+            raise TwilioError(f"call {call_sid or '?'}: malformed call token") from exc
+        if self._clock() > expires_at:
+            self.expired += 1
+            raise TwilioError(f"call {call_sid or '?'}: call token expired")
+        if grant.call_sid and call_sid != grant.call_sid:
+            raise TwilioError(
+                f"call {grant.call_id}: token was issued for CallSid {grant.call_sid}, "
+                f"stream started for {call_sid or '?'}"
+            )
+        self._used[token] = expires_at
+        while len(self._used) > self._max:
+            self._used.popitem(last=False)
+            self.evicted += 1
+        return grant
+
+    def _forget_expired(self) -> None:
+        now = self._clock()
+        used = self._used
+        while used:
+            token, expires_at = next(iter(used.items()))
+            if expires_at > now:
+                break
+            del used[token]

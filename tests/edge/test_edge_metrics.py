@@ -1,0 +1,90 @@
+"""/metrics of several edge workers: one exposition, merged."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from voicegate.edge.metrics import MetricsShare, merge_expositions
+
+
+def worker_registry(calls: int, loop: float, slots: int) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Counter("voicegate_calls", "Calls ended.", ["leg"], registry=registry).labels("twilio").inc(
+        calls
+    )
+    Gauge("voicegate_edge_loop_utilisation", "Loop busy.", registry=registry).set(loop)
+    Gauge("voicegate_engine_max_slots", "Slots.", registry=registry).set(slots)
+    capacity = Gauge("voicegate_capacity_calls", "Calls.", ["limit"], registry=registry)
+    capacity.labels("engine").set(slots)
+    capacity.labels("edge").set(calls * 10)
+    h = Histogram("voicegate_x_seconds", "A latency.", registry=registry, buckets=(0.1, 1.0))
+    for _ in range(calls):
+        h.observe(0.05)
+    return registry
+
+
+def samples(text: bytes) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+async def test_counts_add_up_engine_figures_are_taken_once_loops_by_the_busiest(
+    tmp_path: Path,
+) -> None:
+    a, b = MetricsShare(tmp_path, 0), MetricsShare(tmp_path, 1)
+    a.registry = worker_registry(3, 0.4, 64)
+    b.registry = worker_registry(5, 0.7, 64)
+    Counter("voicegate_sip_x", "Only in one worker.", ["leg"], registry=b.registry).labels(
+        "sip"
+    ).inc()
+    Counter("voicegate_calls_y", "Another.", registry=b.registry).inc()
+    b.write()
+    merged = samples(await a.text())
+    assert merged["voicegate_calls_total{leg=twilio}"] == 8
+    assert merged["voicegate_sip_x_total{leg=sip}"] == 1  # a family only one worker has
+    assert merged["voicegate_x_seconds_count"] == 8
+    assert merged["voicegate_x_seconds_bucket{le=0.1}"] == 8
+    assert merged["voicegate_engine_max_slots"] == 64  # one engine, not 128
+    assert merged["voicegate_edge_loop_utilisation"] == 0.7  # the busiest loop limits
+    assert merged["voicegate_capacity_calls{limit=engine}"] == 64
+    assert merged["voicegate_capacity_calls{limit=edge}"] == 80  # each worker's loop budget
+
+
+async def test_a_gone_workers_old_snapshot_is_left_out(tmp_path: Path) -> None:
+    a, b = MetricsShare(tmp_path, 0), MetricsShare(tmp_path, 1)
+    a.registry = worker_registry(1, 0.1, 8)
+    b.registry = worker_registry(9, 0.1, 8)
+    b.write()
+    old = time.time() - 60
+    os.utime(tmp_path / "worker-1.prom", (old, old))
+    assert samples(await a.text())["voicegate_calls_total{leg=twilio}"] == 1
+
+
+def test_label_values_survive_the_merge() -> None:
+    registry = CollectorRegistry()
+    Counter("voicegate_e", "Errors.", ["why"], registry=registry).labels('a "b"\\c\nd').inc()
+    from prometheus_client import generate_latest
+
+    merged = merge_expositions([generate_latest(registry).decode()] * 2)
+    assert samples(merged)['voicegate_e_total{why=a "b"\\c\nd}'] == 2
+
+
+async def test_summed_counters_never_go_back_whichever_worker_answers(tmp_path: Path) -> None:
+    a, b = MetricsShare(tmp_path, 0), MetricsShare(tmp_path, 1)
+    a.registry = worker_registry(3, 0.1, 8)
+    b.registry = worker_registry(5, 0.1, 8)
+    b.write()
+    key = "voicegate_calls_total{leg=twilio}"
+    first = samples(await a.text())[key]  # a's own count, now
+    assert first == 8
+    # b answers the next scrape before a's periodic snapshot: it must see a's count of then
+    assert samples(await b.text())[key] >= first
