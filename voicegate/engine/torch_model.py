@@ -156,6 +156,7 @@ class TorchTickModel:
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
         self._prefill_lock = threading.Lock()
         self._is_cuda = is_cuda
+        self._is_text_pass_warm = False  # CUDA: a per-call prompt pass has run once
         self.budget: object | None = None  # the SlotBudget that sized n_slots, when measured
         self.load_s = 0.0  # seconds spent reading the checkpoints, when loaded from files
         if use_cuda_graph is None:
@@ -297,7 +298,14 @@ class TorchTickModel:
                 f"text {len(ids)} tokens) does not fit the {context}-frame context"
             )
         with self._prefill_lock, torch.inference_mode():
-            return self.lm.prefill(voice, ids)
+            state = self.lm.prefill(voice, ids)
+            if self._is_cuda and not self._is_text_pass_warm:
+                # the first per-call pass loads its kernels (lazily, on first use): here, not
+                # between two ticks where the engine's pacing has no measurement of it yet
+                self.lm.prefill_text_phases([state], [ids])
+                torch.cuda.current_stream(self.device).synchronize()
+                self._is_text_pass_warm = True
+            return state
 
     def prepare_calls(self, requests: Sequence[tuple[object, str]]) -> list[object]:
         """Per-call prompt states, in one batched pass: each request is (the persona's state
