@@ -8,13 +8,18 @@ thread, 80 ms on the monotonic clock, CUDA graphs) with that many calls whose wi
 (the worst-case tick), first ``--seconds`` with no joins (the baseline), then ``--seconds``
 of ``--rate`` joins per second, each with its own text prompt of ``--prompt-tokens`` tokens
 (the persona's prompt with per-call variables): its voice phases come from the persona's
-cache, its text phases are prefilled between ticks. A joined call stays ``--hold-s`` and leaves.
+cache, its text phases are prefilled between ticks. A joined call leaves ``--hold-s`` after
+its first output (every join is measured, however long it waited); one with no output after
+``--give-up-s`` leaves and counts as unserved.
 
-Per row: join time p50/p99 (``join()`` to the call's prompt state in its slot: what the call
-waits before its first step) and join to first output (one tick more), the ticks, late ticks
-(a tick that ended after the next was due) and skipped ticks, the tick p99, and the per-call
-prompt passes' engine time. Budget: join p99 <= 150 ms and no late tick. Prints a table last
-(and ``--json``). Never run as a test.
+Per row: join time p50/p99 over every join of the storm (``join()`` to the call's prompt state
+in its slot: what the call waits before its first step) and join to first output (one tick
+more), unserved joins (refused for want of a free slot, or no output by ``--give-up-s``), the
+ticks, late ticks (a tick that ended after the next was due) and skipped ticks, the tick p99, and the per-call prompt passes: how many, calls per pass, engine
+ms per pass (the model synchronizes the device before a pass returns; the slots' loads
+included), passes forced without room, and the cost the engine's pacing fitted to them
+(fixed ms + us per padded text token). Budget: join p99 <= 150 ms and no late tick. Prints a
+table last (and ``--json``). Never run as a test.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from engine_bench import VARIANTS, NullSink, build_ours, pct, set_variant, sync 
 from voicegate.engine.attention_decode import triton_available  # noqa: E402
 from voicegate.engine.base import PersonaPrompt, TickOutput  # noqa: E402
 from voicegate.engine.lm import system_prompt_text  # noqa: E402
-from voicegate.engine.runtime import BatchedEngine, TickMode  # noqa: E402
+from voicegate.engine.runtime import CALL_PROMPT_SAMPLES, BatchedEngine, TickMode  # noqa: E402
+from voicegate.engine.runtime import _fit_cost as fit_cost  # noqa: E402
 from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
 from voicegate.errors import NoFreeSlot  # noqa: E402
 
@@ -56,7 +62,7 @@ class FirstOutput:
     """A joining call's sink: when its first output came (engine thread)."""
 
     def __init__(self) -> None:
-        self.first_s: float | None = None
+        self.first_s: float | None = None  # perf_counter (engine thread)
 
     def on_tick(self, out: TickOutput) -> None:
         if self.first_s is None:
@@ -122,6 +128,7 @@ def run(
     rate: float,
     seconds: float,
     hold_s: float,
+    give_up_s: float,
     prompt_tokens: int,
     device: torch.device,
 ) -> dict[str, float]:
@@ -160,9 +167,17 @@ def run(
             slot.leave()
         time.sleep(0.5)
 
-        def snapshot() -> tuple[int, int, int, float, int]:
+        def snapshot() -> tuple[int, int, int, float, int, int, int]:
             s = engine.stats()
-            return s.ticks, s.late_ticks, s.skipped_ticks, s.call_prompt_ms, s.call_prompts
+            return (
+                s.ticks,
+                s.late_ticks,
+                s.skipped_ticks,
+                s.call_prompt_ms,
+                s.call_prompt_passes,
+                s.call_prompt_done,
+                s.call_prompt_forced,
+            )
 
         base0 = snapshot()
         time.sleep(seconds)
@@ -170,18 +185,34 @@ def run(
         joins_before = engine._join_ms_n  # noqa: SLF001 (the storm's joins only)
         started = time.perf_counter()
         sinks: list[tuple[float, FirstOutput]] = []
-        leaving: list[tuple[float, Any]] = []
-        refused = 0
+        staying: list[tuple[float, FirstOutput, Any]] = []  # (joined, sink, slot)
+        refused = unserved = 0
         period = 1.0 / rate
+
+        def leave_due(now: float, is_last: bool) -> int:
+            """Calls whose hold after their first output is over leave (all when last);
+            returns how many left with no output after ``give_up_s``."""
+            gave_up = 0
+            for entry in list(staying):
+                joined_s, sink, slot = entry
+                first = sink.first_s
+                if is_last or (first is not None and now >= first + hold_s):
+                    staying.remove(entry)
+                    slot.leave()
+                    gave_up += int(first is None)
+                elif first is None and now >= joined_s + give_up_s:
+                    staying.remove(entry)
+                    slot.leave()
+                    gave_up += 1
+            return gave_up
+
         n = 0
         while time.perf_counter() - started < seconds:
             due = started + n * period
             now = time.perf_counter()
             if due > now:
                 time.sleep(due - now)
-            now = time.perf_counter()
-            while leaving and leaving[0][0] <= now:
-                leaving.pop(0)[1].leave()
+            unserved += leave_due(time.perf_counter(), False)
             sink = FirstOutput()
             joined_s = time.perf_counter()
             try:
@@ -190,11 +221,13 @@ def run(
                 refused += 1
             else:
                 sinks.append((joined_s, sink))
-                leaving.append((joined_s + hold_s, slot))
+                staying.append((joined_s, sink, slot))
             n += 1
-        time.sleep(max(hold_s, 0.5))
-        for _, slot in leaving:
-            slot.leave()
+        end = time.perf_counter() + give_up_s
+        while staying and time.perf_counter() < end:
+            time.sleep(0.02)
+            unserved += leave_due(time.perf_counter(), False)
+        unserved += leave_due(time.perf_counter(), True)
         storm = snapshot()
         joins_n = engine._join_ms_n - joins_before  # noqa: SLF001
         ring = engine._join_ms  # noqa: SLF001
@@ -203,18 +236,26 @@ def run(
             -size:
         ]
         first_ms = [(s.first_s - t) * 1000 for t, s in sinks if s.first_s is not None]
-        prompts_n = max(storm[4] - base1[4], 1)
+        passes = storm[4] - base1[4]
+        costs = engine._pass_cost  # noqa: SLF001 (what the pacing fitted its passes to)
+        fixed_s, per_token_s = fit_cost(costs[: min(engine._pass_cost_n, CALL_PROMPT_SAMPLES)])  # noqa: SLF001
         stats = engine.stats()
         return {
             "live": float(live),
             "joins": float(len(sinks)),
             "refused": float(refused),
+            "unserved": float(unserved),
             "join_p50_ms": pct(join_ms, 50),
             "join_p99_ms": pct(join_ms, 99),
             "join_max_ms": max(join_ms) if join_ms else float("nan"),
             "first_out_p50_ms": pct(first_ms, 50),
             "first_out_p99_ms": pct(first_ms, 99),
-            "prompt_pass_ms": (storm[3] - base1[3]) / prompts_n,
+            "passes": float(passes),
+            "calls_per_pass": (storm[5] - base1[5]) / max(passes, 1),
+            "pass_ms": (storm[3] - base1[3]) / max(passes, 1),
+            "forced_passes": float(storm[6] - base1[6]),
+            "fit_fixed_ms": fixed_s * 1000.0,
+            "fit_per_token_us": per_token_s * 1e6,
             "base_ticks": float(base1[0] - base0[0]),
             "base_late": float(base1[1] - base0[1]),
             "ticks": float(storm[0] - base1[0]),
@@ -236,7 +277,12 @@ def main() -> None:
     parser.add_argument("--join-slots", type=int, default=12, help="slots for joining calls")
     parser.add_argument("--rate", type=float, default=20.0, help="joins per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="baseline and storm each")
-    parser.add_argument("--hold-s", type=float, default=0.4, help="a joined call's length")
+    parser.add_argument(
+        "--hold-s", type=float, default=0.3, help="a call's stay after its first output"
+    )
+    parser.add_argument(
+        "--give-up-s", type=float, default=2.0, help="a call with no output by then leaves"
+    )
     parser.add_argument("--prompt-tokens", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/voicegate-bench"))
     parser.add_argument("--json", type=Path, default=None)
@@ -261,6 +307,7 @@ def main() -> None:
             args.rate,
             args.seconds,
             args.hold_s,
+            args.give_up_s,
             args.prompt_tokens,
             device,
         )
@@ -289,15 +336,18 @@ def main() -> None:
         "(budget: join p99 <= 150 ms, no late tick)"
     )
     head = (
-        "| live | joins | join p50 ms | join p99 ms | 1st out p99 ms | prompt pass ms "
-        "| ticks | late (no joins) | late | skipped | tick p99 ms |"
+        "| live | joins | unserved | join p50 ms | join p99 ms | 1st out p99 ms | passes "
+        "| calls/pass | ms/pass | forced | fit: fixed ms + us/token | ticks | late (no joins) "
+        "| late | skipped | tick p99 ms |"
     )
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         print(
-            f"| {r['live']:.0f} | {r['joins']:.0f} | {r['join_p50_ms']:.1f} | "
-            f"{r['join_p99_ms']:.1f} | {r['first_out_p99_ms']:.1f} | {r['prompt_pass_ms']:.1f} | "
+            f"| {r['live']:.0f} | {r['joins']:.0f} | {r['unserved'] + r['refused']:.0f} | "
+            f"{r['join_p50_ms']:.1f} | {r['join_p99_ms']:.1f} | {r['first_out_p99_ms']:.1f} | "
+            f"{r['passes']:.0f} | {r['calls_per_pass']:.1f} | {r['pass_ms']:.1f} | "
+            f"{r['forced_passes']:.0f} | {r['fit_fixed_ms']:.1f} + {r['fit_per_token_us']:.1f} | "
             f"{r['ticks']:.0f} | {r['base_late']:.0f} | {r['late_ticks']:.0f} | "
             f"{r['skipped_ticks']:.0f} | {r['tick_p99_ms']:.1f} |"
         )

@@ -131,3 +131,47 @@ def test_reanchoring_rebuilds_the_calls_own_prompt() -> None:
         torch.testing.assert_close(slot_kv(model, 0, alice.length), alice.kv, atol=1e-5, rtol=1e-5)
     finally:
         engine.close()
+
+
+def test_rebuilding_a_calls_own_prompt_takes_a_window_of_its_own() -> None:
+    # the rebuild is a prefill pass like a chunk: a window after a tick does one or the other
+    model = tiny_model(KEEP, slots=1)
+    anchor = model._reanchor  # noqa: SLF001
+    assert anchor is not None
+    work: list[str] = []
+    windows: list[list[str]] = []
+    prefill, advance, between = model.lm.prefill_text_phases, anchor.advance, model.between_ticks
+
+    def counted_prefill(*args, **kwargs):  # type: ignore[no-untyped-def]
+        work.append("prompt")
+        return prefill(*args, **kwargs)
+
+    def counted_advance(*args, **kwargs):  # type: ignore[no-untyped-def]
+        work.append("chunk")
+        return advance(*args, **kwargs)
+
+    def window(active):  # type: ignore[no-untyped-def]
+        work.clear()
+        done = between(active)
+        windows.append(list(work))
+        return done
+
+    model.lm.prefill_text_phases = counted_prefill  # type: ignore[method-assign]
+    anchor.advance = counted_advance  # type: ignore[method-assign]
+    model.between_ticks = window  # type: ignore[method-assign]
+    engine = BatchedEngine(model, mode=TickMode.MANUAL, seed=7)
+    engine.start()
+    try:
+        engine.load_persona(BANK)
+        slot = engine.join(BANK.key, Collect(), seed=3, text_prompt=ALICE)
+        for frame in noise_frames(1, CONTEXT):
+            slot.push(frame)
+            assert engine.tick()
+            if engine.stats().reanchors:
+                break
+        assert engine.stats().reanchors == 1
+        rebuilt = [w for w in windows if "prompt" in w]
+        assert rebuilt == [["prompt"]]
+        assert any("chunk" in w for w in windows)
+    finally:
+        engine.close()

@@ -165,6 +165,11 @@ class _EngineCollector(Collector):
             "Per-call prompts that could not be computed (the call used its persona's).",
             s.call_prompt_errors,
         )
+        yield _counter(
+            "voicegate_engine_call_prompt_forced",
+            "Per-call prompts computed with no room before the next tick (waited the longest).",
+            s.call_prompt_forced,
+        )
         yield _gauge(
             "voicegate_engine_join_ms_p99",
             "p99 of join to the prompt state in the slot over recent joins (ms).",

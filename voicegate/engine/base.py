@@ -117,6 +117,9 @@ class EngineStats:
     call_prompts: int = 0
     call_prompt_errors: int = 0  # failed: those calls started on the persona's own prompt
     call_prompt_ms: float = 0.0  # engine time spent on them, summed
+    call_prompt_passes: int = 0  # batched passes that computed them
+    call_prompt_done: int = 0  # calls whose own prompt was computed (not left while waiting)
+    call_prompt_forced: int = 0  # passes of one call run without room (waited the longest)
     join_ms_p50: float = 0.0  # join() to the prompt state in the slot, over the last joins
     join_ms_p99: float = 0.0
 

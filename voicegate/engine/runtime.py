@@ -24,11 +24,15 @@ the persona's prompt state into the row (``TickModel.reset_slot``) before the ne
 
 A join with the call's own text prompt (``join(..., text_prompt=...)``: the persona's prompt with
 this call's variables) on a model with ``prepare_calls`` waits, not stepped, until that prompt
-is computed: on the persona's cached voice phases, only the text phases, every waiting call in
-one batched pass, on the engine thread after a tick's outputs are delivered and only when the
-last pass's time fits before the next tick is due (a call waits at most
-``MAX_CALL_PROMPT_WAIT_S`` for such room); with no call stepping, or in offline and manual
-modes, at once. ``EngineStats.join_ms_p50``/``p99``: join to the prompt state in the slot.
+is computed: on the persona's cached voice phases, only the text phases, the oldest waiting
+calls in one batched pass, on the engine thread after a tick's outputs are delivered. The pass
+takes as many calls as its predicted cost lets finish before the next tick is due, with a
+margin (``CALL_PROMPT_MARGIN_S``): the cost is fitted, as a fixed part plus a part per padded
+text token, to the recent passes' measured times (the model synchronizes its device before a
+pass returns). A call that finds no room for even itself waits at most
+``MAX_CALL_PROMPT_WAIT_S``, then runs alone (``EngineStats.call_prompt_forced``: the only pass
+that may make a tick late). With no call stepping, or in offline and manual modes, every
+waiting call at once. ``EngineStats.join_ms_p50``/``p99``: join to the prompt state in the slot.
 
 After each tick's outputs are delivered, a model with ``between_ticks(active)`` does its bounded
 housekeeping there (the torch model re-anchors long calls, one chunk per tick); what it reports
@@ -91,6 +95,11 @@ MAX_BEHIND_TICKS = 2
 MAX_CALL_PROMPT_BATCH = 8  # per-call prompts computed in one pass between two ticks
 # a waiting per-call prompt is computed even without room before the next tick after this long
 MAX_CALL_PROMPT_WAIT_S = 0.5
+# a pass is started only if its predicted end is this much before the next tick is due: the
+# prediction's error (a pass is measured to the millisecond, not the next one's kernels) and
+# the loads into the slots after it
+CALL_PROMPT_MARGIN_S = 0.1 * TICK_S
+CALL_PROMPT_SAMPLES = 16  # recent passes the cost is fitted to
 
 
 class TickMode(enum.Enum):
@@ -114,6 +123,7 @@ class _PendingReset:
     requested_at: float  # the engine's clock at join (how long it may still wait)
     is_waiting: bool = False  # the call's own prompt is not computed yet
     text: str = ""  # the call's own text prompt (while waiting)
+    tokens: int = 0  # its length in model tokens (the pass's cost grows with the longest)
     persona_state: object = None  # its persona's state (voice phases; the fallback)
     generation: int = 0
 
@@ -187,9 +197,10 @@ class BatchedEngine:
         self._prepare_calls: Callable[[list[tuple[object, str]]], list[object]] | None = getattr(
             model, "prepare_calls", None
         )
-        # the last pass of per-call prompts took this long (s): whether the next fits before a
-        # tick; before any, a guess of a quarter tick
-        self._prepare_s = TICK_S / 4
+        # recent passes of per-call prompts: (calls x longest text in tokens, seconds on the
+        # clock the ticks are due on); the next pass's cost is fitted to them
+        self._pass_cost = np.zeros((CALL_PROMPT_SAMPLES, 2), dtype=np.float64)
+        self._pass_cost_n = 0
         self._n_waiting = 0  # joins whose own prompt is not computed yet (under ``_lock``)
         # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
         self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
@@ -367,6 +378,8 @@ class BatchedEngine:
         on the persona's cached voice phases, and the slot starts stepping once they are in."""
         if not self._is_started or self._stop.is_set():
             raise InvalidStateError(f"engine {self.name}: cannot join a call when not running")
+        # the caller's thread tokenizes (the engine thread only sizes its passes with it)
+        tokens = 0 if text_prompt is None else self._model.count_tokens(text_prompt)
         with self._lock:
             entry = self._personas.get(persona_key)
             if entry is None:
@@ -393,7 +406,7 @@ class BatchedEngine:
             )
             if own and self._prepare_calls is not None:
                 assert text_prompt is not None
-                pending.is_waiting, pending.text = True, text_prompt
+                pending.is_waiting, pending.text, pending.tokens = True, text_prompt, tokens
                 pending.persona_state = entry.state
                 self._n_waiting += 1
                 pending.generation = state.generation
@@ -444,6 +457,9 @@ class BatchedEngine:
             call_prompts=s.call_prompts,
             call_prompt_errors=s.call_prompt_errors,
             call_prompt_ms=s.call_prompt_ms,
+            call_prompt_passes=s.call_prompt_passes,
+            call_prompt_done=s.call_prompt_done,
+            call_prompt_forced=s.call_prompt_forced,
             join_ms_p50=join_p50,
             join_ms_p99=join_p99,
         )
@@ -505,7 +521,7 @@ class BatchedEngine:
         if self._n_waiting and (
             self._mode is not TickMode.SERVING or not self._has_stepping_slot()
         ):
-            self._prepare_waiting()  # nobody's tick to make late (offline, manual, idle)
+            self._prepare_waiting(is_paced=False)  # no tick to make late (offline, manual, idle)
         waiting: set[int] = set()
         with self._lock:
             for i, pending in enumerate(self._pending):
@@ -607,25 +623,31 @@ class BatchedEngine:
         ) * 1000.0
         self._join_ms_n += 1
 
-    def _prepare_waiting(self) -> None:
-        """Compute the waiting calls' own prompts (engine thread, between ticks), in one
-        batched pass of at most ``MAX_CALL_PROMPT_BATCH``; in serving mode only when the last
-        such pass fits the time left before the next tick (a call waits at most
-        ``MAX_CALL_PROMPT_WAIT_S`` for room). A failure starts the call on its persona's own
-        prompt (logged): a call never fails to start because of its variables."""
+    def _prepare_waiting(self, *, is_paced: bool = True) -> None:
+        """Compute waiting calls' own prompts (engine thread, between ticks) in one batched
+        pass of the oldest, at most ``MAX_CALL_PROMPT_BATCH``. Paced (serving mode with calls
+        stepping): only as many as are predicted to finish ``CALL_PROMPT_MARGIN_S`` before the
+        next tick is due; none fitting, the oldest alone once it has waited
+        ``MAX_CALL_PROMPT_WAIT_S``. A failure starts the call on its persona's own prompt
+        (logged): a call never fails to start because of its variables."""
         prepare = self._prepare_calls
         assert prepare is not None
         with self._lock:
-            todo = [(i, p) for i, p in enumerate(self._pending) if p is not None and p.is_waiting][
-                :MAX_CALL_PROMPT_BATCH
-            ]
+            todo = [(i, p) for i, p in enumerate(self._pending) if p is not None and p.is_waiting]
         if not todo:
             return
-        if self._mode is TickMode.SERVING and self._next_due is not None:
-            left_s = self._next_due - self._clock()
-            oldest_s = self._clock() - min(p.requested_at for _, p in todo)
-            if self._prepare_s > left_s and oldest_s < MAX_CALL_PROMPT_WAIT_S:
-                return
+        todo.sort(key=lambda item: item[1].requested_at)
+        del todo[MAX_CALL_PROMPT_BATCH:]
+        if is_paced and self._mode is TickMode.SERVING and self._next_due is not None:
+            now = self._clock()
+            n = self._calls_that_fit(todo, self._next_due - now - CALL_PROMPT_MARGIN_S)
+            if n == 0:
+                if now - todo[0][1].requested_at < MAX_CALL_PROMPT_WAIT_S:
+                    return
+                n = 1
+                self._stats.call_prompt_forced += 1
+            del todo[n:]
+        longest = max(max(p.tokens for _, p in todo), 1)
         started, started_at = time.perf_counter(), self._clock()
         try:
             states = prepare([(p.persona_state, p.text) for _, p in todo])
@@ -646,11 +668,30 @@ class BatchedEngine:
                 if self._pending[i] is p and self._slots[i].generation == p.generation:
                     p.state, p.is_waiting = prompt_state, False
                     self._n_waiting -= 1
+                    self._stats.call_prompt_done += 1
                     self._load(i, p)  # here, between ticks: the next tick only steps it
                     if self._mode is TickMode.SERVING:  # offline: every frame counts
                         self._slots[i].keep_newest(1)  # what it queued while waiting is late
-        self._prepare_s = self._clock() - started_at  # on the clock the ticks are due on
+        # on the clock the ticks are due on; the loads into the slots count as the pass's
+        row = self._pass_cost[self._pass_cost_n % CALL_PROMPT_SAMPLES]
+        row[0], row[1] = len(todo) * longest, self._clock() - started_at
+        self._pass_cost_n += 1
+        self._stats.call_prompt_passes += 1
         self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
+
+    def _calls_that_fit(self, todo: list[tuple[int, _PendingReset]], room_s: float) -> int:
+        """How many of the oldest waiting calls one pass can compute within ``room_s``."""
+        n = min(self._pass_cost_n, CALL_PROMPT_SAMPLES)
+        if n == 0:  # nothing measured yet: one call, with half a tick of room
+            return 1 if room_s >= TICK_S / 2 else 0
+        fixed_s, per_token_s = _fit_cost(self._pass_cost[:n])
+        longest = fits = 0
+        for _, pending in todo:
+            longest = max(longest, pending.tokens, 1)
+            if fixed_s + per_token_s * (fits + 1) * longest > room_s:
+                break
+            fits += 1
+        return fits
 
     def _run_between_ticks(self, is_active: np.ndarray) -> None:
         assert self._between_ticks is not None
@@ -762,3 +803,31 @@ class BatchedEngine:
             if self._stop.is_set() or self._watch.fault is not None:
                 return
             self._guarded_tick()
+
+
+def _fit_cost(samples: np.ndarray) -> tuple[float, float]:
+    """Seconds of a pass as ``fixed + per_token * tokens`` (tokens: calls x the longest
+    text), fitted to ``samples`` [n, 2] of (tokens, seconds) and raised to cover every sample
+    but (from 4 samples on) the one furthest above the line: a prediction errs long rather
+    than short, and one outlier (a first use of some kernel) does not starve the joins after
+    it. Both parts are at least 0."""
+    x, y = samples[:, 0], samples[:, 1]
+    fixed, per_token = _fit_line(x, y)
+    if len(x) >= 4:
+        keep = np.ones(len(x), dtype=bool)
+        keep[int(np.argmax(y - fixed - per_token * x))] = False
+        fixed, per_token = _fit_line(x[keep], y[keep])
+    return fixed, per_token
+
+
+def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least squares, then the fixed part raised to lie over every point; with one size
+    seen (or no growth), half of its time is taken as fixed."""
+    per_token = 0.0
+    if float(np.ptp(x)) > 0.0:
+        per_token = max(float(np.polyfit(x, y, 1)[0]), 0.0)
+    if per_token > 0.0:
+        fixed = 0.0
+    else:
+        fixed, per_token = float(np.median(y)) / 2, float(np.median(y / np.maximum(x, 1.0))) / 2
+    return max(fixed + float(np.max(y - fixed - per_token * x)), 0.0), per_token

@@ -22,6 +22,8 @@ columns of the output buffer ([S, 1923]) and are read with ``caller_outputs()``.
 Long calls (``reanchor_frames`` > 0): ``between_ticks`` re-anchors one slot at a time before
 its persona prompt leaves the attention window (``voicegate.engine.lm.reanchor``), prefilling at
 most ``reanchor_chunk_frames`` positions after each tick so that no tick is late because of it.
+A call with its own prompt has that prompt prefilled again when its re-anchor begins (a pass
+the size of a join's), in a window after a tick of its own: no window does that and a chunk.
 
 Owns: TorchTickModel. Imports torch, numpy, the lm and mimi packages, the tokenizer.
 """
@@ -154,6 +156,7 @@ class TorchTickModel:
         self._pad = torch.tensor(float(PAD_ID), device=self.device)
         self._prefill_lock = threading.Lock()
         self._is_cuda = is_cuda
+        self._is_text_pass_warm = False  # CUDA: a per-call prompt pass has run once
         self.budget: object | None = None  # the SlotBudget that sized n_slots, when measured
         self.load_s = 0.0  # seconds spent reading the checkpoints, when loaded from files
         if use_cuda_graph is None:
@@ -295,7 +298,14 @@ class TorchTickModel:
                 f"text {len(ids)} tokens) does not fit the {context}-frame context"
             )
         with self._prefill_lock, torch.inference_mode():
-            return self.lm.prefill(voice, ids)
+            state = self.lm.prefill(voice, ids)
+            if self._is_cuda and not self._is_text_pass_warm:
+                # the first per-call pass loads its kernels (lazily, on first use): here, not
+                # between two ticks where the engine's pacing has no measurement of it yet
+                self.lm.prefill_text_phases([state], [ids])
+                torch.cuda.current_stream(self.device).synchronize()
+                self._is_text_pass_warm = True
+            return state
 
     def prepare_calls(self, requests: Sequence[tuple[object, str]]) -> list[object]:
         """Per-call prompt states, in one batched pass: each request is (the persona's state
@@ -418,11 +428,18 @@ class TorchTickModel:
         job = self._job
         if job is not None and not active[job.slot]:
             job = self._job = None
+        position = -1
         if job is None:
             job = self._job = self._next_job(anchor, active)
             if job is None:
                 return []
-        position = int(self.state.positions_host[job.slot])
+            position = int(self.state.positions_host[job.slot])
+            if job.is_rebuilt and position < self.lm.config.context - 1:
+                # the call's own prompt was prefilled in this window (a pass like a chunk):
+                # the first chunk waits for the next one, so no window does both
+                return []
+        if position < 0:
+            position = int(self.state.positions_host[job.slot])
         # the prompt's first frame leaves at the step at position `context`: never let it
         # (a late tick is better than a call that loses its persona)
         whole = position >= self.lm.config.context - 1
@@ -452,13 +469,22 @@ class TorchTickModel:
             return None
         kept = self._prompts[best]
         assert kept is not None
+        rebuild_s = 0.0
         if isinstance(kept, _CallPrompt):
-            # the call's own prompt, rebuilt from the persona's voice phases and its text
+            # the call's own prompt, rebuilt from the persona's voice phases and its text (a
+            # pass the size of a join's: the window that does it runs no chunk)
+            started = time.perf_counter()
             with self._prefill_lock, torch.inference_mode():
                 (prompt,) = self.lm.prefill_text_phases([kept.persona], [kept.text_ids])
+            if self._is_cuda:
+                torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
+            rebuild_s = time.perf_counter() - started
         else:
             prompt = kept
         job = anchor.begin(best, prompt)
+        if job is not None and rebuild_s:
+            job.is_rebuilt = True
+            job.compute_s += rebuild_s
         if job is None:
             self._cannot_reanchor[best] = True
             log.warning(

@@ -51,6 +51,21 @@ def test_batched_text_phases_equal_fresh_prefills(lm: LM) -> None:
         torch.testing.assert_close(state.hidden, fresh.hidden, atol=1e-5, rtol=1e-5)
 
 
+def test_one_personas_calls_in_one_pass_equal_fresh_prefills(lm: LM) -> None:
+    """Every row starts at the same position (keys/values written as slices, not scattered):
+    texts of different lengths still equal fresh prefills."""
+    voice = _voice(7, 5)
+    persona = lm.prefill(voice, [20, 21])
+    texts = [[30, 31, 32], list(range(40, 52)), [60]]
+    got = lm.prefill_text_phases([persona] * len(texts), texts)
+    for ids, state in zip(texts, got, strict=True):
+        fresh = lm.prefill(voice, ids)
+        assert state.length == fresh.length
+        assert torch.equal(state.tokens, fresh.tokens)
+        torch.testing.assert_close(state.kv, fresh.kv, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(state.hidden, fresh.hidden, atol=1e-5, rtol=1e-5)
+
+
 def test_a_call_prompt_loaded_into_a_slot_steps_like_a_fresh_prefill(lm: LM) -> None:
     voice = _voice(6, 4)
     persona = lm.prefill(voice, [20, 21, 22])

@@ -9,7 +9,7 @@ Owns: ``LMModel``. Imports torch and the lm config/ops only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -239,28 +239,43 @@ class LMModel(nn.Module):
         return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
 
     def temporal_extend_rows(
-        self, x: torch.Tensor, kv: torch.Tensor, starts: torch.Tensor
+        self, x: torch.Tensor, kv: torch.Tensor, starts: Sequence[int]
     ) -> torch.Tensor:
         """``temporal_extend`` for B sequences at once: x [B, T, dim], row b at positions
         ``starts[b]`` .. ``starts[b] + lengths[b] - 1`` (T = the longest; the rest of a shorter
         row is padding whose output is meaningless), after the keys/values of its positions
         0..starts[b]-1 in ``kv`` [L, 2, B, H, C, D], which receives this pass's. Returns the
-        normed hidden states [B, T, dim]."""
+        normed hidden states [B, T, dim].
+
+        ``starts`` are host ints (no device sync to size the pass); when every row starts at
+        the same position (one persona's voice phases) the keys/values are written as slices,
+        not scattered (fewer kernels: the pass is launch-bound on a GPU)."""
         c = self.config
         b, t = x.shape[:2]
-        at = starts[:, None] + torch.arange(t, device=x.device)[None]  # [B, T]
-        end = int((starts + t).max())
+        first, end = min(starts), max(starts) + t
+        if len(starts) != b or first < 0:
+            raise ValueError(f"{len(starts)} starts (lowest {first}) for {b} rows")
         if end > kv.shape[4]:
             raise ValueError(f"positions up to {end - 1} do not fit {kv.shape[4]} columns")
-        rotation = self._rotation(at)
+        is_uniform = first == end - t
+        steps = torch.arange(t, device=x.device)
+        if is_uniform:
+            at = (steps + first)[None]  # [1, T]: one layout for every row
+        else:
+            at = torch.tensor(list(starts), device=x.device)[:, None] + steps[None]  # [B, T]
+        rotation = self._rotation(at.expand(b, t))
         # query at position p of row b sees that row's keys 0..p (padding never reaches a
         # real query: its positions come after the row's last one)
         mask = (torch.arange(end, device=x.device)[None, None] <= at[:, :, None])[:, None]
         rows = torch.arange(b, device=x.device)[:, None]
         for i, layer in enumerate(self._temporal):
             q, k, v = self._attention_in(layer, x, rotation)
-            kv[i, 0][rows, :, at] = k.transpose(1, 2)
-            kv[i, 1][rows, :, at] = v.transpose(1, 2)
+            if is_uniform:
+                kv[i, 0, :, :, first:end] = k
+                kv[i, 1, :, :, first:end] = v
+            else:
+                kv[i, 0][rows, :, at] = k.transpose(1, 2)
+                kv[i, 1][rows, :, at] = v.transpose(1, 2)
             keys, values = kv[i, 0, :, :, :end], kv[i, 1, :, :, :end]
             attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
             x = self._layer_out(layer, x, attn)

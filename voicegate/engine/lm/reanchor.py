@@ -68,7 +68,8 @@ class ReanchorJob:
     start: int  # first position of the conversation kept
     done: int  # positions start..done-1 are prefilled in the workspace
     chunks: int = 0
-    compute_s: float = 0.0  # time spent in ``advance`` and ``finish``
+    compute_s: float = 0.0  # time spent in ``advance`` and ``finish`` (and on its prompt)
+    is_rebuilt: bool = False  # its prompt was prefilled when it began (a call's own prompt)
 
     @property
     def prompt_frames(self) -> int:

@@ -176,8 +176,7 @@ class LM:
         for i, (prompt, start) in enumerate(zip(prompts, starts, strict=True)):
             kv[:, :, i, :, :start] = prompt.kv[:, :, :, :start]
         x = self.model.embed_tokens(tokens.to(self.device))
-        starts_dev = torch.tensor(starts, device=self.device)
-        hidden = self.model.temporal_extend_rows(x, kv, starts_dev)
+        hidden = self.model.temporal_extend_rows(x, kv, starts)
         out = []
         for i, (prompt, grid, start) in enumerate(zip(prompts, grids, starts, strict=True)):
             added = grid.shape[1] - 1
