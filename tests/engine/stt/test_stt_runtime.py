@@ -104,7 +104,11 @@ def test_the_fused_kernels_match_the_eager_step(parity_stt_config: SttConfig) ->
             fused.new_state(2), codes[:, :, t], torch.from_numpy(active), c.context
         )  # a fresh state: only the head arithmetic is compared
         first = eager.step_tensors(
-            eager.new_state(2), codes[:, :, t], torch.from_numpy(active), c.context, return_logits=True
+            eager.new_state(2),
+            codes[:, :, t],
+            torch.from_numpy(active),
+            c.context,
+            return_logits=True,
         )
         assert a.text_logits is not None and b.text_logits is not None
         torch.testing.assert_close(b.text_logits, a.text_logits, rtol=1e-5, atol=1e-5)

@@ -32,11 +32,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.lm._ops import is_scaled_kv_dtype
 from voicegate.engine.lm.model import DecodeAttention
 from voicegate.engine.stt.checkpoint import load_stt_model, random_stt_model
 from voicegate.engine.stt.config import SttConfig
-from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.stt.model import SttModel, compiled_embed_sum, embed_sum, stt_kernels
 
 __all__ = ["Stt", "SttState", "SttStepOutput"]
