@@ -372,13 +372,18 @@ def main() -> None:
             if got is not None:
                 print(variant, label, json.dumps(got), flush=True)
         rows.append(row)
-    header["elapsed_s"] = round(time.perf_counter() - started, 1)
-    if args.json is not None:
-        out = {"header": header, "rows": [dataclasses.asdict(r) for r in rows]}
-        args.json.write_text(json.dumps(out, indent=1))
+        write_json(args.json, header, rows, started)  # after each row: a killed run keeps them
+    write_json(args.json, header, rows, started)
     print(json.dumps(header))
     print()
     print_table(rows)
+
+
+def write_json(path: Path | None, header: dict[str, object], rows: list[Row], t0: float) -> None:
+    header["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    if path is not None:
+        out = {"header": header, "rows": [dataclasses.asdict(r) for r in rows]}
+        path.write_text(json.dumps(out, indent=1))
 
 
 @dataclasses.dataclass
