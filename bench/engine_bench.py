@@ -88,6 +88,12 @@ def pct(values: list[float], q: float) -> float:
 def free_cuda(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
+        # cuBLAS keeps a workspace per (handle, stream) outside the cache: each build's graph
+        # capture runs on a new side stream, so they pile up over a run's rows (CUDA builds)
+        clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear is not None:
+            torch.cuda.synchronize(device)
+            clear()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 

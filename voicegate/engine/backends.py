@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from voicegate.engine.attention_decode import decode_attention_for
-from voicegate.engine.capacity import measure_state_bytes, slots_that_fit
+from voicegate.engine.capacity import SlotBudget, measure_state_bytes, slots_that_fit
 from voicegate.engine.lm import LM, LMConfig
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer, load_mimi
 from voicegate.engine.modeldir import ModelFiles, check_model_dir
@@ -34,7 +34,9 @@ __all__ = [
     "build_personaplex_model",
     "build_tiny_model",
     "load_release_model",
+    "one_slot_state",
     "resolve_device",
+    "slot_budget",
     "tiny_lm_config",
 ]
 
@@ -156,6 +158,41 @@ def build_personaplex_model(settings: Any) -> TorchTickModel:
     )
 
 
+def one_slot_state(
+    lm: LM, mimi: MimiModel, stt: Stt | None, kv_dtype: torch.dtype | None
+) -> tuple[object, ...]:
+    """What one slot keeps on the device, as ``TorchTickModel`` allocates it: the LM's state,
+    the Mimi streams (encoding as many codebooks as the STT reads) and the STT's state."""
+    codebooks = stt.config.n_q if stt is not None else None
+    return (
+        lm.new_state(1, kv_dtype=kv_dtype),
+        MimiStreamer(mimi, 1, codebooks),
+        stt.new_state(1, kv_dtype) if stt is not None else None,
+    )
+
+
+def slot_budget(
+    lm: LM,
+    mimi: MimiModel,
+    stt: Stt | None,
+    kv_dtype: torch.dtype | None,
+    max_calls: int = 0,
+    *,
+    reanchor_frames: int = 0,
+) -> SlotBudget:
+    """How many slots fit the CUDA device's free memory now (weights already loaded): one
+    slot's state measured (``one_slot_state``), its activations, the reserve (more with the
+    STT: ``capacity.slots_that_fit``) and the re-anchor workspace."""
+    device = lm.device
+    per_slot = measure_state_bytes(lambda: one_slot_state(lm, mimi, stt, kv_dtype), device)
+    free, total = torch.cuda.mem_get_info(device)
+    if reanchor_frames:  # the re-anchor workspace: one slot's KV ring in the model's dtype
+        c = lm.config
+        item = torch.empty((), dtype=lm.dtype).element_size()
+        free -= c.num_layers * 2 * c.num_heads * c.context * c.head_dim * item
+    return slots_that_fit(free, total, per_slot, max_calls, second_model=stt is not None)
+
+
 def load_release_model(
     files: ModelFiles,
     *,
@@ -193,21 +230,14 @@ def load_release_model(
     load_s = time.perf_counter() - started
     budget = None
     if device.type == "cuda":
-        stt_model = caller_stt[0] if caller_stt else None
-        per_slot = measure_state_bytes(
-            lambda: (
-                lm.new_state(1, kv_dtype=kv_dtype),
-                MimiStreamer(mimi, 1),
-                stt_model.new_state(1, kv_dtype) if stt_model is not None else None,
-            ),
-            device,
+        budget = slot_budget(
+            lm,
+            mimi,
+            caller_stt[0] if caller_stt else None,
+            kv_dtype,
+            max_calls,
+            reanchor_frames=reanchor_frames,
         )
-        free, total = torch.cuda.mem_get_info(device)
-        if reanchor_frames:  # the re-anchor workspace: one slot's KV ring in the model's dtype
-            c = lm_config
-            item = torch.empty((), dtype=dtype).element_size()
-            free -= c.num_layers * 2 * c.num_heads * c.context * c.head_dim * item
-        budget = slots_that_fit(free, total, per_slot, max_calls)
         log.info("engine %s: loaded in %.1f s on %s; %s", name, load_s, device, budget.describe())
         slots = budget.slots
         if slots < 1:

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = [
+    "ACTIVATION_BYTES_PER_SLOT",
     "RESERVE_FRACTION",
     "RESERVE_MIN_BYTES",
+    "SECOND_MODEL_RESERVE_BYTES",
     "TICK_BUDGET_MS",
     "SlotBudget",
     "realtime_slots",
@@ -30,12 +32,24 @@ __all__ = [
 log = logging.getLogger("voicegate.engine")
 
 GIB = 1 << 30
+MIB = 1 << 20
 # Activations, graph pools, persona prompt states. Measured on an H100 (7B shapes, CUDA graphs,
 # bench/RESULTS.md): peak allocation grew 1.486 GiB per bf16 slot whose state is 1.483 GiB, and
 # at 42 slots the peak (with the bench's extra phase graphs) left 1.75 GiB of the card unused.
 RESERVE_MIN_BYTES = 1 * GIB
 RESERVE_FRACTION = 0.01
 ACTIVATION_MARGIN = 1.003  # per-slot activations and sampling scratch on top of the state
+# ... plus a fixed amount per slot, whatever the cache's dtype: measured on an H200 (7B, CUDA
+# graphs, compiled kernels; /work/.device/4/stt1b.json): the peak allocation beyond weights
+# and states was 1.18 GiB with 80 bf16 slots and 2.19 GiB with 148 fp8 ones, ~15 MiB per slot
+# (Mimi's float32 streams, sampling, the decode kernel's partials), which a margin in
+# proportion to the state (4.5 MiB of a bf16 slot, 2.2 MiB of an fp8 one) undercounted.
+ACTIVATION_BYTES_PER_SLOT = 16 * MIB
+# A second model in the tick (the caller STT) has its own CUDA graphs (their memory pool),
+# compiled kernels and warm-up streams beside the LM's: kept free on top of the reserve. The
+# same H200 run: 80 bf16 slots without the STT ran, 75 with it (the state 0.5 GiB smaller)
+# did not, so the STT's share beyond its state exceeds 0.5 GiB.
+SECOND_MODEL_RESERVE_BYTES = 1 * GIB
 TICK_BUDGET_MS = 80.0  # one frame: a tick slower than this is late
 
 
@@ -60,11 +74,20 @@ class SlotBudget:
 
 
 def slots_that_fit(
-    free_bytes: int, total_bytes: int, per_slot_bytes: int, cap: int = 0
+    free_bytes: int,
+    total_bytes: int,
+    per_slot_bytes: int,
+    cap: int = 0,
+    *,
+    second_model: bool = False,
 ) -> SlotBudget:
-    """Slots whose state fits ``free_bytes`` after the reserve; ``cap`` > 0 limits it."""
+    """Slots whose state (``per_slot_bytes``) and activations fit ``free_bytes`` after the
+    reserve (larger with a ``second_model`` in the tick: the caller STT); ``cap`` > 0 limits
+    it."""
     reserve = max(RESERVE_MIN_BYTES, int(total_bytes * RESERVE_FRACTION))
-    per_slot = max(1, int(per_slot_bytes * ACTIVATION_MARGIN))
+    if second_model:
+        reserve += SECOND_MODEL_RESERVE_BYTES
+    per_slot = max(1, int(per_slot_bytes * ACTIVATION_MARGIN) + ACTIVATION_BYTES_PER_SLOT)
     fit = int(max(0, (free_bytes - reserve) // per_slot))
     slots = min(fit, cap) if cap > 0 else fit
     return SlotBudget(free_bytes, total_bytes, per_slot, reserve, slots, fit)

@@ -181,6 +181,8 @@ class TorchTickModel:
             )
             if kv_dtype is not None and stt.attention is None:
                 stt.attention = lm.attention  # the LM's kernel for that cache (CUDA)
+            # the LM's fused (compiled) step arithmetic, in the STT's own compiled graphs
+            stt.set_compiled(lm.kernels.is_compiled)
         self._graphs: TickGraphs | None = None
         if use_cuda_graph:
             buckets = kv_buckets(lm.config.context, lm.kv_block)

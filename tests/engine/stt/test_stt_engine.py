@@ -16,7 +16,7 @@ from voicegate.engine import FRAME_SAMPLES, BatchedEngine, TickMode, TickOutput
 from voicegate.engine.factory import create_model
 from voicegate.engine.lm import LM
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer
-from voicegate.engine.stt import NO_END_OF_TURN, Stt, load_asr_tokenizer
+from voicegate.engine.stt import NO_END_OF_TURN, Stt, SttState, load_asr_tokenizer
 from voicegate.engine.synthetic import make_asr_dir, tiny_stt_config
 from voicegate.engine.tokenizer import EPAD_ID, PAD_ID, load_text_tokenizer
 from voicegate.engine.torch_model import TorchTickModel
@@ -26,7 +26,7 @@ from voicegate.errors import CheckpointError
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from engine_helpers import BANK, noise_frames  # noqa: E402
 
-from voicegate.engine.backends import tiny_lm_config  # noqa: E402
+from voicegate.engine.backends import one_slot_state, tiny_lm_config  # noqa: E402
 
 
 class CallerCollect:
@@ -189,3 +189,35 @@ def test_with_the_8bit_lm_cache_the_stt_cache_is_8bit_too(tmp_path: Path) -> Non
     assert outputs is not None
     assert 0 <= int(outputs[0][0]) < 1000 and 0.0 <= float(outputs[1][0]) <= 1.0
     assert int(outputs[0][1]) == PAD_ID and float(outputs[1][1]) == NO_END_OF_TURN
+
+
+def _state_bytes(state: object) -> int:
+    """Bytes of the tensors a slot-state object holds (its dataclass fields)."""
+    if state is None:
+        return 0
+    if isinstance(state, MimiStreamer):
+        return state.state_bytes_per_slot * state.n_slots
+    fields = (getattr(state, f.name) for f in dataclasses.fields(state))  # type: ignore[arg-type]
+    return sum(t.numel() * t.element_size() for t in fields if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.parametrize("kv_dtype", [None, torch.float8_e4m3fn])
+def test_the_slot_estimate_counts_what_a_slot_with_the_stt_keeps(
+    tmp_path: Path, kv_dtype: torch.dtype | None
+) -> None:
+    """The gateway's start-up estimate (``slot_budget`` measures ``one_slot_state``) counts
+    per slot exactly what ``TorchTickModel`` allocates per slot: the LM's state, Mimi's
+    streams encoding the STT's 32 codebooks, the STT's cache in the LM's cache dtype."""
+    stt = Stt.random(dataclasses.replace(tiny_stt_config(n_q=32), context=16), "cpu", torch.float32)
+    model = _model(stt, 3, mimi_q=32, root=tmp_path / "asr", kv_dtype=kv_dtype)
+    assert model.stt is not None
+    one = one_slot_state(model.lm, model.mimi_model, stt, kv_dtype)
+    lm_state, stream, stt_state = one
+    assert isinstance(stream, MimiStreamer) and stream.encode_codebooks == 32
+    assert isinstance(stt_state, SttState)
+    assert stt_state.kv.dtype == (kv_dtype or torch.float32)
+    assert _state_bytes(stt_state) == SttState.bytes_per_slot(stt.config, stt_state.kv.dtype)
+    per_slot = sum(_state_bytes(s) for s in one)
+    model_bytes = sum(_state_bytes(s) for s in (model.state, model.mimi, model.stt.state))
+    assert per_slot * 3 == model_bytes
+    assert _state_bytes(stt_state) > 0 and per_slot > _state_bytes(lm_state)

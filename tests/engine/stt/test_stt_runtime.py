@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from voicegate.engine.stt import Stt, SttConfig, SttState
+from voicegate.engine.stt.model import stt_kernels
 
 
 def _run(
@@ -80,3 +81,38 @@ def test_an_8bit_cache_keeps_scales_and_stays_close(parity_stt_config: SttConfig
         fp8.text.copy_(full.text)  # the same text fed back: only the cache differs
     assert 0 < worst < 5e-2
     assert same >= 36
+
+
+def test_the_fused_kernels_match_the_eager_step(parity_stt_config: SttConfig) -> None:
+    """The STT's own kernel functions (real-arithmetic RoPE: what CUDA compiles, as the LM's)
+    give the eager step's logits and end-of-turn over a wrapping stream, and the tick's
+    one-head end-of-turn equals the all-heads one."""
+    c = parity_stt_config
+    eager = Stt.random(c, "cpu", torch.float32, seed=8)
+    fused = Stt.random(c, "cpu", torch.float32, seed=8)
+    fused.kernels = stt_kernels(False, real_rope=True)
+    assert fused.kernels.real_rope and not fused.kernels.is_compiled
+    assert stt_kernels(False) is eager.kernels  # eager by default: the parity reference
+    states = [eager.new_state(2), fused.new_state(2)]
+    gen = torch.Generator().manual_seed(9)
+    codes = torch.randint(0, 2048, (2, c.n_q, 40), generator=gen)
+    for t in range(40):
+        active = np.array([True, t >= 5])
+        a = eager.step(states[0], codes[:, :, t], active, return_logits=True)
+        b = fused.step(states[1], codes[:, :, t], active, return_logits=True)
+        tick = fused.step_tensors(
+            fused.new_state(2), codes[:, :, t], torch.from_numpy(active), c.context
+        )  # a fresh state: only the head arithmetic is compared
+        first = eager.step_tensors(
+            eager.new_state(2),
+            codes[:, :, t],
+            torch.from_numpy(active),
+            c.context,
+            return_logits=True,
+        )
+        assert a.text_logits is not None and b.text_logits is not None
+        torch.testing.assert_close(b.text_logits, a.text_logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(b.end_of_turn, a.end_of_turn, rtol=1e-5, atol=1e-6)
+        assert torch.equal(a.text_tokens, b.text_tokens)
+        torch.testing.assert_close(tick.end_of_turn, first.end_of_turn, rtol=1e-5, atol=1e-6)
+    assert states[0].positions.tolist() == [40, 35]

@@ -11,18 +11,106 @@ Owns: SttModel. Imports torch and the lm package's math only.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from voicegate.engine.lm import _ops
+from voicegate.engine.lm import _fused, _ops
 from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.lm.model import DecodeAttention, masked_sdpa
 from voicegate.engine.stt.config import SttConfig
 
-__all__ = ["SttModel"]
+__all__ = ["SttModel", "compiled_embed_sum", "embed_sum", "stt_kernels"]
 
 _EAGER = StepKernels.eager()
+
+
+# The STT's own code objects for ``torch.compile``: the LM's functions with another model's
+# shapes would make dynamo recompile them with dynamic shapes (slower LM kernels); these thin
+# wrappers give the STT its own compiled graphs, with the LM's fused arithmetic.
+def _stt_attention_in(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    w_in: torch.Tensor,
+    eps: float,
+    num_heads: int,
+    rotation: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _fused.attention_in_real(x, alpha, w_in, eps, num_heads, rotation)
+
+
+def _stt_layer_out(
+    x: torch.Tensor,
+    attn: torch.Tensor,
+    w_out: torch.Tensor,
+    alpha: torch.Tensor,
+    w_gate_in: torch.Tensor,
+    w_gate_out: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    return _fused.layer_out(x, attn, w_out, alpha, w_gate_in, w_gate_out, eps)
+
+
+def _stt_final_norm(x: torch.Tensor, alpha: torch.Tensor, eps: float) -> torch.Tensor:
+    return _ops.rms_norm(x, alpha, eps)
+
+
+def stt_kernels(compiled: bool, *, real_rope: bool = False) -> StepKernels:
+    """The STT step's kernels: the eager reference (``_ops``, complex RoPE), its own functions
+    with real-arithmetic RoPE (``real_rope``: what gets compiled, uncompiled; tests compare the
+    two), or those compiled (``compiled``; ``TorchTickModel`` follows the LM's choice)."""
+    if not compiled and not real_rope:
+        return _EAGER
+    fns = StepKernels(
+        attention_in=_stt_attention_in,
+        layer_out=_stt_layer_out,
+        dep_attention_in=_EAGER.dep_attention_in,  # the STT has no depformer
+        dep_layer_out=_EAGER.dep_layer_out,
+        depformer_input=_EAGER.depformer_input,
+        final_norm=_stt_final_norm,
+        noise=_EAGER.noise,
+        sample=_EAGER.sample,
+        real_rope=True,
+        is_compiled=False,
+    )
+    if not compiled:
+        return fns
+    _fused._configure_dynamo()  # as the LM's: recompile limits, eager fallback
+    return dataclasses.replace(
+        fns,
+        attention_in=_compile(fns.attention_in),
+        layer_out=_compile(fns.layer_out),
+        final_norm=_compile(fns.final_norm),
+        is_compiled=True,
+    )
+
+
+def embed_sum(
+    text: torch.Tensor, audio: torch.Tensor, text_table: torch.Tensor, tables: list[torch.Tensor]
+) -> torch.Tensor:
+    """Input of one position per slot: text [B] and audio [B, n_q] ids -> [B, 1, dim] (the
+    codebooks' embeddings summed in order, then the text's)."""
+    x = F.embedding(audio[:, 0], tables[0])
+    for cb in range(1, len(tables)):
+        x = x + F.embedding(audio[:, cb], tables[cb])
+    return (x + F.embedding(text, text_table))[:, None]
+
+
+def compiled_embed_sum() -> Callable[..., torch.Tensor]:
+    """``embed_sum`` through ``torch.compile``: the 2 * n_q - 1 gathers and adds of 32
+    codebooks fused into few kernels."""
+    return _compile(embed_sum)
+
+
+def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    with warnings.catch_warnings():  # inductor's imports warn about torch.jit
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.compile(fn, fullgraph=False, dynamic=None)
 
 
 class _Weight(nn.Module):
@@ -91,12 +179,15 @@ class SttModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.text_emb.weight.dtype
 
-    def embed(self, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Input of one position per slot: text [B] and audio [B, n_q] ids -> [B, 1, dim]."""
-        x = F.embedding(audio[:, 0], self._emb[0].weight)
-        for cb in range(1, len(self._emb)):
-            x = x + F.embedding(audio[:, cb], self._emb[cb].weight)
-        return (x + F.embedding(text, self.text_emb.weight))[:, None]
+    def embed(
+        self,
+        text: torch.Tensor,
+        audio: torch.Tensor,
+        fn: Callable[..., torch.Tensor] = embed_sum,
+    ) -> torch.Tensor:
+        """Input of one position per slot: text [B] and audio [B, n_q] ids -> [B, 1, dim]
+        (``fn``: ``embed_sum`` or its compiled form)."""
+        return fn(text, audio, self.text_emb.weight, [e.weight for e in self._emb])
 
     def step(
         self,

@@ -24,7 +24,7 @@ Owns: Stt, SttState, SttStepOutput. Imports torch, numpy and the stt package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +32,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.lm._ops import is_scaled_kv_dtype
 from voicegate.engine.lm.model import DecodeAttention
 from voicegate.engine.stt.checkpoint import load_stt_model, random_stt_model
 from voicegate.engine.stt.config import SttConfig
-from voicegate.engine.stt.model import SttModel
+from voicegate.engine.stt.model import SttModel, compiled_embed_sum, embed_sum, stt_kernels
 
 __all__ = ["Stt", "SttState", "SttStepOutput"]
 
@@ -90,6 +91,9 @@ class Stt:
         self.config: SttConfig = model.config
         self.kv_block = kv_block
         self.attention = attention  # None: masked SDPA (reads 8-bit caches too)
+        # the step's norms/RoPE/gating: eager (the parity reference) until ``set_compiled``
+        self.kernels: StepKernels = stt_kernels(False)
+        self._embed: Callable[..., torch.Tensor] = embed_sum
         c = self.config
         self._audio_initial = torch.full(
             (1, c.n_q), c.audio_initial_id, device=model.device, dtype=torch.long
@@ -106,6 +110,14 @@ class Stt:
         cls, config: SttConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0
     ) -> Stt:
         return cls(random_stt_model(config, device, dtype, seed))
+
+    def set_compiled(self, on: bool) -> None:
+        """Step with the STT's own ``torch.compile``d kernels (the LM's fused arithmetic, its
+        own compiled graphs; compiled at the next step's first call: warm up before capturing
+        a CUDA graph) or the eager ones."""
+        if on != self.kernels.is_compiled:
+            self.kernels = stt_kernels(on)
+            self._embed = compiled_embed_sum() if on else embed_sum
 
     @property
     def device(self) -> torch.device:
@@ -199,7 +211,7 @@ class Stt:
         is_init = (pos == 0) | ~active
         text_in = torch.where(is_init, c.text_initial_id, state.text)
         audio_in = torch.where(is_init[:, None], self._audio_initial, codes[:, : c.n_q].long())
-        x = m.embed(text_in, audio_in)
+        x = m.embed(text_in, audio_in, self._embed)
         write = torch.where(active, pos % c.context, c.context)
         filled = torch.where(active, torch.clamp(pos + 1, max=c.context), 1)
         key_mask = torch.arange(kv_len, device=pos.device)[None] < filled[:, None]
@@ -210,6 +222,7 @@ class Stt:
             write,
             filled,
             key_mask[:, None, None],
+            kernels=self.kernels,
             attention=self.attention,
             kv_scales=state.kv_scales,
         )
@@ -218,9 +231,11 @@ class Stt:
         state.text.copy_(torch.where(active, text, state.text))
         state.positions.add_(active.long())
         heads = None
-        if c.extra_heads:
+        if c.extra_heads and return_logits:
             heads = torch.cat([m.head_probs(hidden, h) for h in range(c.extra_heads)], 1)
             end_of_turn = heads[:, c.end_of_turn_head, 0]
+        elif c.extra_heads:  # the tick reads one head: the others are not computed
+            end_of_turn = m.head_probs(hidden, c.end_of_turn_head)[:, 0, 0]
         else:
             end_of_turn = torch.full_like(logits[:, 0], NO_END_OF_TURN, dtype=torch.float32)
         return SttStepOutput(
