@@ -323,3 +323,9 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a recording's upload is retried (exponential backoff with jitter) before it is given up (logged; the file stays until retention).",
     )
+    webhook_recording_wait_s: float = Field(
+        5.0,
+        ge=0.0,
+        le=120.0,
+        description="After the settle time, how long a post-call report of a recorded call waits (re-reading Redis) for recording.ended, and for recording.uploaded when uploads are on, so it carries the recording's location; then it goes without.",
+    )
