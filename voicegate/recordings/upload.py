@@ -57,6 +57,7 @@ __all__ = ["RecordingUploads", "S3Target", "S3Uploader"]
 log = logging.getLogger("voicegate.recording")
 
 CONTENT_TYPE = "audio/wav"
+CLOSE_GRACE_S = 1.0
 UPLOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900)
 
 
@@ -230,6 +231,7 @@ class RecordingUploads:
         self._task: asyncio.Task[None] | None = None
         self._metrics = _Metrics(registry)
         self._emit = emit
+        self._is_closing = False
 
     def start(self) -> None:
         if self._task is None:
@@ -238,11 +240,19 @@ class RecordingUploads:
             )
 
     async def aclose(self) -> None:
+        """Stop after the current read (an upload in progress is left pending in the group:
+        the next start retries it). Bounded: a task cancelled inside a blocking XREADGROUP
+        was seen to never finish (redis-py), so the consumer is asked to stop between reads
+        and only cancelled, without waiting for it, if it does not."""
         task, self._task = self._task, None
+        self._is_closing = True
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=self._block_ms / 1000 + CLOSE_GRACE_S)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=CLOSE_GRACE_S)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("recording uploads: consumer failed: %s", task.exception())
         self._metrics.unregister()
 
     def key_for(self, path: Path) -> str:
@@ -260,7 +270,7 @@ class RecordingUploads:
         try:
             is_group_ready = False
             start_id = "0"  # first our own pending entries (a restart mid-upload), then new ones
-            while True:
+            while not self._is_closing:
                 try:
                     if not is_group_ready:
                         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
@@ -279,7 +289,11 @@ class RecordingUploads:
                     if start_id == "0" and not entries:
                         start_id = ">"
                     for entry_id, fields in entries:
+                        if self._is_closing:
+                            return  # the rest stay pending: the next start takes them
                         await self._handle(fields)
+                        if self._is_closing:  # stopped mid-upload: the next start redoes it
+                            return
                         await client.xack(GLOBAL_EVENTS_KEY, self.group, entry_id)
                 except RedisError as exc:
                     log.warning("recording uploads: redis: %s; retrying in 1 s", exc)
