@@ -309,7 +309,7 @@ async def test_uploads_are_counted_and_reported_as_events(
     )
     failed, counted = await _upload_one(redis_url, gone, folder, lost)
     assert failed.call_id == "CAlost" and failed.status == "failed" and failed.url == ""
-    assert "failed after" in failed.detail and failed.attempts == gone.attempts >= 2
+    assert "failed after" in failed.detail and failed.attempts == gone.attempts >= 1
     assert failed.hash_fields() == {"recording_upload": "failed"}
     assert counted == {
         "uploaded_total": 0,
