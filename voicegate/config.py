@@ -326,6 +326,6 @@ class Settings(BaseSettings):
     webhook_recording_wait_s: float = Field(
         5.0,
         ge=0.0,
-        le=120.0,
+        le=30.0,  # well under the 60 s after which another gateway may claim the report
         description="After the settle time, how long a post-call report of a recorded call waits (re-reading Redis) for recording.ended, and for recording.uploaded when uploads are on, so it carries the recording's location; then it goes without.",
     )
