@@ -38,6 +38,7 @@ from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
 from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
+from voicegate.events.schema import Event
 from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
@@ -377,7 +378,7 @@ async def _start_parts(
         number_variables=numbers.variables,
         webhook=webhook,
         **vad_options,
-        **_start_recordings(settings, personas, numbers, stack),
+        **_start_recordings(settings, personas, numbers, stack, registry, events.emit),
     )
     if edge is not None:
         edge.register(registry, calls.limits)
@@ -421,6 +422,8 @@ async def _start_webhooks(
         backoff_max_s=settings.webhook_backoff_max_s,
         timeout_s=settings.webhook_timeout_s,
         settle_s=settings.webhook_settle_s,
+        recording_wait_s=settings.webhook_recording_wait_s,
+        is_upload_expected=bool(settings.recordings_s3_bucket),
         retention_s=settings.events_retention_s,
     )
     await webhooks.start()
@@ -429,7 +432,12 @@ async def _start_webhooks(
 
 
 def _start_recordings(
-    settings: Settings, personas: PersonaStore, numbers: NumbersStore, stack: AsyncExitStack
+    settings: Settings,
+    personas: PersonaStore,
+    numbers: NumbersStore,
+    stack: AsyncExitStack,
+    registry: CollectorRegistry,
+    emit: Callable[[Event], None],
 ) -> dict[str, Any]:
     """The recording writer thread, the retention sweep and the upload consumer (if any)."""
     folder = settings.recordings_dir.resolve()  # events carry absolute paths
@@ -451,7 +459,9 @@ def _start_recordings(
             region=settings.recordings_s3_region,
         )
         uploader = S3Uploader(target, retry_for_s=settings.recordings_upload_retry_s)
-        uploads = RecordingUploads(settings.redis_url, uploader, folder)
+        uploads = RecordingUploads(
+            settings.redis_url, uploader, folder, registry=registry, emit=emit
+        )
         uploads.start()
         stack.push_async_callback(uploads.aclose)
     policy = RecordingPolicy(

@@ -388,3 +388,10 @@ class Settings(BaseSettings):
         le=64,
         description="`serve`: processes that run the legs and calls (1: one process does everything). With N > 1 the engine runs in the main process and N workers share the HTTP port and its slots through shared memory; SIP runs in worker 0.",
     )
+
+    webhook_recording_wait_s: float = Field(
+        5.0,
+        ge=0.0,
+        le=30.0,  # well under the 60 s after which another gateway may claim the report
+        description="After the settle time, how long a post-call report of a recorded call waits (re-reading Redis) for recording.ended, and for recording.uploaded when uploads are on, so it carries the recording's location; then it goes without.",
+    )

@@ -5,14 +5,17 @@ error, refusal, overflow and persona-switch paths."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from utils import SILENCE, LoopbackLeg, Operator, RecordingEvents, ScriptedEngine, make_manager
 
 from voicegate.calls.context import CallStartWebhook
-from voicegate.contracts import CallInfo
+from voicegate.calls.recording import RecordingPlan, RecordingWriter
+from voicegate.contracts import CallInfo, EndReason
 from voicegate.engine.lm import system_prompt_text
 from voicegate.engine.tokenizer import load_text_tokenizer
 from voicegate.errors import CallRefused, NoFreeSlot
@@ -230,3 +233,46 @@ async def test_a_slow_or_broken_webhook_leaves_the_call_on_its_defaults(
     assert context.detail and context.action == "continue"
     assert webhook.failed == 1
     await webhook.aclose()
+
+
+async def test_an_announced_call_joins_with_its_own_prompt(tmp_path: Path) -> None:
+    """Recording announcement plus prompt variables: the slot is joined only once the
+    announcement has played, and with the call's own prompt tokens, not the persona's."""
+    writer = RecordingWriter()
+    writer.start()
+    try:
+        engine = ScriptedEngine(lambda c, k, f: (SILENCE, ""))
+        engine.personas = {"teller"}
+        personas = Personas(tmp_path)
+        clip = np.full(320, 1000, dtype=np.int16)  # 40 ms at 8 kHz: two pulls of 20 ms
+        calls = make_manager(
+            engine,
+            RecordingEvents(),
+            personas=personas,
+            number_variables=numbers_variables,
+            recording_plan=lambda info, rate: RecordingPlan(tmp_path / f"{info.call_id}.wav", clip),
+            recording_writer=writer,
+        )
+        data = {"caller_name": "Ann"}
+        info = CallInfo("ann", "twilio", "teller", "+15550001", "+14155550100", call_data=data)
+        call = calls.start_call(info, LoopbackLeg())
+        assert call.is_announcing and call.slot is None and engine.text_prompts == []
+        for _ in range(3):
+            call.pull_agent_audio(160)
+        assert not call.is_announcing and call.slot is not None
+        (own,) = engine.text_prompts
+        assert own == (
+            "You work for First Neuron Bank. You are speaking with Ann, a gold customer calling "
+            "from +15550001. Braces stay: {not a variable}."
+        )
+        persona = personas.get("teller")
+        tokenizer = load_text_tokenizer(None)
+        expected = persona.render_prompt(
+            {"caller_name": "Ann", "account_tier": "gold", "caller_number": "+15550001"}
+        )
+        ids = tokenizer.encode(system_prompt_text(own))
+        assert ids == tokenizer.encode(system_prompt_text(expected))
+        assert ids != tokenizer.encode(system_prompt_text(persona.render_prompt({})))
+        call.on_leg_closed(EndReason.CALLER_HANGUP)
+    finally:
+        await asyncio.to_thread(writer.close)

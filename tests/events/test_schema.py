@@ -36,6 +36,7 @@ from voicegate.events.schema import (  # not re-exported by voicegate.events yet
     CallReanchored,
     RecordingEnded,
     RecordingStarted,
+    RecordingUploaded,
     TranscriptCaller,
 )
 
@@ -140,6 +141,16 @@ SAMPLES: list[Event] = [
         duration_ms=61_240,
         size_bytes=44 + 61_240 * 32,
         status="complete",
+    ),
+    RecordingUploaded(
+        **COMMON,
+        path="var/recordings/2026-12-03/CA0123abc.wav",
+        status="uploaded",
+        url="https://calls.s3.us-east-1.amazonaws.com/recordings/2026-12-03/CA0123abc.wav",
+        bucket="calls",
+        key="recordings/2026-12-03/CA0123abc.wav",
+        attempts=2,
+        upload_ms=840,
     ),
 ]
 

@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = json.loads((ROOT / "infra" / "grafana" / "voicegate.json").read_text())
 ALERTS = yaml.safe_load((ROOT / "infra" / "prometheus" / "alerts.yml").read_text())
 PROMETHEUS_OWN = {"up"}  # written by Prometheus itself for every scrape target
-# webhook delivery (voicegate_webhook_*) comes with the webhooks branch: its panel is added then
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
     "and", "or", "unless", "offset", "inf", "nan",
@@ -91,6 +90,9 @@ def scraped(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
         webrtc_token="t" * 20,
         edge_loop_budget_pct=50,
         webhook_secret="s" * 32,  # the post-call webhook consumer and its metrics
+        recordings_dir=tmp_path_factory.mktemp("gw-recordings"),
+        recordings_s3_bucket="calls",  # the recording upload consumer and its metrics
+        recordings_s3_endpoint_url="http://127.0.0.1:9",  # nothing is uploaded here
     )
     gw = start_gateway(Gateway, settings)
     try:
@@ -142,6 +144,13 @@ def test_every_panel_query_names_a_metric_the_gateway_exports(exported: set[str]
         "voicegate_webhook_delivered_total",
         "voicegate_webhook_dead_lettered_total",
         "voicegate_webhook_delivery_seconds_bucket",
+    }
+    recording = {n for _, expr in queries for n in metric_names(expr) if "recording" in n}
+    assert recording >= {
+        "voicegate_recording_uploaded_total",
+        "voicegate_recording_upload_retried_total",
+        "voicegate_recording_upload_failed_total",
+        "voicegate_recording_upload_seconds_bucket",
     }
 
 

@@ -15,11 +15,19 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from voicegate.demo import free_port
 from voicegate.errors import RecordingError
-from voicegate.events.schema import GLOBAL_EVENTS_KEY, RecordingEnded, encode_fields
+from voicegate.events.schema import (
+    GLOBAL_EVENTS_KEY,
+    Event,
+    RecordingEnded,
+    RecordingUploaded,
+    decode_fields,
+    encode_fields,
+)
 from voicegate.recordings import RecordingUploads, S3Target, S3Uploader
 
 BUCKET = "calls"
@@ -126,11 +134,12 @@ def test_upload_retries_with_backoff_until_the_server_takes_it(s3_url: str, tmp_
 def test_upload_gives_up_after_its_retry_time(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens
     uploader = S3Uploader(
-        S3Target(dead, BUCKET, **KEYS), retry_for_s=0.6, base_delay_s=0.05, timeout_s=1
+        S3Target(dead, BUCKET, **KEYS), retry_for_s=1.5, base_delay_s=0.05, timeout_s=1
     )
     with pytest.raises(RecordingError, match="failed after [0-9]+ attempts"):
         uploader.upload(recording(tmp_path), "x.wav")
-    assert uploader.attempts >= 3 and uploader.failed == 1
+    # retried, then given up (how many attempts fit depends on the machine's load)
+    assert uploader.attempts >= 2 and uploader.failed == 1
 
 
 def test_a_missing_file_is_not_retried(tmp_path: Path) -> None:
@@ -216,3 +225,96 @@ async def test_the_consumer_uploads_what_was_recorded_even_after_a_restart(
     finally:
         await first.aclose()
         await client.aclose()
+
+
+async def _upload_one(
+    redis_url: str, uploader: S3Uploader, folder: Path, path: Path
+) -> tuple[RecordingUploaded, dict[str, float]]:
+    """Run a consumer until it has logged ``path``'s outcome: (the event, its metrics)."""
+    group = f"recording-upload:test-{path.stem}"
+    client = Redis.from_url(redis_url, decode_responses=True)
+    registry = CollectorRegistry()
+    events: list[Event] = []
+    uploads = RecordingUploads(
+        redis_url,
+        uploader,
+        folder,
+        group=group,
+        block_ms=100,
+        registry=registry,
+        emit=events.append,
+    )
+    uploads.start()
+    try:
+        await _group_ready(client, group)
+        ended = RecordingEnded(
+            call_id=path.stem,
+            leg="twilio",
+            t_ms=5000,
+            path=str(path),
+            duration_ms=5000,
+            size_bytes=path.stat().st_size,
+            status="complete",
+        )
+        await client.xadd(GLOBAL_EVENTS_KEY, encode_fields(ended))  # type: ignore[arg-type]
+        for _ in range(500):
+            if events:
+                break
+            await asyncio.sleep(0.02)
+        names = ("uploaded_total", "upload_retried_total", "upload_failed_total")
+        values = {n: registry.get_sample_value(f"voicegate_recording_{n}") or 0.0 for n in names}
+        values["seconds"] = (
+            registry.get_sample_value("voicegate_recording_upload_seconds_count") or 0
+        )
+    finally:
+        await uploads.aclose()
+        await client.aclose()
+    (event,) = events
+    assert isinstance(event, RecordingUploaded)
+    return event, values
+
+
+async def test_uploads_are_counted_and_reported_as_events(
+    s3_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The consumer's metrics (uploaded, retried, failed, upload seconds) and the
+    ``recording.uploaded`` event it logs: the object's URL, or the failure with its error."""
+    folder = tmp_path / "recordings"
+    good = recording(tmp_path, "CAgood.wav")
+    lost = folder / "2026-12-03" / "CAlost.wav"
+    lost.write_bytes(b"RIFF" + bytes(100))
+    front = FlakyFront(s3_url, fail=2)
+    try:
+        flaky = S3Uploader(
+            S3Target(front.url, BUCKET, "rec/", **KEYS), base_delay_s=0.05, max_delay_s=0.1
+        )
+        done, counted = await _upload_one(redis_url, flaky, folder, good)
+    finally:
+        front.close()
+    assert done.call_id == "CAgood" and done.status == "uploaded" and done.attempts == 3
+    assert done.key == "rec/2026-12-03/CAgood.wav" and done.bucket == BUCKET
+    assert done.url == f"{front.url}/{BUCKET}/rec/2026-12-03/CAgood.wav"
+    assert done.hash_fields()["recording_url"] == done.url
+    assert decode_fields(encode_fields(done)) == done
+    assert counted == {
+        "uploaded_total": 1,
+        "upload_retried_total": 2,
+        "upload_failed_total": 0,
+        "seconds": 1,
+    }
+    gone = S3Uploader(
+        S3Target(f"http://127.0.0.1:{free_port()}", BUCKET, "rec/", **KEYS),
+        retry_for_s=0.3,
+        base_delay_s=0.05,
+        timeout_s=1,
+    )
+    failed, counted = await _upload_one(redis_url, gone, folder, lost)
+    assert failed.call_id == "CAlost" and failed.status == "failed" and failed.url == ""
+    assert "failed after" in failed.detail and failed.attempts == gone.attempts >= 1
+    assert failed.hash_fields() == {"recording_upload": "failed"}
+    assert counted == {
+        "uploaded_total": 0,
+        "upload_retried_total": gone.attempts - 1,
+        "upload_failed_total": 1,
+        "seconds": 0,
+    }

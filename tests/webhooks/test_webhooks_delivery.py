@@ -23,6 +23,7 @@ from voicegate.events import (
     EventLog,
     TranscriptAgent,
 )
+from voicegate.events.schema import RecordingEnded, RecordingStarted, RecordingUploaded
 from voicegate.webhooks import (
     DEAD_LETTER_KEY,
     WebhookDelivery,
@@ -292,3 +293,76 @@ async def test_410_gone_dead_letters_at_once(
         (entry,) = await client.xrange(DEAD_LETTER_KEY)
         await client.aclose()
         assert entry[1]["last_error"].startswith("HTTP 410")
+
+
+def emit_recorded_call(log: EventLog, call_id: str) -> str:
+    """A recorded call's events up to its call.ended (its recording.ended comes later)."""
+    path = f"/var/recordings/2026-12-03/{call_id}.wav"
+    log.emit(CallStarted(call_id=call_id, leg="twilio", t=0, persona="hooked", to="+14155550100"))
+    log.emit(RecordingStarted(call_id=call_id, leg="twilio", t=0, path=path, rate_hz=8000))
+    log.emit(CallEnded(call_id=call_id, leg="twilio", t=3000, reason="caller_hangup", duration_ms=3000))  # fmt: skip
+    return path
+
+
+def recording_ended(call_id: str, path: str) -> RecordingEnded:
+    return RecordingEnded(
+        call_id=call_id,
+        leg="twilio",
+        t=3000,
+        path=path,
+        duration_ms=3000,
+        size_bytes=96_044,
+        status="complete",
+    )
+
+
+async def test_a_recorded_calls_report_waits_for_its_recording_and_upload(
+    redis_factory: Callable[..., Any], make_parts: Any
+) -> None:
+    redis = redis_factory()
+    with Receiver() as rx:
+        log, hooks, _ = await make_parts(
+            redis.url, rx.url, settle_s=0.1, recording_wait_s=30.0, is_upload_expected=True
+        )
+        path = emit_recorded_call(log, "c-rec")
+        await asyncio.sleep(1.0)  # well past the settle time: the report waits
+        assert rx.attempts == []
+        log.emit(recording_ended("c-rec", path))
+        await asyncio.sleep(0.5)  # uploads are on: it waits for the upload's outcome too
+        assert rx.attempts == []
+        url = "http://s3.test/calls/rec/2026-12-03/c-rec.wav"
+        log.emit(
+            RecordingUploaded(
+                call_id="c-rec",
+                leg="twilio",
+                t=3000,
+                path=path,
+                status="uploaded",
+                url=url,
+                bucket="calls",
+                key="rec/2026-12-03/c-rec.wav",
+                attempts=2,
+                upload_ms=150,
+            )
+        )
+        await eventually(lambda: hooks.delivered == 1, 20, f"not delivered: {rx.attempts}")
+    (hit,) = rx.attempts
+    recording = json.loads(hit.body)["recording"]
+    assert recording["path"] == path and recording["status"] == "complete"
+    assert recording["duration_ms"] == 3000
+    assert recording["upload"]["status"] == "uploaded" and recording["upload"]["url"] == url
+    assert recording["upload"]["key"] == "rec/2026-12-03/c-rec.wav"
+    assert recording["upload"]["attempts"] == 2
+
+
+async def test_a_recording_that_never_ends_delays_the_report_a_bounded_time(
+    redis_factory: Callable[..., Any], make_parts: Any
+) -> None:
+    redis = redis_factory()
+    with Receiver() as rx:
+        log, hooks, _ = await make_parts(redis.url, rx.url, settle_s=0.1, recording_wait_s=0.6)
+        emit_recorded_call(log, "c-lost")  # e.g. the writer thread died with the process
+        await eventually(lambda: hooks.delivered == 1, 20, f"not delivered: {rx.attempts}")
+    (hit,) = rx.attempts
+    report = json.loads(hit.body)
+    assert report["call_id"] == "c-lost" and report["recording"] is None

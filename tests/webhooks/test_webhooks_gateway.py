@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
+import httpx
 import numpy as np
 
 from tests.legs.gateway import REPO, Gateway, gateway_settings, read_events, start_gateway
@@ -142,3 +144,77 @@ async def test_redis_down_during_the_call_is_delivered_after_it_is_back(
         report = json.loads(hit.body)
         assert report["call_id"] == placed.call_sid and report["reason"] == "caller_hangup"
         assert hit.key == idempotency_key(placed.call_sid)
+
+
+async def test_a_recorded_calls_report_carries_the_recording_and_its_upload(
+    redis_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A recorded call end to end: the report (built right at call.ended, settle 0) waits for
+    the recording writer's recording.ended and the upload's recording.uploaded (a real
+    S3-compatible server, moto's), and carries the file's path and the object's URL."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.legs.twilio.test_recording import RECORDED, _noise, make_config
+
+    redis = redis_factory()
+    s3_port = free_port()
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+    s3.start()
+    s3_url = f"http://127.0.0.1:{s3_port}"
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    client = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", **keys)
+    client.create_bucket(Bucket="calls")
+    try:
+        with Receiver() as rx:
+            personas, numbers = make_config(tmp_path)
+            with numbers.open("a") as f:
+                f.write(f'webhooks:\n  default: {{call_ended: "{rx.url}"}}\n')
+            settings = gateway_settings(
+                redis.url,
+                tmp_path,
+                public_url=PUBLIC_URL,
+                twilio_auth_token=AUTH_TOKEN,
+                personas_dir=personas,
+                numbers_file=numbers,
+                recordings_dir=tmp_path / "recordings",
+                recordings_s3_bucket="calls",
+                recordings_s3_endpoint_url=s3_url,
+                recordings_s3_prefix="rec/",
+                recordings_s3_access_key_id="testing",
+                recordings_s3_secret_access_key="testing",
+                webhook_secret=SECRET,
+                webhook_settle_s=0.0,
+                webhook_recording_wait_s=30.0,
+            )
+            gw = start_gateway(Gateway, settings)
+            try:
+                async with TwilioSimulator(gw.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
+                    placed = await twilio.place_call(CALLER, RECORDED)
+                    stream = await twilio.open_stream(placed)
+                    await stream.play(_noise(1.5, seed=7))
+                    await stream.stop()
+                await eventually(lambda: len(rx.acked) == 1, 40, f"not delivered: {rx.attempts}")
+                async with httpx.AsyncClient(base_url=gw.base_url, trust_env=False) as http:
+                    metrics = (await http.get("/metrics")).text
+            finally:
+                gw.server.stop()
+        (hit,) = rx.attempts
+        assert verify(hit.body, hit.headers["voicegate-signature"], SECRET)
+        report = json.loads(hit.body)
+        assert report["call_id"] == placed.call_sid
+        recording = report["recording"]
+        assert recording is not None, report
+        path = Path(recording["path"])
+        assert path.name == f"{placed.call_sid}.wav" and recording["status"] == "complete"
+        assert abs(recording["duration_ms"] - report["duration_ms"]) <= 40
+        upload = recording["upload"]
+        key = f"rec/{path.parent.name}/{path.name}"
+        assert upload["status"] == "uploaded" and upload["key"] == key
+        assert upload["url"] == f"{s3_url}/calls/{key}"
+        stored: Any = client.get_object(Bucket="calls", Key=key)["Body"]
+        assert stored.read() == path.read_bytes()
+        assert "voicegate_recording_uploaded_total 1.0" in metrics
+        assert "voicegate_recording_upload_failed_total 0.0" in metrics
+        assert "voicegate_recording_upload_seconds_count 1.0" in metrics
+    finally:
+        s3.stop()

@@ -388,6 +388,30 @@ class RecordingEnded(Event):
         return {"recording_path": self.path, "recording_status": self.status}
 
 
+class RecordingUploaded(Event):
+    """The recording's upload to S3-compatible storage is over: ``uploaded`` (``url`` is the
+    object's address) or ``failed`` (every retry failed; ``detail`` has the last error)."""
+
+    type: ClassVar[str] = "recording.uploaded"
+
+    path: str = Field(max_length=4096, description="the file on the gateway")
+    status: str = Field(max_length=32, description="uploaded or failed")
+    url: str = Field(
+        "", max_length=4096, description="the object's URL (path-style on an endpoint)"
+    )
+    bucket: str = Field("", max_length=255)
+    key: str = Field("", max_length=4096)
+    attempts: int = Field(0, ge=0)
+    upload_ms: int = Field(0, ge=0, description="from the first attempt to the last one's end")
+    detail: str = Field("", max_length=2048)
+
+    def hash_fields(self) -> dict[str, str]:
+        out = {"recording_upload": self.status}
+        if self.url:
+            out["recording_url"] = self.url
+        return out
+
+
 def encode_fields(event: Event) -> dict[str, str]:
     """Flat ``str -> str`` stream fields of ``event``; raises EventSchemaError if it cannot."""
     cls = type(event)

@@ -7,11 +7,19 @@ decides. ``RecordingUploads`` feeds it from Redis, not from memory: it reads ``r
 events from the global events stream through a consumer group named after this host, so a
 recording whose upload was cut short by a restart is retried when the gateway is back (its
 entry stays pending until acknowledged). Events for files not on this host's disk are skipped.
+Each upload's outcome is logged back as a ``recording.uploaded`` event (status ``uploaded`` with
+the object's URL, or ``failed`` with the last error; the call's hash gets ``recording_url``), so
+the post-call webhook report can carry the upload location.
+
+Metrics: ``voicegate_recording_uploaded_total``, ``voicegate_recording_upload_retried_total``
+(failed attempts that were retried), ``voicegate_recording_upload_failed_total`` (uploads given
+up) and the histogram ``voicegate_recording_upload_seconds`` (first attempt to the stored object).
 
 Usage (wired by ``app`` when ``VOICEGATE_RECORDINGS_S3_BUCKET`` is set)::
 
     uploader = S3Uploader(S3Target(endpoint_url, bucket, prefix, key_id, secret, region))
-    uploads = RecordingUploads(redis_url, uploader, folder); uploads.start(); ...
+    uploads = RecordingUploads(redis_url, uploader, folder, registry=registry, emit=events.emit)
+    uploads.start(); ...
     await uploads.aclose()
 
 Owns: S3Target, S3Uploader, RecordingUploads. boto3/botocore are imported only when an upload
@@ -31,15 +39,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from voicegate.errors import RecordingError
-from voicegate.events.schema import GLOBAL_EVENTS_KEY, RecordingEnded, decode_fields
+from voicegate.events.schema import (
+    GLOBAL_EVENTS_KEY,
+    Event,
+    RecordingEnded,
+    RecordingUploaded,
+    decode_fields,
+)
 
 __all__ = ["RecordingUploads", "S3Target", "S3Uploader"]
 
 log = logging.getLogger("voicegate.recording")
 
 CONTENT_TYPE = "audio/wav"
+CLOSE_GRACE_S = 1.0
+UPLOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +121,22 @@ class S3Uploader:
             )
         return self._client
 
+    def object_url(self, key: str) -> str:
+        """The uploaded object's URL: path-style on a configured endpoint, else AWS's own."""
+        t = self.target
+        if t.endpoint_url:
+            return f"{t.endpoint_url.rstrip('/')}/{t.bucket}/{quote(key)}"
+        return f"https://{t.bucket}.s3.{t.region or 'us-east-1'}.amazonaws.com/{quote(key)}"
+
     def delay_s(self, attempt: int) -> float:
         """Backoff before retry ``attempt`` (1-based): full jitter over an exponential cap."""
         cap = min(self.max_delay_s, self.base_delay_s * float(2 ** (attempt - 1)))
         return cap * self._rand()
 
-    def upload(self, path: Path, key: str) -> int:
+    def upload(self, path: Path, key: str, on_retry: Callable[[], None] | None = None) -> int:
         """PUT ``path`` as ``key``; returns the attempts it took, raises RecordingError with the
-        last error once ``retry_for_s`` has passed (or at once when the file is gone)."""
+        last error once ``retry_for_s`` has passed (or at once when the file is gone).
+        ``on_retry`` is called (on this thread) before each retry."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         deadline = time.monotonic() + self.retry_for_s
@@ -144,7 +171,41 @@ class S3Uploader:
                 error,
                 delay,
             )
+            if on_retry is not None:
+                on_retry()
             self._sleep(delay)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        kw: dict[str, Any] = {"registry": registry}
+        self.uploaded = Counter(
+            "voicegate_recording_uploaded", "Recordings stored in S3-compatible storage.", **kw
+        )
+        self.retried = Counter(
+            "voicegate_recording_upload_retried",
+            "Failed recording upload attempts that were retried.",
+            **kw,
+        )
+        self.failed = Counter(
+            "voicegate_recording_upload_failed",
+            "Recording uploads given up after their retry time (the file stays on disk).",
+            **kw,
+        )
+        self.seconds = Histogram(
+            "voicegate_recording_upload_seconds",
+            "From a recording's first upload attempt to the stored object.",
+            buckets=UPLOAD_BUCKETS_S,
+            **kw,
+        )
+        self._registry = registry
+
+    def unregister(self) -> None:
+        if self._registry is None:
+            return
+        for m in (self.uploaded, self.retried, self.failed, self.seconds):
+            with contextlib.suppress(KeyError):
+                self._registry.unregister(m)
 
 
 class RecordingUploads:
@@ -158,6 +219,8 @@ class RecordingUploads:
         *,
         group: str = "",
         block_ms: int = 2000,
+        registry: CollectorRegistry | None = None,
+        emit: Callable[[Event], None] | None = None,
     ) -> None:
         self._redis_url = redis_url
         self._uploader = uploader
@@ -166,6 +229,9 @@ class RecordingUploads:
         self._consumer = f"{socket.gethostname()}-{os.getpid()}"
         self._block_ms = block_ms
         self._task: asyncio.Task[None] | None = None
+        self._metrics = _Metrics(registry)
+        self._emit = emit
+        self._is_closing = False
 
     def start(self) -> None:
         if self._task is None:
@@ -174,11 +240,20 @@ class RecordingUploads:
             )
 
     async def aclose(self) -> None:
+        """Stop after the current read (an upload in progress is left pending in the group:
+        the next start retries it). Bounded: a task cancelled inside a blocking XREADGROUP
+        was seen to never finish (redis-py), so the consumer is asked to stop between reads
+        and only cancelled, without waiting for it, if it does not."""
         task, self._task = self._task, None
+        self._is_closing = True
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=self._block_ms / 1000 + CLOSE_GRACE_S)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=CLOSE_GRACE_S)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("recording uploads: consumer failed: %s", task.exception())
+        self._metrics.unregister()
 
     def key_for(self, path: Path) -> str:
         try:
@@ -195,7 +270,7 @@ class RecordingUploads:
         try:
             is_group_ready = False
             start_id = "0"  # first our own pending entries (a restart mid-upload), then new ones
-            while True:
+            while not self._is_closing:
                 try:
                     if not is_group_ready:
                         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
@@ -214,7 +289,11 @@ class RecordingUploads:
                     if start_id == "0" and not entries:
                         start_id = ">"
                     for entry_id, fields in entries:
+                        if self._is_closing:
+                            return  # the rest stay pending: the next start takes them
                         await self._handle(fields)
+                        if self._is_closing:  # stopped mid-upload: the next start redoes it
+                            return
                         await client.xack(GLOBAL_EVENTS_KEY, self.group, entry_id)
                 except RedisError as exc:
                     log.warning("recording uploads: redis: %s; retrying in 1 s", exc)
@@ -236,11 +315,19 @@ class RecordingUploads:
         if not path.is_file():
             return  # another host's recording (or swept already)
         key = self.key_for(path)
+        uploader, m = self._uploader, self._metrics
+        before = uploader.attempts
+        started = time.monotonic()
         try:
-            attempts = await asyncio.to_thread(self._uploader.upload, path, key)
+            attempts = await asyncio.to_thread(uploader.upload, path, key, m.retried.inc)
         except RecordingError as exc:
+            m.failed.inc()
             log.error("%s", exc)
+            self._report(event, key, "failed", uploader.attempts - before, started, str(exc))
             return
+        m.uploaded.inc()
+        m.seconds.observe(time.monotonic() - started)
+        self._report(event, key, "uploaded", attempts, started, "")
         log.info(
             "recording %s uploaded to s3://%s/%s (%d attempts)",
             path,
@@ -248,3 +335,35 @@ class RecordingUploads:
             key,
             attempts,
         )
+
+    def _report(
+        self,
+        ended: RecordingEnded,
+        key: str,
+        status: str,
+        attempts: int,
+        started: float,
+        error: str,
+    ) -> None:
+        """Log the outcome as ``recording.uploaded`` (the webhook report reads it from Redis)."""
+        if self._emit is None:
+            return
+        is_uploaded = status == "uploaded"
+        try:
+            self._emit(
+                RecordingUploaded(
+                    call_id=ended.call_id,
+                    leg=ended.leg,
+                    t_ms=ended.t_ms,
+                    path=ended.path,
+                    status=status,
+                    url=self._uploader.object_url(key) if is_uploaded else "",
+                    bucket=self._uploader.target.bucket,
+                    key=key,
+                    attempts=max(0, attempts),
+                    upload_ms=int((time.monotonic() - started) * 1000),
+                    detail=error[:2048],
+                )
+            )
+        except Exception:  # an event must never stop the uploads
+            log.exception("recording %s: recording.uploaded event failed", ended.path)

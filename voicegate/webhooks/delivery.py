@@ -16,7 +16,9 @@ How a report travels (every step's state is in Redis, none only in this process'
 2. For a ``call.ended`` entry, ``webhook_settle_s`` after the call ended, the call's hash and
    stream are read, ``resolve(call hash)`` names the URL (a number's entry, the persona's, the
    numbers file's default; "" = none: the entry is acknowledged and nothing is sent), and the
-   report is built and stored with its state in ``voicegate:webhook:{call_id}`` (url, body, key,
+   report is built (a recorded call's report first waits up to ``recording_wait_s`` more,
+   re-reading the stream, for ``recording.ended``, written by the recording writer thread a
+   little after ``call.ended``, and, when uploads are on, for ``recording.uploaded``) and stored with its state in ``voicegate:webhook:{call_id}`` (url, body, key,
    attempts, next attempt, last error, status). Every attempt sends those same bytes, signed
    anew (``signing``), with the same ``Idempotency-Key``.
 3. A 2xx answer marks the state ``delivered`` and then acknowledges the entry (``XACK``). Any
@@ -85,6 +87,7 @@ GROUP = "webhooks"
 DEAD_LETTER_KEY = f"{KEY_PREFIX}webhooks:dead"
 DEAD_LETTER_MAXLEN = 100_000
 READ_COUNT = 100
+RECORDING_POLL_S = 0.1  # re-read period while a recorded call's report waits for its recording
 BLOCK_MS = 500
 LATENCY_BUCKETS_S = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
@@ -198,6 +201,8 @@ class WebhookDelivery:
         backoff_max_s: float = 600.0,
         timeout_s: float = 10.0,
         settle_s: float = 1.0,
+        recording_wait_s: float = 5.0,
+        is_upload_expected: bool = False,
         retention_s: int = 7 * 24 * 3600,
         claim_idle_s: float = 60.0,
         max_jobs: int = 1000,
@@ -218,6 +223,8 @@ class WebhookDelivery:
         self.backoff_max_s = backoff_max_s
         self.timeout_s = timeout_s
         self.settle_s = settle_s
+        self.recording_wait_s = recording_wait_s
+        self.is_upload_expected = is_upload_expected
         self.retention_s = retention_s
         self.claim_idle_s = claim_idle_s
         self.max_jobs = max_jobs
@@ -512,15 +519,22 @@ class WebhookDelivery:
     ) -> dict[str, str] | None:
         r = self._redis
         call: dict[str, str] = await hgetall(r, call_key(call_id))
-        raw: Any = await r.xrange(call_events_key(call_id))
-        entries = [f for _, f in raw or [] if f]
-        if not any(f.get("type") == "call.ended" for f in entries):
-            entries.append(fields)  # the call's own stream expired or was trimmed
         if not call:
             call = {"call_id": call_id, "leg": fields.get("leg", "")}
         url = self.resolve(call)
         if not url:
             return None
+        entries = await self._entries(call_id)
+        if self._is_recording_due(entries):
+            deadline = time.monotonic() + self.recording_wait_s
+            while time.monotonic() < deadline:
+                await asyncio.sleep(RECORDING_POLL_S)
+                entries = await self._entries(call_id)
+                if not self._is_recording_due(entries):
+                    break
+            call = await hgetall(r, call_key(call_id)) or call  # recording_url, when uploaded
+        if not any(f.get("type") == "call.ended" for f in entries):
+            entries.append(fields)  # the call's own stream expired or was trimmed
         body = encode_report(build_report(call, entries)).decode()
         return {
             "call_id": call_id,
@@ -531,6 +545,25 @@ class WebhookDelivery:
             "attempts": "0",
             "status": "pending",
         }
+
+    async def _entries(self, call_id: str) -> list[dict[str, str]]:
+        raw: Any = await self._redis.xrange(call_events_key(call_id))
+        return [f for _, f in raw or [] if f]
+
+    def _is_recording_due(self, entries: list[dict[str, str]]) -> bool:
+        """The call was recorded and its ``recording.ended`` (or, when uploads are on and the
+        recording is complete, its ``recording.uploaded``) is not in its stream yet."""
+        types = {f.get("type", ""): f for f in entries}
+        if "recording.started" not in types:
+            return False
+        ended = types.get("recording.ended")
+        if ended is None:
+            return True
+        return (
+            self.is_upload_expected
+            and ended.get("status") == "complete"
+            and "recording.uploaded" not in types
+        )
 
     async def _wait(self, entry_id: str, delay_s: float) -> None:
         """Sleep ``delay_s``, refreshing this consumer's claim on the entry meanwhile (another

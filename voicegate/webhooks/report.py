@@ -7,8 +7,10 @@ Usage::
 
 The report is built once, from Redis (never from a Call's memory), and stored with its delivery
 state so that every retry and a replay send the same bytes. Event types it does not know are
-ignored; the caller's transcript (``transcript.caller``) and the recording (``recording.ended``)
-are read from their stream fields as written, so they appear as soon as those events are logged.
+ignored; the caller's transcript (``transcript.caller``) and the recording (``recording.ended``,
+and ``recording.uploaded``'s outcome as ``recording.upload``) are read from their stream fields
+as written, so they appear as soon as those events are logged (the delivery waits a bounded
+time for a recorded call's: see ``delivery``).
 Owns: ``build_report``, ``encode_report``, ``idempotency_key``. Pure: no I/O, no asyncio.
 """
 
@@ -128,6 +130,7 @@ def build_report(call: Mapping[str, str], entries: Sequence[Mapping[str, str]]) 
     ended: Mapping[str, str] = {}
     started: Mapping[str, str] = {}
     recording: dict[str, Any] | None = None
+    upload: dict[str, Any] | None = None
     for f in entries:
         kind = f.get("type", "")
         if kind == "transcript.agent":
@@ -147,6 +150,13 @@ def build_report(call: Mapping[str, str], entries: Sequence[Mapping[str, str]]) 
             started = f
         elif kind == "recording.ended":
             recording = _recording(f)
+        elif kind == "recording.uploaded":
+            upload = _recording(f)
+            upload.pop("path", None)
+    if upload is None and call.get("recording_url"):  # the stream trimmed: the hash has it
+        upload = {"status": call.get("recording_upload", "uploaded"), "url": call["recording_url"]}
+    if upload is not None:
+        recording = {**(recording or {"path": call.get("recording_path", "")}), "upload": upload}
     call_id = call.get("call_id") or ended.get("call_id") or started.get("call_id", "")
     return {
         "type": REPORT_TYPE,
