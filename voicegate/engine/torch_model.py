@@ -349,6 +349,17 @@ class TorchTickModel:
                 out[at] = _CallPrompt(state, persona, ids)
         return out
 
+    def call_prompt_size(self, calls: int, tokens: int) -> int:
+        """Text positions ``prepare_calls`` computes for ``calls`` prompts of at most ``tokens``
+        tokens, padding included (its passes' fixed shapes): the unit of the engine's pacing."""
+        text, steps, size = self.text_pass, tokens + SILENCE_FRAMES, 0
+        while calls > 0:
+            n = min(calls, text.rows[-1])
+            shape = text.shape_for(n, steps)
+            size += n * steps if shape is None else shape[0] * shape[1]
+            calls -= n
+        return size
+
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
     ) -> None:
