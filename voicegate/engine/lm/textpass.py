@@ -18,7 +18,7 @@ text phase longer than the largest ``steps``, or past ``columns``) are left to
 
 Usage (the tick model does this)::
 
-    text = TextPhasePass(lm, rows=(1, 2, 4), steps=(64, 128, 256), columns=1024)
+    text = TextPhasePass(lm, rows=(1, 2, 3, 4), steps=(64, 128, 256, 512), columns=1024)
     text.capture()                                  # CUDA: once, before calls
     states = text.prefill([persona] * 3, [ids_a, ids_b, ids_c])   # between ticks
 
@@ -39,7 +39,7 @@ from voicegate.engine.lm.runtime import LM
 
 __all__ = ["DEFAULT_COLUMNS", "DEFAULT_ROWS", "DEFAULT_STEPS", "TextPhasePass"]
 
-DEFAULT_ROWS = (1, 2, 4)  # calls per pass
+DEFAULT_ROWS = (1, 2, 3, 4)  # calls per pass
 # text-phase positions per row (a text of n tokens has n + 6): a 200-token prompt fits 256
 DEFAULT_STEPS = (64, 128, 256, 512)
 DEFAULT_COLUMNS = 1024  # workspace key positions per row: voice phases + the largest steps
@@ -107,9 +107,10 @@ class TextPhasePass:
         started = time.perf_counter()
         self._host_np[:] = 0  # rows at position 0 with token 0: junk in the workspace only
         self._index.copy_(self._host)
+        pool = torch.cuda.graph_pool_handle()  # one pool: the passes never run at once
         for rows in self.rows:
             graph = TickGraphs(functools.partial(self._pass, rows), self.steps, self.lm.device)
-            graph.capture()
+            graph.capture(pool)
             self._graphs[rows] = graph
         return time.perf_counter() - started
 
