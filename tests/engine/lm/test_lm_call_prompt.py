@@ -141,3 +141,13 @@ def test_a_call_that_fits_no_shape_takes_the_variable_pass(lm: LM) -> None:
     torch.testing.assert_close(state.kv, lm.prefill(voice, ids).kv, atol=1e-5, rtol=1e-5)
     assert text.shape_for(1, 8) == (1, 8) and text.shape_for(2, 3) == (2, 8)
     assert text.shape_for(3, 3) is None and text.shape_for(1, 9) is None
+
+
+def test_the_text_pass_memory_estimate_covers_its_buffers(lm: LM) -> None:
+    # what the slot budget sets aside: at least the workspace and hidden states it allocates
+    from voicegate.engine.lm.textpass import TextPhasePass, text_pass_bytes
+
+    text = TextPhasePass(lm, rows=(1, 3), steps=(8, 16), columns=64)
+    allocated = sum(t.numel() * t.element_size() for t in (text.workspace, text._hidden))  # noqa: SLF001
+    estimate = text_pass_bytes(lm.config, lm.dtype, rows=(1, 3), steps=(8, 16), columns=64)
+    assert allocated < estimate

@@ -18,7 +18,7 @@ text phase longer than the largest ``steps``, or past ``columns``) are left to
 
 Usage (the tick model does this)::
 
-    text = TextPhasePass(lm, rows=(1, 2, 3, 4), steps=(64, 128, 256, 512), columns=1024)
+    text = TextPhasePass(lm, rows=(1, 2, 3, 4), steps=(64, 128, 256, 384), columns=768)
     text.capture()                                  # CUDA: once, before calls
     states = text.prefill([persona] * 3, [ids_a, ids_b, ids_c])   # between ticks
 
@@ -34,15 +34,40 @@ from collections.abc import Sequence
 import torch
 
 from voicegate.engine.graphs import TickGraphs
+from voicegate.engine.lm.config import LMConfig
 from voicegate.engine.lm.prompt import PromptState
 from voicegate.engine.lm.runtime import LM
 
-__all__ = ["DEFAULT_COLUMNS", "DEFAULT_ROWS", "DEFAULT_STEPS", "TextPhasePass"]
+__all__ = ["DEFAULT_COLUMNS", "DEFAULT_ROWS", "DEFAULT_STEPS", "TextPhasePass", "text_pass_bytes"]
 
 DEFAULT_ROWS = (1, 2, 3, 4)  # calls per pass
-# text-phase positions per row (a text of n tokens has n + 6): a 200-token prompt fits 256
-DEFAULT_STEPS = (64, 128, 256, 512)
-DEFAULT_COLUMNS = 1024  # workspace key positions per row: voice phases + the largest steps
+# text-phase positions per row (a text of n tokens has n + 6): a 200-token prompt fits 256;
+# (longer texts take ``LM.prefill_text_phases``)
+DEFAULT_STEPS = (64, 128, 256, 384)
+DEFAULT_COLUMNS = 768  # workspace key positions per row: voice phases + the largest steps
+
+
+def text_pass_bytes(
+    config: LMConfig,
+    dtype: torch.dtype,
+    rows: Sequence[int] = DEFAULT_ROWS,
+    steps: Sequence[int] = DEFAULT_STEPS,
+    columns: int = DEFAULT_COLUMNS,
+) -> int:
+    """Device memory of a ``TextPhasePass``: its workspace and hidden states, and an estimate
+    of the largest pass's activations (its graphs' memory pool): what a slot budget sets
+    aside for it."""
+    c = config
+    columns = min(columns, c.context)
+    b, t = max(rows), max(s for s in steps if s < columns)
+    item = torch.empty((), dtype=dtype).element_size()
+    workspace = c.num_layers * 2 * b * c.num_heads * columns * c.head_dim * item
+    hidden = b * t * c.dim * item
+    # per position: q/k/v, the gated FFN's input and halves, residuals, float32 norms, and
+    # one head's row of masked attention scores at a time per head (float32)
+    per_position = (3 * c.dim + 3 * c.ffn_inner + 4 * c.dim) * item
+    per_position += 2 * c.dim * 4 + c.num_heads * columns * 4
+    return workspace + hidden + b * t * per_position
 
 
 class TextPhasePass:
