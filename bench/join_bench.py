@@ -18,7 +18,9 @@ more), unserved joins (refused for want of a free slot, or no output by ``--give
 ticks, late ticks (a tick that ended after the next was due) and skipped ticks, the tick p99, and the per-call prompt passes: how many, calls per pass, engine
 ms per pass (the model synchronizes the device before a pass returns; the slots' loads
 included), passes forced without room, and the cost the engine's pacing fitted to them
-(fixed ms + us per padded text token). Budget: join p99 <= 150 ms and no late tick. Prints a
+(fixed ms + us per padded text position: the fixed shapes' rows x steps). Before the rows,
+one call's prompt alone: eager passes, the fixed-shape pass (``lm.textpass``, replayed from a
+CUDA graph when graphs are on) for 1, 2 and 4 calls, and the bare pass of every shape. Budget: join p99 <= 150 ms and no late tick. Prints a
 table last (and ``--json``). Never run as a test.
 """
 
@@ -40,7 +42,9 @@ from engine_bench import VARIANTS, NullSink, build_ours, pct, set_variant, sync 
 
 from voicegate.engine.attention_decode import triton_available  # noqa: E402
 from voicegate.engine.base import PersonaPrompt, TickOutput  # noqa: E402
+from voicegate.engine.graphs import graphs_enabled  # noqa: E402
 from voicegate.engine.lm import system_prompt_text  # noqa: E402
+from voicegate.engine.lm.textpass import TextPhasePass  # noqa: E402
 from voicegate.engine.runtime import CALL_PROMPT_SAMPLES, BatchedEngine, TickMode  # noqa: E402
 from voicegate.engine.runtime import _fit_cost as fit_cost  # noqa: E402
 from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
@@ -110,14 +114,30 @@ def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) ->
             times.append((time.perf_counter() - started) * 1000)
         return min(times[1:])
 
-    with torch.inference_mode():
-        return {
-            "voice_frames": float(voice.n_frames),
-            "text_tokens": float(len(ids[0])),
-            "whole_prefill_ms": timed(lambda: lm.prefill(voice, ids[0])),
-            "text_phases_ms": timed(lambda: lm.prefill_text_phases([persona], ids[:1])),
-            "text_phases_x4_ms": timed(lambda: lm.prefill_text_phases([persona] * 4, ids)) / 4,
-        }
+    text = TextPhasePass(lm)
+    try:
+        capture_s = text.capture() if graphs_enabled(device) else 0.0
+        with torch.inference_mode():
+            out = {
+                "voice_frames": float(voice.n_frames),
+                "text_tokens": float(len(ids[0])),
+                "whole_prefill_ms": timed(lambda: lm.prefill(voice, ids[0])),
+                "text_phases_ms": timed(lambda: lm.prefill_text_phases([persona], ids[:1])),
+                "text_phases_x4_ms": timed(lambda: lm.prefill_text_phases([persona] * 4, ids)) / 4,
+                # the fixed-shape pass (a CUDA graph when captured), copies in and out included
+                "captured": float(text.is_captured),
+                "capture_s": capture_s,
+                "pass_ms": timed(lambda: text.prefill([persona], ids[:1])),
+                "pass_x2_ms": timed(lambda: text.prefill([persona] * 2, ids[:2])) / 2,
+                "pass_x4_ms": timed(lambda: text.prefill([persona] * 4, ids)) / 4,
+                "pass_eager": float(text.eager_passes),
+            }
+            # the bare pass of every shape (the slowest of 3): what pacing can expect
+            for (rows, steps), ms in text.time_passes(3).items():
+                out[f"shape_{rows}x{steps}_ms"] = ms
+            return out
+    finally:
+        text.close()
 
 
 def run(
@@ -262,6 +282,8 @@ def run(
             "late_ticks": float(storm[1] - base1[1]),
             "skipped_ticks": float(storm[2] - base1[2]),
             "tick_p99_ms": stats.tick_ms_p99,
+            "text_pass_captured": float(model.text_pass.is_captured),
+            "text_pass_eager": float(model.text_pass.eager_passes),
         }
     finally:
         engine.close()
@@ -328,7 +350,14 @@ def main() -> None:
         f"\none call's prompt alone ({one['voice_frames']:.0f} voice frames, "
         f"{one['text_tokens']:.0f} text tokens): whole prefill {one['whole_prefill_ms']:.1f} ms, "
         f"text phases only {one['text_phases_ms']:.1f} ms, "
-        f"in a pass of 4 {one['text_phases_x4_ms']:.1f} ms per call"
+        f"in a pass of 4 {one['text_phases_x4_ms']:.1f} ms per call; fixed-shape pass "
+        f"({'CUDA graph' if one['captured'] else 'eager'}): 1 call {one['pass_ms']:.1f} ms, "
+        f"2 calls {one['pass_x2_ms']:.1f} ms per call, 4 calls {one['pass_x4_ms']:.1f} ms per call"
+    )
+    shapes = {k[6:-3]: v for k, v in one.items() if k.startswith("shape_")}
+    print(
+        "bare pass per shape (rows x steps), ms: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in shapes.items())
     )
     print(
         f"\njoins with a {args.prompt_tokens}-token per-call prompt at {args.rate:g}/s, "

@@ -175,3 +175,19 @@ def test_rebuilding_a_calls_own_prompt_takes_a_window_of_its_own() -> None:
         assert any("chunk" in w for w in windows)
     finally:
         engine.close()
+
+
+def test_the_pacing_unit_is_the_padded_shape_of_the_passes() -> None:
+    from voicegate.engine.lm.prompt import SILENCE_FRAMES
+
+    model = tiny_model(0, slots=1)
+    text = model.text_pass
+    most, top = text.rows[-1], text.steps[-1]
+    steps = text.steps[0]
+    # a call of steps[0] - 6 tokens fills the smallest shape; 1 call pads to rows[0] rows
+    assert model.call_prompt_size(1, steps - SILENCE_FRAMES) == text.rows[0] * steps
+    assert model.call_prompt_size(most, steps - SILENCE_FRAMES + 1) == most * text.steps[1]
+    # more calls than rows: several passes
+    assert model.call_prompt_size(most + 1, 1) == (most + text.rows[0]) * steps
+    # too long for any shape: the eager pass, padded to the longest only
+    assert model.call_prompt_size(2, top) == 2 * (top + SILENCE_FRAMES)

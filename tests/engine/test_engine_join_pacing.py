@@ -223,3 +223,32 @@ def test_keep_newest_drops_the_oldest_frames_as_overruns() -> None:
     assert state.pop_into(out) and out[0] == 3.0
     state.keep_newest(1)  # nothing queued: nothing to drop
     assert state.stats.overruns == 2
+
+
+class ShapedPromptEcho(PromptEcho):
+    """Per-call prompts in fixed-shape passes of 4 rows (a captured graph): a pass of 1 to 4
+    calls costs the same, ``prompt`` + 4 x ``per_call``; ``call_prompt_size`` says so."""
+
+    def prepare_calls(self, requests: list[tuple[object, str]]) -> list[object]:
+        out = []
+        for first in range(0, len(requests), 4):
+            self.passes.append((self.clock.now, len(requests[first : first + 4])))
+            self.clock.now += (self.prompt_cost + 4 * self.per_call_cost) * TICK_S
+            out.extend(("own", text) for _, text in requests[first : first + 4])
+        return out
+
+    def call_prompt_size(self, calls: int, tokens: int) -> int:
+        return -(-calls // 4) * 4 * tokens
+
+
+def test_fixed_shape_passes_are_paced_by_their_padded_size() -> None:
+    # a pass costs 0.58 ticks whatever its calls (up to 4), 1.16 for 5 to 8; the room after
+    # a tick is 0.65: the pacing fits the cost to padded sizes and fills passes of 4 (on
+    # calls x tokens a pass of 2 would be predicted at 0.87 ticks: one call per pass)
+    clock = Clock()
+    model = ShapedPromptEcho(clock, tick=0.25, prompt=0.1, per_call=0.12, slots=16)
+    engine, driver = storm(model, clock, rate=20.0, burst=8)
+    stats = engine.stats()
+    assert driver.refused == 0
+    assert stats.late_ticks == 0 and stats.call_prompt_forced == 0
+    assert max(n for _, n in model.passes) == 4

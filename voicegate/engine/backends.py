@@ -19,6 +19,7 @@ import torch
 from voicegate.engine.attention_decode import decode_attention_for
 from voicegate.engine.capacity import SlotBudget, measure_state_bytes, slots_that_fit
 from voicegate.engine.lm import LM, LMConfig
+from voicegate.engine.lm.textpass import text_pass_bytes
 from voicegate.engine.mimi import MimiConfig, MimiModel, MimiStreamer, load_mimi
 from voicegate.engine.modeldir import ModelFiles, check_model_dir
 from voicegate.engine.stt import Stt, check_asr_dir, load_asr_tokenizer
@@ -182,7 +183,8 @@ def slot_budget(
 ) -> SlotBudget:
     """How many slots fit the CUDA device's free memory now (weights already loaded): one
     slot's state measured (``one_slot_state``), its activations, the reserve (more with the
-    STT: ``capacity.slots_that_fit``) and the re-anchor workspace."""
+    STT: ``capacity.slots_that_fit``), the re-anchor workspace and the per-call prompts'
+    text pass (``lm.textpass``)."""
     device = lm.device
     per_slot = measure_state_bytes(lambda: one_slot_state(lm, mimi, stt, kv_dtype), device)
     free, total = torch.cuda.mem_get_info(device)
@@ -190,6 +192,7 @@ def slot_budget(
         c = lm.config
         item = torch.empty((), dtype=lm.dtype).element_size()
         free -= c.num_layers * 2 * c.num_heads * c.context * c.head_dim * item
+    free -= text_pass_bytes(lm.config, lm.dtype)  # per-call prompts' fixed-shape passes
     return slots_that_fit(free, total, per_slot, max_calls, second_model=stt is not None)
 
 

@@ -20,8 +20,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from torch.cuda import _POOL_HANDLE
 
 __all__ = ["NO_CUDA_GRAPH_ENV", "TickGraphs", "graphs_enabled", "kv_buckets"]
 
@@ -68,11 +72,14 @@ class TickGraphs:
                 return size
         return self._buckets[-1]
 
-    def capture(self) -> float:
+    def capture(self, pool: _POOL_HANDLE | None = None) -> float:
         """Warm up and capture every bucket; the body must leave the state unchanged here
-        (the caller marks every slot inactive). Returns the seconds it took."""
+        (the caller marks every slot inactive). ``pool``: a memory pool shared with other
+        graphs that never run at the same time (default: one of their own). Returns the
+        seconds it took."""
         started = time.perf_counter()
-        pool = torch.cuda.graph_pool_handle()
+        if pool is None:
+            pool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         for kv_len in self._buckets:
             side.wait_stream(torch.cuda.current_stream(self._device))

@@ -28,7 +28,8 @@ is computed: on the persona's cached voice phases, only the text phases, the old
 calls in one batched pass, on the engine thread after a tick's outputs are delivered. The pass
 takes as many calls as its predicted cost lets finish before the next tick is due, with a
 margin (``CALL_PROMPT_MARGIN_S``): the cost is fitted, as a fixed part plus a part per padded
-text token, to the recent passes' measured times (the model synchronizes its device before a
+text token (``call_prompt_size`` on the model when its passes have fixed shapes, else calls x
+the longest text), to the recent passes' measured times (the model synchronizes its device before a
 pass returns). A call that finds no room for even itself waits at most
 ``MAX_CALL_PROMPT_WAIT_S``, then runs alone (``EngineStats.call_prompt_forced``: the only pass
 that may make a tick late). With no call stepping, or in offline and manual modes, every
@@ -200,6 +201,11 @@ class BatchedEngine:
         # recent passes of per-call prompts: (calls x longest text in tokens, seconds on the
         # clock the ticks are due on); the next pass's cost is fitted to them
         self._pass_cost = np.zeros((CALL_PROMPT_SAMPLES, 2), dtype=np.float64)
+        # optional on a TickModel: a pass's size in padded text positions (its fixed shapes),
+        # the unit of the fitted cost; by default calls x the longest text
+        self._pass_size: Callable[[int, int], int] = getattr(
+            model, "call_prompt_size", _calls_times_longest
+        )
         self._pass_cost_n = 0
         self._n_waiting = 0  # joins whose own prompt is not computed yet (under ``_lock``)
         # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
@@ -674,7 +680,7 @@ class BatchedEngine:
                         self._slots[i].keep_newest(1)  # what it queued while waiting is late
         # on the clock the ticks are due on; the loads into the slots count as the pass's
         row = self._pass_cost[self._pass_cost_n % CALL_PROMPT_SAMPLES]
-        row[0], row[1] = len(todo) * longest, self._clock() - started_at
+        row[0], row[1] = self._pass_size(len(todo), longest), self._clock() - started_at
         self._pass_cost_n += 1
         self._stats.call_prompt_passes += 1
         self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
@@ -688,7 +694,7 @@ class BatchedEngine:
         longest = fits = 0
         for _, pending in todo:
             longest = max(longest, pending.tokens, 1)
-            if fixed_s + per_token_s * (fits + 1) * longest > room_s:
+            if fixed_s + per_token_s * self._pass_size(fits + 1, longest) > room_s:
                 break
             fits += 1
         return fits
@@ -803,6 +809,11 @@ class BatchedEngine:
             if self._stop.is_set() or self._watch.fault is not None:
                 return
             self._guarded_tick()
+
+
+def _calls_times_longest(calls: int, longest: int) -> int:
+    """A pass's size when the model pads every call to the longest text only."""
+    return calls * longest
 
 
 def _fit_cost(samples: np.ndarray) -> tuple[float, float]:

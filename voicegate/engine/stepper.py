@@ -50,6 +50,9 @@ class TickModel(Protocol):
     # Optional (looked up with getattr by the runtime): ``prepare_calls(requests)`` with
     # requests [(persona state, the call's own text prompt)] -> a state per request for
     # ``reset_slot`` (engine thread, between ticks). A model without it ignores per-call text.
+    # With it, optionally ``call_prompt_size(calls, tokens)`` -> the text positions a pass of
+    # that many calls of at most ``tokens`` tokens computes, padding included (the unit the
+    # engine fits the passes' cost to; default calls x tokens).
 
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int

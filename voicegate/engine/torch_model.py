@@ -10,9 +10,10 @@ On CUDA the device part of the tick is replayed from CUDA graphs captured at war
 ``graphs``; ``VOICEGATE_NO_CUDA_GRAPH=1`` for eager ticks).
 
 Per-call prompts (``prepare_calls``): the text phases of calls whose text prompt is their own,
-prefilled in one batched pass after the persona's cached voice phases (``LM.prefill_text_phases``);
-a slot keeps only the persona's state and its text's ids, from which a re-anchor rebuilds the
-call's own prompt.
+prefilled in one batched pass after the persona's cached voice phases, a fixed-shape pass
+(``lm.textpass``) replayed from a CUDA graph captured at warm-up when graphs are on; a slot
+keeps only the persona's state and its text's ids, from which a re-anchor rebuilds the call's
+own prompt (``LM.prefill_text_phases``, eager).
 
 Caller STT (``stt`` given): the encode gives as many codebooks as the STT reads (the LM takes
 the first 8), and the STT steps every active slot after the LM with its own graphs
@@ -52,6 +53,7 @@ from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system_prompt_text
 from voicegate.engine.lm.prompt import SILENCE_FRAMES
 from voicegate.engine.lm.reanchor import DEFAULT_CHUNK_FRAMES, DEFAULT_MARGIN_FRAMES
+from voicegate.engine.lm.textpass import TextPhasePass
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.stt import Stt
 from voicegate.engine.stt.tick import CallerStt
@@ -157,6 +159,8 @@ class TorchTickModel:
         self._prefill_lock = threading.Lock()
         self._is_cuda = is_cuda
         self._is_text_pass_warm = False  # CUDA: a per-call prompt pass has run once
+        # per-call prompts' text phases: fixed-shape passes (CUDA graphs captured at warm-up)
+        self.text_pass = TextPhasePass(lm)
         self.budget: object | None = None  # the SlotBudget that sized n_slots, when measured
         self.load_s = 0.0  # seconds spent reading the checkpoints, when loaded from files
         if use_cuda_graph is None:
@@ -226,6 +230,8 @@ class TorchTickModel:
                         self.capture_s += stt_graphs.capture()
                 if self._reanchor is not None:
                     self.capture_s += self._reanchor.capture()
+                self.capture_s += self.text_pass.capture()
+                self._is_text_pass_warm = True
         finally:
             self._graphs = graphs
             if self.stt is not None:
@@ -304,7 +310,7 @@ class TorchTickModel:
             if self._is_cuda and not self._is_text_pass_warm:
                 # the first per-call pass loads its kernels (lazily, on first use): here, not
                 # between two ticks where the engine's pacing has no measurement of it yet
-                self.lm.prefill_text_phases([state], [ids])
+                self.text_pass.prefill([state], [ids])
                 torch.cuda.current_stream(self.device).synchronize()
                 self._is_text_pass_warm = True
             return state
@@ -336,14 +342,23 @@ class TorchTickModel:
             batch.append((len(out) - 1, state, ids))
         if batch:
             with self._prefill_lock, torch.inference_mode():
-                states = self.lm.prefill_text_phases(
-                    [p for _, p, _ in batch], [i for *_, i in batch]
-                )
+                states = self.text_pass.prefill([p for _, p, _ in batch], [i for *_, i in batch])
             if self._is_cuda:
                 torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
             for (at, persona, ids), state in zip(batch, states, strict=True):
                 out[at] = _CallPrompt(state, persona, ids)
         return out
+
+    def call_prompt_size(self, calls: int, tokens: int) -> int:
+        """Text positions ``prepare_calls`` computes for ``calls`` prompts of at most ``tokens``
+        tokens, padding included (its passes' fixed shapes): the unit of the engine's pacing."""
+        text, steps, size = self.text_pass, tokens + SILENCE_FRAMES, 0
+        while calls > 0:
+            n = min(calls, text.rows[-1])
+            shape = text.shape_for(n, steps)
+            size += n * steps if shape is None else shape[0] * shape[1]
+            calls -= n
+        return size
 
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
@@ -527,6 +542,7 @@ class TorchTickModel:
         """Free this model's slot state and graphs (the weights may be shared: kept)."""
         self._graphs = None
         self.stt = None
+        self.text_pass.close()
         if self._reanchor is not None:
             self._reanchor.close()
             self._reanchor = None

@@ -88,3 +88,66 @@ def test_a_text_that_overflows_the_context_is_refused(lm: LM) -> None:
     persona = lm.prefill(_voice(5, 1), [20])
     with pytest.raises(ValueError, match="does not fit"):
         lm.prefill_text_phases([persona], [list(range(100))])
+
+
+def test_fixed_shape_text_passes_equal_the_variable_pass(lm: LM) -> None:
+    """The padded fixed-shape pass (what CUDA replays from a graph; eager here): five calls of
+    two personas take two passes (4 rows, then 1), padded to their shapes' steps; each call's
+    state equals the variable pass's and a fresh prefill's, also in a pass with a padding row
+    and in passes over the junk earlier ones left in the workspace."""
+    from voicegate.engine.lm.textpass import TextPhasePass
+
+    text = TextPhasePass(lm, rows=(1, 2, 4), steps=(8, 16, 32), columns=64)
+    voices = [_voice(5, 1), _voice(8, 2)]
+    personas = [lm.prefill(v, [20, 21]) for v in voices]
+    calls = [
+        (0, [30, 31, 32, 33, 34]),
+        (1, [40]),
+        (0, list(range(50, 70))),
+        (1, list(range(71, 80))),
+        (1, [90, 91]),
+    ]
+    prompts, texts = [personas[p] for p, _ in calls], [ids for _, ids in calls]
+    for _ in range(2):
+        got = text.prefill(prompts, texts)
+        variable = lm.prefill_text_phases(prompts, texts)
+        for (p, ids), state, other in zip(calls, got, variable, strict=True):
+            fresh = lm.prefill(voices[p], ids)
+            assert state.length == other.length == fresh.length
+            assert torch.equal(state.tokens, other.tokens)
+            torch.testing.assert_close(state.kv, other.kv, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(state.hidden, other.hidden, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(state.kv, fresh.kv, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(state.hidden, fresh.hidden, atol=1e-5, rtol=1e-5)
+        # three calls: a pass of 4 rows, one of them padding
+        for state, other in zip(text.prefill(prompts[:3], texts[:3]), got, strict=False):
+            torch.testing.assert_close(state.kv, other.kv, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(state.hidden, other.hidden, atol=1e-5, rtol=1e-5)
+        assert text.eager_passes == 0
+        calls.reverse()
+        prompts.reverse()
+        texts.reverse()
+
+
+def test_a_call_that_fits_no_shape_takes_the_variable_pass(lm: LM) -> None:
+    from voicegate.engine.lm.textpass import TextPhasePass
+
+    text = TextPhasePass(lm, rows=(1, 2), steps=(8,), columns=64)
+    voice = _voice(5, 1)
+    persona = lm.prefill(voice, [20])
+    ids = list(range(30, 45))  # 15 tokens + 6 silence frames: more than 8 steps
+    (state,) = text.prefill([persona], [ids])
+    assert text.eager_passes == 1
+    torch.testing.assert_close(state.kv, lm.prefill(voice, ids).kv, atol=1e-5, rtol=1e-5)
+    assert text.shape_for(1, 8) == (1, 8) and text.shape_for(2, 3) == (2, 8)
+    assert text.shape_for(3, 3) is None and text.shape_for(1, 9) is None
+
+
+def test_the_text_pass_memory_estimate_covers_its_buffers(lm: LM) -> None:
+    # what the slot budget sets aside: at least the workspace and hidden states it allocates
+    from voicegate.engine.lm.textpass import TextPhasePass, text_pass_bytes
+
+    text = TextPhasePass(lm, rows=(1, 3), steps=(8, 16), columns=64)
+    allocated = sum(t.numel() * t.element_size() for t in (text.workspace, text._hidden))  # noqa: SLF001
+    estimate = text_pass_bytes(lm.config, lm.dtype, rows=(1, 3), steps=(8, 16), columns=64)
+    assert allocated < estimate

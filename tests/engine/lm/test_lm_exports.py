@@ -17,5 +17,6 @@ def test_all_is_sorted_and_importable() -> None:
         "runtime",
         "sampling",
         "state",
+        "textpass",
     }
     assert set(lm.__all__) == public - submodules - {"annotations"}

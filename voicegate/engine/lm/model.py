@@ -281,6 +281,28 @@ class LMModel(nn.Module):
             x = self._layer_out(layer, x, attn)
         return _ops.rms_norm(x, self.out_norm.alpha, c.norm_eps)
 
+    def temporal_extend_rows_at(
+        self, x: torch.Tensor, kv: torch.Tensor, at: torch.Tensor, key_positions: torch.Tensor
+    ) -> torch.Tensor:
+        """``temporal_extend_rows`` with fixed shapes, for a CUDA graph: x [B, T, dim], row b at
+        positions ``at[b]`` [B, T] (a device tensor, consecutive per row), attending to every
+        column of its ``kv`` [L, 2, B, H, C, D] row whose position (``key_positions`` =
+        arange(C)) is at most the query's. Every ``at`` must be below C; a row's padding
+        (positions after its last real one) leaves junk only in columns no real query reads.
+        Returns the normed hidden states [B, T, dim]."""
+        b = x.shape[0]
+        rotation = self._rotation(at)
+        mask = (key_positions[None, None] <= at[:, :, None])[:, None]  # [B, 1, T, C]
+        rows = torch.arange(b, device=x.device)[:, None]
+        for i, layer in enumerate(self._temporal):
+            q, k, v = self._attention_in(layer, x, rotation)
+            keys, values = kv[i, 0], kv[i, 1]
+            keys[rows, :, at] = k.transpose(1, 2)
+            values[rows, :, at] = v.transpose(1, 2)
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+            x = self._layer_out(layer, x, attn)
+        return _ops.rms_norm(x, self.out_norm.alpha, self.config.norm_eps)
+
     def temporal_step(
         self,
         x: torch.Tensor,

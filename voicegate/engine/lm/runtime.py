@@ -147,22 +147,8 @@ class LM:
         """Per-call prompts in one batched pass: ``prompts[i]``'s voice phases (cached per
         persona, reused as they are) followed by the text phases of ``texts[i]`` (token ids,
         already wrapped in tags). Equals ``prefill`` of the same voice and text."""
-        if len(prompts) != len(texts) or not prompts:
-            raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
         c = self.config
-        grids, starts = [], []
-        for prompt, ids in zip(prompts, texts, strict=True):
-            start = prompt.voice_positions
-            if start < 1 or start > prompt.length:
-                raise ValueError("prompt state does not know its voice phases")
-            grid = text_phase_layout(c, prompt.voice_frames, ids)
-            if start + grid.shape[1] - 1 >= c.context:
-                raise ValueError(
-                    f"prompt of {start + grid.shape[1] - 1} frames does not fit the "
-                    f"{c.context}-frame context"
-                )
-            grids.append(grid)
-            starts.append(start)
+        grids, starts = self.text_phase_grids(prompts, texts)
         steps = max(g.shape[1] - 1 for g in grids)
         batch = len(grids)
         tokens = torch.full((batch, c.num_codebooks, steps), -1, dtype=torch.long)
@@ -191,6 +177,29 @@ class LM:
                 )
             )
         return out
+
+    def text_phase_grids(
+        self, prompts: Sequence[PromptState], texts: Sequence[Sequence[int]]
+    ) -> tuple[list[torch.Tensor], list[int]]:
+        """Each call's text phases in the delayed layout [17, steps + 1] (``text_phase_layout``)
+        and the position they start at (after its persona's voice phases); checked to fit."""
+        if len(prompts) != len(texts) or not prompts:
+            raise ValueError(f"{len(prompts)} prompts for {len(texts)} texts")
+        c = self.config
+        grids, starts = [], []
+        for prompt, ids in zip(prompts, texts, strict=True):
+            start = prompt.voice_positions
+            if start < 1 or start > prompt.length:
+                raise ValueError("prompt state does not know its voice phases")
+            grid = text_phase_layout(c, prompt.voice_frames, ids)
+            if start + grid.shape[1] - 1 >= c.context:
+                raise ValueError(
+                    f"prompt of {start + grid.shape[1] - 1} frames does not fit the "
+                    f"{c.context}-frame context"
+                )
+            grids.append(grid)
+            starts.append(start)
+        return grids, starts
 
     def set_sampling(
         self, state: LMState, slot: int, sampling: SamplingParams, seed: int | None = None
