@@ -8,22 +8,25 @@ on the GPU without a float32 copy (only the RMSNorm scales are kept in float32).
 ``CheckpointError`` that names it.
 
 Owns: ``checkpoint_layout``, ``load_lm_model``, ``random_lm_model``, ``write_random_checkpoint``.
-Imports torch and safetensors.
+Imports torch and the shared weight helpers (``voicegate.engine._weights``).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from voicegate.engine._layout import check_layout
+from voicegate.engine._weights import (
+    meta_layout,
+    open_checkpoint,
+    param_dtype,
+    random_weights,
+    write_random_weights,
+)
 from voicegate.engine.lm.config import LMConfig
 from voicegate.engine.lm.model import LMModel
-from voicegate.errors import CheckpointError
 
 __all__ = ["checkpoint_layout", "load_lm_model", "random_lm_model", "write_random_checkpoint"]
 
@@ -32,14 +35,7 @@ _STACKED_PROBE = "depformer.layers.0.self_attn.in_proj_weight"
 
 def checkpoint_layout(config: LMConfig, dep_steps: int | None = None) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of a checkpoint with ``dep_steps`` depformer steps (meta build)."""
-    with torch.device("meta"):
-        model = LMModel(config, dep_steps)
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-def _param_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    """RMSNorm scales stay float32 (the norms compute in float32; a few KB in all)."""
-    return torch.float32 if name.endswith(".alpha") else dtype
+    return meta_layout(lambda: LMModel(config, dep_steps))
 
 
 def _dep_steps(path: Path, found: dict[str, tuple[int, ...]], config: LMConfig) -> int:
@@ -55,11 +51,7 @@ def load_lm_model(
 ) -> LMModel:
     """Load ``path`` (16-step release or 8-step layout) as a ``config.dep_q``-step model."""
     path = Path(path)
-    try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as exc:  # safetensors raises its own error type or OSError
-        raise CheckpointError(f"cannot read LM checkpoint {path}: {exc}") from exc
-    with handle as f:
+    with open_checkpoint("LM", path) as f:
         found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
         check_layout("LM", path, found, checkpoint_layout(config, _dep_steps(path, found, config)))
         with torch.device("meta"):
@@ -70,33 +62,16 @@ def load_lm_model(
                 tensor = f.get_tensor(name)
             else:  # per-step stack of a 16-step file: keep the first dep_q steps
                 tensor = f.get_slice(name)[: meta.shape[0]]
-            state[name] = tensor.to(device=device, dtype=_param_dtype(name, dtype))
+            state[name] = tensor.to(device=device, dtype=param_dtype(name, dtype))
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
-
-
-def _fill_random_(name: str, t: torch.Tensor, generator: torch.Generator) -> None:
-    if name.endswith(".alpha"):
-        t.fill_(1.0)
-    else:  # variance 1 / fan_in, as the reference initialises (uniform is faster than normal)
-        bound = math.sqrt(3.0 / t.shape[-1])
-        t.uniform_(-bound, bound, generator=generator)
 
 
 def random_lm_model(
     config: LMConfig, device: torch.device | str, dtype: torch.dtype, seed: int = 0
 ) -> LMModel:
     """A model with random weights made directly on ``device`` (no file, no float32 copy)."""
-    with torch.device("meta"):
-        model = LMModel(config)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    state: dict[str, torch.Tensor] = {}
-    for name, meta in model.state_dict().items():
-        t = torch.empty(meta.shape, device=device, dtype=_param_dtype(name, dtype))
-        _fill_random_(name, t, generator)
-        state[name] = t
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return random_weights(lambda: LMModel(config), device, dtype, seed)
 
 
 def write_random_checkpoint(
@@ -109,10 +84,4 @@ def write_random_checkpoint(
 ) -> None:
     """Write random weights with the exact names/shapes (default: the 16-step release layout)."""
     steps = config.dep_q_release if dep_steps is None else dep_steps
-    generator = torch.Generator().manual_seed(seed)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, shape in checkpoint_layout(config, steps).items():
-        t = torch.empty(shape, dtype=torch.float32)
-        _fill_random_(name, t, generator)
-        tensors[name] = t.to(dtype)
-    save_file(tensors, str(path))
+    write_random_weights(path, checkpoint_layout(config, steps), seed=seed, dtype=dtype)
