@@ -42,7 +42,7 @@ from voicegate.engine.lm.prompt import (
     text_phase_layout,
 )
 from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k
-from voicegate.engine.lm.state import LMState
+from voicegate.engine.lm.state import LMState, kv_columns
 
 __all__ = ["LM", "StepOutput"]
 
@@ -277,11 +277,7 @@ class LM:
 
     def kv_len_for(self, state: LMState, active: npt.NDArray[np.bool_]) -> int:
         """Key columns the next step must read: the most any active slot has filled, rounded up."""
-        c = self.config
-        if not active.any():
-            return min(c.context, self.kv_block)
-        filled = min(int(state.positions_host[active].max()) + 1, c.context)
-        return min(c.context, -(-filled // self.kv_block) * self.kv_block)
+        return kv_columns(state.positions_host, active, self.config.context, self.kv_block)
 
     def step(
         self,

@@ -4,7 +4,9 @@ Each slot has its own position (frames it has been through), its own ring of key
 the attention window, its own delayed-token cache, sampling settings and RNG counter. Slots
 advance independently; a slot is reset or loaded without touching the other rows.
 
-Owns: ``LMState``. Imports torch only (and the lm config).
+Owns: ``LMState`` and the attention ring every batched decoder keeps (``new_kv_ring``,
+``kv_columns``: the caller STT's state uses them too). Imports torch and numpy only (and the
+lm config and math).
 """
 
 from __future__ import annotations
@@ -18,7 +20,50 @@ import torch
 from voicegate.engine.lm._ops import is_scaled_kv_dtype
 from voicegate.engine.lm.config import LMConfig
 
-__all__ = ["LMState"]
+__all__ = ["LMState", "kv_columns", "new_kv_ring"]
+
+
+def new_kv_ring(
+    num_layers: int,
+    n_slots: int,
+    num_heads: int,
+    context: int,
+    head_dim: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    kv_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Zeroed keys/values [layers, 2, slots, heads, context + 1, head_dim] in ``kv_dtype`` (else
+    ``dtype``) and, for an 8-bit ``kv_dtype`` (``is_scaled_kv_dtype``), their per-vector scales
+    [layers, 2, slots, heads, context + 1] in bfloat16 (0.4% on a vector's scale, half of
+    float32's bytes); else None. Column ``p % context`` holds position p; the last is scratch."""
+    scales = None
+    if is_scaled_kv_dtype(kv_dtype):
+        scales = torch.zeros(
+            num_layers, 2, n_slots, num_heads, context + 1, device=device, dtype=torch.bfloat16
+        )
+    kv = torch.zeros(
+        num_layers,
+        2,
+        n_slots,
+        num_heads,
+        context + 1,
+        head_dim,
+        device=device,
+        dtype=kv_dtype or dtype,
+    )
+    return kv, scales
+
+
+def kv_columns(
+    positions_host: npt.NDArray[np.int64], active: npt.NDArray[np.bool_], context: int, block: int
+) -> int:
+    """Key columns the next step must read: the most any active slot has filled, rounded up to
+    a multiple of ``block`` (so a few step shapes serve), at most ``context``."""
+    if not active.any():
+        return min(context, block)
+    filled = min(int(positions_host[active].max()) + 1, context)
+    return min(context, -(-filled // block) * block)
 
 
 @dataclass(eq=False, slots=True)
@@ -62,25 +107,14 @@ class LMState:
         kv_dtype: torch.dtype | None = None,
     ) -> LMState:
         c = config
-        f32, i64, bf16 = torch.float32, torch.int64, torch.bfloat16
-        scales = None
-        if is_scaled_kv_dtype(kv_dtype):
-            scales = torch.zeros(  # bf16: 0.4% on a vector's scale, half of float32's bytes
-                c.num_layers, 2, n_slots, c.num_heads, c.context + 1, device=device, dtype=bf16
-            )
+        f32, i64 = torch.float32, torch.int64
+        kv, scales = new_kv_ring(
+            c.num_layers, n_slots, c.num_heads, c.context, c.head_dim, device, dtype, kv_dtype
+        )
         return cls(
             config=c,
             n_slots=n_slots,
-            kv=torch.zeros(
-                c.num_layers,
-                2,
-                n_slots,
-                c.num_heads,
-                c.context + 1,
-                c.head_dim,
-                device=device,
-                dtype=kv_dtype or dtype,
-            ),
+            kv=kv,
             positions=torch.zeros(n_slots, device=device, dtype=i64),
             positions_host=np.zeros(n_slots, dtype=np.int64),
             tokens=torch.full(

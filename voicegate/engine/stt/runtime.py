@@ -35,6 +35,7 @@ import torch
 from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.lm._ops import is_scaled_kv_dtype
 from voicegate.engine.lm.model import DecodeAttention
+from voicegate.engine.lm.state import kv_columns, new_kv_ring
 from voicegate.engine.stt.checkpoint import load_stt_model, random_stt_model
 from voicegate.engine.stt.config import SttConfig
 from voicegate.engine.stt.model import SttModel, compiled_embed_sum, embed_sum, stt_kernels
@@ -131,27 +132,14 @@ class Stt:
         """Preallocate ``n_slots`` slots; ``kv_dtype`` an 8-bit float for a scaled cache (half
         the bytes of bf16: the STT's share of each call's memory follows the LM's choice)."""
         c, device = self.config, self.device
-        scales = None
-        if is_scaled_kv_dtype(kv_dtype):
-            scales = torch.zeros(
-                (c.num_layers, 2, n_slots, c.num_heads, c.context + 1),
-                device=device,
-                dtype=torch.bfloat16,
-            )
+        kv, scales = new_kv_ring(
+            c.num_layers, n_slots, c.num_heads, c.context, c.head_dim, device, self.dtype, kv_dtype
+        )
         return SttState(
             config=c,
             n_slots=n_slots,
             kv_scales=scales,
-            kv=torch.zeros(
-                c.num_layers,
-                2,
-                n_slots,
-                c.num_heads,
-                c.context + 1,
-                c.head_dim,
-                device=device,
-                dtype=kv_dtype or self.dtype,
-            ),
+            kv=kv,
             positions=torch.zeros(n_slots, device=device, dtype=torch.long),
             positions_host=np.zeros(n_slots, dtype=np.int64),
             text=torch.full((n_slots,), c.text_initial_id, device=device, dtype=torch.long),
@@ -166,11 +154,7 @@ class Stt:
 
     def kv_len_for(self, state: SttState, active: npt.NDArray[np.bool_]) -> int:
         """Key columns the next step reads: the most any active slot has filled, rounded up."""
-        c = self.config
-        if not active.any():
-            return min(c.context, self.kv_block)
-        filled = min(int(state.positions_host[active].max()) + 1, c.context)
-        return min(c.context, -(-filled // self.kv_block) * self.kv_block)
+        return kv_columns(state.positions_host, active, self.config.context, self.kv_block)
 
     def step(
         self,
