@@ -44,6 +44,23 @@ async def read_events(
         await client.aclose()
 
 
+def context_overrides(
+    tmp: Path, persona: str, numbers: str, webhook_url: str, webhook_secret: str
+) -> dict[str, Any]:
+    """Write ``persona`` (as ``teller``) and ``numbers`` under ``tmp``; the settings that serve
+    them, with the call-start webhook at ``webhook_url`` signed with ``webhook_secret``."""
+    (tmp / "personas").mkdir()
+    (tmp / "personas" / "teller.yaml").write_text(persona)
+    (tmp / "numbers.yaml").write_text(numbers)
+    return {
+        "personas_dir": tmp / "personas",
+        "numbers_file": tmp / "numbers.yaml",
+        "call_start_webhook_url": webhook_url,
+        "call_start_webhook_secret": webhook_secret,
+        "call_start_webhook_timeout_s": 2.0,
+    }
+
+
 def gateway_settings(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
     """Settings of a test gateway: echo engine, no SIP, 2 calls, ``overrides`` on top."""
     values: dict[str, Any] = {
