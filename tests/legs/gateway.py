@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -139,3 +139,11 @@ def start_gateway(kind: type[G], settings: Settings) -> G:
     server = ServerThread(app)
     server.start()
     return kind(server, app, settings.redis_url, settings.personas_dir)
+
+
+def serving(gw: G) -> Iterator[G]:
+    """For a fixture: ``yield from serving(start_...(...))`` hands out ``gw`` and stops it after."""
+    try:
+        yield gw
+    finally:
+        gw.server.stop()

@@ -14,8 +14,8 @@ import pytest
 from voicegate.engine.synthetic import make_asr_dir
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from ..gateway import gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import serving
+from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
 CALLED = "+14155550100"
 CALLER = "+15005550006"
@@ -27,20 +27,15 @@ def stt_gateway(
 ) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("gw-stt")
     files = make_asr_dir(tmp / "asr", seed=5)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        engine="tiny",
-        device="cpu",
-        asr_model_dir=files.root,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            engine="tiny",
+            device="cpu",
+            asr_model_dir=files.root,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 @pytest.fixture

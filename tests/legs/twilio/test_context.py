@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from utils import Operator
 
-from ..gateway import context_overrides, gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import context_overrides, gateway_settings, serving
+from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
 CALLED = "+14155550100"
 PERSONA = """\
@@ -37,18 +37,13 @@ def context_gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, operator: Operator
 ) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("ctx")
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 async def test_the_voice_urls_query_and_the_numbers_file_reach_the_calls_variables(

@@ -17,7 +17,7 @@ from voicegate.legs.twilio.security import SignatureChecker
 from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
 from ..gateway import gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, start_twilio_gateway
 
 CLOSE_POLICY_VIOLATION = 1008
 POD_URLS = {"a": "https://a.gw.test", "b": "https://b.gw.test"}
@@ -156,11 +156,9 @@ async def test_redis_down_the_pod_decides_alone(tmp_path: Path) -> None:
     """No registry answer: the webhook is still answered, by this pod's own admission."""
     redis = RedisServer(tmp_path / "redis")
     redis.start()
-    settings = gateway_settings(
+    gw = start_twilio_gateway(
         redis.url,
         tmp_path,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
         max_calls=1,
         fleet_enabled=True,
         fleet_pod_id="solo",
@@ -168,7 +166,6 @@ async def test_redis_down_the_pod_decides_alone(tmp_path: Path) -> None:
         fleet_heartbeat_s=0.2,
         fleet_ttl_s=1.0,
     )
-    gw = start_gateway(TwilioGateway, settings)
     front, direct = on(gw, PUBLIC_URL), on(gw, "https://solo.gw.test")
     try:
         redis.kill()

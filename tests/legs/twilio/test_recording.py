@@ -29,9 +29,9 @@ from voicegate.audio import StreamingResampler, mulaw_decode, mulaw_encode, writ
 from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from ..gateway import REPO, gateway_settings, read_events, start_gateway
+from ..gateway import REPO, read_events, serving
 from .test_lifecycle import wait_ready
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, gateway_env
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, gateway_env, start_twilio_gateway
 
 RATE_HZ = 8000
 CALLER = "+15005550006"
@@ -76,20 +76,15 @@ def make_config(tmp: Path) -> tuple[Path, Path]:
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("rec")
     personas, numbers = make_config(tmp)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        personas_dir=personas,
-        numbers_file=numbers,
-        recordings_dir=tmp / "recordings",
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            personas_dir=personas,
+            numbers_file=numbers,
+            recordings_dir=tmp / "recordings",
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 def read_stereo(path: Path) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:

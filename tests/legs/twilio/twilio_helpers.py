@@ -49,6 +49,8 @@ def gateway_env(redis_url: str, tmp: Path, port: int, **overrides: str) -> dict[
     return env
 
 
-def start_twilio_gateway(redis_url: str, tmp: Path) -> TwilioGateway:
-    settings = gateway_settings(redis_url, tmp, public_url=PUBLIC_URL, twilio_auth_token=AUTH_TOKEN)
-    return start_gateway(TwilioGateway, settings)
+def start_twilio_gateway(redis_url: str, tmp: Path, **overrides: Any) -> TwilioGateway:
+    """The gateway with the Twilio leg's public URL and auth token, ``overrides`` on top."""
+    values: dict[str, Any] = {"public_url": PUBLIC_URL, "twilio_auth_token": AUTH_TOKEN}
+    values.update(overrides)
+    return start_gateway(TwilioGateway, gateway_settings(redis_url, tmp, **values))
