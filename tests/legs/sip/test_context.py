@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from utils import Operator
 
-from ..gateway import context_overrides, read_events
+from ..gateway import context_overrides, read_events, serving
 from .sip_client import SipClient, sdp_offer
 from .sip_helpers import SipGateway, start_sip_gateway
 
@@ -35,15 +35,13 @@ def gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, operator: Operator
 ) -> Iterator[SipGateway]:
     tmp = tmp_path_factory.mktemp("sipctx")
-    gw = start_sip_gateway(
-        redis_url,
-        tmp,
-        **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+    yield from serving(
+        start_sip_gateway(
+            redis_url,
+            tmp,
+            **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+        )
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 from voicegate.legs.sip.message import SipRequest, build_response, parse_message
 
-from ..gateway import read_events
+from ..gateway import read_events, serving
 from .sip_client import SipClient, sdp_offer
 from .sip_helpers import SipGateway, run_sipp, start_sip_gateway
 from .test_kamailio import sbc  # noqa: F401  (the example SBC in front of this module's gateway)
@@ -58,19 +58,17 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (personas / "transfer_desk.yaml").write_text(PERSONA)
     numbers = tmp / "numbers.yaml"
     numbers.write_text(NUMBERS)
-    gw = start_sip_gateway(
-        redis_url,
-        tmp,
-        personas_dir=personas,
-        numbers_file=numbers,
-        max_calls=1,
-        sip_transfer_host="trunk.example.test",
-        sip_refer_timeout_s=REFER_TIMEOUT_S,
+    yield from serving(
+        start_sip_gateway(
+            redis_url,
+            tmp,
+            personas_dir=personas,
+            numbers_file=numbers,
+            max_calls=1,
+            sip_transfer_host="trunk.example.test",
+            sip_refer_timeout_s=REFER_TIMEOUT_S,
+        )
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 @pytest.fixture(scope="module")

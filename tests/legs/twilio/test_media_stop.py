@@ -13,7 +13,7 @@ import pytest
 
 from voicegate.audio import caller_speech_ms, load_caller
 
-from ..gateway import REPO
+from ..gateway import REPO, serving
 from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, start_twilio_gateway
 
 CALLED = "+14155550100"  # bank_teller in telephony/numbers.yaml
@@ -27,21 +27,15 @@ def short_silence_gateway(redis_url: str, tmp_path: Path) -> Iterator[TwilioGate
     shutil.copytree(REPO / "personas", personas)
     teller = personas / "bank_teller.yaml"
     teller.write_text(teller.read_text().replace("silence_timeout_s: 30", "silence_timeout_s: 3"))
-    gw = start_twilio_gateway(redis_url, tmp_path, personas_dir=personas, twilio_media_timeout_s=0)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(
+        start_twilio_gateway(redis_url, tmp_path, personas_dir=personas, twilio_media_timeout_s=0)
+    )
 
 
 @pytest.fixture
 def media_timeout_gateway(redis_url: str, tmp_path: Path) -> Iterator[TwilioGateway]:
     """The shipped personas (30 s silence timeout) and a 1 s media timeout."""
-    gw = start_twilio_gateway(redis_url, tmp_path, twilio_media_timeout_s=1.0)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_twilio_gateway(redis_url, tmp_path, twilio_media_timeout_s=1.0))
 
 
 def first_half_of_a_sentence() -> Any:

@@ -13,7 +13,7 @@ from utils import Operator
 
 from voicegate.legs.webrtc.sim import WebRtcCaller
 
-from ..gateway import context_overrides
+from ..gateway import context_overrides, serving
 from .webrtc_helpers import WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 PERSONA = """\
@@ -32,15 +32,13 @@ def gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, operator: Operator
 ) -> Iterator[WebRtcGateway]:
     tmp = tmp_path_factory.mktemp("rtcctx")
-    gw = start_webrtc_gateway(
-        redis_url,
-        tmp,
-        **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+    yield from serving(
+        start_webrtc_gateway(
+            redis_url,
+            tmp,
+            **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+        )
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 async def test_the_offers_variables_become_the_calls(
