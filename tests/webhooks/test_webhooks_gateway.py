@@ -18,8 +18,7 @@ import httpx
 import numpy as np
 
 from tests.legs.gateway import REPO, Gateway, gateway_settings, read_events, start_gateway
-from tests.legs.twilio.test_lifecycle import wait_ready
-from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
+from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env, wait_ready
 from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 from voicegate.webhooks import idempotency_key, verify

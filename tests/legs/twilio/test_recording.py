@@ -30,8 +30,14 @@ from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 
 from ..gateway import REPO, read_events, serving
-from .test_lifecycle import wait_ready
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, gateway_env, start_twilio_gateway
+from .twilio_helpers import (
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    TwilioGateway,
+    gateway_env,
+    start_twilio_gateway,
+    wait_ready,
+)
 
 RATE_HZ = 8000
 CALLER = "+15005550006"
