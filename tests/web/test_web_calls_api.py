@@ -57,13 +57,6 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
-async def twilio(gateway: TwilioGateway) -> AsyncIterator[TwilioSimulator]:
-    async with gateway.simulator() as sim:
-        yield sim
-    await gateway.wait_idle()
-
-
-@pytest.fixture
 async def api(gateway: TwilioGateway) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(base_url=gateway.base_url, headers=headers, trust_env=False) as c:

@@ -5,7 +5,7 @@ real loader); transcript.caller segments land in Redis with word timings on the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,7 @@ CALLER = "+15005550006"
 
 
 @pytest.fixture(scope="module")
-def stt_gateway(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TwilioGateway]:
+def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("gw-stt")
     files = make_asr_dir(tmp / "asr", seed=5)
     yield from serving(
@@ -38,13 +36,6 @@ def stt_gateway(
     )
 
 
-@pytest.fixture
-async def sim(stt_gateway: TwilioGateway) -> AsyncIterator[TwilioSimulator]:
-    async with stt_gateway.simulator() as s:
-        yield s
-    await stt_gateway.wait_idle()
-
-
 def noise(seconds: float, amplitude: int = 6000) -> np.ndarray:
     rng = np.random.default_rng(3)
     return (
@@ -52,16 +43,14 @@ def noise(seconds: float, amplitude: int = 6000) -> np.ndarray:
     )
 
 
-async def test_caller_segments_reach_redis(
-    stt_gateway: TwilioGateway, sim: TwilioSimulator
-) -> None:
-    placed = await sim.place_call(CALLER, CALLED)
-    stream = await sim.open_stream(placed)
+async def test_caller_segments_reach_redis(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed)
     await stream.play(noise(2.5))
     await stream.play_silence(500)
     await stream.stop()
-    await stt_gateway.wait_idle(timeout_s=10.0)
-    events = await stt_gateway.events(placed.call_sid)
+    await gateway.wait_idle(timeout_s=10.0)
+    events = await gateway.events(placed.call_sid)
     ended = next(e for e in events if e["type"] == "call.ended")
     duration_ms = int(ended["duration_ms"])
     caller = [e for e in events if e["type"] == "transcript.caller"]
