@@ -135,16 +135,25 @@ def by_type(events: list[dict[str, str]], kind: str) -> dict[str, str]:
     return found[0]
 
 
-async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioGateway) -> None:
-    sent = _noise(2.5, seed=1)
+async def recorded_call(
+    gateway: TwilioGateway, called: str, sent: npt.NDArray[np.int16]
+) -> tuple[str, npt.NDArray[np.int16], list[dict[str, str]]]:
+    """A call to ``called`` that sends ``sent`` then 600 ms of silence: its sid, what the
+    caller heard, and its events up to recording.ended."""
     async with TwilioSimulator(gateway.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
-        placed = await twilio.place_call(CALLER, RECORDED)
+        placed = await twilio.place_call(CALLER, called)
         stream = await twilio.open_stream(placed)
         await stream.play(sent)
         await stream.play_silence(600)
         await stream.stop()
         heard = stream.heard_pcm()
     events = await read_events(gateway.redis_url, placed.call_sid, until="recording.ended")
+    return placed.call_sid, heard, events
+
+
+async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioGateway) -> None:
+    sent = _noise(2.5, seed=1)
+    call_sid, heard, events = await recorded_call(gateway, RECORDED, sent)
     types = [e["type"] for e in events]
     assert types.index("call.started") < types.index("recording.started")
     started, ended = by_type(events, "recording.started"), by_type(events, "recording.ended")
@@ -152,7 +161,7 @@ async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioG
     assert started["announcement"] == "false" and started["path"] == ended["path"]
     assert ended["status"] == "complete", ended
     path = Path(ended["path"])
-    assert path.name == f"{placed.call_sid}.wav" and (path.stat().st_mode & 0o777) == 0o600
+    assert path.name == f"{call_sid}.wav" and (path.stat().st_mode & 0o777) == 0o600
     left, right = read_stereo(path)
     # its length is the call's (both on the call's clock)
     call_ms = int(call_ended["duration_ms"])
@@ -185,14 +194,7 @@ async def test_announcement_is_heard_first_and_the_model_hears_nothing_meanwhile
     gateway: TwilioGateway,
 ) -> None:
     sent = _noise(3.0, seed=2)
-    async with TwilioSimulator(gateway.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
-        placed = await twilio.place_call(CALLER, ANNOUNCED)
-        stream = await twilio.open_stream(placed)
-        await stream.play(sent)
-        await stream.play_silence(600)
-        await stream.stop()
-        heard = stream.heard_pcm()
-    events = await read_events(gateway.redis_url, placed.call_sid, until="recording.ended")
+    _, heard, events = await recorded_call(gateway, ANNOUNCED, sent)
     assert by_type(events, "recording.started")["announcement"] == "true"
     ended = by_type(events, "recording.ended")
     assert ended["status"] == "complete"
