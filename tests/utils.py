@@ -430,6 +430,7 @@ class Operator:
     checks the signature with ``secret``, answers per call_id (status, JSON body, delay)."""
 
     def __init__(self, secret: str) -> None:
+        self.secret = secret
         self.requests: list[dict[str, Any]] = []
         self.answers: dict[str, tuple[int, bytes, float]] = {}  # call_id -> status, body, delay
         self.default: tuple[int, bytes, float] | None = None  # for calls not in ``answers``

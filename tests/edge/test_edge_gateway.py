@@ -25,7 +25,7 @@ import pytest
 from tests.legs.gateway import REPO, read_events
 from tests.legs.sip.sip_client import SipClient, sdp_offer
 from tests.legs.sip.sip_helpers import free_udp_port, rtp_range
-from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
+from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env, wait_ready
 from voicegate.audio import caller_speech_ms, load_caller, mulaw_decode, mulaw_encode
 from voicegate.demo import free_port
 from voicegate.legs.sip.rtp import parse_rtp
@@ -80,20 +80,6 @@ class MultiGateway:
         return total
 
 
-async def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(trust_env=False) as client:
-        while True:
-            assert proc.poll() is None, "the gateway exited during start-up"
-            try:
-                if (await client.get(base + "/readyz", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not become ready"
-            await asyncio.sleep(0.1)
-
-
 @pytest.fixture
 async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
     port = free_port()
@@ -121,7 +107,7 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
         proc, f"http://127.0.0.1:{port}", log, redis_url, int(env["VOICEGATE_SIP_PORT"])
     )
     try:
-        await _wait_ready(gateway.base, proc)
+        await wait_ready(gateway.base, proc)
         for _ in range(100):  # both workers up (each says so once its app started)
             if len(gateway.worker_pids()) == 2 and log.read_text().count("gateway ready") == 2:
                 break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +42,23 @@ async def read_events(
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
+
+
+def context_overrides(
+    tmp: Path, persona: str, numbers: str, webhook_url: str, webhook_secret: str
+) -> dict[str, Any]:
+    """Write ``persona`` (as ``teller``) and ``numbers`` under ``tmp``; the settings that serve
+    them, with the call-start webhook at ``webhook_url`` signed with ``webhook_secret``."""
+    (tmp / "personas").mkdir()
+    (tmp / "personas" / "teller.yaml").write_text(persona)
+    (tmp / "numbers.yaml").write_text(numbers)
+    return {
+        "personas_dir": tmp / "personas",
+        "numbers_file": tmp / "numbers.yaml",
+        "call_start_webhook_url": webhook_url,
+        "call_start_webhook_secret": webhook_secret,
+        "call_start_webhook_timeout_s": 2.0,
+    }
 
 
 def gateway_settings(redis_url: str, tmp: Path, **overrides: Any) -> Settings:
@@ -122,3 +139,11 @@ def start_gateway(kind: type[G], settings: Settings) -> G:
     server = ServerThread(app)
     server.start()
     return kind(server, app, settings.redis_url, settings.personas_dir)
+
+
+def serving(gw: G) -> Iterator[G]:
+    """For a fixture: ``yield from serving(start_...(...))`` hands out ``gw`` and stops it after."""
+    try:
+        yield gw
+    finally:
+        gw.server.stop()

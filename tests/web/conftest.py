@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from legs.gateway import gateway_settings, start_gateway
-from legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from legs.gateway import serving
+from legs.twilio.twilio_helpers import TwilioGateway, start_twilio_gateway
 
 from voicegate.legs.twilio.sim import TwilioSimulator
 
@@ -19,21 +19,16 @@ VIEW = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioGateway]:
-    settings = gateway_settings(
-        redis_url,
-        tmp_path_factory.mktemp("gw-ops"),
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        viewer_token=VIEWER_TOKEN,
-        editor_token=EDITOR_TOKEN,
-        webrtc_token=WEBRTC_TOKEN,
-        webrtc_enabled=False,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp_path_factory.mktemp("gw-ops"),
+            viewer_token=VIEWER_TOKEN,
+            editor_token=EDITOR_TOKEN,
+            webrtc_token=WEBRTC_TOKEN,
+            webrtc_enabled=False,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from legs.gateway import gateway_settings, start_gateway
-from legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from legs.twilio.twilio_helpers import TwilioGateway, start_twilio_gateway
 
 from voicegate.audio import caller_speech_ms, load_caller
 from voicegate.legs.twilio.sim import TwilioSimulator
@@ -113,15 +112,12 @@ async def test_with_redis_down_a_live_call_still_opens_and_history_says_why(
     redis_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     server = redis_factory()
-    settings = gateway_settings(
+    gw = start_twilio_gateway(
         server.url,
         tmp_path,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
         viewer_token=VIEWER_TOKEN,
         webrtc_enabled=False,
     )
-    gw = start_gateway(TwilioGateway, settings)
     try:
         async with gw.simulator() as twilio, http(gw) as client:
             placed = await twilio.place_call(CALLER, CALLED)

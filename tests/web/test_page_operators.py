@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from legs.gateway import REPO, gateway_settings, start_gateway
-from legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from legs.gateway import REPO, serving
+from legs.twilio.twilio_helpers import TwilioGateway, start_twilio_gateway
 from legs.webrtc.browser import Chromium
 
 from voicegate.audio import caller_speech_ms, load_caller
@@ -62,20 +62,15 @@ def tiny_gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TwilioGateway]:
     """The tiny engine (random weights that talk all the time, with text): both lanes fill."""
-    settings = gateway_settings(
-        redis_url,
-        tmp_path_factory.mktemp("gw-ops-page"),
-        engine="tiny",
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        viewer_token=VIEWER_TOKEN,
-        webrtc_enabled=False,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp_path_factory.mktemp("gw-ops-page"),
+            engine="tiny",
+            viewer_token=VIEWER_TOKEN,
+            webrtc_enabled=False,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 def page_url(base_url: str) -> str:
@@ -194,19 +189,14 @@ async def test_a_live_calls_timeline_appears_and_updates_while_it_runs(
 def private_gateway(redis_factory: Callable[..., Any], tmp_path: Path) -> Iterator[TwilioGateway]:
     """A gateway on a private Redis: the comparison holds only the calls written here."""
     url = redis_factory().url
-    settings = gateway_settings(
-        url,
-        tmp_path / "gw",
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        viewer_token=VIEWER_TOKEN,
-        webrtc_enabled=False,
+    yield from serving(
+        start_twilio_gateway(
+            url,
+            tmp_path / "gw",
+            viewer_token=VIEWER_TOKEN,
+            webrtc_enabled=False,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 async def test_a_known_calls_timeline_and_the_persona_comparison(

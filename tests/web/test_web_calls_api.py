@@ -13,8 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.legs.gateway import REPO, gateway_settings, read_events, start_gateway
-from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from tests.legs.gateway import REPO, read_events, serving
+from tests.legs.twilio.twilio_helpers import (
+    TwilioGateway,
+    start_twilio_gateway,
+)
 from voicegate.legs.twilio.sim import PlacedCall, SimulatedStream, TwilioSimulator
 
 TOKEN = "calls-api-token-0123456789"
@@ -42,27 +45,15 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     shutil.copytree(REPO / "personas", personas)
     (personas / "api_desk.yaml").write_text(PERSONA)
     (tmp / "numbers.yaml").write_text(NUMBERS)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        personas_dir=personas,
-        numbers_file=tmp / "numbers.yaml",
-        calls_api_token=TOKEN,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            personas_dir=personas,
+            numbers_file=tmp / "numbers.yaml",
+            calls_api_token=TOKEN,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
-
-
-@pytest.fixture
-async def twilio(gateway: TwilioGateway) -> AsyncIterator[TwilioSimulator]:
-    async with gateway.simulator() as sim:
-        yield sim
-    await gateway.wait_idle()
 
 
 @pytest.fixture

@@ -17,9 +17,14 @@ import boto3
 import httpx
 import numpy as np
 
-from tests.legs.gateway import REPO, Gateway, gateway_settings, read_events, start_gateway
-from tests.legs.twilio.test_lifecycle import wait_ready
-from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
+from tests.legs.gateway import REPO, read_events
+from tests.legs.twilio.twilio_helpers import (
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    gateway_env,
+    start_twilio_gateway,
+    wait_ready,
+)
 from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 from voicegate.webhooks import idempotency_key, verify
@@ -113,19 +118,16 @@ async def test_redis_down_during_the_call_is_delivered_after_it_is_back(
         shutil.copytree(REPO / "personas", personas)
         with (personas / "bank_teller.yaml").open("a") as f:
             f.write(f'\nwebhooks: {{call_ended: "{rx.url}"}}\n')
-        settings = gateway_settings(
+        gw = start_twilio_gateway(
             redis.url,
             tmp_path,
-            public_url=PUBLIC_URL,
-            twilio_auth_token=AUTH_TOKEN,
             personas_dir=personas,
             webhook_secret=SECRET,
             webhook_settle_s=0.2,
             webhook_backoff_min_s=0.2,
         )
-        gw = start_gateway(Gateway, settings)
         try:
-            async with TwilioSimulator(gw.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
+            async with gw.simulator() as twilio:
                 placed = await twilio.place_call(CALLER, CALLED)
                 stream = await twilio.open_stream(placed)
                 await stream.play(tone(0.3))
@@ -169,11 +171,9 @@ async def test_a_recorded_calls_report_carries_the_recording_and_its_upload(
             personas, numbers = make_config(tmp_path)
             with numbers.open("a") as f:
                 f.write(f'webhooks:\n  default: {{call_ended: "{rx.url}"}}\n')
-            settings = gateway_settings(
+            gw = start_twilio_gateway(
                 redis.url,
                 tmp_path,
-                public_url=PUBLIC_URL,
-                twilio_auth_token=AUTH_TOKEN,
                 personas_dir=personas,
                 numbers_file=numbers,
                 recordings_dir=tmp_path / "recordings",
@@ -186,9 +186,8 @@ async def test_a_recorded_calls_report_carries_the_recording_and_its_upload(
                 webhook_settle_s=0.0,
                 webhook_recording_wait_s=30.0,
             )
-            gw = start_gateway(Gateway, settings)
             try:
-                async with TwilioSimulator(gw.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
+                async with gw.simulator() as twilio:
                     placed = await twilio.place_call(CALLER, RECORDED)
                     stream = await twilio.open_stream(placed)
                     await stream.play(_noise(1.5, seed=7))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.legs.gateway import Gateway, gateway_settings, start_gateway
+from tests.legs.gateway import Gateway, gateway_settings, serving, start_gateway
 
 TOKEN = "carrier-secret"
 PLIVO_AUTH_TOKEN = "plivo-auth-token"
@@ -36,8 +36,4 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         public_url=PUBLIC,
         webrtc_enabled=False,
     )
-    gw = start_gateway(CarrierGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_gateway(CarrierGateway, settings))

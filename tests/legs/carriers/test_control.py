@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tests.legs.carriers.conftest import TOKEN, CarrierGateway
-from tests.legs.gateway import gateway_settings, start_gateway
+from tests.legs.gateway import gateway_settings, serving, start_gateway
 from voicegate.contracts import EndReason
 from voicegate.demo import ServerThread
 from voicegate.legs.carriers.sim import CarrierSimulator
@@ -71,11 +71,7 @@ def gateway(
         telnyx_api_url=telnyx_api[1],
         webrtc_enabled=False,
     )
-    gw = start_gateway(CarrierGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_gateway(CarrierGateway, settings))
 
 
 async def test_a_persona_transfer_goes_through_call_control(

@@ -6,6 +6,8 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,44 @@ def run_sipp(
         cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout_s + 10, check=False
     )
     return SippResult(proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
+
+
+KAMAILIO_MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
+
+
+def kamailio_binary() -> str:
+    kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    if not Path(kamailio).exists():
+        pytest.fail("kamailio is not installed: apt-get install kamailio (scripts/install.sh)")
+    return kamailio
+
+
+def run_kamailio(folder: Path, gateways: list[SipGateway], port: int) -> Iterator[int]:
+    """For an SBC fixture: kamailio on ``folder``/kamailio.cfg (its log in kamailio.log); once
+    its dispatcher has probed every one of ``gateways`` (10 s at most), hands out ``port`` and
+    stops kamailio after."""
+    run = folder / "run"
+    run.mkdir()
+    log = open(folder / "kamailio.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [kamailio_binary(), "-DD", "-E", "-f", str(folder / "kamailio.cfg"), "-Y", str(run),
+         "-L", str(KAMAILIO_MODULES)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        # dispatcher probes the gateways with OPTIONS once a second: wait for the first answers
+        seen = [gw.stats.messages_in for gw in gateways]
+        deadline = time.monotonic() + 10
+        while any(gw.stats.messages_in == n for gw, n in zip(gateways, seen, strict=True)):
+            assert proc.poll() is None, (folder / "kamailio.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "kamailio never probed the gateways"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

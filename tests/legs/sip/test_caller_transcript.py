@@ -11,7 +11,7 @@ import pytest
 
 from voicegate.engine.synthetic import make_asr_dir
 
-from ..gateway import read_events
+from ..gateway import read_events, serving
 from .sip_helpers import SipGateway, run_sipp, start_sip_gateway
 
 
@@ -19,11 +19,9 @@ from .sip_helpers import SipGateway, run_sipp, start_sip_gateway
 def stt_gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipGateway]:
     tmp = tmp_path_factory.mktemp("sipgw-stt")
     files = make_asr_dir(tmp / "asr", seed=6)
-    gw = start_sip_gateway(redis_url, tmp, engine="tiny", device="cpu", asr_model_dir=files.root)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(
+        start_sip_gateway(redis_url, tmp, engine="tiny", device="cpu", asr_model_dir=files.root)
+    )
 
 
 async def test_sip_caller_segments_reach_redis(stt_gateway: SipGateway, tmp_path: Path) -> None:

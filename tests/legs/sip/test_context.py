@@ -11,11 +11,10 @@ from collections.abc import Iterator
 import pytest
 from utils import Operator
 
-from ..gateway import read_events
+from ..gateway import context_overrides, read_events, serving
 from .sip_client import SipClient, sdp_offer
 from .sip_helpers import SipGateway, start_sip_gateway
 
-SECRET = "operator-secret"
 PERSONA = """\
 description: A teller who knows the caller.
 voice: NATF0
@@ -32,33 +31,17 @@ sip_users:
 
 
 @pytest.fixture(scope="module")
-def operator() -> Iterator[Operator]:
-    op = Operator(SECRET)
-    yield op
-    op.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, operator: Operator
 ) -> Iterator[SipGateway]:
     tmp = tmp_path_factory.mktemp("sipctx")
-    (tmp / "personas").mkdir()
-    (tmp / "personas" / "teller.yaml").write_text(PERSONA)
-    (tmp / "numbers.yaml").write_text(NUMBERS)
-    gw = start_sip_gateway(
-        redis_url,
-        tmp,
-        personas_dir=tmp / "personas",
-        numbers_file=tmp / "numbers.yaml",
-        call_start_webhook_url=operator.url,
-        call_start_webhook_secret=SECRET,
-        call_start_webhook_timeout_s=2.0,
+    yield from serving(
+        start_sip_gateway(
+            redis_url,
+            tmp,
+            **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+        )
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 @pytest.fixture

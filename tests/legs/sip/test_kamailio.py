@@ -7,9 +7,7 @@ The example config is used as shipped except for what a deployment edits: its li
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,22 +16,26 @@ import pytest
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 
 from ..gateway import REPO, read_events
-from .sip_helpers import SipGateway, free_udp_port, run_sipp
+from .sip_helpers import (
+    KAMAILIO_MODULES,
+    SipGateway,
+    free_udp_port,
+    kamailio_binary,
+    run_kamailio,
+    run_sipp,
+)
 
 CONFIG = REPO / "telephony" / "kamailio" / "kamailio.cfg"
-MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 
 
 def test_config_parses() -> None:
-    kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not Path(kamailio).exists():
-        pytest.fail("kamailio is not installed: apt-get install kamailio (scripts/install.sh)")
+    kamailio = kamailio_binary()
     for defines in ("", "WITH_RTPENGINE"):
         text = CONFIG.read_text()
         if defines:
             text = text.replace(f"##!define {defines}", f"#!define {defines}")
         out = subprocess.run(
-            [kamailio, "-c", "-L", str(MODULES), "-f", "/dev/stdin"],
+            [kamailio, "-c", "-L", str(KAMAILIO_MODULES), "-f", "/dev/stdin"],
             input=text,
             capture_output=True,
             text=True,
@@ -45,9 +47,6 @@ def test_config_parses() -> None:
 
 @pytest.fixture
 def sbc(gateway: SipGateway, tmp_path: Path) -> Iterator[int]:
-    kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not Path(kamailio).exists():
-        pytest.fail("kamailio is not installed: apt-get install kamailio (scripts/install.sh)")
     port = free_udp_port()
     text = CONFIG.read_text().replace("/etc/kamailio/", f"{tmp_path}/")
     text = re.sub(r"^listen=.*\n", "", text, flags=re.M)
@@ -60,32 +59,7 @@ def sbc(gateway: SipGateway, tmp_path: Path) -> Iterator[int]:
     (tmp_path / "kamailio.cfg").write_text(text)
     (tmp_path / "dispatcher.list").write_text(f"1 sip:127.0.0.1:{gateway.sip_port}\n")
     (tmp_path / "address.list").write_text("1 127.0.0.1 32 0 test\n")
-    run = tmp_path / "run"
-    run.mkdir()
-    log = open(tmp_path / "kamailio.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [kamailio, "-DD", "-E", "-f", str(tmp_path / "kamailio.cfg"), "-Y", str(run),
-         "-L", str(MODULES)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        # dispatcher probes the gateway with OPTIONS once a second: wait for the first answer
-        options = gateway.stats.messages_in
-        deadline = time.monotonic() + 10
-        while gateway.stats.messages_in == options:
-            assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "kamailio never probed the gateway"
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    yield from run_kamailio(tmp_path, [gateway], port)
 
 
 async def test_calls_through_the_example_sbc(gateway: SipGateway, sbc: int, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ sends calls again once the probes are answered 200.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -23,24 +22,19 @@ from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 
 from ..gateway import REPO
 from .sip_helpers import (
+    KAMAILIO_MODULES,
     SipGateway,
     SippResult,
     free_udp_port,
+    kamailio_binary,
     rtp_range,
+    run_kamailio,
     run_sipp,
     start_sip_gateway,
 )
 
 CONFIG = REPO / "infra" / "kamailio" / "kamailio.cfg"
-MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 DATA = REPO / "tests" / "data" / "sipp"
-
-
-def kamailio_binary() -> str:
-    kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not Path(kamailio).exists():
-        pytest.fail("kamailio is not installed: apt-get install kamailio (scripts/install.sh)")
-    return kamailio
 
 
 def fleet_config(listen: str, folder: Path, ping_s: int = 1) -> str:
@@ -60,7 +54,7 @@ def fleet_config(listen: str, folder: Path, ping_s: int = 1) -> str:
 
 def test_fleet_config_parses(tmp_path: Path) -> None:
     out = subprocess.run(
-        [kamailio_binary(), "-c", "-L", str(MODULES), "-f", str(CONFIG)],
+        [kamailio_binary(), "-c", "-L", str(KAMAILIO_MODULES), "-f", str(CONFIG)],
         capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip
     assert "config file ok" in out.stdout + out.stderr, out.stderr[-2000:]
@@ -118,30 +112,7 @@ def sbc(pods: list[SipGateway], tmp_path: Path) -> Iterator[int]:
             for i, gw in enumerate(pods)
         )
     )
-    run = tmp_path / "run"
-    run.mkdir()
-    log = open(tmp_path / "kamailio.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [kamailio_binary(), "-DD", "-E", "-f", str(tmp_path / "kamailio.cfg"), "-Y", str(run),
-         "-L", str(MODULES)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        seen = [gw.stats.messages_in for gw in pods]
-        deadline = time.monotonic() + 10
-        while any(gw.stats.messages_in == n for gw, n in zip(pods, seen, strict=True)):
-            assert proc.poll() is None, (tmp_path / "kamailio.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "kamailio never probed the gateways"
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    yield from run_kamailio(tmp_path, pods, port)
 
 
 def wait_until(check: object, timeout_s: float = 10.0) -> None:

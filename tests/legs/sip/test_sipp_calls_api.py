@@ -17,10 +17,10 @@ import pytest
 
 from voicegate.audio import caller_wav_path, mulaw_decode, mulaw_encode, read_wav_int16
 
-from ..gateway import read_events
+from ..gateway import read_events, serving
 from ..twilio.test_recording import best_match
-from .sip_helpers import SipGateway, SippResult, run_sipp, start_sip_gateway
-from .test_sipp_transfer import NUMBERS, PERSONA
+from .sip_helpers import SipGateway, SippResult, run_sipp
+from .test_sipp_transfer import NUMBERS, start_transfer_desk
 
 TOKEN = "calls-api-token-0123456789"
 RATE_HZ = 8000
@@ -29,26 +29,11 @@ RATE_HZ = 8000
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipGateway]:
     tmp = tmp_path_factory.mktemp("sipapi")
-    personas = tmp / "personas"
-    personas.mkdir()
-    (personas / "transfer_desk.yaml").write_text(PERSONA)
-    numbers = tmp / "numbers.yaml"
-    numbers.write_text(NUMBERS + "recording:\n  desk: {enabled: true}\n")
-    gw = start_sip_gateway(
-        redis_url,
-        tmp,
-        personas_dir=personas,
-        numbers_file=numbers,
-        max_calls=1,
-        sip_transfer_host="trunk.example.test",
-        sip_refer_timeout_s=2.0,
-        calls_api_token=TOKEN,
-        recordings_dir=tmp / "recordings",
+    numbers = NUMBERS + "recording:\n  desk: {enabled: true}\n"
+    gw = start_transfer_desk(
+        redis_url, tmp, numbers, calls_api_token=TOKEN, recordings_dir=tmp / "recordings"
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(gw)
 
 
 @pytest.fixture(scope="module")

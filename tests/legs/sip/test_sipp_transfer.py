@@ -20,7 +20,7 @@ import pytest
 from voicegate.audio import caller_wav_path, mulaw_encode, read_wav_int16
 from voicegate.legs.sip.message import SipRequest, build_response, parse_message
 
-from ..gateway import read_events
+from ..gateway import read_events, serving
 from .sip_client import SipClient, sdp_offer
 from .sip_helpers import SipGateway, run_sipp, start_sip_gateway
 from .test_kamailio import sbc  # noqa: F401  (the example SBC in front of this module's gateway)
@@ -50,27 +50,30 @@ overflow:
 REFER_TIMEOUT_S = 2.0
 
 
-@pytest.fixture(scope="module")
-def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipGateway]:
-    tmp = tmp_path_factory.mktemp("sipxfer")
+def start_transfer_desk(
+    redis_url: str, tmp: Path, numbers: str = NUMBERS, **overrides: Any
+) -> SipGateway:
+    """The gateway with the transfer desk persona and ``numbers`` (written under ``tmp``): one
+    call at a time, REFERs to trunk.example.test, ``overrides`` on top."""
     personas = tmp / "personas"
     personas.mkdir()
     (personas / "transfer_desk.yaml").write_text(PERSONA)
-    numbers = tmp / "numbers.yaml"
-    numbers.write_text(NUMBERS)
-    gw = start_sip_gateway(
+    (tmp / "numbers.yaml").write_text(numbers)
+    return start_sip_gateway(
         redis_url,
         tmp,
         personas_dir=personas,
-        numbers_file=numbers,
+        numbers_file=tmp / "numbers.yaml",
         max_calls=1,
         sip_transfer_host="trunk.example.test",
         sip_refer_timeout_s=REFER_TIMEOUT_S,
+        **overrides,
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SipGateway]:
+    yield from serving(start_transfer_desk(redis_url, tmp_path_factory.mktemp("sipxfer")))
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,13 @@ import pytest
 
 from voicegate.legs.twilio.sim import TwilioSimulator
 
+from ..gateway import serving
 from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
 
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioGateway]:
-    gw = start_twilio_gateway(redis_url, tmp_path_factory.mktemp("gw"))
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_twilio_gateway(redis_url, tmp_path_factory.mktemp("gw")))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ real loader); transcript.caller segments land in Redis with word timings on the 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,40 +14,26 @@ import pytest
 from voicegate.engine.synthetic import make_asr_dir
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from ..gateway import gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import serving
+from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
 CALLED = "+14155550100"
 CALLER = "+15005550006"
 
 
 @pytest.fixture(scope="module")
-def stt_gateway(
-    redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TwilioGateway]:
+def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("gw-stt")
     files = make_asr_dir(tmp / "asr", seed=5)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        engine="tiny",
-        device="cpu",
-        asr_model_dir=files.root,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            engine="tiny",
+            device="cpu",
+            asr_model_dir=files.root,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
-
-
-@pytest.fixture
-async def sim(stt_gateway: TwilioGateway) -> AsyncIterator[TwilioSimulator]:
-    async with stt_gateway.simulator() as s:
-        yield s
-    await stt_gateway.wait_idle()
 
 
 def noise(seconds: float, amplitude: int = 6000) -> np.ndarray:
@@ -57,16 +43,14 @@ def noise(seconds: float, amplitude: int = 6000) -> np.ndarray:
     )
 
 
-async def test_caller_segments_reach_redis(
-    stt_gateway: TwilioGateway, sim: TwilioSimulator
-) -> None:
-    placed = await sim.place_call(CALLER, CALLED)
-    stream = await sim.open_stream(placed)
+async def test_caller_segments_reach_redis(gateway: TwilioGateway, twilio: TwilioSimulator) -> None:
+    placed = await twilio.place_call(CALLER, CALLED)
+    stream = await twilio.open_stream(placed)
     await stream.play(noise(2.5))
     await stream.play_silence(500)
     await stream.stop()
-    await stt_gateway.wait_idle(timeout_s=10.0)
-    events = await stt_gateway.events(placed.call_sid)
+    await gateway.wait_idle(timeout_s=10.0)
+    events = await gateway.events(placed.call_sid)
     ended = next(e for e in events if e["type"] == "call.ended")
     duration_ms = int(ended["duration_ms"])
     caller = [e for e in events if e["type"] == "transcript.caller"]

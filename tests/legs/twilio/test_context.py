@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from utils import Operator
 
-from ..gateway import gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import context_overrides, gateway_settings, serving
+from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
-SECRET = "operator-secret"
 CALLED = "+14155550100"
 PERSONA = """\
 description: A teller who knows the caller.
@@ -34,36 +33,17 @@ variables:
 
 
 @pytest.fixture(scope="module")
-def operator() -> Iterator[Operator]:
-    op = Operator(SECRET)
-    yield op
-    op.close()
-
-
-@pytest.fixture(scope="module")
 def context_gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, operator: Operator
 ) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("ctx")
-    (tmp / "personas").mkdir()
-    (tmp / "personas" / "teller.yaml").write_text(PERSONA)
-    (tmp / "numbers.yaml").write_text(NUMBERS)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        personas_dir=tmp / "personas",
-        numbers_file=tmp / "numbers.yaml",
-        call_start_webhook_url=operator.url,
-        call_start_webhook_secret=SECRET,
-        call_start_webhook_timeout_s=2.0,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 async def test_the_voice_urls_query_and_the_numbers_file_reach_the_calls_variables(

@@ -14,8 +14,8 @@ import pytest
 
 from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
-from ..gateway import REPO, gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import REPO
+from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
 CALLS = 4
 CALLED = "+14155550100"
@@ -28,11 +28,9 @@ def tone(seconds: float) -> np.ndarray:
 
 
 def fault_gateway(redis_url: str, tmp: Path, kind: str, **overrides: object) -> TwilioGateway:
-    settings = gateway_settings(
+    return start_twilio_gateway(
         redis_url,
         tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
         max_calls=8,
         engine_fault=kind,
         engine_fault_calls=CALLS,
@@ -40,7 +38,6 @@ def fault_gateway(redis_url: str, tmp: Path, kind: str, **overrides: object) -> 
         engine_fault_warmup_s=1.5,  # the rebuild takes this long: the fault window is visible
         **overrides,
     )
-    return start_gateway(TwilioGateway, settings)
 
 
 async def readyz(client: httpx.AsyncClient, base: str) -> tuple[int, dict[str, object]]:

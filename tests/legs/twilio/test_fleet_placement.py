@@ -17,7 +17,7 @@ from voicegate.legs.twilio.security import SignatureChecker
 from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
 from ..gateway import gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, start_twilio_gateway
 
 CLOSE_POLICY_VIOLATION = 1008
 POD_URLS = {"a": "https://a.gw.test", "b": "https://b.gw.test"}
@@ -64,6 +64,21 @@ async def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+async def hang_up(
+    streams: list[SimulatedStream],
+    sims: tuple[TwilioSimulator, ...],
+    pods: tuple[TwilioGateway, ...],
+) -> None:
+    """Stop and close ``streams``, close ``sims``, and wait until ``pods`` are idle."""
+    for stream in streams:
+        await stream.stop()
+        await stream.close()
+    for sim in sims:
+        await sim.aclose()
+    for pod in pods:
+        await pod.wait_idle()
+
+
 async def test_calls_fill_self_then_the_other_pod_then_busy(
     fleet: dict[str, TwilioGateway],
 ) -> None:
@@ -108,13 +123,7 @@ async def test_calls_fill_self_then_the_other_pod_then_busy(
         assert again.stream_url == "wss://b.gw.test/twilio/media", again.twiml
         # never claimed: its reservation lapses (3 s) and the slot is free again
     finally:
-        for stream in streams:
-            await stream.stop()
-            await stream.close()
-        for sim in (front, sim_a, sim_b):
-            await sim.aclose()
-        await a.wait_idle()
-        await b.wait_idle()
+        await hang_up(streams, (front, sim_a, sim_b), (a, b))
 
 
 async def test_a_token_for_another_pod_is_refused_and_left_for_it(
@@ -143,24 +152,16 @@ async def test_a_token_for_another_pod_is_refused_and_left_for_it(
         streams.append(await sim_a.open_stream(calls[2]))
         await wait_for(lambda: a.calls.active_count == 1)
     finally:
-        for stream in streams:
-            await stream.stop()
-            await stream.close()
-        for sim in (front, sim_a, sim_b):
-            await sim.aclose()
-        await a.wait_idle()
-        await b.wait_idle()
+        await hang_up(streams, (front, sim_a, sim_b), (a, b))
 
 
 async def test_redis_down_the_pod_decides_alone(tmp_path: Path) -> None:
     """No registry answer: the webhook is still answered, by this pod's own admission."""
     redis = RedisServer(tmp_path / "redis")
     redis.start()
-    settings = gateway_settings(
+    gw = start_twilio_gateway(
         redis.url,
         tmp_path,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
         max_calls=1,
         fleet_enabled=True,
         fleet_pod_id="solo",
@@ -168,7 +169,6 @@ async def test_redis_down_the_pod_decides_alone(tmp_path: Path) -> None:
         fleet_heartbeat_s=0.2,
         fleet_ttl_s=1.0,
     )
-    gw = start_gateway(TwilioGateway, settings)
     front, direct = on(gw, PUBLIC_URL), on(gw, "https://solo.gw.test")
     try:
         redis.kill()

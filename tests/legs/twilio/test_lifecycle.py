@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 import wave
 from pathlib import Path
 
@@ -18,24 +17,10 @@ from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 
 from ..gateway import REPO, read_events
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env, wait_ready
 
 CALLED = "+14155550100"
 CALLER = "+15005550006"
-
-
-async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(trust_env=False) as client:
-        while True:
-            assert proc.poll() is None, "the gateway exited during start-up"
-            try:
-                if (await client.get(base + "/readyz", timeout=2)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the gateway did not become ready"
-            await asyncio.sleep(0.1)
 
 
 async def test_sigterm_stops_admitting_and_drains_active_calls(

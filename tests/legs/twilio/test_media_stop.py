@@ -13,17 +13,11 @@ import pytest
 
 from voicegate.audio import caller_speech_ms, load_caller
 
-from ..gateway import REPO, gateway_settings, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import REPO, serving
+from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, start_twilio_gateway
 
 CALLED = "+14155550100"  # bank_teller in telephony/numbers.yaml
 CALLER = "+15005550006"
-
-
-def start(redis_url: str, tmp: Path, **overrides: Any) -> TwilioGateway:
-    overrides.setdefault("public_url", PUBLIC_URL)
-    overrides.setdefault("twilio_auth_token", AUTH_TOKEN)
-    return start_gateway(TwilioGateway, gateway_settings(redis_url, tmp, **overrides))
 
 
 @pytest.fixture
@@ -33,21 +27,15 @@ def short_silence_gateway(redis_url: str, tmp_path: Path) -> Iterator[TwilioGate
     shutil.copytree(REPO / "personas", personas)
     teller = personas / "bank_teller.yaml"
     teller.write_text(teller.read_text().replace("silence_timeout_s: 30", "silence_timeout_s: 3"))
-    gw = start(redis_url, tmp_path, personas_dir=personas, twilio_media_timeout_s=0)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(
+        start_twilio_gateway(redis_url, tmp_path, personas_dir=personas, twilio_media_timeout_s=0)
+    )
 
 
 @pytest.fixture
 def media_timeout_gateway(redis_url: str, tmp_path: Path) -> Iterator[TwilioGateway]:
     """The shipped personas (30 s silence timeout) and a 1 s media timeout."""
-    gw = start(redis_url, tmp_path, twilio_media_timeout_s=1.0)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_twilio_gateway(redis_url, tmp_path, twilio_media_timeout_s=1.0))
 
 
 def first_half_of_a_sentence() -> Any:

@@ -29,9 +29,15 @@ from voicegate.audio import StreamingResampler, mulaw_decode, mulaw_encode, writ
 from voicegate.demo import free_port
 from voicegate.legs.twilio.sim import TwilioSimulator
 
-from ..gateway import REPO, gateway_settings, read_events, start_gateway
-from .test_lifecycle import wait_ready
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, gateway_env
+from ..gateway import REPO, read_events, serving
+from .twilio_helpers import (
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    TwilioGateway,
+    gateway_env,
+    start_twilio_gateway,
+    wait_ready,
+)
 
 RATE_HZ = 8000
 CALLER = "+15005550006"
@@ -76,20 +82,15 @@ def make_config(tmp: Path) -> tuple[Path, Path]:
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwilioGateway]:
     tmp = tmp_path_factory.mktemp("rec")
     personas, numbers = make_config(tmp)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        personas_dir=personas,
-        numbers_file=numbers,
-        recordings_dir=tmp / "recordings",
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            personas_dir=personas,
+            numbers_file=numbers,
+            recordings_dir=tmp / "recordings",
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 def read_stereo(path: Path) -> tuple[npt.NDArray[np.int16], npt.NDArray[np.int16]]:
@@ -134,16 +135,25 @@ def by_type(events: list[dict[str, str]], kind: str) -> dict[str, str]:
     return found[0]
 
 
-async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioGateway) -> None:
-    sent = _noise(2.5, seed=1)
+async def recorded_call(
+    gateway: TwilioGateway, called: str, sent: npt.NDArray[np.int16]
+) -> tuple[str, npt.NDArray[np.int16], list[dict[str, str]]]:
+    """A call to ``called`` that sends ``sent`` then 600 ms of silence: its sid, what the
+    caller heard, and its events up to recording.ended."""
     async with TwilioSimulator(gateway.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
-        placed = await twilio.place_call(CALLER, RECORDED)
+        placed = await twilio.place_call(CALLER, called)
         stream = await twilio.open_stream(placed)
         await stream.play(sent)
         await stream.play_silence(600)
         await stream.stop()
         heard = stream.heard_pcm()
     events = await read_events(gateway.redis_url, placed.call_sid, until="recording.ended")
+    return placed.call_sid, heard, events
+
+
+async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioGateway) -> None:
+    sent = _noise(2.5, seed=1)
+    call_sid, heard, events = await recorded_call(gateway, RECORDED, sent)
     types = [e["type"] for e in events]
     assert types.index("call.started") < types.index("recording.started")
     started, ended = by_type(events, "recording.started"), by_type(events, "recording.ended")
@@ -151,7 +161,7 @@ async def test_recording_channels_match_what_was_sent_and_heard(gateway: TwilioG
     assert started["announcement"] == "false" and started["path"] == ended["path"]
     assert ended["status"] == "complete", ended
     path = Path(ended["path"])
-    assert path.name == f"{placed.call_sid}.wav" and (path.stat().st_mode & 0o777) == 0o600
+    assert path.name == f"{call_sid}.wav" and (path.stat().st_mode & 0o777) == 0o600
     left, right = read_stereo(path)
     # its length is the call's (both on the call's clock)
     call_ms = int(call_ended["duration_ms"])
@@ -184,14 +194,7 @@ async def test_announcement_is_heard_first_and_the_model_hears_nothing_meanwhile
     gateway: TwilioGateway,
 ) -> None:
     sent = _noise(3.0, seed=2)
-    async with TwilioSimulator(gateway.base_url, PUBLIC_URL, AUTH_TOKEN) as twilio:
-        placed = await twilio.place_call(CALLER, ANNOUNCED)
-        stream = await twilio.open_stream(placed)
-        await stream.play(sent)
-        await stream.play_silence(600)
-        await stream.stop()
-        heard = stream.heard_pcm()
-    events = await read_events(gateway.redis_url, placed.call_sid, until="recording.ended")
+    _, heard, events = await recorded_call(gateway, ANNOUNCED, sent)
     assert by_type(events, "recording.started")["announcement"] == "true"
     ended = by_type(events, "recording.ended")
     assert ended["status"] == "complete"

@@ -17,8 +17,8 @@ import pytest
 
 from voicegate.legs.twilio.sim import PlacedCall, SimulatedStream, TwilioSimulator
 
-from ..gateway import REPO, gateway_settings, read_events, start_gateway
-from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway
+from ..gateway import REPO, read_events, serving
+from .twilio_helpers import TwilioGateway, start_twilio_gateway
 
 DESK = "+14155550170"  # transfer_desk, no overflow
 DESK_OVERFLOW = "+14155550171"  # transfer_desk, overflow to OVERFLOW
@@ -58,20 +58,15 @@ def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     (personas / "transfer_desk.yaml").write_text(PERSONA)
     numbers = tmp / "numbers.yaml"
     numbers.write_text(NUMBERS)
-    settings = gateway_settings(
-        redis_url,
-        tmp,
-        public_url=PUBLIC_URL,
-        twilio_auth_token=AUTH_TOKEN,
-        personas_dir=personas,
-        numbers_file=numbers,
-        twilio_dial_timeout_s=20,
+    yield from serving(
+        start_twilio_gateway(
+            redis_url,
+            tmp,
+            personas_dir=personas,
+            numbers_file=numbers,
+            twilio_dial_timeout_s=20,
+        )
     )
-    gw = start_gateway(TwilioGateway, settings)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 def tone(seconds: float, hz: float = 440.0) -> np.ndarray:

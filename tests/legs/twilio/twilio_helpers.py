@@ -3,9 +3,14 @@ simulator, and the environment for ``voicegate serve`` in a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from voicegate.legs.twilio.sim import TwilioSimulator
 
@@ -49,6 +54,23 @@ def gateway_env(redis_url: str, tmp: Path, port: int, **overrides: str) -> dict[
     return env
 
 
-def start_twilio_gateway(redis_url: str, tmp: Path) -> TwilioGateway:
-    settings = gateway_settings(redis_url, tmp, public_url=PUBLIC_URL, twilio_auth_token=AUTH_TOKEN)
-    return start_gateway(TwilioGateway, settings)
+def start_twilio_gateway(redis_url: str, tmp: Path, **overrides: Any) -> TwilioGateway:
+    """The gateway with the Twilio leg's public URL and auth token, ``overrides`` on top."""
+    values: dict[str, Any] = {"public_url": PUBLIC_URL, "twilio_auth_token": AUTH_TOKEN}
+    values.update(overrides)
+    return start_gateway(TwilioGateway, gateway_settings(redis_url, tmp, **values))
+
+
+async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    """Until the gateway subprocess ``proc`` answers ``/readyz`` with 200 (fails if it exits)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(trust_env=False) as client:
+        while True:
+            assert proc.poll() is None, "the gateway exited during start-up"
+            try:
+                if (await client.get(base + "/readyz", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not become ready"
+            await asyncio.sleep(0.1)

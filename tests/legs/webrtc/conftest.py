@@ -7,13 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..gateway import serving
 from .webrtc_helpers import WebRtcGateway, start_webrtc_gateway
 
 
 @pytest.fixture(scope="module")
 def gateway(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebRtcGateway]:
-    gw = start_webrtc_gateway(redis_url, tmp_path_factory.mktemp("gw"))
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_webrtc_gateway(redis_url, tmp_path_factory.mktemp("gw")))

@@ -12,7 +12,7 @@ import pytest
 
 from voicegate.legs.webrtc.sim import WebRtcCaller
 
-from ..gateway import REPO
+from ..gateway import REPO, serving
 from .webrtc_helpers import WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 FLOW = """
@@ -31,11 +31,7 @@ def flow_gateway(redis_url: str, tmp_path: Path) -> Iterator[WebRtcGateway]:
     teller = personas / "bank_teller.yaml"
     text = teller.read_text().replace("silence_timeout_s: 30", "silence_timeout_s: 3")
     teller.write_text(text.split("\ncall_flow:")[0] + FLOW)
-    gw = start_webrtc_gateway(redis_url, tmp_path, personas_dir=personas)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(start_webrtc_gateway(redis_url, tmp_path, personas_dir=personas))
 
 
 async def test_a_transfer_on_a_browser_call_ends_it_and_says_why(

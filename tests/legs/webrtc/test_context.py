@@ -13,9 +13,9 @@ from utils import Operator
 
 from voicegate.legs.webrtc.sim import WebRtcCaller
 
+from ..gateway import context_overrides, serving
 from .webrtc_helpers import WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
-SECRET = "operator-secret"
 PERSONA = """\
 description: A teller who knows the caller.
 voice: NATF0
@@ -28,33 +28,17 @@ SILENCE = np.zeros(48000, dtype=np.int16)
 
 
 @pytest.fixture(scope="module")
-def operator() -> Iterator[Operator]:
-    op = Operator(SECRET)
-    yield op
-    op.close()
-
-
-@pytest.fixture(scope="module")
 def gateway(
     redis_url: str, tmp_path_factory: pytest.TempPathFactory, operator: Operator
 ) -> Iterator[WebRtcGateway]:
     tmp = tmp_path_factory.mktemp("rtcctx")
-    (tmp / "personas").mkdir()
-    (tmp / "personas" / "teller.yaml").write_text(PERSONA)
-    (tmp / "numbers.yaml").write_text(NUMBERS)
-    gw = start_webrtc_gateway(
-        redis_url,
-        tmp,
-        personas_dir=tmp / "personas",
-        numbers_file=tmp / "numbers.yaml",
-        call_start_webhook_url=operator.url,
-        call_start_webhook_secret=SECRET,
-        call_start_webhook_timeout_s=2.0,
+    yield from serving(
+        start_webrtc_gateway(
+            redis_url,
+            tmp,
+            **context_overrides(tmp, PERSONA, NUMBERS, operator.url, operator.secret),
+        )
     )
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
 
 
 async def test_the_offers_variables_become_the_calls(

@@ -17,7 +17,7 @@ from voicegate.personas.schema import Persona
 from voicegate.web import editor as editor_module
 from voicegate.web.editor import PersonaEditor
 
-from ..gateway import REPO
+from ..gateway import REPO, serving
 from .webrtc_helpers import EDITOR_TOKEN, WEBRTC_TOKEN, WebRtcGateway, start_webrtc_gateway
 
 EDIT = {"Authorization": f"Bearer {EDITOR_TOKEN}"}
@@ -32,11 +32,9 @@ def edit_gateway(
     personas = tmp / "personas"
     shutil.copytree(REPO / "personas", personas)
     # no background polling: whatever is served after a save was loaded by the save itself
-    gw = start_webrtc_gateway(redis_url, tmp, personas_dir=personas, reload_interval_s=3600)
-    try:
-        yield gw
-    finally:
-        gw.server.stop()
+    yield from serving(
+        start_webrtc_gateway(redis_url, tmp, personas_dir=personas, reload_interval_s=3600)
+    )
 
 
 @pytest.fixture
