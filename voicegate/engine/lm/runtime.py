@@ -155,7 +155,9 @@ class LM:
         for i, grid in enumerate(grids):
             tokens[i, :, : grid.shape[1] - 1] = grid[:, :-1]
         columns = max(s + steps for s in starts)
-        kv = torch.empty(
+        # zeros, not empty: a row's columns past its own positions are masked, but attention
+        # still multiplies their values by a zero weight, and 0 * NaN garbage is NaN
+        kv = torch.zeros(
             c.num_layers, 2, batch, c.num_heads, columns, c.head_dim,
             device=self.device, dtype=self.dtype,
         )  # fmt: skip

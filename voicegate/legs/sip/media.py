@@ -201,6 +201,10 @@ class RtpSession(asyncio.DatagramProtocol):
             self._opened_at = self._clock()
             self._pacer.add(self)
 
+    @property
+    def is_closed(self) -> bool:
+        return self._is_closed
+
     async def close(self) -> None:
         self.close_nowait()
 

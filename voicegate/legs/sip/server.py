@@ -23,7 +23,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -139,8 +138,10 @@ class SipServer:
             else None
         )
         self.dialogs: dict[str, Dialog] = {}
-        # every RTP session opened, so that close() releases any a dialog left open
-        self._sessions: weakref.WeakSet[RtpSession] = weakref.WeakSet()
+        # every RTP session opened and not yet closed, held strongly so that none is collected
+        # with its sockets open (uvloop warns then: a ResourceWarning, an error under -W error,
+        # was seen now and then in the SIP fault tests); close() releases any a dialog left open
+        self._sessions: set[RtpSession] = set()
         self._is_closing = False
         self.pacer = RtpPacer(self.stats)
         self._udp: asyncio.DatagramTransport | None = None
@@ -241,6 +242,7 @@ class SipServer:
         if self._is_closing:  # bound while the server was closing: nobody would close it
             session.close_nowait()
             raise SipError("the SIP server is closing")
+        self._sessions = {s for s in self._sessions if not s.is_closed}
         self._sessions.add(session)
         return session
 
