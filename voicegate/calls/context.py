@@ -38,6 +38,7 @@ from typing import Any
 
 from voicegate.calls.handoff import SIGNATURE_HEADER, sign
 from voicegate.contracts import CallInfo
+from voicegate.http_out import post_bounded
 
 __all__ = [
     "ACTIONS",
@@ -176,10 +177,14 @@ class CallStartWebhook:
             self._client = httpx.AsyncClient(timeout=self.timeout_s, trust_env=False)
         body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, self.secret)}
-        response = await self._client.post(self.url, content=body, headers=headers)
-        if not 200 <= response.status_code < 300:
-            raise RuntimeError(f"endpoint answered {response.status_code}")
-        return _parse_answer(response.content)
+        answer = await post_bounded(
+            self._client, self.url, limit=MAX_ANSWER_BYTES, content=body, headers=headers
+        )
+        if not 200 <= answer.status_code < 300:
+            raise RuntimeError(f"endpoint answered {answer.status_code}")
+        if answer.is_truncated:
+            raise ValueError(f"answer of more than {MAX_ANSWER_BYTES} bytes")
+        return _parse_answer(answer.body)
 
     async def aclose(self) -> None:
         if self._client is not None:

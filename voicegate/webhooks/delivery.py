@@ -67,6 +67,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from voicegate.events.schema import GLOBAL_EVENTS_KEY, KEY_PREFIX, call_events_key, call_key
+from voicegate.http_out import post_bounded
 from voicegate.webhooks.report import build_report, encode_report, idempotency_key
 from voicegate.webhooks.signing import signed_headers
 
@@ -98,6 +99,9 @@ def delivery_key(call_id: str) -> str:
     return f"{KEY_PREFIX}webhook:{call_id}"
 
 
+ERROR_TEXT_BYTES = 1024  # of a failed attempt's answer, for its error message
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """What one POST got: ``ok`` for a 2xx; ``error`` says what went wrong otherwise."""
@@ -117,7 +121,11 @@ async def post_report(
 ) -> Attempt:
     """One signed POST of ``body``; never raises for what the receiver or network does."""
     try:
-        response = await client.post(url, content=body, headers=signed_headers(body, secret, key))
+        # the receiver's answer is read only as far as its error text needs
+        response = await post_bounded(
+            client, url, limit=ERROR_TEXT_BYTES, content=body,
+            headers=signed_headers(body, secret, key),
+        )  # fmt: skip
     except httpx.HTTPError as exc:
         return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:500])
     status = response.status_code

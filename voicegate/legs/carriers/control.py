@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import httpx
 
+from voicegate.http_out import post_bounded
+
 __all__ = ["CarrierControl", "TelnyxControl"]
 
 log = logging.getLogger("voicegate.legs.carriers")
@@ -37,6 +39,9 @@ class CarrierControl(Protocol):
     async def aclose(self) -> None: ...
 
 
+ERROR_TEXT_BYTES = 1024  # of a failed request's answer, for its error message
+
+
 class TelnyxControl:
     """Telnyx Call Control v2 with an API key (``api_url``: a test's stand-in)."""
 
@@ -51,7 +56,7 @@ class TelnyxControl:
     async def _action(self, call_ref: str, action: str, body: dict[str, str]) -> str | None:
         try:
             path = f"/calls/{quote(call_ref, safe=':')}/actions/{action}"
-            response = await self._http.post(path, json=body)
+            response = await post_bounded(self._http, path, limit=ERROR_TEXT_BYTES, json=body)
         except httpx.HTTPError as exc:
             return f"telnyx {action}: {type(exc).__name__}: {exc}"
         if response.status_code == 200:
