@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -194,12 +195,14 @@ def create_app(
                 webrtc.calls, webrtc.personas = parts.calls, parts.personas
                 stack.push_async_callback(webrtc.aclose)  # after the drain below ended its calls
             if settings.sip_enabled:  # after the drain below (BYEs sent), closed by the stack
+                shard = edge.sip if edge is not None else None
                 sip = SipServer(
-                    SipConfig.from_settings(settings),
+                    _sip_config(settings, shard.count if shard is not None else 1),
                     calls=parts.calls,
                     router=parts.numbers,
                     events=leg_events,
                     stats=sip_stats,
+                    shard=shard,
                 )
                 await sip.start()
                 stack.push_async_callback(sip.close)
@@ -510,6 +513,16 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def _sip_config(settings: Settings, workers: int) -> SipConfig:
+    """The SIP leg's settings; with ``workers`` sharing the port, each owns about 1/workers of
+    a source's INVITEs (by Call-ID), so each allows that share of the per-source rate (the
+    burst stays whole: a burst may land on one worker)."""
+    config = SipConfig.from_settings(settings)
+    if workers <= 1:
+        return config
+    return dataclasses.replace(config, invite_rate_per_s=config.invite_rate_per_s / workers)
 
 
 def _webrtc_leg(settings: Settings, registry: CollectorRegistry) -> WebRtcLeg | None:

@@ -386,7 +386,7 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="`serve`: processes that run the legs and calls (1: one process does everything). With N > 1 the engine runs in the main process and N workers share the HTTP port and its slots through shared memory; SIP runs in worker 0.",
+        description="`serve`: processes that run the legs and calls (1: one process does everything). With N > 1 the engine runs in the main process and N workers share the HTTP port and its slots through shared memory; each SIP dialog runs in the worker its Call-ID hashes to.",
     )
 
     webhook_recording_wait_s: float = Field(

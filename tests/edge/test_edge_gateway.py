@@ -24,7 +24,7 @@ import pytest
 
 from tests.legs.gateway import REPO, read_events
 from tests.legs.sip.sip_client import SipClient, sdp_offer
-from tests.legs.sip.sip_helpers import free_udp_port, rtp_range
+from tests.legs.sip.sip_helpers import call_id_owned_by, free_udp_port, rtp_range
 from tests.legs.twilio.twilio_helpers import AUTH_TOKEN, PUBLIC_URL, gateway_env, wait_ready
 from voicegate.audio import caller_speech_ms, load_caller, mulaw_decode, mulaw_encode
 from voicegate.demo import free_port
@@ -219,13 +219,26 @@ async def test_twilio_calls_through_two_workers_behave_as_through_one(
         assert await multi.metric("voicegate_calls_total") == total
         assert await multi.metric("voicegate_engine_max_slots") > 0
 
-        # a SIP call (worker 0 runs the SIP server): RTP in, the echo back, BYE
-        heard = await asyncio.to_thread(_sip_call, multi.sip_port, tone(1.5))
-        assert np.sqrt(np.mean(heard.astype(np.float64) ** 2)) > 500
-        (sip_call,) = multi.worker_of("sip")
-        events = await read_events(multi.redis_url, sip_call)
-        assert [e["type"] for e in events].count("call.started") == 1
-        assert events[-1]["type"] == "call.ended" and events[-1]["reason"] == "caller_hangup"
+        # SIP calls from one trunk address (the kernel hands all of it to one worker's
+        # socket): each runs in the worker that owns its Call-ID, RTP in, the echo back, BYE
+        client = SipClient(("127.0.0.1", multi.sip_port))
+        try:
+            call_ids = [call_id_owned_by(0, 2), call_id_owned_by(1, 2)]
+            for call_id in call_ids:
+                client.call_id, client.to_tag = call_id, ""
+                heard = await asyncio.to_thread(_sip_call, client, tone(1.5))
+                assert np.sqrt(np.mean(heard.astype(np.float64) ** 2)) > 500
+        finally:
+            client.close()
+        sip_calls = multi.worker_of("sip")  # the gateway's call ids, in the order they ran
+        assert list(sip_calls.values()) == [0, 1]
+        for call_id in sip_calls:
+            events = await read_events(multi.redis_url, call_id)
+            assert [e["type"] for e in events].count("call.started") == 1
+            assert events[-1]["type"] == "call.ended"
+            assert events[-1]["reason"] == "caller_hangup"
+        # the worker that received the trunk's datagrams handed the other's dialog over
+        assert await multi.metric("voicegate_sip_messages_forwarded_total") >= 3
 
         # SIGTERM: both workers drain (busy, then the call ends "drain"), then a clean exit
         placed = await twilio.place_call(CALLER, CALLED)
@@ -242,11 +255,10 @@ async def test_twilio_calls_through_two_workers_behave_as_through_one(
     assert multi.proc.wait(30) == 0
 
 
-def _sip_call(sip_port: int, pcm: np.ndarray) -> np.ndarray:
+def _sip_call(client: SipClient, pcm: np.ndarray) -> np.ndarray:
     """INVITE, 20 ms PCMU packets of ``pcm`` at real time, BYE; what came back, decoded."""
     media = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     media.bind(("127.0.0.1", 0))
-    client = SipClient(("127.0.0.1", sip_port))
     heard: list[np.ndarray] = []
     try:
         client.send(
@@ -273,7 +285,6 @@ def _sip_call(sip_port: int, pcm: np.ndarray) -> np.ndarray:
         client.send(client.request("BYE", 2))
         assert client.recv_final(3, method="BYE").code == 200
     finally:
-        client.close()
         media.close()
     return np.concatenate(heard) if heard else np.zeros(0, np.int16)
 

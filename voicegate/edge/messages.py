@@ -36,7 +36,7 @@ __all__ = [
 class Hello:
     """Engine process -> worker, first: where the rings are and what the worker shares."""
 
-    worker: int  # 0-based; worker 0 also runs the SIP server and the webhook delivery
+    worker: int  # 0-based; worker 0 also holds SIP over TCP and runs the webhook delivery
     workers: int
     ring_name: str
     ring_slots: int

@@ -3,8 +3,9 @@
 The engine process (this one) builds the engine, loads the personas into it (its own store,
 hot reload included), keeps an event log for the calls a dead worker leaves behind, binds one
 HTTP listening socket per worker on the same port (SO_REUSEPORT: the kernel hands each new
-connection to one of them) and starts the workers (``voicegate.edge.worker``), which own every
-leg and Call.
+connection to one of them), the same for the SIP UDP port (each dialog then runs in the worker
+that owns its Call-ID: ``voicegate.legs.sip.shard``), and starts the workers
+(``voicegate.edge.worker``), which own every leg and Call.
 Audio crosses between them in shared memory (``rings``), control on a socket pair per worker
 (``messages``); see ``host`` and ``remote``.
 
@@ -20,6 +21,7 @@ Owns: serve_workers. Wires the engine, the personas, the event log and the host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -52,6 +55,7 @@ __all__ = ["serve_workers"]
 log = logging.getLogger("voicegate.edge")
 
 LISTEN_BACKLOG = 2048
+INBOX_BUFFER = 1 << 20  # SIP messages queued for a busy worker (capped by net.core.wmem_max)
 EXIT_GRACE_S = 15.0  # after the drain deadline, how long a worker may take to exit
 RESTART_MIN_UPTIME_S = 5.0  # a worker that dies sooner is not started again (a crash loop)
 
@@ -76,6 +80,7 @@ async def _serve(settings: Settings, workers: int) -> None:
     )
     personas: PersonaStore | None = None
     procs: list[subprocess.Popen[bytes]] = []
+    stack_close: list[Callable[[], None]] = []
     metrics_dir = Path(tempfile.mkdtemp(prefix="voicegate-edge-"))
     try:
         await asyncio.to_thread(engine.start)
@@ -97,6 +102,10 @@ async def _serve(settings: Settings, workers: int) -> None:
         await asyncio.to_thread(personas.load)
         personas.start()
         secret = secrets.token_bytes(32)
+        sip: _SipSockets | None = None
+        if settings.sip_enabled:  # every worker serves the SIP port (voicegate.legs.sip.shard)
+            sip = _SipSockets.open(settings.sip_host, settings.sip_port, workers)
+            stack_close.append(sip.close)
 
         def start(k: int) -> subprocess.Popen[bytes]:
             # one listening socket per worker on the same port (SO_REUSEPORT): the kernel
@@ -106,10 +115,13 @@ async def _serve(settings: Settings, workers: int) -> None:
             listener = socket.create_server(
                 (settings.host, settings.port), backlog=LISTEN_BACKLOG, reuse_port=True
             )
+            sip_fds = sip.for_worker(k) if sip is not None else None
             try:
-                return _spawn(k, workers, listener, host, engine, secret, metrics_dir)
+                return _spawn(k, workers, listener, host, engine, secret, metrics_dir, sip_fds)
             finally:
                 listener.close()
+                if sip_fds is not None:
+                    sip_fds.udp.close()  # the worker's own; the rest stay here for a restart
 
         procs.extend(start(k) for k in range(workers))
         log.info(
@@ -131,6 +143,8 @@ async def _serve(settings: Settings, workers: int) -> None:
                 proc.wait()
         await asyncio.to_thread(engine.close)  # no tick touches the rings after this
         host.close()
+        for close in stack_close:
+            close()
         if personas is not None:
             personas.close()
         await events.aclose()
@@ -145,20 +159,25 @@ def _spawn(
     engine: EngineSupervisor,
     secret: bytes,
     metrics_dir: Path,
+    sip: _WorkerSip | None = None,
 ) -> subprocess.Popen[bytes]:
     ctl_here, ctl_there = socket.socketpair()
     tick_here, tick_there = socket.socketpair()
-    fds = (listener.fileno(), ctl_there.fileno(), tick_there.fileno())
+    fds: tuple[int, ...] = (listener.fileno(), ctl_there.fileno(), tick_there.fileno())
+    args = [
+        sys.executable,
+        "-m",
+        "voicegate.edge.worker",
+        f"--index={index}",
+        f"--listen-fd={fds[0]}",
+        f"--control-fd={fds[1]}",
+        f"--tick-fd={fds[2]}",
+    ]
+    if sip is not None:
+        args += sip.args()
+        fds += sip.fds()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "voicegate.edge.worker",
-            f"--index={index}",
-            f"--listen-fd={fds[0]}",
-            f"--control-fd={fds[1]}",
-            f"--tick-fd={fds[2]}",
-        ],
+        args,
         pass_fds=fds,
         env=os.environ.copy(),
         # signals reach a worker from this process only (a terminal's Ctrl+C goes to the
@@ -248,6 +267,73 @@ async def _wait(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return stopping.is_set()
+
+
+@dataclass(frozen=True, slots=True)
+class _WorkerSip:
+    """The SIP descriptors one worker inherits (see ``voicegate.legs.sip.shard``)."""
+
+    udp: socket.socket
+    tcp: socket.socket | None
+    inbox: socket.socket
+    outboxes: list[socket.socket | None]
+
+    def fds(self) -> tuple[int, ...]:
+        own = (self.udp, self.tcp, self.inbox)
+        return tuple(s.fileno() for s in (*own, *self.outboxes) if s is not None)
+
+    def args(self) -> list[str]:
+        outboxes = ",".join("-" if s is None else str(s.fileno()) for s in self.outboxes)
+        return [
+            f"--sip-udp-fd={self.udp.fileno()}",
+            f"--sip-tcp-fd={-1 if self.tcp is None else self.tcp.fileno()}",
+            f"--sip-inbox-fd={self.inbox.fileno()}",
+            f"--sip-outbox-fds={outboxes}",
+        ]
+
+
+class _SipSockets:
+    """The SIP port shared by every worker: a UDP socket each (SO_REUSEPORT, bound anew for
+    each start of a worker: this process holds none, so no datagram is queued where nobody
+    reads), one TCP listener (worker 0's, kept here for its restarts) and an inbox per worker
+    (a Unix datagram pair) through which the others hand it the messages of its dialogs."""
+
+    def __init__(self, host: str, port: int, tcp: socket.socket, workers: int) -> None:
+        self.host = host
+        self.port = port
+        self.tcp = tcp
+        self.inboxes = [
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(workers)
+        ]
+        for _, sender in self.inboxes:
+            sender.setblocking(False)  # a full inbox drops (counted there), never stalls a loop
+            with contextlib.suppress(OSError):
+                sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, INBOX_BUFFER)
+
+    @classmethod
+    def open(cls, host: str, port: int, workers: int) -> _SipSockets:
+        # TCP first: with port 0 it picks the number the UDP sockets then share
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        tcp = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        return cls(host, int(tcp.getsockname()[1]), tcp, workers)
+
+    def for_worker(self, index: int) -> _WorkerSip:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        udp.bind((self.host, self.port))
+        return _WorkerSip(
+            udp=udp,
+            tcp=self.tcp if index == 0 else None,
+            inbox=self.inboxes[index][0],
+            outboxes=[None if k == index else pair[1] for k, pair in enumerate(self.inboxes)],
+        )
+
+    def close(self) -> None:
+        self.tcp.close()
+        for receiver, sender in self.inboxes:
+            receiver.close()
+            sender.close()
 
 
 async def _all_exit(procs: list[subprocess.Popen[bytes]]) -> None:

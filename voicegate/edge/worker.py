@@ -1,11 +1,13 @@
-"""An edge worker process: the whole gateway's HTTP/WebSocket side (and SIP in worker 0) on a
-listening socket it shares with its siblings, its calls joined to the engine process's engine.
+"""An edge worker process: the whole gateway's HTTP/WebSocket and SIP side on listening sockets
+it shares with its siblings, its calls joined to the engine process's engine.
 
 Started by ``voicegate serve --workers N`` (``voicegate.edge.serve``) as
-``python -m voicegate.edge.worker --index K --listen-fd F --control-fd C --tick-fd T``, with
-those descriptors inherited. It reads the settings from the same environment as the engine
-process. Worker 0 also runs the SIP server (one UDP port) and the webhook delivery; every
-worker keeps its own event-log journal (``<events_journal_dir>/worker-K``).
+``python -m voicegate.edge.worker --index K --listen-fd F --control-fd C --tick-fd T`` (and,
+with SIP on, ``--sip-udp-fd --sip-tcp-fd --sip-inbox-fd --sip-outbox-fds``), with those
+descriptors inherited. It reads the settings from the same environment as the engine process.
+Every worker runs SIP dialogs (those whose Call-ID it owns, ``voicegate.legs.sip.shard``);
+worker 0 also holds the SIP TCP listener and runs the webhook delivery; every worker keeps its
+own event-log journal (``<events_journal_dir>/worker-K``).
 
 Owns: EdgeWorker, main. Imports the app, the remote engine and uvicorn (at run time).
 """
@@ -29,6 +31,7 @@ from voicegate.contracts import EndReason
 from voicegate.edge.metrics import MetricsShare
 from voicegate.edge.remote import RemoteEngine
 from voicegate.edge.steps import SharedNextSteps
+from voicegate.legs.sip.shard import SipShard
 from voicegate.legs.twilio.security import SignedCallTokens
 
 if TYPE_CHECKING:
@@ -48,17 +51,38 @@ class EdgeWorker:
     tokens: SignedCallTokens
     metrics: MetricsShare
     next_steps: SharedNextSteps
+    sip: SipShard | None = None  # this worker's share of the SIP port (None: SIP off)
 
 
-def worker_settings(settings: Settings, index: int) -> Settings:
-    """The settings of worker ``index``: SIP and webhooks in worker 0 only, its own journal."""
+def worker_settings(settings: Settings, index: int, *, has_sip: bool = False) -> Settings:
+    """The settings of worker ``index``: webhooks in worker 0 only, SIP where ``voicegate
+    serve`` handed this worker its share of the port, its own journal."""
     update: dict[str, object] = {
         "events_journal_dir": settings.events_journal_dir / f"worker-{index}",
+        "sip_enabled": settings.sip_enabled and has_sip,
     }
     if index > 0:
-        update["sip_enabled"] = False
         update["webhook_secret"] = ""
     return settings.model_copy(update=update)
+
+
+def _sip_shard(args: argparse.Namespace, workers: int) -> SipShard | None:
+    if args.sip_udp_fd is None:
+        return None
+    outboxes = [
+        None if fd == "-" else socket.socket(fileno=int(fd))
+        for fd in args.sip_outbox_fds.split(",")
+    ]
+    if len(outboxes) != workers:
+        raise SystemExit(f"--sip-outbox-fds: {len(outboxes)} entries for {workers} workers")
+    return SipShard(
+        index=args.index,
+        count=workers,
+        udp=socket.socket(fileno=args.sip_udp_fd),
+        inbox=socket.socket(fileno=args.sip_inbox_fd),
+        outboxes=outboxes,
+        tcp=socket.socket(fileno=args.sip_tcp_fd) if args.sip_tcp_fd >= 0 else None,
+    )
 
 
 def _stopped_by_sigterm(sig: int, frame: FrameType | None) -> None:
@@ -71,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--tick-fd", type=int, required=True)
+    parser.add_argument("--sip-udp-fd", type=int, default=None)
+    parser.add_argument("--sip-tcp-fd", type=int, default=-1)
+    parser.add_argument("--sip-inbox-fd", type=int, default=-1)
+    parser.add_argument("--sip-outbox-fds", default="")
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -109,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         tokens=SignedCallTokens(hello.token_secret),
         metrics=MetricsShare(Path(hello.metrics_dir), args.index),
         next_steps=next_steps,
+        sip=_sip_shard(args, hello.workers),
     )
-    app = create_app(worker_settings(settings, args.index), edge=edge)
+    app = create_app(worker_settings(settings, args.index, has_sip=edge.sip is not None), edge=edge)
     config = uvicorn.Config(app, log_level="info", **SERVER_OPTIONS)
     listener = socket.socket(fileno=args.listen_fd)
     try:

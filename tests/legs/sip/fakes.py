@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,14 @@ class FakeEvents:
 
     def emit(self, event: Any) -> None:
         self.events.append(event)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 class Udp(asyncio.DatagramProtocol):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from voicegate.config import Settings
+from voicegate.legs.sip.shard import owner_of
 
 from ..gateway import REPO, Gateway, gateway_settings, start_gateway
 
@@ -35,6 +36,14 @@ def free_udp_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port")
+
+
+def call_id_owned_by(owner: int, count: int) -> str:
+    """A fresh Call-ID whose dialog runs in worker ``owner`` of ``count`` (serve --workers)."""
+    while True:
+        call_id = os.urandom(8).hex() + "@peer"
+        if owner_of(call_id, count) == owner:
+            return call_id
 
 
 def rtp_range() -> tuple[int, int]:

@@ -24,7 +24,7 @@ from voicegate.legs.sip.message import SipResponse, parse_message
 from voicegate.legs.sip.rtp import parse_rtp
 from voicegate.legs.sip.sdp import Direction, parse_sdp
 
-from .fakes import FakeCalls, FakeEvents, FakeRouter, SipPeer, Udp
+from .fakes import FakeCalls, FakeEvents, FakeRouter, SipPeer, Udp, wait_for
 from .sip_client import sdp_offer
 from .sip_helpers import rtp_range
 
@@ -89,14 +89,6 @@ async def make_rig() -> AsyncIterator[Callable[..., Any]]:
         await rig.server.close()
         for udp in rig.udps:
             udp.close()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 def rtp_packet(

@@ -10,7 +10,8 @@ from typing import Any
 from voicegate.contracts import EndReason, TransferOutcome, TransferTarget
 from voicegate.legs.sip import DialogState
 
-from .test_dialog import make_rig, wait_for  # noqa: F401  (make_rig: the rig fixture)
+from .fakes import wait_for
+from .test_dialog import make_rig  # noqa: F401  (make_rig: the rig fixture)
 
 TARGET = TransferTarget("human", "sip:human@pbx.example.test", "h-1")
 

@@ -21,6 +21,8 @@ class SipStats:
     """Every SIP dialog and RTP session of one server adds into one of these."""
 
     messages_in: int = 0
+    messages_forwarded: int = 0  # handed to the worker that owns the dialog (serve --workers)
+    messages_forward_dropped: int = 0  # that worker's inbox was full: dropped, as UDP may be
     messages_malformed: int = 0
     messages_oversize: int = 0
     requests_refused_source: int = 0

@@ -53,6 +53,7 @@ from voicegate.legs.sip.message import (
 from voicegate.legs.sip.metrics import SipStats
 from voicegate.legs.sip.refer import REFER_TIMEOUT_S, target_uri
 from voicegate.legs.sip.sdp import MediaPlan
+from voicegate.legs.sip.shard import SipShard, decode_forward
 from voicegate.legs.sip.transaction import Peer, SipTimers
 
 __all__ = ["SipConfig", "SipServer"]
@@ -61,6 +62,7 @@ log = logging.getLogger("voicegate.legs.sip")
 
 LOGGED_MALFORMED = 20  # then only every 1000th
 BIND_ATTEMPTS = 20
+INBOX_BATCH = 64  # forwarded messages handled per wake-up before yielding to the loop
 OPTIONS_RETRY_AFTER_S = "5"  # a full or draining gateway's OPTIONS 503: probe again later
 
 
@@ -119,8 +121,10 @@ class SipServer:
         router: PersonaRouter,
         events: LegReporter | None = None,
         stats: SipStats | None = None,
+        shard: SipShard | None = None,
     ) -> None:
         self.config = config
+        self.shard = shard  # one worker of several on the same port (see ``shard``)
         self.calls = calls
         self.router = router
         self.events = events
@@ -154,6 +158,9 @@ class SipServer:
 
     async def start(self) -> None:
         """Bind UDP and TCP on the same port (port 0: the first number free for both)."""
+        if self.shard is not None:
+            await self._start_shard(self.shard)
+            return
         loop = asyncio.get_running_loop()
         host = self.config.host
         attempts = 1 if self.config.port else BIND_ATTEMPTS
@@ -184,6 +191,50 @@ class SipServer:
             ", digest auth" if self.auth else "",
         )
 
+    async def _start_shard(self, shard: SipShard) -> None:
+        """Serve the sockets ``voicegate serve`` bound for this worker, and its inbox."""
+        loop = asyncio.get_running_loop()
+        udp, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=shard.udp)
+        self._udp = udp
+        self.port = int(udp.get_extra_info("sockname")[1])
+        if shard.tcp is not None:
+            self._tcp = await loop.create_server(lambda: _TcpConnection(self), sock=shard.tcp)
+        shard.inbox.setblocking(False)
+        loop.add_reader(shard.inbox.fileno(), self._read_inbox)
+        log.info(
+            "SIP server worker %d of %d on %s:%d (UDP%s), RTP ports %d-%d%s%s",
+            shard.index,
+            shard.count,
+            self.config.host,
+            self.port,
+            ", TCP" if shard.tcp is not None else "",
+            self.config.rtp_port_min,
+            self.config.rtp_port_max,
+            f", allow {self.config.allow}" if self.config.allow else "",
+            ", digest auth" if self.auth else "",
+        )
+
+    def _read_inbox(self) -> None:
+        """Messages another worker received for dialogs this one owns (event loop)."""
+        assert self.shard is not None
+        for message in self.shard.receive(INBOX_BATCH):
+            try:
+                host, port, data = decode_forward(message)
+            except SipParseError:  # only sibling workers write here: a bug, not an attack
+                log.exception("sip: a forwarded message could not be read")
+                continue
+            self.handle(data, self._udp_peer(host, port), forwarded=True)
+
+    def _udp_peer(self, host: str, port: int) -> Peer:
+        """A UDP peer answered from this worker's own socket on the SIP port."""
+        transport = self._udp
+
+        def send(payload: bytes, _addr: tuple[str, int] = (host, port)) -> None:
+            if transport is not None and not transport.is_closing():
+                transport.sendto(payload, _addr)
+
+        return Peer("UDP", host, port, send)
+
     async def close(self) -> None:
         """End every dialog (BYE where one is up) and close the listeners."""
         self._is_closing = True
@@ -196,6 +247,10 @@ class SipServer:
         for session in list(self._sessions):  # any a dialog did not close (idempotent)
             session.close_nowait()
         await self.pacer.close()
+        if self.shard is not None:
+            with contextlib.suppress(Exception):  # the loop may be closing
+                asyncio.get_running_loop().remove_reader(self.shard.inbox.fileno())
+            self.shard.close()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -269,17 +324,20 @@ class SipServer:
 
     # -- dispatch (never raises) ---------------------------------------------------------------
 
-    def handle(self, data: bytes, peer: Peer) -> None:
+    def handle(self, data: bytes, peer: Peer, *, forwarded: bool = False) -> None:
+        """One message; ``forwarded``: another worker received it and handed it to this one,
+        its owner (already counted there)."""
         try:
-            self._handle(data, peer)
+            self._handle(data, peer, forwarded)
         except Exception:
             log.exception("sip: handling a message from %s:%d failed", peer.host, peer.port)
 
-    def _handle(self, data: bytes, peer: Peer) -> None:
+    def _handle(self, data: bytes, peer: Peer, forwarded: bool = False) -> None:
         stats = self.stats
         if not data.strip(b"\r\n"):
             return  # keep-alive
-        stats.messages_in += 1
+        if not forwarded:
+            stats.messages_in += 1
         if len(data) > MAX_MESSAGE_BYTES:
             stats.messages_oversize += 1
             return
@@ -294,6 +352,15 @@ class SipServer:
             stats.messages_malformed += 1
             self._log_malformed(peer, exc)
             return
+        shard = self.shard
+        if shard is not None and not forwarded and peer.transport == "UDP":
+            owner = shard.owner(message.call_id)
+            if owner != shard.index:
+                if shard.forward(owner, peer.host, peer.port, data):
+                    stats.messages_forwarded += 1
+                else:
+                    stats.messages_forward_dropped += 1
+                return
         if isinstance(message, SipResponse):
             dialog = self.dialogs.get(message.call_id)
             if dialog is not None:
