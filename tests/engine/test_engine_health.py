@@ -118,6 +118,7 @@ def test_the_supervisor_rebuilds_a_fresh_engine_with_the_personas_and_reports_fa
     supervisor.unload_persona("q")
     first = supervisor.current
     supervisor.join("p", Collect())
+    first._stats.call_prompts, first._stats.reanchors = 3, 2  # noqa: SLF001 (as if it had run)
     assert not first.tick()
     assert len(faults.seen) == 1 and supervisor.fault is not None
     assert (supervisor.health() or "").startswith("engine fault: echo: raise")
@@ -130,6 +131,9 @@ def test_the_supervisor_rebuilds_a_fresh_engine_with_the_personas_and_reports_fa
     slot.push(np.full(1920, 0.25, np.float32))
     assert supervisor.current.tick() and supervisor.current.tick()
     assert float(sink.pcm[1][0]) == pytest.approx(0.25)  # echo: the frame back one tick later
-    assert supervisor.stats().tick_errors == 1  # the retired engine's counters are kept
+    stats = supervisor.stats()
+    assert stats.tick_errors == 1  # the retired engine's counters are kept
+    assert (stats.call_prompts, stats.reanchors) == (3, 2)
+    assert stats.max_slots == 2  # a gauge: the current engine's, not summed
     assert len(faults.seen) == 1 and len(built) == 2
     supervisor.close()

@@ -39,7 +39,12 @@ log = logging.getLogger("voicegate.engine")
 # how long a rebuild waits for the broken engine's tick thread: a healthy step ends well within
 # it, and a hung one will not end by waiting longer
 CLOSE_TIMEOUT_S = 0.5
-_COUNTERS = ("ticks", "late_ticks", "skipped_ticks", "tick_errors", "sink_errors")
+# what a snapshot says of the moment, not a running total: never summed over retired engines
+_GAUGES = frozenset(
+    {"active_slots", "max_slots", "tick_ms_p50", "tick_ms_p99", "join_ms_p50", "join_ms_p99"}
+)
+# every running total of EngineStats (ticks, faults, underruns, re-anchors, per-call prompts)
+_COUNTERS = tuple(f.name for f in dataclasses.fields(EngineStats) if f.name not in _GAUGES)
 
 
 class EngineSupervisor:
@@ -150,8 +155,6 @@ class EngineSupervisor:
         retired = self._retired
         for name in _COUNTERS:
             setattr(retired, name, getattr(retired, name) + getattr(stats, name))
-        retired.underruns += stats.underruns
-        retired.overruns += stats.overruns
         try:
             engine.close(self._close_timeout_s)
         except Exception:
@@ -215,8 +218,6 @@ class EngineSupervisor:
         stats = self.current.stats()
         retired = self._retired
         changes = {name: getattr(stats, name) + getattr(retired, name) for name in _COUNTERS}
-        changes["underruns"] = stats.underruns + retired.underruns
-        changes["overruns"] = stats.overruns + retired.overruns
         return dataclasses.replace(stats, **changes)
 
     def health(self) -> str | None:
