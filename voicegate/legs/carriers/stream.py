@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from pipecat.frames.frames import InputAudioRawFrame, InputDTMFFrame, InterruptionFrame
 from pipecat.frames.frames import OutputAudioRawFrame as _Out
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.contracts import (
     CallAdmission,
@@ -50,6 +50,7 @@ from voicegate.legs.carriers.protocols import (
     StreamStart,
     parse_message,
 )
+from voicegate.legs.websocket import close_quietly, frame_of, resolve
 
 __all__ = ["CarrierMediaStream", "CarrierStats"]
 
@@ -224,7 +225,7 @@ class CarrierMediaStream:
                 return None
             if message.get("bytes") is not None:
                 continue  # audio before the start: nothing to feed yet
-            event = parse_message(_text_of(message), protocol.name)
+            event = parse_message(frame_of(message, CarrierProtocolError), protocol.name)
             if event["event"] == protocol.start_event:
                 return protocol.parse_start(event)
             if event["event"] in protocol.stop_events:
@@ -287,7 +288,7 @@ class CarrierMediaStream:
         assert call is not None
         stats = self._stats
         try:
-            data = _text_of(message)
+            data = frame_of(message, CarrierProtocolError)
             # the serializer parses media and DTMF itself: one JSON parse per media message
             frame = await self._serializer.deserialize(data)
             if isinstance(frame, InputAudioRawFrame):
@@ -328,7 +329,7 @@ class CarrierMediaStream:
             while True:
                 wake = loop.create_future()
                 self._wake = wake
-                timer = loop.call_later(max(0.0, next_tick - clock()), _resolve, wake)
+                timer = loop.call_later(max(0.0, next_tick - clock()), resolve, wake)
                 await wake
                 timer.cancel()
                 if self._handoff is not None and await self._hand_off(self._handoff):
@@ -425,14 +426,7 @@ class CarrierMediaStream:
             self._call.on_leg_closed(reason)
 
     async def _close(self, code: int, reason: str) -> None:
-        ws = self._ws
-        if (
-            ws.application_state == WebSocketState.DISCONNECTED
-            or ws.client_state == WebSocketState.DISCONNECTED
-        ):
-            return
-        with contextlib.suppress(Exception):
-            await ws.close(code, reason[:120])
+        await close_quietly(self._ws, code, reason)
 
     def _on_malformed(self, exc: Exception) -> bool:
         self._malformed += 1
@@ -449,18 +443,3 @@ class CarrierMediaStream:
             self._leg_closed(EndReason.ERROR)
             return False
         return True
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _text_of(message: Mapping[str, Any]) -> str | bytes:
-    text = message.get("text")
-    if isinstance(text, str):
-        return text
-    data = message.get("bytes")
-    if isinstance(data, bytes):
-        return data
-    raise CarrierProtocolError(f"expected a text or binary frame, got {message.get('type')!r}")

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.audio import mulaw_decode, mulaw_encode
 from voicegate.contracts import (
@@ -83,6 +83,7 @@ from voicegate.legs.twilio.protocol import (
 )
 from voicegate.legs.twilio.security import CallGrant, CallTokens
 from voicegate.legs.twilio.twiml import MAX_SIP_URI_CHARS
+from voicegate.legs.websocket import close_quietly, frame_of, resolve
 
 __all__ = [
     "CLOSE_POLICY_VIOLATION",
@@ -278,7 +279,7 @@ class TwilioMediaStream:
             if message["type"] == "websocket.disconnect":
                 return None
             try:
-                event = parse_event(_text_of(message))
+                event = parse_event(frame_of(message, TwilioProtocolError))
             except TwilioProtocolError as exc:
                 self._on_malformed(exc)
                 continue
@@ -411,7 +412,7 @@ class TwilioMediaStream:
             while True:
                 wake = loop.create_future()
                 self._wake = wake
-                timer = loop.call_later(max(0.0, next_tick - clock()), _resolve, wake)
+                timer = loop.call_later(max(0.0, next_tick - clock()), resolve, wake)
                 await wake
                 timer.cancel()
                 if self._handoff is not None:
@@ -498,7 +499,7 @@ class TwilioMediaStream:
                     return
                 wake = loop.create_future()
                 self._wake = wake
-                timer = loop.call_later(left, _resolve, wake)
+                timer = loop.call_later(left, resolve, wake)
                 await wake
                 timer.cancel()
         finally:
@@ -515,7 +516,7 @@ class TwilioMediaStream:
         assert call is not None
         stats = self._stats
         try:
-            event: InboundEvent = parse_event(_text_of(message))
+            event: InboundEvent = parse_event(frame_of(message, TwilioProtocolError))
         except TwilioProtocolError as exc:
             self._on_malformed(exc)
             if self._malformed > MAX_MALFORMED_PER_CALL:
@@ -641,14 +642,7 @@ class TwilioMediaStream:
             self._call.on_leg_closed(reason)
 
     async def _close(self, code: int, reason: str) -> None:
-        ws = self._ws
-        if (
-            ws.application_state == WebSocketState.DISCONNECTED
-            or ws.client_state == WebSocketState.DISCONNECTED
-        ):
-            return
-        with contextlib.suppress(Exception):  # the peer may be gone already
-            await ws.close(code, reason[:120])
+        await close_quietly(self._ws, code, reason)
 
     def _on_malformed(self, exc: TwilioProtocolError) -> None:
         self._malformed += 1
@@ -706,20 +700,3 @@ class _MediaWatchdog:
 
     def cancel(self) -> None:
         self._timer.cancel()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _text_of(message: Mapping[str, Any]) -> str | bytes:
-    text = message.get("text")
-    if isinstance(text, str):
-        return text
-    data = message.get("bytes")
-    if isinstance(data, bytes):
-        return data
-    raise TwilioProtocolError(
-        f"expected a text or binary frame, got ASGI message {message.get('type')!r}"
-    )
