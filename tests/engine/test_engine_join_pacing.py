@@ -2,14 +2,21 @@
 computed between ticks when they fit before the next one, so no tick is late because of
 them; one that does not fit waits for room, at most ``MAX_CALL_PROMPT_WAIT_S``. A pass takes
 as many calls as fit (its cost grows with its calls), and one slow pass does not hold back the
-joins after it."""
+joins after it. A model that timed its passes' shapes (``call_prompt_cost_s``) gets passes of
+several calls as soon as its table says they fit, and a pass's calls are loaded together
+(``reset_slots``)."""
 
 from __future__ import annotations
 
 import threading
 
 from voicegate.engine import EchoModel, PersonaPrompt, TickOutput
-from voicegate.engine.runtime import MAX_CALL_PROMPT_WAIT_S, TICK_S, BatchedEngine
+from voicegate.engine.runtime import (
+    CALL_PROMPT_MARGIN_S,
+    MAX_CALL_PROMPT_WAIT_S,
+    TICK_S,
+    BatchedEngine,
+)
 from voicegate.errors import NoFreeSlot
 
 PERSONA = PersonaPrompt("p", "You are an agent.", "NATF0")
@@ -45,6 +52,7 @@ class PromptEcho(EchoModel):
         self.loaded: dict[int, object] = {}
         self.passes: list[tuple[float, int]] = []  # (clock, calls in the pass)
         self.on_step: list[object] = []  # callables run at each step (engine thread)
+        self.engine: BatchedEngine | None = None  # set by ``storm``
 
     def prepare_calls(self, requests: list[tuple[object, str]]) -> list[object]:
         cost = self.prompt_cost + self.per_call_cost * len(requests)
@@ -170,6 +178,7 @@ class Storm:
 
 def storm(model: PromptEcho, clock: Clock, rate: float, burst: int) -> tuple[BatchedEngine, Storm]:
     engine = BatchedEngine(model, clock=clock, sleep=clock.sleep)
+    model.engine = engine
     engine.start()
     engine.load_persona(PERSONA)
     live = First(clock)
@@ -252,3 +261,119 @@ def test_fixed_shape_passes_are_paced_by_their_padded_size() -> None:
     assert driver.refused == 0
     assert stats.late_ticks == 0 and stats.call_prompt_forced == 0
     assert max(n for _, n in model.passes) == 4
+
+
+# an H200's bare passes are launch-bound: 4 calls cost little more than 1 (ticks of 80 ms)
+TABLE_TICKS = {1: 0.21, 2: 0.215, 3: 0.22, 4: 0.23}
+
+
+class TimedPromptEcho(PromptEcho):
+    """Per-call prompts in fixed-shape passes of at most 4 calls (more take several) whose
+    bare cost the model measured (``call_prompt_cost_s``: ``TABLE_TICKS``); a pass also copies
+    in and out
+    (``copy`` ticks), and its loads into the slots cost ``load`` + ``load_per_call`` x calls
+    (``reset_slots``; ``reset_slot`` is one of them). Records each pass: (its start, its calls,
+    the tick due next, when its loads ended)."""
+
+    def __init__(self, clock: Clock, tick: float, *, has_table: bool = True) -> None:
+        super().__init__(clock, tick, prompt=0.0, slots=16)
+        self.has_table = has_table
+        self.copy, self.load, self.load_per_call = 0.01, 0.0125, 0.004
+        self.timed: list[tuple[float, int, float, float]] = []
+        self.batched_loads: list[list[int]] = []
+
+    def prepare_calls(self, requests: list[tuple[object, str]]) -> list[object]:
+        assert self.engine is not None
+        due = self.engine.next_tick_at()
+        self.timed.append((self.clock.now, len(requests), due or 0.0, 0.0))
+        self.passes.append((self.clock.now, len(requests)))
+        for first in range(0, len(requests), 4):
+            calls = len(requests[first : first + 4])
+            self.clock.now += (TABLE_TICKS[calls] + self.copy) * TICK_S
+        return [("own", text) for _, text in requests]
+
+    def call_prompt_cost_s(self, calls: int, tokens: int) -> float | None:
+        if not self.has_table:
+            return None
+        full, rest = divmod(calls, 4)
+        return (full * TABLE_TICKS[4] + (TABLE_TICKS[rest] if rest else 0.0)) * TICK_S
+
+    def reset_slot(self, index, persona_state, sampling, seed):  # type: ignore[no-untyped-def]
+        self.reset_slots([(index, persona_state, sampling, seed)])
+
+    def reset_slots(self, items):  # type: ignore[no-untyped-def]
+        self.clock.now += (self.load + self.load_per_call * len(items)) * TICK_S
+        self.batched_loads.append([index for index, *_ in items])
+        for index, state, sampling, seed in items:
+            PromptEcho.reset_slot(self, index, state, sampling, seed)
+        self._loaded()
+
+    def _loaded(self) -> None:
+        if self.timed and self.timed[-1][3] == 0.0:
+            start, calls, due, _ = self.timed[-1]
+            self.timed[-1] = (start, calls, due, self.clock.now)
+
+
+def test_a_measured_cost_table_fills_passes_with_the_calls_that_fit() -> None:
+    # the room after a tick: 1 - 0.55 - 0.1 (margin) = 0.35 ticks. A pass of one call with its
+    # copies and load takes 0.2365 ticks; fitted to such passes alone, a pass of 2 would be
+    # predicted at 0.355 (half of it fixed, half per call): with the table (4 calls: 0.23) and
+    # the extra fitted the same way (4 calls: 0.066), a pass of 4 is predicted at 0.296
+    clock = Clock()
+    model = TimedPromptEcho(clock, tick=0.55)
+    engine, driver = storm(model, clock, rate=20.0, burst=8)
+    stats = engine.stats()
+    assert driver.refused == 0
+    assert stats.late_ticks == 0 and stats.call_prompt_forced == 0
+    sizes = [n for _, n in model.passes]
+    assert max(sizes) == 4 and sum(sizes) / len(sizes) > 1.5
+    # no pass (its loads included) ran past the room the pacing gives it before the next tick
+    for start, calls, due, loaded in model.timed:
+        assert due > start and loaded > start
+        assert loaded <= due - CALL_PROMPT_MARGIN_S + 1e-9, (calls, loaded - start)
+    # the calls of a pass of several were loaded together, one ``reset_slots`` each
+    assert any(len(rows) > 1 for rows in model.batched_loads)
+    assert len(driver.waits) >= driver.n - 4
+    assert max(driver.waits) < 4 * TICK_S
+
+
+def test_without_a_cost_table_the_pacing_is_fitted_to_the_passes_alone() -> None:
+    # the same costs, no table: the first pass (one call) waits for half a tick of room, never
+    # there, so it is forced; the line fitted to one-call passes then predicts a pass of 2 past
+    # the room, and the passes stay at one call (none late)
+    clock = Clock()
+    model = TimedPromptEcho(clock, tick=0.55, has_table=False)
+    engine, driver = storm(model, clock, rate=8.0, burst=0)
+    stats = engine.stats()
+    assert stats.late_ticks == 0 and stats.call_prompt_forced == 1
+    assert {n for _, n in model.passes} == {1} and len(model.passes) > 10
+
+
+def test_a_failed_load_of_several_is_retried_one_by_one() -> None:
+    """``reset_slots`` raising: the calls are loaded one by one, and only the one whose own
+    load fails is refused (its slot freed)."""
+    from voicegate.engine import TickMode
+
+    class Failing(PromptEcho):
+        def reset_slots(self, items):  # type: ignore[no-untyped-def]
+            raise RuntimeError("together")
+
+        def reset_slot(self, index, persona_state, sampling, seed):  # type: ignore[no-untyped-def]
+            if index == 1:
+                raise RuntimeError("this one")
+            super().reset_slot(index, persona_state, sampling, seed)
+
+    clock = Clock()
+    model = Failing(clock, tick=0.0, prompt=0.0)
+    engine = BatchedEngine(model, mode=TickMode.MANUAL, clock=clock)
+    engine.start()
+    try:
+        engine.load_persona(PERSONA)
+        slots = [engine.join("p", First(clock), text_prompt=f"Caller {i}.") for i in range(3)]
+        engine.tick()  # one pass of the 3, then their loads
+        assert [n for _, n in model.passes] == [3]
+        assert [s.is_active for s in slots] == [True, False, True]
+        assert sorted(model.loaded) == [0, 2]
+        assert engine.stats().tick_errors == 1
+    finally:
+        engine.close()
