@@ -52,6 +52,7 @@ from voicegate.engine.lm import system_prompt_text  # noqa: E402
 from voicegate.engine.lm.textpass import TextPhasePass  # noqa: E402
 from voicegate.engine.runtime import CALL_PROMPT_SAMPLES, BatchedEngine, TickMode  # noqa: E402
 from voicegate.engine.runtime import _fit_cost as fit_cost  # noqa: E402
+from voicegate.engine.runtime import _fit_extra as fit_extra  # noqa: E402
 from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
 from voicegate.errors import NoFreeSlot  # noqa: E402
 
@@ -307,7 +308,7 @@ def run(
         fixed_s, per_token_s = fit_cost(costs[: min(engine._pass_cost_n, CALL_PROMPT_SAMPLES)])  # noqa: SLF001
         # beyond the shapes timed at warm-up (CUDA graphs), per call: NaN when not timed
         n_extra = min(engine._pass_extra_n, CALL_PROMPT_SAMPLES)  # noqa: SLF001
-        extra = fit_cost(engine._pass_extra[:n_extra]) if n_extra else (nan, nan)  # noqa: SLF001
+        extra = fit_extra(engine._pass_extra[:n_extra]) if n_extra else (nan, nan)  # noqa: SLF001
         stats = engine.stats()
         return {
             "live": float(live),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from voicegate.engine import EchoModel, PersonaPrompt, TickOutput
 from voicegate.engine.runtime import (
-    CALL_PROMPT_MARGIN_S,
     MAX_CALL_PROMPT_WAIT_S,
     TICK_S,
     BatchedEngine,
@@ -263,22 +264,23 @@ def test_fixed_shape_passes_are_paced_by_their_padded_size() -> None:
     assert max(n for _, n in model.passes) == 4
 
 
-# an H200's bare passes are launch-bound: 4 calls cost little more than 1 (ticks of 80 ms)
-TABLE_TICKS = {1: 0.21, 2: 0.215, 3: 0.22, 4: 0.23}
+# an H200 at 80 live calls (ms; a tick is 80): the tick takes 45, a bare pass of 200-token
+# prompts (256 text positions) 9.4 / 14.4 / 20.8 / 29.0 for 1 to 4 calls, copies in and out
+# 0.6 + 0.6 per call, the loads into the slots (together) 7.5 + 0.3 per call
+TICK_MS, TABLE_MS = 45.0, {1: 9.4, 2: 14.4, 3: 20.8, 4: 29.0}
+COPY_MS, LOAD_MS = (0.6, 0.6), (7.5, 0.3)
 
 
 class TimedPromptEcho(PromptEcho):
     """Per-call prompts in fixed-shape passes of at most 4 calls (more take several) whose
-    bare cost the model measured (``call_prompt_cost_s``: ``TABLE_TICKS``); a pass also copies
-    in and out
-    (``copy`` ticks), and its loads into the slots cost ``load`` + ``load_per_call`` x calls
-    (``reset_slots``; ``reset_slot`` is one of them). Records each pass: (its start, its calls,
+    bare cost the model measured (``call_prompt_cost_s``: ``TABLE_MS``) unless ``has_table``
+    is False; a pass also copies in and out, and its loads into the slots (``reset_slots``;
+    ``reset_slot`` is one of them) cost ``LOAD_MS``. Records each pass: (its start, its calls,
     the tick due next, when its loads ended)."""
 
-    def __init__(self, clock: Clock, tick: float, *, has_table: bool = True) -> None:
-        super().__init__(clock, tick, prompt=0.0, slots=16)
+    def __init__(self, clock: Clock, *, has_table: bool = True) -> None:
+        super().__init__(clock, TICK_MS / 80.0, prompt=0.0, slots=16)
         self.has_table = has_table
-        self.copy, self.load, self.load_per_call = 0.01, 0.0125, 0.004
         self.timed: list[tuple[float, int, float, float]] = []
         self.batched_loads: list[list[int]] = []
 
@@ -289,64 +291,94 @@ class TimedPromptEcho(PromptEcho):
         self.passes.append((self.clock.now, len(requests)))
         for first in range(0, len(requests), 4):
             calls = len(requests[first : first + 4])
-            self.clock.now += (TABLE_TICKS[calls] + self.copy) * TICK_S
+            self.clock.now += (TABLE_MS[calls] + COPY_MS[0] + COPY_MS[1] * calls) / 1000.0
         return [("own", text) for _, text in requests]
 
     def call_prompt_cost_s(self, calls: int, tokens: int) -> float | None:
         if not self.has_table:
             return None
         full, rest = divmod(calls, 4)
-        return (full * TABLE_TICKS[4] + (TABLE_TICKS[rest] if rest else 0.0)) * TICK_S
+        return (full * TABLE_MS[4] + (TABLE_MS[rest] if rest else 0.0)) / 1000.0
 
     def reset_slot(self, index, persona_state, sampling, seed):  # type: ignore[no-untyped-def]
         self.reset_slots([(index, persona_state, sampling, seed)])
 
     def reset_slots(self, items):  # type: ignore[no-untyped-def]
-        self.clock.now += (self.load + self.load_per_call * len(items)) * TICK_S
+        self.clock.now += (LOAD_MS[0] + LOAD_MS[1] * len(items)) / 1000.0
         self.batched_loads.append([index for index, *_ in items])
         for index, state, sampling, seed in items:
             PromptEcho.reset_slot(self, index, state, sampling, seed)
-        self._loaded()
-
-    def _loaded(self) -> None:
         if self.timed and self.timed[-1][3] == 0.0:
             start, calls, due, _ = self.timed[-1]
             self.timed[-1] = (start, calls, due, self.clock.now)
 
 
-def test_a_measured_cost_table_fills_passes_with_the_calls_that_fit() -> None:
-    # the room after a tick: 1 - 0.55 - 0.1 (margin) = 0.35 ticks. A pass of one call with its
-    # copies and load takes 0.2365 ticks; fitted to such passes alone, a pass of 2 would be
-    # predicted at 0.355 (half of it fixed, half per call): with the table (4 calls: 0.23) and
-    # the extra fitted the same way (4 calls: 0.066), a pass of 4 is predicted at 0.296
+def spy_on_pacing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[float, int, int, dict[int, float]]]:
+    """Every paced decision: (room, waiting calls, calls taken, the predicted seconds of a
+    pass of each size it considered)."""
+    decisions: list[tuple[float, int, int, dict[int, float]]] = []
+    predicted: dict[int, float] = {}
+    fit, predict = BatchedEngine._calls_that_fit, BatchedEngine._predict_s
+
+    def spy_predict(self, calls, longest, line, extra):  # type: ignore[no-untyped-def]
+        predicted[calls] = predict(self, calls, longest, line, extra)
+        return predicted[calls]
+
+    def spy_fit(self, todo, room_s):  # type: ignore[no-untyped-def]
+        predicted.clear()
+        n = fit(self, todo, room_s)
+        decisions.append((room_s, len(todo), n, dict(predicted)))
+        return n
+
+    monkeypatch.setattr(BatchedEngine, "_predict_s", spy_predict)
+    monkeypatch.setattr(BatchedEngine, "_calls_that_fit", spy_fit)
+    return decisions
+
+
+def test_a_measured_cost_table_fills_passes_with_the_calls_that_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the room after a tick: 80 - 45 - 8 (margin) = 27 ms. A pass of one call with its copies
+    # and load takes 18.4 ms: fitted to such passes alone (half fixed, half per call), a pass
+    # of 2 is predicted at 27.6 and never tried, one call per gap (12.5/s) is fewer than the
+    # 20/s joining. With the table, 9.0 ms beyond it: 2 calls 23.4 (fit), 3 calls 29.8 (not)
+    decisions = spy_on_pacing(monkeypatch)
     clock = Clock()
-    model = TimedPromptEcho(clock, tick=0.55)
-    engine, driver = storm(model, clock, rate=20.0, burst=8)
+    model = TimedPromptEcho(clock)
+    engine, driver = storm(model, clock, rate=20.0, burst=4)
     stats = engine.stats()
     assert driver.refused == 0
     assert stats.late_ticks == 0 and stats.call_prompt_forced == 0
     sizes = [n for _, n in model.passes]
-    assert max(sizes) == 4 and sum(sizes) / len(sizes) > 1.5
-    # no pass (its loads included) ran past the room the pacing gives it before the next tick
-    for start, calls, due, loaded in model.timed:
-        assert due > start and loaded > start
-        assert loaded <= due - CALL_PROMPT_MARGIN_S + 1e-9, (calls, loaded - start)
+    assert max(sizes) == 2 and sizes.count(2) > len(sizes) / 2
+    # none was predicted past its room, and each took as many as were predicted to fit
+    assert any(len(p) > 1 for *_, p in decisions)
+    for room, waiting, taken, predictions in decisions:
+        if taken and taken in predictions:
+            assert predictions[taken] <= room
+        if taken < waiting and taken + 1 in predictions:
+            assert predictions[taken + 1] > room
+    # no pass (its loads included) ran into the next tick
+    for start, _, due, loaded in model.timed:
+        assert start < loaded <= due
     # the calls of a pass of several were loaded together, one ``reset_slots`` each
     assert any(len(rows) > 1 for rows in model.batched_loads)
     assert len(driver.waits) >= driver.n - 4
-    assert max(driver.waits) < 4 * TICK_S
+    assert max(driver.waits) < MAX_CALL_PROMPT_WAIT_S
 
 
 def test_without_a_cost_table_the_pacing_is_fitted_to_the_passes_alone() -> None:
-    # the same costs, no table: the first pass (one call) waits for half a tick of room, never
-    # there, so it is forced; the line fitted to one-call passes then predicts a pass of 2 past
-    # the room, and the passes stay at one call (none late)
+    # the same costs, no table (today's behaviour): the first pass (one call) waits for half a
+    # tick of room, never there, so it is forced; the line fitted to one-call passes then
+    # predicts a pass of 2 past the room, and the passes stay at one call (none late)
     clock = Clock()
-    model = TimedPromptEcho(clock, tick=0.55, has_table=False)
-    engine, driver = storm(model, clock, rate=8.0, burst=0)
+    model = TimedPromptEcho(clock, has_table=False)
+    engine, driver = storm(model, clock, rate=20.0, burst=4)
     stats = engine.stats()
     assert stats.late_ticks == 0 and stats.call_prompt_forced == 1
-    assert {n for _, n in model.passes} == {1} and len(model.passes) > 10
+    assert {n for _, n in model.passes} == {1} and len(model.passes) > 20
 
 
 def test_a_failed_load_of_several_is_retried_one_by_one() -> None:

@@ -30,8 +30,9 @@ calls in one batched pass, on the engine thread after a tick's outputs are deliv
 takes as many calls as its predicted cost lets finish before the next tick is due, with a
 margin (``CALL_PROMPT_MARGIN_S``). The prediction: on a model that timed its passes' fixed
 shapes at warm-up (``call_prompt_cost_s``, CUDA), that table's time plus what the recent passes
-took beyond it (copies, the loads into the slots), fitted as a fixed part plus a part per call;
-so a pass of 2 to 4 calls is tried as soon as the table says it fits. Otherwise (no table, or a
+took beyond it (copies, the loads into the slots), fitted as a fixed part plus a part per call
+(all fixed while passes of one number of calls were seen: the loads are done together); so a
+pass of 2 to 4 calls is tried as soon as the table says it fits. Otherwise (no table, or a
 pass no shape holds) a fixed part plus a part per padded text token (``call_prompt_size`` on
 the model when its passes have fixed shapes, else calls x the longest text), fitted to the
 recent passes' measured times (the model synchronizes its device before a pass returns). The
@@ -758,7 +759,7 @@ class BatchedEngine:
             return 1 if room_s >= need else 0
         line = _fit_cost(self._pass_cost[:n])
         n_extra = min(self._pass_extra_n, CALL_PROMPT_SAMPLES)
-        extra = _fit_cost(self._pass_extra[:n_extra]) if n_extra else None
+        extra = _fit_extra(self._pass_extra[:n_extra]) if n_extra else None
         longest = fits = 0
         for _, pending in todo:
             longest = max(longest, pending.tokens, 1)
@@ -902,29 +903,42 @@ def _calls_times_longest(calls: int, longest: int) -> int:
     return calls * longest
 
 
-def _fit_cost(samples: np.ndarray) -> tuple[float, float]:
+def _fit_extra(samples: np.ndarray) -> tuple[float, float]:
+    """What passes cost beyond their shapes' measured time as ``fixed + per_call * calls``,
+    fitted to ``samples`` [n, 2] of (calls, seconds) as ``_fit_cost`` does, except that with
+    one number of calls seen (or no growth) all of it is taken as fixed: it is mostly per
+    pass (the synchronize, the loads into the slots, done together: ``reset_slots``). Half of
+    it per call, as for a whole pass, would predict a pass of 2 past the room that passes of
+    one leave, and it would never be tried; a few ms too little is the margin's, and a pass
+    of more calls then shows the growth."""
+    return _fit_cost(samples, flat_fixed=1.0)
+
+
+def _fit_cost(samples: np.ndarray, flat_fixed: float = 0.5) -> tuple[float, float]:
     """Seconds of a pass as ``fixed + per_token * tokens`` (tokens: calls x the longest
     text), fitted to ``samples`` [n, 2] of (tokens, seconds) and raised to cover every sample
     but (from 4 samples on) the one furthest above the line: a prediction errs long rather
     than short, and one outlier (a first use of some kernel) does not starve the joins after
-    it. Both parts are at least 0."""
+    it. Both parts are at least 0. ``flat_fixed``: see ``_fit_line``."""
     x, y = samples[:, 0], samples[:, 1]
-    fixed, per_token = _fit_line(x, y)
+    fixed, per_token = _fit_line(x, y, flat_fixed)
     if len(x) >= 4:
         keep = np.ones(len(x), dtype=bool)
         keep[int(np.argmax(y - fixed - per_token * x))] = False
-        fixed, per_token = _fit_line(x[keep], y[keep])
+        fixed, per_token = _fit_line(x[keep], y[keep], flat_fixed)
     return fixed, per_token
 
 
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def _fit_line(x: np.ndarray, y: np.ndarray, flat_fixed: float = 0.5) -> tuple[float, float]:
     """Least squares, then the fixed part raised to lie over every point; with one size
-    seen (or no growth), half of its time is taken as fixed."""
+    seen (or no growth), the share ``flat_fixed`` of its time is taken as fixed (the rest
+    grows with the size)."""
     per_token = 0.0
     if float(np.ptp(x)) > 0.0:
         per_token = max(float(np.polyfit(x, y, 1)[0]), 0.0)
     if per_token > 0.0:
         fixed = 0.0
     else:
-        fixed, per_token = float(np.median(y)) / 2, float(np.median(y / np.maximum(x, 1.0))) / 2
+        fixed = float(np.median(y)) * flat_fixed
+        per_token = float(np.median(y / np.maximum(x, 1.0))) * (1.0 - flat_fixed)
     return max(fixed + float(np.max(y - fixed - per_token * x)), 0.0), per_token
