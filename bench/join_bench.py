@@ -18,10 +18,14 @@ more), unserved joins (refused for want of a free slot, or no output by ``--give
 ticks, late ticks (a tick that ended after the next was due) and skipped ticks, the tick p99, and the per-call prompt passes: how many, calls per pass, engine
 ms per pass (the model synchronizes the device before a pass returns; the slots' loads
 included), passes forced without room, and the cost the engine's pacing fitted to them
-(fixed ms + us per padded text position: the fixed shapes' rows x steps). Before the rows,
-one call's prompt alone: eager passes, the fixed-shape pass (``lm.textpass``, replayed from a
-CUDA graph when graphs are on) for 1, 2 and 4 calls, and the bare pass of every shape. Budget: join p99 <= 150 ms and no late tick. Prints a
-table last (and ``--json``). Never run as a test.
+(fixed ms + us per padded text position: the fixed shapes' rows x steps; and, on a model that
+timed its shapes at warm-up (CUDA), what passes took beyond those times: fixed ms + ms per
+call). Before the rows, one call's prompt alone: eager passes, the fixed-shape pass
+(``lm.textpass``, replayed from a CUDA graph when graphs are on) for 1, 2 and 4 calls, and the
+bare pass of every shape; then the loads of computed prompts into the slots of a real tick
+model (the rows' cache dtype): 1 call, 4 one by one (``reset_slot``) and 4 together
+(``reset_slots``). Budget: join p99 <= 150 ms and no late tick. Prints a table last (and
+``--json``). Never run as a test.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import argparse
 import json
 import sys
 import time
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +46,13 @@ import torch  # noqa: E402
 from engine_bench import VARIANTS, NullSink, build_ours, pct, set_variant, sync  # noqa: E402
 
 from voicegate.engine.attention_decode import triton_available  # noqa: E402
-from voicegate.engine.base import PersonaPrompt, TickOutput  # noqa: E402
+from voicegate.engine.base import PersonaPrompt, SamplingParams, TickOutput  # noqa: E402
 from voicegate.engine.graphs import graphs_enabled  # noqa: E402
 from voicegate.engine.lm import system_prompt_text  # noqa: E402
 from voicegate.engine.lm.textpass import TextPhasePass  # noqa: E402
 from voicegate.engine.runtime import CALL_PROMPT_SAMPLES, BatchedEngine, TickMode  # noqa: E402
 from voicegate.engine.runtime import _fit_cost as fit_cost  # noqa: E402
+from voicegate.engine.runtime import _fit_extra as fit_extra  # noqa: E402
 from voicegate.engine.torch_model import TorchTickModel  # noqa: E402
 from voicegate.errors import NoFreeSlot  # noqa: E402
 
@@ -92,6 +98,18 @@ def fill_windows(model: TorchTickModel, n: int) -> None:
     state.positions.copy_(torch.from_numpy(state.positions_host))
 
 
+def timed(fn: Any, device: torch.device, repeats: int) -> float:
+    """The fastest of ``repeats`` runs of ``fn`` after a first one, ms (device synchronized)."""
+    times = []
+    for _ in range(repeats + 1):
+        sync(device)
+        started = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - started) * 1000)
+    return min(times[1:])
+
+
 def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) -> dict[str, float]:
     """One call's prompt computed alone: the whole prefill (voice and text phases, what a
     per-call prompt would cost without the voice cache), the text phases only, and the text
@@ -104,15 +122,8 @@ def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) ->
         for i in range(4)
     ]
 
-    def timed(fn: Any) -> float:
-        times = []
-        for _ in range(repeats + 1):
-            sync(device)
-            started = time.perf_counter()
-            fn()
-            sync(device)
-            times.append((time.perf_counter() - started) * 1000)
-        return min(times[1:])
+    def timed_ms(fn: Any) -> float:
+        return timed(fn, device, repeats)
 
     text = TextPhasePass(lm)
     try:
@@ -121,15 +132,16 @@ def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) ->
             out = {
                 "voice_frames": float(voice.n_frames),
                 "text_tokens": float(len(ids[0])),
-                "whole_prefill_ms": timed(lambda: lm.prefill(voice, ids[0])),
-                "text_phases_ms": timed(lambda: lm.prefill_text_phases([persona], ids[:1])),
-                "text_phases_x4_ms": timed(lambda: lm.prefill_text_phases([persona] * 4, ids)) / 4,
+                "whole_prefill_ms": timed_ms(lambda: lm.prefill(voice, ids[0])),
+                "text_phases_ms": timed_ms(lambda: lm.prefill_text_phases([persona], ids[:1])),
+                "text_phases_x4_ms": timed_ms(lambda: lm.prefill_text_phases([persona] * 4, ids))
+                / 4,
                 # the fixed-shape pass (a CUDA graph when captured), copies in and out included
                 "captured": float(text.is_captured),
                 "capture_s": capture_s,
-                "pass_ms": timed(lambda: text.prefill([persona], ids[:1])),
-                "pass_x2_ms": timed(lambda: text.prefill([persona] * 2, ids[:2])) / 2,
-                "pass_x4_ms": timed(lambda: text.prefill([persona] * 4, ids)) / 4,
+                "pass_ms": timed_ms(lambda: text.prefill([persona], ids[:1])),
+                "pass_x2_ms": timed_ms(lambda: text.prefill([persona] * 2, ids[:2])) / 2,
+                "pass_x4_ms": timed_ms(lambda: text.prefill([persona] * 4, ids)) / 4,
                 "pass_eager": float(text.eager_passes),
             }
             # the bare pass of every shape (the slowest of 3): what pacing can expect
@@ -138,6 +150,41 @@ def alone(parts: Any, prompt_tokens: int, device: torch.device, repeats: int) ->
             return out
     finally:
         text.close()
+
+
+def loads(
+    parts: Any, variant: str, prompt_tokens: int, device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Per-call prompts (computed) loaded into the slots of a real tick model with the rows'
+    cache dtype, ms: one call, 4 one by one (``reset_slot`` each) and 4 together
+    (``reset_slots``: what a pass of 4 does). Each synchronizes the device at its end."""
+    lm, mimi, tokenizer, voices = parts
+    kv_dtype = set_variant(lm, variant, manual_fp8=False)
+    model = TorchTickModel(
+        "loads", lm, mimi, tokenizer, voices, 4, kv_dtype=kv_dtype, use_cuda_graph=False
+    )
+    try:
+        persona = model.prepare_persona(
+            PersonaPrompt(
+                PERSONA, BASE_PROMPT.format(name="our customer", tier="standard"), "NATF0"
+            )
+        )
+        states = model.prepare_calls(
+            [(persona, call_prompt(tokenizer, prompt_tokens, i)) for i in range(4)]
+        )
+        items = [(i, state, SamplingParams(), i) for i, state in enumerate(states)]
+
+        def apart() -> None:
+            for item in items:
+                model.reset_slot(*item)
+
+        return {
+            "load_1_ms": timed(lambda: model.reset_slot(*items[0]), device, repeats),
+            "load_x4_apart_ms": timed(apart, device, repeats),
+            "load_x4_ms": timed(lambda: model.reset_slots(items), device, repeats),
+        }
+    finally:
+        model.close()
 
 
 def run(
@@ -259,6 +306,9 @@ def run(
         passes = storm[4] - base1[4]
         costs = engine._pass_cost  # noqa: SLF001 (what the pacing fitted its passes to)
         fixed_s, per_token_s = fit_cost(costs[: min(engine._pass_cost_n, CALL_PROMPT_SAMPLES)])  # noqa: SLF001
+        # beyond the shapes timed at warm-up (CUDA graphs), per call: NaN when not timed
+        n_extra = min(engine._pass_extra_n, CALL_PROMPT_SAMPLES)  # noqa: SLF001
+        extra = fit_extra(engine._pass_extra[:n_extra]) if n_extra else (nan, nan)  # noqa: SLF001
         stats = engine.stats()
         return {
             "live": float(live),
@@ -276,6 +326,9 @@ def run(
             "forced_passes": float(storm[6] - base1[6]),
             "fit_fixed_ms": fixed_s * 1000.0,
             "fit_per_token_us": per_token_s * 1e6,
+            "fit_extra_fixed_ms": extra[0] * 1000.0,
+            "fit_extra_per_call_ms": extra[1] * 1000.0,
+            "timed_shapes": float(len(model.text_pass.pass_ms)),
             "base_ticks": float(base1[0] - base0[0]),
             "base_late": float(base1[1] - base0[1]),
             "ticks": float(storm[0] - base1[0]),
@@ -319,6 +372,8 @@ def main() -> None:
     parts = build_ours(args.shapes, device, args.workdir)
     one = alone(parts, args.prompt_tokens, device, repeats=5)
     print(json.dumps(one), flush=True)
+    load = loads(parts, variant, args.prompt_tokens, device, repeats=5)
+    print(json.dumps(load), flush=True)
     rows = []
     for live in [int(x) for x in args.live.split(",") if x]:
         row = run(
@@ -342,6 +397,7 @@ def main() -> None:
         "rate": args.rate,
         "prompt_tokens": args.prompt_tokens,
         "alone": one,
+        "loads": load,
         "rows": rows,
     }
     if args.json is not None:
@@ -360,13 +416,18 @@ def main() -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in shapes.items())
     )
     print(
+        f"load into the slots ({variant}): 1 call {load['load_1_ms']:.1f} ms, 4 one by one "
+        f"{load['load_x4_apart_ms']:.1f} ms, 4 together {load['load_x4_ms']:.1f} ms"
+    )
+    print(
         f"\njoins with a {args.prompt_tokens}-token per-call prompt at {args.rate:g}/s, "
         f"{args.shapes} shapes, {results['device']}, {variant} "
         "(budget: join p99 <= 150 ms, no late tick)"
     )
     head = (
         "| live | joins | unserved | join p50 ms | join p99 ms | 1st out p99 ms | passes "
-        "| calls/pass | ms/pass | forced | fit: fixed ms + us/token | ticks | late (no joins) "
+        "| calls/pass | ms/pass | forced | fit: fixed ms + us/token "
+        "| beyond timed shapes: fixed + per call ms | ticks | late (no joins) "
         "| late | skipped | tick p99 ms |"
     )
     print(head)
@@ -377,6 +438,7 @@ def main() -> None:
             f"{r['join_p50_ms']:.1f} | {r['join_p99_ms']:.1f} | {r['first_out_p99_ms']:.1f} | "
             f"{r['passes']:.0f} | {r['calls_per_pass']:.1f} | {r['pass_ms']:.1f} | "
             f"{r['forced_passes']:.0f} | {r['fit_fixed_ms']:.1f} + {r['fit_per_token_us']:.1f} | "
+            f"{r['fit_extra_fixed_ms']:.1f} + {r['fit_extra_per_call_ms']:.1f} | "
             f"{r['ticks']:.0f} | {r['base_late']:.0f} | {r['late_ticks']:.0f} | "
             f"{r['skipped_ticks']:.0f} | {r['tick_p99_ms']:.1f} |"
         )

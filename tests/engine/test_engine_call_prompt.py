@@ -5,6 +5,7 @@ prompt, not the persona's."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tests.engine.engine_helpers import BANK, Collect, noise_frames
@@ -191,3 +192,58 @@ def test_the_pacing_unit_is_the_padded_shape_of_the_passes() -> None:
     assert model.call_prompt_size(most + 1, 1) == (most + text.rows[0]) * steps
     # too long for any shape: the eager pass, padded to the longest only
     assert model.call_prompt_size(2, top) == 2 * (top + SILENCE_FRAMES)
+
+
+def test_a_pass_of_calls_loaded_together_steps_as_if_loaded_one_by_one() -> None:
+    """``reset_slots`` of 3 calls (own prompts and the persona's) into rows that served calls
+    (their LM, Mimi and text streams start over) on the tick model: the same audio and text
+    out of every row as ``reset_slot`` of each, and the call in row 1 carries on alike."""
+    from voicegate.engine.base import SamplingParams
+
+    frames = noise_frames(5, 4 * 6)
+
+    def run(together: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        model = tiny_model(0, slots=4)
+        model.warmup()
+        persona = model.prepare_persona(BANK)
+        states = model.prepare_calls([(persona, ALICE), (persona, BOB)])
+        sampled = SamplingParams()
+        for i in range(4):  # calls in progress; rows 0, 2 and 3 are then taken over
+            model.reset_slot(i, persona, sampled, 10 + i)
+        active = np.ones(4, dtype=bool)
+        outs = []
+        for t in range(2):
+            pcm, tokens = model.step(np.stack(frames[4 * t : 4 * t + 4]), active, 4)
+            outs.append((pcm.copy(), tokens.copy()))
+        items = [(3, states[0], sampled, 1), (0, persona, sampled, 2), (2, states[1], sampled, 3)]
+        if together:
+            model.reset_slots(items)
+        else:
+            for item in items:
+                model.reset_slot(*item)
+        active[:] = True
+        for t in range(2, 6):
+            pcm, tokens = model.step(np.stack(frames[4 * t : 4 * t + 4]), active, 4)
+            outs.append((pcm.copy(), tokens.copy()))
+        return outs
+
+    apart, together = run(False), run(True)
+    for (pa, ta), (pb, tb) in zip(apart, together, strict=True):
+        np.testing.assert_array_equal(pa, pb)
+        np.testing.assert_array_equal(ta, tb)
+
+
+def test_the_cost_table_sums_the_timed_shapes_of_a_pass() -> None:
+    from voicegate.engine.lm.prompt import SILENCE_FRAMES
+
+    model = tiny_model(0, slots=1)
+    text = model.text_pass
+    assert model.call_prompt_cost_s(1, 10) is None  # not timed (CPU: no captured passes)
+    text.pass_ms.update({(r, s): 10.0 * r + s / 100 for r in text.rows for s in text.steps})
+    most, steps = text.rows[-1], text.steps[0]
+    tokens = steps - SILENCE_FRAMES
+    assert model.call_prompt_cost_s(1, tokens) == (10.0 * text.rows[0] + steps / 100) / 1000
+    # more calls than rows: one pass of every row, then the rest
+    want = 10.0 * most + steps / 100 + 10.0 * text.rows[0] + steps / 100
+    assert abs(model.call_prompt_cost_s(most + 1, tokens) - want / 1000) < 1e-12  # type: ignore[operator]
+    assert model.call_prompt_cost_s(1, text.steps[-1]) is None  # fits no shape: not in the table

@@ -2,14 +2,22 @@
 computed between ticks when they fit before the next one, so no tick is late because of
 them; one that does not fit waits for room, at most ``MAX_CALL_PROMPT_WAIT_S``. A pass takes
 as many calls as fit (its cost grows with its calls), and one slow pass does not hold back the
-joins after it."""
+joins after it. A model that timed its passes' shapes (``call_prompt_cost_s``) gets passes of
+several calls as soon as its table says they fit, and a pass's calls are loaded together
+(``reset_slots``)."""
 
 from __future__ import annotations
 
 import threading
 
+import pytest
+
 from voicegate.engine import EchoModel, PersonaPrompt, TickOutput
-from voicegate.engine.runtime import MAX_CALL_PROMPT_WAIT_S, TICK_S, BatchedEngine
+from voicegate.engine.runtime import (
+    MAX_CALL_PROMPT_WAIT_S,
+    TICK_S,
+    BatchedEngine,
+)
 from voicegate.errors import NoFreeSlot
 
 PERSONA = PersonaPrompt("p", "You are an agent.", "NATF0")
@@ -45,6 +53,7 @@ class PromptEcho(EchoModel):
         self.loaded: dict[int, object] = {}
         self.passes: list[tuple[float, int]] = []  # (clock, calls in the pass)
         self.on_step: list[object] = []  # callables run at each step (engine thread)
+        self.engine: BatchedEngine | None = None  # set by ``storm``
 
     def prepare_calls(self, requests: list[tuple[object, str]]) -> list[object]:
         cost = self.prompt_cost + self.per_call_cost * len(requests)
@@ -170,6 +179,7 @@ class Storm:
 
 def storm(model: PromptEcho, clock: Clock, rate: float, burst: int) -> tuple[BatchedEngine, Storm]:
     engine = BatchedEngine(model, clock=clock, sleep=clock.sleep)
+    model.engine = engine
     engine.start()
     engine.load_persona(PERSONA)
     live = First(clock)
@@ -252,3 +262,150 @@ def test_fixed_shape_passes_are_paced_by_their_padded_size() -> None:
     assert driver.refused == 0
     assert stats.late_ticks == 0 and stats.call_prompt_forced == 0
     assert max(n for _, n in model.passes) == 4
+
+
+# an H200 at 80 live calls (ms; a tick is 80): the tick takes 45, a bare pass of 200-token
+# prompts (256 text positions) 9.4 / 14.4 / 20.8 / 29.0 for 1 to 4 calls, copies in and out
+# 0.6 + 0.6 per call, the loads into the slots (together) 7.5 + 0.3 per call
+TICK_MS, TABLE_MS = 45.0, {1: 9.4, 2: 14.4, 3: 20.8, 4: 29.0}
+COPY_MS, LOAD_MS = (0.6, 0.6), (7.5, 0.3)
+
+
+class TimedPromptEcho(PromptEcho):
+    """Per-call prompts in fixed-shape passes of at most 4 calls (more take several) whose
+    bare cost the model measured (``call_prompt_cost_s``: ``TABLE_MS``) unless ``has_table``
+    is False; a pass also copies in and out, and its loads into the slots (``reset_slots``;
+    ``reset_slot`` is one of them) cost ``LOAD_MS``. Records each pass: (its start, its calls,
+    the tick due next, when its loads ended)."""
+
+    def __init__(self, clock: Clock, *, has_table: bool = True) -> None:
+        super().__init__(clock, TICK_MS / 80.0, prompt=0.0, slots=16)
+        self.has_table = has_table
+        self.timed: list[tuple[float, int, float, float]] = []
+        self.batched_loads: list[list[int]] = []
+
+    def prepare_calls(self, requests: list[tuple[object, str]]) -> list[object]:
+        assert self.engine is not None
+        due = self.engine.next_tick_at()
+        self.timed.append((self.clock.now, len(requests), due or 0.0, 0.0))
+        self.passes.append((self.clock.now, len(requests)))
+        for first in range(0, len(requests), 4):
+            calls = len(requests[first : first + 4])
+            self.clock.now += (TABLE_MS[calls] + COPY_MS[0] + COPY_MS[1] * calls) / 1000.0
+        return [("own", text) for _, text in requests]
+
+    def call_prompt_cost_s(self, calls: int, tokens: int) -> float | None:
+        if not self.has_table:
+            return None
+        full, rest = divmod(calls, 4)
+        return (full * TABLE_MS[4] + (TABLE_MS[rest] if rest else 0.0)) / 1000.0
+
+    def reset_slot(self, index, persona_state, sampling, seed):  # type: ignore[no-untyped-def]
+        self.reset_slots([(index, persona_state, sampling, seed)])
+
+    def reset_slots(self, items):  # type: ignore[no-untyped-def]
+        self.clock.now += (LOAD_MS[0] + LOAD_MS[1] * len(items)) / 1000.0
+        self.batched_loads.append([index for index, *_ in items])
+        for index, state, sampling, seed in items:
+            PromptEcho.reset_slot(self, index, state, sampling, seed)
+        if self.timed and self.timed[-1][3] == 0.0:
+            start, calls, due, _ = self.timed[-1]
+            self.timed[-1] = (start, calls, due, self.clock.now)
+
+
+def spy_on_pacing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[float, int, int, dict[int, float]]]:
+    """Every paced decision: (room, waiting calls, calls taken, the predicted seconds of a
+    pass of each size it considered)."""
+    decisions: list[tuple[float, int, int, dict[int, float]]] = []
+    predicted: dict[int, float] = {}
+    fit, predict = BatchedEngine._calls_that_fit, BatchedEngine._predict_s
+
+    def spy_predict(self, calls, longest, line, extra):  # type: ignore[no-untyped-def]
+        predicted[calls] = predict(self, calls, longest, line, extra)
+        return predicted[calls]
+
+    def spy_fit(self, todo, room_s):  # type: ignore[no-untyped-def]
+        predicted.clear()
+        n = fit(self, todo, room_s)
+        decisions.append((room_s, len(todo), n, dict(predicted)))
+        return n
+
+    monkeypatch.setattr(BatchedEngine, "_predict_s", spy_predict)
+    monkeypatch.setattr(BatchedEngine, "_calls_that_fit", spy_fit)
+    return decisions
+
+
+def test_a_measured_cost_table_fills_passes_with_the_calls_that_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the room after a tick: 80 - 45 - 8 (margin) = 27 ms. A pass of one call with its copies
+    # and load takes 18.4 ms: fitted to such passes alone (half fixed, half per call), a pass
+    # of 2 is predicted at 27.6 and never tried, one call per gap (12.5/s) is fewer than the
+    # 20/s joining. With the table, 9.0 ms beyond it: 2 calls 23.4 (fit), 3 calls 29.8 (not)
+    decisions = spy_on_pacing(monkeypatch)
+    clock = Clock()
+    model = TimedPromptEcho(clock)
+    engine, driver = storm(model, clock, rate=20.0, burst=4)
+    stats = engine.stats()
+    assert driver.refused == 0
+    assert stats.late_ticks == 0 and stats.call_prompt_forced == 0
+    sizes = [n for _, n in model.passes]
+    assert max(sizes) == 2 and sizes.count(2) > len(sizes) / 2
+    # none was predicted past its room, and each took as many as were predicted to fit
+    assert any(len(p) > 1 for *_, p in decisions)
+    for room, waiting, taken, predictions in decisions:
+        if taken and taken in predictions:
+            assert predictions[taken] <= room
+        if taken < waiting and taken + 1 in predictions:
+            assert predictions[taken + 1] > room
+    # no pass (its loads included) ran into the next tick
+    for start, _, due, loaded in model.timed:
+        assert start < loaded <= due
+    # the calls of a pass of several were loaded together, one ``reset_slots`` each
+    assert any(len(rows) > 1 for rows in model.batched_loads)
+    assert len(driver.waits) >= driver.n - 4
+    assert max(driver.waits) < MAX_CALL_PROMPT_WAIT_S
+
+
+def test_without_a_cost_table_the_pacing_is_fitted_to_the_passes_alone() -> None:
+    # the same costs, no table (today's behaviour): the first pass (one call) waits for half a
+    # tick of room, never there, so it is forced; the line fitted to one-call passes then
+    # predicts a pass of 2 past the room, and the passes stay at one call (none late)
+    clock = Clock()
+    model = TimedPromptEcho(clock, has_table=False)
+    engine, driver = storm(model, clock, rate=20.0, burst=4)
+    stats = engine.stats()
+    assert stats.late_ticks == 0 and stats.call_prompt_forced == 1
+    assert {n for _, n in model.passes} == {1} and len(model.passes) > 20
+
+
+def test_a_failed_load_of_several_is_retried_one_by_one() -> None:
+    """``reset_slots`` raising: the calls are loaded one by one, and only the one whose own
+    load fails is refused (its slot freed)."""
+    from voicegate.engine import TickMode
+
+    class Failing(PromptEcho):
+        def reset_slots(self, items):  # type: ignore[no-untyped-def]
+            raise RuntimeError("together")
+
+        def reset_slot(self, index, persona_state, sampling, seed):  # type: ignore[no-untyped-def]
+            if index == 1:
+                raise RuntimeError("this one")
+            super().reset_slot(index, persona_state, sampling, seed)
+
+    clock = Clock()
+    model = Failing(clock, tick=0.0, prompt=0.0)
+    engine = BatchedEngine(model, mode=TickMode.MANUAL, clock=clock)
+    engine.start()
+    try:
+        engine.load_persona(PERSONA)
+        slots = [engine.join("p", First(clock), text_prompt=f"Caller {i}.") for i in range(3)]
+        engine.tick()  # one pass of the 3, then their loads
+        assert [n for _, n in model.passes] == [3]
+        assert [s.is_active for s in slots] == [True, False, True]
+        assert sorted(model.loaded) == [0, 2]
+        assert engine.stats().tick_errors == 1
+    finally:
+        engine.close()

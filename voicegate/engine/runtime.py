@@ -20,17 +20,24 @@ frame queued (``voicegate call``, tests): no underruns, no clock. Manual mode ru
 the owner calls ``tick()`` (tests, benchmarks).
 
 Joins and leaves take effect between ticks: a join marks the slot and the engine thread copies
-the persona's prompt state into the row (``TickModel.reset_slot``) before the next step.
+the persona's prompt state into the row (``TickModel.reset_slot``; the joins of one tick
+together with ``reset_slots`` when the model has it) before the next step.
 
 A join with the call's own text prompt (``join(..., text_prompt=...)``: the persona's prompt with
 this call's variables) on a model with ``prepare_calls`` waits, not stepped, until that prompt
 is computed: on the persona's cached voice phases, only the text phases, the oldest waiting
 calls in one batched pass, on the engine thread after a tick's outputs are delivered. The pass
 takes as many calls as its predicted cost lets finish before the next tick is due, with a
-margin (``CALL_PROMPT_MARGIN_S``): the cost is fitted, as a fixed part plus a part per padded
-text token (``call_prompt_size`` on the model when its passes have fixed shapes, else calls x
-the longest text), to the recent passes' measured times (the model synchronizes its device before a
-pass returns). A call that finds no room for even itself waits at most
+margin (``CALL_PROMPT_MARGIN_S``). The prediction: on a model that timed its passes' fixed
+shapes at warm-up (``call_prompt_cost_s``, CUDA), that table's time plus what the recent passes
+took beyond it (copies, the loads into the slots), fitted as a fixed part plus a part per call
+(all fixed while passes of one number of calls were seen: the loads are done together); so a
+pass of 2 to 4 calls is tried as soon as the table says it fits. Otherwise (no table, or a
+pass no shape holds) a fixed part plus a part per padded text token (``call_prompt_size`` on
+the model when its passes have fixed shapes, else calls x the longest text), fitted to the
+recent passes' measured times (the model synchronizes its device before a pass returns). The
+calls of a pass are loaded into their slots together (``reset_slots`` on the model when it has
+it: about one call's kernel launches for all). A call that finds no room for even itself waits at most
 ``MAX_CALL_PROMPT_WAIT_S``, then runs alone (``EngineStats.call_prompt_forced``: the only pass
 that may make a tick late). With no call stepping, or in offline and manual modes, every
 waiting call at once. ``EngineStats.join_ms_p50``/``p99``: join to the prompt state in the slot.
@@ -207,6 +214,19 @@ class BatchedEngine:
             model, "call_prompt_size", _calls_times_longest
         )
         self._pass_cost_n = 0
+        # optional on a TickModel: the seconds of a pass's bare fixed shapes, measured at
+        # warm-up (None: not measured, or no shape holds it); the pacing then fits only what a
+        # pass costs beyond them (copies, the loads into the slots), per call, to these
+        # samples of (calls, seconds beyond the table)
+        self._pass_table: Callable[[int, int], float | None] | None = getattr(
+            model, "call_prompt_cost_s", None
+        )
+        self._pass_extra = np.zeros((CALL_PROMPT_SAMPLES, 2), dtype=np.float64)
+        self._pass_extra_n = 0
+        # optional on a TickModel: several joining calls' loads at once
+        self._reset_slots: (
+            Callable[[list[tuple[int, object, SamplingParams, int]]], None] | None
+        ) = getattr(model, "reset_slots", None)
         self._n_waiting = 0  # joins whose own prompt is not computed yet (under ``_lock``)
         # optional on a TickModel: bounded work after each tick (re-anchoring long calls)
         self._between_ticks: Callable[[np.ndarray], list[tuple[int, ReanchorReport]]] | None = (
@@ -530,11 +550,13 @@ class BatchedEngine:
             self._prepare_waiting(is_paced=False)  # no tick to make late (offline, manual, idle)
         waiting: set[int] = set()
         with self._lock:
+            loads = []
             for i, pending in enumerate(self._pending):
                 if pending is not None and pending.is_waiting:
                     waiting.add(i)  # its own prompt is not computed yet: not stepped
                 elif pending is not None:
-                    self._load(i, pending)
+                    loads.append((i, pending))
+            self._load_all(loads)
             active = [
                 (s, s.generation, s.sink)
                 for s in self._slots
@@ -612,7 +634,6 @@ class BatchedEngine:
     def _load(self, i: int, pending: _PendingReset) -> None:
         """Put the joining call's prompt state into row ``i`` (engine thread, ``_lock`` held)."""
         self._pending[i] = None
-        self._note_join(pending)
         try:
             self._model.reset_slot(i, pending.state, pending.sampling, pending.seed)
         except Exception:
@@ -622,6 +643,31 @@ class BatchedEngine:
             state = self._slots[i]
             self._retire(state)
             state.generation += 1
+            return
+        self._note_join(pending)
+
+    def _load_all(self, loads: list[tuple[int, _PendingReset]]) -> None:
+        """``_load`` of several joining calls, in one ``reset_slots`` when the model has it (a
+        load is bound by kernel launches: several together cost about one). If that raises,
+        they are loaded one by one, so only a call whose own load fails is refused."""
+        if len(loads) < 2 or self._reset_slots is None:
+            for i, pending in loads:
+                self._load(i, pending)
+            return
+        try:
+            self._reset_slots([(i, p.state, p.sampling, p.seed) for i, p in loads])
+        except Exception:
+            log.exception(
+                "engine %s: loading slots %s together failed: one by one",
+                self.name,
+                [i for i, _ in loads],
+            )
+            for i, pending in loads:
+                self._load(i, pending)
+            return
+        for i, pending in loads:
+            self._pending[i] = None
+            self._note_join(pending)
 
     def _note_join(self, pending: _PendingReset) -> None:
         self._join_ms[self._join_ms_n % TICK_HISTORY] = (
@@ -670,34 +716,75 @@ class BatchedEngine:
             1 for (_, p), state in zip(todo, states, strict=True) if state is p.persona_state
         )
         with self._lock:
+            loads = []
             for (i, p), prompt_state in zip(todo, states, strict=True):
                 if self._pending[i] is p and self._slots[i].generation == p.generation:
                     p.state, p.is_waiting = prompt_state, False
                     self._n_waiting -= 1
                     self._stats.call_prompt_done += 1
-                    self._load(i, p)  # here, between ticks: the next tick only steps it
-                    if self._mode is TickMode.SERVING:  # offline: every frame counts
-                        self._slots[i].keep_newest(1)  # what it queued while waiting is late
+                    loads.append((i, p))
+            self._load_all(loads)  # here, between ticks: the next tick only steps them
+            if self._mode is TickMode.SERVING:  # offline: every frame counts
+                for i, _ in loads:
+                    self._slots[i].keep_newest(1)  # what it queued while waiting is late
         # on the clock the ticks are due on; the loads into the slots count as the pass's
-        row = self._pass_cost[self._pass_cost_n % CALL_PROMPT_SAMPLES]
-        row[0], row[1] = self._pass_size(len(todo), longest), self._clock() - started_at
-        self._pass_cost_n += 1
+        self._note_pass(len(todo), longest, self._clock() - started_at)
         self._stats.call_prompt_passes += 1
         self._stats.call_prompt_ms += (time.perf_counter() - started) * 1000.0
+
+    def _note_pass(self, calls: int, longest: int, seconds: float) -> None:
+        """Keep a pass's cost for the pacing: against its padded size, and (a model with
+        ``call_prompt_cost_s``) what it took beyond its shapes' measured time, against its
+        calls."""
+        row = self._pass_cost[self._pass_cost_n % CALL_PROMPT_SAMPLES]
+        row[0], row[1] = self._pass_size(calls, longest), seconds
+        self._pass_cost_n += 1
+        bare = self._pass_table(calls, longest) if self._pass_table is not None else None
+        if bare is not None:
+            row = self._pass_extra[self._pass_extra_n % CALL_PROMPT_SAMPLES]
+            row[0], row[1] = calls, seconds - bare
+            self._pass_extra_n += 1
 
     def _calls_that_fit(self, todo: list[tuple[int, _PendingReset]], room_s: float) -> int:
         """How many of the oldest waiting calls one pass can compute within ``room_s``."""
         n = min(self._pass_cost_n, CALL_PROMPT_SAMPLES)
-        if n == 0:  # nothing measured yet: one call, with half a tick of room
-            return 1 if room_s >= TICK_S / 2 else 0
-        fixed_s, per_token_s = _fit_cost(self._pass_cost[:n])
+        if n == 0:
+            # nothing measured yet: one call, with half a tick of room or, by the model's table,
+            # room for its pass and half as much again (what it costs beyond the table, its
+            # load into the slot among it, is not known yet)
+            need = TICK_S / 2
+            if self._pass_table is not None:
+                bare = self._pass_table(1, max(todo[0][1].tokens, 1))
+                need = need if bare is None else min(need, 1.5 * bare)
+            return 1 if room_s >= need else 0
+        line = _fit_cost(self._pass_cost[:n])
+        n_extra = min(self._pass_extra_n, CALL_PROMPT_SAMPLES)
+        extra = _fit_extra(self._pass_extra[:n_extra]) if n_extra else None
         longest = fits = 0
         for _, pending in todo:
             longest = max(longest, pending.tokens, 1)
-            if fixed_s + per_token_s * self._pass_size(fits + 1, longest) > room_s:
+            if self._predict_s(fits + 1, longest, line, extra) > room_s:
                 break
             fits += 1
         return fits
+
+    def _predict_s(
+        self,
+        calls: int,
+        longest: int,
+        line: tuple[float, float],
+        extra: tuple[float, float] | None,
+    ) -> float:
+        """A pass's predicted seconds: its shapes' measured time plus the fitted extra per
+        call (``extra``) when the model has a table for it, else the line fitted to the passes'
+        padded sizes. The table tells what passes of more calls cost before any was run: the
+        line, having seen only passes of one, would take half of their time as growth per
+        call (and a pass of several, much cheaper per call, would never be tried)."""
+        if extra is not None and self._pass_table is not None:
+            bare = self._pass_table(calls, longest)
+            if bare is not None:
+                return bare + extra[0] + extra[1] * calls
+        return line[0] + line[1] * self._pass_size(calls, longest)
 
     def _run_between_ticks(self, is_active: np.ndarray) -> None:
         assert self._between_ticks is not None
@@ -816,29 +903,42 @@ def _calls_times_longest(calls: int, longest: int) -> int:
     return calls * longest
 
 
-def _fit_cost(samples: np.ndarray) -> tuple[float, float]:
+def _fit_extra(samples: np.ndarray) -> tuple[float, float]:
+    """What passes cost beyond their shapes' measured time as ``fixed + per_call * calls``,
+    fitted to ``samples`` [n, 2] of (calls, seconds) as ``_fit_cost`` does, except that with
+    one number of calls seen (or no growth) all of it is taken as fixed: it is mostly per
+    pass (the synchronize, the loads into the slots, done together: ``reset_slots``). Half of
+    it per call, as for a whole pass, would predict a pass of 2 past the room that passes of
+    one leave, and it would never be tried; a few ms too little is the margin's, and a pass
+    of more calls then shows the growth."""
+    return _fit_cost(samples, flat_fixed=1.0)
+
+
+def _fit_cost(samples: np.ndarray, flat_fixed: float = 0.5) -> tuple[float, float]:
     """Seconds of a pass as ``fixed + per_token * tokens`` (tokens: calls x the longest
     text), fitted to ``samples`` [n, 2] of (tokens, seconds) and raised to cover every sample
     but (from 4 samples on) the one furthest above the line: a prediction errs long rather
     than short, and one outlier (a first use of some kernel) does not starve the joins after
-    it. Both parts are at least 0."""
+    it. Both parts are at least 0. ``flat_fixed``: see ``_fit_line``."""
     x, y = samples[:, 0], samples[:, 1]
-    fixed, per_token = _fit_line(x, y)
+    fixed, per_token = _fit_line(x, y, flat_fixed)
     if len(x) >= 4:
         keep = np.ones(len(x), dtype=bool)
         keep[int(np.argmax(y - fixed - per_token * x))] = False
-        fixed, per_token = _fit_line(x[keep], y[keep])
+        fixed, per_token = _fit_line(x[keep], y[keep], flat_fixed)
     return fixed, per_token
 
 
-def _fit_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def _fit_line(x: np.ndarray, y: np.ndarray, flat_fixed: float = 0.5) -> tuple[float, float]:
     """Least squares, then the fixed part raised to lie over every point; with one size
-    seen (or no growth), half of its time is taken as fixed."""
+    seen (or no growth), the share ``flat_fixed`` of its time is taken as fixed (the rest
+    grows with the size)."""
     per_token = 0.0
     if float(np.ptp(x)) > 0.0:
         per_token = max(float(np.polyfit(x, y, 1)[0]), 0.0)
     if per_token > 0.0:
         fixed = 0.0
     else:
-        fixed, per_token = float(np.median(y)) / 2, float(np.median(y / np.maximum(x, 1.0))) / 2
+        fixed = float(np.median(y)) * flat_fixed
+        per_token = float(np.median(y / np.maximum(x, 1.0))) * (1.0 - flat_fixed)
     return max(fixed + float(np.max(y - fixed - per_token * x)), 0.0), per_token

@@ -52,7 +52,12 @@ class TickModel(Protocol):
     # ``reset_slot`` (engine thread, between ticks). A model without it ignores per-call text.
     # With it, optionally ``call_prompt_size(calls, tokens)`` -> the text positions a pass of
     # that many calls of at most ``tokens`` tokens computes, padding included (the unit the
-    # engine fits the passes' cost to; default calls x tokens).
+    # engine fits the passes' cost to; default calls x tokens), and ``call_prompt_cost_s(calls,
+    # tokens)`` -> the measured seconds of such a pass's bare fixed shapes, or None (not
+    # measured, or no shape holds it): the engine then fits only the cost beyond them.
+    # ``reset_slots(items)`` with items [(index, state, sampling, seed)] (distinct rows): the
+    # ``reset_slot`` of each, done together (the engine loads a pass's calls, and a tick's
+    # joins, with it when the model has it).
 
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int

@@ -13,7 +13,10 @@ Per-call prompts (``prepare_calls``): the text phases of calls whose text prompt
 prefilled in one batched pass after the persona's cached voice phases, a fixed-shape pass
 (``lm.textpass``) replayed from a CUDA graph captured at warm-up when graphs are on; a slot
 keeps only the persona's state and its text's ids, from which a re-anchor rebuilds the call's
-own prompt (``LM.prefill_text_phases``, eager).
+own prompt (``LM.prefill_text_phases``, eager). Warm-up times every shape of that pass
+(``call_prompt_cost_s``: the engine paces its passes by it), and the calls of a pass are loaded
+into their slots together (``reset_slots``: one batched LM load, one Mimi reset, one
+synchronize).
 
 Caller STT (``stt`` given): the encode gives as many codebooks as the STT reads (the LM takes
 the first 8), and the STT steps every active slot after the LM with its own graphs
@@ -53,6 +56,7 @@ from voicegate.engine.graphs import TickGraphs, graphs_enabled, kv_buckets
 from voicegate.engine.lm import LM, PromptState, Reanchorer, ReanchorJob, system_prompt_text
 from voicegate.engine.lm.prompt import SILENCE_FRAMES
 from voicegate.engine.lm.reanchor import DEFAULT_CHUNK_FRAMES, DEFAULT_MARGIN_FRAMES
+from voicegate.engine.lm.runtime import SlotLoad
 from voicegate.engine.lm.textpass import TextPhasePass
 from voicegate.engine.mimi import MimiModel, MimiStreamer
 from voicegate.engine.stt import Stt
@@ -67,6 +71,7 @@ log = logging.getLogger("voicegate.engine")
 
 WARMUP_STEPS = 3
 ADMISSION_TICKS = 8  # worst-case ticks timed at warm-up, per measurement
+TEXT_PASS_REPEATS = 3  # runs of each per-call prompt pass shape timed at warm-up (the slowest)
 # positions prefilled after a tick while a re-anchor runs (one captured pass; bench/
 # reanchor_bench.py measures its time)
 REANCHOR_CHUNK_FRAMES = DEFAULT_CHUNK_FRAMES
@@ -243,6 +248,26 @@ class TorchTickModel:
                 self._measure_admission(frames)
             except Exception:  # a measurement must not stop the engine from serving
                 log.exception("engine %s: could not time the worst-case tick", self._name)
+            self._time_text_passes()
+
+    def _time_text_passes(self) -> None:
+        """Time every fixed shape of the per-call prompt pass (before any call: they write only
+        its workspace), for ``call_prompt_cost_s``: the engine's pacing then knows what passes
+        of several calls cost before it has run one."""
+        if not self.text_pass.is_captured:
+            return
+        try:
+            with self._prefill_lock:
+                passes = self.text_pass.time_passes(TEXT_PASS_REPEATS)
+        except Exception:  # a measurement must not stop the engine from serving
+            self.text_pass.pass_ms.clear()
+            log.exception("engine %s: could not time the per-call prompt passes", self._name)
+            return
+        log.info(
+            "engine %s: per-call prompt passes (calls x text positions): %s",
+            self._name,
+            ", ".join(f"{r}x{t} {ms:.1f} ms" for (r, t), ms in sorted(passes.items())),
+        )
 
     def _measure_admission(self, frames: npt.NDArray[np.float32]) -> None:
         """Time the worst tick (every window full) with 1 row and with all rows active, then
@@ -349,6 +374,24 @@ class TorchTickModel:
                 out[at] = _CallPrompt(state, persona, ids)
         return out
 
+    def call_prompt_cost_s(self, calls: int, tokens: int) -> float | None:
+        """Seconds of the bare fixed-shape passes ``prepare_calls`` runs for ``calls`` prompts
+        of at most ``tokens`` tokens, as timed at warm-up (CUDA graphs: ``TextPhasePass.
+        time_passes``); None when not timed or a pass fits no shape (the engine's pacing then
+        falls back to its fitted line)."""
+        text, steps, total_ms = self.text_pass, tokens + SILENCE_FRAMES, 0.0
+        if not text.pass_ms:
+            return None
+        while calls > 0:
+            n = min(calls, text.rows[-1])
+            shape = text.shape_for(n, steps)
+            ms = None if shape is None else text.pass_ms.get(shape)
+            if ms is None:
+                return None
+            total_ms += ms
+            calls -= n
+        return total_ms / 1000.0
+
     def call_prompt_size(self, calls: int, tokens: int) -> int:
         """Text positions ``prepare_calls`` computes for ``calls`` prompts of at most ``tokens``
         tokens, padding included (its passes' fixed shapes): the unit of the engine's pacing."""
@@ -363,30 +406,53 @@ class TorchTickModel:
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int
     ) -> None:
-        kept: PromptState | _CallPrompt
-        if isinstance(persona_state, _CallPrompt):
-            # the slot keeps what rebuilds its prompt (re-anchoring), not the prompt's KV
-            kept, persona_state = persona_state.compact(), persona_state.state
-        elif isinstance(persona_state, PromptState):
-            kept = persona_state
-        else:
-            raise TypeError(f"{self._name}: expected a PromptState, got {type(persona_state)}")
-        assert isinstance(persona_state, PromptState)
+        self.reset_slots([(index, persona_state, sampling, seed)])
+
+    def reset_slots(self, items: Sequence[tuple[int, object, SamplingParams, int]]) -> None:
+        """``reset_slot`` of several joining calls at once (distinct rows): one batched LM
+        load (``LM.load_slots``), one Mimi reset of all their rows, the STT's rows together and
+        one device synchronize: on a GPU a load is bound by kernel launches, and this costs
+        about as many as one call's. Touches no other row. Engine thread, between ticks."""
+        if not items:
+            return
+        loads: list[SlotLoad] = []
+        kept_all: list[PromptState | _CallPrompt] = []
+        for index, persona_state, sampling, seed in items:
+            kept, prompt = self._kept_and_prompt(persona_state)
+            loads.append((index, prompt, sampling, seed))
+            kept_all.append(kept)
+        indices = [index for index, *_ in items]
         with torch.inference_mode():
-            self.lm.load_slot(self.state, index, persona_state, sampling, seed)
+            # the small writes first, the LM's copies of keys/values last: a copy of host
+            # values waits for what the device has queued before it
+            mask = np.zeros(self.n_slots, dtype=bool)
+            mask[indices] = True
+            self._reset_mask.copy_(torch.from_numpy(mask))
+            if self.stt is not None:
+                self.stt.reset_slots(indices)
+            self.mimi.reset_slots(self._reset_mask)
+            self.lm.load_slots(self.state, loads)
+        for index, kept in zip(indices, kept_all, strict=True):
             self._prompts[index] = kept
             self._cannot_reanchor[index] = False
             if self._job is not None and self._job.slot == index:
                 self._job = None  # the call it was for has left
-            self._reset_mask.zero_()
-            self._reset_mask[index] = True
-            self.mimi.reset_slots(self._reset_mask)
-            if self.stt is not None:
-                self.stt.reset_slot(index)
-        if self._is_cuda and isinstance(kept, _CallPrompt):
+            self._text_streams[index].reset()
+        if self._is_cuda and any(isinstance(kept, _CallPrompt) for kept in kept_all):
             # loaded between ticks (after its pass): its cost is that window's, not the tick's
             torch.cuda.current_stream(self.device).synchronize()
-        self._text_streams[index].reset()
+
+    def _kept_and_prompt(
+        self, persona_state: object
+    ) -> tuple[PromptState | _CallPrompt, PromptState]:
+        """What a slot keeps of a joining call's state (a call's own prompt: what rebuilds it
+        when re-anchoring, not its KV) and the prompt to load."""
+        if isinstance(persona_state, _CallPrompt):
+            assert persona_state.state is not None
+            return persona_state.compact(), persona_state.state
+        if isinstance(persona_state, PromptState):
+            return persona_state, persona_state
+        raise TypeError(f"{self._name}: expected a PromptState, got {type(persona_state)}")
 
     @torch.inference_mode()
     def step(

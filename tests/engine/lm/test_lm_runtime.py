@@ -271,3 +271,63 @@ def test_custom_attention_and_kv_dtype_seams() -> None:
     assert state.kv.dtype == torch.bfloat16
     err = (outs[2].text_logits - outs[0].text_logits).abs().max() / outs[0].text_logits.abs().max()
     assert 0 < err.item() < 1e-2
+
+
+def _slot_state(state: LMState, slot: int) -> dict[str, torch.Tensor]:
+    """Everything ``load_slot`` writes of a slot (and the first tokens it samples, in
+    ``tokens``)."""
+    out = {
+        name: getattr(state, name)[slot]
+        for name in (
+            "tokens",
+            "positions",
+            "counters",
+            "seeds",
+            "text_temperature",
+            "text_top_k",
+            "audio_temperature",
+            "audio_top_k",
+        )
+    }
+    out["kv"] = state.kv[:, :, slot]
+    if state.kv_scales is not None:
+        out["kv_scales"] = state.kv_scales[:, :, slot]
+    out["positions_host"] = torch.tensor(int(state.positions_host[slot]))
+    return out
+
+
+@pytest.mark.parametrize("kv_dtype", [None, torch.float8_e4m3fn])
+def test_loading_slots_together_equals_loading_them_one_by_one(
+    lm: LM, kv_dtype: torch.dtype | None
+) -> None:
+    """``load_slots`` of 3 calls (prompts of different lengths, own settings and seeds) gives
+    each row bit for bit what ``load_slot`` gives it, first sampled tokens included; the row
+    of a call in progress is untouched."""
+    prompts = [
+        lm.prefill(VoicePrompt.from_codes(torch.arange(8 * n).view(n, 8)), ids)
+        for n, ids in ((3, [11, 12]), (2, [5, 6, 7, 8, 10]), (4, [9, 10]))
+    ]
+    assert len({p.length for p in prompts}) == 3
+    settings = [SAMPLED, SamplingParams(0.0, 5, 0.0, 7), SamplingParams(1.3, 3, 0.5, 40)]
+    loads = [
+        (slot, prompt, sampling, 100 + slot)
+        for slot, prompt, sampling in zip((3, 0, 2), prompts, settings, strict=True)
+    ]
+    apart, together = lm.new_state(5, kv_dtype), lm.new_state(5, kv_dtype)
+    for st in (apart, together):  # row 1: a call in progress
+        lm.load_slot(st, 1, prompts[0], SAMPLED, seed=7)
+        _run(lm, st, _codes(lm, 11, 3, 5), np.array([False, True, False, False, False]))
+    before = {k: v.clone() for k, v in _slot_state(together, 1).items()}
+    for slot, prompt, sampling, seed in loads:
+        lm.load_slot(apart, slot, prompt, sampling, seed)
+    lm.load_slots(together, loads)
+    for slot in range(5):
+        a, b = _slot_state(apart, slot), _slot_state(together, slot)
+        for name in a:
+            assert torch.equal(a[name], b[name]), (slot, name)
+    for name, value in _slot_state(together, 1).items():
+        assert torch.equal(value, before[name]), name
+    for slot, prompt, _, _ in loads:  # the first tokens were sampled: not 'ungenerated'
+        assert int(together.tokens[slot, 0, prompt.length % lm.config.token_cache_size]) >= 0
+    with pytest.raises(ValueError, match="repeat"):
+        lm.load_slots(together, loads[:1] * 2)

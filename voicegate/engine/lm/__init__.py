@@ -16,6 +16,7 @@ API for the runtime (all torch work on the engine thread, never on the event loo
     prompt = lm.prefill(voice, ids)                          # -> PromptState
     # between ticks, when a call joins / leaves (touches no other slot):
     lm.load_slot(state, slot, prompt, sampling_params, seed)
+    lm.load_slots(state, [(slot, prompt, sampling_params, seed), ...])  # several at once
     lm.reset_slot(state, slot)                               # optional on leave: slot unused
     # every tick:
     out = lm.step(state, user_codes, active)  # user_codes [slots, 8] long (device),

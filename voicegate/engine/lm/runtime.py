@@ -44,9 +44,12 @@ from voicegate.engine.lm.prompt import (
 from voicegate.engine.lm.sampling import gumbel_noise, sample_top_k
 from voicegate.engine.lm.state import LMState, kv_columns
 
-__all__ = ["LM", "StepOutput"]
+__all__ = ["LM", "SlotLoad", "StepOutput"]
 
 _TEXT_STREAM = 0  # RNG stream ids: text, then audio codebook k is 1 + k
+
+# a call loaded into a slot: (slot, its prompt, its sampling (None: the defaults), its seed)
+SlotLoad = tuple[int, PromptState, SamplingParams | None, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,41 +242,108 @@ class LM:
         Copies the prompt's keys/values and delayed tokens, then samples the slot's first text
         and semantic tokens from the prompt's last output with the slot's own settings/seed.
         """
-        c = self.config
+        self.load_slots(state, [(slot, prompt, sampling, seed)])
+
+    @torch.inference_mode()
+    def load_slots(self, state: LMState, loads: Sequence[SlotLoad]) -> None:
+        """``load_slot`` of several fresh calls at once: (slot, prompt, sampling, seed) each,
+        distinct slots; touches no other row.
+
+        On a GPU a load is bound by kernel launches, not bytes: the per-row settings, positions
+        and delayed tokens are written with one indexed write per buffer, and the first tokens
+        of every call are sampled in one batch (a row's draws depend on its own seed only), so
+        the op count does not grow with the calls. Only the keys/values (a prompt's own length)
+        are copied, and an 8-bit cache quantized, per call: quantizing every prompt at once
+        would hold float32 copies of all of them (gigabytes at 7B shapes)."""
+        if not loads:
+            return
+        slots = [slot for slot, *_ in loads]
+        if len(set(slots)) != len(slots):
+            raise ValueError(f"load_slots: slots {slots} repeat")
+        c, device = self.config, self.device
+        prompts = [prompt for _, prompt, _, _ in loads]
+        lengths = [prompt.length for prompt in prompts]
+        # the host's values first: a copy from pageable memory waits for the device's queue,
+        # which must not hold the keys/values' copies yet (those go last)
+        settings = [sampling or SamplingParams() for _, _, sampling, _ in loads]
+        temperature = torch.tensor(
+            [[s.text_temperature for s in settings], [s.audio_temperature for s in settings]],
+            dtype=torch.float32,
+        ).to(device)
+        ints = torch.tensor(
+            [
+                slots,
+                [s.text_top_k for s in settings],
+                [s.audio_top_k for s in settings],
+                [seed for *_, seed in loads],
+                lengths,
+            ],
+            dtype=torch.long,
+        ).to(device)
+        rows, text_top_k, audio_top_k, seeds, positions = ints
+        hidden = torch.stack([prompt.hidden for prompt in prompts]).view(len(loads), 1, -1)
+        # the first draw of a loaded slot: counter 0 of its seed
+        noise = gumbel_noise(seeds, torch.zeros_like(seeds), 2, c.top_k_cap)
+        text = sample_top_k(
+            self.model.text_logits(hidden)[:, 0],
+            temperature[0],
+            text_top_k,
+            noise[:, _TEXT_STREAM],
+            c.top_k_cap,
+        )
+        dep_kv = state.dep_kv[:, :, rows]  # a copy: the state's scratch is not written
+        semantic = sample_top_k(
+            self.model.depformer_step(0, hidden, text, dep_kv),
+            temperature[1],
+            audio_top_k,
+            noise[:, _TEXT_STREAM + 1],
+            c.top_k_cap,
+        )
+        state.tokens[rows] = self._first_tokens(prompts, positions, text, semantic)
+        state.text_temperature[rows] = temperature[0]
+        state.audio_temperature[rows] = temperature[1]
+        state.text_top_k[rows] = text_top_k
+        state.audio_top_k[rows] = audio_top_k
+        state.seeds[rows] = seeds
+        state.counters[rows] = 1
+        state.positions[rows] = positions
+        state.positions_host[slots] = lengths
+        for slot, prompt in zip(slots, prompts, strict=True):
+            self._write_kv(state, slot, prompt)
+
+    @staticmethod
+    def _write_kv(state: LMState, slot: int, prompt: PromptState) -> None:
+        """The prompt's keys/values into the slot's first ``length`` columns (quantized for an
+        8-bit cache)."""
         n = prompt.length
-        self.reset_slot(state, slot, sampling, seed)
         if state.kv_scales is None:
             state.kv[:, :, slot, :, :n] = prompt.kv
         else:
             kq, scale = quantize_vectors(prompt.kv, state.kv.dtype)
             state.kv[:, :, slot, :, :n] = kq
             state.kv_scales[:, :, slot, :, :n] = scale
+
+    def _first_tokens(
+        self,
+        prompts: Sequence[PromptState],
+        positions: torch.Tensor,
+        text: torch.Tensor,
+        semantic: torch.Tensor,
+    ) -> torch.Tensor:
+        """The loaded rows' delayed-token rings [calls, 17, token_cache_size]: ungenerated
+        (-2) but for each prompt's tokens of positions N-1 and N, and at N the first text and
+        semantic tokens just sampled."""
+        c = self.config
         ct = c.token_cache_size
-        for i, pos in enumerate(range(n - 1, n + 1)):
-            state.tokens[slot, :, pos % ct] = prompt.tokens[:, i]
-        rows = slice(slot, slot + 1)
-        hidden = prompt.hidden.view(1, 1, -1)
-        noise = gumbel_noise(state.seeds[rows], state.counters[rows], 2, c.top_k_cap)
-        text = sample_top_k(
-            self.model.text_logits(hidden)[:, 0],
-            state.text_temperature[rows],
-            state.text_top_k[rows],
-            noise[:, _TEXT_STREAM],
-            c.top_k_cap,
+        ring = torch.full(
+            (len(prompts), c.num_codebooks, ct), -2, dtype=torch.long, device=self.device
         )
-        dep_kv = state.dep_kv[:, :, rows].clone()
-        semantic = sample_top_k(
-            self.model.depformer_step(0, hidden, text, dep_kv),
-            state.audio_temperature[rows],
-            state.audio_top_k[rows],
-            noise[:, _TEXT_STREAM + 1],
-            c.top_k_cap,
-        )
-        state.tokens[slot, 0, n % ct] = text[0]
-        state.tokens[slot, 1, n % ct] = semantic[0]
-        state.positions[slot] = n
-        state.positions_host[slot] = n
-        state.counters[slot] = 1
+        at = torch.stack([positions - 1, positions], 1) % ct  # [calls, 2]
+        given = torch.stack([prompt.tokens for prompt in prompts])  # [calls, 17, 2]
+        ring.scatter_(2, at[:, None].expand(-1, c.num_codebooks, -1), given)
+        first = torch.stack([text, semantic], 1)[..., None]  # [calls, 2, 1]
+        ring[:, :2].scatter_(2, at[:, None, 1:].expand(-1, 2, -1), first)
+        return ring
 
     # -- stepping -------------------------------------------------------------------------
 

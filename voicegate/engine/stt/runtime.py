@@ -152,6 +152,17 @@ class Stt:
         state.positions_host[slot] = 0
         state.text[slot] = self.config.text_initial_id
 
+    @torch.inference_mode()
+    def reset_slots(self, state: SttState, slots: Sequence[int]) -> None:
+        """``reset_slot`` of several rows at once: one indexed write per buffer (on a GPU
+        each write is a kernel launch, whatever its size)."""
+        if not slots:
+            return
+        rows = torch.tensor(list(slots), dtype=torch.long).to(state.positions.device)
+        state.positions[rows] = 0
+        state.positions_host[list(slots)] = 0
+        state.text[rows] = self.config.text_initial_id
+
     def kv_len_for(self, state: SttState, active: npt.NDArray[np.bool_]) -> int:
         """Key columns the next step reads: the most any active slot has filled, rounded up."""
         return kv_columns(state.positions_host, active, self.config.context, self.kv_block)

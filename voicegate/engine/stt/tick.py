@@ -70,8 +70,13 @@ class CallerStt:
         return self.config.has_end_of_turn
 
     def reset_slot(self, index: int) -> None:
-        self.stt.reset_slot(self.state, index)
-        self._streams[index].reset()
+        self.reset_slots([index])
+
+    def reset_slots(self, indices: list[int]) -> None:
+        """Fresh streams in rows ``indices`` (calls joined), in one write per buffer."""
+        self.stt.reset_slots(self.state, indices)
+        for index in indices:
+            self._streams[index].reset()
 
     def reset_all(self) -> None:
         for i in range(self.state.n_slots):
