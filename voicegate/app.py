@@ -183,6 +183,9 @@ def create_app(
                 writer = asyncio.get_running_loop().create_task(edge.metrics.run(), name="metrics")
                 stack.push_async_callback(_cancel, writer)
             app.state.parts = parts
+            if edge is not None and edge.relay is not None:
+                app.state.relay = edge.relay
+                stack.push_async_callback(edge.relay.aclose)
             app.state.loop = asyncio.get_running_loop()  # for tests and benchmarks in other threads
             leg_events = LegEvents(parts.events)  # what legs report that no Call can
             twilio.calls = parts.calls

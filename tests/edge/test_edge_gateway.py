@@ -33,6 +33,8 @@ from voicegate.legs.twilio.sim import SimulatedStream, TwilioSimulator
 
 CALLED = "+14155550100"  # bank_teller
 CALLER = "+15005550006"
+API_TOKEN = "calls-api-token-for-tests"
+RELAY_SOCKET = re.compile(r"worker (\d+): the call API's relay socket is (\S+)")
 WEBHOOK = re.compile(r"\[w(\d+)\] voicegate\.legs\.twilio: twilio call (\S+) from .* -> persona")
 STARTED = re.compile(r"\[w(\d+)\] voicegate\.calls: call (\S+) started: leg=(\w+)")
 
@@ -59,6 +61,10 @@ class MultiGateway:
     def webhook_worker_of(self) -> dict[str, int]:
         """call id -> the worker that answered its voice webhook."""
         return {m[2]: int(m[1]) for m in WEBHOOK.finditer(self.log.read_text())}
+
+    def relay_sockets(self) -> dict[int, str]:
+        """worker -> its private socket (as the kernel would hand a connection to it)."""
+        return {int(m[1]): m[2] for m in RELAY_SOCKET.finditer(self.log.read_text())}
 
     def worker_pids(self) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -97,6 +103,7 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
         VOICEGATE_SIP_PORT=str(free_udp_port()),
         VOICEGATE_RTP_PORT_MIN=str(rtp_min),
         VOICEGATE_RTP_PORT_MAX=str(rtp_max),
+        VOICEGATE_CALLS_API_TOKEN=API_TOKEN,
     )
     log = tmp_path / "gateway.log"
     with log.open("wb") as sink:
@@ -361,3 +368,53 @@ async def test_a_killed_worker_ends_its_calls_and_the_others_carry_on(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("a worker outlived the engine process")
+
+
+async def test_the_call_api_of_any_worker_acts_on_every_workers_calls(
+    multi: MultiGateway,
+) -> None:
+    """The kernel hands an API connection to any worker: whichever gets it lists every
+    worker's calls and hangs up or follows a call another worker holds (passed on to it)."""
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    async with TwilioSimulator(multi.base, PUBLIC_URL, AUTH_TOKEN) as twilio:
+        streams = await _calls_on_both_workers(twilio, multi)
+        owner = multi.worker_of()
+        sockets = multi.relay_sockets()
+        assert sorted(sockets) == [0, 1]
+
+        def api(worker: int) -> httpx.AsyncClient:
+            transport = httpx.AsyncHTTPTransport(uds=sockets[worker])
+            return httpx.AsyncClient(transport=transport, base_url="http://gw", trust_env=False)
+
+        sids = {sid for sid, _ in streams}
+        for worker in (0, 1):
+            async with api(worker) as client:
+                listed = (await client.get("/calls", headers=auth)).json()["calls"]
+                assert {c["call_id"] for c in listed} == sids  # both workers' calls
+                assert (await client.get("/calls")).status_code == 401
+
+        victim, stream = streams[0]
+        other = 1 - owner[victim]
+        async with api(other) as client:
+            # a sibling's relayed request is answered from its own calls only (no loop)
+            relayed = await client.post(
+                f"/calls/{victim}/hangup", headers={**auth, "X-VoiceGate-Relayed": "1"}
+            )
+            assert relayed.status_code == 404
+            async with client.stream("GET", f"/calls/{victim}/events", headers=auth) as feed:
+                assert feed.status_code == 200
+                assert feed.headers["content-type"].startswith("text/event-stream")
+                lines = feed.aiter_lines()
+                assert await anext(lines) == ": subscribed"
+                answer = await client.post(f"/calls/{victim}/hangup", headers=auth)
+                assert answer.status_code == 202, answer.text
+                assert answer.json() == {"call_id": victim, "status": "hung_up"}
+                seen = [line async for line in lines if line.startswith("event: ")]
+                assert seen[-1] == "event: call.ended"  # followed through the other worker
+            missing = await client.post("/calls/CAnotacall/hangup", headers=auth)
+            assert missing.status_code == 404
+        await stream.wait_closed(10)
+        events = await read_events(multi.redis_url, victim)
+        assert events[-1]["type"] == "call.ended" and events[-1]["reason"] == "agent_hangup"
+        for _, s in streams[1:]:
+            await s.stop()

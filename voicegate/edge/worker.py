@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from voicegate.config import Settings
 from voicegate.contracts import EndReason
 from voicegate.edge.metrics import MetricsShare
+from voicegate.edge.relay import SiblingRelay, socket_path
 from voicegate.edge.remote import RemoteEngine
 from voicegate.edge.steps import SharedNextSteps
 from voicegate.legs.sip.shard import SipShard
@@ -52,6 +53,7 @@ class EdgeWorker:
     metrics: MetricsShare
     next_steps: SharedNextSteps
     sip: SipShard | None = None  # this worker's share of the SIP port (None: SIP off)
+    relay: SiblingRelay | None = None  # the call API's way to the other workers' calls
 
 
 def worker_settings(settings: Settings, index: int, *, has_sip: bool = False) -> Settings:
@@ -64,6 +66,18 @@ def worker_settings(settings: Settings, index: int, *, has_sip: bool = False) ->
     if index > 0:
         update["webhook_secret"] = ""
     return settings.model_copy(update=update)
+
+
+def _private_socket(folder: Path, index: int) -> socket.socket:
+    """This worker's private listening socket (``voicegate.edge.relay``), in the gateway's own
+    folder (mode 0700); a restarted worker binds it again."""
+    path = socket_path(folder, index)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
 
 
 def _sip_shard(args: argparse.Namespace, workers: int) -> SipShard | None:
@@ -138,12 +152,15 @@ def main(argv: list[str] | None = None) -> None:
         metrics=MetricsShare(Path(hello.metrics_dir), args.index),
         next_steps=next_steps,
         sip=_sip_shard(args, hello.workers),
+        relay=SiblingRelay(hello.metrics_dir, args.index, hello.workers),
     )
     app = create_app(worker_settings(settings, args.index, has_sip=edge.sip is not None), edge=edge)
     config = uvicorn.Config(app, log_level="info", **SERVER_OPTIONS)
     listener = socket.socket(fileno=args.listen_fd)
+    private = _private_socket(Path(hello.metrics_dir), args.index)
+    log.info("worker %d: the call API's relay socket is %s", args.index, private.getsockname())
     try:
-        uvicorn.Server(config).run(sockets=[listener])
+        uvicorn.Server(config).run(sockets=[listener, private])
     except KeyboardInterrupt:
         pass  # SIGINT (the engine process gone, or a second signal): the calls were ended
     finally:

@@ -13,6 +13,10 @@ in progress on this gateway. Every route needs ``Authorization: Bearer <token>``
 * ``GET /calls/{call_id}/events``: the call's live events as server-sent events (the feed the
   page uses), ending after its ``call.ended``.
 
+With ``voicegate serve --workers N`` any worker answers for every call: the list merges the
+workers' calls, and a request for a call another worker holds is passed on to it
+(``voicegate.edge.relay``).
+
 The OpenAPI document (``/docs``, ``/openapi.json``) describes them with examples.
 Owns: ``calls_router``. Reads the running parts from ``request.app.state.parts``; uses the Call
 only through its public methods.
@@ -20,6 +24,7 @@ only through its public methods.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -32,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from voicegate.auth import bearer_matches
 from voicegate.config import Settings
 from voicegate.contracts import CALL_ID_PATTERN, EndReason
+from voicegate.edge.relay import SiblingRelay
 from voicegate.legs.http_body import BodyRefused, read_body
 from voicegate.web.routes import event_stream_response
 
@@ -110,7 +116,8 @@ def calls_router(settings: Settings) -> APIRouter:
         return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
 
     def live_call(request: Request, call_id: str) -> Any:
-        """The active Call, or the error response to send."""
+        """The active Call; None when this worker holds no such call; else the error response
+        to send."""
         parts = getattr(request.app.state, "parts", None)
         if parts is None:
             return _error(503, "the gateway is starting")
@@ -118,8 +125,22 @@ def calls_router(settings: Settings) -> APIRouter:
             return _error(400, "invalid call_id")
         call = parts.calls.get(call_id)
         if call is None or not call.is_active:
-            return _error(404, f"no live call '{call_id}'")
+            return None
         return call
+
+    def relay_of(request: Request) -> SiblingRelay | None:
+        """The other edge workers (``serve --workers N``), unless a sibling sent this."""
+        relay: SiblingRelay | None = getattr(request.app.state, "relay", None)
+        return None if relay is None or relay.is_relayed(request.headers) else relay
+
+    async def elsewhere(request: Request, call_id: str, body: bytes = b"") -> Response:
+        """A call this worker does not hold: the sibling's answer that holds it, or 404."""
+        relay = relay_of(request)
+        if relay is None:
+            return _error(404, f"no live call '{call_id}'")
+        if request.method == "GET":
+            return await relay.stream(request.url.path, request.headers)
+        return await relay.first(request.method, request.url.path, request.headers, body)
 
     @router.get(
         "",
@@ -147,6 +168,11 @@ def calls_router(settings: Settings) -> APIRouter:
             for c in parts.calls.calls()
             if c.is_active
         ]
+        relay = relay_of(request)
+        if relay is not None:  # every worker's calls (a worker that fails is left out)
+            for answer in await relay.gather(request.url.path, request.headers):
+                with contextlib.suppress(ValidationError):
+                    calls.extend(LiveCalls.model_validate(answer).calls)
         return JSONResponse(LiveCalls(calls=calls).model_dump())
 
     @router.post(
@@ -162,6 +188,8 @@ def calls_router(settings: Settings) -> APIRouter:
         call = live_call(request, call_id)
         if isinstance(call, Response):
             return call
+        if call is None:
+            return await elsewhere(request, call_id)
         call.end(EndReason.AGENT_HANGUP, "hung up over the call API")
         return JSONResponse(
             ActionResult(call_id=call_id, status="hung_up").model_dump(exclude_none=True),
@@ -216,6 +244,8 @@ def calls_router(settings: Settings) -> APIRouter:
         call = live_call(request, call_id)
         if isinstance(call, Response):
             return call
+        if call is None:
+            return await elsewhere(request, call_id, raw)
         destinations: dict[str, str] = call.destinations
         to = destinations.get(body.destination)
         if to is None:
@@ -266,6 +296,8 @@ def calls_router(settings: Settings) -> APIRouter:
         call = live_call(request, call_id)
         if isinstance(call, Response):
             return call
+        if call is None:
+            return await elsewhere(request, call_id)
         parts = request.app.state.parts
         return event_stream_response(parts.events.subscribe(call_id), call_id)
 
