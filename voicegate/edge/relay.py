@@ -31,6 +31,7 @@ log = logging.getLogger("voicegate.edge")
 RELAYED_HEADER = "x-voicegate-relayed"
 RELAY_TIMEOUT_S = 2.0  # a sibling on the same host answers in milliseconds, or is gone
 _PASSED_HEADERS = ("authorization", "content-type")
+_STREAM_TIMEOUT = httpx.Timeout(RELAY_TIMEOUT_S, read=None)
 
 
 def socket_path(folder: Path | str, index: int) -> Path:
@@ -102,7 +103,11 @@ class SiblingRelay:
         """As ``first`` for a streamed answer (server-sent events): passed on as it comes."""
         last: Response | None = None
         for k, client in self._clients.items():
-            request = client.build_request("GET", path, headers=self._headers(headers))
+            # no read timeout: a quiet feed sends a comment only every 15 s, and a sibling that
+            # goes away closes the socket
+            request = client.build_request(
+                "GET", path, headers=self._headers(headers), timeout=_STREAM_TIMEOUT
+            )
             try:
                 answer = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
