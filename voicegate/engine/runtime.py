@@ -214,6 +214,9 @@ class BatchedEngine:
             model, "call_prompt_size", _calls_times_longest
         )
         self._pass_cost_n = 0
+        # optional on a TickModel: wait for its device's queued work (a pass that loaded no
+        # call; a load waits by itself)
+        self._synchronize: Callable[[], None] | None = getattr(model, "synchronize", None)
         # optional on a TickModel: the seconds of a pass's bare fixed shapes, measured at
         # warm-up (None: not measured, or no shape holds it); the pacing then fits only what a
         # pass costs beyond them (copies, the loads into the slots), per call, to these
@@ -724,6 +727,8 @@ class BatchedEngine:
                     self._stats.call_prompt_done += 1
                     loads.append((i, p))
             self._load_all(loads)  # here, between ticks: the next tick only steps them
+            if not loads and self._synchronize is not None:
+                self._synchronize()  # every call left: the pass's device work, not the tick's
             if self._mode is TickMode.SERVING:  # offline: every frame counts
                 for i, _ in loads:
                     self._slots[i].keep_newest(1)  # what it queued while waiting is late

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine._transfer import to_device
 from voicegate.engine.base import (
     FRAME_MS,
     FRAME_SAMPLES,
@@ -368,11 +369,18 @@ class TorchTickModel:
         if batch:
             with self._prefill_lock, torch.inference_mode():
                 states = self.text_pass.prefill([p for _, p, _ in batch], [i for *_, i in batch])
-            if self._is_cuda:
-                torch.cuda.current_stream(self.device).synchronize()  # its cost, not the tick's
+            # not synchronized here: the engine loads the calls next, and those launches
+            # overlap the pass on the device; ``reset_slots`` (or ``synchronize``, when every
+            # call left meanwhile) waits for both, so the tick after does not pay for them
             for (at, persona, ids), state in zip(batch, states, strict=True):
                 out[at] = _CallPrompt(state, persona, ids)
         return out
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (a per-call pass whose calls all left before
+        their load): between ticks, so that the next tick does not pay for it."""
+        if self._is_cuda:
+            torch.cuda.current_stream(self.device).synchronize()
 
     def call_prompt_cost_s(self, calls: int, tokens: int) -> float | None:
         """Seconds of the bare fixed-shape passes ``prepare_calls`` runs for ``calls`` prompts
@@ -423,11 +431,11 @@ class TorchTickModel:
             kept_all.append(kept)
         indices = [index for index, *_ in items]
         with torch.inference_mode():
-            # the small writes first, the LM's copies of keys/values last: a copy of host
-            # values waits for what the device has queued before it
+            # host values go pinned (``to_device``): these launches queue behind the pass
+            # that computed the prompts instead of waiting for it
             mask = np.zeros(self.n_slots, dtype=bool)
             mask[indices] = True
-            self._reset_mask.copy_(torch.from_numpy(mask))
+            self._reset_mask.copy_(to_device(torch.from_numpy(mask), self.device))
             if self.stt is not None:
                 self.stt.reset_slots(indices)
             self.mimi.reset_slots(self._reset_mask)

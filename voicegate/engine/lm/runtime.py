@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine._transfer import to_device
 from voicegate.engine.base import SamplingParams
 from voicegate.engine.lm._fused import StepKernels, compile_enabled
 from voicegate.engine.lm._ops import quantize_vectors
@@ -263,13 +264,16 @@ class LM:
         c, device = self.config, self.device
         prompts = [prompt for _, prompt, _, _ in loads]
         lengths = [prompt.length for prompt in prompts]
-        # the host's values first: a copy from pageable memory waits for the device's queue,
-        # which must not hold the keys/values' copies yet (those go last)
+        # the host's values go pinned (``to_device``): queued behind the pass that computed
+        # the prompts, not waited for, so these launches overlap its GPU work
         settings = [sampling or SamplingParams() for _, _, sampling, _ in loads]
-        temperature = torch.tensor(
-            [[s.text_temperature for s in settings], [s.audio_temperature for s in settings]],
-            dtype=torch.float32,
-        ).to(device)
+        temperature = to_device(
+            torch.tensor(
+                [[s.text_temperature for s in settings], [s.audio_temperature for s in settings]],
+                dtype=torch.float32,
+            ),
+            device,
+        )
         ints = torch.tensor(
             [
                 slots,
@@ -279,8 +283,8 @@ class LM:
                 lengths,
             ],
             dtype=torch.long,
-        ).to(device)
-        rows, text_top_k, audio_top_k, seeds, positions = ints
+        )
+        rows, text_top_k, audio_top_k, seeds, positions = to_device(ints, device)
         hidden = torch.stack([prompt.hidden for prompt in prompts]).view(len(loads), 1, -1)
         # the first draw of a loaded slot: counter 0 of its seed
         noise = gumbel_noise(seeds, torch.zeros_like(seeds), 2, c.top_k_cap)

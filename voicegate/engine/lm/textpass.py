@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import torch
 
+from voicegate.engine._transfer import to_device
 from voicegate.engine.graphs import TickGraphs
 from voicegate.engine.lm.config import LMConfig
 from voicegate.engine.lm.prompt import PromptState
@@ -110,6 +111,10 @@ class TextPhasePass:
         self._key_positions = torch.arange(columns, device=device)
         self._hidden = torch.zeros(b, t, c.dim, device=device, dtype=lm.dtype)
         self._graphs: dict[int, TickGraphs] = {}
+        # recorded after a pass's inputs left the pinned host buffer (CUDA)
+        self._copied: torch.cuda.Event | None = (
+            torch.cuda.Event() if is_cuda else None  # type: ignore[no-untyped-call]
+        )
         self.pass_ms: dict[tuple[int, int], float] = {}  # measured by ``time_passes``
         self.eager_passes = 0  # passes that fit no shape (``LM.prefill_text_phases``)
 
@@ -212,6 +217,8 @@ class TextPhasePass:
     ) -> list[PromptState]:
         rows, steps = shape
         added = [g.shape[1] - 1 for g in grids]
+        if self._copied is not None:  # the last pass's copy out of the host buffer is done
+            self._copied.synchronize()
         tokens, host_starts = self._host_tokens, self._host_starts
         tokens[:rows, :, :steps] = -1
         host_starts[:rows] = 0
@@ -219,6 +226,8 @@ class TextPhasePass:
             tokens[i, :, : added[i]] = grid[:, :-1].numpy()
             host_starts[i] = start
         self._index.copy_(self._host, non_blocking=True)
+        if self._copied is not None:
+            self._copied.record()
         for i, (prompt, start) in enumerate(zip(prompts, starts, strict=True)):
             self.workspace[:, :, i, :, :start] = prompt.kv[:, :, :, :start]
         self._run(rows, steps)
@@ -230,11 +239,12 @@ class TextPhasePass:
                 PromptState(
                     kv=self.workspace[:, :, i, :, :n].clone(),
                     hidden=self._hidden[i, added[i] - 1].clone(),
-                    tokens=grid[:, added[i] - 1 :].to(device),
+                    tokens=to_device(grid[:, added[i] - 1 :].contiguous(), device),
                     length=n,
                     voice_frames=prompt.voice_frames,
                 )
             )
-        if device.type == "cuda":  # the host buffer is written again by the next pass
-            torch.cuda.current_stream(device).synchronize()
+        # not synchronized: the caller loads the calls meanwhile (their launches overlap this
+        # pass on the device) and waits for both; the next pass waits on ``_copied`` before
+        # it writes the host buffer again
         return out

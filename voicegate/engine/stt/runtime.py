@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from voicegate.engine._transfer import to_device
 from voicegate.engine.lm._fused import StepKernels
 from voicegate.engine.lm._ops import is_scaled_kv_dtype
 from voicegate.engine.lm.model import DecodeAttention
@@ -158,7 +159,7 @@ class Stt:
         each write is a kernel launch, whatever its size)."""
         if not slots:
             return
-        rows = torch.tensor(list(slots), dtype=torch.long).to(state.positions.device)
+        rows = to_device(torch.tensor(list(slots), dtype=torch.long), state.positions.device)
         state.positions[rows] = 0
         state.positions_host[list(slots)] = 0
         state.text[rows] = self.config.text_initial_id
