@@ -35,9 +35,11 @@ took beyond it (copies, the loads into the slots), fitted as a fixed part plus a
 pass of 2 to 4 calls is tried as soon as the table says it fits. Otherwise (no table, or a
 pass no shape holds) a fixed part plus a part per padded text token (``call_prompt_size`` on
 the model when its passes have fixed shapes, else calls x the longest text), fitted to the
-recent passes' measured times (the model synchronizes its device before a pass returns). The
-calls of a pass are loaded into their slots together (``reset_slots`` on the model when it has
-it: about one call's kernel launches for all). A call that finds no room for even itself waits at most
+recent passes' measured times (each measured from the pass's start to its calls loaded, the
+device synchronized). The calls of a pass are loaded into their slots together (``reset_slots``
+on the model when it has it: about one call's kernel launches for all); on a GPU the loads are
+launched while the pass still runs on the device, and one synchronize ends both (a pass whose
+calls all left meanwhile: the model's ``synchronize``). A call that finds no room for even itself waits at most
 ``MAX_CALL_PROMPT_WAIT_S``, then runs alone (``EngineStats.call_prompt_forced``: the only pass
 that may make a tick late). With no call stepping, or in offline and manual modes, every
 waiting call at once. ``EngineStats.join_ms_p50``/``p99``: join to the prompt state in the slot.

@@ -57,7 +57,8 @@ class TickModel(Protocol):
     # measured, or no shape holds it): the engine then fits only the cost beyond them.
     # ``reset_slots(items)`` with items [(index, state, sampling, seed)] (distinct rows): the
     # ``reset_slot`` of each, done together (the engine loads a pass's calls, and a tick's
-    # joins, with it when the model has it).
+    # joins, with it when the model has it), and ``synchronize()``: wait for the device's
+    # queued work (after a pass whose calls all left before their load).
 
     def reset_slot(
         self, index: int, persona_state: object, sampling: SamplingParams, seed: int

@@ -16,7 +16,9 @@ keeps only the persona's state and its text's ids, from which a re-anchor rebuil
 own prompt (``LM.prefill_text_phases``, eager). Warm-up times every shape of that pass
 (``call_prompt_cost_s``: the engine paces its passes by it), and the calls of a pass are loaded
 into their slots together (``reset_slots``: one batched LM load, one Mimi reset, one
-synchronize).
+synchronize). The pass is not waited for: the loads' launches (their host values pinned,
+``_transfer``) overlap it on the device; on the H200 this took a 200-token join at 80 live calls
+from p99 589 to 88 ms (bench/RESULTS.md).
 
 Caller STT (``stt`` given): the encode gives as many codebooks as the STT reads (the LM takes
 the first 8), and the STT steps every active slot after the LM with its own graphs
