@@ -41,6 +41,7 @@ from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
 from voicegate.events.schema import Event
 from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
+from voicegate.gcpause import GcPauses, settle
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
 from voicegate.personas.schema import Persona
@@ -218,6 +219,12 @@ def create_app(
             drain.install()
             stack.callback(drain.uninstall)
             readiness.checks.pop("starting", None)
+            gc_pauses = GcPauses().install()
+            registry.register(gc_pauses)
+            stack.callback(registry.unregister, gc_pauses)
+            stack.callback(gc_pauses.uninstall)
+            if getattr(app.state, "settle_gc", False):  # set by `voicegate serve`
+                settle("gateway")
             log.info(
                 "gateway ready: engine %s (%d slots), %d personas, public URL %s",
                 parts.engine.name,

@@ -65,8 +65,10 @@ def serve(
         os.environ["VOICEGATE_EDGE_WORKERS"] = str(settings.edge_workers)
         serve_workers(settings, settings.edge_workers)
         return
+    app = create_app(settings)
+    app.state.settle_gc = True  # a serving process: startup's objects leave the GC's walk
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",

@@ -120,6 +120,8 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
                 break
             await asyncio.sleep(0.1)
         gateway.started_at = time.monotonic()
+        # `serve`: the engine process and each worker froze startup's objects out of the GC
+        assert log.read_text().count("objects frozen out of garbage collection") == 3
         yield gateway
     finally:
         workers = gateway.worker_pids().values() if proc.poll() is None else ()

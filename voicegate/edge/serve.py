@@ -46,6 +46,7 @@ from voicegate.edge.messages import Hello
 from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
 from voicegate.events import EventLog
+from voicegate.gcpause import GcPauses, settle
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import PersonaStore
 from voicegate.personas.tokens import estimate_tokens
@@ -123,6 +124,9 @@ async def _serve(settings: Settings, workers: int) -> None:
                 if sip_fds is not None:
                     sip_fds.udp.close()  # the worker's own; the rest stay here for a restart
 
+        gc_pauses = GcPauses().install()
+        registry.register(gc_pauses)
+        settle("engine process")  # the tick thread shares the interpreter: keep the GC short
         procs.extend(start(k) for k in range(workers))
         log.info(
             "engine %s (%d slots) serving %d edge workers on %s:%d",

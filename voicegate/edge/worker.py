@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         relay=SiblingRelay(hello.metrics_dir, args.index, hello.workers),
     )
     app = create_app(worker_settings(settings, args.index, has_sip=edge.sip is not None), edge=edge)
+    app.state.settle_gc = True  # startup's objects leave the garbage collector's walk
     config = uvicorn.Config(app, log_level="info", **SERVER_OPTIONS)
     listener = socket.socket(fileno=args.listen_fd)
     private = _private_socket(Path(hello.metrics_dir), args.index)
