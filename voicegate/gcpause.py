@@ -1,10 +1,10 @@
 """Python's garbage collector, kept off the 20 ms media path.
 
 A full (generation 2) collection walks every tracked object of the process while holding the
-interpreter: measured on a 2-core dev box, a gateway carrying 16 speech calls paused 65 ms in
-one (``bench/gateway_bench.py --engine echo --levels 16``), more than two Twilio frames; a
-stall like that makes every call on that loop late at once (holes at the callers, slot
-over/underruns at the engine). Most of the heap is what startup built (modules, personas,
+interpreter: on a 2-core dev box the full collections of a started gateway took 20-80 ms
+(``bench/gateway_bench.py --engine echo``, timed with ``gc.callbacks``; none fell inside its
+30 s of 16 calls), more than a Twilio frame; a stall like that makes every call on that loop
+late at once (holes at the callers, slot over/underruns at the engine). Most of the heap is what startup built (modules, personas,
 models, pydantic schemas), which never becomes garbage. ``settle()`` collects once and then
 freezes what is left (``gc.freeze``: later collections skip it), so a full collection walks
 only what calls created since. ``GcPauses`` times every collection (``gc.callbacks``) into
