@@ -586,6 +586,13 @@ def run_level(
         "binding": ",".join(binding),
         "edge_loop_utilisation": after.get("voicegate_edge_loop_utilisation", float("nan")),
         "edge_cost_per_call": after.get("voicegate_edge_cost_per_call", float("nan")),
+        # garbage collections in the window (every worker's): full ones, and any over 20 ms
+        "gc_full": d('voicegate_gc_pause_seconds_count{generation="2"}'),
+        "gc_over_20ms": sum(
+            d(f'voicegate_gc_pause_seconds_count{{generation="{g}"}}')
+            - d(f'voicegate_gc_pause_seconds_bucket{{generation="{g}",le="0.02"}}')
+            for g in range(3)
+        ),
     }
 
 
@@ -793,6 +800,13 @@ def main() -> None:
                             file=sys.stderr,
                             flush=True,
                         )
+                    print(
+                        f"  N={n} garbage collections in the window: {row['gc_full']:.0f} full, "
+                        f"{row['gc_over_20ms']:.0f} over 20 ms (the workers' own; the engine "
+                        "process logs its own)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     if row["holes"]:
                         print(
                             f"  N={n} holes by origin (a hole on calls of other caller processes "
