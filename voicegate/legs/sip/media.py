@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,6 +70,27 @@ _ENCODERS: dict[str, Callable[[npt.NDArray[np.int16]], bytes]] = {
     "PCMU": mulaw_encode,
     "PCMA": alaw_encode,
 }
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket] | None:
+    """UDP sockets bound to ``port`` and ``port + 1``; None when either is taken.
+
+    Bound here, not by ``create_datagram_endpoint(local_addr=...)``: when that bind fails,
+    uvloop leaves the transport it made unclosed (a ResourceWarning whenever it is collected,
+    which failed SIP tests now and then under ``-W error``: RTP ports drawn at random collide)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    bound: list[socket.socket] = []
+    try:
+        for offset in (0, 1):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            bound.append(sock)
+            sock.setblocking(False)
+            sock.bind((address[0], port + offset, *address[2:]))
+    except OSError:
+        for sock in bound:
+            sock.close()
+        return None
+    return bound[0], bound[1]
 
 
 class _RtcpSink(asyncio.DatagramProtocol):
@@ -145,21 +167,22 @@ class RtpSession(asyncio.DatagramProtocol):
         start = random.randrange(len(evens))
         for i in range(min(len(evens), BIND_ATTEMPTS)):
             port = evens[(start + i) % len(evens)]
+            pair = _bind_pair(host, port)
+            if pair is None:
+                continue  # taken (by another call, worker or program): the next pair
+            rtp_sock, rtcp_sock = pair
+            transport: asyncio.DatagramTransport | None = None
             try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda: session, local_addr=(host, port)
-                )
-            except OSError:
-                continue
-            try:
+                transport, _ = await loop.create_datagram_endpoint(lambda: session, sock=rtp_sock)
                 rtcp, _ = await loop.create_datagram_endpoint(
-                    lambda: _RtcpSink(stats), local_addr=(host, port + 1)
+                    lambda: _RtcpSink(stats), sock=rtcp_sock
                 )
-            except OSError:
-                transport.close()
-                continue
-            except BaseException:  # cancelled (CANCEL, shutdown) between the two binds
-                transport.close()
+            except BaseException:  # cancelled (CANCEL, shutdown) between the two, or failed
+                if transport is not None:
+                    transport.close()
+                else:
+                    rtp_sock.close()
+                rtcp_sock.close()
                 raise
             session._transport = transport
             session._rtcp = rtcp
