@@ -146,12 +146,9 @@ class Stt:
             text=torch.full((n_slots,), c.text_initial_id, device=device, dtype=torch.long),
         )
 
-    @torch.inference_mode()
     def reset_slot(self, state: SttState, slot: int) -> None:
         """A fresh stream in ``slot`` (a call joined); no other row changes."""
-        state.positions[slot] = 0
-        state.positions_host[slot] = 0
-        state.text[slot] = self.config.text_initial_id
+        self.reset_slots(state, [slot])
 
     @torch.inference_mode()
     def reset_slots(self, state: SttState, slots: Sequence[int]) -> None:

@@ -79,8 +79,7 @@ class CallerStt:
             self._streams[index].reset()
 
     def reset_all(self) -> None:
-        for i in range(self.state.n_slots):
-            self.reset_slot(i)
+        self.reset_slots(list(range(self.state.n_slots)))
 
     def set_positions(self, position: int) -> None:
         """Every row at ``position`` (warm-up timing of full windows; reset afterwards)."""

@@ -223,17 +223,8 @@ class SipServer:
             except SipParseError:  # only sibling workers write here: a bug, not an attack
                 log.exception("sip: a forwarded message could not be read")
                 continue
-            self.handle(data, self._udp_peer(host, port), forwarded=True)
-
-    def _udp_peer(self, host: str, port: int) -> Peer:
-        """A UDP peer answered from this worker's own socket on the SIP port."""
-        transport = self._udp
-
-        def send(payload: bytes, _addr: tuple[str, int] = (host, port)) -> None:
-            if transport is not None and not transport.is_closing():
-                transport.sendto(payload, _addr)
-
-        return Peer("UDP", host, port, send)
+            if self._udp is not None:
+                self.handle(data, _udp_peer(self._udp, host, port), forwarded=True)
 
     async def close(self) -> None:
         """End every dialog (BYE where one is up) and close the listeners."""
@@ -554,6 +545,17 @@ def _src(peer: Peer) -> tuple[str, int] | None:
     return (peer.host, peer.port) if peer.transport == "UDP" else None
 
 
+def _udp_peer(transport: asyncio.DatagramTransport, host: str, port: int, addr: Any = None) -> Peer:
+    """A UDP peer, answered from ``transport`` (our socket on the SIP port) to ``addr`` as the
+    socket gave it (an IPv6 one keeps its scope), else ``(host, port)``."""
+
+    def send(payload: bytes, _addr: Any = addr or (host, port)) -> None:
+        if not transport.is_closing():
+            transport.sendto(payload, _addr)
+
+    return Peer("UDP", host, port, send)
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: SipServer) -> None:
         self._server = server
@@ -566,13 +568,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         transport = self._transport
         if transport is None:
             return
-        host, port = str(addr[0]), int(addr[1])
-
-        def send(payload: bytes, _addr: Any = addr) -> None:
-            if not transport.is_closing():
-                transport.sendto(payload, _addr)
-
-        self._server.handle(data, Peer("UDP", host, port, send))
+        self._server.handle(data, _udp_peer(transport, str(addr[0]), int(addr[1]), addr))
 
     def error_received(self, exc: Exception) -> None:
         pass
