@@ -130,7 +130,21 @@ async def _twilio_call(
         }
     audio = caller_speech(max(0.1, end_at - time.monotonic()), RATE_HZ, index * LOOP_STEP_SAMPLES)
     expected = math.ceil(len(audio) / FRAME_SAMPLES)
-    frames = await stream.play(audio)
+    # this caller's own lateness: sends in the window more than 5 ms behind their 20 ms schedule
+    # (a frame that late can miss its engine tick through no fault of the gateway)
+    late = {"n": 0, "max": 0.0, "first": 0.0}
+
+    def on_frame(k: int, sent_at: float) -> None:
+        if k == 0:
+            late["first"] = sent_at
+            return
+        behind = sent_at - (late["first"] + k * 0.02)  # Twilio media: 20 ms each
+        if window[0] <= sent_at < window[1]:
+            late["max"] = max(late["max"], behind)
+            if behind > 0.005:
+                late["n"] += 1
+
+    frames = await stream.play(audio, on_frame=on_frame)
     closed_early = stream.is_closed
     await stream.stop()
     report = stream.report
@@ -150,6 +164,8 @@ async def _twilio_call(
         "hole_ms": hole_ms,
         "hole_at": [round(t, 4) for t in hole_at[:200]],
         "media": report.media_messages,
+        "sends_late_5ms": late["n"],
+        "send_late_max_ms": late["max"] * 1000,
     }
 
 
@@ -586,6 +602,14 @@ def run_level(
         "binding": ",".join(binding),
         "edge_loop_utilisation": after.get("voicegate_edge_loop_utilisation", float("nan")),
         "edge_cost_per_call": after.get("voicegate_edge_cost_per_call", float("nan")),
+        # the callers' own sends more than 5 ms behind schedule, and the worst one
+        "caller_sends_late": sum(c.get("sends_late_5ms", 0) for c in ok),
+        "caller_send_late_max_ms": max((c.get("send_late_max_ms", 0.0) for c in ok), default=0.0),
+        # event-loop probes (every 20 ms, every worker's) that woke more than 5 / 10 ms late
+        "loop_lag_over_5ms": d("voicegate_event_loop_lag_seconds_count")
+        - d('voicegate_event_loop_lag_seconds_bucket{le="0.005"}'),
+        "loop_lag_over_10ms": d("voicegate_event_loop_lag_seconds_count")
+        - d('voicegate_event_loop_lag_seconds_bucket{le="0.01"}'),
         # garbage collections in the window (every worker's): full ones, and any over 20 ms
         "gc_full": d('voicegate_gc_pause_seconds_count{generation="2"}'),
         "gc_over_20ms": sum(
@@ -804,6 +828,15 @@ def main() -> None:
                         f"  N={n} garbage collections in the window: {row['gc_full']:.0f} full, "
                         f"{row['gc_over_20ms']:.0f} over 20 ms (the workers' own; the engine "
                         "process logs its own)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    print(
+                        f"  N={n} event-loop probes late (every 20 ms per worker): "
+                        f"{row['loop_lag_over_5ms']:.0f} over 5 ms, "
+                        f"{row['loop_lag_over_10ms']:.0f} over 10 ms; caller sends over 5 ms "
+                        f"late: {row['caller_sends_late']} (worst "
+                        f"{row['caller_send_late_max_ms']:.1f} ms)",
                         file=sys.stderr,
                         flush=True,
                     )

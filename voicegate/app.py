@@ -44,6 +44,7 @@ from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
 from voicegate.gcpause import GcPauses, settle
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
+from voicegate.looplag import LoopLag
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import NumbersStore, PersonaStore
 from voicegate.personas.tokens import estimate_tokens
@@ -223,6 +224,11 @@ def create_app(
             registry.register(gc_pauses)
             stack.callback(registry.unregister, gc_pauses)
             stack.callback(gc_pauses.uninstall)
+            loop_lag = LoopLag()
+            registry.register(loop_lag)
+            stack.callback(registry.unregister, loop_lag)
+            probe = asyncio.get_running_loop().create_task(loop_lag.run(), name="loop-lag")
+            stack.push_async_callback(_cancel, probe)
             if getattr(app.state, "settle_gc", False):  # set by `voicegate serve`
                 settle("gateway")
             log.info(

@@ -1,0 +1,70 @@
+"""How late the event loop runs what is due: the wait every call's next message sees.
+
+A loop that is busy with other calls' work, a garbage collection or a blocking call runs each
+ready callback late; a caller frame that waits more than the framer's margin (8 ms) misses its
+engine tick (a slot underrun, then an overrun), and a send tick that waits a frame is late.
+``LoopLag.run`` sleeps ``interval_s`` at a time on the loop and records how long after its due
+time it woke, as ``voicegate_event_loop_lag_seconds``: a stall of length d is caught with
+probability about d / interval, so the histogram's tail counts the stalls that matter.
+Each wake-up costs one timer callback (50 a second at the default 20 ms).
+
+Owns: LoopLag. Imports prometheus-client; asyncio only in ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["LoopLag"]
+
+INTERVAL_S = 0.02
+_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
+
+
+class LoopLag(Collector):
+    """The loop's lateness at each probe, as a histogram; one per event loop."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._counts = [0] * (len(_BUCKETS) + 1)
+        self._sum = 0.0
+        self.max_s = 0.0  # the longest lag seen
+
+    def observe(self, lag_s: float) -> None:
+        i = 0
+        while i < len(_BUCKETS) and lag_s > _BUCKETS[i]:
+            i += 1
+        self._counts[i] += 1
+        self._sum += lag_s
+        if lag_s > self.max_s:
+            self.max_s = lag_s
+
+    async def run(self, interval_s: float = INTERVAL_S) -> None:
+        """Probe forever on the running loop (cancel to stop)."""
+        clock = self._clock
+        due = clock() + interval_s
+        while True:
+            await asyncio.sleep(max(0.0, due - clock()))
+            now = clock()
+            self.observe(max(0.0, now - due))
+            due += interval_s
+            if due < now:
+                due = now + interval_s  # after a stall, probe on from now (no burst)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "voicegate_event_loop_lag_seconds",
+            "How late the event loop woke a probe due every 20 ms (its wait for other work).",
+        )
+        cumulative, buckets = 0, []
+        for bound, n in zip(_BUCKETS, self._counts, strict=False):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", cumulative + self._counts[-1]))
+        family.add_metric([], buckets, self._sum)
+        yield family
