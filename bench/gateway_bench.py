@@ -61,6 +61,7 @@ import asyncio
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -761,6 +762,12 @@ def main() -> None:
         "machine: it takes a minute or two, once per machine)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    parser.add_argument(
+        "--keep-log",
+        type=Path,
+        default=None,
+        help="copy the gateway's log (stderr) here at the end",
+    )
     args = parser.parse_args()
     if args.worker:
         worker()
@@ -860,6 +867,8 @@ def main() -> None:
                     proc.wait(60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                if args.keep_log is not None:
+                    shutil.copyfile(Path(tmp) / "gateway.log", args.keep_log)
         finally:
             redis.close()
     print("\n" + title)
