@@ -9,6 +9,7 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 
 from voicegate.looplag import LoopLag
+from voicegate.stalls import StallWatch
 
 
 def _sample(text: str, name: str) -> float:
@@ -50,3 +51,24 @@ async def test_a_blocked_loop_is_caught_as_one_late_probe() -> None:
     count = _sample(text, "voicegate_event_loop_lag_seconds_count")
     on_time = _sample(text, 'voicegate_event_loop_lag_seconds_bucket{le="0.02"}')
     assert count - on_time == 1  # after the stall it probes on from now: no burst of late wake-ups
+
+
+def _hold_the_loop(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def test_a_stall_is_traced_to_the_callback_that_held_the_loop() -> None:
+    lag = LoopLag()
+    probe = asyncio.get_running_loop().create_task(lag.run(interval_s=0.005))
+    watch = StallWatch(lambda: lag.due, threshold_s=0.01, poll_s=0.002, report_s=60).start()
+    await asyncio.sleep(0.03)
+    _hold_the_loop(0.08)
+    await asyncio.sleep(0.03)
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+    watch.stop()
+    assert watch.stalls == 1
+    (signature,) = watch.signatures
+    assert signature.startswith("loop: ")
+    assert "_hold_the_loop" in signature.split(" | ")[0]

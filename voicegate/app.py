@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import signal
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -55,6 +56,7 @@ from voicegate.recordings import (
     S3Target,
     S3Uploader,
 )
+from voicegate.stalls import StallWatch
 from voicegate.web import CallHistory, operator_router, web_router
 from voicegate.web.calls_api import calls_router
 from voicegate.webhooks import WebhookDelivery
@@ -229,8 +231,12 @@ def create_app(
             stack.callback(registry.unregister, loop_lag)
             probe = asyncio.get_running_loop().create_task(loop_lag.run(), name="loop-lag")
             stack.push_async_callback(_cancel, probe)
+            if settings.stall_trace_ms > 0:
+                watch = StallWatch(lambda: loop_lag.due, settings.stall_trace_ms / 1000).start()
+                stack.callback(watch.stop)
             if getattr(app.state, "settle_gc", False):  # set by `voicegate serve`
                 settle("gateway")
+                sys.setswitchinterval(settings.gil_switch_ms / 1000)
             log.info(
                 "gateway ready: engine %s (%d slots), %d personas, public URL %s",
                 parts.engine.name,

@@ -178,6 +178,18 @@ class Settings(BaseSettings):
         le=100.0,
         description="Admission: the share of one core the event loop may spend on calls; calls beyond budget / measured cost per call are refused (0: no edge limit, engine slots only).",
     )
+    gil_switch_ms: float = Field(
+        5.0,
+        gt=0.0,
+        le=100.0,
+        description="`voicegate serve`: how long a thread may keep Python's interpreter lock while another waits for it (ms; Python's default 5). The event loop shares it with the gateway's helper threads (tick reader, voice activity batcher): lower makes the loop wait less behind them.",
+    )
+    stall_trace_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Diagnostics: when the event loop runs this much late (ms), sample every thread's stack and log the most common every 30 s (0: off; a thread wakes every 4 ms while on).",
+    )
     edge_call_cost_pct: float = Field(
         1.0,
         gt=0.0,

@@ -34,6 +34,7 @@ class LoopLag(Collector):
         self._counts = [0] * (len(_BUCKETS) + 1)
         self._sum = 0.0
         self.max_s = 0.0  # the longest lag seen
+        self.due = float("inf")  # when the probe should wake next (read by voicegate.stalls)
 
     def observe(self, lag_s: float) -> None:
         i = 0
@@ -47,7 +48,7 @@ class LoopLag(Collector):
     async def run(self, interval_s: float = INTERVAL_S) -> None:
         """Probe forever on the running loop (cancel to stop)."""
         clock = self._clock
-        due = clock() + interval_s
+        due = self.due = clock() + interval_s
         while True:
             await asyncio.sleep(max(0.0, due - clock()))
             now = clock()
@@ -55,6 +56,7 @@ class LoopLag(Collector):
             due += interval_s
             if due < now:
                 due = now + interval_s  # after a stall, probe on from now (no burst)
+            self.due = due
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(
