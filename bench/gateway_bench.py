@@ -517,6 +517,7 @@ def run_level(
         calls += [{**c, "proc": k} for c in json.loads(lines[-1])]
     wall = b[0] - a[0]
     before, after = a[4], b[4]
+    ended = scrape(base)  # the calls have hung up: their per-call counters are in
 
     def d(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -611,6 +612,16 @@ def run_level(
         - d('voicegate_event_loop_lag_seconds_bucket{le="0.005"}'),
         "loop_lag_over_10ms": d("voicegate_event_loop_lag_seconds_count")
         - d('voicegate_event_loop_lag_seconds_bucket{le="0.01"}'),
+        # caller frames that reached the engine's ring at or after their tick began (missed
+        # it), or less than 2 / 5 ms before it, of all frames in the window
+        "frames": d("voicegate_edge_frame_lead_seconds_count"),
+        "frames_late": d('voicegate_edge_frame_lead_seconds_bucket{le="0.0"}'),
+        "frames_2ms": d('voicegate_edge_frame_lead_seconds_bucket{le="0.002"}'),
+        "frames_5ms": d('voicegate_edge_frame_lead_seconds_bucket{le="0.005"}'),
+        # gateway playout underruns (a pull found no agent audio) over the level's calls, whole
+        # calls (read after they ended): the agent's audio not there in time at the gateway
+        "playout_underruns": ended.get(f'voicegate_call_underruns_sum{{leg="{args.leg}"}}', 0.0)
+        - before.get(f'voicegate_call_underruns_sum{{leg="{args.leg}"}}', 0.0),
         # garbage collections in the window (every worker's): full ones, and any over 20 ms
         "gc_full": d('voicegate_gc_pause_seconds_count{generation="2"}'),
         "gc_over_20ms": sum(
@@ -835,6 +846,15 @@ def main() -> None:
                         f"  N={n} garbage collections in the window: {row['gc_full']:.0f} full, "
                         f"{row['gc_over_20ms']:.0f} over 20 ms (the workers' own; the engine "
                         "process logs its own)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    print(
+                        f"  N={n} caller frames at the engine's ring: {row['frames']:.0f}, of "
+                        f"which {row['frames_late']:.0f} after their tick began, "
+                        f"{row['frames_2ms']:.0f} under 2 ms and {row['frames_5ms']:.0f} under "
+                        f"5 ms before it; gateway playout underruns over the calls: "
+                        f"{row['playout_underruns']:.0f}",
                         file=sys.stderr,
                         flush=True,
                     )

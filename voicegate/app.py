@@ -184,6 +184,7 @@ def create_app(
             parts = await _start_parts(settings, registry, readiness, stack, count_tokens, edge)
             if edge is not None:
                 edge.metrics.registry = registry
+                registry.register(edge.engine.frame_lead)
                 writer = asyncio.get_running_loop().create_task(edge.metrics.run(), name="metrics")
                 stack.push_async_callback(_cancel, writer)
             app.state.parts = parts

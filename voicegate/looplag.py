@@ -8,7 +8,7 @@ time it woke, as ``voicegate_event_loop_lag_seconds``: a stall of length d is ca
 probability about d / interval, so the histogram's tail counts the stalls that matter.
 Each wake-up costs one timer callback (50 a second at the default 20 ms).
 
-Owns: LoopLag. Imports prometheus-client; asyncio only in ``run``.
+Owns: LoopLag, Timings (the histogram it and the edge's frame lead use). Imports prometheus-client; asyncio only in ``run``.
 """
 
 from __future__ import annotations
@@ -20,30 +20,56 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["LoopLag"]
+__all__ = ["LoopLag", "Timings"]
 
 INTERVAL_S = 0.02
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
-class LoopLag(Collector):
+class Timings(Collector):
+    """A histogram of seconds for hot paths: ``observe`` is a short loop and a list update (no
+    lock, no labels; one thread observes), exposed as one Prometheus histogram."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.sum = 0.0
+        self.max_s = float("-inf")  # the largest value seen
+
+    def observe(self, value_s: float) -> None:
+        buckets = self.buckets
+        i = 0
+        while i < len(buckets) and value_s > buckets[i]:
+            i += 1
+        self.counts[i] += 1
+        self.sum += value_s
+        if value_s > self.max_s:
+            self.max_s = value_s
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation)
+        cumulative, out = 0, []
+        for bound, n in zip(self.buckets, self.counts, strict=False):
+            cumulative += n
+            out.append((repr(bound), cumulative))
+        out.append(("+Inf", cumulative + self.counts[-1]))
+        family.add_metric([], out, self.sum)
+        yield family
+
+
+class LoopLag(Timings):
     """The loop's lateness at each probe, as a histogram; one per event loop."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(
+            "voicegate_event_loop_lag_seconds",
+            "How late the event loop woke a probe due every 20 ms (its wait for other work).",
+            _BUCKETS,
+        )
         self._clock = clock
-        self._counts = [0] * (len(_BUCKETS) + 1)
-        self._sum = 0.0
-        self.max_s = 0.0  # the longest lag seen
         self.due = float("inf")  # when the probe should wake next (read by voicegate.stalls)
-
-    def observe(self, lag_s: float) -> None:
-        i = 0
-        while i < len(_BUCKETS) and lag_s > _BUCKETS[i]:
-            i += 1
-        self._counts[i] += 1
-        self._sum += lag_s
-        if lag_s > self.max_s:
-            self.max_s = lag_s
 
     async def run(self, interval_s: float = INTERVAL_S) -> None:
         """Probe forever on the running loop (cancel to stop)."""
@@ -57,16 +83,3 @@ class LoopLag(Collector):
             if due < now:
                 due = now + interval_s  # after a stall, probe on from now (no burst)
             self.due = due
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(
-            "voicegate_event_loop_lag_seconds",
-            "How late the event loop woke a probe due every 20 ms (its wait for other work).",
-        )
-        cumulative, buckets = 0, []
-        for bound, n in zip(_BUCKETS, self._counts, strict=False):
-            cumulative += n
-            buckets.append((repr(bound), cumulative))
-        buckets.append(("+Inf", cumulative + self._counts[-1]))
-        family.add_metric([], buckets, self._sum)
-        yield family

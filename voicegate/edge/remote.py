@@ -27,6 +27,7 @@ import math
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -50,6 +51,7 @@ from voicegate.edge.rings import (
     CTL_IN_DROPPED,
     CTL_OVERRUNS,
     CTL_UNDERRUNS,
+    HEADER_INDEX,
     OUT_FRAMES,
     RingLayout,
     SlotRings,
@@ -64,10 +66,14 @@ from voicegate.engine.base import (
 )
 from voicegate.engine.health import FaultKind
 from voicegate.errors import EngineError
+from voicegate.looplag import Timings
 
 __all__ = ["RemoteEngine", "RemoteFault", "RemoteSlot"]
 
 log = logging.getLogger("voicegate.edge")
+
+NEXT_TICK_AT = HEADER_INDEX["next_tick_at"]
+FRAME_LEAD_BUCKETS = (0.0, 0.002, 0.005, 0.008, 0.012, 0.02, 0.03, 0.05)
 
 JOIN_TIMEOUT_S = 5.0
 REBUILD_TIMEOUT_S = 900.0  # a 7B engine loads and warms up in minutes
@@ -159,6 +165,11 @@ class RemoteSlot:
         if self._is_left or self._rings.generation(self._index) != self._generation:
             return
         self._rings.push_input(self._index, pcm)
+        # how long before its tick the frame is there (negative: the tick has begun without
+        # it; the header names that tick until the step after it is published)
+        lead = self._rings.header[NEXT_TICK_AT] - time.monotonic()
+        if lead == lead:  # not NaN (no schedule)
+            self._owner.frame_lead.observe(float(lead))
 
     def leave(self) -> None:
         if self._is_left:
@@ -202,6 +213,12 @@ class RemoteEngine:
         self.on_lost: Callable[[str], None] | None = None  # the engine process went away
         self.on_note: Callable[[NextStepNote], None] | None = None  # another worker's step
         self.ticks_delivered = 0
+        self.frame_lead = Timings(
+            "voicegate_edge_frame_lead_seconds",
+            "How long before its engine tick each caller frame reached the shared ring "
+            "(this worker's; at or below 0: it missed the tick, a slot underrun).",
+            FRAME_LEAD_BUCKETS,
+        )
 
     # --- life cycle --------------------------------------------------------------------------
 
