@@ -614,10 +614,10 @@ def run_level(
         - d('voicegate_event_loop_lag_seconds_bucket{le="0.01"}'),
         # caller frames that reached the engine's ring at or after their tick began (missed
         # it), or less than 2 / 5 ms before it, of all frames in the window
-        "frames": d("voicegate_edge_frame_lead_seconds_count"),
-        "frames_late": d('voicegate_edge_frame_lead_seconds_bucket{le="0.0"}'),
-        "frames_2ms": d('voicegate_edge_frame_lead_seconds_bucket{le="0.002"}'),
-        "frames_5ms": d('voicegate_edge_frame_lead_seconds_bucket{le="0.005"}'),
+        "frames": d("voicegate_caller_frame_lead_seconds_count"),
+        "frames_late": d('voicegate_caller_frame_lead_seconds_bucket{le="0.0"}'),
+        "frames_2ms": d('voicegate_caller_frame_lead_seconds_bucket{le="0.002"}'),
+        "frames_5ms": d('voicegate_caller_frame_lead_seconds_bucket{le="0.005"}'),
         # gateway playout underruns (a pull found no agent audio) over the level's calls, whole
         # calls (read after they ended): the agent's audio not there in time at the gateway
         "playout_underruns": ended.get(f'voicegate_call_underruns_sum{{leg="{args.leg}"}}', 0.0)

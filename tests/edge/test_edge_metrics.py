@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from voicegate.edge.metrics import MetricsShare, merge_expositions
+from voicegate.edge.metrics import MetricsShare, exposition, merge_expositions
 
 
 def worker_registry(calls: int, loop: float, slots: int) -> CollectorRegistry:
@@ -88,3 +89,26 @@ async def test_summed_counters_never_go_back_whichever_worker_answers(tmp_path: 
     assert first == 8
     # b answers the next scrape before a's periodic snapshot: it must see a's count of then
     assert samples(await b.text())[key] >= first
+
+
+async def test_a_sliced_exposition_is_generate_latests_bytes_and_yields_between_slices() -> None:
+    registry = CollectorRegistry()
+    for k in range(30):
+        Counter(f"vg_test_{k}", "a counter", ["leg"], registry=registry).labels("twilio").inc(k)
+        Histogram(f"vg_test_h_{k}", "a histogram", registry=registry).observe(k / 10)
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.get_running_loop().create_task(count_turns())
+    await asyncio.sleep(0)
+    sliced = await exposition(registry, slice_s=0.0)  # a turn after every family
+    counter.cancel()
+    assert sliced == generate_latest(registry)
+    assert turns >= 30  # the loop ran other work between the families
+    whole = await exposition(registry, slice_s=10.0)
+    assert whole == generate_latest(registry)

@@ -214,7 +214,7 @@ class RemoteEngine:
         self.on_note: Callable[[NextStepNote], None] | None = None  # another worker's step
         self.ticks_delivered = 0
         self.frame_lead = Timings(
-            "voicegate_edge_frame_lead_seconds",
+            "voicegate_caller_frame_lead_seconds",
             "How long before its engine tick each caller frame reached the shared ring "
             "(this worker's; at or below 0: it missed the tick, a slot underrun).",
             FRAME_LEAD_BUCKETS,
