@@ -624,6 +624,14 @@ def run_level(
         - before.get(f'voicegate_call_underruns_sum{{leg="{args.leg}"}}', 0.0),
         # garbage collections in the window (every worker's): full ones, and any over 20 ms
         "gc_full": d('voicegate_gc_pause_seconds_count{generation="2"}'),
+        "gc_over_5ms": sum(
+            d(f'voicegate_gc_pause_seconds_count{{generation="{g}"}}')
+            - d(f'voicegate_gc_pause_seconds_bucket{{generation="{g}",le="0.005"}}')
+            for g in range(3)
+        ),
+        "gc_seconds": sum(
+            d(f'voicegate_gc_pause_seconds_sum{{generation="{g}"}}') for g in range(3)
+        ),
         "gc_over_20ms": sum(
             d(f'voicegate_gc_pause_seconds_count{{generation="{g}"}}')
             - d(f'voicegate_gc_pause_seconds_bucket{{generation="{g}",le="0.02"}}')
@@ -844,7 +852,8 @@ def main() -> None:
                         )
                     print(
                         f"  N={n} garbage collections in the window: {row['gc_full']:.0f} full, "
-                        f"{row['gc_over_20ms']:.0f} over 20 ms (the workers' own; the engine "
+                        f"{row['gc_over_5ms']:.0f} over 5 ms, {row['gc_over_20ms']:.0f} over 20 ms, "
+                        f"{row['gc_seconds'] * 1000:.0f} ms in all (the workers' own; the engine "
                         "process logs its own)",
                         file=sys.stderr,
                         flush=True,
