@@ -112,3 +112,27 @@ async def test_a_sliced_exposition_is_generate_latests_bytes_and_yields_between_
     assert turns >= 30  # the loop ran other work between the families
     whole = await exposition(registry, slice_s=10.0)
     assert whole == generate_latest(registry)
+
+
+def _with_binding(edge: int, engine: int) -> str:
+    registry = CollectorRegistry()
+    capacity = Gauge("voicegate_capacity_calls", "Calls.", ["limit"], registry=registry)
+    binding = Gauge("voicegate_capacity_binding", "Binds.", ["limit"], registry=registry)
+    capacity.labels("edge").set(edge)
+    capacity.labels("engine").set(engine)
+    binding.labels("edge").set(float(edge < engine))  # as each worker marks it for itself
+    binding.labels("engine").set(float(engine <= edge))
+    return generate_latest(registry).decode()
+
+
+def test_the_merged_binding_limit_is_the_smallest_merged_limit() -> None:
+    # four workers whose loops carry 54 calls each: each marks its edge as binding against the
+    # engine's 150 slots, but together they carry 216, so the engine's slots bind
+    merged = samples(merge_expositions([_with_binding(54, 150)] * 4))
+    assert merged["voicegate_capacity_calls{limit=edge}"] == 216
+    assert merged["voicegate_capacity_binding{limit=engine}"] == 1
+    assert merged["voicegate_capacity_binding{limit=edge}"] == 0
+    # two workers of 30: 60 calls in all, fewer than the slots: the edge binds
+    merged = samples(merge_expositions([_with_binding(30, 150)] * 2))
+    assert merged["voicegate_capacity_binding{limit=edge}"] == 1
+    assert merged["voicegate_capacity_binding{limit=engine}"] == 0

@@ -91,11 +91,29 @@ def merge_expositions(texts: list[str]) -> bytes:
                 samples[key] = max(old, value)
             else:
                 samples[key] = old + value
+    _rebind(families)
     lines: list[str] = []
     for head, samples in families.values():
         lines.extend(head)
         lines.extend(f"{key} {_number(value)}" for key, value in samples.items())
     return ("\n".join(lines) + "\n").encode()
+
+
+def _rebind(families: dict[str, tuple[list[str], dict[str, float]]]) -> None:
+    """The binding limit of the merged view: the smallest of the merged limits. Each worker
+    marks the one binding for itself, comparing its own loop's capacity with the engine's
+    slots for all workers, so their marks (merged by max) would name the edge whenever a
+    worker's share is below the engine's total."""
+    calls = families.get("voicegate_capacity_calls")
+    binding = families.get("voicegate_capacity_binding")
+    if calls is None or binding is None or not calls[1]:
+        return
+    prefix = "voicegate_capacity_calls"
+    limits = {key[len(prefix) :]: value for key, value in calls[1].items()}
+    smallest = min(limits, key=lambda labels: (limits[labels], labels))
+    for key in binding[1]:
+        labels = key[len("voicegate_capacity_binding") :]
+        binding[1][key] = 1.0 if labels == smallest else 0.0
 
 
 def _number(value: float) -> str:
