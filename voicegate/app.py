@@ -164,6 +164,7 @@ def create_app(
         auth_token=settings.twilio_auth_token,
         public_url=settings.public_url,
         send_ms=settings.twilio_send_ms,
+        cushion_ms=settings.twilio_cushion_ms,
         dial_timeout_s=settings.twilio_dial_timeout_s,
         pod_url=settings.fleet_pod_url,
         tokens=edge.tokens if edge is not None else None,

@@ -203,6 +203,12 @@ class Settings(BaseSettings):
         multiple_of=20,
         description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
     )
+    twilio_cushion_ms: int = Field(
+        0,
+        ge=0,
+        le=40,
+        description="Silence sent ahead of each agent reply on Twilio (ms), which stays queued there for the rest of the reply: a media message that leaves up to this much late (a busy event loop) still finds audio queued, at this much more delay on every reply.",
+    )
     # Twilio transfers and overflow: how long <Dial> rings before the persona's fallback_say
     twilio_dial_timeout_s: int = Field(
         30, ge=5, le=600, description="How long a Twilio <Dial> rings the person (s)."

@@ -94,6 +94,11 @@ class PlayoutTracker:
             estimate = by_marks  # echoes stopped coming (a stall, or a jitter burst on its way)
         return estimate if estimate < unconfirmed else unconfirmed
 
+    def paced_ahead_ms(self, now_ms: float) -> float:
+        """Twilio's queue now if it plays what it gets at once and at real time (no lag)."""
+        ahead = self._model_end_ms - now_ms
+        return ahead if ahead > 0.0 else 0.0
+
     def room_ms(self, now_ms: float) -> float:
         """How much more audio may be sent now without passing ``max_ahead_ms``."""
         return self.max_ahead_ms - self.ahead_ms(now_ms)

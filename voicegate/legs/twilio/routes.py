@@ -144,6 +144,7 @@ class TwilioLeg:
         stats: TwilioLegStats | None = None,
         max_ahead_ms: int = 100,
         send_ms: int = DEFAULT_SEND_MS,
+        cushion_ms: int = 0,
         dial_timeout_s: int = DEFAULT_DIAL_TIMEOUT_S,
         next_steps: NextSteps | None = None,
         pod_url: str = "",
@@ -165,6 +166,7 @@ class TwilioLeg:
         self.stats = stats or TwilioLegStats()
         self.max_ahead_ms = max_ahead_ms
         self.send_ms = send_ms
+        self.cushion_ms = cushion_ms
         self.dial_timeout_s = dial_timeout_s
         self.next_steps = next_steps or NextSteps()
         self.is_draining = False
@@ -498,6 +500,7 @@ class TwilioLeg:
             report_error=self._report_error,
             max_ahead_ms=self.max_ahead_ms,
             send_ms=self.send_ms,
+            cushion_ms=self.cushion_ms,
             next_steps=self.next_steps,
             overflow=self._overflow_for,
             fetch_grant=self._fetch_grant if self.placer is not None else None,

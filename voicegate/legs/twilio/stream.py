@@ -15,7 +15,11 @@ socket). It accepts, refuses with 1008 (policy violation) when the upgrade's sig
   more than that to hear. Twilio plays media payloads of any length in order; a 40 ms payload
   halves the messages and timer wake-ups per call against 20 ms (the event loop's per-message
   cost is most of the edge's CPU, see shared/reference/edge-profile.md) for at most 20 ms more
-  wait before fresh audio is pulled.
+  wait before fresh audio is pulled. Sent at real time, each message reaches Twilio as its
+  queue runs dry, so one that leaves late is a gap in the caller's audio; ``cushion_ms`` of
+  silence sent ahead of a reply (whenever the queue is dry by this pacing) stays queued there
+  for the rest of it and absorbs that much lateness, at that much more delay. The Call's
+  playout clock does not count the cushion: its times run that much ahead of what Twilio plays.
 * ``clear_playout()`` (the Call, at barge-in) drops held frames and sends ``clear``;
   ``request_hangup()`` closes the socket (Twilio then requests the ``<Connect action>``, which
   answers ``<Hangup/>``).
@@ -105,6 +109,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
 START_TIMEOUT_S = 10.0
 MAX_HELD_FRAMES = 10  # 200 ms: beyond this Twilio has stopped echoing marks; drop the oldest
 DEFAULT_SEND_MS = 40
+MAX_CUSHION_MS = 40  # with a 40 ms send, 80 of the 100 ms Twilio may hold
 SEND_MS_CHOICES = (20, 40, 60, 80)
 TIMER_SLACK_S = 0.001
 MAX_MESSAGES_WITHOUT_YIELD = 4
@@ -143,10 +148,17 @@ class TwilioMediaStream:
         next_steps: NextSteps | None = None,
         overflow: Callable[[str], str] | None = None,
         fetch_grant: Callable[[str], Awaitable[None]] | None = None,
+        cushion_ms: int = 0,
     ) -> None:
         if send_ms not in SEND_MS_CHOICES:
             raise ValueError(f"twilio: send_ms must be one of {SEND_MS_CHOICES}, got {send_ms}")
+        if not 0 <= cushion_ms <= MAX_CUSHION_MS:
+            raise ValueError(f"twilio: cushion_ms must be in 0..{MAX_CUSHION_MS}, got {cushion_ms}")
         self._ws = ws
+        # silence sent ahead of a reply (when Twilio's queue is dry by our pacing): it stays
+        # queued there for the rest of the reply, so a send that leaves up to that much late
+        # still finds audio queued; mu-law 0xFF is silence
+        self._cushion = b"\xff" * (cushion_ms * RATE_HZ // 1000)
         self._block_frames = send_ms // FRAME_MS
         self._block_s = send_ms / 1000
         self._calls = calls
@@ -569,8 +581,11 @@ class TwilioMediaStream:
         if not held:
             if not pcm.any():
                 return  # silence: Twilio plays silence when its queue is empty
-            if self._playout.room_ms(pulled * 1000) >= FRAME_MS * frames:
-                await self._send_audio(mulaw_encode(pcm), pulled)
+            now_ms = pulled * 1000
+            pad = self._cushion if self._playout.paced_ahead_ms(now_ms) < 0.5 else b""
+            if self._playout.room_ms(now_ms) >= FRAME_MS * frames + len(pad) * 1000 // RATE_HZ:
+                payload = mulaw_encode(pcm)
+                await self._send_audio(pad + payload if pad else payload, pulled)
                 return
         for k in range(frames):  # held back frame by frame: sent as room allows
             if len(held) >= MAX_HELD_FRAMES:
