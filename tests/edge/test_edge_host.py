@@ -268,3 +268,41 @@ def test_the_tiny_engine_through_the_rings_gives_what_it_gives_in_process(
         engine.close()
     assert got_text == want_text
     assert all(np.array_equal(a, b) for a, b in zip(got_pcm, want_pcm, strict=True))
+
+
+class _WatchedEcho(EchoModel):
+    """The echo model, noting during each step what a worker reads as the next tick."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.remote: RemoteEngine | None = None
+        self.seen: list[tuple[float, float | None]] = []
+
+    def step(self, *args: object, **kwargs: object) -> object:
+        if self.remote is not None:
+            self.seen.append((time.monotonic(), self.remote.next_tick_at()))
+        return super().step(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_worker_never_reads_a_tick_time_in_the_past_while_a_tick_runs() -> None:
+    # a frame a worker pushes during a step is the next tick's, as in one process: the header
+    # must name that tick from the moment this one takes its frames, not only after the step
+    model = _WatchedEcho()
+    host = EngineHost(RecordingEvents())
+    engine = EngineSupervisor(lambda g: host.adopt(BatchedEngine(model)))
+    engine.start()
+    host.start(engine)
+    engine.load_persona(PersonaPrompt("teller", "", "NATF0"))
+    remote = _link(host, engine, 0)
+    try:
+        slot = remote.join("teller", Sink(info(1)))  # the engine steps while a call is in
+        model.remote = remote
+        wait(lambda: len(model.seen) >= 4, timeout_s=3.0)
+        slot.leave()
+    finally:
+        model.remote = None
+        remote.close()
+        host.close()
+        engine.close()
+    for now, next_at in model.seen[1:]:  # the first may precede the first publish
+        assert next_at is not None and next_at > now

@@ -47,7 +47,13 @@ from voicegate.edge.messages import (
     RebuildRequest,
     close_channel,
 )
-from voicegate.edge.rings import CTL_OVERRUNS, CTL_UNDERRUNS, RingLayout, SlotRings
+from voicegate.edge.rings import (
+    CTL_OVERRUNS,
+    CTL_UNDERRUNS,
+    HEADER_INDEX,
+    RingLayout,
+    SlotRings,
+)
 from voicegate.engine.base import TickOutput
 from voicegate.engine.health import EngineFault
 from voicegate.engine.runtime import BatchedEngine
@@ -57,6 +63,8 @@ from voicegate.engine.supervisor import EngineSupervisor
 __all__ = ["EngineHost", "WORKER_LOST_DETAIL"]
 
 log = logging.getLogger("voicegate.edge")
+
+NEXT_TICK_AT = HEADER_INDEX["next_tick_at"]
 
 SEEN_CALLS = 65_536
 WORKER_LOST_DETAIL = "edge worker {worker} (pid {pid}) exited mid-call: {why}"
@@ -152,10 +160,17 @@ class EngineHost:
         return self._rings
 
     def _pump_inputs(self) -> None:
-        """TICK THREAD, before the step: remote callers' frames into their slots."""
-        rings = self._rings
+        """TICK THREAD, before the step: remote callers' frames into their slots, and the
+        next tick's time to the header at once (as the in-process engine's ``next_tick_at``
+        moves on when a tick takes its frames: a frame pushed during this step is the next
+        tick's, and a worker must not see a tick time in the past until ``_publish``)."""
+        rings, engine = self._rings, self._engine
         if rings is None:
             return
+        if engine is not None:
+            next_at = engine.next_tick_at()
+            if next_at is not None:
+                rings.header[NEXT_TICK_AT] = next_at
         for index, remote in self._remote_view:
             handle = remote.handle
             if not remote.is_primed:

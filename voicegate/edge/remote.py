@@ -73,7 +73,7 @@ __all__ = ["RemoteEngine", "RemoteFault", "RemoteSlot"]
 log = logging.getLogger("voicegate.edge")
 
 NEXT_TICK_AT = HEADER_INDEX["next_tick_at"]
-FRAME_LEAD_BUCKETS = (0.0, 0.002, 0.005, 0.008, 0.012, 0.02, 0.03, 0.05)
+FRAME_LEAD_BUCKETS = (0.0, 0.002, 0.005, 0.008, 0.012, 0.02, 0.03, 0.04, 0.06, 0.08)
 
 JOIN_TIMEOUT_S = 5.0
 REBUILD_TIMEOUT_S = 900.0  # a 7B engine loads and warms up in minutes
@@ -165,8 +165,9 @@ class RemoteSlot:
         if self._is_left or self._rings.generation(self._index) != self._generation:
             return
         self._rings.push_input(self._index, pcm)
-        # how long before its tick the frame is there (negative: the tick has begun without
-        # it; the header names that tick until the step after it is published)
+        # how long before the next tick takes inputs the frame is there: the framer places a
+        # frame 8-28 ms ahead of its tick, so a lead over 40 ms is a frame that missed the tick
+        # before (by 80 ms less the lead); 0 or less, the tick is late to take it
         lead = self._rings.header[NEXT_TICK_AT] - time.monotonic()
         if lead == lead:  # not NaN (no schedule)
             self._owner.frame_lead.observe(float(lead))
@@ -215,8 +216,9 @@ class RemoteEngine:
         self.ticks_delivered = 0
         self.frame_lead = Timings(
             "voicegate_caller_frame_lead_seconds",
-            "How long before its engine tick each caller frame reached the shared ring "
-            "(this worker's; at or below 0: it missed the tick, a slot underrun).",
+            "How long before the engine's next tick each caller frame reached the shared "
+            "ring (a frame is placed 8-28 ms ahead of its tick: over 40 ms, it missed the one "
+            "before).",
             FRAME_LEAD_BUCKETS,
         )
 
