@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
+from voicegate.audio.vad import preload as vad_preload
 from voicegate.calls import FaultResponder
 from voicegate.calls.context import CallStartWebhook
 from voicegate.calls.edge import EdgeMonitor
@@ -364,6 +365,9 @@ async def _start_parts(
     numbers.start()
     stack.callback(numbers.close)
 
+    # the caller's voice activity model: imported and loaded now, off the loop, not by the
+    # first call on it
+    await asyncio.to_thread(vad_preload)
     vad_options: dict[str, Any] = {}
     if settings.vad_batch_ms > 0:
         # every call's caller VAD windows scored in one batched run per period, off the loop

@@ -36,6 +36,11 @@ def _stack(frame: FrameType | None, depth: int = _FRAMES) -> list[str]:
     while frame is not None and len(out) < depth:
         code = frame.f_code
         path = code.co_filename
+        if path.startswith("<frozen importlib"):  # an import: show who imports, not how
+            if not out or out[-1] != "(import)":
+                out.append("(import)")
+            frame = frame.f_back
+            continue
         cut = path.rfind("voicegate/")
         short = path[cut:] if cut >= 0 else path.rsplit("/", 2)[-1]
         out.append(f"{short}:{frame.f_lineno} {code.co_name}")

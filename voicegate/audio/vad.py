@@ -36,7 +36,13 @@ import numpy.typing as npt
 from voicegate.audio.pcm import float_to_int16
 from voicegate.errors import AudioError
 
-__all__ = ["BatchedVadFactory", "VadBatcher", "VoiceActivityDetector", "silero_model_path"]
+__all__ = [
+    "BatchedVadFactory",
+    "VadBatcher",
+    "VoiceActivityDetector",
+    "preload",
+    "silero_model_path",
+]
 
 log = logging.getLogger("voicegate.audio.vad")
 
@@ -74,6 +80,13 @@ def silero_model_path() -> Path:
         "voice activity: silero_vad.onnx not found; expected the 'silero-vad' package "
         "(pip install silero-vad) with silero_vad/data/silero_vad.onnx"
     )
+
+
+def preload(model_path: Path | None = None) -> None:
+    """Import onnxruntime and load the model now (blocking: run it off the event loop at
+    startup). Left to the first call, both happened on the loop while it carried other calls:
+    a stall of every call on it (found with VOICEGATE_STALL_TRACE_MS)."""
+    _shared_session(model_path or silero_model_path())
 
 
 def _shared_session(path: Path) -> Any:
