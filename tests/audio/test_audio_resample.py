@@ -216,3 +216,12 @@ def test_empty_and_tiny_chunks() -> None:
     assert r.process(np.zeros(2, dtype=np.int16)).shape == (1,)
     assert r.process(np.zeros(1, dtype=np.int16)).shape == (0,)
     assert r.process(np.zeros(1, dtype=np.int16)).shape == (1,)
+
+
+def test_resamplers_of_one_ratio_share_one_read_only_filter_and_keep_their_own_state() -> None:
+    a, b = StreamingResampler(8000, 24000), StreamingResampler(8000, 24000)
+    assert a._coeffs is b._coeffs and not a._coeffs.flags.writeable
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(1600) / 8000)).astype(np.float32)
+    fresh = StreamingResampler(8000, 24000).process(tone[:160]).copy()
+    a.process(tone)  # a's history must not leak into b
+    assert np.array_equal(b.process(tone[:160]), fresh)

@@ -11,6 +11,7 @@ starts at the lower rate's Nyquist frequency, so nothing above it survives by mo
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -40,6 +41,45 @@ def _kaiser_lowpass(num_taps: int, cutoff_hz: float, rate_hz: float) -> npt.NDAr
     x = 2.0 * cutoff_hz / rate_hz
     h = x * np.sinc(x * n) * np.kaiser(num_taps, KAISER_BETA)
     return h / h.sum()  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=16)
+def _design(
+    in_rate_hz: int, out_rate_hz: int, up: int, down: int
+) -> tuple[int, int, int, int, npt.NDArray[np.float32]]:
+    """The filter of one ratio: (taps, half taps, span, taps per phase, block coefficients).
+    Made once per ratio and shared (about 0.5 ms each, which every call paid twice on the event
+    loop when it started)."""
+    mid_rate_hz = in_rate_hz * up
+    low_rate_hz = min(in_rate_hz, out_rate_hz)
+    step = 6  # multiple of every M <= 3 and of 2*3, so D / M is whole for the legs' ratios
+    step = step * down // math.gcd(step, down)
+    half = DELAY_MS_AT_8K * 1e-3 * mid_rate_hz * 8000 / low_rate_hz
+    half_taps = step * math.ceil(round(half, 6) / step)
+    num_taps = 2 * half_taps + 1
+    h = _kaiser_lowpass(num_taps, CUTOFF_FRACTION * low_rate_hz / 2, mid_rate_hz) * up
+
+    # Polyphase split: phase p holds h[p + up*j], j = 0..K-1 (zero-padded to K*up taps).
+    taps_per_phase = -(-num_taps // up)
+    padded = np.zeros(taps_per_phase * up)
+    padded[:num_taps] = h
+    phases = padded.reshape(taps_per_phase, up).T  # phases[p, j] = h[p + up*j]
+
+    # Output j = up*r + q of block r is sum_j phases[p_q, j] * x[down*r + c_q - j]; one window of
+    # span K + c_max input samples per block serves all `up` outputs of the block.
+    offsets = [(down * q) // up for q in range(up)]
+    span = taps_per_phase + offsets[-1]
+    coeffs = np.zeros((span, up))
+    for q in range(up):
+        p_q = (down * q) % up
+        for s in range(span):
+            j = offsets[q] + taps_per_phase - 1 - s
+            if 0 <= j < taps_per_phase:
+                coeffs[s, q] = phases[p_q, j]
+
+    out = coeffs.astype(np.float32)
+    out.flags.writeable = False
+    return num_taps, half_taps, span, taps_per_phase, out
 
 
 class StreamingResampler:
@@ -101,37 +141,12 @@ class StreamingResampler:
             self._valid = 0
             return
 
-        mid_rate_hz = in_rate_hz * up
-        low_rate_hz = min(in_rate_hz, out_rate_hz)
-        step = 6  # multiple of every M <= 3 and of 2*3, so D / M is whole for the legs' ratios
-        step = step * down // math.gcd(step, down)
-        half = DELAY_MS_AT_8K * 1e-3 * mid_rate_hz * 8000 / low_rate_hz
-        half_taps = step * math.ceil(round(half, 6) / step)
-        num_taps = 2 * half_taps + 1
-        h = _kaiser_lowpass(num_taps, CUTOFF_FRACTION * low_rate_hz / 2, mid_rate_hz) * up
-
-        # Polyphase split: phase p holds h[p + up*j], j = 0..K-1 (zero-padded to K*up taps).
-        taps_per_phase = -(-num_taps // up)
-        padded = np.zeros(taps_per_phase * up)
-        padded[:num_taps] = h
-        phases = padded.reshape(taps_per_phase, up).T  # phases[p, j] = h[p + up*j]
-
-        # Output j = up*r + q of block r is sum_j phases[p_q, j] * x[down*r + c_q - j]; one window of
-        # span K + c_max input samples per block serves all `up` outputs of the block.
-        offsets = [(down * q) // up for q in range(up)]
-        span = taps_per_phase + offsets[-1]
-        coeffs = np.zeros((span, up))
-        for q in range(up):
-            p_q = (down * q) % up
-            for s in range(span):
-                j = offsets[q] + taps_per_phase - 1 - s
-                if 0 <= j < taps_per_phase:
-                    coeffs[s, q] = phases[p_q, j]
-
+        design = _design(in_rate_hz, out_rate_hz, up, down)
+        num_taps, half_taps, span, taps_per_phase, coeffs = design
         self.num_taps = num_taps
         self.delay_samples = half_taps // down
-        self.delay_ms = 1000.0 * half_taps / mid_rate_hz
-        self._coeffs = coeffs.astype(np.float32)
+        self.delay_ms = 1000.0 * half_taps / (in_rate_hz * up)
+        self._coeffs = coeffs  # shared by every resampler of this ratio: read only
         self._span = span
         self._history = taps_per_phase - 1
         self._buf = np.zeros(span + down + _MIN_CHUNK_CAPACITY_SAMPLES, dtype=np.float32)
