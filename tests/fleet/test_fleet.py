@@ -122,7 +122,10 @@ def _pod_env(lab: NetnsLab, i: int, redis_url: str, workdir: Path) -> dict[str, 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
-        proc.kill()
+        if os.getpgid(proc.pid) == proc.pid:  # a group of its own (kamailio and its children)
+            os.killpg(proc.pid, signal.SIGKILL)  # its children outlive a SIGKILL of the main one
+        else:
+            proc.kill()
     proc.wait(10)
 
 
@@ -202,6 +205,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
                 ],
                 stdout=log_file(kdir / "kamailio.log"),
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
         )
         async with httpx.AsyncClient(timeout=2.0, trust_env=False) as http:
