@@ -4,8 +4,11 @@
 ``VOICEGATE_STALL_TRACE_MS`` set, a watcher thread checks every ``poll_s`` whether the loop's
 lag probe (``LoopLag``) is overdue by more than the threshold; if so it takes every thread's
 Python stack once for that probe (``sys._current_frames``): the loop thread's innermost frames
-say which callback held it, the other threads' which of them held the interpreter lock instead
-(a loop thread whose stack is only the loop's own ``run`` frame is waiting for the lock).
+say which callback held it (a stack of only the loop's own ``run`` frame: the loop was between
+callbacks, in its own C code or waiting for the interpreter lock), and the other threads' top
+frames where each stood (a thread blocked in C code, such as a queue's ``get``, shows the
+Python line that called it; those plainly waiting in ``select``, ``wait`` or ``sleep`` are
+left out).
 Stacks are counted by signature and the most common are logged every ``report_s`` and at stop.
 
 Costs a thread waking every 4 ms: meant for a benchmark or an incident, off by default.
