@@ -13,30 +13,28 @@ Signature (like Stripe's and the Standard Webhooks scheme): header
 ``VoiceGate-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" with the
 shared secret>``. A receiver recomputes the HMAC over the raw body with its copy of
 ``VOICEGATE_HANDOFF_SECRET``, compares in constant time, and refuses a ``t`` older than a few
-minutes (replays). See telephony/README.md for a worked example.
+minutes (replays). See telephony/README.md for a worked example. It is the post-call
+webhooks' scheme, and their code: ``sign`` and ``verify`` are ``voicegate.webhooks.signing``'s.
 
-Owns: ``handoff_document``, ``sign``, ``verify``, ``HandoffPoster``. Imports httpx (lazily),
-the contracts; runs on the event loop (``post`` is a coroutine; never blocks it).
+Owns: ``handoff_document``, ``HandoffPoster``. Imports httpx (lazily), the contracts and the
+webhooks' signing; runs on the event loop (``post`` is a coroutine; never blocks it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from voicegate.contracts import CallInfo, TransferTarget
+from voicegate.webhooks.signing import SIGNATURE_HEADER, sign, verify
 
 __all__ = ["SIGNATURE_HEADER", "HandoffPoster", "handoff_document", "sign", "verify"]
 
 log = logging.getLogger("voicegate.calls.handoff")
 
-SIGNATURE_HEADER = "VoiceGate-Signature"
 DEFAULT_TIMEOUT_S = 1.5
 MAX_TRANSCRIPT_SEGMENTS = 200
 
@@ -88,28 +86,6 @@ def handoff_document(
         "transcript": transcript,
         "counters": counters,
     }
-
-
-def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    """The ``VoiceGate-Signature`` header value for ``body``."""
-    t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
-
-
-def verify(
-    body: bytes, header: str, secret: str, *, tolerance_s: int = 300, now: float | None = None
-) -> bool:
-    """What a receiver does: True when ``header`` signs ``body`` with ``secret`` recently."""
-    parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
-    try:
-        t = int(parts.get("t", ""))
-    except ValueError:
-        return False
-    given = parts.get("v1", "")
-    expected = sign(body, secret, t).split("v1=", 1)[1]
-    fresh = abs((time.time() if now is None else now) - t) <= tolerance_s
-    return fresh and hmac.compare_digest(given, expected)
 
 
 class HandoffPoster:
