@@ -39,18 +39,20 @@ async def test_a_blocked_loop_is_caught_as_one_late_probe() -> None:
     lag = LoopLag()
     probe = asyncio.get_running_loop().create_task(lag.run(interval_s=0.005))
     await asyncio.sleep(0.05)
-    time.sleep(0.06)  # the loop is held: the probe due inside this wakes ~60 ms late at most
+    time.sleep(0.08)  # the loop is held: the probe due inside this wakes 75-80 ms late
     await asyncio.sleep(0.05)
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await probe
-    assert 0.03 < lag.max_s < 0.2
+    assert 0.07 < lag.max_s < 0.3
     registry = CollectorRegistry()
     registry.register(lag)
     text = generate_latest(registry).decode()
     count = _sample(text, "voicegate_event_loop_lag_seconds_count")
-    on_time = _sample(text, 'voicegate_event_loop_lag_seconds_bucket{le="0.02"}')
-    assert count - on_time == 1  # after the stall it probes on from now: no burst of late wake-ups
+    within = _sample(text, 'voicegate_event_loop_lag_seconds_bucket{le="0.05"}')
+    # after the stall it probes on from now: catching up on the probes due during it would
+    # count about five over 50 ms (75, 70, ... ms late); a hiccup of this box's stays under it
+    assert count - within == 1
 
 
 def _hold_the_loop(seconds: float) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from voicegate.histogram import FixedHistogram
+
 __all__ = ["GcPauses", "settle"]
 
 log = logging.getLogger("voicegate")
@@ -50,8 +52,7 @@ class GcPauses(Collector):
 
     def __init__(self) -> None:
         self._started = 0.0
-        self._counts = [[0] * (len(_BUCKETS) + 1) for _ in range(3)]
-        self._sums = [0.0, 0.0, 0.0]
+        self._pauses = [FixedHistogram(_BUCKETS) for _ in range(3)]  # by generation
         self._logged = 0
 
     def install(self) -> GcPauses:
@@ -68,12 +69,7 @@ class GcPauses(Collector):
             return
         pause = time.perf_counter() - self._started
         generation = min(int(info.get("generation", 2)), 2)
-        counts = self._counts[generation]
-        i = 0
-        while i < len(_BUCKETS) and pause > _BUCKETS[i]:
-            i += 1
-        counts[i] += 1
-        self._sums[generation] += pause
+        self._pauses[generation].observe(pause)
         if pause >= LOG_PAUSE_S:
             self._logged += 1
             if self._logged <= 10 or self._logged % 100 == 0:
@@ -91,12 +87,6 @@ class GcPauses(Collector):
             "Python garbage collection pauses (the whole process waits), by generation.",
             labels=["generation"],
         )
-        for generation in range(3):
-            counts = self._counts[generation]
-            cumulative, buckets = 0, []
-            for bound, n in zip(_BUCKETS, counts, strict=False):
-                cumulative += n
-                buckets.append((repr(bound), cumulative))
-            buckets.append(("+Inf", cumulative + counts[-1]))
-            family.add_metric([str(generation)], buckets, self._sums[generation])
+        for generation, pauses in enumerate(self._pauses):
+            family.add_metric([str(generation)], pauses.cumulative(), pauses.sum)
         yield family

@@ -8,55 +8,21 @@ time it woke, as ``voicegate_event_loop_lag_seconds``: a stall of length d is ca
 probability about d / interval, so the histogram's tail counts the stalls that matter.
 Each wake-up costs one timer callback (50 a second at the default 20 ms).
 
-Owns: LoopLag, Timings (the histogram it and the edge's frame lead use). Imports prometheus-client; asyncio only in ``run``.
+Owns: LoopLag. Imports voicegate.histogram; asyncio only in ``run``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
+from voicegate.histogram import Timings
 
-__all__ = ["LoopLag", "Timings"]
+__all__ = ["LoopLag"]
 
 INTERVAL_S = 0.02
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
-
-
-class Timings(Collector):
-    """A histogram of seconds for hot paths: ``observe`` is a short loop and a list update (no
-    lock, no labels; one thread observes), exposed as one Prometheus histogram."""
-
-    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.sum = 0.0
-        self.max_s = float("-inf")  # the largest value seen
-
-    def observe(self, value_s: float) -> None:
-        buckets = self.buckets
-        i = 0
-        while i < len(buckets) and value_s > buckets[i]:
-            i += 1
-        self.counts[i] += 1
-        self.sum += value_s
-        if value_s > self.max_s:
-            self.max_s = value_s
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self.name, self.documentation)
-        cumulative, out = 0, []
-        for bound, n in zip(self.buckets, self.counts, strict=False):
-            cumulative += n
-            out.append((repr(bound), cumulative))
-        out.append(("+Inf", cumulative + self.counts[-1]))
-        family.add_metric([], out, self.sum)
-        yield family
 
 
 class LoopLag(Timings):

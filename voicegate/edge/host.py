@@ -50,7 +50,7 @@ from voicegate.edge.messages import (
 from voicegate.edge.rings import (
     CTL_OVERRUNS,
     CTL_UNDERRUNS,
-    HEADER_INDEX,
+    NEXT_TICK_AT,
     RingLayout,
     SlotRings,
 )
@@ -63,8 +63,6 @@ from voicegate.engine.supervisor import EngineSupervisor
 __all__ = ["EngineHost", "WORKER_LOST_DETAIL"]
 
 log = logging.getLogger("voicegate.edge")
-
-NEXT_TICK_AT = HEADER_INDEX["next_tick_at"]
 
 SEEN_CALLS = 65_536
 WORKER_LOST_DETAIL = "edge worker {worker} (pid {pid}) exited mid-call: {why}"

@@ -51,7 +51,7 @@ from voicegate.edge.rings import (
     CTL_IN_DROPPED,
     CTL_OVERRUNS,
     CTL_UNDERRUNS,
-    HEADER_INDEX,
+    NEXT_TICK_AT,
     OUT_FRAMES,
     RingLayout,
     SlotRings,
@@ -66,13 +66,12 @@ from voicegate.engine.base import (
 )
 from voicegate.engine.health import FaultKind
 from voicegate.errors import EngineError
-from voicegate.looplag import Timings
+from voicegate.histogram import Timings
 
 __all__ = ["RemoteEngine", "RemoteFault", "RemoteSlot"]
 
 log = logging.getLogger("voicegate.edge")
 
-NEXT_TICK_AT = HEADER_INDEX["next_tick_at"]
 FRAME_LEAD_BUCKETS = (0.0, 0.002, 0.005, 0.008, 0.012, 0.02, 0.03, 0.04, 0.06, 0.08)
 
 JOIN_TIMEOUT_S = 5.0

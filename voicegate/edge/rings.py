@@ -42,6 +42,7 @@ __all__ = [
     "CTL_UNDERRUNS",
     "HEADER_FIELDS",
     "IN_FRAMES",
+    "NEXT_TICK_AT",
     "OUT_FRAMES",
     "TEXT_BYTES",
     "RingLayout",
@@ -99,6 +100,7 @@ HEADER_FIELDS = (
     "owner_pid",  # the engine process (its resource tracker removes the segment)
 )
 HEADER_INDEX = {name: i for i, name in enumerate(HEADER_FIELDS)}
+NEXT_TICK_AT = HEADER_INDEX["next_tick_at"]  # read per caller frame by workers: no dict lookup
 
 
 @dataclass(frozen=True, slots=True)

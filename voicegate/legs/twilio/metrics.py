@@ -6,23 +6,23 @@ allocation): ``ingress`` is a caller media message's arrival to its audio handed
 ``egress`` is an agent frame pulled from the Call to its media message written to the socket,
 ``ahead`` is the agent audio not yet confirmed played at each send.
 
-Owns: ``TwilioLegStats``, ``FixedHistogram``, ``TwilioLegCollector``. No asyncio, no I/O.
+Owns: ``TwilioLegStats``, ``TwilioLegCollector`` (``FixedHistogram`` is ``voicegate.histogram``'s). No asyncio, no I/O.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["FixedHistogram", "TwilioLegCollector", "TwilioLegStats"]
+from voicegate.histogram import FixedHistogram
+
+__all__ = ["FixedHistogram", "TwilioLegCollector", "TwilioLegStats"]  # FixedHistogram: re-exported
 
 DELAY_BUCKETS_MS = (
     0.02,
@@ -49,49 +49,6 @@ DELAY_BUCKETS_MS = (
     160.0,
 )
 AHEAD_BUCKETS_MS = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 200.0)
-
-
-class FixedHistogram:
-    """Counts of observations per fixed upper bound (the last bucket is +Inf)."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def quantile(self, q: float) -> float:
-        """Upper bound of the bucket holding quantile ``q`` (inf when it is the last bucket)."""
-        total = self.count
-        if total == 0:
-            return 0.0
-        rank = q * total
-        seen = 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            seen += n
-            if seen >= rank:
-                return bound
-        return float("inf")
-
-    def prometheus(self, name: str, doc: str, scale: float = 1.0) -> HistogramMetricFamily:
-        buckets: list[tuple[str, float]] = []
-        seen = 0
-        for bound, n in zip(self.bounds, self.counts, strict=False):
-            seen += n
-            buckets.append((repr(bound * scale), seen))
-        buckets.append(("+Inf", seen + self.counts[-1]))
-        family = HistogramMetricFamily(name, doc)
-        family.add_metric([], buckets, self.sum * scale)
-        return family
 
 
 class TwilioLegStats:
