@@ -34,6 +34,7 @@ from voicegate.calls.context import CallStartWebhook
 from voicegate.calls.edge import EdgeMonitor
 from voicegate.calls.handoff import HandoffPoster
 from voicegate.calls.manager import CallManager
+from voicegate.calls.options import CallConfig
 from voicegate.calls.recording import RecordingWriter
 from voicegate.config import Settings
 from voicegate.contracts import TokenCounter
@@ -408,6 +409,10 @@ async def _start_parts(
         handoff=handoff,
         number_variables=numbers.variables,
         webhook=webhook,
+        config=CallConfig(
+            prebuffer_ms=settings.playout_prebuffer_ms,
+            caller_frame_margin_ms=settings.caller_frame_margin_ms,
+        ),
         **vad_options,
         **_start_recordings(settings, personas, numbers, stack, registry, events.emit),
     )

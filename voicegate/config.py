@@ -209,6 +209,18 @@ class Settings(BaseSettings):
         le=40,
         description="Silence sent ahead of each agent reply on Twilio (ms), which stays queued there for the rest of the reply: a media message that leaves up to this much late (a busy event loop) still finds audio queued, at this much more delay on every reply.",
     )
+    playout_prebuffer_ms: int = Field(
+        20,
+        ge=0,
+        le=60,
+        description="Each engine tick's audio starts playing this long after it reached the call (ms): the room a tick has to arrive late in before the caller hears a gap. A leg that paces its own sends (Twilio) pulls at this phase; it is that much delay on every reply.",
+    )
+    caller_frame_margin_ms: int = Field(
+        8,
+        ge=0,
+        le=40,
+        description="A caller's 80 ms frame is completed this long before the engine tick that takes it (ms): the room a busy event loop has before the frame misses its tick (an underrun, and 80 ms of the caller dropped later). Adds this much delay to what the model hears.",
+    )
     # Twilio transfers and overflow: how long <Dial> rings before the persona's fallback_say
     twilio_dial_timeout_s: int = Field(
         30, ge=5, le=600, description="How long a Twilio <Dial> rings the person (s)."

@@ -5,7 +5,7 @@ Frame phase: a serving engine takes every slot's frame at fixed 80 ms ticks, so 
 completes at an arbitrary moment waits 0-80 ms (mean 40) for its tick. When the slot tells the
 tick schedule (``next_tick_at``, see ``engine.base.TickScheduled``), the first chunk after the
 join is preceded by up to 60 ms of silence so that frames complete on the last caller chunk
-that arrives at least ``ALIGN_MARGIN_S`` before a tick; the wait is then at most one chunk
+that arrives at least the margin (``ALIGN_MARGIN_S`` unless set) before a tick; the wait is then at most one chunk
 (20 ms) plus that margin. If the caller's chunks drift so that every one of
 ``ALIGN_CHECK_FRAMES`` frames could have waited for one more chunk, one chunk of caller audio
 is dropped (at most one per check). Padding and dropping touch the model's input only: the
@@ -48,8 +48,13 @@ _TICK_S = FRAME_MS / 1000.0
 class CallerFramer:
     """Cuts one call's caller audio (24 kHz float32) into frames for its engine slot."""
 
-    def __init__(self, rate_hz: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, rate_hz: int, clock: Callable[[], float], margin_s: float = ALIGN_MARGIN_S
+    ) -> None:
+        if not 0 <= margin_s < _TICK_S:
+            raise ValueError(f"caller framing: margin must be in [0, {_TICK_S}) s, got {margin_s}")
         self.rate_hz = rate_hz  # the leg's rate: chunk durations are judged on it
+        self.margin_s = margin_s
         self._clock = clock
         self._slot: Slot | None = None
         self._frame = np.zeros(FRAME_SAMPLES, dtype=np.float32)
@@ -125,16 +130,16 @@ class CallerFramer:
         self._lead_frames += 1
         if self._lead_frames < ALIGN_CHECK_FRAMES:
             return
-        if self._lead_min > ALIGN_MARGIN_S + chunk_s:  # each could have taken one more chunk
+        if self._lead_min > self.margin_s + chunk_s:  # each could have taken one more chunk
             self._drop_left = round(chunk_s * MODEL_RATE_HZ)
         self._lead_min = float("inf")
         self._lead_frames = 0
 
     def _align(self, to_tick_s: float, chunk_s: float, n_chunk: int) -> None:
         """Before the first frame: place the frame boundary so that a frame completes with the
-        last chunk that arrives ``ALIGN_MARGIN_S`` or more before a tick. ``to_tick_s``: from
+        last chunk that arrives ``margin_s`` or more before a tick. ``to_tick_s``: from
         this chunk's arrival to the next tick; later chunks are expected every ``chunk_s``."""
-        before_s = (to_tick_s - ALIGN_MARGIN_S) % _TICK_S  # from now to the latest good moment
+        before_s = (to_tick_s - self.margin_s) % _TICK_S  # from now to the latest good moment
         later_chunks = int(before_s // chunk_s)  # chunks still arriving in time after this one
         fill_after = FRAME_SAMPLES - round(later_chunks * chunk_s * MODEL_RATE_HZ)
         want = (fill_after - n_chunk) % FRAME_SAMPLES  # fill this chunk must find

@@ -26,6 +26,7 @@ class CallConfig:
     agent_speech_dbfs: float = -42.0  # a 20 ms sub-block louder than this is agent speech
     agent_silence_ms: int = 80  # this much quiet after speech = the model has yielded
     prebuffer_ms: int = 20  # each tick starts playing this long after it arrived (tick/pull jitter)
+    caller_frame_margin_ms: int = 8  # a caller frame completes this long before its tick
     max_queue_ms: int = 200  # agent audio queued beyond this is dropped (overrun)
     is_cut_on_caller_speech: bool = False  # True: mute the agent at the caller's onset
     bargein_grace_ms: int = 300  # the model may yield this long after the caller stops
