@@ -409,10 +409,7 @@ async def _start_parts(
         handoff=handoff,
         number_variables=numbers.variables,
         webhook=webhook,
-        config=CallConfig(
-            prebuffer_ms=settings.playout_prebuffer_ms,
-            caller_frame_margin_ms=settings.caller_frame_margin_ms,
-        ),
+        config=CallConfig(caller_frame_margin_ms=settings.caller_frame_margin_ms),
         **vad_options,
         **_start_recordings(settings, personas, numbers, stack, registry, events.emit),
     )

@@ -209,12 +209,6 @@ class Settings(BaseSettings):
         le=40,
         description="Silence sent ahead of each agent reply on Twilio (ms), which stays queued there for the rest of the reply: a media message that leaves up to this much late (a busy event loop) still finds audio queued, at this much more delay on every reply.",
     )
-    playout_prebuffer_ms: int = Field(
-        20,
-        ge=0,
-        le=60,
-        description="Each engine tick's audio starts playing this long after it reached the call (ms): the room a tick has to arrive late in before the caller hears a gap. A leg that paces its own sends (Twilio) pulls at this phase; it is that much delay on every reply.",
-    )
     caller_frame_margin_ms: int = Field(
         8,
         ge=0,

@@ -166,9 +166,6 @@ class Call:
         self._leg = leg
         # optional on a leg: the agent's words as they are played (pipecat's text frames)
         self._leg_text: Callable[[int, str], None] | None = getattr(leg, "on_agent_text", None)
-        # optional on a leg: when the agent's audio (re)starts, the moment its first sample is
-        # due, so that a leg that paces its own pulls can pull then (see ``_take_tick``)
-        self._leg_audio: Callable[[float], None] | None = getattr(leg, "on_agent_audio", None)
         self._events = events
         self._limits = limits
         self._config = config
@@ -581,17 +578,9 @@ class Call:
     def _take_tick(self, pcm: npt.NDArray[np.float32], text: str, arrived_at: float) -> None:
         while self._reanchors:
             self._emit_reanchored(self._reanchors.popleft())
-        if self.playout.is_primed:
-            self._process_tick(pcm, text)
-            return
-        # the agent's audio (re)starts: at the first tick, after a barge-in drop or a dry ring.
-        # Its first sample plays ``prebuffer`` after this arrival; a leg that is told pulls it
-        # then, so every later tick has the whole prebuffer to arrive in (pulled at a random
-        # phase instead, a tick may have as little as 0 ms of it)
-        self._prime_time = arrived_at
+        if not self.playout.is_primed:
+            self._prime_time = arrived_at
         self._process_tick(pcm, text)
-        if self._leg_audio is not None:
-            self._leg_audio(arrived_at + self._config.prebuffer_ms / 1000)
 
     def _process_tick(self, pcm: npt.NDArray[np.float32], text: str) -> None:
         self.ticks += 1

@@ -112,7 +112,6 @@ DEFAULT_SEND_MS = 40
 MAX_CUSHION_MS = 40  # with a 40 ms send, 80 of the 100 ms Twilio may hold
 SEND_MS_CHOICES = (20, 40, 60, 80)
 TIMER_SLACK_S = 0.001
-MAX_PHASE_AHEAD_S = 0.2  # a restart's first sample is due at most this far ahead (prebuffer)
 MAX_MESSAGES_WITHOUT_YIELD = 4
 MAX_CATCH_UP_FRAMES = 5  # after a longer loop stall, skip ahead instead of bursting
 LOGGED_ERRORS_PER_CALL = 5
@@ -176,7 +175,6 @@ class TwilioMediaStream:
         self._stream_sid = ""
         self._t0 = 0.0
         self._wake: asyncio.Future[None] | None = None
-        self._phase_at: float | None = None  # the next pull, when the agent's audio restarts
         self._is_clear_requested = False
         self._hangup_reason: EndReason | None = None
         self._is_leg_closed = False
@@ -239,20 +237,6 @@ class TwilioMediaStream:
         fallback = getattr(call, "fallback_say", "")
         self._handoff = (target, fallback if isinstance(fallback, str) else "")
         self._wakeup()
-
-    def on_agent_audio(self, play_at: float) -> None:
-        """The Call: the agent's audio (re)starts, its first sample due at ``play_at``.
-
-        The next pull moves there and later ones keep the phase (every ``send_ms`` from it), so
-        each 80 ms tick arrives the Call's prebuffer before the pull that needs it. Pulled at
-        the phase the stream happened to start with, a tick may arrive as little as 0 ms before
-        it, and one that arrives after is a gap in the reply. A ``play_at`` outside the window
-        a live call can give (another clock) is ignored.
-        """
-        now = self._clock()
-        if now - self._block_s <= play_at <= now + MAX_PHASE_AHEAD_S:
-            self._phase_at = play_at
-            self._wakeup()
 
     def _wakeup(self) -> None:
         wake = self._wake
@@ -443,9 +427,6 @@ class TwilioMediaStream:
                 timer = loop.call_later(max(0.0, next_tick - clock()), resolve, wake)
                 await wake
                 timer.cancel()
-                if self._phase_at is not None:
-                    next_tick = self._phase_at  # the agent's audio restarts (on_agent_audio)
-                    self._phase_at = None
                 if self._handoff is not None:
                     await self._hand_off(*self._handoff)
                     return
