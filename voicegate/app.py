@@ -44,6 +44,7 @@ from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
 from voicegate.events.schema import Event
 from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
+from voicegate.blas import limit_blas_threads
 from voicegate.gcpause import GcPauses, settle
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
@@ -240,6 +241,7 @@ def create_app(
                 stack.callback(watch.stop)
             if getattr(app.state, "settle_gc", False):  # set by `voicegate serve`
                 settle("gateway")
+                limit_blas_threads(settings.blas_threads, "gateway")
                 sys.setswitchinterval(settings.gil_switch_ms / 1000)
             log.info(
                 "gateway ready: engine %s (%d slots), %d personas, public URL %s",

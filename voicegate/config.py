@@ -209,6 +209,12 @@ class Settings(BaseSettings):
         le=40,
         description="Silence sent ahead of each agent reply on Twilio (ms), which stays queued there for the rest of the reply: a media message that leaves up to this much late (a busy event loop) still finds audio queued, at this much more delay on every reply.",
     )
+    blas_threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description="Threads numpy's OpenBLAS may use in each serving process (0: its own default, one per core). A product split over threads waits for all of them: on a busy host that stalled the event loop for tens of ms.",
+    )
     caller_frame_margin_ms: int = Field(
         8,
         ge=0,

@@ -28,7 +28,7 @@ PACKAGES=(
     fastapi starlette pydantic pydantic-core pydantic-settings typing-inspection
     typing-extensions annotated-types annotated-doc python-dotenv opentelemetry-api
     uvicorn httptools websockets redis twilio pyjwt aiohttp-retry sipmessage typer click
-    pyloudnorm
+    pyloudnorm threadpoolctl
 )
 NO_DEPS_ONLY=(silero-vad)  # only its data/silero_vad.onnx is used
 

@@ -46,6 +46,7 @@ from voicegate.edge.messages import Hello
 from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
 from voicegate.events import EventLog
+from voicegate.blas import limit_blas_threads
 from voicegate.gcpause import GcPauses, settle
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import PersonaStore
@@ -127,6 +128,7 @@ async def _serve(settings: Settings, workers: int) -> None:
         gc_pauses = GcPauses().install()
         registry.register(gc_pauses)
         settle("engine process")  # the tick thread shares the interpreter: keep the GC short
+        limit_blas_threads(settings.blas_threads, "engine process")
         procs.extend(start(k) for k in range(workers))
         log.info(
             "engine %s (%d slots) serving %d edge workers on %s:%d",
