@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import time
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from voicegate import looplag
 from voicegate.looplag import LoopLag
 from voicegate.stalls import StallWatch
 
@@ -53,6 +55,27 @@ async def test_a_blocked_loop_is_caught_as_one_late_probe() -> None:
     # after the stall it probes on from now: catching up on the probes due during it would
     # count about five over 50 ms (75, 70, ... ms late); a hiccup of this box's stays under it
     assert count - within == 1
+
+
+async def test_the_recent_peak_holds_a_stall_and_then_halves_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(looplag, "PEAK_HALF_LIFE_S", 0.2)
+    lag = LoopLag()
+    probe = asyncio.get_running_loop().create_task(lag.run(interval_s=0.005))
+    await asyncio.sleep(0.05)
+    time.sleep(0.08)
+    await asyncio.sleep(0.01)
+    at_stall = lag.peak_s
+    await asyncio.sleep(0.4)  # two half-lives
+    later = lag.peak_s
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+    assert 0.06 < at_stall < 0.3  # the stall (75-80 ms), less up to 10 ms of decay
+    # a quarter of it, give or take this box's timer jitter; never below what a quiet loop
+    # shows, never still the whole stall
+    assert at_stall * 0.1 < later < at_stall * 0.45
 
 
 def _hold_the_loop(seconds: float) -> None:

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from voicegate import __version__
 from voicegate.audio.vad import BatchedVadFactory
 from voicegate.audio.vad import preload as vad_preload
+from voicegate.blas import limit_blas_threads
 from voicegate.calls import FaultResponder
 from voicegate.calls.context import CallStartWebhook
 from voicegate.calls.edge import EdgeMonitor
@@ -44,7 +45,6 @@ from voicegate.errors import ConfigError
 from voicegate.events import EventLog, LegEvents
 from voicegate.events.schema import Event
 from voicegate.fleet import FleetRegistry, LostCallCloser, PodState
-from voicegate.blas import limit_blas_threads
 from voicegate.gcpause import GcPauses, settle
 from voicegate.legs.sip import SipConfig, SipServer, SipStats
 from voicegate.legs.twilio import TwilioLeg
@@ -234,6 +234,7 @@ def create_app(
             loop_lag = LoopLag()
             registry.register(loop_lag)
             stack.callback(registry.unregister, loop_lag)
+            twilio.lateness = lambda: loop_lag.peak_s  # the auto reply cushion's size
             probe = asyncio.get_running_loop().create_task(loop_lag.run(), name="loop-lag")
             stack.push_async_callback(_cancel, probe)
             if settings.stall_trace_ms > 0:

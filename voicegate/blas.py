@@ -34,9 +34,9 @@ def limit_blas_threads(threads: int, process: str) -> list[tuple[str, int, int]]
 
     before = [i for i in threadpool_info() if i["internal_api"] == "openblas"]
     if threads > 0 and before:
-        threadpool_limits(limits={"openblas": threads})
+        threadpool_limits(limits={i["prefix"]: threads for i in before})  # keys: prefixes
     after = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
     done = [(i["prefix"], int(i["num_threads"]), int(after[i["filepath"]])) for i in before]
     for prefix, was, now in done:
-        log.info("%s: %s %d threads (was %d)", process, prefix, now, was)
+        log.info("%s: numpy's BLAS (%s) held to %d threads (was %d)", process, prefix, now, was)
     return done

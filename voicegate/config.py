@@ -204,10 +204,10 @@ class Settings(BaseSettings):
         description="Agent audio per Twilio media message (and mark): fewer, longer messages cost the event loop less; each 20 ms more may delay fresh audio by up to 20 ms.",
     )
     twilio_cushion_ms: int = Field(
-        0,
-        ge=0,
+        -1,
+        ge=-1,
         le=40,
-        description="Silence sent ahead of each agent reply on Twilio (ms), which stays queued there for the rest of the reply: a media message that leaves up to this much late (a busy event loop) still finds audio queued, at this much more delay on every reply.",
+        description="Silence sent ahead of each agent reply on Twilio (ms), which stays queued there for the rest of the reply: a media message that leaves up to this much late (a busy event loop) still finds audio queued, at this much more delay on that reply. -1 (auto): the event loop's recent worst lateness (its peak, halving every 10 s), so a loop that keeps time adds no delay; 0: none.",
     )
     blas_threads: int = Field(
         1,

@@ -8,6 +8,10 @@ time it woke, as ``voicegate_event_loop_lag_seconds``: a stall of length d is ca
 probability about d / interval, so the histogram's tail counts the stalls that matter.
 Each wake-up costs one timer callback (50 a second at the default 20 ms).
 
+``peak_s`` is the recent worst lateness: the largest probe, decaying by half every
+``PEAK_HALF_LIFE_S``. A Twilio stream sizes its reply cushion from it (``twilio.stream``): a
+loop that keeps time costs the caller no delay, one that has run late lately buys that much.
+
 Owns: LoopLag. Imports voicegate.histogram; asyncio only in ``run``.
 """
 
@@ -22,6 +26,7 @@ from voicegate.histogram import Timings
 __all__ = ["LoopLag"]
 
 INTERVAL_S = 0.02
+PEAK_HALF_LIFE_S = 10.0  # a loop that ran late a few times a minute keeps its cushion
 _BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
 
@@ -36,15 +41,20 @@ class LoopLag(Timings):
         )
         self._clock = clock
         self.due = float("inf")  # when the probe should wake next (read by voicegate.stalls)
+        self.peak_s = 0.0  # the recent worst lateness (decaying; see the module docstring)
 
     async def run(self, interval_s: float = INTERVAL_S) -> None:
         """Probe forever on the running loop (cancel to stop)."""
         clock = self._clock
         due = self.due = clock() + interval_s
+        decay = 0.5 ** (interval_s / PEAK_HALF_LIFE_S)
         while True:
             await asyncio.sleep(max(0.0, due - clock()))
             now = clock()
-            self.observe(max(0.0, now - due))
+            lag = max(0.0, now - due)
+            self.observe(lag)
+            peak = self.peak_s * decay
+            self.peak_s = lag if lag > peak else peak
             due += interval_s
             if due < now:
                 due = now + interval_s  # after a stall, probe on from now (no burst)

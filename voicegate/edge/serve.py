@@ -40,13 +40,13 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
+from voicegate.blas import limit_blas_threads
 from voicegate.config import Settings
 from voicegate.edge.host import EngineHost
 from voicegate.edge.messages import Hello
 from voicegate.engine import EngineSupervisor, create_engine
 from voicegate.engine.tokenizer import release_token_counter
 from voicegate.events import EventLog
-from voicegate.blas import limit_blas_threads
 from voicegate.gcpause import GcPauses, settle
 from voicegate.personas.schema import Persona
 from voicegate.personas.store import PersonaStore

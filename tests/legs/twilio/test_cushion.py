@@ -1,4 +1,5 @@
-"""VOICEGATE_TWILIO_CUSHION_MS: silence ahead of each reply, which stays queued at Twilio."""
+"""VOICEGATE_TWILIO_CUSHION_MS: silence ahead of each reply, which stays queued at Twilio;
+fixed, or (-1, the default) as large as the event loop's recent worst lateness."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from voicegate.histogram import FixedHistogram
+from voicegate.legs.twilio.metrics import CUSHION_BUCKETS_MS
+
 from ..gateway import serving
 from .twilio_helpers import AUTH_TOKEN, PUBLIC_URL, TwilioGateway, start_twilio_gateway
 
 RATE = 8000
 CALLED = "+14155550100"
 CALLER = "+15005550006"
+
+
+@pytest.fixture
+def uncushioned(redis_url: str, tmp_path: Path) -> Iterator[TwilioGateway]:
+    yield from serving(start_twilio_gateway(redis_url, tmp_path, twilio_cushion_ms=0))
 
 
 @pytest.fixture
@@ -54,7 +63,34 @@ async def test_each_media_message_finds_the_cushion_still_queued(
 
 
 async def test_without_a_cushion_messages_arrive_as_the_queue_runs_dry(
-    gateway: TwilioGateway,
+    uncushioned: TwilioGateway,
 ) -> None:
-    arrivals, t0 = await _echo_of_a_tone(gateway)
+    arrivals, t0 = await _echo_of_a_tone(uncushioned)
     assert np.median(_queued_at_arrivals(arrivals, t0)) < 10
+
+
+async def _auto_cushions(gw: TwilioGateway, lateness_s: float) -> tuple[float, FixedHistogram]:
+    """A tone's echo with the loop's recent lateness read as ``lateness_s``: the median audio
+    queued at Twilio at each later message (ms), and the cushions sent (this call's only)."""
+    twilio = gw.app.state.twilio
+    assert twilio.cushion_ms == -1  # the default
+    real, stats = twilio.lateness, twilio.stats.cushion_ms
+    twilio.lateness = lambda: lateness_s
+    twilio.stats.cushion_ms = FixedHistogram(CUSHION_BUCKETS_MS)
+    try:
+        arrivals, t0 = await _echo_of_a_tone(gw)
+        return float(np.median(_queued_at_arrivals(arrivals, t0))), twilio.stats.cushion_ms
+    finally:
+        twilio.lateness, twilio.stats.cushion_ms = real, stats
+
+
+async def test_the_auto_cushion_is_the_loops_recent_lateness(gateway: TwilioGateway) -> None:
+    queued, cushions = await _auto_cushions(gateway, 0.0305)  # a probe woke 30.5 ms late
+    assert queued > 20
+    assert cushions.count >= 1 and cushions.quantile(0.5) == 40.0  # 31 ms: the 30-40 bucket
+
+
+async def test_a_loop_that_keeps_time_gets_no_auto_cushion(gateway: TwilioGateway) -> None:
+    queued, cushions = await _auto_cushions(gateway, 0.0)
+    assert queued < 10  # no delay added
+    assert cushions.count >= 1 and cushions.quantile(1.0) == 0.0

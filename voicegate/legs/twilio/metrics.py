@@ -49,6 +49,7 @@ DELAY_BUCKETS_MS = (
     160.0,
 )
 AHEAD_BUCKETS_MS = (0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 200.0)
+CUSHION_BUCKETS_MS = (0.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0)
 
 
 class TwilioLegStats:
@@ -94,13 +95,14 @@ class TwilioLegStats:
         self.ingress_ms = FixedHistogram(DELAY_BUCKETS_MS)
         self.egress_ms = FixedHistogram(DELAY_BUCKETS_MS)
         self.ahead_ms = FixedHistogram(AHEAD_BUCKETS_MS)
+        self.cushion_ms = FixedHistogram(CUSHION_BUCKETS_MS)  # auto cushions, one per reply
 
     def snapshot(self) -> dict[str, float]:
         """Counters and delay quantiles as a flat dict (benchmarks, debugging)."""
         out: dict[str, float] = {
             k: v for k, v in vars(self).items() if isinstance(v, int) and not isinstance(v, bool)
         }
-        for name in ("ingress_ms", "egress_ms", "ahead_ms"):
+        for name in ("ingress_ms", "egress_ms", "ahead_ms", "cushion_ms"):
             hist: FixedHistogram = getattr(self, name)
             out[f"{name}_count"] = hist.count
             out[f"{name}_p50"] = hist.quantile(0.5)
@@ -177,5 +179,10 @@ class TwilioLegCollector(Collector):
         yield s.ahead_ms.prometheus(
             "voicegate_twilio_ahead_seconds",
             "agent audio sent and not yet confirmed played, at each send",
+            scale=1e-3,
+        )
+        yield s.cushion_ms.prometheus(
+            "voicegate_twilio_cushion_seconds",
+            "silence sent ahead of each reply by the auto cushion (the loop's recent lateness)",
             scale=1e-3,
         )

@@ -41,6 +41,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
@@ -166,7 +167,9 @@ class TwilioLeg:
         self.stats = stats or TwilioLegStats()
         self.max_ahead_ms = max_ahead_ms
         self.send_ms = send_ms
-        self.cushion_ms = cushion_ms
+        self.cushion_ms = cushion_ms  # -1: auto, from ``lateness``
+        # the event loop's recent worst lateness in s (``LoopLag.peak_s``), set at startup
+        self.lateness: Callable[[], float] = _no_lateness
         self.dial_timeout_s = dial_timeout_s
         self.next_steps = next_steps or NextSteps()
         self.is_draining = False
@@ -501,6 +504,7 @@ class TwilioLeg:
             max_ahead_ms=self.max_ahead_ms,
             send_ms=self.send_ms,
             cushion_ms=self.cushion_ms,
+            lateness=self.lateness,
             next_steps=self.next_steps,
             overflow=self._overflow_for,
             fetch_grant=self._fetch_grant if self.placer is not None else None,
@@ -547,6 +551,10 @@ class _Here:
 
 
 _HERE = _Here()
+
+
+def _no_lateness() -> float:
+    return 0.0
 
 
 class _NoCalls:

@@ -18,8 +18,11 @@ socket). It accepts, refuses with 1008 (policy violation) when the upgrade's sig
   wait before fresh audio is pulled. Sent at real time, each message reaches Twilio as its
   queue runs dry, so one that leaves late is a gap in the caller's audio; ``cushion_ms`` of
   silence sent ahead of a reply (whenever the queue is dry by this pacing) stays queued there
-  for the rest of it and absorbs that much lateness, at that much more delay. The Call's
-  playout clock does not count the cushion: its times run that much ahead of what Twilio plays.
+  for the rest of it and absorbs that much lateness, at that much more delay. ``cushion_ms=-1``
+  (auto) sizes it at each reply from ``lateness()``, the event loop's recent worst lateness
+  (``voicegate.looplag``): no delay while the loop keeps time, as much as it lately ran late
+  when it does. The Call's playout clock does not count the cushion: its times run that much
+  ahead of what Twilio plays.
 * ``clear_playout()`` (the Call, at barge-in) drops held frames and sends ``clear``;
   ``request_hangup()`` closes the socket (Twilio then requests the ``<Connect action>``, which
   answers ``<Hangup/>``).
@@ -41,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import time
 from collections import deque
@@ -110,6 +114,7 @@ START_TIMEOUT_S = 10.0
 MAX_HELD_FRAMES = 10  # 200 ms: beyond this Twilio has stopped echoing marks; drop the oldest
 DEFAULT_SEND_MS = 40
 MAX_CUSHION_MS = 40  # with a 40 ms send, 80 of the 100 ms Twilio may hold
+_SILENCE = b"\xff" * (MAX_CUSHION_MS * RATE_HZ // 1000)  # mu-law
 SEND_MS_CHOICES = (20, 40, 60, 80)
 TIMER_SLACK_S = 0.001
 MAX_MESSAGES_WITHOUT_YIELD = 4
@@ -149,16 +154,20 @@ class TwilioMediaStream:
         overflow: Callable[[str], str] | None = None,
         fetch_grant: Callable[[str], Awaitable[None]] | None = None,
         cushion_ms: int = 0,
+        lateness: Callable[[], float] | None = None,
     ) -> None:
         if send_ms not in SEND_MS_CHOICES:
             raise ValueError(f"twilio: send_ms must be one of {SEND_MS_CHOICES}, got {send_ms}")
-        if not 0 <= cushion_ms <= MAX_CUSHION_MS:
-            raise ValueError(f"twilio: cushion_ms must be in 0..{MAX_CUSHION_MS}, got {cushion_ms}")
+        if not -1 <= cushion_ms <= MAX_CUSHION_MS:
+            raise ValueError(
+                f"twilio: cushion_ms must be -1 (auto) or 0..{MAX_CUSHION_MS}, got {cushion_ms}"
+            )
         self._ws = ws
         # silence sent ahead of a reply (when Twilio's queue is dry by our pacing): it stays
         # queued there for the rest of the reply, so a send that leaves up to that much late
-        # still finds audio queued; mu-law 0xFF is silence
-        self._cushion = b"\xff" * (cushion_ms * RATE_HZ // 1000)
+        # still finds audio queued; mu-law 0xFF is silence. Auto: sized at each reply
+        self._lateness = lateness if cushion_ms < 0 else None
+        self._cushion = b"\xff" * (max(0, cushion_ms) * RATE_HZ // 1000)
         self._block_frames = send_ms // FRAME_MS
         self._block_s = send_ms / 1000
         self._calls = calls
@@ -582,7 +591,7 @@ class TwilioMediaStream:
             if not pcm.any():
                 return  # silence: Twilio plays silence when its queue is empty
             now_ms = pulled * 1000
-            pad = self._cushion if self._playout.paced_ahead_ms(now_ms) < 0.5 else b""
+            pad = self._onset_pad() if self._playout.paced_ahead_ms(now_ms) < 0.5 else b""
             if self._playout.room_ms(now_ms) >= FRAME_MS * frames + len(pad) * 1000 // RATE_HZ:
                 payload = mulaw_encode(pcm)
                 await self._send_audio(pad + payload if pad else payload, pulled)
@@ -593,6 +602,15 @@ class TwilioMediaStream:
                 self._stats.held_frames_dropped += 1
             held.append(pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES].copy())
         await self._flush_held(pulled)
+
+    def _onset_pad(self) -> bytes:
+        """The cushion ahead of a reply: fixed, or (auto) the loop's recent worst lateness."""
+        lateness = self._lateness
+        if lateness is None:
+            return self._cushion
+        ms = min(MAX_CUSHION_MS, math.ceil(lateness() * 1000))
+        self._stats.cushion_ms.observe(ms)
+        return _SILENCE[: ms * RATE_HZ // 1000]
 
     def _skip_frames(self, n: int) -> None:
         call = self._call
