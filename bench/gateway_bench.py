@@ -607,6 +607,11 @@ def run_level(
         # the callers' own sends more than 5 ms behind schedule, and the worst one
         "caller_sends_late": sum(c.get("sends_late_5ms", 0) for c in ok),
         "caller_send_late_max_ms": max((c.get("send_late_max_ms", 0.0) for c in ok), default=0.0),
+        # Twilio reply cushions in the window (auto: the loop's recent lateness): how many, mean
+        "cushions": d("voicegate_twilio_cushion_seconds_count"),
+        "cushion_mean_ms": 1000
+        * d("voicegate_twilio_cushion_seconds_sum")
+        / max(1.0, d("voicegate_twilio_cushion_seconds_count")),
         # event-loop probes (every 20 ms, every worker's) that woke more than 5 / 10 ms late
         "loop_lag_over_5ms": d("voicegate_event_loop_lag_seconds_count")
         - d('voicegate_event_loop_lag_seconds_bucket{le="0.005"}'),
@@ -872,7 +877,9 @@ def main() -> None:
                     print(
                         f"  N={n} event-loop probes late (every 20 ms per worker): "
                         f"{row['loop_lag_over_5ms']:.0f} over 5 ms, "
-                        f"{row['loop_lag_over_10ms']:.0f} over 10 ms; caller sends over 5 ms "
+                        f"{row['loop_lag_over_10ms']:.0f} over 10 ms; auto reply cushions: "
+                        f"{row['cushions']:.0f}, mean {row['cushion_mean_ms']:.1f} ms; "
+                        "caller sends over 5 ms "
                         f"late: {row['caller_sends_late']} (worst "
                         f"{row['caller_send_late_max_ms']:.1f} ms)",
                         file=sys.stderr,

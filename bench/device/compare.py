@@ -50,7 +50,8 @@ def main() -> None:
             table.append((variant or "(none)", row))
     print(
         "\nvariant | N | ok | gw CPU% | busiest loop% | holes/call-min | hole ms/call-min | "
-        "sends late/skipped | slot o/u | loop probes >5/>10 ms | caller sends >5 ms late"
+        "sends late/skipped | slot o/u | loop probes >5/>10 ms | auto cushions (mean ms) | "
+        "caller sends >5 ms late"
     )
     for variant, r in table:
         print(
@@ -59,6 +60,7 @@ def main() -> None:
             f"{r['sends_late']:.0f}/{r['sends_skipped']:.0f} | "
             f"{r['slot_overruns']:.0f}/{r['slot_underruns']:.0f} | "
             f"{r['loop_lag_over_5ms']:.0f}/{r['loop_lag_over_10ms']:.0f} | "
+            f"{r.get('cushions', 0):.0f} ({r.get('cushion_mean_ms', 0):.1f}) | "
             f"{r['caller_sends_late']}"
         )
 
