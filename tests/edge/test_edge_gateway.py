@@ -123,7 +123,7 @@ async def multi(redis_url: str, tmp_path: Path) -> AsyncIterator[MultiGateway]:
         # `serve`: the engine process and each worker froze startup's objects out of the GC
         assert log.read_text().count("objects frozen out of garbage collection") == 3
         # and held numpy's OpenBLAS to one thread (VOICEGATE_BLAS_THREADS)
-        assert log.read_text().count("numpy's BLAS (libscipy_openblas) held to 1 threads") == 3
+        assert log.read_text().count("numpy's BLAS (libscipy_openblas) held to 1 threads") >= 3
         yield gateway
     finally:
         workers = gateway.worker_pids().values() if proc.poll() is None else ()
