@@ -238,7 +238,11 @@ async def _events(redis_url: str, call_id: str, timeout_s: float = 10.0) -> list
                 "list[tuple[str, dict[str, str]]]", await client.xrange(call_events_key(call_id))
             )
             fields = [dict(f) for _, f in entries]
-            if any(f.get("type") == "call.ended" for f in fields) or time.monotonic() > deadline:
+            # the call's end, and the stream's stopped status: the last thing the simulated
+            # Twilio reported, written after the dial's outcome (the event writer keeps order)
+            is_ended = any(f.get("type") == "call.ended" for f in fields)
+            is_stopped = any(f.get("status") == "stream-stopped" for f in fields)
+            if (is_ended and is_stopped) or time.monotonic() > deadline:
                 return fields
             await asyncio.sleep(0.1)
     finally:
