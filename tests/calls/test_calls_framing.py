@@ -63,18 +63,21 @@ def test_frames_before_the_slot_is_bound_are_counted_not_pushed() -> None:
     assert framer.frames_pushed == 3 and len(slot.pushes) == 1
 
 
+@pytest.mark.parametrize("margin_s", [ALIGN_MARGIN_S, 0.012])  # the default; a setting's
 @pytest.mark.parametrize("phase_ms", [0.0, 5.0, 8.0, 19.9, 33.0, 61.0, 79.9])
-def test_the_first_frame_is_padded_so_frames_complete_just_before_ticks(phase_ms: float) -> None:
+def test_the_first_frame_is_padded_so_frames_complete_just_before_ticks(
+    phase_ms: float, margin_s: float
+) -> None:
     clock = ManualClock()
     start = clock.now
     slot = ScheduledSlot(clock, first_tick=start + phase_ms / 1000)
-    framer = CallerFramer(LEG_RATE, clock)
+    framer = CallerFramer(LEG_RATE, clock, margin_s)
     framer.bind(slot)
     x = audio(50 * CHUNK)
     feed_chunks(framer, clock, x, [start + 0.001 + k * CHUNK_S for k in range(50)])
     leads = slot.leads()
     assert len(leads) >= 12
-    assert all(ALIGN_MARGIN_S - 1e-9 <= d < ALIGN_MARGIN_S + CHUNK_S for d in leads), leads
+    assert all(margin_s - 1e-9 <= d < margin_s + CHUNK_S for d in leads), leads
     pad = framer.phase_pad_samples
     assert 0 <= pad < FRAME_SAMPLES and pad % CHUNK == 0 and framer.phase_drop_samples == 0
     out = heard(slot)
@@ -96,6 +99,11 @@ def test_a_caller_running_fast_loses_one_chunk_per_check_at_most() -> None:
     checks = framer.frames_pushed // ALIGN_CHECK_FRAMES
     assert dropped // CHUNK <= checks
     assert min(slot.leads()) >= ALIGN_MARGIN_S - 1e-9
+
+
+def test_a_margin_of_a_tick_or_more_is_refused() -> None:
+    with pytest.raises(ValueError, match="margin"):
+        CallerFramer(LEG_RATE, ManualClock(), 0.08)
 
 
 def test_chunks_longer_than_a_tick_are_not_phased() -> None:

@@ -5,8 +5,8 @@ Frame phase: a serving engine takes every slot's frame at fixed 80 ms ticks, so 
 completes at an arbitrary moment waits 0-80 ms (mean 40) for its tick. When the slot tells the
 tick schedule (``next_tick_at``, see ``engine.base.TickScheduled``), the first chunk after the
 join is preceded by up to 60 ms of silence so that frames complete on the last caller chunk
-that arrives at least the margin (``ALIGN_MARGIN_S`` unless set) before a tick; the wait is then at most one chunk
-(20 ms) plus that margin. If the caller's chunks drift so that every one of
+that arrives at least the margin (``ALIGN_MARGIN_S`` unless set) before a tick; the wait is
+then at most one chunk (20 ms) plus that margin. If the caller's chunks drift so that every one of
 ``ALIGN_CHECK_FRAMES`` frames could have waited for one more chunk, one chunk of caller audio
 is dropped (at most one per check). Padding and dropping touch the model's input only: the
 Call's caller clock still counts every sample the leg fed. Without a schedule (offline and

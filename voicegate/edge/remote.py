@@ -165,8 +165,9 @@ class RemoteSlot:
             return
         self._rings.push_input(self._index, pcm)
         # how long before the next tick takes inputs the frame is there: the framer places a
-        # frame 8-28 ms ahead of its tick, so a lead over 40 ms is a frame that missed the tick
-        # before (by 80 ms less the lead); 0 or less, the tick is late to take it
+        # frame its margin to margin + 20 ms ahead of its tick (8-28 ms by default), so a lead
+        # over 40 ms is a frame that missed the tick before (by 80 ms less the lead); 0 or
+        # less, the tick is late to take it
         lead = self._rings.header[NEXT_TICK_AT] - time.monotonic()
         if lead == lead:  # not NaN (no schedule)
             self._owner.frame_lead.observe(float(lead))
@@ -216,8 +217,8 @@ class RemoteEngine:
         self.frame_lead = Timings(
             "voicegate_caller_frame_lead_seconds",
             "How long before the engine's next tick each caller frame reached the shared "
-            "ring (a frame is placed 8-28 ms ahead of its tick: over 40 ms, it missed the one "
-            "before).",
+            "ring (a frame is placed 8-28 ms ahead of its tick by default: over 40 ms, it "
+            "missed the one before).",
             FRAME_LEAD_BUCKETS,
         )
 

@@ -167,7 +167,7 @@ class TwilioMediaStream:
         # queued there for the rest of the reply, so a send that leaves up to that much late
         # still finds audio queued; mu-law 0xFF is silence. Auto: sized at each reply
         self._lateness = lateness if cushion_ms < 0 else None
-        self._cushion = b"\xff" * (max(0, cushion_ms) * RATE_HZ // 1000)
+        self._cushion = _SILENCE[: max(0, cushion_ms) * RATE_HZ // 1000]
         self._block_frames = send_ms // FRAME_MS
         self._block_s = send_ms / 1000
         self._calls = calls
